@@ -1,0 +1,109 @@
+"""Device contracts: what the core expects of channel drivers, OSI devices and climate chambers.
+
+Every method is a coroutine; drivers around blocking libraries run those calls on a
+:class:`~cellbench_hal.timeouts.DeviceWorker`. The core wraps each call in a timeout and turns a
+:class:`~cellbench_hal.errors.DeviceError` into the safe state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+from cellbench_hal.clock import Clock
+from cellbench_hal.errors import NotSupported
+from cellbench_hal.types import ChamberState, ChannelInfo, Reading, SampleBatch, SignalInfo, Step
+
+
+class Device(ABC):
+    """Common lifecycle: ``open`` once, ``close`` idempotently (also after a failed ``open``)."""
+
+    #: True for simulators, which may run on a virtual clock; real hardware needs the real one.
+    virtual_time_ok: ClassVar[bool] = False
+
+    #: Name used in errors and logs ("sim", "scpi@10.0.0.5", ...).
+    name: str = "device"
+
+    @abstractmethod
+    async def open(self, clock: Clock) -> None:
+        """Connect and get ready; ``clock`` is the station's clock for timestamps."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Leave the device safe (outputs off) and release it. Idempotent."""
+
+    async def __aenter__(self) -> Device:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class ChannelDriver(Device):
+    """A bank of cycler channels behind one connection (one instrument, one DLL handle, ...).
+
+    Step-level, like a real cycler: :meth:`apply` hands a channel a setpoint that it holds until
+    the next one; :meth:`measure` returns the samples taken since the previous call.
+    """
+
+    @property
+    @abstractmethod
+    def channels(self) -> Sequence[ChannelInfo]:
+        """The channels of this bank, indexed from 0."""
+
+    @abstractmethod
+    async def apply(self, channel: int, step: Step) -> None:
+        """Start holding ``step`` on ``channel`` from now on."""
+
+    @abstractmethod
+    async def output_off(self, channel: int) -> None:
+        """Switch the channel's output off (the safe state)."""
+
+    @abstractmethod
+    async def measure(self) -> SampleBatch:
+        """Samples since the previous call: at least the latest one of every channel."""
+
+
+class OsiDevice(Device):
+    """An external device with named signals to read (and some to write): CAN, SMBus, loggers."""
+
+    @property
+    @abstractmethod
+    def signals(self) -> Sequence[SignalInfo]:
+        """The signals this device offers."""
+
+    @abstractmethod
+    async def read(self) -> Mapping[str, Reading]:
+        """The latest reading of every readable signal."""
+
+    @abstractmethod
+    async def write(self, signal: str, value: float) -> None:
+        """Set a writable signal."""
+
+
+class ClimateChamber(Device):
+    """A climate chamber; one chamber may hold the cells of several channels."""
+
+    #: True when the chamber controls humidity as well as temperature.
+    has_humidity: ClassVar[bool] = False
+
+    @abstractmethod
+    async def set_temperature(self, celsius: float) -> None:
+        """Set the temperature setpoint (°C)."""
+
+    async def set_humidity(self, percent: float) -> None:
+        """Set the relative-humidity setpoint (%); chambers without humidity refuse."""
+        raise NotSupported(self.name, "this chamber has no humidity control")
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Start conditioning."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop conditioning."""
+
+    @abstractmethod
+    async def read(self) -> ChamberState:
+        """Current temperature, setpoints and state."""
