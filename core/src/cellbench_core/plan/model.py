@@ -11,6 +11,9 @@ from enum import StrEnum
 
 from cellbench_hal import StepMode
 
+# Value lives with the unit parser (which must not import the plan package); re-exported here.
+from cellbench_core.units import Value as Value
+
 
 class PlanError(ValueError):
     """A plan is invalid; the message names file, line and field."""
@@ -19,22 +22,6 @@ class PlanError(ValueError):
         self.file, self.line, self.field, self.message = file, line, field, message
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
-
-
-@dataclass(frozen=True)
-class Value:
-    """A number in SI units, or (``per_capacity``) a C-rate: amperes per ampere-hour."""
-
-    si: float
-    per_capacity: bool = False
-
-    def resolve(self, capacity_ah: float | None) -> float:
-        """The value in SI units, given the battery capacity for C-rates."""
-        if not self.per_capacity:
-            return self.si
-        if capacity_ah is None:
-            raise ValueError("a C-rate needs the battery's capacity")
-        return self.si * capacity_ah
 
 
 class Quantity(StrEnum):

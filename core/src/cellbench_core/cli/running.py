@@ -1,0 +1,271 @@
+"""``cellbench demo`` and ``cellbench run``: run plans with live progress and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from cellbench_core.cli.app import app
+from cellbench_core.cli.console import console, fail
+from cellbench_core.plan import PlanError, load_plan, parse_plan
+from cellbench_core.plugins import PluginError, PluginManager
+from cellbench_core.runner.engine import RunError, Runner, TestOutcome, TestRequest
+from cellbench_core.station import Station, StationConfig, StationError, load_station
+from cellbench_core.storage import BatteryRecord, Database, SampleWriter, open_database
+from cellbench_hal import Clock, DeviceError, RealClock, VirtualClock
+
+#: Live display shows one bar per channel up to this many channels, then one bar for all.
+_BARS_PER_CHANNEL_UP_TO = 16
+
+DEMO_BATTERY = "demo-nmc-2.5Ah"
+
+
+def _clock(speed: str) -> Clock:
+    if speed == "real":
+        return RealClock()
+    if speed == "max":
+        return VirtualClock()
+    try:
+        factor = float(speed)
+    except ValueError:
+        factor = float("nan")
+    if not (factor > 0 and factor != float("inf")):
+        fail(f"--speed: expected 'real', 'max' or a positive number like 100, not {speed!r}",
+             code=2)
+    return VirtualClock(factor)
+
+
+@dataclass
+class _Job:
+    """What to run: the station, where results go, the clock, and which plan on which channel.
+
+    ``requests`` is called once the station is open, when its channels are numbered.
+    """
+
+    station: Station
+    db: Database
+    clock: Clock
+    requests: Callable[[Station], list[TestRequest]]
+
+
+class _Live:
+    """Progress bars (steps done of the plan's total) with cycle, U, I, T and the current step."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"), console=console, transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def update(self) -> None:
+        states = self.runner.snapshot()
+        if not states:
+            return
+        if len(states) > _BARS_PER_CHANNEL_UP_TO:
+            done = sum(s.step_no - (1 if s.running else 0) for s in states)
+            total = sum(s.steps_total for s in states)
+            running = sum(s.running for s in states)
+            hours = max(s.test_time_s for s in states) / 3600
+            key = "all"
+            if key not in self.tasks:
+                self.tasks[key] = self.progress.add_task(
+                    f"{len(states)} channels", total=total, detail="")
+            self.progress.update(self.tasks[key], completed=done, detail=(
+                f"{running} running, test time {hours:.1f} h, {self.runner.samples:,} samples"))
+            return
+        for s in states:
+            if s.channel not in self.tasks:
+                self.tasks[s.channel] = self.progress.add_task(
+                    f"ch {s.channel:>3}", total=s.steps_total, detail="")
+            done = s.step_no - (1 if s.running else 0)
+            detail = (f"cyc {s.cycle:>3}  {s.voltage_v:6.3f} V {s.current_a:+7.3f} A "
+                      f"{s.temperature_c:5.1f} °C  {s.step}" if s.running
+                      else (s.outcome.reason if s.outcome else ""))
+            self.progress.update(self.tasks[s.channel], completed=done, detail=detail)
+
+
+async def _execute(job: _Job, runner: Runner, live: bool) -> list[TestOutcome]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runner.stop, None, "stopped by operator")
+    try:
+        await job.station.open(job.clock)
+        task = asyncio.create_task(runner.run(job.requests(job.station)))
+        if live:
+            display = _Live(runner)
+            with display.progress:
+                while not task.done():
+                    await asyncio.wait({task}, timeout=0.25)
+                    display.update()
+        return await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await job.station.close()
+
+
+def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bool = True
+             ) -> list[TestOutcome]:
+    writer = SampleWriter(job.db)
+    runner = Runner(job.db, writer, job.clock, sample_period_s=sample_period_s,
+                    hooks=plugins.hook, station=job.station.config.station.name,
+                    device_timeout_s=job.station.config.station.device_timeout)
+    started = time.monotonic()
+    try:
+        outcomes = asyncio.run(_execute(job, runner, live))
+    except (RunError, DeviceError, StationError) as err:
+        fail(str(err), code=2 if isinstance(err, StationError) else 1)
+    finally:
+        writer.close()
+    wall = time.monotonic() - started
+    _summary(job.db, outcomes)
+    console.print(f"{runner.samples:,} samples in {wall:.1f} s wall "
+                  f"({runner.samples / max(wall, 1e-9):,.0f} samples/s); database: {job.db.url}")
+    return outcomes
+
+
+def _summary(db: Database, outcomes: list[TestOutcome]) -> None:
+    table = Table(title="Summary", title_justify="left")
+    for column, justify in (("ch", "right"), ("test", "right"), ("cycles", "right"),
+                            ("discharge capacity per cycle [Ah]", "left"),
+                            ("discharged [Wh]", "right"), ("end", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for outcome in outcomes:
+        per_cycle: dict[int, float] = defaultdict(float)
+        energy = 0.0
+        for step in db.steps(outcome.test_id):
+            if step.ah < 0:
+                per_cycle[step.cycle] += -step.ah
+                energy += -step.wh
+        cycles = sorted(c for c in per_cycle if c > 0)
+        capacities = " ".join(f"{per_cycle[c]:.3f}" for c in cycles) or "-"
+        colour = {"finished": "green", "stopped": "yellow"}.get(outcome.status.value, "red")
+        table.add_row(outcome.channel, str(outcome.test_id), str(len(cycles)), capacities,
+                      f"{energy:.2f}", f"[{colour}]{outcome.reason}[/{colour}]")
+    console.print(table)
+
+
+def _load_plugins(config: StationConfig) -> PluginManager:
+    manager = PluginManager()
+    try:
+        manager.load(disable=config.plugins.disable, require=config.plugins.enable)
+    except PluginError as err:
+        fail(str(err), code=2)
+    return manager
+
+
+def _battery(db: Database, name: str | None) -> BatteryRecord | None:
+    if name is None:
+        return None
+    battery = db.battery(name)
+    if battery is None:
+        known = ", ".join(b.name for b in db.batteries()) or "none registered"
+        fail(f"--battery: no battery called {name!r} (known: {known})", code=2)
+    return battery
+
+
+@app.command("run")
+def run_command(
+    plan: Annotated[Path, typer.Argument(help="Plan file (YAML); see `cellbench plan check`.",
+                                         show_default=False)],
+    channels: Annotated[str, typer.Option(
+        help="Channels to run on: 3, 1-8, 1,3,5-6 or all.")] = "all",
+    station: Annotated[Path | None, typer.Option(
+        help="Station file (TOML). Without it: 8 simulated channels.")] = None,
+    db: Annotated[str | None, typer.Option(
+        help="Database URL, e.g. sqlite:///lab.db or postgresql+psycopg://host/db. "
+             "Overrides the station file.")] = None,
+    speed: Annotated[str, typer.Option(
+        help="real: wall-clock time (needed for real hardware); N: simulated time N times "
+             "faster; max: as fast as the CPU allows.")] = "real",
+    battery: Annotated[str | None, typer.Option(
+        help="Registered battery under test: its capacity sets C-rates, its limits tighten "
+             "the plan's.")] = None,
+) -> None:
+    """Run PLAN on channels of a station until every channel has finished it.
+
+    Each channel follows the plan on its own; every sample goes to the database. Ctrl-C stops
+    all channels safely (output off) and keeps every sample.
+
+    Example: cellbench run plans/capacity-check.yaml --channels 1-4 --speed max
+    """
+    try:
+        config = load_station(station) if station else StationConfig()
+        parsed = load_plan(plan)
+    except (StationError, PlanError) as err:
+        fail(str(err), code=2)
+    manager = _load_plugins(config)
+    try:
+        built = Station(config, manager)
+    except (StationError, PluginError) as err:
+        fail(str(err), code=2)
+    clock = _clock(speed)
+    database = open_database(db or config.station.database)
+    try:
+        record = _battery(database, battery)
+
+        def requests(opened: Station) -> list[TestRequest]:
+            return [TestRequest(ref, parsed, record) for ref in opened.select(channels)]
+
+        outcomes = _run_job(_Job(built, database, clock, requests),
+                            config.station.sample_period, manager)
+    finally:
+        database.close()
+    if any(o.status.value == "failed" for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo_command(
+    channels: Annotated[int, typer.Option(min=1, max=100_000,
+                                          help="Number of simulated channels.")] = 8,
+    db: Annotated[str, typer.Option(help="Database URL for the results.")] =
+        "sqlite:///cellbench-demo.db",
+) -> None:
+    """Run a simulated station: CC-CV cycles of 2.5 Ah NMC cells on every channel.
+
+    The cells differ slightly (capacity, resistance), as real cells do. Time is simulated, so
+    hours of cycling take seconds. Afterwards: `cellbench plot TEST --db ...` draws any test.
+    """
+    text = resources.files("cellbench_core.demo").joinpath("cccv-cycling.yaml").read_text(
+        encoding="utf-8")
+    plan = parse_plan(text, source="cccv-cycling.yaml")
+    config = StationConfig.model_validate({
+        "station": {"name": "demo", "database": db, "sample_period": "1 s"},
+        "channels": [{"driver": "sim", "settings": {"count": channels, "seed": 2024}}],
+    })
+    manager = _load_plugins(config)
+    station = Station(config, manager)
+    database = open_database(db)
+    console.print(f"Demo station: {channels} simulated channels, plan {plan.name!r}, "
+                  f"results in [bold]{database.url}[/bold]")
+    try:
+        battery = database.battery(DEMO_BATTERY)
+        if battery is None:
+            database.add_battery(
+                DEMO_BATTERY, chemistry="NMC-graphite", nominal_capacity_ah=2.5,
+                nominal_voltage_v=3.7, voltage_max_v=4.25, voltage_min_v=2.45,
+                current_max_charge_a=5.0, current_max_discharge_a=7.5, temperature_max_c=60.0,
+                metadata={"source": "cellbench demo"})
+            battery = database.battery(DEMO_BATTERY)
+
+        def requests(opened: Station) -> list[TestRequest]:
+            return [TestRequest(ref, plan, battery, name=f"demo channel {ref.name}")
+                    for ref in opened.channels]
+
+        _run_job(_Job(station, database, VirtualClock(), requests),
+                 config.station.sample_period, manager)
+    finally:
+        database.close()

@@ -1,0 +1,74 @@
+"""End conditions of every running channel as arrays, evaluated for all channels at once.
+
+Each channel holds up to ``groups`` condition groups of up to ``slots`` conditions; a step ends
+when every used slot of any used group holds. The per-sample work is a handful of numpy
+operations across channels, whatever plan each channel follows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cellbench_core.plan.model import Condition, Op, Quantity
+from cellbench_hal.types import FloatArray, IntArray
+
+#: Column of each quantity in the per-sample quantity matrix.
+QUANTITY_COLUMN: dict[Quantity, int] = {q: i for i, q in enumerate(Quantity)}
+
+
+class ConditionTable:
+    """End conditions of ``size`` channels; grows its shape when a step needs more room."""
+
+    def __init__(self, size: int, groups: int = 2, slots: int = 2) -> None:
+        self.quantity = np.zeros((size, groups, slots), dtype=np.int64)
+        self.greater = np.zeros((size, groups, slots), dtype=bool)  # True: >=, False: <=
+        self.threshold = np.zeros((size, groups, slots))
+        self.used = np.zeros((size, groups, slots), dtype=bool)
+        self.group_used = np.zeros((size, groups), dtype=bool)
+
+    def set(self, row: int, groups: list[list[tuple[Condition, float]]]) -> None:
+        """Replace channel ``row``'s conditions with ``groups`` of (condition, SI threshold)."""
+        self._grow(len(groups), max((len(g) for g in groups), default=0))
+        self.used[row] = False
+        self.group_used[row] = False
+        for g, group in enumerate(groups):
+            self.group_used[row, g] = True
+            for s, (condition, threshold) in enumerate(group):
+                self.quantity[row, g, s] = QUANTITY_COLUMN[condition.quantity]
+                self.greater[row, g, s] = condition.op is Op.GE
+                self.threshold[row, g, s] = threshold
+                self.used[row, g, s] = True
+
+    def clear(self, row: int) -> None:
+        """Channel ``row`` has no conditions (it is idle)."""
+        self.used[row] = False
+        self.group_used[row] = False
+
+    def met(self, rows: IntArray, quantities: FloatArray) -> np.ndarray:
+        """For each of ``rows`` (with its line of ``quantities``), whether its step has ended.
+
+        A NaN quantity meets no condition; NaN readings are the safety limits' business.
+        """
+        n = len(rows)
+        values = quantities[np.arange(n)[:, None, None], self.quantity[rows]]
+        threshold = self.threshold[rows]
+        holds = np.where(self.greater[rows], values >= threshold, values <= threshold)
+        group_holds = np.all(holds | ~self.used[rows], axis=2) & self.group_used[rows]
+        result: np.ndarray = group_holds.any(axis=1)
+        return result
+
+    def _grow(self, groups: int, slots: int) -> None:
+        size, have_groups, have_slots = self.quantity.shape
+        if groups <= have_groups and slots <= have_slots:
+            return
+        new_groups, new_slots = max(groups, have_groups), max(slots, have_slots)
+
+        def grown(a: np.ndarray) -> np.ndarray:
+            shape = (size, new_groups, new_slots)[: a.ndim]
+            out = np.zeros(shape, dtype=a.dtype)
+            out[tuple(slice(0, n) for n in a.shape)] = a
+            return out
+
+        self.quantity, self.greater = grown(self.quantity), grown(self.greater)
+        self.threshold, self.used = grown(self.threshold), grown(self.used)
+        self.group_used = grown(self.group_used)

@@ -1,0 +1,170 @@
+"""The station: its TOML configuration, and the channel drivers it builds from the plugins.
+
+A station file names the database, the sample period, which plugins to enable or disable, and
+groups of channels, each group one channel driver with its settings. Channels are numbered from 1
+across the whole station in file order.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cellbench_core.descriptors import Kind
+from cellbench_core.plugins import PluginManager
+from cellbench_core.runner.engine import ChannelRef
+from cellbench_core.units import parse_duration
+from cellbench_hal import ChannelDriver, Clock, DeviceError, call_with_timeout
+
+
+class StationError(ValueError):
+    """The station file or a channel selection is invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: Any) -> float:
+    if not isinstance(value, str):
+        raise ValueError("expected a duration with its unit, like '1 s' or '100 ms'")
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+class StationSection(_Strict):
+    """``[station]``: identity, database and timing."""
+
+    name: str = "station"
+    database: str = "sqlite:///cellbench.db"
+    sample_period: float = Field(default=1.0, description="e.g. '1 s', '100 ms'")
+    device_timeout: float = Field(default=5.0, description="e.g. '5 s'")
+
+    @field_validator("sample_period", "device_timeout", mode="before")
+    @classmethod
+    def _parse_duration(cls, value: Any) -> float:
+        return _duration(value)
+
+
+class PluginsSection(_Strict):
+    """``[plugins]``: ``enable`` lists plugins that must load; ``disable`` those not to load."""
+
+    enable: list[str] = []
+    disable: list[str] = []
+
+
+class ChannelGroup(_Strict):
+    """``[[channels]]``: one channel driver and its settings (validated by the driver)."""
+
+    driver: str
+    settings: dict[str, Any] = {}
+
+
+class StationConfig(_Strict):
+    """A whole station file."""
+
+    station: StationSection = StationSection()
+    plugins: PluginsSection = PluginsSection()
+    channels: list[ChannelGroup] = [ChannelGroup(driver="sim")]
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_station(path: Path) -> StationConfig:
+    """Read and validate a station file; errors name the file and the key."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise StationError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise StationError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as err:
+        raise StationError(f"{path}: {err}") from None
+    return station_from_dict(data, str(path))
+
+
+def station_from_dict(data: dict[str, Any], source: str = "<station>") -> StationConfig:
+    """Validate a station configuration given as a mapping."""
+    try:
+        return StationConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise StationError(f"{source}: {_location(first['loc'])}: {first['msg']}") from None
+
+
+def parse_channels(text: str, available: int) -> list[int]:
+    """Channel numbers from ``"1-8"``, ``"1,3,5-6"`` or ``"all"``; each must exist."""
+    if text.strip().lower() == "all":
+        return list(range(1, available + 1))
+    numbers: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", part, re.ASCII)
+        if not match:
+            raise StationError(f"--channels: {part.strip()!r} is not a channel number or "
+                               "range like 3 or 1-8")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if first > last:
+            raise StationError(f"--channels: range {first}-{last} runs backwards")
+        for n in range(first, last + 1):
+            if not 1 <= n <= available:
+                raise StationError(f"--channels: channel {n} does not exist "
+                                   f"(this station has channels 1-{available})")
+            if n in numbers:
+                raise StationError(f"--channels: channel {n} is named twice")
+            numbers.append(n)
+    return numbers
+
+
+class Station:
+    """The channel drivers of a station, built from its configuration and the plugins."""
+
+    def __init__(self, config: StationConfig, plugins: PluginManager) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.drivers: list[tuple[str, ChannelDriver]] = []
+        self.channels: list[ChannelRef] = []
+        for n, group in enumerate(config.channels):
+            descriptor = plugins.registry.get(Kind.CHANNEL_DRIVER, group.driver)
+            try:
+                driver = descriptor.create(group.settings)
+            except ValidationError as err:
+                first = err.errors()[0]
+                raise StationError(f"channels[{n}].settings.{_location(first['loc'])}: "
+                                   f"{first['msg']}") from None
+            self.drivers.append((group.driver, driver))
+
+    async def open(self, clock: Clock) -> None:
+        """Open every driver (closing those already open if one fails) and number channels."""
+        timeout = self.config.station.device_timeout
+        opened: list[ChannelDriver] = []
+        try:
+            for name, driver in self.drivers:
+                await call_with_timeout(driver.open(clock), timeout, name, "open")
+                opened.append(driver)
+                for local in range(len(driver.channels)):
+                    self.channels.append(ChannelRef(len(self.channels) + 1, driver, name, local))
+        except DeviceError:
+            for driver in opened:
+                await driver.close()
+            self.channels.clear()
+            raise
+
+    async def close(self) -> None:
+        """Close every driver (outputs off); idempotent."""
+        for _, driver in self.drivers:
+            await driver.close()
+
+    def select(self, text: str | None) -> list[ChannelRef]:
+        """The channels named by a ``--channels`` value (all when ``None``)."""
+        return [self.channels[n - 1] for n in parse_channels(text or "all", len(self.channels))]

@@ -1,0 +1,463 @@
+"""Opening, migrating and querying a cellbench database (everything except writing samples)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine
+
+from cellbench_core.events import TestStatus
+from cellbench_core.storage import schema
+from cellbench_core.storage.records import (
+    BatteryRecord,
+    EventRecord,
+    StepRecord,
+    StorageError,
+    TestRecord,
+)
+
+_MIGRATIONS = "cellbench_core.storage:migrations"
+_SQLITE_CACHE_KIB = 65536
+_SQLITE_BUSY_TIMEOUT_MS = 30000
+
+
+def open_database(url: str) -> Database:
+    """Open the database at a SQLAlchemy URL and upgrade its schema to the newest version.
+
+    ``sqlite:///path/to/file.sqlite3`` (the parent directory is created),
+    ``mysql+pymysql://user:password@host/db`` or ``postgresql+psycopg://user@host/db``.
+    """
+    engine = _create_engine(url)
+    try:
+        _upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return Database(url, engine)
+
+
+def upgrade(url: str) -> None:
+    """Upgrade the schema of the database at ``url`` to the newest version."""
+    engine = _create_engine(url)
+    try:
+        _upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    path = parsed.database
+    if not path or path == ":memory:" or parsed.query.get("mode") == "memory":
+        raise ValueError(
+            f"database URL {url!r}: an in-memory SQLite database cannot be shared with the "
+            "sample writer thread; give a file path"
+        )
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed)
+    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    # WAL lets readers (plots, sync) run beside the writer; NORMAL syncs only at checkpoints,
+    # which keeps the database consistent after a power loss and loses at most the last commits.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _upgrade(engine: Engine) -> None:
+    with engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", _MIGRATIONS)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def _float(name: str, value: float) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    return number
+
+
+def _optional_float(name: str, value: float | None) -> float | None:
+    return None if value is None else _float(name, value)
+
+
+def _name(what: str, value: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string, not {value!r}")
+    if len(value) > schema.NAME_LENGTH:
+        raise ValueError(f"{what} is longer than {schema.NAME_LENGTH} characters: {value!r}")
+    return value
+
+
+def _json(what: str, value: Mapping[str, Any] | None) -> str:
+    try:
+        return json.dumps(dict(value or {}), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+def _nan_if_null(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+class Database:
+    """A cellbench database: batteries, channels, tests, their samples, steps and events.
+
+    Safe to use from several threads. Samples and steps are written by a
+    :class:`~cellbench_core.storage.SampleWriter`; everything else is written here.
+    ``url`` is the URL it was opened with (it may contain a password).
+    """
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self.engine = engine
+
+    def close(self) -> None:
+        """Close every connection of the engine."""
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # Take the write lock first: a SQLite read transaction that later writes fails at
+                # once, without waiting, if the sample writer committed in between.
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield connection
+            connection.commit()
+
+    # --- batteries -----------------------------------------------------------------------------
+
+    def add_battery(
+        self,
+        name: str,
+        chemistry: str,
+        nominal_capacity_ah: float,
+        nominal_voltage_v: float | None = None,
+        voltage_max_v: float | None = None,
+        voltage_min_v: float | None = None,
+        current_max_charge_a: float | None = None,
+        current_max_discharge_a: float | None = None,
+        temperature_max_c: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_unix_s: float | None = None,
+    ) -> int:
+        """Store a battery definition and return its id; raise StorageError if the name is taken.
+
+        Current limits are magnitudes in A; ``created_unix_s`` defaults to now.
+        """
+        row: dict[str, Any] = {
+            "name": _name("battery name", name),
+            "chemistry": _name("battery chemistry", chemistry),
+            "nominal_capacity_ah": _float("nominal_capacity_ah", nominal_capacity_ah),
+            "nominal_voltage_v": _optional_float("nominal_voltage_v", nominal_voltage_v),
+            "voltage_max_v": _optional_float("voltage_max_v", voltage_max_v),
+            "voltage_min_v": _optional_float("voltage_min_v", voltage_min_v),
+            "current_max_charge_a": _optional_float("current_max_charge_a", current_max_charge_a),
+            "current_max_discharge_a": _optional_float(
+                "current_max_discharge_a", current_max_discharge_a
+            ),
+            "temperature_max_c": _optional_float("temperature_max_c", temperature_max_c),
+            "metadata": _json("battery metadata", metadata),
+            "created_unix_s": _float(
+                "created_unix_s", time.time() if created_unix_s is None else created_unix_s
+            ),
+        }
+        if row["nominal_capacity_ah"] <= 0:
+            raise ValueError(f"nominal_capacity_ah must be positive, not {nominal_capacity_ah!r}")
+        for field in ("current_max_charge_a", "current_max_discharge_a"):
+            if row[field] is not None and row[field] <= 0:
+                raise ValueError(f"{field} is a magnitude and must be positive, not {row[field]}")
+        low, high = row["voltage_min_v"], row["voltage_max_v"]
+        if low is not None and high is not None and low >= high:
+            raise ValueError(f"voltage_min_v ({low} V) must be below voltage_max_v ({high} V)")
+        try:
+            with self._transaction() as connection:
+                if self._battery_id(connection, name) is not None:
+                    raise StorageError(f"a battery named {name!r} already exists")
+                result = connection.execute(sa.insert(schema.batteries).values(row))
+                return int(result.inserted_primary_key[0])
+        except sa.exc.IntegrityError as exc:  # another process added the same name meanwhile
+            raise StorageError(f"a battery named {name!r} already exists") from exc
+
+    @staticmethod
+    def _battery_id(connection: Connection, name: str) -> int | None:
+        query = sa.select(schema.batteries.c.id).where(schema.batteries.c.name == name)
+        found = connection.execute(query).scalar()
+        return None if found is None else int(found)
+
+    def battery(self, name: str) -> BatteryRecord | None:
+        """The battery with this name, or None."""
+        query = sa.select(schema.batteries).where(schema.batteries.c.name == name)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else _battery_record(row)
+
+    def batteries(self) -> list[BatteryRecord]:
+        """All batteries, by name."""
+        query = sa.select(schema.batteries).order_by(schema.batteries.c.name)
+        with self.engine.connect() as connection:
+            return [_battery_record(row) for row in connection.execute(query).mappings()]
+
+    # --- channels and tests --------------------------------------------------------------------
+
+    def ensure_channel(self, name: str, driver: str, settings: Mapping[str, Any]) -> int:
+        """Return the id of the channel with this name, creating it or updating its driver and
+        settings."""
+        values = {
+            "name": _name("channel name", name),
+            "driver": _name("channel driver", driver),
+            "settings": _json(f"settings of channel {name!r}", settings),
+        }
+        table = schema.channels
+        with self._transaction() as connection:
+            found = connection.execute(sa.select(table.c.id).where(table.c.name == name)).scalar()
+            if found is None:
+                return int(connection.execute(sa.insert(table).values(values)).inserted_primary_key[0])
+            connection.execute(sa.update(table).where(table.c.id == found).values(values))
+            return int(found)
+
+    def create_test(
+        self,
+        *,
+        name: str,
+        channel: str,
+        battery: str | None,
+        plan_name: str,
+        plan_source: str,
+        plan_text: str,
+        sample_period_s: float,
+        station: str,
+        start_unix_s: float,
+    ) -> int:
+        """Record a test that starts now (status ``running``) and return its id.
+
+        The channel must exist (:meth:`ensure_channel`), and so must the battery if one is named.
+        """
+        period = _float("sample_period_s", sample_period_s)
+        if period <= 0:
+            raise ValueError(f"sample_period_s must be positive, not {sample_period_s!r}")
+        row: dict[str, Any] = {
+            "name": _name("test name", name),
+            "plan_name": _name("plan name", plan_name),
+            "plan_source": plan_source,
+            "plan_text": plan_text,
+            "status": TestStatus.RUNNING.value,
+            "start_unix_s": _float("start_unix_s", start_unix_s),
+            "sample_period_s": period,
+            "station": _name("station name", station),
+        }
+        with self._transaction() as connection:
+            channels = schema.channels
+            query = sa.select(channels.c.id).where(channels.c.name == channel)
+            row["channel_id"] = connection.execute(query).scalar()
+            if row["channel_id"] is None:
+                raise StorageError(f"no channel named {channel!r}; register it first")
+            if battery is not None:
+                row["battery_id"] = self._battery_id(connection, battery)
+                if row["battery_id"] is None:
+                    raise StorageError(f"no battery named {battery!r}")
+            result = connection.execute(sa.insert(schema.tests).values(row))
+            return int(result.inserted_primary_key[0])
+
+    def finish_test(self, test_id: int, status: str, reason: str, end_unix_s: float) -> None:
+        """Record how and when a test ended; ``status`` is any TestStatus except ``running``."""
+        try:
+            final = TestStatus(status)
+        except ValueError:
+            final = TestStatus.RUNNING
+        if final is TestStatus.RUNNING:
+            allowed = ", ".join(s.value for s in TestStatus if s is not TestStatus.RUNNING)
+            raise ValueError(f"a test ends with status {allowed}; not {status!r}")
+        values = {
+            "status": final.value,
+            "end_reason": reason,
+            "end_unix_s": _float("end_unix_s", end_unix_s),
+        }
+        with self._transaction() as connection:
+            table = schema.tests
+            query = sa.update(table).where(table.c.id == int(test_id)).values(values)
+            if connection.execute(query).rowcount != 1:
+                raise StorageError(f"no test with id {test_id}")
+
+    def tests(self) -> list[TestRecord]:
+        """All tests, oldest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(_TESTS_QUERY.order_by(schema.tests.c.id)).mappings()
+            return [_test_record(row) for row in rows]
+
+    def test(self, test_id: int) -> TestRecord | None:
+        """The test with this id, or None."""
+        query = _TESTS_QUERY.where(schema.tests.c.id == int(test_id))
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else _test_record(row)
+
+    # --- events --------------------------------------------------------------------------------
+
+    def add_event(
+        self,
+        *,
+        kind: str,
+        message: str,
+        test_id: int | None = None,
+        channel: str | None = None,
+        unix_time_s: float,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record an event (a test started, a limit tripped, an operator command...)."""
+        row = {
+            "kind": _name("event kind", kind),
+            "message": message,
+            "test_id": None if test_id is None else int(test_id),
+            "channel": channel,
+            "unix_time_s": _float("unix_time_s", unix_time_s),
+            "data": _json(f"data of {kind!r} event", data),
+        }
+        with self._transaction() as connection:
+            connection.execute(sa.insert(schema.events).values(row))
+
+    def events(self, test_id: int | None = None) -> list[EventRecord]:
+        """The events of one test, or all events, in the order they were recorded."""
+        table = schema.events
+        query = sa.select(table).order_by(table.c.id)
+        if test_id is not None:
+            query = query.where(table.c.test_id == int(test_id))
+        with self.engine.connect() as connection:
+            return [
+                EventRecord(
+                    id=row.id,
+                    test_id=row.test_id,
+                    unix_time_s=row.unix_time_s,
+                    kind=row.kind,
+                    channel=row.channel,
+                    message=row.message,
+                    data=json.loads(row.data),
+                )
+                for row in connection.execute(query)
+            ]
+
+    # --- samples and steps ---------------------------------------------------------------------
+
+    def samples(self, test_id: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """A test's samples in ``seq`` order, as one numpy array per column.
+
+        ``columns`` names sample columns (see docs/schema.md) and aux signals; by default all of
+        them except ``test_id``. Integer columns come as int64, the rest as float64 with NaN
+        where nothing is stored. Raise StorageError for an unknown test, ValueError for an
+        unknown column.
+        """
+        test_id = int(test_id)
+        samples, aux = schema.samples, schema.sample_aux
+        base = [c for c in schema.SAMPLE_COLUMNS if c != "test_id"]
+        with self.engine.connect() as connection:
+            query = sa.select(schema.tests.c.id).where(schema.tests.c.id == test_id)
+            if connection.execute(query).first() is None:
+                raise StorageError(f"no test with id {test_id}")
+            query = sa.select(aux.c.name).where(aux.c.test_id == test_id).distinct()
+            aux_names = sorted(connection.execute(query).scalars())
+            wanted = base + aux_names if columns is None else list(columns)
+            unknown = [c for c in wanted if c not in base and c not in aux_names]
+            if unknown:
+                raise ValueError(
+                    f"test {test_id} has no sample column {unknown[0]!r}; "
+                    f"it has {', '.join(base + aux_names)}"
+                )
+            # seq is always fetched: aux values are placed by it.
+            fetch = ["seq", *(c for c in wanted if c in base and c != "seq")]
+            query = (
+                sa.select(*(samples.c[c] for c in fetch))
+                .where(samples.c.test_id == test_id)
+                .order_by(samples.c.seq)
+            )
+            result = _columns(fetch, connection.execute(query).all())
+            seq = result["seq"]
+            for name in (c for c in wanted if c in aux_names):
+                query = sa.select(aux.c.seq, aux.c.value).where(
+                    aux.c.test_id == test_id, aux.c.name == name
+                )
+                found = _columns(["seq", name], connection.execute(query).all())
+                result[name] = np.full(len(seq), np.nan)
+                result[name][np.searchsorted(seq, found["seq"])] = found[name]
+        return {name: result[name] for name in wanted}
+
+    def steps(self, test_id: int) -> list[StepRecord]:
+        """The finished steps of a test in the order they ran."""
+        table = schema.steps
+        query = sa.select(table).where(table.c.test_id == int(test_id)).order_by(table.c.step_no)
+        with self.engine.connect() as connection:
+            return [
+                StepRecord(
+                    test_id=row.test_id,
+                    step_no=row.step_no,
+                    step_index=row.step_index,
+                    plan_line=row.plan_line,
+                    cycle=row.cycle,
+                    mode=row.mode,
+                    text=row.text,
+                    start_seq=row.start_seq,
+                    end_seq=row.end_seq,
+                    start_test_time_s=row.start_test_time_s,
+                    end_test_time_s=row.end_test_time_s,
+                    ah=_nan_if_null(row.ah),
+                    wh=_nan_if_null(row.wh),
+                    end_reason=row.end_reason,
+                )
+                for row in connection.execute(query)
+            ]
+
+
+def _columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
+    """Turn result rows into one numpy array per column; NULL becomes NaN."""
+    columns = zip(*rows, strict=True) if rows else ([] for _ in names)
+    return {
+        name: np.array(values, dtype=np.int64 if name in schema.SAMPLE_INT_COLUMNS else np.float64)
+        for name, values in zip(names, columns, strict=True)
+    }
+
+
+
+def _battery_record(row: Mapping[str, Any]) -> BatteryRecord:
+    values = dict(row)
+    values["metadata"] = json.loads(values["metadata"])
+    return BatteryRecord(**values)
+
+
+_TESTS_QUERY = (
+    sa.select(
+        schema.tests,
+        schema.channels.c.name.label("channel"),
+        schema.batteries.c.name.label("battery"),
+    )
+    .join(schema.channels, schema.tests.c.channel_id == schema.channels.c.id)
+    .outerjoin(schema.batteries, schema.tests.c.battery_id == schema.batteries.c.id)
+)
+
+
+def _test_record(row: Mapping[str, Any]) -> TestRecord:
+    values = {k: v for k, v in row.items() if k not in ("channel_id", "battery_id")}
+    values["status"] = TestStatus(values["status"])
+    return TestRecord(**values)
+

@@ -1,0 +1,180 @@
+"""Values written to and read from the database."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from cellbench_hal.types import FloatArray, IntArray
+
+from cellbench_core.events import TestStatus
+
+
+#: Longest name of an aux signal (``sample_aux.name``).
+AUX_NAME_LENGTH = 64
+
+
+class StorageError(RuntimeError):
+    """A database operation failed; the message says which and why."""
+
+
+_INT_FIELDS = ("test_id", "seq", "step_index", "plan_line", "cycle")
+_FLOAT_FIELDS = (
+    "test_time_s",
+    "unix_time_s",
+    "step_time_s",
+    "voltage_v",
+    "current_a",
+    "power_w",
+    "temperature_c",
+    "ah",
+    "wh",
+)
+
+
+@dataclass(slots=True)
+class SampleRows:
+    """One batch of samples, possibly of many tests: columns as numpy arrays of equal length.
+
+    ``seq`` numbers the samples of each test from 1 without gaps. Times are in seconds
+    (``unix_time_s`` since the Unix epoch, ``test_time_s`` since the test started,
+    ``step_time_s`` since the step started). ``ah`` and ``wh`` are the charge and energy since
+    the step started, positive when charging. ``aux`` maps names of additional signals to
+    columns; NaN there means "no value" and is not stored. NaN or infinity in a measured column
+    is stored as NULL.
+
+    Handing a batch to :meth:`SampleWriter.submit` hands over the arrays: do not modify them
+    afterwards.
+    """
+
+    test_id: IntArray
+    seq: IntArray
+    test_time_s: FloatArray
+    unix_time_s: FloatArray
+    step_time_s: FloatArray
+    voltage_v: FloatArray
+    current_a: FloatArray
+    power_w: FloatArray
+    temperature_c: FloatArray
+    step_index: IntArray
+    plan_line: IntArray
+    cycle: IntArray
+    ah: FloatArray
+    wh: FloatArray
+    aux: dict[str, FloatArray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        rows = len(self.test_id)
+        columns = [(name, getattr(self, name), "iu") for name in _INT_FIELDS]
+        columns += [(name, getattr(self, name), "f") for name in _FLOAT_FIELDS]
+        for name in self.aux:
+            if not isinstance(name, str) or not 0 < len(name) <= AUX_NAME_LENGTH:
+                raise ValueError(
+                    f"SampleRows.aux: a signal name must be a string of 1 to {AUX_NAME_LENGTH} "
+                    f"characters, not {name!r}"
+                )
+            if name in _INT_FIELDS or name in _FLOAT_FIELDS:
+                raise ValueError(f"SampleRows.aux: {name!r} is the name of a sample column")
+        columns += [(f"aux[{name!r}]", column, "f") for name, column in self.aux.items()]
+        for name, column, kinds in columns:
+            if not isinstance(column, np.ndarray) or column.ndim != 1:
+                raise ValueError(f"SampleRows.{name} must be a one-dimensional numpy array")
+            if column.dtype.kind not in kinds:
+                kind = "integer" if kinds == "iu" else "floating-point"
+                raise ValueError(
+                    f"SampleRows.{name} must hold {kind} numbers, not {column.dtype}"
+                )
+            if len(column) != rows:
+                raise ValueError(
+                    f"SampleRows.{name} has {len(column)} rows but test_id has {rows}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.test_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """The summary of one finished step of a test (a row of the ``steps`` table).
+
+    ``step_no`` counts executed steps from 1; ``step_index`` is the leaf step's index in plan
+    order and ``plan_line`` its line in the plan file. ``start_seq``/``end_seq`` are the first
+    and last sample of the step; ``ah``/``wh`` the charge and energy over the step, positive
+    when charging (NaN if unknown).
+    """
+
+    test_id: int
+    step_no: int
+    step_index: int
+    plan_line: int
+    cycle: int
+    mode: str
+    text: str
+    start_seq: int
+    end_seq: int
+    start_test_time_s: float
+    end_test_time_s: float
+    ah: float
+    wh: float
+    end_reason: str
+
+
+#: A step read back from the database.
+StepRecord = StepRow
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryRecord:
+    """A battery definition: nominal values and the limits a test must respect.
+
+    Current limits are magnitudes (positive); ``None`` means "not given".
+    """
+
+    id: int
+    name: str
+    chemistry: str
+    nominal_capacity_ah: float
+    nominal_voltage_v: float | None
+    voltage_max_v: float | None
+    voltage_min_v: float | None
+    current_max_charge_a: float | None
+    current_max_discharge_a: float | None
+    temperature_max_c: float | None
+    metadata: Mapping[str, Any]
+    created_unix_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TestRecord:
+    """A test as stored: what ran where, with which plan, and how it ended."""
+
+    id: int
+    name: str
+    channel: str
+    battery: str | None
+    plan_name: str
+    plan_source: str
+    plan_text: str
+    status: TestStatus
+    end_reason: str | None
+    start_unix_s: float
+    end_unix_s: float | None
+    sample_period_s: float
+    station: str
+
+    __test__ = False  # not a pytest test class
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """Something that happened on the station, in a test or outside one."""
+
+    id: int
+    test_id: int | None
+    unix_time_s: float
+    kind: str
+    channel: str | None
+    message: str
+    data: Mapping[str, Any]

@@ -1,0 +1,167 @@
+"""The public database schema as SQLAlchemy tables (documented for other tools in docs/schema.md).
+
+Units are SI and part of every column name. Current, power, ``ah`` and ``wh`` are positive when
+charging. JSON columns hold UTF-8 JSON text. ``NULL`` in a measured column means "no valid value"
+(a non-finite reading).
+
+``samples`` and ``sample_aux`` carry no foreign key to ``tests`` and no index besides their
+primary key: they take every measurement, and each extra check or index costs insert speed.
+On SQLite both are ``WITHOUT ROWID`` tables, so a test's samples lie together in the file.
+
+The Alembic migrations create exactly these tables; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects import mysql
+
+from cellbench_core.storage.records import AUX_NAME_LENGTH
+
+#: Constraint names are fixed so later migrations can name them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Alembic's bookkeeping table; named for cellbench so a shared server database stays unambiguous.
+VERSION_TABLE = "cellbench_alembic_version"
+
+#: Values of ``tests.status`` (the values of :class:`cellbench_core.events.TestStatus`).
+TEST_STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
+
+NAME_LENGTH = 255
+# Plan files can exceed the 64 KiB of a MySQL TEXT column.
+LONG_TEXT = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+# SQLite only auto-numbers a plain INTEGER primary key.
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+batteries = Table(
+    "batteries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(NAME_LENGTH), nullable=False, unique=True),
+    Column("chemistry", String(64), nullable=False),
+    Column("nominal_capacity_ah", Double, nullable=False),
+    Column("nominal_voltage_v", Double),
+    Column("voltage_max_v", Double),
+    Column("voltage_min_v", Double),
+    Column("current_max_charge_a", Double),
+    Column("current_max_discharge_a", Double),
+    Column("temperature_max_c", Double),
+    Column("metadata", Text, nullable=False),
+    Column("created_unix_s", Double, nullable=False),
+)
+
+channels = Table(
+    "channels",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(NAME_LENGTH), nullable=False, unique=True),
+    Column("driver", String(NAME_LENGTH), nullable=False),
+    Column("settings", Text, nullable=False),
+)
+
+tests = Table(
+    "tests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(NAME_LENGTH), nullable=False),
+    Column("channel_id", Integer, ForeignKey("channels.id"), nullable=False),
+    Column("battery_id", Integer, ForeignKey("batteries.id")),
+    Column("plan_name", String(NAME_LENGTH), nullable=False),
+    Column("plan_source", Text, nullable=False),
+    Column("plan_text", LONG_TEXT, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("end_reason", Text),
+    Column("start_unix_s", Double, nullable=False),
+    Column("end_unix_s", Double),
+    Column("sample_period_s", Double, nullable=False),
+    Column("station", String(NAME_LENGTH), nullable=False),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in TEST_STATUSES) + ")", name="status"
+    ),
+)
+
+samples = Table(
+    "samples",
+    metadata,
+    Column("test_id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("test_time_s", Double, nullable=False),
+    Column("unix_time_s", Double, nullable=False),
+    Column("step_time_s", Double, nullable=False),
+    Column("voltage_v", Double),
+    Column("current_a", Double),
+    Column("power_w", Double),
+    Column("temperature_c", Double),
+    Column("step_index", Integer, nullable=False),
+    Column("plan_line", Integer, nullable=False),
+    Column("cycle", Integer, nullable=False),
+    Column("ah", Double),
+    Column("wh", Double),
+    sqlite_with_rowid=False,
+)
+
+sample_aux = Table(
+    "sample_aux",
+    metadata,
+    Column("test_id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", String(AUX_NAME_LENGTH), primary_key=True),
+    Column("value", Double, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("test_id", Integer, ForeignKey("tests.id"), primary_key=True, autoincrement=False),
+    Column("step_no", Integer, primary_key=True, autoincrement=False),
+    Column("step_index", Integer, nullable=False),
+    Column("plan_line", Integer, nullable=False),
+    Column("cycle", Integer, nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("start_seq", BigInteger, nullable=False),
+    Column("end_seq", BigInteger, nullable=False),
+    Column("start_test_time_s", Double, nullable=False),
+    Column("end_test_time_s", Double, nullable=False),
+    Column("ah", Double),
+    Column("wh", Double),
+    Column("end_reason", Text, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BIG_ID, primary_key=True),
+    Column("test_id", Integer, ForeignKey("tests.id")),
+    Column("unix_time_s", Double, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("channel", String(NAME_LENGTH)),
+    Column("message", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Index(None, "test_id"),
+)
+
+#: Sample columns in table order, and which of them hold integers.
+SAMPLE_COLUMNS = tuple(c.name for c in samples.columns)
+SAMPLE_INT_COLUMNS = frozenset(c.name for c in samples.columns if isinstance(c.type, Integer))

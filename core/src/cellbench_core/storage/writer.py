@@ -1,0 +1,274 @@
+"""The batching writer thread: the only thing that writes samples and step summaries."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import astuple
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from cellbench_core.storage import schema
+from cellbench_core.storage.database import Database
+from cellbench_core.storage.records import SampleRows, StepRow, StorageError
+
+#: Rows converted to Python tuples at a time; bounds the writer's extra memory.
+_CHUNK_ROWS = 50_000
+#: How many commit latencies :meth:`SampleWriter.commit_latency_s` remembers.
+_LATENCY_HISTORY = 100_000
+
+_Item = SampleRows | StepRow
+
+
+class SampleWriter:
+    """Writes samples and step summaries on its own thread, many submissions per transaction.
+
+    Submitted rows are committed in submission order; :meth:`committed` reports, per test, the
+    highest ``seq`` that is committed, and only a committed sample counts as acknowledged.
+    ``max_pending_rows`` bounds how many submitted rows may wait uncommitted: :meth:`submit`
+    blocks beyond it. ``on_commit`` is called on the writer thread after each commit with the
+    committed positions (test id -> highest seq) of the tests that commit wrote samples of.
+    An error on the writer thread stops it and is raised (as StorageError) by the next
+    :meth:`submit`, :meth:`submit_step`, :meth:`flush` or :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_pending_rows: int = 2_000_000,
+        on_commit: Callable[[dict[int, int]], None] | None = None,
+    ) -> None:
+        if max_pending_rows < 1:
+            raise ValueError(f"max_pending_rows must be at least 1, not {max_pending_rows}")
+        self._db = db
+        self._max_pending_rows = max_pending_rows
+        self._on_commit = on_commit
+        self._changed = threading.Condition()
+        self._queue: list[tuple[float, _Item]] = []  # (monotonic submit time, item)
+        self._pending_rows = 0  # submitted and not yet committed
+        self._submitted = 0  # items ever submitted
+        self._done = 0  # items ever committed
+        self._closing = False
+        self._error: BaseException | None = None
+        self._committed: dict[int, int] = {}
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_HISTORY)
+        self._thread = threading.Thread(target=self._run, name="cellbench-sample-writer", daemon=True)
+        self._thread.start()
+
+    # --- called by producers -------------------------------------------------------------------
+
+    def submit(self, rows: SampleRows) -> None:
+        """Queue a batch of samples; blocks while ``max_pending_rows`` rows wait uncommitted."""
+        count = len(rows)
+        with self._changed:
+            self._check()
+            while self._pending_rows and self._pending_rows + count > self._max_pending_rows:
+                self._changed.wait()
+                self._check()
+            self._enqueue(rows, count)
+
+    def submit_step(self, step: StepRow) -> None:
+        """Queue a finished step's summary; it commits with or after the samples before it."""
+        with self._changed:
+            self._check()
+            self._enqueue(step, 0)
+
+    def _enqueue(self, item: _Item, rows: int) -> None:
+        self._queue.append((time.monotonic(), item))
+        self._pending_rows += rows
+        self._submitted += 1
+        self._changed.notify_all()
+
+    def committed(self) -> dict[int, int]:
+        """Per test id, the highest committed ``seq``."""
+        with self._changed:
+            return dict(self._committed)
+
+    def commit_latency_s(self) -> list[float]:
+        """For each recent commit (up to 100,000), seconds from the submission of its oldest row
+        to the end of the commit."""
+        with self._changed:
+            return list(self._latencies)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything submitted so far is committed; TimeoutError after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            target = self._submitted
+            while self._done < target:
+                self._raise_error()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"{self._pending_rows} sample rows still uncommitted after {timeout} s"
+                    )
+                self._changed.wait(remaining)
+            self._raise_error()
+
+    def close(self) -> None:
+        """Commit everything submitted, then stop the thread. Safe to call again."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join()
+        with self._changed:
+            self._raise_error()
+
+    def _check(self) -> None:
+        self._raise_error()
+        if self._closing:
+            raise StorageError("the sample writer is closed")
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise StorageError(f"the sample writer failed: {self._error!r}") from self._error
+
+    # --- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            connection = self._db.engine.raw_connection()
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        try:
+            insert = _Inserter(self._db.engine.dialect, connection)
+            while True:
+                with self._changed:
+                    while not self._queue and not self._closing:
+                        self._changed.wait()
+                    if not self._queue:
+                        return
+                    items, self._queue = self._queue, []
+                positions, rows = insert.commit([item for _, item in items])
+                latency = time.monotonic() - items[0][0]
+                with self._changed:
+                    for test_id, seq in positions.items():
+                        if seq > self._committed.get(test_id, 0):
+                            self._committed[test_id] = seq
+                    self._pending_rows -= rows
+                    self._done += len(items)
+                    self._latencies.append(latency)
+                    self._changed.notify_all()
+                if self._on_commit is not None and positions:
+                    self._on_commit(positions)
+        except BaseException as exc:
+            self._fail(exc)
+            try:
+                connection.rollback()
+            except Exception:  # noqa: S110 - the first error is the one to report
+                pass
+        finally:
+            connection.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._changed:
+            self._error = exc
+            self._changed.notify_all()
+
+
+class _Inserter:
+    """Turns queued items into one transaction on a DBAPI connection."""
+
+    def __init__(self, dialect: sa.Dialect, connection: Any) -> None:
+        self._connection = connection
+        self._copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        self._statements = {
+            table.name: _insert_statement(dialect, table)
+            for table in (schema.samples, schema.sample_aux, schema.steps)
+        }
+
+    def commit(self, items: Sequence[_Item]) -> tuple[dict[int, int], int]:
+        """Write and commit the items; return the new positions and the number of sample rows."""
+        batches = [item for item in items if isinstance(item, SampleRows)]
+        steps = [astuple(item) for item in items if isinstance(item, StepRow)]
+        cursor = self._connection.cursor()
+        try:
+            # One transaction holds everything, so the order of the inserts does not matter to
+            # readers: a step is never visible without the samples submitted before it.
+            rows, positions = self._samples(cursor, batches) if batches else (0, {})
+            aux = [row for batch in batches for row in _aux_rows(batch)]
+            if aux:
+                self._write(cursor, schema.sample_aux, aux)
+            if steps:
+                self._write(cursor, schema.steps, steps)
+        finally:
+            cursor.close()
+        self._connection.commit()
+        return positions, rows
+
+    def _samples(self, cursor: Any, batches: list[SampleRows]) -> tuple[int, dict[int, int]]:
+        columns = [
+            np.concatenate([getattr(batch, name) for batch in batches])
+            for name in schema.SAMPLE_COLUMNS
+        ]
+        total = len(columns[0])
+        for start in range(0, total, _CHUNK_ROWS):
+            chunk = [_python_values(c[start : start + _CHUNK_ROWS]) for c in columns]
+            self._write(cursor, schema.samples, zip(*chunk, strict=True))
+        test_ids, where = np.unique(columns[0], return_inverse=True)
+        highest = np.zeros(len(test_ids), dtype=np.int64)
+        np.maximum.at(highest, where, columns[1])
+        return total, dict(zip(test_ids.tolist(), highest.tolist(), strict=True))
+
+    def _write(self, cursor: Any, table: sa.Table, rows: Iterable[tuple[Any, ...]]) -> None:
+        if self._copy:
+            names = ", ".join(c.name for c in table.columns)
+            with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types([_pg_type(c) for c in table.columns])
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            cursor.executemany(self._statements[table.name], rows)
+
+
+def _python_values(column: np.ndarray) -> list[Any]:
+    """The column as Python numbers (what every DBAPI driver accepts), non-finite as None."""
+    if column.dtype.kind == "f":
+        bad = ~np.isfinite(column)
+        if bad.any():
+            values = column.astype(object)
+            values[bad] = None
+            return list(values.tolist())
+    return list(column.tolist())
+
+
+def _aux_rows(batch: SampleRows) -> Iterator[tuple[int, int, str, float]]:
+    for name, column in batch.aux.items():
+        stored = np.isfinite(column)
+        yield from zip(
+            batch.test_id[stored].tolist(),
+            batch.seq[stored].tolist(),
+            itertools.repeat(name),
+            column[stored].tolist(),
+            strict=False,  # repeat() is endless
+        )
+
+
+def _insert_statement(dialect: sa.Dialect, table: sa.Table) -> str:
+    placeholder = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+    if placeholder is None:
+        raise StorageError(
+            f"the {dialect.name}+{dialect.driver} driver's paramstyle {dialect.paramstyle!r} is"
+            " not supported; use sqlite, mysql+pymysql or postgresql+psycopg"
+        )
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in table.columns)
+    values = ", ".join(placeholder for _ in table.columns)
+    return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({values})"
+
+
+def _pg_type(column: sa.Column[Any]) -> str:
+    if isinstance(column.type, sa.BigInteger):
+        return "int8"
+    if isinstance(column.type, sa.Integer):
+        return "int4"
+    if isinstance(column.type, sa.Double):
+        return "float8"
+    return "text"

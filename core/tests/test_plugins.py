@@ -1,0 +1,141 @@
+"""Plugin manager: discovery, failure isolation, disabling, required plugins, descriptors."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from stevedore import ExtensionManager
+
+from cellbench_core.descriptors import Descriptor, Kind
+from cellbench_core.plugins import DISABLE_ENV, PluginError, PluginManager
+
+GOOD = """
+from cellbench_core.descriptors import Descriptor, Kind
+from cellbench_core.hookspecs import hookimpl
+
+@hookimpl
+def cellbench_notifiers():
+    return [Descriptor(Kind.NOTIFIER, "{name}-note", "logging:getLogger", "test notifier")]
+"""
+
+Install = Callable[[str, str], None]
+
+
+@pytest.fixture
+def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Install]:
+    """Install a fake plugin distribution (module + dist-info with one entry point)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    ExtensionManager.ENTRY_POINT_CACHE.clear()
+
+    def add(name: str, source: str) -> None:
+        module = f"cbtest_{name.replace('-', '_')}_{tmp_path.name[-6:]}"
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source.format(name=name)))
+        info = tmp_path / f"cbtest_{name.replace('-', '_')}-1.2.3.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: cbtest-{name}\n"
+                                       "Version: 1.2.3\n")
+        (info / "entry_points.txt").write_text(f"[cellbench.plugins]\n{name} = {module}\n")
+        ExtensionManager.ENTRY_POINT_CACHE.clear()
+
+    yield add
+    ExtensionManager.ENTRY_POINT_CACHE.clear()
+
+
+def _state(manager: PluginManager, name: str) -> tuple[str, str]:
+    info = next(p for p in manager.plugins if p.name == name)
+    return info.state, info.reason
+
+
+def test_good_plugin_loads_with_version_and_descriptors(install: Install) -> None:
+    install("alpha", GOOD)
+    manager = PluginManager()
+    manager.load()
+    assert _state(manager, "alpha") == ("loaded", "")
+    info = next(p for p in manager.plugins if p.name == "alpha")
+    assert (info.distribution, info.version) == ("cbtest-alpha", "1.2.3")
+    descriptor = manager.registry.get(Kind.NOTIFIER, "alpha-note")
+    assert descriptor.plugin == "alpha"
+    assert descriptor.load().__name__ == "getLogger"
+
+
+def test_plugin_that_fails_to_import_is_reported_and_others_load(install: Install) -> None:
+    install("broken", "import does_not_exist_anywhere\n")
+    install("alpha", GOOD)
+    manager = PluginManager()
+    manager.load()
+    state, reason = _state(manager, "broken")
+    assert state == "failed"
+    assert "does_not_exist_anywhere" in reason
+    assert _state(manager, "alpha")[0] == "loaded"
+
+
+def test_hookimpl_without_spec_is_rejected_and_leaves_nothing(install: Install) -> None:
+    install("typo", GOOD + "\n@hookimpl\ndef cellbench_notifers():\n    return []\n")
+    manager = PluginManager()
+    manager.load()
+    state, reason = _state(manager, "typo")
+    assert state == "failed"
+    assert "cellbench_notifers" in reason
+    assert all(d.plugin != "typo" for d in manager.registry.all())
+    assert manager.hooks.get_plugin("typo") is None
+
+
+def test_disabled_by_config_and_by_environment(install: Install,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    install("alpha", GOOD)
+    install("beta", GOOD)
+    monkeypatch.setenv(DISABLE_ENV, " beta ,")
+    manager = PluginManager()
+    manager.load(disable=["alpha"])
+    assert _state(manager, "alpha")[0] == "disabled"
+    assert _state(manager, "beta")[0] == "disabled"
+    with pytest.raises(PluginError, match="no notifier called 'alpha-note'"):
+        manager.registry.get(Kind.NOTIFIER, "alpha-note")
+
+
+def test_required_plugin_missing_failing_or_disabled(install: Install) -> None:
+    install("broken", "raise RuntimeError('no licence dongle')\n")
+    with pytest.raises(PluginError, match="'ghost' is enabled in the station config but not "
+                                          "installed"):
+        PluginManager().load(require=["ghost"])
+    with pytest.raises(PluginError, match="failed to load: RuntimeError: no licence dongle"):
+        PluginManager().load(require=["broken"])
+    with pytest.raises(PluginError, match="both enabled and disabled"):
+        PluginManager().load(require=["broken"], disable=["broken"])
+
+
+def test_same_capability_from_two_plugins_keeps_the_first(install: Install) -> None:
+    clash = GOOD.replace("{name}-note", "shared-note")
+    install("one", clash)
+    install("two", clash)
+    manager = PluginManager()
+    manager.load()
+    assert _state(manager, "one")[0] == "loaded"
+    state, reason = _state(manager, "two")
+    assert state == "failed"
+    assert "offered by both plugin 'one' and plugin 'two'" in reason
+
+
+def test_descriptor_from_the_wrong_hook_is_rejected(install: Install) -> None:
+    install("mixed", GOOD.replace("Kind.NOTIFIER", "Kind.CHANNEL_DRIVER"))
+    manager = PluginManager()
+    manager.load()
+    state, reason = _state(manager, "mixed")
+    assert state == "failed"
+    assert "must return notifiers" in reason
+
+
+def test_descriptor_factory_must_name_module_and_attribute() -> None:
+    with pytest.raises(ValueError, match="must be 'module:attr'"):
+        Descriptor(Kind.NOTIFIER, "x", "no_colon_here", "bad")
+
+
+def test_the_simulator_plugin_is_discovered() -> None:
+    manager = PluginManager()
+    manager.load()
+    assert _state(manager, "sim")[0] == "loaded"
+    assert manager.registry.get(Kind.CHANNEL_DRIVER, "sim").plugin == "sim"

@@ -1,0 +1,191 @@
+"""A bank of simulated cycler channels, each with one equivalent-circuit cell on its output."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Annotated, Self
+
+import numpy as np
+from cellbench_sdk import (
+    REST,
+    ChannelDriver,
+    ChannelInfo,
+    Clock,
+    DeviceConnectionError,
+    OutOfRange,
+    SampleBatch,
+    Step,
+    StepMode,
+)
+from pydantic import Field, model_validator
+
+from cellbench_sim.cell import CellBank, CellOutputs, CellParameters, Mode, OutputRange, Setpoints
+
+_MODES = {
+    StepMode.REST: Mode.REST,
+    StepMode.CC: Mode.CC,
+    StepMode.CV: Mode.CV,
+    StepMode.CCCV: Mode.CCCV,
+    StepMode.CP: Mode.CP,
+    StepMode.CR: Mode.CR,
+}
+_USES_CURRENT = frozenset({StepMode.CC, StepMode.CV, StepMode.CCCV})
+_USES_VOLTAGE = frozenset({StepMode.CV, StepMode.CCCV})
+
+
+class SimChannelSettings(CellParameters):
+    """Settings of a simulated channel bank: its channels' output ranges and their cells."""
+
+    count: Annotated[int, Field(ge=1, le=100_000)] = 8
+    """Number of channels, each with one cell."""
+    voltage_min_v: float = 0.0
+    """Lowest output voltage of a channel (V)."""
+    voltage_max_v: float = 5.0
+    """Highest output voltage of a channel (V)."""
+    current_max_a: Annotated[float, Field(gt=0)] = 10.0
+    """Largest current a channel drives in either direction (A)."""
+    power_max_w: Annotated[float, Field(gt=0)] = 50.0
+    """Largest power a channel delivers or absorbs (W)."""
+
+    @model_validator(mode="after")
+    def _voltage_range(self) -> Self:
+        if self.voltage_min_v >= self.voltage_max_v:
+            raise ValueError(
+                f"voltage_min_v ({self.voltage_min_v} V) must be below "
+                f"voltage_max_v ({self.voltage_max_v} V)"
+            )
+        return self
+
+
+class SimChannels(ChannelDriver):
+    """Simulated channels: every :meth:`measure` advances all cells in one vectorised update.
+
+    A step applied between two measurements takes effect at the clock time of :meth:`apply`.
+    """
+
+    virtual_time_ok = True
+    name = "sim"
+
+    def __init__(self, settings: SimChannelSettings | None = None) -> None:
+        self.settings = settings or SimChannelSettings()
+        s = self.settings
+        self.cells = CellBank(s.count, s)
+        self._range = OutputRange(s.voltage_min_v, s.voltage_max_v, s.current_max_a, s.power_max_w)
+        self._setpoints = Setpoints.rest(s.count)
+        # Shared by every batch; read-only so that no consumer can change another's rows.
+        self._channel_index = np.arange(s.count, dtype=np.int64)
+        self._channel_index.flags.writeable = False
+        self._clock: Clock | None = None
+        self._t = 0.0  # clock time the whole bank has been advanced to
+        # Channels already advanced past ``_t`` because a step was applied to them, and the
+        # time each has reached.
+        self._ahead: dict[int, float] = {}
+
+    @cached_property
+    def channels(self) -> Sequence[ChannelInfo]:
+        r = self._range
+        return tuple(
+            ChannelInfo(
+                f"{self.name}/{i}", r.voltage_min_v, r.voltage_max_v, r.current_max_a, r.power_max_w
+            )
+            for i in range(self.settings.count)
+        )
+
+    async def open(self, clock: Clock) -> None:
+        self._clock = clock
+        self._t = clock.now()
+        self._ahead.clear()
+
+    async def close(self) -> None:
+        if self._clock is not None:
+            self._advance(self._clock.now())
+            self._clock = None
+        self._setpoints.mode[:] = Mode.REST
+
+    async def apply(self, channel: int, step: Step) -> None:
+        clock = self._open_clock()
+        c = self._check_channel(channel)
+        self._check_step(c, step)
+        self._catch_up(c, clock.now())
+        sp = self._setpoints
+        sp.mode[c] = _MODES[step.mode]
+        # CV without a current limit may use the channel's whole current range.
+        sp.current_a[c] = self._range.current_max_a if step.current_a is None else step.current_a
+        sp.voltage_v[c] = step.voltage_v or 0.0
+        sp.power_w[c] = step.power_w or 0.0
+        sp.resistance_ohm[c] = step.resistance_ohm if step.mode is StepMode.CR else 1.0
+
+    async def output_off(self, channel: int) -> None:
+        await self.apply(channel, REST)
+
+    async def measure(self) -> SampleBatch:
+        now = self._open_clock().now()
+        v, i, t = self._advance(now)
+        return SampleBatch(self._channel_index, np.full(self.settings.count, now), v, i, t)
+
+    def set_ambient(self, channel: int, celsius: float) -> None:
+        """Set the ambient temperature (°C) of ``channel``'s cell, for example from a chamber."""
+        c = self._check_channel(channel)
+        if not (math.isfinite(celsius) and -80.0 <= celsius <= 200.0):
+            raise OutOfRange(
+                self.name, f"ambient of channel {c} must be -80..200 °C, not {celsius!r}"
+            )
+        self.cells.ambient_c[c] = celsius
+
+    def _advance(self, now: float) -> CellOutputs:
+        """Advance every cell to ``now``; return the state of every cell at ``now``."""
+        dt = now - self._t
+        cells = self.cells
+        if self._ahead:
+            dts = np.full(self.settings.count, dt)
+            ahead = np.fromiter(self._ahead.keys(), np.int64, len(self._ahead))
+            dts[ahead] = now - np.fromiter(self._ahead.values(), np.float64, len(self._ahead))
+            self._ahead.clear()
+            out = cells.advance(dts, self._setpoints, self._range)
+        elif dt > 0.0:
+            out = cells.advance(dt, self._setpoints, self._range)
+        else:
+            out = CellOutputs(
+                cells.voltage_v.copy(), cells.current_a.copy(), cells.temperature_c.copy()
+            )
+        self._t = max(self._t, now)
+        return out
+
+    def _catch_up(self, c: int, now: float) -> None:
+        """Advance channel ``c`` alone to ``now`` under its present step."""
+        t = self._ahead.get(c, self._t)
+        if now > t:
+            self.cells.advance(now - t, self._setpoints, self._range, slice(c, c + 1))
+            self._ahead[c] = now
+
+    def _open_clock(self) -> Clock:
+        if self._clock is None:
+            raise DeviceConnectionError(self.name, "not open")
+        return self._clock
+
+    def _check_channel(self, channel: int) -> int:
+        c = operator.index(channel)
+        if not 0 <= c < self.settings.count:
+            raise OutOfRange(
+                self.name, f"no channel {channel} (channels are 0..{self.settings.count - 1})"
+            )
+        return c
+
+    def _check_step(self, c: int, step: Step) -> None:
+        """Raise :class:`OutOfRange` unless ``step`` lies inside the channel's output range."""
+        r = self._range
+        current = step.current_a if step.mode in _USES_CURRENT else None
+        voltage = step.voltage_v if step.mode in _USES_VOLTAGE else None
+        power = step.power_w if step.mode is StepMode.CP else None
+        problem = ""
+        if current is not None and abs(current) > r.current_max_a:
+            problem = f"current {current} A is beyond ±{r.current_max_a} A"
+        elif voltage is not None and not r.voltage_min_v <= voltage <= r.voltage_max_v:
+            problem = f"voltage {voltage} V is outside {r.voltage_min_v}..{r.voltage_max_v} V"
+        elif power is not None and abs(power) > r.power_max_w:
+            problem = f"power {power} W is beyond ±{r.power_max_w} W"
+        if problem:
+            raise OutOfRange(self.name, f"channel {c}, {step.mode.value} step: {problem}")
