@@ -342,8 +342,8 @@ _ERRORS = [
      "steps[0].voltage", "expected a voltage like '4.2 V', got '4.2 A' (a current)"),
     ("name: t\nsteps:\n  - mode: cv\n    direction: charge\n    voltage: 4 V\n", 4,
      "steps[0].direction", "only cc, cccv and cp steps take a direction"),
-    ("name: t\nsteps:\n  - mode: cc\n    current: 1 A\n    direction: up\n", 5, "steps[0].direction",
-     "expected charge or discharge, got 'up'"),
+    ("name: t\nsteps:\n  - mode: cc\n    current: 1 A\n    direction: up\n", 5,
+     "steps[0].direction", "expected charge or discharge, got 'up'"),
     ("name: t\nsteps:\n  - mode: cc\n    direction: discharge\n    current: -1 A\n", 5,
      "steps[0].current", "with a direction, give the magnitude"),
     ("name: t\nsteps:\n  - mode: cc\n    current: 0 A\n    for: 1 s\n", 4, "steps[0].current",
@@ -629,31 +629,79 @@ def test_any_text_gives_a_plan_or_a_plan_error(text: str) -> None:
     _parse_or_reject(text)
 
 
-_WORDS = ["Rest", "Charge", "Discharge", "Hold", "at", "to", "for", "until", "or", "and", "1C",
-          "C/20", "4.2 V", "2.5 V", "-1 A", "0 A", "5 W", "4 Ohm", "10 min", "1 Ah", "5 Wh",
-          "0 s", "nan V", "x", "", "V"]
-_step_texts = st.lists(st.sampled_from(_WORDS), max_size=9).map(" ".join)
-_KEYS = ["name", "capacity", "limits", "steps", "mode", "direction", "current", "voltage",
-         "power", "resistance", "until", "for", "label", "repeat", "cycle", "voltage_max",
-         "current_max", "bogus"]
-_scalars = st.one_of(
-    _step_texts,
-    st.sampled_from(["cc", "cv", "cccv", "cp", "cr", "rest", "charge", "discharge", "1C",
-                     "4.2 V", "1 h", "voltage >= 4.2 V or step_time > 1 s", "abs_current <",
-                     "2.5 Ah", "3", "-3", "true"]),
-    st.integers(-5, 5), st.booleans(), st.none(), st.floats(), st.text(max_size=10),
+# Plan-shaped input: every slot mostly holds a value that fits it and sometimes a mistake, so
+# that a good share of examples are valid plans (checked to be runnable) and the rest are near
+# misses that reach deep into the parser.
+_MISTAKES = ["1C", "4.2 V", "-1 A", "0 A", "5 W", "10 min", "0 s", "nan V", "1e999 A", "4.2", "x",
+             "", "to", "and"]
+_DURATIONS = ["10 min", "1 s", "2 hours"]
+_CURRENTS = ["1C", "C/20", "50 mA", "2 A"]
+_VOLTAGES = ["4.2 V", "2.5 V", "3.7 V"]
+_SETPOINT_VALUES = {"current": _CURRENTS, "voltage": _VOLTAGES, "power": ["5 W", "1 kW"],
+                    "resistance": ["4 Ohm", "50 mOhm"]}
+_NEEDS = {"cc": ["current"], "cv": ["voltage"], "cccv": ["current", "voltage"], "cp": ["power"],
+          "cr": ["resistance"]}
+
+
+def _slot(fitting: list[str]) -> st.SearchStrategy[str]:
+    """Mostly one of the ``fitting`` values, sometimes a mistake."""
+    return st.one_of(*[st.sampled_from(fitting)] * 15, st.sampled_from(_MISTAKES) | st.text(max_size=6))
+
+
+_text_ends = st.lists(
+    _slot(_DURATIONS).map("for {}".format)
+    | _slot([*_VOLTAGES, *_CURRENTS, "1 Ah", "5 Wh"]).map("until {}".format),
+    min_size=1, max_size=3,
+).map(" or ".join)
+_step_texts = st.one_of(
+    st.builds("Rest for {}".format, _slot(_DURATIONS)),
+    st.builds("{} at {}{} {}".format, _slot(["Charge", "Discharge", "discharge"]),
+              _slot([*_CURRENTS, "5 W", "4 Ohm"]), st.just("") | _slot(_VOLTAGES).map(" to {}".format),
+              _text_ends),
+    st.builds("Hold at {} {}".format, _slot(_VOLTAGES), _text_ends),
 )
-_documents = st.recursive(
-    _scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(_KEYS), children, max_size=5),
-    max_leaves=20,
+_condition_texts = st.lists(
+    st.builds("{} {} {}".format, st.sampled_from([*QUANTITY_DIMENSIONS, "volts"]),
+              st.sampled_from([">=", "<=", ">", "<", "=="]), _slot([*_VOLTAGES, *_DURATIONS])),
+    min_size=1, max_size=3,
+).map(" or ".join)
+
+
+@st.composite
+def _mode_steps(draw: st.DrawFn) -> dict[str, object]:
+    mode = draw(_slot(["rest", "cc", "cv", "cccv", "cp", "cr"]))
+    step: dict[str, object] = {"mode": mode}
+    for key in _NEEDS.get(mode, []):
+        if draw(st.integers(0, 9)):
+            step[key] = draw(_slot(_SETPOINT_VALUES[key]))
+    if draw(st.integers(0, 9)):
+        step["until"] = draw(_condition_texts | st.lists(_condition_texts, max_size=2))
+    if draw(st.booleans()):
+        step["for"] = draw(_slot(_DURATIONS))
+    if draw(st.integers(0, 3)) == 0:
+        key = draw(st.sampled_from(["direction", "label", "bogus", *_SETPOINT_VALUES]))
+        step[key] = draw(_slot(["charge", "discharge", "a", *_CURRENTS]))
+    return step
+
+
+_step_lists = st.recursive(
+    st.lists(_step_texts | _mode_steps(), min_size=1, max_size=3),
+    lambda children: st.lists(
+        _step_texts | _mode_steps() | st.fixed_dictionaries(
+            {"repeat": st.integers(1, 3) | st.sampled_from([0, "2", 2.5, None]), "steps": children},
+            optional={"cycle": st.booleans() | st.just("maybe")}),
+        min_size=1, max_size=3),
+    max_leaves=6,
 )
+_limit_sets = st.fixed_dictionaries({}, optional={
+    "voltage_max": _slot(["4.3 V"]), "voltage_min": _slot(["2 V"]),
+    "current_max": _slot(["3C", "10 A"]), "temperature_max": _slot(["60 °C"]),
+})
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.fixed_dictionaries({"name": _scalars, "steps": _documents}, optional={
-    "capacity": _scalars, "limits": _documents}))
+@given(st.fixed_dictionaries({"name": _slot(["t"]), "steps": _step_lists},
+                             optional={"capacity": _slot(["2.5 Ah"]), "limits": _limit_sets}))
 def test_any_plan_shaped_yaml_gives_a_plan_or_a_plan_error(document: dict[str, object]) -> None:
     _parse_or_reject(yaml.safe_dump(document, allow_unicode=True))
 

@@ -234,6 +234,7 @@ class Runner:
             return np.zeros(n)
 
         self._active = np.zeros(n, dtype=bool)
+        self._seen = np.zeros(n, dtype=np.int64)
         self._test_id = np.zeros(n, dtype=np.int64)
         self._seq = np.zeros(n, dtype=np.int64)
         self._step_index = np.zeros(n, dtype=np.int64)
@@ -297,6 +298,8 @@ class Runner:
     async def _start(self, run: _Run, t: float) -> None:
         row, req = run.row, run.request
         unix = self.clock.unix(t)
+        self.db.ensure_channel(req.channel.name, req.channel.driver_name,
+                               {"index_in_driver": req.channel.local})
         run.test_id = self.db.create_test(
             name=req.name or req.plan.name, channel=req.channel.name,
             battery=req.battery.name if req.battery else None, plan_name=req.plan.name,
@@ -402,8 +405,15 @@ class Runner:
             await self._handle_stops()
         drivers = [(d, name) for key, (d, name) in self._drivers.items()
                    if self._active[self._row_of[key][self._row_of[key] >= 0]].any()]
-        results = await asyncio.gather(*(self._measure(d, name) for d, name in drivers),
-                                       return_exceptions=True)
+        results: list[Any]
+        if len(drivers) == 1:  # the common case: skip gather's task per driver
+            try:
+                results = [await self._measure(*drivers[0])]
+            except DeviceError as err:
+                results = [err]
+        else:
+            results = await asyncio.gather(*(self._measure(d, name) for d, name in drivers),
+                                           return_exceptions=True)
         parts = []
         for (driver, name), result in zip(drivers, results, strict=True):
             if isinstance(result, DeviceError):
@@ -434,7 +444,10 @@ class Runner:
                 [p[1].aux[a][p[2]] if a in p[1].aux else np.full(int(p[2].sum()), np.nan)
                  for p in parts])
         self.ticks += 1
-        if len(np.unique(rows)) == len(rows):
+        self._seen[rows] += 1  # more than one sample of a channel in this batch?
+        repeated = bool((self._seen[rows] > 1).any())
+        self._seen[rows] = 0
+        if not repeated:
             await self._process(rows, cols)
             return
         # Several samples of one channel in one batch: handle them in rounds, oldest first.

@@ -197,8 +197,7 @@ class Database:
             with self._transaction() as connection:
                 if self._battery_id(connection, name) is not None:
                     raise StorageError(f"a battery named {name!r} already exists")
-                result = connection.execute(sa.insert(schema.batteries).values(row))
-                return int(result.inserted_primary_key[0])
+                return _insert(connection, schema.batteries, row)
         except sa.exc.IntegrityError as exc:  # another process added the same name meanwhile
             raise StorageError(f"a battery named {name!r} already exists") from exc
 
@@ -235,7 +234,7 @@ class Database:
         with self._transaction() as connection:
             found = connection.execute(sa.select(table.c.id).where(table.c.name == name)).scalar()
             if found is None:
-                return int(connection.execute(sa.insert(table).values(values)).inserted_primary_key[0])
+                return _insert(connection, table, values)
             connection.execute(sa.update(table).where(table.c.id == found).values(values))
             return int(found)
 
@@ -279,8 +278,7 @@ class Database:
                 row["battery_id"] = self._battery_id(connection, battery)
                 if row["battery_id"] is None:
                     raise StorageError(f"no battery named {battery!r}")
-            result = connection.execute(sa.insert(schema.tests).values(row))
-            return int(result.inserted_primary_key[0])
+            return _insert(connection, schema.tests, row)
 
     def finish_test(self, test_id: int, status: str, reason: str, end_unix_s: float) -> None:
         """Record how and when a test ended; ``status`` is any TestStatus except ``running``."""
@@ -438,8 +436,14 @@ def _columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, n
     }
 
 
+def _insert(connection: Connection, table: sa.Table, row: Mapping[str, Any]) -> int:
+    """Insert one row and return its new id."""
+    key = connection.execute(sa.insert(table).values(row)).inserted_primary_key
+    assert key is not None  # a single-row insert always has one
+    return int(key[0])
 
-def _battery_record(row: Mapping[str, Any]) -> BatteryRecord:
+
+def _battery_record(row: sa.RowMapping) -> BatteryRecord:
     values = dict(row)
     values["metadata"] = json.loads(values["metadata"])
     return BatteryRecord(**values)
@@ -456,8 +460,7 @@ _TESTS_QUERY = (
 )
 
 
-def _test_record(row: Mapping[str, Any]) -> TestRecord:
+def _test_record(row: sa.RowMapping) -> TestRecord:
     values = {k: v for k, v in row.items() if k not in ("channel_id", "battery_id")}
     values["status"] = TestStatus(values["status"])
     return TestRecord(**values)
-

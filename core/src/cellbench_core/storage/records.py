@@ -11,7 +11,6 @@ from cellbench_hal.types import FloatArray, IntArray
 
 from cellbench_core.events import TestStatus
 
-
 #: Longest name of an aux signal (``sample_aux.name``).
 AUX_NAME_LENGTH = 64
 
@@ -83,13 +82,9 @@ class SampleRows:
                 raise ValueError(f"SampleRows.{name} must be a one-dimensional numpy array")
             if column.dtype.kind not in kinds:
                 kind = "integer" if kinds == "iu" else "floating-point"
-                raise ValueError(
-                    f"SampleRows.{name} must hold {kind} numbers, not {column.dtype}"
-                )
+                raise ValueError(f"SampleRows.{name} must hold {kind} numbers, not {column.dtype}")
             if len(column) != rows:
-                raise ValueError(
-                    f"SampleRows.{name} has {len(column)} rows but test_id has {rows}"
-                )
+                raise ValueError(f"SampleRows.{name} has {len(column)} rows but test_id has {rows}")
 
     def __len__(self) -> int:
         return len(self.test_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 import threading
 import time
 from collections import deque
@@ -19,6 +21,8 @@ from cellbench_core.storage.records import SampleRows, StepRow, StorageError
 
 #: Rows converted to Python tuples at a time; bounds the writer's extra memory.
 _CHUNK_ROWS = 50_000
+#: A transaction takes queued submissions until it holds this many sample rows.
+_COMMIT_ROWS = 500_000
 #: How many commit latencies :meth:`SampleWriter.commit_latency_s` remembers.
 _LATENCY_HISTORY = 100_000
 
@@ -58,7 +62,11 @@ class SampleWriter:
         self._error: BaseException | None = None
         self._committed: dict[int, int] = {}
         self._latencies: deque[float] = deque(maxlen=_LATENCY_HISTORY)
-        self._thread = threading.Thread(target=self._run, name="cellbench-sample-writer", daemon=True)
+        # A daemon thread: a program that exits without close() loses only uncommitted rows,
+        # which were never acknowledged.
+        self._thread = threading.Thread(
+            target=self._run, name="cellbench-sample-writer", daemon=True
+        )
         self._thread.start()
 
     # --- called by producers -------------------------------------------------------------------
@@ -145,7 +153,7 @@ class SampleWriter:
                         self._changed.wait()
                     if not self._queue:
                         return
-                    items, self._queue = self._queue, []
+                    items = self._take()
                 positions, rows = insert.commit([item for _, item in items])
                 latency = time.monotonic() - items[0][0]
                 with self._changed:
@@ -160,12 +168,19 @@ class SampleWriter:
                     self._on_commit(positions)
         except BaseException as exc:
             self._fail(exc)
-            try:
+            with contextlib.suppress(Exception):  # the first error is the one to report
                 connection.rollback()
-            except Exception:  # noqa: S110 - the first error is the one to report
-                pass
         finally:
             connection.close()
+
+    def _take(self) -> list[tuple[float, _Item]]:
+        rows = taken = 0
+        while taken < len(self._queue) and rows < _COMMIT_ROWS:
+            item = self._queue[taken][1]
+            rows += len(item) if isinstance(item, SampleRows) else 0
+            taken += 1
+        items, self._queue = self._queue[:taken], self._queue[taken:]
+        return items
 
     def _fail(self, exc: BaseException) -> None:
         with self._changed:
@@ -179,21 +194,22 @@ class _Inserter:
     def __init__(self, dialect: sa.Dialect, connection: Any) -> None:
         self._connection = connection
         self._copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        make = _copy_statement if self._copy else _insert_statement
         self._statements = {
-            table.name: _insert_statement(dialect, table)
+            table.name: make(dialect, table)
             for table in (schema.samples, schema.sample_aux, schema.steps)
         }
 
     def commit(self, items: Sequence[_Item]) -> tuple[dict[int, int], int]:
         """Write and commit the items; return the new positions and the number of sample rows."""
         batches = [item for item in items if isinstance(item, SampleRows)]
-        steps = [astuple(item) for item in items if isinstance(item, StepRow)]
+        steps = [_step_values(item) for item in items if isinstance(item, StepRow)]
         cursor = self._connection.cursor()
         try:
             # One transaction holds everything, so the order of the inserts does not matter to
             # readers: a step is never visible without the samples submitted before it.
             rows, positions = self._samples(cursor, batches) if batches else (0, {})
-            aux = [row for batch in batches for row in _aux_rows(batch)]
+            aux = sorted(row for batch in batches for row in _aux_rows(batch))
             if aux:
                 self._write(cursor, schema.sample_aux, aux)
             if steps:
@@ -208,6 +224,10 @@ class _Inserter:
             np.concatenate([getattr(batch, name) for batch in batches])
             for name in schema.SAMPLE_COLUMNS
         ]
+        # Inserting in primary-key order keeps each B-tree insert next to the previous one;
+        # with many interleaved tests this is markedly faster than arrival order.
+        order = np.lexsort((columns[1], columns[0]))
+        columns = [column[order] for column in columns]
         total = len(columns[0])
         for start in range(0, total, _CHUNK_ROWS):
             chunk = [_python_values(c[start : start + _CHUNK_ROWS]) for c in columns]
@@ -219,8 +239,7 @@ class _Inserter:
 
     def _write(self, cursor: Any, table: sa.Table, rows: Iterable[tuple[Any, ...]]) -> None:
         if self._copy:
-            names = ", ".join(c.name for c in table.columns)
-            with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            with cursor.copy(self._statements[table.name]) as copy:
                 copy.set_types([_pg_type(c) for c in table.columns])
                 for row in rows:
                     copy.write_row(row)
@@ -233,10 +252,23 @@ def _python_values(column: np.ndarray) -> list[Any]:
     if column.dtype.kind == "f":
         bad = ~np.isfinite(column)
         if bad.any():
-            values = column.astype(object)
-            values[bad] = None
-            return list(values.tolist())
-    return list(column.tolist())
+            column = column.astype(object)
+            column[bad] = None
+    values: list[Any] = column.tolist()
+    return values
+
+
+def _step_values(step: StepRow) -> tuple[Any, ...]:
+    """The step's fields as plain Python values, non-finite numbers as None."""
+    values: list[Any] = []
+    for value in astuple(step):
+        if isinstance(value, float | np.floating):
+            values.append(float(value) if math.isfinite(value) else None)
+        elif isinstance(value, int | np.integer):
+            values.append(int(value))
+        else:
+            values.append(str(value))
+    return tuple(values)
 
 
 def _aux_rows(batch: SampleRows) -> Iterator[tuple[int, int, str, float]]:
@@ -262,6 +294,12 @@ def _insert_statement(dialect: sa.Dialect, table: sa.Table) -> str:
     names = ", ".join(quote(c.name) for c in table.columns)
     values = ", ".join(placeholder for _ in table.columns)
     return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({values})"
+
+
+def _copy_statement(dialect: sa.Dialect, table: sa.Table) -> str:
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in table.columns)
+    return f"COPY {quote(table.name)} ({names}) FROM STDIN (FORMAT BINARY)"
 
 
 def _pg_type(column: sa.Column[Any]) -> str:

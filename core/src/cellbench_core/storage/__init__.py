@@ -1,0 +1,31 @@
+"""Storage: the SQL database every measurement goes to (SQLite by default, or MariaDB/MySQL or
+PostgreSQL by SQLAlchemy URL), its schema and migrations, and the batching sample writer.
+
+The schema is public and documented for other tools in docs/schema.md.
+"""
+
+from cellbench_core.storage.database import Database, open_database, upgrade
+from cellbench_core.storage.records import (
+    BatteryRecord,
+    EventRecord,
+    SampleRows,
+    StepRecord,
+    StepRow,
+    StorageError,
+    TestRecord,
+)
+from cellbench_core.storage.writer import SampleWriter
+
+__all__ = [
+    "BatteryRecord",
+    "Database",
+    "EventRecord",
+    "SampleRows",
+    "SampleWriter",
+    "StepRecord",
+    "StepRow",
+    "StorageError",
+    "TestRecord",
+    "open_database",
+    "upgrade",
+]
