@@ -1,10 +1,11 @@
 """Sample-writer throughput: SampleWriter against plain sqlite3 executemany, in one run.
 
 A producer thread submits batches of one row for each of ``--tests`` interleaved tests, as the
-runner does every tick, while the writer thread commits them. The raw ceiling is sqlite3
-``executemany`` of the same rows, already built as tuples, into the same table, with the same
-pragmas and one commit per 500,000 rows (the writer's largest transaction). ``--layouts`` also compares the sample table as
-WITHOUT ROWID (what cellbench uses) with a rowid table plus a unique index.
+runner does every tick, while the writer thread commits them. The raw figures are sqlite3
+``executemany`` of the same rows, already built as tuples, into the same table with the same
+pragmas, one commit per 500,000 rows (the writer's largest transaction): once in arrival order,
+once sorted by primary key as the writer inserts them (the ceiling). ``--layouts`` also runs both
+against a rowid table with a unique index instead of cellbench's WITHOUT ROWID table.
 
     .venv/bin/python bench/bench_storage.py [--tests 1000] [--rows-per-test 1000] [--url URL]
 
@@ -113,8 +114,11 @@ def raw_rows(tests: int, rows_per_test: int) -> list[tuple[float | int, ...]]:
     ]
 
 
-def bench_raw(path: Path, create: list[str], rows: list[tuple[float | int, ...]]) -> float:
-    """Rows/s of plain sqlite3 executemany into a fresh table made by ``create``."""
+def bench_raw(
+    path: Path, create: list[str], rows: list[tuple[float | int, ...]], key_order: bool
+) -> float:
+    """Rows/s of plain sqlite3 executemany into a fresh table made by ``create``; with
+    ``key_order`` each transaction's rows are sorted by primary key (outside the timing)."""
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
@@ -123,9 +127,14 @@ def bench_raw(path: Path, create: list[str], rows: list[tuple[float | int, ...]]
         connection.execute(statement)
     connection.commit()
     insert = f"INSERT INTO samples ({COLUMNS}) VALUES ({', '.join('?' * 14)})"
+    chunks = [
+        rows[first : first + RAW_COMMIT_ROWS] for first in range(0, len(rows), RAW_COMMIT_ROWS)
+    ]
+    if key_order:
+        chunks = [sorted(chunk) for chunk in chunks]
     start = time.perf_counter()
-    for first in range(0, len(rows), RAW_COMMIT_ROWS):
-        connection.executemany(insert, rows[first : first + RAW_COMMIT_ROWS])
+    for chunk in chunks:
+        connection.executemany(insert, chunk)
         connection.commit()
     elapsed = time.perf_counter() - start
     connection.close()
@@ -150,31 +159,32 @@ def main() -> None:
     parser.add_argument("--url", help="database URL for the writer (default: a new SQLite file)")
     parser.add_argument("--layouts", action="store_true", help="compare sample-table layouts")
     args = parser.parse_args()
-    total = args.tests * args.rows_per_test
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         ddl = cellbench_samples_ddl(directory)
         rows = raw_rows(args.tests, args.rows_per_test)
-        raw = bench_raw(directory / "raw.sqlite3", [ddl], rows)
-        print(
-            f"plain sqlite3 executemany, cellbench table: {total:,} rows, "
-            f"{raw:,.0f} rows/s (ceiling)"
-        )
+        ours = "cellbench WITHOUT ROWID table"
+        layouts = {ours: [ddl]}
         if args.layouts:
             body = ddl[ddl.index("(") + 1 : ddl.index("CONSTRAINT pk_samples")].rstrip(", \n\t")
-            rowid = [
+            layouts["rowid table + unique index"] = [
                 f"CREATE TABLE samples ({body})",
                 "CREATE UNIQUE INDEX ix_samples ON samples (test_id, seq)",
             ]
-            other = bench_raw(directory / "rowid.sqlite3", rowid, rows)
-            print(
-                f"plain sqlite3 executemany, rowid table + unique index: {other:,.0f} rows/s "
-                f"({other / raw:.2f}x WITHOUT ROWID)"
-            )
+        rates = {}
+        for number, (layout, create) in enumerate(layouts.items()):
+            for key_order in (False, True):
+                path = directory / f"raw-{number}-{key_order}.sqlite3"
+                rate = rates[layout, key_order] = bench_raw(path, create, rows, key_order)
+                order = "key order" if key_order else "arrival order"
+                print(f"plain sqlite3 executemany, {layout}, {order}: {rate:,.0f} rows/s")
         del rows  # free the tuples before the writer runs
         url = args.url or f"sqlite:///{directory / 'writer.sqlite3'}"
         writer = bench_writer(url, args.tests, args.rows_per_test)
-    print(f"SampleWriter / plain sqlite3 ceiling: {writer / raw:.2f}")
+    ceiling = rates[ours, True]
+    print(
+        f"SampleWriter / plain sqlite3 ceiling (cellbench table, key order): {writer / ceiling:.2f}"
+    )
 
 
 if __name__ == "__main__":
