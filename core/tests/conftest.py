@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
-from cellbench_core.storage import Database, open_database
+from cellbench_core.storage import Database, SampleRows, open_database
 from cellbench_core.storage.schema import metadata
 
 SERVERS = {
@@ -29,6 +30,9 @@ SERVERS = {
         {"connect_timeout": 5},
     ),
 }
+
+
+SERVER_FIXTURES = {"postgresql": "postgres_url", "mysql": "mysql_url"}
 
 
 def _server_database(backend: str) -> Iterator[str]:
@@ -81,7 +85,7 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'db' / 'cellbench.sqlite3'}"
         return
-    url: str = request.getfixturevalue(f"{'postgres' if request.param == 'postgresql' else 'mysql'}_url")
+    url: str = request.getfixturevalue(SERVER_FIXTURES[request.param])
     yield url
     engine = sa.create_engine(url)
     try:
@@ -99,3 +103,62 @@ def db(storage_url: str) -> Iterator[Database]:
     database = open_database(storage_url)
     yield database
     database.close()
+
+
+NewTest = Callable[..., int]
+MakeRows = Callable[..., SampleRows]
+
+
+@pytest.fixture
+def new_test(db: Database) -> NewTest:
+    """Create a running test on its own channel: ``new_test(name="t", battery=None) -> id``."""
+
+    def create(name: str = "test", battery: str | None = None) -> int:
+        channel = f"sim/{uuid.uuid4().hex[:8]}"
+        db.ensure_channel(channel, "sim", {"cells": 1})
+        return db.create_test(
+            name=name,
+            channel=channel,
+            battery=battery,
+            plan_name="cycle",
+            plan_source="plans/cycle.yaml",
+            plan_text="steps: []\n",
+            sample_period_s=0.1,
+            station="bench-1",
+            start_unix_s=1.7e9,
+        )
+
+    return create
+
+
+@pytest.fixture
+def make_rows() -> MakeRows:
+    """Build interleaved samples: ``make_rows(test_ids, first_seq, ticks, aux=False)`` gives
+    ``ticks`` rows per test (one per test per tick), random measurements."""
+    rng = np.random.default_rng(7)
+
+    def make(test_ids: Sequence[int], first_seq: int, ticks: int, aux: bool = False) -> SampleRows:
+        seq = np.repeat(np.arange(first_seq, first_seq + ticks, dtype=np.int64), len(test_ids))
+        n = len(seq)
+        time_s = seq * 0.1
+        return SampleRows(
+            test_id=np.tile(np.asarray(test_ids, dtype=np.int64), ticks),
+            seq=seq,
+            test_time_s=time_s,
+            unix_time_s=1.7e9 + time_s,
+            step_time_s=time_s % 60.0,
+            voltage_v=rng.uniform(2.5, 4.2, n),
+            current_a=rng.uniform(-5.0, 5.0, n),
+            power_w=rng.uniform(-20.0, 20.0, n),
+            temperature_c=rng.normal(25.0, 2.0, n),
+            step_index=seq // 10,
+            plan_line=seq // 10 + 3,
+            cycle=seq // 100 + 1,
+            ah=rng.normal(0.0, 1.0, n),
+            wh=rng.normal(0.0, 4.0, n),
+            aux={"cell_2_v": np.where(seq % 2 == 0, rng.uniform(2.5, 4.2, n), np.nan)}
+            if aux
+            else {},
+        )
+
+    return make

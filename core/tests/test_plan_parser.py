@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import cellbench_core.demo
 import pytest
 import yaml
 from cellbench_core.plan import (
@@ -33,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 PLANS = Path(__file__).parents[2] / "plans"
+DEMO = Path(cellbench_core.demo.__file__).parent / "cccv-cycling.yaml"
 Q = Quantity
 GE, LE = Op.GE, Op.LE
 
@@ -79,41 +81,89 @@ def one_step(step: str) -> StepSpec:
     ("text", "expected"),
     [
         ("Rest for 10 minutes", StepSpec(StepMode.REST, ((cond(Q.STEP_TIME, GE, A(600)),),))),
-        ("Charge at 1C until 4.2 V",
-         StepSpec(StepMode.CC, ((cond(Q.VOLTAGE, GE, A(4.2)),),), current=C(1))),
-        ("Hold at 4.2 V until C/20",
-         StepSpec(StepMode.CV, ((cond(Q.ABS_CURRENT, LE, C(0.05)),),), voltage=A(4.2))),
-        ("Discharge at 1C until 2.5 V",
-         StepSpec(StepMode.CC, ((cond(Q.VOLTAGE, LE, A(2.5)),),), current=C(-1))),
-        ("Charge at 0.5C to 4.2 V until C/20",
-         StepSpec(StepMode.CCCV, ((cond(Q.ABS_CURRENT, LE, C(0.05)),),), current=C(0.5),
-                  voltage=A(4.2))),
-        ("Discharge at 5 W for 10 minutes or until 2.5 V",
-         StepSpec(StepMode.CP, ((cond(Q.STEP_TIME, GE, A(600)),), (cond(Q.VOLTAGE, LE, A(2.5)),)),
-                  power=A(-5))),
-        ("Discharge at 2 A for 1 hour or until 2.5 V",
-         StepSpec(StepMode.CC, ((cond(Q.STEP_TIME, GE, A(3600)),),
-                                (cond(Q.VOLTAGE, LE, A(2.5)),)), current=A(-2))),
-        ("Discharge at 4 Ohm until 2.5 V",
-         StepSpec(StepMode.CR, ((cond(Q.VOLTAGE, LE, A(2.5)),),), resistance=A(4))),
-        ("Hold at 4.2 V for 2 hours or until 50 mA",
-         StepSpec(StepMode.CV, ((cond(Q.STEP_TIME, GE, A(7200)),),
-                                (cond(Q.ABS_CURRENT, LE, A(0.05)),)), voltage=A(4.2))),
-        ("charge AT 1 A UNTIL 1.2 Ah",
-         StepSpec(StepMode.CC, ((cond(Q.ABS_STEP_AH, GE, A(1.2)),),), current=A(1))),
-        ("Discharge at 1 A until 5 Wh",
-         StepSpec(StepMode.CC, ((cond(Q.ABS_STEP_WH, GE, A(5)),),), current=A(-1))),
-        ("Discharge at C/2 until 2.5 V or until 1 Ah",
-         StepSpec(StepMode.CC, ((cond(Q.VOLTAGE, LE, A(2.5)),), (cond(Q.ABS_STEP_AH, GE, A(1)),)),
-                  current=C(-0.5))),
-        ("Discharge at C/2 until 2.5 V or 1 Ah",
-         StepSpec(StepMode.CC, ((cond(Q.VOLTAGE, LE, A(2.5)),), (cond(Q.ABS_STEP_AH, GE, A(1)),)),
-                  current=C(-0.5))),
-        ("Discharge at 1C to 2.5 V until C/50",
-         StepSpec(StepMode.CCCV, ((cond(Q.ABS_CURRENT, LE, C(0.02)),),), current=C(-1),
-                  voltage=A(2.5))),
-        ("Charge at 200 mA for 1 h",
-         StepSpec(StepMode.CC, ((cond(Q.STEP_TIME, GE, A(3600)),),), current=A(0.2))),
+        (
+            "Charge at 1C until 4.2 V",
+            StepSpec(StepMode.CC, ((cond(Q.VOLTAGE, GE, A(4.2)),),), current=C(1)),
+        ),
+        (
+            "Hold at 4.2 V until C/20",
+            StepSpec(StepMode.CV, ((cond(Q.ABS_CURRENT, LE, C(0.05)),),), voltage=A(4.2)),
+        ),
+        (
+            "Discharge at 1C until 2.5 V",
+            StepSpec(StepMode.CC, ((cond(Q.VOLTAGE, LE, A(2.5)),),), current=C(-1)),
+        ),
+        (
+            "Charge at 0.5C to 4.2 V until C/20",
+            StepSpec(
+                StepMode.CCCV,
+                ((cond(Q.ABS_CURRENT, LE, C(0.05)),),),
+                current=C(0.5),
+                voltage=A(4.2),
+            ),
+        ),
+        (
+            "Discharge at 5 W for 10 minutes or until 2.5 V",
+            StepSpec(
+                StepMode.CP,
+                ((cond(Q.STEP_TIME, GE, A(600)),), (cond(Q.VOLTAGE, LE, A(2.5)),)),
+                power=A(-5),
+            ),
+        ),
+        (
+            "Discharge at 2 A for 1 hour or until 2.5 V",
+            StepSpec(
+                StepMode.CC,
+                ((cond(Q.STEP_TIME, GE, A(3600)),), (cond(Q.VOLTAGE, LE, A(2.5)),)),
+                current=A(-2),
+            ),
+        ),
+        (
+            "Discharge at 4 Ohm until 2.5 V",
+            StepSpec(StepMode.CR, ((cond(Q.VOLTAGE, LE, A(2.5)),),), resistance=A(4)),
+        ),
+        (
+            "Hold at 4.2 V for 2 hours or until 50 mA",
+            StepSpec(
+                StepMode.CV,
+                ((cond(Q.STEP_TIME, GE, A(7200)),), (cond(Q.ABS_CURRENT, LE, A(0.05)),)),
+                voltage=A(4.2),
+            ),
+        ),
+        (
+            "charge AT 1 A UNTIL 1.2 Ah",
+            StepSpec(StepMode.CC, ((cond(Q.ABS_STEP_AH, GE, A(1.2)),),), current=A(1)),
+        ),
+        (
+            "Discharge at 1 A until 5 Wh",
+            StepSpec(StepMode.CC, ((cond(Q.ABS_STEP_WH, GE, A(5)),),), current=A(-1)),
+        ),
+        (
+            "Discharge at C/2 until 2.5 V or until 1 Ah",
+            StepSpec(
+                StepMode.CC,
+                ((cond(Q.VOLTAGE, LE, A(2.5)),), (cond(Q.ABS_STEP_AH, GE, A(1)),)),
+                current=C(-0.5),
+            ),
+        ),
+        (
+            "Discharge at C/2 until 2.5 V or 1 Ah",
+            StepSpec(
+                StepMode.CC,
+                ((cond(Q.VOLTAGE, LE, A(2.5)),), (cond(Q.ABS_STEP_AH, GE, A(1)),)),
+                current=C(-0.5),
+            ),
+        ),
+        (
+            "Discharge at 1C to 2.5 V until C/50",
+            StepSpec(
+                StepMode.CCCV, ((cond(Q.ABS_CURRENT, LE, C(0.02)),),), current=C(-1), voltage=A(2.5)
+            ),
+        ),
+        (
+            "Charge at 200 mA for 1 h",
+            StepSpec(StepMode.CC, ((cond(Q.STEP_TIME, GE, A(3600)),),), current=A(0.2)),
+        ),
     ],
 )
 def test_text_steps(text: str, expected: StepSpec) -> None:
@@ -167,28 +217,56 @@ def test_mapping_step_from_the_language_reference() -> None:
 @pytest.mark.parametrize(
     ("mapping", "expected"),
     [
-        ("{mode: cc, current: -2 A, for: 1 h}",
-         StepSpec(StepMode.CC, ((cond(Q.STEP_TIME, GE, A(3600)),),), current=A(-2))),
-        ("{mode: cc, direction: discharge, current: 2 A, for: 1 h}",
-         StepSpec(StepMode.CC, ((cond(Q.STEP_TIME, GE, A(3600)),),), current=A(-2))),
-        ("{mode: cp, direction: Discharge, power: 5 W, until: voltage < 3 V}",
-         StepSpec(StepMode.CP, ((cond(Q.VOLTAGE, LE, A(3)),),), power=A(-5))),
-        ("{mode: cv, voltage: 4.2 V, current: 1 A, until: abs_current <= 50 mA}",
-         StepSpec(StepMode.CV, ((cond(Q.ABS_CURRENT, LE, A(0.05)),),), voltage=A(4.2),
-                  current=A(1))),
-        ("{mode: cr, resistance: 2 Ohm, until: voltage <= 2.5 V}",
-         StepSpec(StepMode.CR, ((cond(Q.VOLTAGE, LE, A(2.5)),),), resistance=A(2))),
-        ("{mode: REST, until: voltage >= 3.6 V}",
-         StepSpec(StepMode.REST, ((cond(Q.VOLTAGE, GE, A(3.6)),),))),
-        ("{mode: cc, current: 1C, until: voltage >= 4.2 V and abs_current < 0.1 A "
-         "or step_time > 1 h}",
-         StepSpec(StepMode.CC, ((cond(Q.VOLTAGE, GE, A(4.2)), cond(Q.ABS_CURRENT, LE, A(0.1))),
-                                (cond(Q.STEP_TIME, GE, A(3600)),)), current=C(1))),
-        ("{mode: cc, current: 1C, until: [voltage >= 4.2 V, "
-         "temperature > 45 °C AND test_time >= 10 s]}",
-         StepSpec(StepMode.CC, ((cond(Q.VOLTAGE, GE, A(4.2)),),
-                                (cond(Q.TEMPERATURE, GE, A(45)), cond(Q.TEST_TIME, GE, A(10)))),
-                  current=C(1))),
+        (
+            "{mode: cc, current: -2 A, for: 1 h}",
+            StepSpec(StepMode.CC, ((cond(Q.STEP_TIME, GE, A(3600)),),), current=A(-2)),
+        ),
+        (
+            "{mode: cc, direction: discharge, current: 2 A, for: 1 h}",
+            StepSpec(StepMode.CC, ((cond(Q.STEP_TIME, GE, A(3600)),),), current=A(-2)),
+        ),
+        (
+            "{mode: cp, direction: Discharge, power: 5 W, until: voltage < 3 V}",
+            StepSpec(StepMode.CP, ((cond(Q.VOLTAGE, LE, A(3)),),), power=A(-5)),
+        ),
+        (
+            "{mode: cv, voltage: 4.2 V, current: 1 A, until: abs_current <= 50 mA}",
+            StepSpec(
+                StepMode.CV, ((cond(Q.ABS_CURRENT, LE, A(0.05)),),), voltage=A(4.2), current=A(1)
+            ),
+        ),
+        (
+            "{mode: cr, resistance: 2 Ohm, until: voltage <= 2.5 V}",
+            StepSpec(StepMode.CR, ((cond(Q.VOLTAGE, LE, A(2.5)),),), resistance=A(2)),
+        ),
+        (
+            "{mode: REST, until: voltage >= 3.6 V}",
+            StepSpec(StepMode.REST, ((cond(Q.VOLTAGE, GE, A(3.6)),),)),
+        ),
+        (
+            "{mode: cc, current: 1C, until: voltage >= 4.2 V and abs_current < 0.1 A "
+            "or step_time > 1 h}",
+            StepSpec(
+                StepMode.CC,
+                (
+                    (cond(Q.VOLTAGE, GE, A(4.2)), cond(Q.ABS_CURRENT, LE, A(0.1))),
+                    (cond(Q.STEP_TIME, GE, A(3600)),),
+                ),
+                current=C(1),
+            ),
+        ),
+        (
+            "{mode: cc, current: 1C, until: [voltage >= 4.2 V, "
+            "temperature > 45 °C AND test_time >= 10 s]}",
+            StepSpec(
+                StepMode.CC,
+                (
+                    (cond(Q.VOLTAGE, GE, A(4.2)),),
+                    (cond(Q.TEMPERATURE, GE, A(45)), cond(Q.TEST_TIME, GE, A(10))),
+                ),
+                current=C(1),
+            ),
+        ),
     ],
 )
 def test_mapping_steps(mapping: str, expected: StepSpec) -> None:
@@ -214,7 +292,8 @@ def test_every_quantity_in_conditions(quantity: Quantity) -> None:
 
 
 def test_loops() -> None:
-    parsed = bare(plan("""\
+    parsed = bare(
+        plan("""\
         name: t
         steps:
           - repeat: 3
@@ -223,7 +302,8 @@ def test_loops() -> None:
               - repeat: 2
                 cycle: false
                 steps: [Rest for 2 s]
-        """))
+        """)
+    )
     rest = StepSpec(StepMode.REST, ((cond(Q.STEP_TIME, GE, A(1)),),))
     inner = Loop(2, (StepSpec(StepMode.REST, ((cond(Q.STEP_TIME, GE, A(2)),),)),), cycle=False)
     assert parsed.steps == (Loop(3, (rest, inner), cycle=True),)
@@ -251,7 +331,7 @@ def test_plan_header() -> None:
 def test_limits_compare_c_rates_with_amperes_through_the_capacity() -> None:
     text = "name: t\n{}limits: {{current_max: 3 A}}\nsteps: [Charge at 2C until 4.2 V]\n"
     assert parse_plan(text.format("")).steps  # no capacity: checked when the battery is known
-    with pytest.raises(PlanError, match=r"exceeds limits\.current_max"):
+    with pytest.raises(PlanError, match=r"2 C exceeds limits\.current_max 3 A"):
         parse_plan(text.format("capacity: 2.5 Ah\n"))
 
 
@@ -261,8 +341,12 @@ _ERRORS = [
     # YAML features and syntax
     ("name: t\nsteps:\n  - &a Rest for 1 s\n  - *a\n", 3, "", "anchors and aliases"),
     ("name: t\nsteps:\n  - !!str Rest for 1 s\n", 3, "", "YAML tags are not allowed"),
-    ("name: [t\nsteps:\n", 2, "",
-     "invalid YAML: while parsing a flow sequence: expected ',' or ']', but got ':'"),
+    (
+        "name: [t\nsteps:\n",
+        2,
+        "",
+        "invalid YAML: while parsing a flow sequence: expected ',' or ']', but got ':'",
+    ),
     ("name: t\n---\nname: u\n", 2, "", "expected a single document"),
     ("name: t\nsteps:\n  - Rest \x00for 1 s\n", 3, "", "special characters are not allowed"),
     ("[" * 200, 1, "", "nested deeper than 64 levels"),
@@ -271,15 +355,31 @@ _ERRORS = [
     ("- Rest for 1 s\n", 1, "", "expected a mapping, got a list"),
     ("? [a]\n: b\n", 1, "", "expected a name as key, got a list"),
     # keys
-    ("name: t\nname: u\nsteps: [Rest for 1 s]\n", 2, "name",
-     "duplicate key 'name' (first at line 1)"),
+    (
+        "name: t\nname: u\nsteps: [Rest for 1 s]\n",
+        2,
+        "name",
+        "duplicate key 'name' (first at line 1)",
+    ),
     ("name: t\nstesp: [Rest for 1 s]\n", 2, "stesp", "unknown key 'stesp' (did you mean 'steps'?)"),
-    ("name: t\nlimits: {voltage_mx: 4 V}\nsteps: [Rest for 1 s]\n", 2, "limits.voltage_mx",
-     "did you mean 'voltage_max'?"),
-    ("name: t\nsteps:\n  - mode: cc\n    curent: 1 A\n", 4, "steps[0].curent",
-     "unknown key 'curent' (did you mean 'current'?)"),
-    ("name: t\nsteps:\n  - mode: rest\n    for: 1 s\n    for: 2 s\n", 5, "steps[0].for",
-     "duplicate key 'for' (first at line 4)"),
+    (
+        "name: t\nlimits: {voltage_mx: 4 V}\nsteps: [Rest for 1 s]\n",
+        2,
+        "limits.voltage_mx",
+        "did you mean 'voltage_max'?",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cc\n    curent: 1 A\n",
+        4,
+        "steps[0].curent",
+        "unknown key 'curent' (did you mean 'current'?)",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: rest\n    for: 1 s\n    for: 2 s\n",
+        5,
+        "steps[0].for",
+        "duplicate key 'for' (first at line 4)",
+    ),
     ("steps: [Rest for 1 s]\n", 1, "name", "missing: a plan needs 'name'"),
     ("name: t\n", 1, "steps", "missing: a plan needs 'steps'"),
     # types and values
@@ -288,145 +388,382 @@ _ERRORS = [
     ("name:\nsteps: [Rest for 1 s]\n", 1, "name", "expected a name, got nothing"),
     ("name: ''\nsteps: [Rest for 1 s]\n", 1, "name", "must not be empty"),
     ("name: [a]\nsteps: [Rest for 1 s]\n", 1, "name", "expected a name, got a list"),
-    ("name: t\ncapacity: 2.5\nsteps: [Rest for 1 s]\n", 2, "capacity",
-     "missing unit: expected a charge like '1.2 Ah', got '2.5'"),
+    (
+        "name: t\ncapacity: 2.5\nsteps: [Rest for 1 s]\n",
+        2,
+        "capacity",
+        "missing unit: expected a charge like '1.2 Ah', got '2.5'",
+    ),
     ("name: t\ncapacity: 0 Ah\nsteps: [Rest for 1 s]\n", 2, "capacity", "must be positive"),
     ("name: t\nlimits: [4 V]\nsteps: [Rest for 1 s]\n", 2, "limits", "expected a mapping"),
-    ("name: t\nlimits:\n  current_max: 4 V\nsteps: [Rest for 1 s]\n", 3, "limits.current_max",
-     "expected a current like '2 A' or '1C', got '4 V' (a voltage)"),
-    ("name: t\nlimits:\n  current_max: -1 A\nsteps: [Rest for 1 s]\n", 3, "limits.current_max",
-     "must be positive"),
-    ("name: t\nlimits:\n  voltage_max: 3 V\n  voltage_min: 3 V\nsteps: [Rest for 1 s]\n", 4,
-     "limits.voltage_min", "must be below voltage_max"),
-    ("name: t\nlimits:\n  temperature_min: 60 °C\n  temperature_max: 0 °C\nsteps: [Rest for 1 s]\n",
-     3, "limits.temperature_min", "must be below temperature_max"),
+    (
+        "name: t\nlimits:\n  current_max: 4 V\nsteps: [Rest for 1 s]\n",
+        3,
+        "limits.current_max",
+        "expected a current like '2 A' or '1C', got '4 V' (a voltage)",
+    ),
+    (
+        "name: t\nlimits:\n  current_max: -1 A\nsteps: [Rest for 1 s]\n",
+        3,
+        "limits.current_max",
+        "must be positive",
+    ),
+    (
+        "name: t\nlimits:\n  voltage_max: 3 V\n  voltage_min: 3 V\nsteps: [Rest for 1 s]\n",
+        4,
+        "limits.voltage_min",
+        "must be below voltage_max",
+    ),
+    (
+        "name: t\nlimits:\n  temperature_min: 60 °C\n  temperature_max: 0 °C\n"
+        "steps: [Rest for 1 s]\n",
+        3,
+        "limits.temperature_min",
+        "must be below temperature_max",
+    ),
     # loops
-    ("name: t\nsteps:\n  - Rest for 1 s\n  - repeat: 0\n    steps: [Rest for 1 s]\n", 4,
-     "steps[1].repeat", "must be between 1 and 2147483647, got 0"),
-    ("name: t\nsteps:\n  - repeat: -2\n    steps: [Rest for 1 s]\n", 3, "steps[0].repeat",
-     "expected a whole number of passes like 3, got '-2'"),
-    ("name: t\nsteps:\n  - repeat: 2.5\n    steps: [Rest for 1 s]\n", 3, "steps[0].repeat",
-     "expected a whole number of passes like 3, got '2.5'"),
-    ("name: t\nsteps:\n  - repeat: '3'\n    steps: [Rest for 1 s]\n", 3, "steps[0].repeat",
-     "expected a whole number of passes like 3, got '3'"),
-    ("name: t\nsteps:\n  - repeat: yes\n    steps: [Rest for 1 s]\n", 3, "steps[0].repeat",
-     "expected a whole number of passes"),
-    ("name: t\nsteps:\n  - repeat: 0x10\n    steps: [Rest for 1 s]\n", 3, "steps[0].repeat",
-     "expected a whole number of passes"),
-    ("name: t\nsteps:\n  - repeat: 99999999999\n    steps: [Rest for 1 s]\n", 3,
-     "steps[0].repeat", "expected a whole number of passes"),
-    ("name: t\nsteps:\n  - repeat: 3000000000\n    steps: [Rest for 1 s]\n", 3,
-     "steps[0].repeat", "must be between 1 and 2147483647"),
-    ("name: t\nsteps:\n  - repeat: 2\n    cycle: maybe\n    steps: [Rest for 1 s]\n", 4,
-     "steps[0].cycle", "expected true or false, got 'maybe'"),
+    (
+        "name: t\nsteps:\n  - Rest for 1 s\n  - repeat: 0\n    steps: [Rest for 1 s]\n",
+        4,
+        "steps[1].repeat",
+        "must be between 1 and 2147483647, got 0",
+    ),
+    (
+        "name: t\nsteps:\n  - repeat: -2\n    steps: [Rest for 1 s]\n",
+        3,
+        "steps[0].repeat",
+        "expected a whole number of passes like 3, got '-2'",
+    ),
+    (
+        "name: t\nsteps:\n  - repeat: 2.5\n    steps: [Rest for 1 s]\n",
+        3,
+        "steps[0].repeat",
+        "expected a whole number of passes like 3, got '2.5'",
+    ),
+    (
+        "name: t\nsteps:\n  - repeat: '3'\n    steps: [Rest for 1 s]\n",
+        3,
+        "steps[0].repeat",
+        "expected a whole number of passes like 3, got '3'",
+    ),
+    (
+        "name: t\nsteps:\n  - repeat: yes\n    steps: [Rest for 1 s]\n",
+        3,
+        "steps[0].repeat",
+        "expected a whole number of passes",
+    ),
+    (
+        "name: t\nsteps:\n  - repeat: 0x10\n    steps: [Rest for 1 s]\n",
+        3,
+        "steps[0].repeat",
+        "expected a whole number of passes",
+    ),
+    (
+        "name: t\nsteps:\n  - repeat: 99999999999\n    steps: [Rest for 1 s]\n",
+        3,
+        "steps[0].repeat",
+        "expected a whole number of passes",
+    ),
+    (
+        "name: t\nsteps:\n  - repeat: 3000000000\n    steps: [Rest for 1 s]\n",
+        3,
+        "steps[0].repeat",
+        "must be between 1 and 2147483647",
+    ),
+    (
+        "name: t\nsteps:\n  - repeat: 2\n    cycle: maybe\n    steps: [Rest for 1 s]\n",
+        4,
+        "steps[0].cycle",
+        "expected true or false, got 'maybe'",
+    ),
     ("name: t\nsteps:\n  - repeat: 2\n", 3, "steps[0].steps", "a loop needs the steps it repeats"),
-    ("name: t\nsteps:\n  - repeat: 2\n    steps:\n      - repeat: 2\n        steps: []\n", 6,
-     "steps[0].steps[0].steps", "no steps"),
+    (
+        "name: t\nsteps:\n  - repeat: 2\n    steps:\n      - repeat: 2\n        steps: []\n",
+        6,
+        "steps[0].steps[0].steps",
+        "no steps",
+    ),
     # kinds of mapping
-    ("name: t\nsteps:\n  - mode: cc\n    repeat: 2\n", 3, "steps[0]",
-     "needs exactly one of 'mode', 'repeat'; found 'mode' and 'repeat'"),
-    ("name: t\nsteps:\n  - mdoe: cc\n", 3, "steps[0]",
-     "found none; unknown key 'mdoe' (did you mean 'mode'?)"),
+    (
+        "name: t\nsteps:\n  - mode: cc\n    repeat: 2\n",
+        3,
+        "steps[0]",
+        "needs exactly one of 'mode', 'repeat'; found 'mode' and 'repeat'",
+    ),
+    (
+        "name: t\nsteps:\n  - mdoe: cc\n",
+        3,
+        "steps[0]",
+        "found none; unknown key 'mdoe' (did you mean 'mode'?)",
+    ),
     ("name: t\nsteps:\n  - [Rest for 1 s]\n", 3, "steps[0]", "expected a step"),
     ("name: t\nsteps:\n  -\n", 3, "steps[0]", "expected a step like 'Rest for 10 minutes'"),
     # mapping steps
-    ("name: t\nsteps:\n  - mode: rset\n", 3, "steps[0].mode",
-     "expected rest or cc or cv or cccv or cp or cr, got 'rset' (did you mean 'rest'?)"),
-    ("name: t\nsteps:\n  - mode: cc\n    current: 1 A\n", 3, "steps[0]",
-     "this step could run forever: give it an end with 'until' or 'for'"),
-    ("name: t\nsteps:\n  - mode: cc\n    for: 1 s\n", 3, "steps[0].current",
-     "missing: a cc step needs a current"),
-    ("name: t\nsteps:\n  - mode: cc\n    current: 1 A\n    voltage: 4 V\n", 5, "steps[0].voltage",
-     "a cc step takes no voltage"),
-    ("name: t\nsteps:\n  - mode: cccv\n    current: 1 A\n    voltage: 4.2 A\n", 5,
-     "steps[0].voltage", "expected a voltage like '4.2 V', got '4.2 A' (a current)"),
-    ("name: t\nsteps:\n  - mode: cv\n    direction: charge\n    voltage: 4 V\n", 4,
-     "steps[0].direction", "only cc, cccv and cp steps take a direction"),
-    ("name: t\nsteps:\n  - mode: cc\n    current: 1 A\n    direction: up\n", 5,
-     "steps[0].direction", "expected charge or discharge, got 'up'"),
-    ("name: t\nsteps:\n  - mode: cc\n    direction: discharge\n    current: -1 A\n", 5,
-     "steps[0].current", "with a direction, give the magnitude"),
-    ("name: t\nsteps:\n  - mode: cc\n    current: 0 A\n    for: 1 s\n", 4, "steps[0].current",
-     "must not be zero"),
-    ("name: t\nsteps:\n  - mode: cr\n    resistance: -1 Ohm\n    for: 1 s\n", 4,
-     "steps[0].resistance", "must be positive"),
-    ("name: t\nsteps:\n  - mode: cv\n    voltage: 4 V\n    current: -1 A\n    for: 1 s\n", 5,
-     "steps[0].current", "must be positive"),
-    ("name: t\nsteps:\n  - mode: rest\n    until: volts >= 4 V\n", 4, "steps[0].until",
-     "unknown quantity 'volts' (did you mean 'voltage'?)"),
-    ("name: t\nsteps:\n  - mode: rest\n    until: voltage == 4 V\n", 4, "steps[0].until",
-     "unknown comparison '=='; use >=, >, <= or <"),
-    ("name: t\nsteps:\n  - mode: rest\n    until: voltage >= 4 A\n", 4, "steps[0].until",
-     "voltage: expected a voltage like '4.2 V', got '4 A' (a current)"),
-    ("name: t\nsteps:\n  - mode: rest\n    until: 4.2 V\n", 4, "steps[0].until",
-     "expected a condition like 'voltage >= 4.2 V', got '4.2 V'"),
-    ("name: t\nsteps:\n  - mode: rest\n    until: voltage >= 4 V or\n", 4, "steps[0].until",
-     "expected a condition like 'voltage >= 4.2 V', got ''"),
-    ("name: t\nsteps:\n  - mode: rest\n    until: []\n", 4, "steps[0].until",
-     "got an empty list"),
-    ("name: t\nsteps:\n  - mode: rest\n    until:\n      - voltage >= 4 V\n      - x\n", 6,
-     "steps[0].until[1]", "expected a condition like"),
-    ("name: t\nsteps:\n  - mode: rest\n    for: 0 s\n", 4, "steps[0].for",
-     "a duration must be positive"),
-    ("name: t\nsteps:\n  - mode: rest\n    for: 1 s\n    label: two words\n", 5,
-     "steps[0].label", "a label is a name of letters"),
-    ("name: t\nsteps:\n  - {mode: rest, for: 1 s, label: a}\n"
-     "  - {mode: rest, for: 1 s, label: a}\n", 4, "steps[1].label",
-     "label 'a' is already used at line 3"),
+    (
+        "name: t\nsteps:\n  - mode: rset\n",
+        3,
+        "steps[0].mode",
+        "expected rest or cc or cv or cccv or cp or cr, got 'rset' (did you mean 'rest'?)",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cc\n    current: 1 A\n",
+        3,
+        "steps[0]",
+        "this step could run forever: give it an end with 'until' or 'for'",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cc\n    for: 1 s\n",
+        3,
+        "steps[0].current",
+        "missing: a cc step needs a current",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cc\n    current: 1 A\n    voltage: 4 V\n",
+        5,
+        "steps[0].voltage",
+        "a cc step takes no voltage",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cccv\n    current: 1 A\n    voltage: 4.2 A\n",
+        5,
+        "steps[0].voltage",
+        "expected a voltage like '4.2 V', got '4.2 A' (a current)",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cv\n    direction: charge\n    voltage: 4 V\n",
+        4,
+        "steps[0].direction",
+        "only cc, cccv and cp steps take a direction",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cc\n    current: 1 A\n    direction: up\n",
+        5,
+        "steps[0].direction",
+        "expected charge or discharge, got 'up'",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cc\n    direction: discharge\n    current: -1 A\n",
+        5,
+        "steps[0].current",
+        "with a direction, give the magnitude",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cc\n    current: 0 A\n    for: 1 s\n",
+        4,
+        "steps[0].current",
+        "must not be zero",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cr\n    resistance: -1 Ohm\n    for: 1 s\n",
+        4,
+        "steps[0].resistance",
+        "must be positive",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: cv\n    voltage: 4 V\n    current: -1 A\n    for: 1 s\n",
+        5,
+        "steps[0].current",
+        "must be positive",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: rest\n    until: volts >= 4 V\n",
+        4,
+        "steps[0].until",
+        "unknown quantity 'volts' (did you mean 'voltage'?)",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: rest\n    until: voltage == 4 V\n",
+        4,
+        "steps[0].until",
+        "unknown comparison '=='; use >=, >, <= or <",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: rest\n    until: voltage >= 4 A\n",
+        4,
+        "steps[0].until",
+        "voltage: expected a voltage like '4.2 V', got '4 A' (a current)",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: rest\n    until: 4.2 V\n",
+        4,
+        "steps[0].until",
+        "expected a condition like 'voltage >= 4.2 V', got '4.2 V'",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: rest\n    until: voltage >= 4 V or\n",
+        4,
+        "steps[0].until",
+        "expected a condition like 'voltage >= 4.2 V', got ''",
+    ),
+    ("name: t\nsteps:\n  - mode: rest\n    until: []\n", 4, "steps[0].until", "got an empty list"),
+    (
+        "name: t\nsteps:\n  - mode: rest\n    until:\n      - voltage >= 4 V\n      - x\n",
+        6,
+        "steps[0].until[1]",
+        "expected a condition like",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: rest\n    for: 0 s\n",
+        4,
+        "steps[0].for",
+        "a duration must be positive",
+    ),
+    (
+        "name: t\nsteps:\n  - mode: rest\n    for: 1 s\n    label: two words\n",
+        5,
+        "steps[0].label",
+        "a label is a name of letters",
+    ),
+    (
+        "name: t\nsteps:\n  - {mode: rest, for: 1 s, label: a}\n"
+        "  - {mode: rest, for: 1 s, label: a}\n",
+        4,
+        "steps[1].label",
+        "label 'a' is already used at line 3",
+    ),
     # text steps
     ("name: t\nsteps:\n  - Charge at 1C\n", 3, "steps[0]", "this step could run forever"),
     ("name: t\nsteps:\n  - Rset for 10 min\n", 3, "steps[0]", "(did you mean 'rest'?)"),
-    ("name: t\nsteps:\n  - Rest 10 minutes\n", 3, "steps[0]",
-     "expected 'at', 'for' or 'until' after 'Rest'"),
+    (
+        "name: t\nsteps:\n  - Rest 10 minutes\n",
+        3,
+        "steps[0]",
+        "expected 'at', 'for' or 'until' after 'Rest'",
+    ),
     ("name: t\nsteps:\n  - Rest at 1 A for 1 s\n", 3, "steps[0]", "a rest takes no setpoint"),
     ("name: t\nsteps:\n  - Rest until 3 V\n", 3, "steps[0]", "a rest ends after a duration"),
-    ("name: t\nsteps:\n  - Charge for 1 h\n", 3, "steps[0]",
-     "expected 'Charge at <current, C-rate, power or resistance>'"),
-    ("name: t\nsteps:\n  - Charge at 4.2 V until 1 A\n", 3, "steps[0]",
-     "to hold a voltage, write 'Hold at 4.2 V'"),
-    ("name: t\nsteps:\n  - Charge at 10 min until 1 A\n", 3, "steps[0]",
-     "after 'at', expected a current, C-rate, power or resistance, got '10 min'"),
-    ("name: t\nsteps:\n  - Charge at 4 Ohm until 4.2 V\n", 3, "steps[0]",
-     "a constant resistance can only discharge"),
-    ("name: t\nsteps:\n  - Charge at -1C until 4.2 V\n", 3, "steps[0]",
-     "give the magnitude after 'at': 'Charge' sets the sign"),
-    ("name: t\nsteps:\n  - Charge at 1 W to 4.2 V until 1 Ah\n", 3, "steps[0]",
-     "'to <voltage>' (CC-CV) needs a current"),
-    ("name: t\nsteps:\n  - Charge at 1C to 4.2 A until C/20\n", 3, "steps[0]",
-     "after 'to': expected a voltage like '4.2 V', got '4.2 A'"),
-    ("name: t\nsteps:\n  - Charge at 1C at 2C until 4.2 V\n", 3, "steps[0]",
-     "expected one value after 'at'"),
-    ("name: t\nsteps:\n  - Hold at 4.2 V to 3 V until 1 A\n", 3, "steps[0]",
-     "expected 'Hold at <voltage>'"),
-    ("name: t\nsteps:\n  - Hold at 1 A until 1 A\n", 3, "steps[0]",
-     "after 'Hold at': expected a voltage like '4.2 V', got '1 A'"),
-    ("name: t\nsteps:\n  - Charge at 1C until 10 min\n", 3, "steps[0]",
-     "(a duration follows 'for')"),
-    ("name: t\nsteps:\n  - Charge at 1C until 5 W\n", 3, "steps[0]",
-     "after 'until', expected a voltage, a current or C-rate, a charge (Ah) or an energy (Wh)"),
+    (
+        "name: t\nsteps:\n  - Charge for 1 h\n",
+        3,
+        "steps[0]",
+        "expected 'Charge at <current, C-rate, power or resistance>'",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at 4.2 V until 1 A\n",
+        3,
+        "steps[0]",
+        "to hold a voltage, write 'Hold at 4.2 V'",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at 10 min until 1 A\n",
+        3,
+        "steps[0]",
+        "after 'at', expected a current, C-rate, power or resistance, got '10 min'",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at 4 Ohm until 4.2 V\n",
+        3,
+        "steps[0]",
+        "a constant resistance can only discharge",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at -1C until 4.2 V\n",
+        3,
+        "steps[0]",
+        "give the magnitude after 'at': 'Charge' sets the sign",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at 1 W to 4.2 V until 1 Ah\n",
+        3,
+        "steps[0]",
+        "'to <voltage>' (CC-CV) needs a current",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at 1C to 4.2 A until C/20\n",
+        3,
+        "steps[0]",
+        "after 'to': expected a voltage like '4.2 V', got '4.2 A'",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at 1C at 2C until 4.2 V\n",
+        3,
+        "steps[0]",
+        "expected one value after 'at'",
+    ),
+    (
+        "name: t\nsteps:\n  - Hold at 4.2 V to 3 V until 1 A\n",
+        3,
+        "steps[0]",
+        "expected 'Hold at <voltage>'",
+    ),
+    (
+        "name: t\nsteps:\n  - Hold at 1 A until 1 A\n",
+        3,
+        "steps[0]",
+        "after 'Hold at': expected a voltage like '4.2 V', got '1 A'",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at 1C until 10 min\n",
+        3,
+        "steps[0]",
+        "(a duration follows 'for')",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at 1C until 5 W\n",
+        3,
+        "steps[0]",
+        "after 'until', expected a voltage, a current or C-rate, a charge (Ah) or an energy (Wh)",
+    ),
     ("name: t\nsteps:\n  - Charge at 1C until -1 A\n", 3, "steps[0]", "must be positive"),
-    ("name: t\nsteps:\n  - Charge at 1C until 4.2 V and 1 A\n", 3, "steps[0]",
-     "text steps join their ends with 'or' only"),
-    ("name: t\nsteps:\n  - Charge at 1C until 4.2 V until 1 A\n", 3, "steps[0]",
-     "join terms with 'or'"),
+    (
+        "name: t\nsteps:\n  - Charge at 1C until 4.2 V and 1 A\n",
+        3,
+        "steps[0]",
+        "text steps join their ends with 'or' only",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at 1C until 4.2 V until 1 A\n",
+        3,
+        "steps[0]",
+        "join terms with 'or'",
+    ),
     ("name: t\nsteps:\n  - Charge at 1C or until 4.2 V\n", 3, "steps[0]", "'or' must join two"),
-    ("name: t\nsteps:\n  - Charge at 1C until 4.2 V or\n", 3, "steps[0]",
-     "expected 'for' or 'until' after 'or'"),
-    ("name: t\nsteps:\n  - Charge at 1C for 4.2 V\n", 3, "steps[0]",
-     "after 'for': expected a duration like '10 min', got '4.2 V' (a voltage)"),
+    (
+        "name: t\nsteps:\n  - Charge at 1C until 4.2 V or\n",
+        3,
+        "steps[0]",
+        "expected 'for' or 'until' after 'or'",
+    ),
+    (
+        "name: t\nsteps:\n  - Charge at 1C for 4.2 V\n",
+        3,
+        "steps[0]",
+        "after 'for': expected a duration like '10 min', got '4.2 V' (a voltage)",
+    ),
     ("name: t\nsteps:\n  - Charge at 1C until\n", 3, "steps[0]", "expected a value after 'until'"),
-    ("name: t\nsteps:\n  - Charge at 1C for 1 h to 4.2 V\n", 3, "steps[0]",
-     "'to' must come before 'for' and 'until'"),
+    (
+        "name: t\nsteps:\n  - Charge at 1C for 1 h to 4.2 V\n",
+        3,
+        "steps[0]",
+        "'to' must come before 'for' and 'until'",
+    ),
     ("name: t\nsteps:\n  - Charge at nan A until 4 V\n", 3, "steps[0]", "not a finite number"),
-    ("name: t\nsteps:\n  - Charge at \uff11 A until 4 V\n", 3, "steps[0]",
-     "expected a number with a unit"),
+    (
+        "name: t\nsteps:\n  - Charge at \uff11 A until 4 V\n",
+        3,
+        "steps[0]",
+        "expected a number with a unit",
+    ),
     # setpoints beyond the safety limits
-    ("name: t\nlimits: {voltage_max: 4.25 V}\nsteps:\n  - Rest for 1 s\n"
-     "  - Hold at 4.3 V for 1 h\n", 5, "steps[1]", "4.3 V is above limits.voltage_max"),
-    ("name: t\nlimits: {voltage_min: 2.5 V}\nsteps:\n  - {mode: cv, voltage: 2 V, for: 1 h}\n", 4,
-     "steps[0].voltage", "2 V is below limits.voltage_min"),
-    ("name: t\nlimits: {current_max: 2C}\nsteps:\n  - Discharge at 3C until 2.5 V\n", 4,
-     "steps[0]", "the current exceeds limits.current_max"),
+    (
+        "name: t\nlimits: {voltage_max: 4.25 V}\nsteps:\n  - Rest for 1 s\n"
+        "  - Hold at 4.3 V for 1 h\n",
+        5,
+        "steps[1]",
+        "4.3 V is above limits.voltage_max",
+    ),
+    (
+        "name: t\nlimits: {voltage_min: 2.5 V}\nsteps:\n  - {mode: cv, voltage: 2 V, for: 1 h}\n",
+        4,
+        "steps[0].voltage",
+        "2 V is below limits.voltage_min",
+    ),
+    (
+        "name: t\nlimits: {current_max: 2C}\nsteps:\n  - Discharge at 3C until 2.5 V\n",
+        4,
+        "steps[0]",
+        "-3 C exceeds limits.current_max 2 C",
+    ),
 ]
 
 
@@ -442,8 +779,10 @@ def test_rejections_name_line_and_field(text: str, line: int, path: str, message
 def test_error_text_reads_file_line_field() -> None:
     with pytest.raises(PlanError) as caught:
         parse_plan("name: t\nsteps:\n  - Charge at 1C\n", "plans/x.yaml")
-    assert str(caught.value) == ("plans/x.yaml:3: steps[0]: this step could run forever: "
-                                 "give it an end with 'until' or 'for'")
+    assert str(caught.value) == (
+        "plans/x.yaml:3: steps[0]: this step could run forever: "
+        "give it an end with 'until' or 'for'"
+    )
 
 
 def test_files(tmp_path: Path) -> None:
@@ -508,21 +847,25 @@ def test_normal_form() -> None:
         """)
 
 
-@pytest.mark.parametrize("path", sorted(PLANS.glob("*.yaml")), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", [*sorted(PLANS.glob("*.yaml")), DEMO], ids=lambda path: path.name)
 def test_example_plans_parse_and_round_trip(path: Path) -> None:
     parsed = load_plan(path)
     assert bare(parse_plan(dump_plan(parsed))) == bare(parsed)
 
 
 def test_demo_plan() -> None:
-    parsed = load_plan(PLANS / "cccv-cycling.yaml")
+    parsed = load_plan(DEMO)
     assert parsed.capacity_ah == 2.5
     assert parsed.limits == SafetyLimits(4.25, 2.45, C(2), 60.0)
     first, loop = parsed.steps
     assert isinstance(first, StepSpec) and first.mode is StepMode.REST
     assert isinstance(loop, Loop) and loop.count == 3
     assert [step.mode for step in loop.body if isinstance(step, StepSpec)] == [
-        StepMode.CCCV, StepMode.REST, StepMode.CC, StepMode.REST]
+        StepMode.CCCV,
+        StepMode.REST,
+        StepMode.CC,
+        StepMode.REST,
+    ]
 
 
 _positive = st.floats(min_value=1e-9, max_value=1e9, allow_nan=False)
@@ -541,30 +884,34 @@ def _conditions(draw: st.DrawFn) -> Condition:
     return Condition(quantity, draw(st.sampled_from(Op)), value)
 
 
-@st.composite
-def _specs(draw: st.DrawFn) -> StepSpec:
-    mode = draw(st.sampled_from(StepMode))
-    rate = st.booleans()
-    current = st.builds(Value, _signed, rate)
-    setpoints = {
-        StepMode.REST: {},
-        StepMode.CC: {"current": draw(current)},
-        StepMode.CV: {"voltage": Value(draw(_positive)),
-                      "current": draw(st.none() | st.builds(Value, _positive, rate))},
-        StepMode.CCCV: {"current": draw(current), "voltage": Value(draw(_positive))},
-        StepMode.CP: {"power": Value(draw(_signed))},
-        StepMode.CR: {"resistance": Value(draw(_positive))},
-    }[mode]
-    until = draw(st.lists(st.lists(_conditions(), min_size=1, max_size=3).map(tuple),
-                          min_size=1, max_size=3).map(tuple))
-    return StepSpec(mode, until, **setpoints)
+_until = st.lists(
+    st.lists(_conditions(), min_size=1, max_size=3).map(tuple), min_size=1, max_size=3
+).map(tuple)
+_currents = st.builds(Value, _signed, st.booleans())
+_magnitudes = st.builds(Value, _positive)
+_specs = st.one_of(
+    st.builds(StepSpec, st.just(StepMode.REST), _until),
+    st.builds(StepSpec, st.just(StepMode.CC), _until, current=_currents),
+    st.builds(
+        StepSpec,
+        st.just(StepMode.CV),
+        _until,
+        voltage=_magnitudes,
+        current=st.none() | st.builds(Value, _positive, st.booleans()),
+    ),
+    st.builds(StepSpec, st.just(StepMode.CCCV), _until, current=_currents, voltage=_magnitudes),
+    st.builds(StepSpec, st.just(StepMode.CP), _until, power=st.builds(Value, _signed)),
+    st.builds(StepSpec, st.just(StepMode.CR), _until, resistance=_magnitudes),
+)
 
 
 _trees: st.SearchStrategy[list[Node]] = st.recursive(
-    st.lists(_specs(), min_size=1, max_size=3),
+    st.lists(_specs, min_size=1, max_size=3),
     lambda children: st.lists(
-        _specs() | st.builds(Loop, st.integers(1, 10**6), children.map(tuple), st.booleans()),
-        min_size=1, max_size=3),
+        _specs | st.builds(Loop, st.integers(1, 10**6), children.map(tuple), st.booleans()),
+        min_size=1,
+        max_size=3,
+    ),
     max_leaves=8,
 )
 
@@ -574,8 +921,11 @@ def _plans(draw: st.DrawFn) -> Plan:
     steps = draw(_trees)
     labels = iter(f"step-{index}" for index in range(100))
     steps = [_label(node, labels, draw(st.booleans())) for node in steps]
-    name = draw(st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1)
-                .filter(str.strip))
+    name = draw(
+        st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1).filter(
+            str.strip
+        )
+    )
     limits = SafetyLimits(temperature_max=draw(st.none() | st.floats(0, 100)))
     return Plan(name, tuple(steps), limits, draw(st.none() | _positive))
 
@@ -605,10 +955,19 @@ def _assert_runnable(parsed: Plan) -> None:
                 walk(node.body)
                 continue
             assert node.until and all(node.until)
-            Step(node.mode, **{f"{name}_{unit}": value.resolve(2.5) for name, unit, value in (
-                ("current", "a", node.current), ("voltage", "v", node.voltage),
-                ("power", "w", node.power), ("resistance", "ohm", node.resistance),
-            ) if value is not None})
+            Step(
+                node.mode,
+                **{
+                    f"{name}_{unit}": value.resolve(2.5)
+                    for name, unit, value in (
+                        ("current", "a", node.current),
+                        ("voltage", "v", node.voltage),
+                        ("power", "w", node.power),
+                        ("resistance", "ohm", node.resistance),
+                    )
+                    if value is not None
+                },
+            )
 
     assert parsed.steps
     walk(parsed.steps)
@@ -632,15 +991,38 @@ def test_any_text_gives_a_plan_or_a_plan_error(text: str) -> None:
 # Plan-shaped input: every slot mostly holds a value that fits it and sometimes a mistake, so
 # that a good share of examples are valid plans (checked to be runnable) and the rest are near
 # misses that reach deep into the parser.
-_MISTAKES = ["1C", "4.2 V", "-1 A", "0 A", "5 W", "10 min", "0 s", "nan V", "1e999 A", "4.2", "x",
-             "", "to", "and"]
+_MISTAKES = [
+    "1C",
+    "4.2 V",
+    "-1 A",
+    "0 A",
+    "5 W",
+    "10 min",
+    "0 s",
+    "nan V",
+    "1e999 A",
+    "4.2",
+    "x",
+    "",
+    "to",
+    "and",
+]
 _DURATIONS = ["10 min", "1 s", "2 hours"]
 _CURRENTS = ["1C", "C/20", "50 mA", "2 A"]
 _VOLTAGES = ["4.2 V", "2.5 V", "3.7 V"]
-_SETPOINT_VALUES = {"current": _CURRENTS, "voltage": _VOLTAGES, "power": ["5 W", "1 kW"],
-                    "resistance": ["4 Ohm", "50 mOhm"]}
-_NEEDS = {"cc": ["current"], "cv": ["voltage"], "cccv": ["current", "voltage"], "cp": ["power"],
-          "cr": ["resistance"]}
+_SETPOINT_VALUES = {
+    "current": _CURRENTS,
+    "voltage": _VOLTAGES,
+    "power": ["5 W", "1 kW"],
+    "resistance": ["4 Ohm", "50 mOhm"],
+}
+_NEEDS = {
+    "cc": ["current"],
+    "cv": ["voltage"],
+    "cccv": ["current", "voltage"],
+    "cp": ["power"],
+    "cr": ["resistance"],
+}
 
 
 # True one time in ten (st.one_of and st.integers do not draw their choices evenly).
@@ -658,19 +1040,29 @@ def _slot(draw: st.DrawFn, fitting: list[str]) -> str:
 _text_ends = st.lists(
     _slot(_DURATIONS).map("for {}".format)
     | _slot([*_VOLTAGES, *_CURRENTS, "1 Ah", "5 Wh"]).map("until {}".format),
-    min_size=1, max_size=3,
+    min_size=1,
+    max_size=3,
 ).map(" or ".join)
 _step_texts = st.one_of(
     st.builds("Rest for {}".format, _slot(_DURATIONS)),
-    st.builds("{} at {}{} {}".format, _slot(["Charge", "Discharge", "discharge"]),
-              _slot([*_CURRENTS, "5 W", "4 Ohm"]), st.just("") | _slot(_VOLTAGES).map(" to {}".format),
-              _text_ends),
+    st.builds(
+        "{} at {}{} {}".format,
+        _slot(["Charge", "Discharge", "discharge"]),
+        _slot([*_CURRENTS, "5 W", "4 Ohm"]),
+        st.just("") | _slot(_VOLTAGES).map(" to {}".format),
+        _text_ends,
+    ),
     st.builds("Hold at {} {}".format, _slot(_VOLTAGES), _text_ends),
 )
 _condition_texts = st.lists(
-    st.builds("{} {} {}".format, st.sampled_from([*QUANTITY_DIMENSIONS, "volts"]),
-              st.sampled_from([">=", "<=", ">", "<", "=="]), _slot([*_VOLTAGES, *_DURATIONS])),
-    min_size=1, max_size=3,
+    st.builds(
+        "{} {} {}".format,
+        st.sampled_from([*QUANTITY_DIMENSIONS, "volts"]),
+        st.sampled_from([">=", "<=", ">", "<", "=="]),
+        _slot([*_VOLTAGES, *_DURATIONS]),
+    ),
+    min_size=1,
+    max_size=3,
 ).map(" or ".join)
 
 
@@ -694,21 +1086,35 @@ def _mode_steps(draw: st.DrawFn) -> dict[str, object]:
 _step_lists = st.recursive(
     st.lists(_step_texts | _mode_steps(), min_size=1, max_size=3),
     lambda children: st.lists(
-        _step_texts | _mode_steps() | st.fixed_dictionaries(
+        _step_texts
+        | _mode_steps()
+        | st.fixed_dictionaries(
             {"repeat": st.integers(1, 3) | st.sampled_from([0, "2", 2.5, None]), "steps": children},
-            optional={"cycle": st.booleans() | st.just("maybe")}),
-        min_size=1, max_size=3),
+            optional={"cycle": st.booleans() | st.just("maybe")},
+        ),
+        min_size=1,
+        max_size=3,
+    ),
     max_leaves=6,
 )
-_limit_sets = st.fixed_dictionaries({}, optional={
-    "voltage_max": _slot(["4.3 V"]), "voltage_min": _slot(["2 V"]),
-    "current_max": _slot(["3C", "10 A"]), "temperature_max": _slot(["60 °C"]),
-})
+_limit_sets = st.fixed_dictionaries(
+    {},
+    optional={
+        "voltage_max": _slot(["4.3 V"]),
+        "voltage_min": _slot(["2 V"]),
+        "current_max": _slot(["3C", "10 A"]),
+        "temperature_max": _slot(["60 °C"]),
+    },
+)
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.fixed_dictionaries({"name": _slot(["t"]), "steps": _step_lists},
-                             optional={"capacity": _slot(["2.5 Ah"]), "limits": _limit_sets}))
+@given(
+    st.fixed_dictionaries(
+        {"name": _slot(["t"]), "steps": _step_lists},
+        optional={"capacity": _slot(["2.5 Ah"]), "limits": _limit_sets},
+    )
+)
 def test_any_plan_shaped_yaml_gives_a_plan_or_a_plan_error(document: dict[str, object]) -> None:
     _parse_or_reject(yaml.safe_dump(document, allow_unicode=True))
 

@@ -74,8 +74,16 @@ def test_values_in_si(text: str, dimension: Dimension, si: float) -> None:
 
 @pytest.mark.parametrize(
     ("text", "rate"),
-    [("1C", 1.0), ("2C", 2.0), ("0.5 C", 0.5), ("C/20", 0.05), ("C / 2", 0.5), ("-1 C", -1.0),
-     ("-C/20", -0.05), ("C/2.5", 0.4)],
+    [
+        ("1C", 1.0),
+        ("2C", 2.0),
+        ("0.5 C", 0.5),
+        ("C/20", 0.05),
+        ("C / 2", 0.5),
+        ("-1 C", -1.0),
+        ("-C/20", -0.05),
+        ("C/2.5", 0.4),
+    ],
 )
 def test_c_rates_are_currents_per_capacity(text: str, rate: float) -> None:
     assert parse_value(text, D.CURRENT) == Value(rate, per_capacity=True)
@@ -133,8 +141,12 @@ def test_c_rate_can_be_refused() -> None:
 def test_quantity_of_any_or_some_dimensions() -> None:
     assert parse_quantity("5 W") == (D.POWER, Value(5.0))
     assert parse_quantity("4 Ohm", (D.POWER, D.RESISTANCE)) == (D.RESISTANCE, Value(4.0))
-    with pytest.raises(UnitError, match=re.escape(
-            "expected a power like '5 W' or a resistance like '4 Ohm', got '4 V' (a voltage)")):
+    with pytest.raises(
+        UnitError,
+        match=re.escape(
+            "expected a power like '5 W' or a resistance like '4 Ohm', got '4 V' (a voltage)"
+        ),
+    ):
         parse_quantity("4 V", (D.POWER, D.RESISTANCE))
     message = "expected a number with a unit like '4.2 V', got 'x'"
     with pytest.raises(UnitError, match=re.escape(message)):

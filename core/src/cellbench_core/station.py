@@ -32,10 +32,7 @@ class _Strict(BaseModel):
 def _duration(value: Any) -> float:
     if not isinstance(value, str):
         raise ValueError("expected a duration with its unit, like '1 s' or '100 ms'")
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    return seconds
+    return parse_duration(value)
 
 
 class StationSection(_Strict):

@@ -429,7 +429,7 @@ def _step(ctx: _Context, mode: StepMode, setpoints: dict[str, tuple[Value, _Wher
     rule = _MODES[mode]
     for name, (value, (line, path)) in setpoints.items():
         if name == rule.signed and value.si == 0:
-            ctx.fail(line, path, "must not be zero (a step without current is a rest)")
+            ctx.fail(line, path, "must not be zero (a step that does nothing is a rest)")
         if name != rule.signed and not value.si > 0:
             ctx.fail(line, path, "must be positive")
     _check_against_limits(ctx, setpoints)
@@ -451,17 +451,18 @@ def _check_against_limits(ctx: _Context, setpoints: dict[str, tuple[Value, _Wher
                      f"limits.voltage_min")
     if "current" in setpoints and limits.current_max is not None:
         current, (line, path) = setpoints["current"]
-        magnitude, limit = _comparable(current, limits.current_max, ctx.capacity_ah)
-        if magnitude is not None and limit is not None and abs(magnitude) > limit:
-            ctx.fail(line, path, "the current exceeds limits.current_max")
+        both = _comparable(current, limits.current_max, ctx.capacity_ah)
+        if both is not None and abs(both[0]) > both[1]:
+            ctx.fail(line, path, f"{format_value(current, Dimension.CURRENT)} exceeds "
+                     f"limits.current_max {format_value(limits.current_max, Dimension.CURRENT)}")
 
 
-def _comparable(a: Value, b: Value, capacity_ah: float | None) -> tuple[float | None, float | None]:
-    """Both values in the same unit (A, or C when both are C-rates), or None where unknown."""
+def _comparable(a: Value, b: Value, capacity_ah: float | None) -> tuple[float, float] | None:
+    """Both values in one unit (A, or C when both are C-rates); None until a battery is known."""
     if a.per_capacity == b.per_capacity:
         return a.si, b.si
     if capacity_ah is None:
-        return None, None
+        return None
     return a.resolve(capacity_ah), b.resolve(capacity_ah)
 
 
@@ -469,7 +470,7 @@ def _label(ctx: _Context, node: yaml.Node, path: str) -> str:
     label = _text(ctx, node, path, "a label")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", label, re.ASCII):
         ctx.fail(_line(node), path, f"a label is a name of letters, digits, '_', '.' and '-' "
-                 f"starting with a letter, got {quote(label)}")
+                 f"starting with a letter or '_', got {quote(label)}")
     if label in ctx.labels:
         ctx.fail(_line(node), path, f"label {quote(label)} is already used at line "
                  f"{ctx.labels[label]}")

@@ -1,0 +1,1 @@
+"""Files that `cellbench demo` runs: the demo plan."""
