@@ -1,0 +1,113 @@
+"""The command line, end to end through Typer's test runner."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cellbench_core.cli import app
+
+runner = CliRunner()
+
+SHORT_PLAN = """\
+name: short cycle
+capacity: 2.5 Ah
+limits: {voltage_max: 4.25 V, voltage_min: 2.45 V}
+steps:
+  - Charge at 1C to 4.1 V for 20 minutes
+  - Discharge at 1C for 10 minutes or until 2.5 V
+"""
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> Path:
+    path = tmp_path / "short.yaml"
+    path.write_text(SHORT_PLAN, encoding="utf-8")
+    return path
+
+
+def test_plugins_lists_the_simulator() -> None:
+    result = runner.invoke(app, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert "sim" in result.output and "loaded" in result.output
+    assert "channel driver" in result.output
+
+
+def test_plan_check_prints_the_normal_form(plan: Path) -> None:
+    result = runner.invoke(app, ["plan", "check", str(plan)])
+    assert result.exit_code == 0, result.output
+    assert "mode: cccv" in result.output and "voltage: 4.1 V" in result.output
+
+
+def test_plan_check_names_file_line_and_field_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsteps:\n  - Rest for 10 minutes\n  - Discharge at 1C\n")
+    result = runner.invoke(app, ["plan", "check", str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}:4: steps[1]" in result.output
+    assert "forever" in result.output
+
+
+def test_run_on_selected_channels_stores_every_test(plan: Path, tmp_path: Path) -> None:
+    db = tmp_path / "run.db"
+    result = runner.invoke(app, ["run", str(plan), "--channels", "2-3", "--speed", "max",
+                                 "--db", f"sqlite:///{db}"])
+    assert result.exit_code == 0, result.output
+    assert "Summary" in result.output and "plan complete" in result.output
+    with sqlite3.connect(db) as con:
+        tests = con.execute("SELECT t.id, c.name, t.status FROM tests t JOIN channels c "
+                            "ON c.id = t.channel_id ORDER BY t.id").fetchall()
+        assert [(name, status) for _, name, status in tests] == [
+            ("2", "finished"), ("3", "finished")]
+        count = con.execute("SELECT COUNT(*) FROM samples WHERE test_id = ?",
+                            (tests[0][0],)).fetchone()[0]
+    assert count == 30 * 60  # 30 minutes at 1 s
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--channels", "9"], "--channels: channel 9 does not exist"),
+    (["--speed", "fast"], "--speed: expected 'real', 'max' or a positive number"),
+    (["--battery", "nope"], "--battery: no battery called 'nope'"),
+])
+def test_run_refuses_bad_arguments(plan: Path, tmp_path: Path, args: list[str],
+                                   message: str) -> None:
+    result = runner.invoke(app, ["run", str(plan), "--db", f"sqlite:///{tmp_path / 'x.db'}",
+                                 "--speed", "max", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_run_with_a_station_file(plan: Path, tmp_path: Path) -> None:
+    station = tmp_path / "station.toml"
+    station.write_text(f"""
+[station]
+name = "bench-7"
+database = "sqlite:///{tmp_path / 'station.db'}"
+sample_period = "10 s"
+[[channels]]
+driver = "sim"
+settings = {{count = 2, chemistry = "nmc"}}
+""")
+    result = runner.invoke(app, ["run", str(plan), "--station", str(station), "--speed", "max"])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(tmp_path / "station.db") as con:
+        rows = con.execute("SELECT station, sample_period_s FROM tests").fetchall()
+    assert rows == [("bench-7", 10.0), ("bench-7", 10.0)]
+
+
+def test_demo_then_plot(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = runner.invoke(app, ["demo", "--channels", "2", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "Summary" in result.output
+    assert result.output.count("plan complete") >= 2
+    image = tmp_path / "test1.png"
+    result = runner.invoke(app, ["plot", "1", "--db", db, "-o", str(image)])
+    assert result.exit_code == 0, result.output
+    assert image.read_bytes().startswith(b"\x89PNG")
+    result = runner.invoke(app, ["plot", "99", "--db", db])
+    assert result.exit_code == 2
+    assert "no test 99" in result.output
