@@ -140,13 +140,13 @@ def make_rows() -> MakeRows:
     def make(test_ids: Sequence[int], first_seq: int, ticks: int, aux: bool = False) -> SampleRows:
         seq = np.repeat(np.arange(first_seq, first_seq + ticks, dtype=np.int64), len(test_ids))
         n = len(seq)
-        time_s = seq * 0.1
+        time_s = np.asarray(seq * 0.1, dtype=np.float64)
         return SampleRows(
             test_id=np.tile(np.asarray(test_ids, dtype=np.int64), ticks),
             seq=seq,
             test_time_s=time_s,
-            unix_time_s=1.7e9 + time_s,
-            step_time_s=time_s % 60.0,
+            unix_time_s=np.asarray(1.7e9 + time_s, dtype=np.float64),
+            step_time_s=np.asarray(time_s % 60.0, dtype=np.float64),
             voltage_v=rng.uniform(2.5, 4.2, n),
             current_a=rng.uniform(-5.0, 5.0, n),
             power_w=rng.uniform(-20.0, 20.0, n),

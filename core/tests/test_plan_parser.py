@@ -983,7 +983,10 @@ def _parse_or_reject(text: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=200))
+@given(
+    st.text(max_size=200)
+    | st.text(st.sampled_from("name:steps- []{}&*!|>'\"#\n\t,?%@`~0.CV/\\"), max_size=200)
+)
 def test_any_text_gives_a_plan_or_a_plan_error(text: str) -> None:
     _parse_or_reject(text)
 

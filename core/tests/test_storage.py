@@ -69,6 +69,7 @@ def test_sqlite_file_gets_directory_pragmas_and_clustered_samples(tmp_path: Path
             assert pragma("PRAGMA foreign_keys").scalar() == 1
             for table in ("samples", "sample_aux"):
                 sql = pragma("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).scalar()
+                assert isinstance(sql, str)
                 assert "WITHOUT ROWID" in sql
             indexes = pragma(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'samples'"
@@ -240,7 +241,7 @@ def test_events_round_trip(db: Database, new_test: NewTest) -> None:
 
 
 def test_numpy_scalars_are_stored_as_plain_numbers(db: Database, new_test: NewTest) -> None:
-    db.add_battery("np-cell", "LFP", np.float64(2.5), voltage_max_v=np.float64(3.65))  # type: ignore[arg-type]
+    db.add_battery("np-cell", "LFP", np.float64(2.5), voltage_max_v=np.float64(3.65))
     test_id = new_test(battery="np-cell")
     db.finish_test(np.int64(test_id), "finished", "plan ended", np.float64(1.7e9 + 5))  # type: ignore[arg-type]
     db.add_event(kind="x", message="m", test_id=np.int64(test_id), unix_time_s=np.float64(1.7e9))  # type: ignore[arg-type]

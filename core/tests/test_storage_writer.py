@@ -22,7 +22,8 @@ SETTLE_S = 0.3
 
 def _select(rows: SampleRows, test_id: int, name: str) -> np.ndarray:
     column: np.ndarray = getattr(rows, name)
-    return column[rows.test_id == test_id]
+    selected: np.ndarray = column[rows.test_id == test_id]
+    return selected
 
 
 @contextlib.contextmanager
@@ -126,7 +127,7 @@ def test_numpy_columns_are_stored_as_plain_numbers(
         writer.submit_step(
             StepRow(
                 test_id,
-                np.int64(1),
+                np.int64(1),  # type: ignore[arg-type]
                 0,
                 3,
                 1,
@@ -139,7 +140,7 @@ def test_numpy_columns_are_stored_as_plain_numbers(
                 0.1,
                 0.4,
                 "time",
-            )  # type: ignore[arg-type]
+            )
         )
     with db.engine.connect() as connection:
         seq, cycle, voltage, current = connection.execute(
@@ -327,7 +328,8 @@ def test_flush_and_close_are_idempotent(
     ("change", "message"),
     [
         ({"voltage_v": np.zeros(2)}, r"SampleRows.voltage_v has 2 rows but test_id has 3"),
-        ({"seq": np.arange(3.0)}, r"SampleRows.seq must hold integer numbers, not float64"),
+        ({"seq": np.arange(3.0)}, r"SampleRows.seq must hold signed integer numbers, not float64"),
+        ({"cycle": np.ones(3, np.uint64)}, r"SampleRows.cycle must hold signed integer numbers"),
         ({"ah": np.zeros((3, 1))}, r"SampleRows.ah must be a one-dimensional numpy array"),
         ({"aux": {"x": np.zeros(2)}}, r"SampleRows.aux\['x'\] has 2 rows"),
         ({"aux": {"cycle": np.zeros(3)}}, r"'cycle' is the name of a sample column"),
@@ -339,4 +341,4 @@ def test_bad_sample_rows_are_named(
 ) -> None:
     rows = make_rows([1, 2, 3], 1, 1)
     with pytest.raises(ValueError, match=message):
-        replace(rows, **change)
+        replace(rows, **change)  # type: ignore[arg-type]

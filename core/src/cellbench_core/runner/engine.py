@@ -423,7 +423,8 @@ class Runner:
                 raise result
             row_of = self._row_of[id(driver)]
             local = result.channel
-            if len(local) and (local.min() < 0 or local.max() >= len(row_of)):
+            if local.dtype.kind not in "iu" or (
+                    len(local) and (local.min() < 0 or local.max() >= len(row_of))):
                 await self._fail_driver(driver, f"device error: {name} reported "
                                         "samples of a channel it does not have")
                 continue
@@ -444,9 +445,11 @@ class Runner:
                 [p[1].aux[a][p[2]] if a in p[1].aux else np.full(int(p[2].sum()), np.nan)
                  for p in parts])
         self.ticks += 1
-        self._seen[rows] += 1  # more than one sample of a channel in this batch?
-        repeated = bool((self._seen[rows] > 1).any())
-        self._seen[rows] = 0
+        # More than one sample of a channel in this batch? With repeated indices, the last
+        # assignment wins, so some position would not read back its own number.
+        positions = np.arange(len(rows))
+        self._seen[rows] = positions
+        repeated = bool((self._seen[rows] != positions).any())
         if not repeated:
             await self._process(rows, cols)
             return

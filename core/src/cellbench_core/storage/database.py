@@ -103,11 +103,11 @@ def _optional_float(name: str, value: float | None) -> float | None:
     return None if value is None else _float(name, value)
 
 
-def _name(what: str, value: str) -> str:
+def _name(what: str, value: str, length: int = schema.NAME_LENGTH) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{what} must be a non-empty string, not {value!r}")
-    if len(value) > schema.NAME_LENGTH:
-        raise ValueError(f"{what} is longer than {schema.NAME_LENGTH} characters: {value!r}")
+    if len(value) > length:
+        raise ValueError(f"{what} is longer than {length} characters: {value!r}")
     return value
 
 
@@ -170,7 +170,7 @@ class Database:
         """
         row: dict[str, Any] = {
             "name": _name("battery name", name),
-            "chemistry": _name("battery chemistry", chemistry),
+            "chemistry": _name("battery chemistry", chemistry, schema.KIND_LENGTH),
             "nominal_capacity_ah": _float("nominal_capacity_ah", nominal_capacity_ah),
             "nominal_voltage_v": _optional_float("nominal_voltage_v", nominal_voltage_v),
             "voltage_max_v": _optional_float("voltage_max_v", voltage_max_v),
@@ -327,7 +327,7 @@ class Database:
     ) -> None:
         """Record an event (a test started, a limit tripped, an operator command...)."""
         row = {
-            "kind": _name("event kind", kind),
+            "kind": _name("event kind", kind, schema.KIND_LENGTH),
             "message": message,
             "test_id": None if test_id is None else int(test_id),
             "channel": channel,

@@ -66,7 +66,7 @@ class SampleRows:
 
     def __post_init__(self) -> None:
         rows = len(self.test_id)
-        columns = [(name, getattr(self, name), "iu") for name in _INT_FIELDS]
+        columns = [(name, getattr(self, name), "i") for name in _INT_FIELDS]
         columns += [(name, getattr(self, name), "f") for name in _FLOAT_FIELDS]
         for name in self.aux:
             if not isinstance(name, str) or not 0 < len(name) <= AUX_NAME_LENGTH:
@@ -81,7 +81,7 @@ class SampleRows:
             if not isinstance(column, np.ndarray) or column.ndim != 1:
                 raise ValueError(f"SampleRows.{name} must be a one-dimensional numpy array")
             if column.dtype.kind not in kinds:
-                kind = "integer" if kinds == "iu" else "floating-point"
+                kind = "signed integer" if kinds == "i" else "floating-point"
                 raise ValueError(f"SampleRows.{name} must hold {kind} numbers, not {column.dtype}")
             if len(column) != rows:
                 raise ValueError(f"SampleRows.{name} has {len(column)} rows but test_id has {rows}")

@@ -46,6 +46,7 @@ VERSION_TABLE = "cellbench_alembic_version"
 TEST_STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 
 NAME_LENGTH = 255
+KIND_LENGTH = 64  # batteries.chemistry, events.kind
 # Plan files can exceed the 64 KiB of a MySQL TEXT column.
 LONG_TEXT = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 # SQLite only auto-numbers a plain INTEGER primary key.
@@ -58,7 +59,7 @@ batteries = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(NAME_LENGTH), nullable=False, unique=True),
-    Column("chemistry", String(64), nullable=False),
+    Column("chemistry", String(KIND_LENGTH), nullable=False),
     Column("nominal_capacity_ah", Double, nullable=False),
     Column("nominal_voltage_v", Double),
     Column("voltage_max_v", Double),
@@ -155,7 +156,7 @@ events = Table(
     Column("id", BIG_ID, primary_key=True),
     Column("test_id", Integer, ForeignKey("tests.id")),
     Column("unix_time_s", Double, nullable=False),
-    Column("kind", String(64), nullable=False),
+    Column("kind", String(KIND_LENGTH), nullable=False),
     Column("channel", String(NAME_LENGTH)),
     Column("message", Text, nullable=False),
     Column("data", Text, nullable=False),

@@ -21,8 +21,14 @@ from cellbench_core.storage.records import SampleRows, StepRow, StorageError
 
 #: Rows converted to Python tuples at a time; bounds the writer's extra memory.
 _CHUNK_ROWS = 50_000
-#: A transaction takes queued submissions until it holds this many sample rows.
-_COMMIT_ROWS = 500_000
+#: A transaction takes queued submissions until it holds this many sample rows (about a quarter
+#: of a second of work on SQLite, so that sample-to-commit stays well under a second).
+_COMMIT_ROWS = 100_000
+#: The writer commits once the oldest queued row is this old, or at once when this many rows
+#: wait (or on flush and close). Waking for every submission instead would commit tiny
+#: transactions and hand the GIL back and forth with the producer on every tick.
+_COMMIT_AFTER_S = 0.05
+_COMMIT_AFTER_ROWS = 20_000
 #: How many commit latencies :meth:`SampleWriter.commit_latency_s` remembers.
 _LATENCY_HISTORY = 100_000
 
@@ -58,6 +64,7 @@ class SampleWriter:
         self._pending_rows = 0  # submitted and not yet committed
         self._submitted = 0  # items ever submitted
         self._done = 0  # items ever committed
+        self._flushing = 0  # threads waiting in flush()
         self._closing = False
         self._error: BaseException | None = None
         self._committed: dict[int, int] = {}
@@ -91,7 +98,8 @@ class SampleWriter:
         self._queue.append((time.monotonic(), item))
         self._pending_rows += rows
         self._submitted += 1
-        self._changed.notify_all()
+        if len(self._queue) == 1 or self._pending_rows >= _COMMIT_AFTER_ROWS:
+            self._changed.notify_all()  # start the commit timer, or commit now
 
     def committed(self) -> dict[int, int]:
         """Per test id, the highest committed ``seq``."""
@@ -109,15 +117,24 @@ class SampleWriter:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             target = self._submitted
-            while self._done < target:
-                self._raise_error()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(
-                        f"{self._pending_rows} sample rows still uncommitted after {timeout} s"
-                    )
-                self._changed.wait(remaining)
+            self._flushing += 1
+            self._changed.notify_all()
+            try:
+                self._wait_done(target, deadline, timeout)
+            finally:
+                self._flushing -= 1
             self._raise_error()
+
+    def _wait_done(self, target: int, deadline: float | None, timeout: float | None) -> None:
+        """Wait (holding the condition) until ``target`` items are committed."""
+        while self._done < target:
+            self._raise_error()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(
+                    f"{self._pending_rows} sample rows still uncommitted after {timeout} s"
+                )
+            self._changed.wait(remaining)
 
     def close(self) -> None:
         """Commit everything submitted, then stop the thread. Safe to call again."""
@@ -149,8 +166,8 @@ class SampleWriter:
             insert = _Inserter(self._db.engine.dialect, connection)
             while True:
                 with self._changed:
-                    while not self._queue and not self._closing:
-                        self._changed.wait()
+                    while not self._due():
+                        self._changed.wait(self._wait_time())
                     if not self._queue:
                         return
                     items = self._take()
@@ -172,6 +189,18 @@ class SampleWriter:
                 connection.rollback()
         finally:
             connection.close()
+
+    def _due(self) -> bool:
+        """Whether the writer should commit now (or, with an empty queue, stop)."""
+        if not self._queue:
+            return self._closing
+        return (self._closing or self._flushing > 0 or self._pending_rows >= _COMMIT_AFTER_ROWS
+                or time.monotonic() - self._queue[0][0] >= _COMMIT_AFTER_S)
+
+    def _wait_time(self) -> float | None:
+        if not self._queue:
+            return None
+        return max(0.0, _COMMIT_AFTER_S - (time.monotonic() - self._queue[0][0]))
 
     def _take(self) -> list[tuple[float, _Item]]:
         rows = taken = 0

@@ -1,0 +1,199 @@
+"""Runner behaviour around events: lifecycle hooks, device failures and timeouts, stop requests,
+several samples per channel in one batch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cellbench_core.events import Alarm, StepChanged, TestFinished, TestStarted, TestStatus
+from cellbench_core.hookspecs import hookimpl
+from cellbench_core.plan import parse_plan
+from cellbench_core.plugins import PluginManager
+from cellbench_core.runner.engine import ChannelRef, Runner, TestOutcome, TestRequest
+from cellbench_core.storage import Database, SampleWriter, open_database
+from cellbench_hal import (
+    ChannelDriver,
+    ChannelInfo,
+    Clock,
+    DeviceTimeout,
+    SampleBatch,
+    Step,
+    VirtualClock,
+)
+from cellbench_sim.channel import SimChannels, SimChannelSettings
+
+PLAN = """
+name: two steps
+capacity: 2.5 Ah
+limits: {voltage_max: 4.25 V}
+steps:
+  - Charge at 1C for 10 minutes
+  - Discharge at 1C for 10 minutes
+"""
+
+
+class Recorder:
+    """A plugin that records every lifecycle event."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    @hookimpl
+    def cellbench_test_started(self, event: TestStarted) -> None:
+        self.events.append(event)
+
+    @hookimpl
+    def cellbench_step_changed(self, event: StepChanged) -> None:
+        self.events.append(event)
+
+    @hookimpl
+    def cellbench_test_finished(self, event: TestFinished) -> None:
+        self.events.append(event)
+
+    @hookimpl
+    def cellbench_alarm(self, event: Alarm) -> None:
+        self.events.append(event)
+
+
+class Wrapped(ChannelDriver):
+    """A simulated bank whose measure() misbehaves on request."""
+
+    virtual_time_ok = True
+    name = "flaky"
+
+    def __init__(self, count: int, fail_after: int | None = None, hang: bool = False,
+                 repeat: bool = False) -> None:
+        self.inner = SimChannels(SimChannelSettings(count=count, capacity_spread=0.0,
+                                                    resistance_spread=0.0))
+        self.fail_after, self.hang, self.repeat = fail_after, hang, repeat
+        self.calls = 0
+        self.off: list[int] = []
+
+    @property
+    def channels(self) -> Sequence[ChannelInfo]:
+        return self.inner.channels
+
+    async def open(self, clock: Clock) -> None:
+        await self.inner.open(clock)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def apply(self, channel: int, step: Step) -> None:
+        await self.inner.apply(channel, step)
+
+    async def output_off(self, channel: int) -> None:
+        self.off.append(channel)
+        await self.inner.output_off(channel)
+
+    async def measure(self) -> SampleBatch:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            if self.hang:
+                await asyncio.sleep(3600)
+            raise DeviceTimeout(self.name, "no answer on the bus")
+        batch = await self.inner.measure()
+        if not self.repeat:
+            return batch
+        # Report every sample twice: an older copy 0.5 s earlier, then the current one.
+        def twice(a: np.ndarray, shift: float | None = None) -> np.ndarray:
+            return np.concatenate([a if shift is None else a - shift, a])
+        return SampleBatch(twice(batch.channel), twice(batch.time_s, 0.5),
+                           twice(batch.voltage_v), twice(batch.current_a),
+                           twice(batch.temperature_c))
+
+
+def execute(tmp_path: Path, drivers: list[ChannelDriver], *, hooks: Any = None,
+            stop_after_ticks: int | None = None, timeout_s: float = 5.0
+            ) -> tuple[Database, list[TestOutcome]]:
+    db = open_database(f"sqlite:///{tmp_path / 'events.db'}")
+    clock = VirtualClock()
+    writer = SampleWriter(db)
+    runner = Runner(db, writer, clock, sample_period_s=1.0, hooks=hooks,
+                    device_timeout_s=timeout_s)
+    plan = parse_plan(PLAN, "events.yaml")
+    refs = [ChannelRef(number, d, "flaky", n) for number, (d, n) in enumerate(
+        ((d, n) for d in drivers for n in range(len(d.channels))), start=1)]
+
+    async def main() -> list[TestOutcome]:
+        for d in drivers:
+            await d.open(clock)
+        task = asyncio.create_task(runner.run([TestRequest(r, plan) for r in refs]))
+        if stop_after_ticks is not None:
+            while runner.ticks < stop_after_ticks:
+                await asyncio.sleep(0)
+            runner.stop(reason="operator pressed stop")
+        outcomes = await task
+        for d in drivers:
+            await d.close()
+        return outcomes
+
+    try:
+        return db, asyncio.run(main())
+    finally:
+        writer.close()
+
+
+def test_lifecycle_hooks_are_called_in_order(tmp_path: Path) -> None:
+    manager = PluginManager()
+    recorder = Recorder()
+    assert manager.register("recorder", recorder) == ""
+    _, outcomes = execute(tmp_path, [Wrapped(1)], hooks=manager.hook)
+    kinds = [type(e).__name__ for e in recorder.events]
+    assert kinds == ["TestStarted", "StepChanged", "StepChanged", "TestFinished"]
+    first, second = recorder.events[1], recorder.events[2]
+    assert (first.step_index, first.plan_line) == (0, 6)
+    assert (second.step_index, second.plan_line) == (1, 7)
+    assert second.test_time_s == pytest.approx(600.0)
+    assert recorder.events[-1].status is TestStatus.FINISHED
+    assert outcomes[0].reason == "plan complete"
+
+
+def test_a_failing_device_fails_only_its_own_channels(tmp_path: Path) -> None:
+    manager = PluginManager()
+    recorder = Recorder()
+    manager.register("recorder", recorder)
+    flaky, healthy = Wrapped(2, fail_after=100), Wrapped(1)
+    db, outcomes = execute(tmp_path, [flaky, healthy], hooks=manager.hook)
+    assert [o.status for o in outcomes] == [TestStatus.FAILED, TestStatus.FAILED,
+                                           TestStatus.FINISHED]
+    assert "no answer on the bus" in outcomes[0].reason
+    assert sorted(flaky.off) == [0, 1]  # both outputs switched off
+    alarms = [e for e in recorder.events if isinstance(e, Alarm)]
+    assert [a.channel for a in alarms] == ["1", "2"]
+    for outcome in outcomes[:2]:  # no sample after the failure, none lost before it
+        seq = db.samples(outcome.test_id)["seq"]
+        assert np.array_equal(seq, np.arange(1, 101))
+    assert db.test(outcomes[0].test_id).status == "failed"  # type: ignore[union-attr]
+
+
+def test_a_device_that_hangs_times_out(tmp_path: Path) -> None:
+    _, outcomes = execute(tmp_path, [Wrapped(1, fail_after=5, hang=True)], timeout_s=0.2)
+    assert outcomes[0].status is TestStatus.FAILED
+    assert "measure did not answer within 0.2 s" in outcomes[0].reason
+
+
+def test_stop_request_ends_every_test_safely(tmp_path: Path) -> None:
+    driver = Wrapped(3)
+    db, outcomes = execute(tmp_path, [driver], stop_after_ticks=50)
+    assert {o.status for o in outcomes} == {TestStatus.STOPPED}
+    assert {o.reason for o in outcomes} == {"operator pressed stop"}
+    assert sorted(driver.off) == [0, 1, 2]
+    steps = db.steps(outcomes[0].test_id)
+    assert steps[-1].end_reason == "operator pressed stop"
+    assert steps[-1].end_seq == len(db.samples(outcomes[0].test_id)["seq"])
+
+
+def test_several_samples_of_a_channel_in_one_batch_are_handled_in_order(
+        tmp_path: Path) -> None:
+    db, outcomes = execute(tmp_path, [Wrapped(2, repeat=True)])
+    assert {o.status for o in outcomes} == {TestStatus.FINISHED}
+    data = db.samples(outcomes[0].test_id)
+    assert np.array_equal(data["seq"], np.arange(1, len(data["seq"]) + 1))
+    assert np.all(np.diff(data["test_time_s"]) > 0)
