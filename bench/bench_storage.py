@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from cellbench_core.storage import Database, SampleRows, SampleWriter, open_database
 
 COLUMNS = (

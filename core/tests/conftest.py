@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+
 from cellbench_core.storage import Database, SampleRows, open_database
 from cellbench_core.storage.schema import metadata
 

@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import cellbench_core.demo
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cellbench_core.demo
 from cellbench_core.plan import (
     MAX_PLAN_BYTES,
     Condition,
@@ -30,8 +33,6 @@ from cellbench_core.plan import (
 from cellbench_core.plan.parser import QUANTITY_DIMENSIONS
 from cellbench_core.units import Dimension
 from cellbench_hal import Step, StepMode
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 PLANS = Path(__file__).parents[2] / "plans"
 DEMO = Path(cellbench_core.demo.__file__).parent / "cccv-cycling.yaml"

@@ -50,7 +50,8 @@ settings = {count = 2, chemistry = "lfp"}
 @pytest.mark.parametrize(("text", "message"), [
     ('[station]\nsample_perod = "1 s"\n', "station.sample_perod: Extra inputs are not permitted"),
     ('[station]\nsample_period = 1\n', "station.sample_period: Value error, expected a duration"),
-    ('[station]\nsample_period = "0 s"\n', "station.sample_period: Value error, a duration must be positive"),
+    ('[station]\nsample_period = "0 s"\n',
+     "station.sample_period: Value error, a duration must be positive"),
     ('[[channels]]\nsettings = {}\n', "channels[0].driver: Field required"),
     ("[station\n", "station.toml: Expected ']'"),
 ])

@@ -15,6 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+
 from cellbench_core.events import TestStatus
 from cellbench_core.storage import Database, StorageError, open_database, upgrade
 from cellbench_core.storage.schema import VERSION_TABLE, metadata

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import sqlalchemy as sa
+
 from cellbench_core.storage import Database, SampleRows, SampleWriter, StepRow, StorageError
 
 NewTest = Callable[..., int]

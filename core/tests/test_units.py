@@ -6,6 +6,9 @@ import math
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from cellbench_core.units import (
     Dimension,
     UnitError,
@@ -15,8 +18,6 @@ from cellbench_core.units import (
     parse_quantity,
     parse_value,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 D = Dimension
 

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Mapping, Sequence
 
 import pytest
+
 from cellbench_sdk import (
     ChamberState,
     Clock,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 import pytest
+
 from cellbench_sdk import Descriptor, Kind, hookimpl
 from cellbench_sdk.testing import check_plugin
 from cellbench_sim import plugin as sim_plugin

@@ -126,7 +126,7 @@ class PluginManager:
             failures[ep.name] = f"{type(err).__name__}: {err}"
 
         wanted = sorted(set(entry_points) - disabled)
-        loaded = NamedExtensionManager(
+        loaded: NamedExtensionManager[Any] = NamedExtensionManager(
             ENTRY_POINT_GROUP, names=wanted, name_order=True,
             on_load_failure_callback=on_failure, on_missing_entrypoints_callback=lambda _: None,
         )

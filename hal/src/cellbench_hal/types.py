@@ -60,7 +60,8 @@ class Step:
         for name in needed:
             if getattr(self, name) is None:
                 raise ValueError(f"a {self.mode.value} step needs {name}")
-        if self.mode is StepMode.CR and self.resistance_ohm is not None and self.resistance_ohm <= 0:
+        resistance = self.resistance_ohm
+        if self.mode is StepMode.CR and resistance is not None and resistance <= 0:
             raise ValueError("resistance_ohm must be positive")
         if self.mode is StepMode.CV and self.current_a is not None and self.current_a <= 0:
             raise ValueError("the current limit of a cv step must be positive")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+
 from cellbench_sim.cell import (
     LFP,
     NMC,

@@ -7,6 +7,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from cellbench_sdk import (
     ChamberState,
     DeviceConnectionError,
@@ -15,7 +17,6 @@ from cellbench_sdk import (
     VirtualClock,
 )
 from cellbench_sim.chamber import SimChamber, SimChamberSettings, SimHumidityChamber, create_chamber
-from pydantic import ValidationError
 
 
 def do(call: Coroutine[Any, Any, object]) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
+
 from cellbench_sdk import (
     REST,
     DeviceConnectionError,
@@ -18,7 +20,6 @@ from cellbench_sdk import (
     VirtualClock,
 )
 from cellbench_sim.channel import SimChannels, SimChannelSettings
-from pydantic import ValidationError
 
 
 def make(count: int = 4, **settings: float | str) -> SimChannels:

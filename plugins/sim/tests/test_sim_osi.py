@@ -6,6 +6,7 @@ import asyncio
 import math
 
 import pytest
+
 from cellbench_sdk import DeviceConnectionError, NotSupported, OutOfRange, VirtualClock
 from cellbench_sim.osi import SimOsiDevice, SimOsiSettings
 

@@ -6,13 +6,14 @@ from importlib import metadata
 
 import pluggy
 import pytest
+from pydantic import ValidationError
+
 from cellbench_core import hookspecs
 from cellbench_sdk import Kind
 from cellbench_sim import plugin
 from cellbench_sim.chamber import SimChamber, SimHumidityChamber
 from cellbench_sim.channel import SimChannels
 from cellbench_sim.osi import SimOsiDevice
-from pydantic import ValidationError
 
 
 def test_entry_point_names_the_plugin_module() -> None:

@@ -31,6 +31,8 @@ from types import ModuleType, TracebackType
 from typing import Any, Final, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
+
 from cellbench_core import hookspecs
 from cellbench_core.descriptors import Descriptor, Kind
 from cellbench_core.plugins import PluginManager
@@ -57,10 +59,10 @@ from cellbench_hal import (
     VirtualClock,
 )
 from cellbench_hal.types import FloatArray, IntArray
-from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "HANG_UP",
+    "HangUp",
     "ScriptedPeer",
     "check_channel_driver",
     "check_climate_chamber",
@@ -738,12 +740,14 @@ def _check_descriptor(d: Descriptor, settings: Mapping[str, Any]) -> None:
 # --- byte-level protocol tests ------------------------------------------------------------------
 
 
-class _HangUp(Enum):
+class HangUp(Enum):
+    """The type of :data:`HANG_UP`."""
+
     HANG_UP = "hang up"
 
 
 #: A :class:`ScriptedPeer` reply that closes the connection instead of answering.
-HANG_UP: Final = _HangUp.HANG_UP
+HANG_UP: Final = HangUp.HANG_UP
 
 
 class ScriptedPeer:
@@ -760,7 +764,7 @@ class ScriptedPeer:
             assert await identify(peer.host, peer.port) == "ACME BC-4"
     """
 
-    def __init__(self, script: Sequence[tuple[bytes, bytes | _HangUp]],
+    def __init__(self, script: Sequence[tuple[bytes, bytes | HangUp]],
                  host: str = "127.0.0.1") -> None:
         for i, item in enumerate(script):
             if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes)

@@ -13,5 +13,6 @@ error_console = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as an error on stderr and exit with ``code``."""
-    error_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    error_console.print(f"[bold red]error:[/bold red] {message}", highlight=False,
+                        soft_wrap=True)
     raise typer.Exit(code)

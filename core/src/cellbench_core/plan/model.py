@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from cellbench_hal import StepMode
-
 # Value lives with the unit parser (which must not import the plan package); re-exported here.
 from cellbench_core.units import Value as Value
+from cellbench_hal import StepMode
 
 
 class PlanError(ValueError):

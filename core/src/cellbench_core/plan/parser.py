@@ -73,7 +73,6 @@ from pathlib import Path
 from typing import NoReturn, Protocol
 
 import yaml
-from cellbench_hal import StepMode
 
 from cellbench_core.plan.model import (
     Condition,
@@ -97,6 +96,7 @@ from cellbench_core.units import (
     parse_value,
     quote,
 )
+from cellbench_hal import StepMode
 
 MAX_PLAN_BYTES = 1 << 20
 _MAX_DEPTH = 64  # YAML nesting; a plan needs two levels per loop

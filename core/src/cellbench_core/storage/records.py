@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from cellbench_hal.types import FloatArray, IntArray
 
 from cellbench_core.events import TestStatus
+from cellbench_hal.types import FloatArray, IntArray
 
 #: Longest name of an aux signal (``sample_aux.name``).
 AUX_NAME_LENGTH = 64

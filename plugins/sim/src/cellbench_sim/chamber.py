@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Self
 
-from cellbench_sdk import ChamberState, ClimateChamber, Clock, DeviceConnectionError, OutOfRange
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cellbench_sdk import ChamberState, ClimateChamber, Clock, DeviceConnectionError, OutOfRange
 
 
 class SimChamberSettings(BaseModel):

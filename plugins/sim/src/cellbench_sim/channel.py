@@ -9,6 +9,8 @@ from functools import cached_property
 from typing import Annotated, Self
 
 import numpy as np
+from pydantic import Field, model_validator
+
 from cellbench_sdk import (
     REST,
     ChannelDriver,
@@ -20,8 +22,6 @@ from cellbench_sdk import (
     Step,
     StepMode,
 )
-from pydantic import Field, model_validator
-
 from cellbench_sim.cell import CellBank, CellOutputs, CellParameters, Mode, OutputRange, Setpoints
 
 _MODES = {

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from cellbench_sdk import (
     Clock,
     DeviceConnectionError,
@@ -15,7 +17,6 @@ from cellbench_sdk import (
     Reading,
     SignalInfo,
 )
-from pydantic import BaseModel, ConfigDict, Field
 
 TEMPERATURE = "temperature_c"
 HEATER_POWER = "heater_power_w"

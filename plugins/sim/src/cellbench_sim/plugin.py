@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cellbench_sdk import Descriptor, Kind, hookimpl
-
 from cellbench_sim.chamber import SimChamberSettings
 from cellbench_sim.channel import SimChannelSettings
 from cellbench_sim.osi import SimOsiSettings
