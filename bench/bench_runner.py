@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_storage import bench_raw, cellbench_samples_ddl, raw_rows
 
 from cellbench_core.plan import parse_plan
 from cellbench_core.runner.engine import ChannelRef, Runner, TestRequest
@@ -76,7 +77,7 @@ def run_station(tmp: Path, channels: int, sim_seconds: float, period: float,
     plan_seconds = clock.now() - start if stop_after_s else \
         max(1, round(sim_seconds / 1800)) * 1800.0
     return {
-        "channels": channels, "wall_s": wall, "cpu_s": cpu, "samples": stored,
+        "channels": channels, "sim_s": plan_seconds, "wall_s": wall, "cpu_s": cpu, "samples": stored,
         "samples_per_s": stored / wall, "speed": plan_seconds / wall,
         "channel_s_per_s": channels * plan_seconds / wall, "overruns": runner.overruns,
         "latency_p50_s": statistics.median(latencies) if latencies else 0.0,
@@ -84,30 +85,10 @@ def run_station(tmp: Path, channels: int, sim_seconds: float, period: float,
     }
 
 
-def sqlite_ceiling(tmp: Path, rows: int = 1_000_000, batch: int = 10_000) -> float:
-    """Rows/s of plain sqlite3 executemany into a samples-shaped table (WAL, NORMAL sync)."""
-    path = tmp / "ceiling.db"
-    con = sqlite3.connect(path)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.execute("""CREATE TABLE samples (test_id INTEGER, seq INTEGER, test_time_s REAL,
-        unix_time_s REAL, step_time_s REAL, voltage_v REAL, current_a REAL, power_w REAL,
-        temperature_c REAL, step_index INTEGER, plan_line INTEGER, cycle INTEGER, ah REAL,
-        wh REAL, PRIMARY KEY (test_id, seq)) WITHOUT ROWID""")
-    tests = 1000
-    seq = np.repeat(np.arange(1, rows // tests + 1), tests)
-    test_id = np.tile(np.arange(1, tests + 1), rows // tests)
-    values = np.random.default_rng(0).random((rows, 9)).tolist()
-    data = [(int(t), int(s), *v[:7], 1, 10, 1, *v[7:]) for t, s, v in
-            zip(test_id.tolist(), seq.tolist(), values, strict=True)]
-    sql = "INSERT INTO samples VALUES (" + ",".join("?" * 14) + ")"
-    started = time.perf_counter()
-    for i in range(0, len(data), batch):
-        con.executemany(sql, data[i:i + batch])
-        con.commit()
-    elapsed = time.perf_counter() - started
-    con.close()
-    return len(data) / elapsed
+def sqlite_ceiling(tmp: Path) -> float:
+    """Rows/s of plain sqlite3 executemany into cellbench's sample table, in key order."""
+    rows = raw_rows(1000, 500)
+    return bench_raw(tmp / "ceiling.db", [cellbench_samples_ddl(tmp)], rows, key_order=True)
 
 
 def task_per_channel_vs_shared_loop(channels: int = 10_000, ticks: int = 50) -> tuple[float, float]:
@@ -166,12 +147,12 @@ def main() -> None:
         tmp = Path(name)
         ceiling = sqlite_ceiling(tmp)
         print(f"plain sqlite3 executemany ceiling: {ceiling:,.0f} rows/s "
-              f"(samples table, WAL, synchronous=NORMAL, 10,000 rows per commit)\n")
+              f"(cellbench's samples table, WAL, synchronous=NORMAL, key order)\n")
         print(f"{'channels':>9} {'sim time':>9} {'wall':>7} {'replay':>8} "
               f"{'channel-s/s':>12} {'samples/s':>10} {'of ceiling':>10} {'commit p50':>10}")
         for channels, sim_hours in ((1, 24.0), (100, 10.0), (1000, 1.0), (10_000, 0.5)):
             r = run_station(tmp, channels, sim_hours * 3600 * scale, 1.0, VirtualClock())
-            print(f"{channels:>9,} {sim_hours * scale:>8.1f}h {r['wall_s']:>6.1f}s "
+            print(f"{channels:>9,} {r['sim_s'] / 3600:>8.1f}h {r['wall_s']:>6.1f}s "
                   f"{r['speed']:>7,.0f}x {r['channel_s_per_s']:>12,.0f} "
                   f"{r['samples_per_s']:>10,.0f} {r['samples_per_s'] / ceiling:>9.0%} "
                   f"{r['latency_p50_s'] * 1e3:>8.0f}ms")

@@ -343,3 +343,42 @@ def test_bad_sample_rows_are_named(
     rows = make_rows([1, 2, 3], 1, 1)
     with pytest.raises(ValueError, match=message):
         replace(rows, **change)  # type: ignore[arg-type]
+
+
+def test_deferred_calls_run_after_the_samples_before_them(
+    db: Database, new_test: NewTest, make_rows: MakeRows
+) -> None:
+    test_id = new_test()
+    seen: list[int] = []
+    with contextlib.closing(SampleWriter(db)) as writer:
+        writer.submit(make_rows([test_id], 1, 7))
+        writer.submit_call(lambda: seen.append(_count(db, "samples", f"test_id = {test_id}")))
+        writer.submit_call(lambda: db.finish_test(test_id, "finished", "plan complete", 1.0))
+        writer.submit(make_rows([test_id], 8, 3))
+        writer.flush()
+        assert seen == [7]  # the call saw every sample submitted before it, none after
+        assert writer.committed() == {test_id: 10}
+    finished = db.test(test_id)
+    assert finished is not None and finished.end_reason == "plan complete"
+
+
+def test_a_failing_deferred_call_is_raised(db: Database) -> None:
+    writer = SampleWriter(db)
+    writer.submit_call(lambda: db.finish_test(424242, "finished", "x", 1.0))
+    with pytest.raises(StorageError, match="no test with id 424242"):
+        writer.flush()
+    with pytest.raises(StorageError):
+        writer.close()
+
+
+def test_batch_makes_one_transaction_and_rolls_back_whole(db: Database) -> None:
+    with db.batch():
+        db.ensure_channel("b1", "sim", {})
+        db.ensure_channel("b2", "sim", {})
+    assert _count(db, "channels", "name IN ('b1', 'b2')") == 2
+    with pytest.raises(StorageError), db.batch():
+        db.ensure_channel("b3", "sim", {})
+        db.add_battery("dup", "NMC", 1.0)
+        db.add_battery("dup", "NMC", 1.0)
+    assert _count(db, "channels", "name = 'b3'") == 0
+    assert db.battery("dup") is None

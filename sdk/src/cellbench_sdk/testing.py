@@ -27,7 +27,7 @@ from contextlib import suppress
 from dataclasses import replace
 from enum import Enum
 from functools import partial
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import numpy as np
@@ -505,11 +505,9 @@ async def _osi_body(check: _Checker, device: OsiDevice, clock: Clock,
             value = values[info.name]
         elif info.name in readings:
             value = readings[info.name].value
-        elif info.writable:
+        else:  # only writable signals may be missing from read()
             raise ValueError(f"signal {info.name!r} of {check.subject} is writable but not "
                              f"read: pass values={{{info.name!r}: ...}}")
-        else:
-            continue
         what = f"write({info.name!r}, {value:g})"
         if not info.writable:
             await check.refused(what, device.write(info.name, value), NotSupported,
@@ -657,11 +655,11 @@ def check_device(device: Device, clock: Clock | None = None) -> None:
 
 
 def check_plugin(
-    plugin: ModuleType | object,
+    plugin: object,
     settings: Mapping[tuple[Kind, str], Mapping[str, Any]] | None = None,
 ) -> list[Descriptor]:
-    """Check a plugin (the module its entry point names) as a station would load it, and return
-    its descriptors.
+    """Check a plugin (the module its entry point names) as a station would load it; return its
+    descriptors.
 
     Every hook implementation must match a hookspec, and at least one must exist; every
     descriptor's factory must import, its settings model must build from its defaults (or from
@@ -670,8 +668,9 @@ def check_plugin(
     """
     name = getattr(plugin, "__name__", type(plugin).__name__)
     manager = PluginManager()
-    specs = sorted(n for n in dir(hookspecs) if manager.hooks.parse_hookspec_opts(hookspecs, n))
-    impls = [n for n in dir(plugin) if manager.hooks.parse_hookimpl_opts(plugin, n)]
+    specs = sorted(n for n in dir(hookspecs)
+                   if manager.hooks.parse_hookspec_opts(hookspecs, n) is not None)
+    impls = [n for n in dir(plugin) if manager.hooks.parse_hookimpl_opts(plugin, n) is not None]
     subject = f"plugin {name}"
     if not impls:
         raise _violation(subject, "its hook implementations", "a plugin implements at least one "
@@ -790,8 +789,8 @@ class ScriptedPeer:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         # Bytes the client sent just before leaving are already on the loopback socket; a few
-        # loop iterations let the handler see them.
-        for _ in range(3):
+        # loop iterations let the server accept, read and judge them.
+        for _ in range(20):
             await asyncio.sleep(0)
         if self._server is not None:
             self._server.close()

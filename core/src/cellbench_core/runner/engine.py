@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -202,8 +203,15 @@ class Runner:
             self._row_of[id(driver)][req.channel.local] = row
             self._prepare(row, req)
         t = self.clock.now()
+        with self.db.batch():  # one transaction for all test records, however many channels
+            for run in self._runs:
+                self._record_start(run, t)
         for run in self._runs:
-            await self._start(run, t)
+            self.hooks.cellbench_test_started(event=TestStarted(
+                run.test_id, run.request.channel.name, run.request.name or run.request.plan.name,
+                run.request.plan.name, run.request.battery.name if run.request.battery else None,
+                self.clock.unix(t)))
+            await self._advance(run, t)
         try:
             next_tick = t + self.sample_period_s
             while self._active.any():
@@ -295,7 +303,7 @@ class Runner:
                     power_w=_resolve(spec.power, capacity),
                     resistance_ohm=_resolve(spec.resistance, capacity))
 
-    async def _start(self, run: _Run, t: float) -> None:
+    def _record_start(self, run: _Run, t: float) -> None:
         row, req = run.row, run.request
         unix = self.clock.unix(t)
         self.db.ensure_channel(req.channel.name, req.channel.driver_name,
@@ -310,10 +318,6 @@ class Runner:
         self._last_t[row] = self._test_t0[row] = self._cycle_t0[row] = t
         self.db.add_event(kind="test_started", message=f"test {run.test_id} started",
                           test_id=run.test_id, channel=req.channel.name, unix_time_s=unix)
-        self.hooks.cellbench_test_started(event=TestStarted(
-            run.test_id, req.channel.name, req.name or req.plan.name, req.plan.name,
-            req.battery.name if req.battery else None, unix))
-        await self._advance(run, t)
 
     async def _advance(self, run: _Run, t: float) -> None:
         """Move ``run`` to its next step at clock time ``t``, or finish its test."""
@@ -375,16 +379,20 @@ class Runner:
             status = TestStatus.FAILED
         run.outcome = TestOutcome(run.test_id, channel.name, status, reason)
         unix = self.clock.unix(t)
-        self.db.finish_test(run.test_id, status.value, reason, unix)
-        self.db.add_event(kind="test_finished", message=reason, test_id=run.test_id,
-                          channel=channel.name, unix_time_s=unix, data={"status": status.value})
+        # Through the writer: recorded after the test's last samples, without waiting here.
+        self.writer.submit_call(partial(self.db.finish_test, run.test_id, status.value, reason,
+                                        unix))
+        self.writer.submit_call(partial(
+            self.db.add_event, kind="test_finished", message=reason, test_id=run.test_id,
+            channel=channel.name, unix_time_s=unix, data={"status": status.value}))
         self.hooks.cellbench_test_finished(event=TestFinished(
             run.test_id, channel.name, status, reason, t - self._test_t0[row]))
 
-    async def _alarm(self, run: _Run, message: str, t: float) -> None:
+    def _alarm(self, run: _Run, message: str, t: float) -> None:
         channel = run.request.channel.name
-        self.db.add_event(kind="alarm", message=message, test_id=run.test_id, channel=channel,
-                          unix_time_s=self.clock.unix(t))
+        self.writer.submit_call(partial(self.db.add_event, kind="alarm", message=message,
+                                        test_id=run.test_id, channel=channel,
+                                        unix_time_s=self.clock.unix(t)))
         self.hooks.cellbench_alarm(event=Alarm(channel, run.test_id, message))
 
     async def _abort_remaining(self) -> None:
@@ -546,7 +554,7 @@ class Runner:
     async def _trip(self, run: _Run, t: float) -> None:
         message = self._limit_message(run.row)
         self._close_step(run, t, message)
-        await self._alarm(run, f"channel {run.request.channel.name}: {message}", t)
+        self._alarm(run, f"channel {run.request.channel.name}: {message}", t)
         await self._finish(run, TestStatus.STOPPED, message, t)
 
     async def _fail_driver(self, driver: ChannelDriver, reason: str) -> None:
@@ -554,7 +562,7 @@ class Runner:
         for run in self._runs:
             if run.request.channel.driver is driver and self._active[run.row]:
                 self._close_step(run, t, reason)
-                await self._alarm(run, f"channel {run.request.channel.name}: {reason}", t)
+                self._alarm(run, f"channel {run.request.channel.name}: {reason}", t)
                 await self._finish(run, TestStatus.FAILED, reason, t)
 
     async def _handle_stops(self) -> None:

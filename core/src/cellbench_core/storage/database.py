@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -133,20 +134,36 @@ class Database:
     def __init__(self, url: str, engine: Engine) -> None:
         self.url = url
         self.engine = engine
+        self._local = threading.local()  # the open batch() transaction of each thread
 
     def close(self) -> None:
         """Close every connection of the engine."""
         self.engine.dispose()
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make every write of this thread inside the block one transaction (all or nothing;
+        starting a thousand tests is then one commit, not thousands)."""
+        with self._transaction():
+            yield
+
+    @contextmanager
     def _transaction(self) -> Iterator[Connection]:
+        current: Connection | None = getattr(self._local, "connection", None)
+        if current is not None:  # inside batch(): join its transaction
+            yield current
+            return
         with self.engine.connect() as connection:
             if connection.dialect.name == "sqlite":
                 # Take the write lock first: a SQLite read transaction that later writes fails at
                 # once, without waiting, if the sample writer committed in between.
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
-            yield connection
-            connection.commit()
+            self._local.connection = connection
+            try:
+                yield connection
+                connection.commit()
+            finally:
+                self._local.connection = None
 
     # --- batteries -----------------------------------------------------------------------------
 

@@ -32,7 +32,10 @@ _COMMIT_AFTER_ROWS = 20_000
 #: How many commit latencies :meth:`SampleWriter.commit_latency_s` remembers.
 _LATENCY_HISTORY = 100_000
 
-_Item = SampleRows | StepRow
+#: A database call to make on the writer thread once everything submitted before it is committed.
+DeferredCall = Callable[[], object]
+
+_Item = SampleRows | StepRow | DeferredCall
 
 
 class SampleWriter:
@@ -93,6 +96,14 @@ class SampleWriter:
         with self._changed:
             self._check()
             self._enqueue(step, 0)
+
+    def submit_call(self, call: DeferredCall) -> None:
+        """Queue a database call (a test's end, an event) to run on the writer thread after
+        everything submitted before it is committed, so that the caller never waits for the
+        database and the call's effect never precedes the samples it concerns."""
+        with self._changed:
+            self._check()
+            self._enqueue(call, 0)
 
     def _enqueue(self, item: _Item, rows: int) -> None:
         self._queue.append((time.monotonic(), item))
@@ -171,7 +182,20 @@ class SampleWriter:
                     if not self._queue:
                         return
                     items = self._take()
-                positions, rows = insert.commit([item for _, item in items])
+                positions: dict[int, int] = {}
+                rows = 0
+                writes: list[SampleRows | StepRow] = []
+                for _, item in [*items, (0.0, None)]:
+                    if isinstance(item, SampleRows | StepRow):
+                        writes.append(item)
+                        continue
+                    if writes:  # commit what came before the call, then make the call
+                        done, count = insert.commit(writes)
+                        positions.update(done)
+                        rows += count
+                        writes = []
+                    if item is not None:
+                        item()
                 latency = time.monotonic() - items[0][0]
                 with self._changed:
                     for test_id, seq in positions.items():
