@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from cellbench_core.events import TestStatus
-from cellbench_core.storage import Database, StorageError, open_database, upgrade
+from cellbench_core.storage import Database, StorageError, TestStart, open_database, upgrade
 from cellbench_core.storage.schema import VERSION_TABLE, metadata
 
 NewTest = Callable[..., int]
@@ -255,3 +256,23 @@ def test_numpy_scalars_are_stored_as_plain_numbers(db: Database, new_test: NewTe
         ).one()
     assert (type(capacity), type(vmax), type(end), type(event_test)) == (float, float, float, int)
     assert (capacity, vmax, end, event_test) == (2.5, 3.65, 1.7e9 + 5, test_id)
+
+
+def test_start_tests_records_many_tests_channels_and_events_at_once(db: Database) -> None:
+    db.add_battery("cell-a", "NMC", 2.5)
+    db.ensure_channel("s1", "sim", {"index_in_driver": 0})
+    starts = [TestStart(name=f"t{n}", channel=f"s{n % 3 + 1}", driver="sim",
+                        battery="cell-a" if n % 2 else None, plan_name="p",
+                        plan_source="p.yaml", plan_text="name: p", sample_period_s=1.0,
+                        station="st", start_unix_s=1000.0 + n) for n in range(7)]
+    ids = db.start_tests(starts)
+    assert len(set(ids)) == 7
+    records = [db.test(i) for i in ids]
+    assert [(r.name, r.channel, r.battery) for r in records if r] == [
+        (s.name, s.channel, s.battery) for s in starts]
+    assert all(r is not None and r.status is TestStatus.RUNNING for r in records)
+    events = [e for e in db.events() if e.kind == "test_started"]
+    assert sorted(e.test_id for e in events) == sorted(ids)
+    with pytest.raises(StorageError, match="no battery named 'ghost'"):
+        db.start_tests([replace(starts[0], battery="ghost")])
+    assert len(db.tests()) == 7  # nothing of the failed call was kept

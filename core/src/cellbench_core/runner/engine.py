@@ -24,7 +24,14 @@ from cellbench_core.events import Alarm, StepChanged, TestFinished, TestStarted,
 from cellbench_core.plan.model import Condition, Plan, Quantity, StepSpec, Value
 from cellbench_core.runner.conditions import QUANTITY_COLUMN, ConditionTable
 from cellbench_core.runner.program import Cursor, Program
-from cellbench_core.storage import BatteryRecord, Database, SampleRows, SampleWriter, StepRow
+from cellbench_core.storage import (
+    BatteryRecord,
+    Database,
+    SampleRows,
+    SampleWriter,
+    StepRow,
+    TestStart,
+)
 from cellbench_hal import ChannelDriver, ChannelInfo, Clock, DeviceError, Step, call_with_timeout
 from cellbench_hal.types import FloatArray, IntArray
 
@@ -203,9 +210,18 @@ class Runner:
             self._row_of[id(driver)][req.channel.local] = row
             self._prepare(row, req)
         t = self.clock.now()
-        with self.db.batch():  # one transaction for all test records, however many channels
-            for run in self._runs:
-                self._record_start(run, t)
+        ids = self.db.start_tests([TestStart(
+            name=r.request.name or r.request.plan.name, channel=r.request.channel.name,
+            driver=r.request.channel.driver_name,
+            battery=r.request.battery.name if r.request.battery else None,
+            plan_name=r.request.plan.name, plan_source=r.request.plan.source,
+            plan_text=r.request.plan.text, sample_period_s=self.sample_period_s,
+            station=self.station, start_unix_s=self.clock.unix(t)) for r in self._runs])
+        for run, test_id in zip(self._runs, ids, strict=True):
+            run.test_id = test_id
+            self._test_id[run.row] = test_id
+            self._active[run.row] = True
+            self._last_t[run.row] = self._test_t0[run.row] = self._cycle_t0[run.row] = t
         for run in self._runs:
             self.hooks.cellbench_test_started(event=TestStarted(
                 run.test_id, run.request.channel.name, run.request.name or run.request.plan.name,
@@ -302,22 +318,6 @@ class Runner:
                     voltage_v=_resolve(spec.voltage, capacity),
                     power_w=_resolve(spec.power, capacity),
                     resistance_ohm=_resolve(spec.resistance, capacity))
-
-    def _record_start(self, run: _Run, t: float) -> None:
-        row, req = run.row, run.request
-        unix = self.clock.unix(t)
-        self.db.ensure_channel(req.channel.name, req.channel.driver_name,
-                               {"index_in_driver": req.channel.local})
-        run.test_id = self.db.create_test(
-            name=req.name or req.plan.name, channel=req.channel.name,
-            battery=req.battery.name if req.battery else None, plan_name=req.plan.name,
-            plan_source=req.plan.source, plan_text=req.plan.text,
-            sample_period_s=self.sample_period_s, station=self.station, start_unix_s=unix)
-        self._test_id[row] = run.test_id
-        self._active[row] = True
-        self._last_t[row] = self._test_t0[row] = self._cycle_t0[row] = t
-        self.db.add_event(kind="test_started", message=f"test {run.test_id} started",
-                          test_id=run.test_id, channel=req.channel.name, unix_time_s=unix)
 
     async def _advance(self, run: _Run, t: float) -> None:
         """Move ``run`` to its next step at clock time ``t``, or finish its test."""

@@ -13,6 +13,7 @@ from cellbench_core.storage.records import (
     StepRow,
     StorageError,
     TestRecord,
+    TestStart,
 )
 from cellbench_core.storage.writer import SampleWriter
 
@@ -26,6 +27,7 @@ __all__ = [
     "StepRow",
     "StorageError",
     "TestRecord",
+    "TestStart",
     "open_database",
     "upgrade",
 ]

@@ -26,6 +26,7 @@ from cellbench_core.storage.records import (
     StepRecord,
     StorageError,
     TestRecord,
+    TestStart,
 )
 
 _MIGRATIONS = "cellbench_core.storage:migrations"
@@ -296,6 +297,61 @@ class Database:
                 if row["battery_id"] is None:
                     raise StorageError(f"no battery named {battery!r}")
             return _insert(connection, schema.tests, row)
+
+    def start_tests(self, tests: Sequence[TestStart]) -> list[int]:
+        """Record tests that start now (status ``running``), with their channels and one
+        ``test_started`` event each, in a single transaction, so that a station starting
+        thousands of channels commits once; return the new test ids in the order given.
+
+        Channels are created as needed; a named battery must exist.
+        """
+        if not tests:
+            return []
+        rows: list[dict[str, Any]] = []
+        for t in tests:
+            period = _float("sample_period_s", t.sample_period_s)
+            if period <= 0:
+                raise ValueError(f"sample_period_s must be positive, not {t.sample_period_s!r}")
+            rows.append({
+                "name": _name("test name", t.name), "plan_name": _name("plan name", t.plan_name),
+                "plan_source": t.plan_source, "plan_text": t.plan_text,
+                "status": TestStatus.RUNNING.value,
+                "start_unix_s": _float("start_unix_s", t.start_unix_s),
+                "sample_period_s": period, "station": _name("station name", t.station),
+            })
+        channels, batteries, tests_table = schema.channels, schema.batteries, schema.tests
+        with self._transaction() as connection:
+            names = sorted({t.channel for t in tests})
+
+            def channel_ids() -> dict[str, int]:
+                query = sa.select(channels.c.name, channels.c.id).where(channels.c.name.in_(names))
+                return {name: int(i) for name, i in connection.execute(query)}
+
+            ids = channel_ids()
+            drivers = {t.channel: t.driver for t in tests}
+            missing = [{"name": _name("channel name", n), "driver": _name("channel driver",
+                        drivers[n]), "settings": "{}"} for n in names if n not in ids]
+            if missing:
+                connection.execute(sa.insert(channels), missing)
+                ids = channel_ids()
+            wanted = sorted({t.battery for t in tests if t.battery is not None})
+            battery_ids = {name: int(i) for name, i in connection.execute(
+                sa.select(batteries.c.name, batteries.c.id).where(batteries.c.name.in_(wanted)))}
+            for row, t in zip(rows, tests, strict=True):
+                row["channel_id"] = ids[t.channel]
+                row["battery_id"] = None  # every row needs the same keys for executemany
+                if t.battery is not None:
+                    if t.battery not in battery_ids:
+                        raise StorageError(f"no battery named {t.battery!r}")
+                    row["battery_id"] = battery_ids[t.battery]
+            insert = sa.insert(tests_table).returning(tests_table.c.id,
+                                                      sort_by_parameter_order=True)
+            new_ids = [int(i) for i in connection.execute(insert, rows).scalars()]
+            connection.execute(sa.insert(schema.events), [
+                {"kind": "test_started", "message": f"test {i} started", "test_id": i,
+                 "channel": t.channel, "unix_time_s": row["start_unix_s"], "data": "{}"}
+                for i, t, row in zip(new_ids, tests, rows, strict=True)])
+        return new_ids
 
     def finish_test(self, test_id: int, status: str, reason: str, end_unix_s: float) -> None:
         """Record how and when a test ended; ``status`` is any TestStatus except ``running``."""

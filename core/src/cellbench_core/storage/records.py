@@ -142,6 +142,24 @@ class BatteryRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TestStart:
+    """A test about to start: what :meth:`Database.start_tests` records."""
+
+    name: str
+    channel: str
+    driver: str
+    battery: str | None
+    plan_name: str
+    plan_source: str
+    plan_text: str
+    sample_period_s: float
+    station: str
+    start_unix_s: float
+
+    __test__ = False  # not a pytest test class
+
+
+@dataclass(frozen=True, slots=True)
 class TestRecord:
     """A test as stored: what ran where, with which plan, and how it ended."""
 

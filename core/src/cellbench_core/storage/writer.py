@@ -29,6 +29,8 @@ _COMMIT_ROWS = 100_000
 #: transactions and hand the GIL back and forth with the producer on every tick.
 _COMMIT_AFTER_S = 0.05
 _COMMIT_AFTER_ROWS = 20_000
+#: Sample rows per INSERT statement on SQLite (14 parameters each, well under SQLite's limit).
+_SQLITE_ROWS = 64
 #: How many commit latencies :meth:`SampleWriter.commit_latency_s` remembers.
 _LATENCY_HISTORY = 100_000
 
@@ -252,6 +254,15 @@ class _Inserter:
             table.name: make(dialect, table)
             for table in (schema.samples, schema.sample_aux, schema.steps)
         }
+        # sqlite3 releases the GIL for every statement it steps; while the runner keeps the
+        # other thread busy, taking it back can cost up to the switch interval (5 ms) each time.
+        # Many rows per statement make that once per _SQLITE_ROWS rows instead of once per row.
+        # (pymysql already rewrites executemany into multi-row statements; COPY streams.)
+        self._multi_row = (
+            _insert_statement(dialect, schema.samples, _SQLITE_ROWS)
+            if dialect.name == "sqlite"
+            else None
+        )
 
     def commit(self, items: Sequence[_Item]) -> tuple[dict[int, int], int]:
         """Write and commit the items; return the new positions and the number of sample rows."""
@@ -284,7 +295,15 @@ class _Inserter:
         total = len(columns[0])
         for start in range(0, total, _CHUNK_ROWS):
             chunk = [_python_values(c[start : start + _CHUNK_ROWS]) for c in columns]
-            self._write(cursor, schema.samples, zip(*chunk, strict=True))
+            rows = zip(*chunk, strict=True)
+            if self._multi_row is not None:
+                whole = len(chunk[0]) // _SQLITE_ROWS * _SQLITE_ROWS
+                if whole:
+                    flat = list(itertools.chain.from_iterable(itertools.islice(rows, whole)))
+                    size = _SQLITE_ROWS * len(columns)
+                    params = [flat[i : i + size] for i in range(0, len(flat), size)]
+                    cursor.executemany(self._multi_row, params)
+            self._write(cursor, schema.samples, rows)  # the rest, one row per statement
         test_ids, where = np.unique(columns[0], return_inverse=True)
         highest = np.zeros(len(test_ids), dtype=np.int64)
         np.maximum.at(highest, where, columns[1])
@@ -336,7 +355,7 @@ def _aux_rows(batch: SampleRows) -> Iterator[tuple[int, int, str, float]]:
         )
 
 
-def _insert_statement(dialect: sa.Dialect, table: sa.Table) -> str:
+def _insert_statement(dialect: sa.Dialect, table: sa.Table, rows: int = 1) -> str:
     placeholder = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
     if placeholder is None:
         raise StorageError(
@@ -346,7 +365,7 @@ def _insert_statement(dialect: sa.Dialect, table: sa.Table) -> str:
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c.name) for c in table.columns)
     values = ", ".join(placeholder for _ in table.columns)
-    return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({values})"
+    return f"INSERT INTO {quote(table.name)} ({names}) VALUES " + ", ".join([f"({values})"] * rows)
 
 
 def _copy_statement(dialect: sa.Dialect, table: sa.Table) -> str:
