@@ -72,11 +72,11 @@ def test_sqlite_file_gets_directory_pragmas_and_clustered_samples(tmp_path: Path
             for table in ("samples", "sample_aux"):
                 sql = pragma("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).scalar()
                 assert isinstance(sql, str)
-                assert "WITHOUT ROWID" in sql
+                assert "WITHOUT ROWID" not in sql  # appended in rowid order (docs/schema.md)
             indexes = pragma(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'samples'"
             ).scalars()
-            assert list(indexes) == []  # the clustered primary key is the only index
+            assert list(indexes) == ["sqlite_autoindex_samples_1"]  # the primary key only
     finally:
         db.close()
     # Any other program opening the file sees WAL mode: it is stored in the file.

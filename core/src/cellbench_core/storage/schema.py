@@ -118,7 +118,6 @@ samples = Table(
     Column("cycle", Integer, nullable=False),
     Column("ah", Double),
     Column("wh", Double),
-    sqlite_with_rowid=False,
 )
 
 sample_aux = Table(
@@ -128,7 +127,6 @@ sample_aux = Table(
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("name", String(AUX_NAME_LENGTH), primary_key=True),
     Column("value", Double, nullable=False),
-    sqlite_with_rowid=False,
 )
 
 steps = Table(

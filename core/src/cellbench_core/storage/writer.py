@@ -27,7 +27,7 @@ _COMMIT_ROWS = 100_000
 #: The writer commits once the oldest queued row is this old, or at once when this many rows
 #: wait (or on flush and close). Waking for every submission instead would commit tiny
 #: transactions and hand the GIL back and forth with the producer on every tick.
-_COMMIT_AFTER_S = 0.05
+_COMMIT_AFTER_S = 0.2
 _COMMIT_AFTER_ROWS = 20_000
 #: Sample rows per INSERT statement on SQLite (14 parameters each, well under SQLite's limit).
 _SQLITE_ROWS = 64

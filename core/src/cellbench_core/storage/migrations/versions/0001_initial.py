@@ -92,7 +92,6 @@ def upgrade() -> None:
         sa.Column("ah", sa.Double(), nullable=True),
         sa.Column("wh", sa.Double(), nullable=True),
         sa.PrimaryKeyConstraint("test_id", "seq", name="pk_samples"),
-        sqlite_with_rowid=False,
     )
     op.create_table(
         "sample_aux",
@@ -101,7 +100,6 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("value", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("test_id", "seq", "name", name="pk_sample_aux"),
-        sqlite_with_rowid=False,
     )
     op.create_table(
         "steps",
