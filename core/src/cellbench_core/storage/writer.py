@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -186,18 +186,17 @@ class SampleWriter:
                     items = self._take()
                 positions: dict[int, int] = {}
                 rows = 0
-                writes: list[SampleRows | StepRow] = []
-                for _, item in [*items, (0.0, None)]:
-                    if isinstance(item, SampleRows | StepRow):
-                        writes.append(item)
-                        continue
-                    if writes:  # commit what came before the call, then make the call
-                        done, count = insert.commit(writes)
+                # Samples and steps commit together; a run of deferred calls (a test's end,
+                # events: thousands at once when a station stops) shares one transaction.
+                for writing, group in itertools.groupby((i for _, i in items), _is_write):
+                    if writing:
+                        done, count = insert.commit(cast(list[SampleRows | StepRow], list(group)))
                         positions.update(done)
                         rows += count
-                        writes = []
-                    if item is not None:
-                        item()
+                        continue
+                    with self._db.batch():
+                        for call in cast(Iterator[DeferredCall], group):
+                            call()
                 latency = time.monotonic() - items[0][0]
                 with self._changed:
                     for test_id, seq in positions.items():
@@ -317,6 +316,10 @@ class _Inserter:
                     copy.write_row(row)
         else:
             cursor.executemany(self._statements[table.name], rows)
+
+
+def _is_write(item: _Item) -> bool:
+    return isinstance(item, SampleRows | StepRow)
 
 
 def _python_values(column: np.ndarray) -> list[Any]:
