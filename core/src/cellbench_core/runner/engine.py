@@ -30,6 +30,7 @@ from cellbench_core.storage import (
     SampleRows,
     SampleWriter,
     StepRow,
+    TestEnd,
     TestStart,
 )
 from cellbench_hal import ChannelDriver, ChannelInfo, Clock, DeviceError, Step, call_with_timeout
@@ -168,6 +169,7 @@ class Runner:
         self.overruns = 0  # ticks that started more than one period late (real time only)
         self.samples = 0
         self._runs: list[_Run] = []
+        self._ended: list[TestEnd] = []  # tests ended this tick, recorded together
         self._stop: dict[int | None, str] = {}  # channel number (None: all) -> reason
 
     # ---- control -----------------------------------------------------------------------------
@@ -240,6 +242,7 @@ class Runner:
                     next_tick = now
         finally:
             await self._abort_remaining()
+            self._record_ends()
             self.writer.flush()
         return [run.outcome for run in self._runs if run.outcome is not None]
 
@@ -378,13 +381,7 @@ class Runner:
             reason = f"{reason}; switching the output off failed: {err}"
             status = TestStatus.FAILED
         run.outcome = TestOutcome(run.test_id, channel.name, status, reason)
-        unix = self.clock.unix(t)
-        # Through the writer: recorded after the test's last samples, without waiting here.
-        self.writer.submit_call(partial(self.db.finish_test, run.test_id, status.value, reason,
-                                        unix))
-        self.writer.submit_call(partial(
-            self.db.add_event, kind="test_finished", message=reason, test_id=run.test_id,
-            channel=channel.name, unix_time_s=unix, data={"status": status.value}))
+        self._ended.append(TestEnd(run.test_id, status.value, reason, self.clock.unix(t)))
         self.hooks.cellbench_test_finished(event=TestFinished(
             run.test_id, channel.name, status, reason, t - self._test_t0[row]))
 
@@ -408,7 +405,20 @@ class Runner:
     async def _measure(self, driver: ChannelDriver, name: str) -> Any:
         return await call_with_timeout(driver.measure(), self.device_timeout_s, name, "measure")
 
+    def _record_ends(self) -> None:
+        """Hand the tests that ended to the writer: recorded after their last samples, in one
+        transaction, without the event loop waiting for the database."""
+        if self._ended:
+            self.writer.submit_call(partial(self.db.finish_tests, self._ended))
+            self._ended = []
+
     async def _tick(self) -> None:
+        try:
+            await self._tick_drivers()
+        finally:
+            self._record_ends()
+
+    async def _tick_drivers(self) -> None:
         if self._stop:
             await self._handle_stops()
         drivers = [(d, name) for key, (d, name) in self._drivers.items()

@@ -12,6 +12,7 @@ from cellbench_core.storage.records import (
     StepRecord,
     StepRow,
     StorageError,
+    TestEnd,
     TestRecord,
     TestStart,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "StepRecord",
     "StepRow",
     "StorageError",
+    "TestEnd",
     "TestRecord",
     "TestStart",
     "open_database",

@@ -25,6 +25,7 @@ from cellbench_core.storage.records import (
     EventRecord,
     StepRecord,
     StorageError,
+    TestEnd,
     TestRecord,
     TestStart,
 )
@@ -355,23 +356,45 @@ class Database:
 
     def finish_test(self, test_id: int, status: str, reason: str, end_unix_s: float) -> None:
         """Record how and when a test ended; ``status`` is any TestStatus except ``running``."""
-        try:
-            final = TestStatus(status)
-        except ValueError:
-            final = TestStatus.RUNNING
-        if final is TestStatus.RUNNING:
-            allowed = ", ".join(s.value for s in TestStatus if s is not TestStatus.RUNNING)
-            raise ValueError(f"a test ends with status {allowed}; not {status!r}")
-        values = {
-            "status": final.value,
-            "end_reason": reason,
-            "end_unix_s": _float("end_unix_s", end_unix_s),
-        }
+        self.finish_tests([TestEnd(test_id, status, reason, end_unix_s)])
+
+    def finish_tests(self, ends: Sequence[TestEnd]) -> None:
+        """Record how and when tests ended, each with a ``test_finished`` event, in one
+        transaction (a station stopping thousands of channels commits once)."""
+        rows = []
+        for end in ends:
+            try:
+                final = TestStatus(end.status)
+            except ValueError:
+                final = TestStatus.RUNNING
+            if final is TestStatus.RUNNING:
+                allowed = ", ".join(s.value for s in TestStatus if s is not TestStatus.RUNNING)
+                raise ValueError(f"a test ends with status {allowed}; not {end.status!r}")
+            rows.append({"tid": int(end.test_id), "status": final.value,
+                         "end_reason": end.reason,
+                         "end_unix_s": _float("end_unix_s", end.end_unix_s)})
+        if not rows:
+            return
+        table = schema.tests
+        update = sa.update(table).where(table.c.id == sa.bindparam("tid")).values(
+            status=sa.bindparam("status"), end_reason=sa.bindparam("end_reason"),
+            end_unix_s=sa.bindparam("end_unix_s"))
         with self._transaction() as connection:
-            table = schema.tests
-            query = sa.update(table).where(table.c.id == int(test_id)).values(values)
-            if connection.execute(query).rowcount != 1:
-                raise StorageError(f"no test with id {test_id}")
+            ids = [row["tid"] for row in rows]
+            found = {int(i) for i in connection.execute(
+                sa.select(table.c.id).where(table.c.id.in_(ids))).scalars()}
+            for test_id in ids:
+                if test_id not in found:
+                    raise StorageError(f"no test with id {test_id}")
+            connection.execute(update, rows)
+            channel_of = dict(connection.execute(
+                sa.select(table.c.id, schema.channels.c.name)
+                .join(schema.channels, schema.channels.c.id == table.c.channel_id)
+                .where(table.c.id.in_(ids))).all())
+            connection.execute(sa.insert(schema.events), [
+                {"kind": "test_finished", "message": row["end_reason"], "test_id": row["tid"],
+                 "channel": channel_of[row["tid"]], "unix_time_s": row["end_unix_s"],
+                 "data": json.dumps({"status": row["status"]})} for row in rows])
 
     def tests(self) -> list[TestRecord]:
         """All tests, oldest first."""

@@ -142,6 +142,18 @@ class BatteryRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TestEnd:
+    """How and when a test ended: what :meth:`Database.finish_tests` records."""
+
+    test_id: int
+    status: str
+    reason: str
+    end_unix_s: float
+
+    __test__ = False  # not a pytest test class
+
+
+@dataclass(frozen=True, slots=True)
 class TestStart:
     """A test about to start: what :meth:`Database.start_tests` records."""
 
