@@ -77,7 +77,8 @@ def run_station(tmp: Path, channels: int, sim_seconds: float, period: float,
     plan_seconds = clock.now() - start if stop_after_s else \
         max(1, round(sim_seconds / 1800)) * 1800.0
     return {
-        "channels": channels, "sim_s": plan_seconds, "wall_s": wall, "cpu_s": cpu, "samples": stored,
+        "channels": channels, "sim_s": plan_seconds, "wall_s": wall, "cpu_s": cpu,
+        "samples": stored,
         "samples_per_s": stored / wall, "speed": plan_seconds / wall,
         "channel_s_per_s": channels * plan_seconds / wall, "overruns": runner.overruns,
         "latency_p50_s": statistics.median(latencies) if latencies else 0.0,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
