@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellbench_core.storage import Database, SampleRows, SampleWriter, open_database
+from cellbench_core.storage import Database, SampleRows, SampleWriter, TestStart, open_database
 
 COLUMNS = (
     "test_id, seq, test_time_s, unix_time_s, step_time_s, voltage_v, current_a, power_w, "
@@ -34,23 +34,11 @@ RAW_COMMIT_ROWS = 500_000  # the largest transaction SampleWriter makes
 
 def make_tests(db: Database, count: int) -> np.ndarray:
     """Create ``count`` tests on as many channels; return their ids."""
-    ids = []
-    for n in range(count):
-        channel = f"bench/{n}"
-        db.ensure_channel(channel, "bench", {})
-        ids.append(
-            db.create_test(
-                name=f"bench {n}",
-                channel=channel,
-                battery=None,
-                plan_name="bench",
-                plan_source="bench",
-                plan_text="",
-                sample_period_s=1.0,
-                station="bench",
-                start_unix_s=time.time(),
-            )
-        )
+    ids = db.start_tests([
+        TestStart(name=f"bench {n}", channel=f"bench/{n}", driver="bench", battery=None,
+                  plan_name="bench", plan_source="bench", plan_text="", sample_period_s=1.0,
+                  station="bench", start_unix_s=time.time())
+        for n in range(count)])
     return np.array(ids, dtype=np.int64)
 
 

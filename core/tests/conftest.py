@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from cellbench_core.storage import Database, SampleRows, open_database
+from cellbench_core.storage import Database, SampleRows, TestStart, open_database
 from cellbench_core.storage.schema import metadata
 
 SERVERS = {
@@ -117,17 +117,11 @@ def new_test(db: Database) -> NewTest:
     def create(name: str = "test", battery: str | None = None) -> int:
         channel = f"sim/{uuid.uuid4().hex[:8]}"
         db.ensure_channel(channel, "sim", {"cells": 1})
-        return db.create_test(
-            name=name,
-            channel=channel,
-            battery=battery,
-            plan_name="cycle",
-            plan_source="plans/cycle.yaml",
-            plan_text="steps: []\n",
-            sample_period_s=0.1,
-            station="bench-1",
-            start_unix_s=1.7e9,
-        )
+        start = TestStart(name=name, channel=channel, driver="sim", battery=battery,
+                          plan_name="cycle", plan_source="plans/cycle.yaml",
+                          plan_text="steps: []\n", sample_period_s=0.1, station="bench-1",
+                          start_unix_s=1.7e9)
+        return db.start_tests([start])[0]
 
     return create
 

@@ -165,17 +165,11 @@ def test_ensure_channel_creates_once_then_updates(db: Database) -> None:
 def test_test_lifecycle(db: Database) -> None:
     db.add_battery("cell-1", "NMC", 3.0)
     db.ensure_channel("sim/1", "sim", {})
-    test_id = db.create_test(
-        name="capacity check",
-        channel="sim/1",
-        battery="cell-1",
-        plan_name="capacity",
-        plan_source="plans/capacity.yaml",
-        plan_text="steps:\n  - cc 1 A until voltage >= 4.2 V\n",
-        sample_period_s=0.5,
-        station="lab-2",
-        start_unix_s=1.7e9,
-    )
+    (test_id,) = db.start_tests([TestStart(
+        name="capacity check", channel="sim/1", driver="sim", battery="cell-1",
+        plan_name="capacity", plan_source="plans/capacity.yaml",
+        plan_text="steps:\n  - cc 1 A until voltage >= 4.2 V\n", sample_period_s=0.5,
+        station="lab-2", start_unix_s=1.7e9)])
     running = db.test(test_id)
     assert running is not None
     assert running.status is TestStatus.RUNNING
@@ -193,22 +187,15 @@ def test_test_lifecycle(db: Database) -> None:
 
 
 def test_test_errors_are_clear(db: Database, new_test: NewTest) -> None:
-    common = {
-        "name": "t",
-        "plan_name": "p",
-        "plan_source": "p.yaml",
-        "plan_text": "",
-        "sample_period_s": 1.0,
-        "station": "s",
-        "start_unix_s": 1.7e9,
-    }
-    with pytest.raises(StorageError, match="no channel named 'nowhere'"):
-        db.create_test(channel="nowhere", battery=None, **common)  # type: ignore[arg-type]
-    db.ensure_channel("sim/1", "sim", {})
+    start = TestStart(name="t", channel="sim/1", driver="sim", battery=None, plan_name="p",
+                      plan_source="p.yaml", plan_text="", sample_period_s=1.0, station="s",
+                      start_unix_s=1.7e9)
     with pytest.raises(StorageError, match="no battery named 'ghost'"):
-        db.create_test(channel="sim/1", battery="ghost", **common)  # type: ignore[arg-type]
+        db.start_tests([replace(start, battery="ghost")])
     with pytest.raises(ValueError, match="sample_period_s must be positive"):
-        db.create_test(channel="sim/1", battery=None, **common | {"sample_period_s": 0.0})  # type: ignore[arg-type]
+        db.start_tests([replace(start, sample_period_s=0.0)])
+    with pytest.raises(ValueError, match="test name must be"):
+        db.start_tests([replace(start, name="")])
     assert db.tests() == []
     test_id = new_test()
     with pytest.raises(ValueError, match="not 'running'"):
@@ -230,12 +217,13 @@ def test_events_round_trip(db: Database, new_test: NewTest) -> None:
         unix_time_s=1.7e9 + 1.5,
         data={"voltage_v": 4.26, "limit_v": 4.25},
     )
-    every = db.events()
+    every = [e for e in db.events() if e.kind != "test_started"]
     assert [(e.kind, e.test_id, e.channel) for e in every] == [
         ("station", None, None),
         ("alarm", test_id, "sim/1"),
     ]
-    (alarm,) = db.events(test_id)
+    started, alarm = db.events(test_id)
+    assert started.kind == "test_started"
     assert alarm.message == "voltage above 4.25 V"
     assert alarm.unix_time_s == 1.7e9 + 1.5
     assert alarm.data == {"voltage_v": 4.26, "limit_v": 4.25}

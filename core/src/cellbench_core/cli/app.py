@@ -16,9 +16,9 @@ app = typer.Typer(
     name="cellbench",
     help="Open battery test system: run charge/discharge test plans on cycler channels, "
          "store every sample in SQL, and watch and control tests.\n\n"
-         "Start with [bold]cellbench demo[/bold]: a simulated 8-channel station runs a "
+         "Start with **cellbench demo**: a simulated 8-channel station runs a "
          "CC-CV cycling plan in seconds.",
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )

@@ -257,48 +257,6 @@ class Database:
             connection.execute(sa.update(table).where(table.c.id == found).values(values))
             return int(found)
 
-    def create_test(
-        self,
-        *,
-        name: str,
-        channel: str,
-        battery: str | None,
-        plan_name: str,
-        plan_source: str,
-        plan_text: str,
-        sample_period_s: float,
-        station: str,
-        start_unix_s: float,
-    ) -> int:
-        """Record a test that starts now (status ``running``) and return its id.
-
-        The channel must exist (:meth:`ensure_channel`), and so must the battery if one is named.
-        """
-        period = _float("sample_period_s", sample_period_s)
-        if period <= 0:
-            raise ValueError(f"sample_period_s must be positive, not {sample_period_s!r}")
-        row: dict[str, Any] = {
-            "name": _name("test name", name),
-            "plan_name": _name("plan name", plan_name),
-            "plan_source": plan_source,
-            "plan_text": plan_text,
-            "status": TestStatus.RUNNING.value,
-            "start_unix_s": _float("start_unix_s", start_unix_s),
-            "sample_period_s": period,
-            "station": _name("station name", station),
-        }
-        with self._transaction() as connection:
-            channels = schema.channels
-            query = sa.select(channels.c.id).where(channels.c.name == channel)
-            row["channel_id"] = connection.execute(query).scalar()
-            if row["channel_id"] is None:
-                raise StorageError(f"no channel named {channel!r}; register it first")
-            if battery is not None:
-                row["battery_id"] = self._battery_id(connection, battery)
-                if row["battery_id"] is None:
-                    raise StorageError(f"no battery named {battery!r}")
-            return _insert(connection, schema.tests, row)
-
     def start_tests(self, tests: Sequence[TestStart]) -> list[int]:
         """Record tests that start now (status ``running``), with their channels and one
         ``test_started`` event each, in a single transaction, so that a station starting

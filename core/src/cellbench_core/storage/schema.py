@@ -44,6 +44,10 @@ VERSION_TABLE = "cellbench_alembic_version"
 
 #: Values of ``tests.status`` (the values of :class:`cellbench_core.events.TestStatus`).
 TEST_STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
+#: Values of ``test_queue.status``: ``queued``, then ``running``, then how the test ended (or
+#: ``cancelled`` before it started).
+QUEUE_STATUSES = ("queued", "running", "finished", "stopped", "failed", "cancelled",
+                  "interrupted")
 
 NAME_LENGTH = 255
 KIND_LENGTH = 64  # batteries.chemistry, events.kind
@@ -160,6 +164,30 @@ events = Table(
     Column("data", Text, nullable=False),
     Index(None, "test_id"),
 )
+
+test_queue = Table(
+    "test_queue",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("channel", Integer, nullable=False),
+    Column("plan", LONG_TEXT, nullable=False),
+    Column("plan_source", String(NAME_LENGTH)),
+    Column("battery", String(NAME_LENGTH)),
+    Column("name", String(NAME_LENGTH)),
+    Column("status", String(16), nullable=False, server_default="queued"),
+    Column("created_unix_s", Double, nullable=False),
+    Column("started_unix_s", Double),
+    Column("finished_unix_s", Double),
+    Column("test_id", Integer, ForeignKey("tests.id")),
+    Column("error", Text),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in QUEUE_STATUSES) + ")", name="status"
+    ),
+    Index(None, "status"),
+)
+
+#: Read-only views for live data (created by migration 0002; not tables, so not in ``metadata``).
+VIEWS = ("live_samples",)
 
 #: Sample columns in table order, and which of them hold integers.
 SAMPLE_COLUMNS = tuple(c.name for c in samples.columns)
