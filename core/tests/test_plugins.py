@@ -139,3 +139,92 @@ def test_the_simulator_plugin_is_discovered() -> None:
     manager.load()
     assert _state(manager, "sim")[0] == "loaded"
     assert manager.registry.get(Kind.CHANNEL_DRIVER, "sim").plugin == "sim"
+
+
+EVERY_KIND = """
+from cellbench_core.descriptors import Descriptor, Kind
+from cellbench_core.hookspecs import hookimpl
+
+def _one(kind):
+    return [Descriptor(kind, "every-" + kind.name.lower(), "logging:getLogger", "test")]
+
+@hookimpl
+def cellbench_channel_drivers():
+    return _one(Kind.CHANNEL_DRIVER)
+
+@hookimpl
+def cellbench_osi_devices():
+    return _one(Kind.OSI_DEVICE)
+
+@hookimpl
+def cellbench_climate_chambers():
+    return _one(Kind.CLIMATE_CHAMBER)
+
+@hookimpl
+def cellbench_sync_targets():
+    return _one(Kind.SYNC_TARGET)
+
+@hookimpl
+def cellbench_notifiers():
+    return _one(Kind.NOTIFIER)
+
+@hookimpl
+def cellbench_interfaces():
+    return _one(Kind.INTERFACE)
+
+@hookimpl
+def cellbench_plan_steps():
+    return _one(Kind.PLAN_STEP)
+"""
+
+
+def test_every_registration_hook_fills_its_registry(install: Install) -> None:
+    install("every", EVERY_KIND)
+    manager = PluginManager()
+    manager.load()
+    assert _state(manager, "every") == ("loaded", "")
+    for kind in Kind:
+        descriptor = manager.registry.get(kind, f"every-{kind.name.lower()}")
+        assert (descriptor.kind, descriptor.plugin) == (kind, "every")
+
+
+def test_plugins_can_add_cli_commands(install: Install) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    install("shout", """
+import typer
+from cellbench_core.hookspecs import hookimpl
+
+@hookimpl
+def cellbench_cli(app):
+    @app.command("shout")
+    def shout(word: str) -> None:
+        typer.echo(word.upper())
+""")
+    manager = PluginManager()
+    manager.load()
+    app = typer.Typer()
+
+    @app.command("other")
+    def other() -> None:
+        """A second command, so that Typer keeps command names."""
+
+    manager.hook.cellbench_cli(app=app)
+    result = CliRunner().invoke(app, ["shout", "volts"])
+    assert result.output.strip() == "VOLTS"
+
+
+def test_every_hook_is_exercised_by_some_test() -> None:
+    """Like datasette's: a new hookspec needs a test that names it."""
+    from pathlib import Path
+
+    from cellbench_core import hookspecs
+
+    root = Path(__file__).parents[2]
+    sources = [p.read_text(encoding="utf-8") for pattern in
+               ("tests/**/*.py", "core/tests/**/*.py", "sdk/tests/**/*.py",
+                "plugins/*/tests/**/*.py") for p in root.glob(pattern)]
+    names = [n for n in dir(hookspecs) if n.startswith("cellbench_")]
+    untested = [n for n in names if not any(f"def {n}(" in s for s in sources)]
+    assert untested == []
