@@ -111,3 +111,32 @@ def test_demo_then_plot(tmp_path: Path) -> None:
     result = runner.invoke(app, ["plot", "99", "--db", db])
     assert result.exit_code == 2
     assert "no test 99" in result.output
+
+
+def test_many_channels_are_summarised_per_cycle(tmp_path: Path) -> None:
+    plan = tmp_path / "cycles.yaml"
+    plan.write_text("""\
+name: two cycles
+capacity: 2.5 Ah
+steps:
+  - repeat: 2
+    steps:
+      - Charge at 2C for 10 minutes
+      - Discharge at 2C for 5 minutes
+""")
+    station = tmp_path / "station.toml"
+    station.write_text(f"""
+[station]
+database = "sqlite:///{tmp_path / 'many.db'}"
+sample_period = "30 s"
+[[channels]]
+driver = "sim"
+settings = {{count = 40}}
+""")
+    result = runner.invoke(app, ["run", str(plan), "--station", str(station), "--speed", "max"])
+    assert result.exit_code == 0, result.output
+    assert "Summary of 40 channels" in result.output
+    assert "40 × finished: plan complete" in result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["1", "2"]  # one row per cycle
+    assert all(row.split("│")[2].strip() == "40" for row in rows)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
@@ -136,25 +137,52 @@ def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bo
     return outcomes
 
 
+#: Up to this many channels the summary has a row per channel; beyond, a row per cycle.
+_SUMMARY_ROWS_PER_CHANNEL_UP_TO = 32
+
+
+def _discharge_per_cycle(db: Database, test_id: int) -> tuple[dict[int, float], float]:
+    """Discharge capacity (Ah) of each counted cycle, and the discharge energy (Wh) in all."""
+    per_cycle: dict[int, float] = defaultdict(float)
+    energy = 0.0
+    for step in db.steps(test_id):
+        if step.ah < 0:
+            per_cycle[step.cycle] += -step.ah
+            energy += -step.wh
+    return {c: per_cycle[c] for c in sorted(per_cycle) if c > 0}, energy
+
+
 def _summary(db: Database, outcomes: list[TestOutcome]) -> None:
+    results = [(o, *_discharge_per_cycle(db, o.test_id)) for o in outcomes]
+    if len(outcomes) > _SUMMARY_ROWS_PER_CHANNEL_UP_TO:
+        _summary_by_cycle(results)
+        return
     table = Table(title="Summary", title_justify="left")
     for column, justify in (("ch", "right"), ("test", "right"), ("cycles", "right"),
                             ("discharge capacity per cycle [Ah]", "left"),
                             ("discharged [Wh]", "right"), ("end", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for outcome in outcomes:
-        per_cycle: dict[int, float] = defaultdict(float)
-        energy = 0.0
-        for step in db.steps(outcome.test_id):
-            if step.ah < 0:
-                per_cycle[step.cycle] += -step.ah
-                energy += -step.wh
-        cycles = sorted(c for c in per_cycle if c > 0)
-        capacities = " ".join(f"{per_cycle[c]:.3f}" for c in cycles) or "-"
+    for outcome, per_cycle, energy in results:
+        capacities = " ".join(f"{ah:.3f}" for ah in per_cycle.values()) or "-"
         colour = {"finished": "green", "stopped": "yellow"}.get(outcome.status.value, "red")
-        table.add_row(outcome.channel, str(outcome.test_id), str(len(cycles)), capacities,
+        table.add_row(outcome.channel, str(outcome.test_id), str(len(per_cycle)), capacities,
                       f"{energy:.2f}", f"[{colour}]{outcome.reason}[/{colour}]")
     console.print(table)
+
+
+def _summary_by_cycle(results: list[tuple[TestOutcome, dict[int, float], float]]) -> None:
+    table = Table(title=f"Summary of {len(results)} channels", title_justify="left")
+    for column in ("cycle", "channels", "mean [Ah]", "min [Ah]", "max [Ah]", "spread (sd) [Ah]"):
+        table.add_column(column, justify="right")
+    cycles = sorted({c for _, per_cycle, _ in results for c in per_cycle})
+    for cycle in cycles:
+        values = np.array([p[cycle] for _, p, _ in results if cycle in p])
+        table.add_row(str(cycle), str(len(values)), f"{values.mean():.3f}", f"{values.min():.3f}",
+                      f"{values.max():.3f}", f"{values.std():.4f}")
+    console.print(table)
+    reasons = Counter(f"{o.status.value}: {o.reason}" for o, _, _ in results)
+    for reason, count in reasons.most_common():
+        console.print(f"{count:>6} × {reason}")
 
 
 def _load_plugins(config: StationConfig) -> PluginManager:
