@@ -16,23 +16,30 @@ from hypothesis import strategies as st
 import cellbench_core.demo
 from cellbench_core.plan import (
     MAX_PLAN_BYTES,
+    ChamberSpec,
     Condition,
+    Limit,
     Loop,
+    Message,
     Node,
     Op,
     Plan,
     PlanError,
+    ProfileSpec,
     Quantity,
     SafetyLimits,
+    SetCapacity,
     StepSpec,
     Value,
     dump_plan,
     load_plan,
     parse_plan,
 )
-from cellbench_core.plan.parser import QUANTITY_DIMENSIONS
+from cellbench_core.plan.parser import QUANTITY_DIMENSIONS, _runs_channel
+from cellbench_core.runner.engine import Runner
+from cellbench_core.runner.program import Program
 from cellbench_core.units import Dimension
-from cellbench_hal import Step, StepMode
+from cellbench_hal import ProfileQuantity, Step, StepMode
 
 PLANS = Path(__file__).parents[2] / "plans"
 DEMO = Path(cellbench_core.demo.__file__).parent / "cccv-cycling.yaml"
@@ -56,8 +63,12 @@ def bare(plan: Plan) -> Plan:
     """The plan without what round trips may change: lines, texts and source."""
 
     def node(item: Node) -> Node:
+        if isinstance(item, Message | SetCapacity):
+            return replace(item, line=0)
         if isinstance(item, Loop):
-            return replace(item, body=tuple(node(child) for child in item.body), line=0)
+            until = tuple(tuple(replace(c, line=0) for c in group) for group in item.until)
+            return replace(item, body=tuple(node(child) for child in item.body), line=0,
+                           until=until)
         until = tuple(tuple(replace(c, line=0) for c in group) for group in item.until)
         return replace(item, until=until, text="", line=0)
 
@@ -282,6 +293,9 @@ _THRESHOLDS = {
     Dimension.TIME: ("2 min", A(120)),
     Dimension.CHARGE: ("100 mAh", A(0.1)),
     Dimension.ENERGY: ("1 Wh", A(1)),
+    Dimension.VOLTAGE_RATE: ("-6 mV/min", A(-0.0001)),
+    Dimension.TEMPERATURE_RATE: ("3 K/min", A(0.05)),
+    Dimension.COUNT: ("10", A(10)),
 }
 
 
@@ -324,7 +338,7 @@ def test_plan_header() -> None:
         """)
     assert parsed.name == "CC-CV cycling"
     assert parsed.capacity_ah == 2.5
-    assert parsed.limits == SafetyLimits(4.25, 2.45, C(2), 60.0, -20.0)
+    assert parsed.limits == SafetyLimits(*map(Limit, (A(4.25), A(2.45), C(2), A(60), A(-20))))
     assert parsed.source == "plan.yaml"
     assert parsed.text.startswith("name: CC-CV cycling\n")
 
@@ -433,19 +447,19 @@ _ERRORS = [
         "name: t\nsteps:\n  - repeat: -2\n    steps: [Rest for 1 s]\n",
         3,
         "steps[0].repeat",
-        "expected a whole number of passes like 3, got '-2'",
+        "expected a whole number of passes like 3 (or forever, with 'until'), got '-2'",
     ),
     (
         "name: t\nsteps:\n  - repeat: 2.5\n    steps: [Rest for 1 s]\n",
         3,
         "steps[0].repeat",
-        "expected a whole number of passes like 3, got '2.5'",
+        "expected a whole number of passes like 3 (or forever, with 'until'), got '2.5'",
     ),
     (
         "name: t\nsteps:\n  - repeat: '3'\n    steps: [Rest for 1 s]\n",
         3,
         "steps[0].repeat",
-        "expected a whole number of passes like 3, got '3'",
+        "expected a whole number of passes like 3 (or forever, with 'until'), got '3'",
     ),
     (
         "name: t\nsteps:\n  - repeat: yes\n    steps: [Rest for 1 s]\n",
@@ -489,7 +503,8 @@ _ERRORS = [
         "name: t\nsteps:\n  - mode: cc\n    repeat: 2\n",
         3,
         "steps[0]",
-        "needs exactly one of 'mode', 'repeat'; found 'mode' and 'repeat'",
+        "needs exactly one of 'mode', 'repeat', 'message', 'chamber', 'set'; found 'mode' and "
+        "'repeat'",
     ),
     (
         "name: t\nsteps:\n  - mdoe: cc\n",
@@ -504,7 +519,8 @@ _ERRORS = [
         "name: t\nsteps:\n  - mode: rset\n",
         3,
         "steps[0].mode",
-        "expected rest or cc or cv or cccv or cp or cr, got 'rset' (did you mean 'rest'?)",
+        "expected rest or cc or cv or cccv or cp or cr or ramp or profile, got 'rset' (did you "
+        "mean 'rest'?)",
     ),
     (
         "name: t\nsteps:\n  - mode: cc\n    current: 1 A\n",
@@ -851,13 +867,13 @@ def test_normal_form() -> None:
 @pytest.mark.parametrize("path", [*sorted(PLANS.glob("*.yaml")), DEMO], ids=lambda path: path.name)
 def test_example_plans_parse_and_round_trip(path: Path) -> None:
     parsed = load_plan(path)
-    assert bare(parse_plan(dump_plan(parsed))) == bare(parsed)
+    assert bare(parse_plan(dump_plan(parsed), str(path))) == bare(parsed)
 
 
 def test_demo_plan() -> None:
     parsed = load_plan(DEMO)
     assert parsed.capacity_ah == 2.5
-    assert parsed.limits == SafetyLimits(4.25, 2.45, C(2), 60.0)
+    assert parsed.limits == SafetyLimits(*map(Limit, (A(4.25), A(2.45), C(2), A(60))))
     first, loop = parsed.steps
     assert isinstance(first, StepSpec) and first.mode is StepMode.REST
     assert isinstance(loop, Loop) and loop.count == 3
@@ -906,10 +922,36 @@ _specs = st.one_of(
 )
 
 
+_durations = st.floats(1e-3, 1e6)
+_ramps = st.builds(
+    lambda q, a, b, over, rate, until: StepSpec(
+        StepMode.PROFILE, until, profile=ProfileSpec(
+            q, (0.0, over), (abs(a), abs(b)) if q is ProfileQuantity.VOLTAGE else (a, b),
+            per_capacity=rate and q is ProfileQuantity.CURRENT)),
+    st.sampled_from(ProfileQuantity), _signed, _signed, _durations, st.booleans(),
+    st.just(()) | _until)
+_chambers = st.builds(
+    lambda t, humidity, band_k, band_pct, stable, extra: StepSpec(
+        StepMode.REST, (), chamber=ChamberSpec(
+            t, humidity, band_k, None if humidity is None else band_pct, stable, stable + extra)),
+    st.floats(-80, 200), st.none() | st.floats(0, 100), _positive, st.floats(1e-3, 100),
+    _durations, _durations)
+_others = st.one_of(
+    st.builds(Message, st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")),
+                               min_size=1, max_size=50).filter(str.strip)),
+    st.builds(SetCapacity, st.sampled_from([q for q in Quantity if q.endswith("_ah")])),
+    st.builds(SetCapacity, st.none(), _positive),
+)
+_loops = st.builds(
+    lambda count, until: (count, until if count is not None else until or (
+        (Condition(Quantity.CYCLE, Op.GE, Value(3.0)),),)),
+    st.none() | st.integers(1, 10**6), st.just(()) | _until)
 _trees: st.SearchStrategy[list[Node]] = st.recursive(
-    st.lists(_specs, min_size=1, max_size=3),
+    st.lists(_specs | _ramps | _chambers, min_size=1, max_size=3),
     lambda children: st.lists(
-        _specs | st.builds(Loop, st.integers(1, 10**6), children.map(tuple), st.booleans()),
+        _specs | _ramps | _chambers | _others
+        | st.builds(lambda loop, body, cycle: Loop(loop[0], body, cycle, until=loop[1]),
+                    _loops, children.map(tuple).filter(_runs_channel), st.booleans()),
         min_size=1,
         max_size=3,
     ),
@@ -927,14 +969,20 @@ def _plans(draw: st.DrawFn) -> Plan:
             str.strip
         )
     )
-    limits = SafetyLimits(temperature_max=draw(st.none() | st.floats(0, 100)))
+    limits = SafetyLimits(
+        temperature_max=draw(st.none() | st.builds(Limit, st.builds(Value, st.floats(0, 100)))),
+        voltage_max=draw(st.none() | st.builds(Limit, st.none() | st.builds(Value, _signed),
+                                               st.just(True), st.just(0.0) | _positive)),
+    )
     return Plan(name, tuple(steps), limits, draw(st.none() | _positive))
 
 
 def _label(node: Node, labels: Iterator[str], labelled: bool) -> Node:
     if isinstance(node, Loop):
         return replace(node, body=tuple(_label(child, labels, labelled) for child in node.body))
-    return replace(node, label=next(labels)) if labelled else node
+    if isinstance(node, StepSpec) and labelled:
+        return replace(node, label=next(labels))
+    return node
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -952,26 +1000,16 @@ def _assert_runnable(parsed: Plan) -> None:
     def walk(nodes: tuple[Node, ...]) -> None:
         for node in nodes:
             if isinstance(node, Loop):
-                assert node.count >= 1
+                assert node.count is None or node.count >= 1
+                assert node.count is not None or node.until
                 walk(node.body)
-                continue
-            assert node.until and all(node.until)
-            Step(
-                node.mode,
-                **{
-                    f"{name}_{unit}": value.resolve(2.5)
-                    for name, unit, value in (
-                        ("current", "a", node.current),
-                        ("voltage", "v", node.voltage),
-                        ("power", "w", node.power),
-                        ("resistance", "ohm", node.resistance),
-                    )
-                    if value is not None
-                },
-            )
+            elif isinstance(node, StepSpec):
+                assert node.ends and all(node.until)
+                assert isinstance(Runner._hal_step(node, 2.5), Step)  # the runner's conversion
 
     assert parsed.steps
     walk(parsed.steps)
+    Program.compile(parsed)  # the flow is sound
 
 
 def _parse_or_reject(text: str) -> None:
@@ -1070,15 +1108,26 @@ _condition_texts = st.lists(
 ).map(" or ".join)
 
 
+_actions = _slot(["next", "end loop", "end test", "goto step-a", "goto nowhere"])
+_until_items = _condition_texts | st.fixed_dictionaries(
+    {"when": _condition_texts, "then": _actions})
+
+
 @st.composite
 def _mode_steps(draw: st.DrawFn) -> dict[str, object]:
-    mode = draw(_slot(["rest", "cc", "cv", "cccv", "cp", "cr"]))
+    mode = draw(_slot(["rest", "cc", "cv", "cccv", "cp", "cr", "ramp"]))
     step: dict[str, object] = {"mode": mode}
     for key in _NEEDS.get(mode, []):
         if not draw(_rarely):
             step[key] = draw(_slot(_SETPOINT_VALUES[key]))
+    if mode == "ramp":
+        values = draw(st.sampled_from([_CURRENTS, _VOLTAGES, ["0 A", "-1C"], ["5 W", "-5 W"]]))
+        step |= {"from": draw(_slot(values)), "to": draw(_slot(values)),
+                 "over": draw(_slot(_DURATIONS))}
     if not draw(_rarely):
-        step["until"] = draw(_condition_texts | st.lists(_condition_texts, max_size=2))
+        step["until"] = draw(_condition_texts | st.lists(_until_items, max_size=2))
+    if draw(_rarely):
+        step["label"] = draw(st.sampled_from(["step-a", "step-b"]))
     if draw(st.booleans()):
         step["for"] = draw(_slot(_DURATIONS))
     if draw(_rarely):
@@ -1087,14 +1136,27 @@ def _mode_steps(draw: st.DrawFn) -> dict[str, object]:
     return step
 
 
+_other_steps = st.one_of(
+    st.fixed_dictionaries({"message": _slot(["hello"])}),
+    st.fixed_dictionaries({"set": st.fixed_dictionaries(
+        {"capacity": _slot(["2 Ah", "step_discharge_ah", "cycle", "0 Ah"])})}),
+    st.fixed_dictionaries(
+        {"chamber": _slot(["25 °C", "-10 °C"]), "timeout": _slot(_DURATIONS)},
+        optional={"stable": _slot(_DURATIONS), "within": _slot(["0.5 K", "1 °C"]),
+                  "humidity": _slot(["50 %", "120 %"])}),
+)
 _step_lists = st.recursive(
-    st.lists(_step_texts | _mode_steps(), min_size=1, max_size=3),
+    st.lists(_step_texts | _mode_steps() | _other_steps, min_size=1, max_size=3),
     lambda children: st.lists(
         _step_texts
         | _mode_steps()
+        | _other_steps
         | st.fixed_dictionaries(
-            {"repeat": st.integers(1, 3) | st.sampled_from([0, "2", 2.5, None]), "steps": children},
-            optional={"cycle": st.booleans() | st.just("maybe")},
+            {"repeat": st.integers(1, 3) | st.sampled_from([0, "2", 2.5, None, "forever"]),
+             "steps": children},
+            optional={"cycle": st.booleans() | st.just("maybe"),
+                      "until": _slot(["cycle >= 2", "cycle_discharge_ah < 80 % of first",
+                                      "voltage <= 80 % of first"])},
         ),
         min_size=1,
         max_size=3,
@@ -1104,10 +1166,10 @@ _step_lists = st.recursive(
 _limit_sets = st.fixed_dictionaries(
     {},
     optional={
-        "voltage_max": _slot(["4.3 V"]),
-        "voltage_min": _slot(["2 V"]),
-        "current_max": _slot(["3C", "10 A"]),
-        "temperature_max": _slot(["60 °C"]),
+        "voltage_max": _slot(["4.3 V", "battery + 0.05 V", "4.3 V for 2 s"]),
+        "voltage_min": _slot(["2 V", "battery"]),
+        "current_max": _slot(["3C", "10 A", "battery - 1 A for 100 ms"]),
+        "temperature_max": _slot(["60 °C", "battery for 1 min"]),
     },
 )
 

@@ -18,7 +18,14 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from cellbench_core.events import TestStatus
-from cellbench_core.storage import Database, StorageError, TestStart, open_database, upgrade
+from cellbench_core.storage import (
+    Database,
+    StorageError,
+    TestEnd,
+    TestStart,
+    open_database,
+    upgrade,
+)
 from cellbench_core.storage.schema import VERSION_TABLE, metadata
 
 NewTest = Callable[..., int]
@@ -245,6 +252,22 @@ def test_numpy_scalars_are_stored_as_plain_numbers(db: Database, new_test: NewTe
         ).one()
     assert (type(capacity), type(vmax), type(end), type(event_test)) == (float, float, float, int)
     assert (capacity, vmax, end, event_test) == (2.5, 3.65, 1.7e9 + 5, test_id)
+
+
+def test_start_and_finish_look_up_in_slices(db: Database, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    from cellbench_core.storage import database
+
+    monkeypatch.setattr(database, "_IN_LIST_SIZE", 2)  # as if 20,000 tests started at once
+    starts = [TestStart(name=f"t{n}", channel=f"slice/{n}", driver="sim", battery=None,
+                        plan_name="p", plan_source="p.yaml", plan_text="", sample_period_s=1.0,
+                        station="st", start_unix_s=1000.0) for n in range(5)]
+    ids = db.start_tests(starts)
+    db.finish_tests([TestEnd(i, "finished", "done", 2000.0) for i in ids])
+    assert [(t.channel, t.status) for t in db.tests()] == [
+        (f"slice/{n}", TestStatus.FINISHED) for n in range(5)]
+    finished = [e.channel for e in db.events() if e.kind == "test_finished"]
+    assert finished == [f"slice/{n}" for n in range(5)]
 
 
 def test_start_tests_records_many_tests_channels_and_events_at_once(db: Database) -> None:

@@ -62,6 +62,18 @@ class TestFinished:
 
 
 @dataclass(frozen=True)
+class PlanMessage:
+    """A plan's message step was reached: ``text`` is for the people watching the test."""
+
+    test_id: int
+    channel: str
+    plan_line: int
+    text: str
+
+    __test__ = False
+
+
+@dataclass(frozen=True)
 class Alarm:
     """Something needs attention: a safety limit tripped, a device stopped answering."""
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import typer
 
     from cellbench_core.descriptors import Descriptor
-    from cellbench_core.events import Alarm, StepChanged, TestFinished, TestStarted
+    from cellbench_core.events import Alarm, PlanMessage, StepChanged, TestFinished, TestStarted
 
 PROJECT = "cellbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -77,6 +77,11 @@ def cellbench_step_changed(event: StepChanged) -> None:
 @hookspec
 def cellbench_test_finished(event: TestFinished) -> None:
     """A test ended (finished, stopped, failed or interrupted)."""
+
+
+@hookspec
+def cellbench_message(event: PlanMessage) -> None:
+    """A test reached a message step of its plan; notifiers pass the text on."""
 
 
 @hookspec

@@ -10,15 +10,29 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cellbench_core.descriptors import Kind
 from cellbench_core.plugins import PluginManager
 from cellbench_core.runner.engine import ChannelRef
 from cellbench_core.units import parse_duration
-from cellbench_hal import ChannelDriver, Clock, DeviceError, call_with_timeout
+from cellbench_hal import (
+    ChannelDriver,
+    Clock,
+    DeviceError,
+    RealClock,
+    VirtualClock,
+    call_with_timeout,
+)
 
 
 class StationError(ValueError):
@@ -36,17 +50,31 @@ def _duration(value: Any) -> float:
 
 
 class StationSection(_Strict):
-    """``[station]``: identity, database and timing."""
+    """``[station]``: identity, database, timing, and how ``cellbench serve`` runs."""
 
     name: str = "station"
     database: str = "sqlite:///cellbench.db"
     sample_period: float = Field(default=1.0, description="e.g. '1 s', '100 ms'")
     device_timeout: float = Field(default=5.0, description="e.g. '5 s'")
+    clock: Literal["real", "virtual"] = "real"
+    speed: float | None = Field(default=None, gt=0, allow_inf_nan=False,
+                                description="virtual clock: times faster than the wall")
+    queue_poll_interval: float = Field(default=0.5, description="e.g. '0.5 s'")
 
-    @field_validator("sample_period", "device_timeout", mode="before")
+    @field_validator("sample_period", "device_timeout", "queue_poll_interval", mode="before")
     @classmethod
     def _parse_duration(cls, value: Any) -> float:
         return _duration(value)
+
+    @model_validator(mode="after")
+    def _speed_needs_virtual_clock(self) -> StationSection:
+        if self.speed is not None and self.clock != "virtual":
+            raise ValueError("speed applies to clock = \"virtual\" only")
+        return self
+
+    def make_clock(self) -> Clock:
+        """The clock this station runs on: the wall clock, or simulated time."""
+        return RealClock() if self.clock == "real" else VirtualClock(self.speed)
 
 
 class PluginsSection(_Strict):

@@ -13,6 +13,10 @@ duration       ``ms`` ``s`` ``sec`` ``second(s)`` ``min`` ``minute(s)`` ``h`` ``
 charge         ``Ah`` ``mAh``
 energy         ``Wh`` ``mWh`` ``kWh``
 temperature    ``°C`` ``degC``
+voltage rate   ``V/s`` ``mV/s`` ``V/min`` ``mV/min`` ``V/h`` ``mV/h``
+temp. rate     ``K/s`` ``K/min`` ``K/h`` (also written ``°C/min`` etc.)
+humidity       ``%`` (relative humidity, in percent)
+count          a bare number, where a count is expected (``10``)
 =============  ===============================================================
 
 Unit symbols are case-sensitive (``mA`` is not ``MA``); unit words (``ohm``, ``sec``, ``minute``,
@@ -62,6 +66,10 @@ class Dimension(StrEnum):
     CHARGE = "charge"
     ENERGY = "energy"
     TEMPERATURE = "temperature"
+    VOLTAGE_RATE = "voltage rate"
+    TEMPERATURE_RATE = "temperature rate"
+    HUMIDITY = "relative humidity"  # in percent
+    COUNT = "count"  # a bare number without unit
 
 
 _DESCRIPTION = {
@@ -73,6 +81,10 @@ _DESCRIPTION = {
     Dimension.CHARGE: ("a charge", "'1.2 Ah'"),
     Dimension.ENERGY: ("an energy", "'5 Wh'"),
     Dimension.TEMPERATURE: ("a temperature", "'25 °C'"),
+    Dimension.VOLTAGE_RATE: ("a voltage rate", "'1 mV/min'"),
+    Dimension.TEMPERATURE_RATE: ("a temperature rate", "'1 K/min'"),
+    Dimension.HUMIDITY: ("a relative humidity", "'50 %'"),
+    Dimension.COUNT: ("a number", "'10'"),
 }
 
 # The unit each dimension is written in when a value is formatted (and its SI unit).
@@ -85,6 +97,10 @@ _SI_SYMBOL = {
     Dimension.CHARGE: "Ah",
     Dimension.ENERGY: "Wh",
     Dimension.TEMPERATURE: "°C",
+    Dimension.VOLTAGE_RATE: "V/s",
+    Dimension.TEMPERATURE_RATE: "K/s",
+    Dimension.HUMIDITY: "%",
+    Dimension.COUNT: "",
 }
 C_RATE = "C"
 
@@ -117,6 +133,17 @@ _SYMBOLS: dict[str, _Unit] = {
     "°C": (Dimension.TEMPERATURE, 1, 1),
     "℃": (Dimension.TEMPERATURE, 1, 1),
     "degC": (Dimension.TEMPERATURE, 1, 1),
+    "%": (Dimension.HUMIDITY, 1, 1),
+    **{
+        f"{prefix}V/{per}": (Dimension.VOLTAGE_RATE, 1, scale * seconds)
+        for prefix, scale in (("", 1), ("m", 1000))
+        for per, seconds in (("s", 1), ("min", 60), ("h", 3600))
+    },
+    **{
+        f"{kelvin}/{per}": (Dimension.TEMPERATURE_RATE, 1, seconds)
+        for kelvin in ("K", "°C", "degC")
+        for per, seconds in (("s", 1), ("min", 60), ("h", 3600))
+    },
 }
 # Words carry no SI prefix, so matching them case-insensitively cannot turn milli into mega.
 _WORDS: dict[str, _Unit] = {
@@ -157,6 +184,10 @@ def parse_quantity(
     dimensions accepted; by default any is.
     """
     expected = _expected(allowed)
+    if allowed is not None and Dimension.COUNT in allowed:
+        bare = _VALUE.fullmatch(text)
+        if bare is not None and not bare["unit"] and math.isfinite(float(bare["number"])):
+            return Dimension.COUNT, Value(float(bare["number"]))
     fraction = _C_FRACTION.fullmatch(text)
     if fraction:
         divisor = decimal.Decimal(fraction["divisor"])
@@ -203,7 +234,7 @@ def format_value(value: Value, dimension: Dimension) -> str:
     """``value`` written in the SI unit of ``dimension`` (or as a C-rate), so that
     :func:`parse_value` reads it back exactly: ``"4.2 V"``, ``"-2 A"``, ``"0.05 C"``."""
     unit = C_RATE if value.per_capacity else _SI_SYMBOL[dimension]
-    return f"{format_number(value.si)} {unit}"
+    return f"{format_number(value.si)} {unit}" if unit else format_number(value.si)
 
 
 def _expected(allowed: Collection[Dimension] | None) -> str:

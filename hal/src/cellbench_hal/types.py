@@ -25,6 +25,85 @@ class StepMode(StrEnum):
     CCCV = "cccv"  # constant current ``current_a`` until ``voltage_v``, then hold that voltage
     CP = "cp"  # constant power (``power_w``)
     CR = "cr"  # constant resistance load (``resistance_ohm``), discharging
+    PROFILE = "profile"  # follow ``profile`` over step time (ramps, drive cycles)
+
+
+class ProfileQuantity(StrEnum):
+    """What a profile sets: a current (A), a power (W) or a voltage (V)."""
+
+    CURRENT = "current"
+    POWER = "power"
+    VOLTAGE = "voltage"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A setpoint that follows a table over step time: ``value[k]`` at ``time_s[k]`` seconds
+    after the step began, linear in between (with ``hold``, each value holds until the next
+    point). After the last point the last value holds. ``time_s`` starts at 0 and rises."""
+
+    quantity: ProfileQuantity
+    time_s: tuple[float, ...]
+    value: tuple[float, ...]
+    hold: bool = False
+    # The table as arrays, and the integral of the setpoint at each point (for means).
+    _t: FloatArray = field(init=False, repr=False, compare=False)
+    _v: FloatArray = field(init=False, repr=False, compare=False)
+    _slope: FloatArray = field(init=False, repr=False, compare=False)
+    _integral: FloatArray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        t = np.array(self.time_s, dtype=np.float64)
+        v = np.array(self.value, dtype=np.float64)
+        if not len(t) or len(t) != len(v):
+            raise ValueError("a profile needs as many values as times, and at least one")
+        if not (np.isfinite(t).all() and np.isfinite(v).all()):
+            raise ValueError("a profile's times and values must be finite numbers")
+        if t[0] != 0.0 or (np.diff(t) <= 0).any():
+            raise ValueError("a profile's times must start at 0 and rise")
+        slope = np.zeros(len(t))
+        if not self.hold and len(t) > 1:
+            slope[:-1] = np.diff(v) / np.diff(t)
+        integral = np.concatenate(([0.0], np.cumsum(v[:-1] * np.diff(t)
+                                                     + 0.5 * slope[:-1] * np.diff(t) ** 2)))
+        for name, array in (("_t", t), ("_v", v), ("_slope", slope), ("_integral", integral)):
+            array.flags.writeable = False
+            object.__setattr__(self, name, array)
+
+    @property
+    def duration_s(self) -> float:
+        """Time of the last point (s)."""
+        return self.time_s[-1]
+
+    def at(self, t: FloatArray) -> FloatArray:
+        """The setpoint at each step time in ``t`` (s)."""
+        if self.hold:
+            held: FloatArray = self._v[self._point(t)]
+            return held
+        result: FloatArray = np.interp(t, self._t, self._v)
+        return result
+
+    def mean(self, t0: FloatArray, t1: FloatArray) -> FloatArray:
+        """The mean setpoint over each interval from ``t0`` to ``t1`` (s); the value at ``t1``
+        where the interval is empty."""
+        span = t1 - t0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = (self._integral_at(t1) - self._integral_at(t0)) / span
+        result: FloatArray = np.where(span > 0, mean, self.at(t1))
+        return result
+
+    def _point(self, t: FloatArray) -> IntArray:
+        """Index of the point each time in ``t`` follows."""
+        k: IntArray = np.clip(np.searchsorted(self._t, t, side="right") - 1, 0, len(self._t) - 1)
+        return k
+
+    def _integral_at(self, t: FloatArray) -> FloatArray:
+        k = self._point(t)
+        d = np.maximum(t - self._t[k], 0.0)
+        last = k == len(self._t) - 1
+        slope = np.where(last, 0.0, self._slope[k])
+        result: FloatArray = self._integral[k] + self._v[k] * d + 0.5 * slope * d * d
+        return result
 
 
 def _finite(name: str, value: float | None) -> None:
@@ -37,7 +116,8 @@ class Step:
     """A setpoint handed to a channel: the mode and the values the mode needs.
 
     The core evaluates end conditions; the channel only holds the setpoint until it is given the
-    next one (or switched off).
+    next one (or switched off). A profile step follows ``profile`` from the moment it is
+    applied; a voltage profile limits the current to ``current_a`` if given, like CV.
     """
 
     mode: StepMode
@@ -45,6 +125,7 @@ class Step:
     voltage_v: float | None = None
     power_w: float | None = None
     resistance_ohm: float | None = None
+    profile: Profile | None = None
 
     def __post_init__(self) -> None:
         for name in ("current_a", "voltage_v", "power_w", "resistance_ohm"):
@@ -56,6 +137,7 @@ class Step:
             StepMode.CCCV: ("current_a", "voltage_v"),
             StepMode.CP: ("power_w",),
             StepMode.CR: ("resistance_ohm",),
+            StepMode.PROFILE: ("profile",),
         }[self.mode]
         for name in needed:
             if getattr(self, name) is None:
@@ -63,8 +145,11 @@ class Step:
         resistance = self.resistance_ohm
         if self.mode is StepMode.CR and resistance is not None and resistance <= 0:
             raise ValueError("resistance_ohm must be positive")
-        if self.mode is StepMode.CV and self.current_a is not None and self.current_a <= 0:
-            raise ValueError("the current limit of a cv step must be positive")
+        limited = self.mode is StepMode.CV or (
+            self.profile is not None and self.profile.quantity is ProfileQuantity.VOLTAGE)
+        if limited and self.current_a is not None and self.current_a <= 0:
+            what = "cv step" if self.mode is StepMode.CV else "voltage profile"
+            raise ValueError(f"the current limit of a {what} must be positive")
 
 
 REST = Step(StepMode.REST)

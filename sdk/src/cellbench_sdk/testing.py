@@ -48,6 +48,8 @@ from cellbench_hal import (
     NotSupported,
     OsiDevice,
     OutOfRange,
+    Profile,
+    ProfileQuantity,
     Reading,
     RealClock,
     SampleBatch,
@@ -204,6 +206,7 @@ def _steps_within(info: ChannelInfo) -> list[Step]:
         Step(StepMode.CP, power_w=p),
         Step(StepMode.CP, power_w=-p),
         Step(StepMode.CR, resistance_ohm=10 * v_abs / info.current_max_a),
+        Step(StepMode.PROFILE, profile=Profile(ProfileQuantity.CURRENT, (0.0, 1.0), (-i, i))),
         Step(StepMode.CC, current_a=-i),
         Step(StepMode.CC, current_a=i),
     ]
@@ -217,6 +220,9 @@ def _beyond_range(step: Step, info: ChannelInfo) -> Step | None:
         return replace(step, voltage_v=2 * info.voltage_max_v - info.voltage_min_v)
     if step.mode is StepMode.CP and math.isfinite(info.power_max_w):
         return replace(step, power_w=2 * info.power_max_w)
+    if step.profile is not None:
+        beyond = (0.0, 2 * info.current_max_a)
+        return replace(step, profile=Profile(ProfileQuantity.CURRENT, (0.0, 1.0), beyond))
     return None
 
 

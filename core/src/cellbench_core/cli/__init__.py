@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from cellbench_core.cli import plot, running
+from cellbench_core.cli import battery, database, plot, queue, running, serve, sync
 from cellbench_core.cli.app import app
 from cellbench_core.plugins import PluginManager
 
-__all__ = ["app", "main", "plot", "running"]
+__all__ = ["app", "battery", "database", "main", "plot", "queue", "running", "serve",
+           "sync"]
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 # Value lives with the unit parser (which must not import the plan package); re-exported here.
 from cellbench_core.units import Value as Value
-from cellbench_hal import StepMode
+from cellbench_hal import ProfileQuantity, StepMode
 
 
 class PlanError(ValueError):
@@ -24,7 +24,14 @@ class PlanError(ValueError):
 
 
 class Quantity(StrEnum):
-    """What an end condition or a safety limit watches. Values are SI (V, A, W, °C, s, Ah, Wh)."""
+    """What an end condition or a safety limit watches. Values are SI (V, A, W, °C, s, Ah, Wh,
+    V/s, K/s).
+
+    ``*_charge_*`` and ``*_discharge_*`` count only charging or only discharging samples, both as
+    positive amounts; ``step_ah``, ``cycle_ah`` and ``test_ah`` are net (charge minus discharge).
+    Rates (``dv_dt``, ``dtemp_dt``) are taken between consecutive samples of a step, so the first
+    sample of a step meets no rate condition.
+    """
 
     VOLTAGE = "voltage"
     CURRENT = "current"  # signed, positive when charging
@@ -39,6 +46,26 @@ class Quantity(StrEnum):
     ABS_STEP_AH = "abs_step_ah"
     STEP_WH = "step_wh"
     ABS_STEP_WH = "abs_step_wh"
+    STEP_CHARGE_AH = "step_charge_ah"
+    STEP_DISCHARGE_AH = "step_discharge_ah"
+    STEP_CHARGE_WH = "step_charge_wh"
+    STEP_DISCHARGE_WH = "step_discharge_wh"
+    CYCLE_AH = "cycle_ah"
+    CYCLE_CHARGE_AH = "cycle_charge_ah"
+    CYCLE_DISCHARGE_AH = "cycle_discharge_ah"
+    CYCLE_WH = "cycle_wh"
+    CYCLE_CHARGE_WH = "cycle_charge_wh"
+    CYCLE_DISCHARGE_WH = "cycle_discharge_wh"
+    TEST_AH = "test_ah"
+    TEST_CHARGE_AH = "test_charge_ah"
+    TEST_DISCHARGE_AH = "test_discharge_ah"
+    TEST_WH = "test_wh"
+    TEST_CHARGE_WH = "test_charge_wh"
+    TEST_DISCHARGE_WH = "test_discharge_wh"
+    DV_DT = "dv_dt"  # V/s
+    ABS_DV_DT = "abs_dv_dt"
+    DTEMP_DT = "dtemp_dt"  # K/s
+    CYCLE = "cycle"  # the cycle count, 0 before the first counting loop
 
 
 class Op(StrEnum):
@@ -50,12 +77,74 @@ class Op(StrEnum):
 
 @dataclass(frozen=True)
 class Condition:
-    """``quantity op value``, true once a sample meets it."""
+    """``quantity op value``, true once a sample meets it.
+
+    With ``of_first`` (loop conditions only) the threshold is ``value`` times the quantity's value
+    at the end of the loop's first pass: ``cycle_discharge_ah < 80 % of first``.
+    """
 
     quantity: Quantity
     op: Op
     value: Value
     line: int = 0
+    of_first: bool = False
+
+
+class ActionKind(StrEnum):
+    """Where a step goes when one of its end conditions holds."""
+
+    NEXT = "next"  # the next step in plan order
+    GOTO = "goto"  # the step with a label
+    END_LOOP = "end loop"  # out of the innermost loop around the step, counting no more passes
+    END_TEST = "end test"  # the test ends, as finished
+
+
+@dataclass(frozen=True)
+class Action:
+    """What happens when an end condition group holds."""
+
+    kind: ActionKind = ActionKind.NEXT
+    label: str | None = None  # the target of a goto
+    line: int = field(default=0, compare=False)  # where the plan wrote it, for errors
+
+    def __str__(self) -> str:
+        return f"goto {self.label}" if self.kind is ActionKind.GOTO else self.kind.value
+
+
+NEXT = Action()
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """A setpoint over step time: a ramp, or a column of a lookup table.
+
+    ``values`` (SI, or C-rates with ``per_capacity``) at ``time_s`` (from 0, rising); linear in
+    between, or each value held until the next time with ``hold``. ``table`` and ``column`` say
+    where a table's values came from (the file as the plan wrote it). The step ends when the
+    last point is reached, or earlier when its ``until`` holds.
+    """
+
+    quantity: ProfileQuantity
+    time_s: tuple[float, ...]
+    values: tuple[float, ...]
+    per_capacity: bool = False
+    hold: bool = False
+    table: str | None = None
+    column: str | None = None
+
+
+@dataclass(frozen=True)
+class ChamberSpec:
+    """Set the climate chamber and wait, the channel resting, until it has been stable: within
+    ``band_k`` of the temperature setpoint (and ``band_pct`` of the humidity's) for ``stable_s``
+    seconds. Not stable after ``timeout_s``: the test fails."""
+
+    temperature_c: float | None
+    humidity_pct: float | None
+    band_k: float
+    band_pct: float | None
+    stable_s: float
+    timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -75,30 +164,79 @@ class StepSpec:
     text: str = ""  # the step as the plan wrote it, for display
     label: str | None = None
     line: int = 0
+    then: tuple[Action, ...] = ()
+    profile: ProfileSpec | None = None  # the setpoint of a ramp or profile step
+    chamber: ChamberSpec | None = None  # a chamber step (the channel rests)
+
+    def action(self, group: int) -> Action:
+        """The action taken when ``until[group]`` holds (or, one past them, when a profile
+        step's profile ends: always the next step)."""
+        return self.then[group] if group < len(self.then) else NEXT
+
+    @property
+    def ends(self) -> int:
+        """How many end condition groups the step has at run time: ``until``, and for a ramp
+        or profile step the end of its profile, for a chamber step the chamber being stable."""
+        return len(self.until) + (self.profile is not None) + (self.chamber is not None)
 
 
 @dataclass(frozen=True)
 class Loop:
-    """Repeat ``body`` ``count`` times; each pass is a new cycle unless ``cycle`` is false."""
+    """Repeat ``body`` ``count`` times (None: without a count), or until ``until`` holds at the end
+    of a pass; each pass is a new cycle unless ``cycle`` is false."""
 
-    count: int
+    count: int | None
     body: tuple[Node, ...]
     cycle: bool = True
     line: int = 0
+    until: tuple[tuple[Condition, ...], ...] = ()
 
 
-Node = StepSpec | Loop
+@dataclass(frozen=True)
+class Message:
+    """Hand ``text`` to the notifiers when the plan gets here; takes no time."""
+
+    text: str
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class SetCapacity:
+    """From here on, C-rates use this capacity: the value ``quantity`` had on the last sample
+    (a measured capacity, e.g. ``step_discharge_ah``), or ``value_ah``. Takes no time."""
+
+    quantity: Quantity | None = None
+    value_ah: float | None = None
+    line: int = 0
+
+
+Node = StepSpec | Loop | Message | SetCapacity
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One safety limit: ``value``, or with ``battery`` the battery's registered value plus
+    ``value`` as an offset (none: the battery's value itself). It trips once a reading has been
+    beyond it for ``delay_s`` (0: on the first such sample)."""
+
+    value: Value | None = None
+    battery: bool = False
+    delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class SafetyLimits:
-    """Global limits checked on every sample; a missing or non-finite reading trips them."""
+    """Global limits checked on every sample; a missing or non-finite reading trips them at once.
 
-    voltage_max: float | None = None
-    voltage_min: float | None = None
-    current_max: Value | None = None  # on the magnitude of the current
-    temperature_max: float | None = None
-    temperature_min: float | None = None
+    A limit written against the battery replaces the battery's own for that quantity; an
+    absolute one applies together with it (the tighter wins).
+    """
+
+    voltage_max: Limit | None = None
+    voltage_min: Limit | None = None
+    current_max: Limit | None = None  # on the magnitude of the current
+    temperature_max: Limit | None = None
+    temperature_min: Limit | None = None
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,23 @@ from dataclasses import fields
 
 import yaml
 
-from cellbench_core.plan.model import Condition, Loop, Node, Plan, StepSpec
+from cellbench_core.plan.model import (
+    Condition,
+    Limit,
+    Loop,
+    Message,
+    Node,
+    Plan,
+    ProfileSpec,
+    SetCapacity,
+    StepSpec,
+)
 from cellbench_core.plan.parser import (
     LIMIT_DIMENSIONS,
     QUANTITY_DIMENSIONS,
     SETPOINT_DIMENSIONS,
 )
-from cellbench_core.units import Dimension, Value, format_value
+from cellbench_core.units import Dimension, Value, format_number, format_value
 
 # Dumped as plain Python data; yaml.safe_dump handles the quoting.
 _Data = dict[str, object]
@@ -33,33 +43,96 @@ def dump_plan(plan: Plan) -> str:
     for item in fields(plan.limits):
         limit = getattr(plan.limits, item.name)
         if limit is not None:
-            value = limit if isinstance(limit, Value) else Value(limit)
-            limits[item.name] = format_value(value, LIMIT_DIMENSIONS[item.name])
+            limits[item.name] = _limit(limit, LIMIT_DIMENSIONS[item.name])
     if limits:
         document["limits"] = limits
     document["steps"] = [_node(node) for node in plan.steps]
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=math.inf)
 
 
+def _limit(limit: Limit, dimension: Dimension) -> str:
+    if limit.battery:
+        text = "battery"
+        if limit.value is not None:
+            offset = format_value(Value(abs(limit.value.si), limit.value.per_capacity), dimension)
+            text += f" {'-' if limit.value.si < 0 else '+'} {offset}"
+    else:
+        assert limit.value is not None
+        text = format_value(limit.value, dimension)
+    if limit.delay_s:
+        text += f" for {format_value(Value(limit.delay_s), Dimension.TIME)}"
+    return text
+
+
 def _node(node: Node) -> _Data:
+    if isinstance(node, Message):
+        return {"message": node.text}
+    if isinstance(node, SetCapacity):
+        capacity = (node.quantity.value if node.quantity is not None else
+                    format_value(Value(node.value_ah or 0.0), Dimension.CHARGE))
+        return {"set": {"capacity": capacity}}
     if isinstance(node, Loop):
-        return {"repeat": node.count, "cycle": node.cycle,
-                "steps": [_node(child) for child in node.body]}
+        data: _Data = {"repeat": "forever" if node.count is None else node.count,
+                       "cycle": node.cycle}
+        if node.until:
+            data["until"] = _groups(node.until)
+        data["steps"] = [_node(child) for child in node.body]
+        return data
     return _step(node)
 
 
 def _step(step: StepSpec) -> _Data:
-    data: _Data = {"mode": step.mode.value}
+    if step.chamber is not None:
+        return _chamber(step)
+    data: _Data = {"mode": step.mode.value} if step.profile is None else _profile(step.profile)
     for name, dimension in SETPOINT_DIMENSIONS.items():
         value = getattr(step, name)
         if value is not None:
             data[name] = format_value(value, dimension)
-    data["until"] = " or ".join(" and ".join(_condition(c) for c in group) for group in step.until)
+    if step.then:
+        data["until"] = [{"when": _groups((group,)), "then": str(step.action(index))}
+                         for index, group in enumerate(step.until)]
+    elif step.until:  # none: a ramp or profile that ends with its last point
+        data["until"] = _groups(step.until)
     if step.label is not None:
         data["label"] = step.label
     return data
 
 
+def _chamber(step: StepSpec) -> _Data:
+    c = step.chamber
+    assert c is not None
+    data: _Data = {"chamber": format_value(Value(c.temperature_c or 0.0), Dimension.TEMPERATURE)}
+    if c.humidity_pct is not None:
+        data["humidity"] = format_value(Value(c.humidity_pct), Dimension.HUMIDITY)
+        data["humidity_within"] = format_value(Value(c.band_pct or 0.0), Dimension.HUMIDITY)
+    data["within"] = f"{format_number(c.band_k)} K"
+    data["stable"] = format_value(Value(c.stable_s), Dimension.TIME)
+    data["timeout"] = format_value(Value(c.timeout_s), Dimension.TIME)
+    if step.label is not None:
+        data["label"] = step.label
+    return data
+
+
+def _profile(profile: ProfileSpec) -> _Data:
+    if profile.table is not None:
+        data: _Data = {"mode": "profile", "table": profile.table, "column": profile.column}
+        if profile.hold:
+            data["hold"] = True
+        return data
+    dimension = Dimension(profile.quantity.value)
+    start, end = (format_value(Value(v, profile.per_capacity), dimension) for v in profile.values)
+    over = format_value(Value(profile.time_s[-1]), Dimension.TIME)
+    return {"mode": "ramp", "from": start, "to": end, "over": over}
+
+
+def _groups(groups: tuple[tuple[Condition, ...], ...]) -> str:
+    return " or ".join(" and ".join(_condition(c) for c in group) for group in groups)
+
+
 def _condition(condition: Condition) -> str:
-    threshold = format_value(condition.value, QUANTITY_DIMENSIONS[condition.quantity])
+    if condition.of_first:
+        threshold = f"{format_number(condition.value.si * 100)} % of first"
+    else:
+        threshold = format_value(condition.value, QUANTITY_DIMENSIONS[condition.quantity])
     return f"{condition.quantity.value} {condition.op.value} {threshold}"

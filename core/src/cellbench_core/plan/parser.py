@@ -5,10 +5,10 @@ A plan is a UTF-8 YAML file of at most 1 MiB::
     name: CC-CV cycling             # required
     capacity: 2.5 Ah                # optional; C-rates use the battery's capacity, else this
     limits:                         # global safety limits, every key optional
-      voltage_max: 4.25 V
+      voltage_max: battery + 0.05 V # the battery's registered U_max plus 50 mV
       voltage_min: 2.45 V
       current_max: 2C               # on the magnitude of the current; A or C-rate
-      temperature_max: 60 °C
+      temperature_max: 60 °C for 5 s   # trips after 5 s beyond it
       temperature_min: -20 °C
     steps:
       - Rest for 10 minutes
@@ -27,6 +27,13 @@ A plan is a UTF-8 YAML file of at most 1 MiB::
 
 Values carry explicit units (see :mod:`cellbench_core.units`). Currents and powers are positive
 when charging. Anchors, aliases, tags, duplicate keys and unknown keys are errors.
+
+**Limits** are checked on every sample; a missing or non-finite reading trips at once. A limit is
+a value, ``battery`` (the registered limit of the battery under test: U_max, U_min, the charge
+and discharge current limits, T_max) or ``battery + <offset>`` / ``battery - <offset>``; then
+optionally ``for <delay>``: the reading must stay beyond the limit that long before it trips.
+A limit written against the battery replaces the battery's own; an absolute one applies together
+with it, and the tighter wins.
 
 **Steps as text** (keywords are case-insensitive, after PyBaMM's experiment strings):
 
@@ -50,9 +57,45 @@ cc/cccv current or a cp power given as a magnitude; without it the value's own s
 tighter), or a list of such expressions meaning any of them; quantities are those of
 :class:`~cellbench_core.plan.model.Quantity` (``voltage``, ``current``, ``abs_current``, ``power``,
 ``abs_power``, ``temperature``, ``step_time``, ``test_time``, ``cycle_time``, ``step_ah``,
-``abs_step_ah``, ``step_wh``, ``abs_step_wh``), ops ``>=``, ``>``, ``<=``, ``<`` (a threshold is
+``abs_step_ah``, ``step_wh``, ``abs_step_wh``, ``{step,cycle,test}_{charge,discharge}_{ah,wh}``,
+``cycle_ah``, ``cycle_wh``, ``test_ah``, ``test_wh``, ``dv_dt``, ``abs_dv_dt`` (V/s),
+``dtemp_dt`` (K/s), ``cycle`` (a bare number)), ops ``>=``, ``>``, ``<=``, ``<`` (a threshold is
 met once reached, so ``>`` reads as ``>=``). ``for: <duration>`` adds ``step_time >= duration``.
 ``label`` names a step (letters, digits, ``_ . -``; unique in the plan).
+
+An item of ``until`` may be a mapping ``{when: <expression>, then: <action>}``; the action is
+``next`` (the default), ``goto <label>``, ``end loop`` (leave the innermost loop around the step)
+or ``end test``. When several hold on one sample, the first listed wins. A goto may jump within its
+loop or out of loops, never into a loop from outside it.
+
+**Loops**: ``repeat: <count>`` runs its ``steps`` that many times; with ``until: <expression>``
+the loop also ends once the expression holds at the end of a pass (on the last sample's
+quantities); ``repeat: forever`` needs an ``until``. In a loop's ``until`` a threshold may be
+``<percent> % of first``: that share of the quantity's value at the end of the first pass, e.g.
+``until: cycle_discharge_ah < 80 % of first``. A plan whose steps can reach a point from which
+no way leads to the end (a goto back with no other exit) is rejected.
+
+**Ramps and profiles**: ``mode: ramp`` with ``from``, ``to`` (two currents, C-rates, powers or
+voltages, signed as written) and ``over: <duration>`` moves the setpoint linearly;
+``mode: profile`` with ``table: <CSV file>`` (relative to the plan's folder, read by the
+``lookup`` plugin), ``column`` (needed when the table has several value columns) and optionally
+``hold: true`` (each row's value holds until the next row, instead of linear) follows a table.
+Both end at their last point, or earlier by ``until``/``for``; a voltage ramp or profile may
+take a ``current`` (its current limit, like cv).
+
+**Messages and set steps** take no time: ``message: <text>`` hands the text to the notifier
+plugins (and the test's event log) when the plan gets there; ``set: {capacity: <charge>}``
+makes C-rates from there on use that capacity, a value (``2.4 Ah``) or a charge quantity of the
+last sample (``step_discharge_ah``: what the step before measured).
+
+**Chamber steps**: ``chamber: <temperature>`` with optionally ``humidity`` (%), ``within``
+(the band, in K, default 1 K), ``humidity_within`` (default 3 %), ``stable`` (default 5 min)
+and ``timeout`` (required) set the test's climate chamber and rest the channel until the chamber
+has been within the band for ``stable``; not stable by ``timeout`` fails the test.
+
+**Includes**: ``include: <file>`` puts the steps of another plan file (relative to this one; a
+mapping with ``steps`` and optionally ``name``) in its place, as a subroutine; its labels join
+the plan's, its tables are found next to it, and its errors name it. Include cycles are errors.
 
 Every step needs an end: a step with neither ``until`` nor ``for`` is an error. So is a setpoint
 outside the plan's safety limits. All errors are :class:`PlanError` naming file, line and field
@@ -66,25 +109,35 @@ text verb an entry in ``_VERBS``; a new condition quantity an entry in ``QUANTIT
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, TypeVar
 
 import yaml
 
 from cellbench_core.plan.model import (
+    NEXT,
+    Action,
+    ActionKind,
+    ChamberSpec,
     Condition,
+    Limit,
     Loop,
+    Message,
     Node,
     Op,
     Plan,
     PlanError,
+    ProfileSpec,
     Quantity,
     SafetyLimits,
+    SetCapacity,
     StepSpec,
 )
+from cellbench_core.plan.tables import TableLoader, plugin_table_loader
 from cellbench_core.units import (
     Dimension,
     UnitError,
@@ -96,7 +149,7 @@ from cellbench_core.units import (
     parse_value,
     quote,
 )
-from cellbench_hal import StepMode
+from cellbench_hal import ProfileQuantity, StepMode
 
 MAX_PLAN_BYTES = 1 << 20
 _MAX_DEPTH = 64  # YAML nesting; a plan needs two levels per loop
@@ -105,10 +158,17 @@ _MAX_REPEAT = 2**31 - 1  # cycle numbers must fit the database's integer columns
 _NULL = "tag:yaml.org,2002:null"
 _INT = "tag:yaml.org,2002:int"
 _BOOL = "tag:yaml.org,2002:bool"
+_STR = "tag:yaml.org,2002:str"
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Read and parse the plan file at ``path``."""
+def load_plan(path: str | Path, *, tables: TableLoader | None = None) -> Plan:
+    """Read and parse the plan file at ``path``; ``tables`` reads the lookup tables of profile
+    steps (by default the installed ``lookup`` plugin)."""
+    return parse_plan(_read(path), str(path), tables=tables)
+
+
+def _read(path: str | Path) -> str:
+    """The text of the plan file at ``path``, or a PlanError naming it."""
     source = str(path)
     try:
         with open(path, "rb") as file:
@@ -118,18 +178,20 @@ def load_plan(path: str | Path) -> Plan:
     if len(data) > MAX_PLAN_BYTES:
         raise PlanError(source, 0, "", f"the plan is larger than {MAX_PLAN_BYTES} bytes")
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise PlanError(source, line, "", "the plan is not UTF-8 text") from None
-    return parse_plan(text, source)
 
 
-def parse_plan(text: str, source: str = "<string>") -> Plan:
-    """Parse a plan from its YAML ``text``; ``source`` names it in errors."""
+def parse_plan(text: str, source: str = "<string>", *,
+               tables: TableLoader | None = None) -> Plan:
+    """Parse a plan from its YAML ``text``; ``source`` names it in errors, and table files of
+    profile steps are found relative to its folder. ``tables`` reads them (by default the
+    installed ``lookup`` plugin)."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_PLAN_BYTES:
         raise PlanError(source, 0, "", f"the plan is larger than {MAX_PLAN_BYTES} bytes")
-    ctx = _Context(source)
+    ctx = _Context(source, tables=tables)
     return _plan(ctx, _compose(ctx, text), text)
 
 
@@ -206,17 +268,29 @@ def _kind(node: yaml.Node) -> str:
 # --- helpers ---------------------------------------------------------------------------------
 
 
+_T = TypeVar("_T")
+
+
 @dataclass
 class _Context:
     """State of one parse: where errors point and what the plan has declared so far."""
 
     source: str
+    tables: TableLoader | None = None
     limits: SafetyLimits = field(default_factory=SafetyLimits)
     capacity_ah: float | None = None
-    labels: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, tuple[str, int]] = field(default_factory=dict)  # -> file and line
+    # id() of each step and action -> (file, line, path), for flow errors found after parsing.
+    origins: dict[int, tuple[str, int, str]] = field(default_factory=dict)
+    including: tuple[Path, ...] = ()  # the files that include this one, outermost first
 
     def fail(self, line: int, path: str, message: str) -> NoReturn:
         raise PlanError(self.source, line, path, message)
+
+    def origin(self, node: _T, line: int, path: str) -> _T:
+        """``node``, remembered as written at ``line`` and ``path`` of this file."""
+        self.origins[id(node)] = (self.source, line, path)
+        return node
 
 
 _Entries = dict[str, tuple[int, yaml.Node]]  # key -> (line of the key, value node)
@@ -306,8 +380,22 @@ def _plan(ctx: _Context, root: yaml.Node | None, text: str) -> Plan:
         ctx.capacity_ah = _positive(ctx, entries["capacity"][1], "capacity", Dimension.CHARGE).si
     if "limits" in entries:
         ctx.limits = _limits(ctx, entries["limits"][1], "limits")
-    return Plan(name=name, steps=_steps(ctx, entries["steps"][1], "steps"), limits=ctx.limits,
+    plan = Plan(name=name, steps=_steps(ctx, entries["steps"][1], "steps"), limits=ctx.limits,
                 capacity_ah=ctx.capacity_ah, source=ctx.source, text=text)
+    _check_flow(ctx, plan)
+    return plan
+
+
+def _check_flow(ctx: _Context, plan: Plan) -> None:
+    # Imported here: the runner's program imports the plan package.
+    from cellbench_core.runner.program import Program, ProgramError
+
+    try:
+        Program.compile(plan)
+    except ProgramError as error:
+        source, line, path = ctx.origins.get(id(error.node), (ctx.source, error.line, ""))
+        where = _join(path, error.field) if error.field else path
+        raise PlanError(source, line, where, error.message) from None
 
 
 # The dimension of each key of `limits`.
@@ -320,21 +408,60 @@ LIMIT_DIMENSIONS: dict[str, Dimension] = {
 }
 
 
+_FOR = re.compile(r"\bfor\b", re.IGNORECASE | re.ASCII)
+_BATTERY = "battery"
+
+
 def _limits(ctx: _Context, node: yaml.Node, path: str) -> SafetyLimits:
     entries = _keys(ctx, node, path)
     _check_keys(ctx, entries, tuple(LIMIT_DIMENSIONS), path)
-    values = {key: _value(ctx, value_node, _join(path, key), LIMIT_DIMENSIONS[key])
+    limits = {key: _limit(ctx, value_node, _join(path, key), LIMIT_DIMENSIONS[key])
               for key, (_, value_node) in entries.items()}
-    if "current_max" in values and not values["current_max"].si > 0:
+    current = limits.get("current_max")
+    if current is not None and not current.battery and not (current.value and current.value.si > 0):
         ctx.fail(_line(entries["current_max"][1]), _join(path, "current_max"),
                  "must be positive: it limits the magnitude of the current")
     for low, high in (("voltage_min", "voltage_max"), ("temperature_min", "temperature_max")):
-        if low in values and high in values and values[low].si >= values[high].si:
+        a, b = limits.get(low), limits.get(high)
+        if (a is not None and b is not None and a.battery == b.battery and a.value is not None
+                and b.value is not None and a.value.si >= b.value.si):
             ctx.fail(_line(entries[low][1]), _join(path, low), f"must be below {high}")
-    return SafetyLimits(
-        current_max=values.get("current_max"),
-        **{key: value.si for key, value in values.items() if key != "current_max"},
-    )
+    return SafetyLimits(**limits)
+
+
+def _limit(ctx: _Context, node: yaml.Node, path: str, dimension: Dimension) -> Limit:
+    """``<value>``, ``battery`` or ``battery ± <value>``, then optionally ``for <duration>``."""
+    expected = (f"{describe(dimension)}, 'battery' or 'battery - <offset>', optionally "
+                "followed by 'for <delay>'")
+    text = _text(ctx, node, path, expected)
+    line = _line(node)
+    head, *delay = _FOR.split(text, maxsplit=1)
+    delay_s = 0.0
+    if delay:
+        try:
+            delay_s = parse_duration(delay[0])
+        except UnitError as error:
+            ctx.fail(line, path, f"after 'for': {error}")
+    head = head.strip()
+    if not head.casefold().startswith(_BATTERY):
+        try:
+            return Limit(parse_value(head, dimension), delay_s=delay_s)
+        except UnitError as error:
+            ctx.fail(line, path, f"{error} (or 'battery' for the battery's own limit)")
+    offset = head[len(_BATTERY):].strip()
+    if not offset:
+        return Limit(battery=True, delay_s=delay_s)
+    if offset[0] not in "+-":
+        ctx.fail(line, path, f"expected 'battery + <offset>' or 'battery - <offset>', "
+                 f"got {quote(head)}")
+    try:
+        value = parse_value(offset[1:], dimension)
+    except UnitError as error:
+        ctx.fail(line, path, f"offset from the battery: {error}")
+    if not value.si >= 0:
+        ctx.fail(line, path, f"write the offset's sign once: 'battery - 0.05 V', got {quote(head)}")
+    signed = Value(-value.si if offset[0] == "-" else value.si, value.per_capacity)
+    return Limit(signed, battery=True, delay_s=delay_s)
 
 
 def _steps(ctx: _Context, node: yaml.Node, path: str) -> tuple[Node, ...]:
@@ -342,7 +469,50 @@ def _steps(ctx: _Context, node: yaml.Node, path: str) -> tuple[Node, ...]:
         ctx.fail(_line(node), path, f"expected a list of steps, got {_kind(node)}")
     if not node.value:
         ctx.fail(_line(node), path, "no steps: give at least one")
-    return tuple(_node(ctx, item, f"{path}[{index}]") for index, item in enumerate(node.value))
+    nodes: list[Node] = []
+    for index, item in enumerate(node.value):
+        item_path = f"{path}[{index}]"
+        if isinstance(item, yaml.MappingNode) and any(
+                isinstance(key, yaml.ScalarNode) and key.value == "include"
+                for key, _ in item.value):
+            nodes += _include(ctx, _keys(ctx, item, item_path), item_path)
+        else:
+            nodes.append(_node(ctx, item, item_path))
+    return tuple(nodes)
+
+
+_MAX_INCLUDES = 16  # nesting depth of included files
+
+
+def _include(ctx: _Context, entries: _Entries, path: str) -> tuple[Node, ...]:
+    """``include: <file>``: the steps of another plan file, in place (a subroutine)."""
+    _check_keys(ctx, entries, ("include",), path)
+    key_line, node = entries["include"]
+    where = _join(path, "include")
+    name = _text(ctx, node, where, "a plan file like 'check-up.yaml'")
+    file = Path(ctx.source).parent / name
+    chain = (*ctx.including, Path(ctx.source).resolve())
+    if file.resolve() in chain:
+        cycle = " -> ".join(p.name for p in (*chain[chain.index(file.resolve()):], file))
+        ctx.fail(key_line, where, f"include cycle: {cycle}")
+    if len(chain) > _MAX_INCLUDES:
+        ctx.fail(key_line, where, f"includes nested deeper than {_MAX_INCLUDES} files")
+    child = _Context(str(file), tables=ctx.tables, limits=ctx.limits,
+                     capacity_ah=ctx.capacity_ah, labels=ctx.labels, origins=ctx.origins,
+                     including=chain)
+    try:
+        root = _compose(child, _read(file))
+    except PlanError as error:
+        if error.line:  # inside the included file: its own file and line say where
+            raise
+        ctx.fail(key_line, where, error.message)
+    if root is None:
+        child.fail(0, "", "the included plan is empty; it needs steps")
+    included = _keys(child, root, "")
+    _check_keys(child, included, ("name", "steps"), "")
+    if "steps" not in included:
+        child.fail(_line(root), "steps", "missing: an included plan needs 'steps'")
+    return _steps(child, included["steps"][1], "steps")
 
 
 def _node(ctx: _Context, node: yaml.Node, path: str) -> Node:
@@ -371,12 +541,21 @@ def _node(ctx: _Context, node: yaml.Node, path: str) -> Node:
 def _loop(ctx: _Context, entries: _Entries, line: int, path: str) -> Loop:
     count_node = entries["repeat"][1]
     count_path = _join(path, "repeat")
-    if count_node.tag != _INT or not re.fullmatch(r"\+?[0-9]{1,10}", count_node.value, re.ASCII):
+    count: int | None = None
+    if count_node.tag == _STR and count_node.value.casefold() == "forever":
+        if "until" not in entries:
+            ctx.fail(_line(count_node), count_path,
+                     "a loop that repeats forever needs an 'until' to leave it")
+    elif count_node.tag != _INT or not re.fullmatch(r"\+?[0-9]{1,10}", count_node.value,
+                                                    re.ASCII):
         ctx.fail(_line(count_node), count_path,
-                 f"expected a whole number of passes like 3, got {_kind(count_node)}")
-    count = int(count_node.value)
-    if not 0 < count <= _MAX_REPEAT:
-        ctx.fail(_line(count_node), count_path, f"must be between 1 and {_MAX_REPEAT}, got {count}")
+                 f"expected a whole number of passes like 3 (or forever, with 'until'), "
+                 f"got {_kind(count_node)}")
+    else:
+        count = int(count_node.value)
+        if not 0 < count <= _MAX_REPEAT:
+            ctx.fail(_line(count_node), count_path,
+                     f"must be between 1 and {_MAX_REPEAT}, got {count}")
     cycle = True
     if "cycle" in entries:
         cycle_node = entries["cycle"][1]
@@ -384,10 +563,112 @@ def _loop(ctx: _Context, entries: _Entries, line: int, path: str) -> Loop:
             ctx.fail(_line(cycle_node), _join(path, "cycle"),
                      f"expected true or false, got {_kind(cycle_node)}")
         cycle = yaml.SafeLoader.bool_values[cycle_node.value.lower()]
+    until: _Groups = []
+    if "until" in entries:
+        until_path = _join(path, "until")
+        until = _expression(ctx, entries["until"][1], until_path, loop=True)
     if "steps" not in entries:
         ctx.fail(line, _join(path, "steps"), "missing: a loop needs the steps it repeats")
     body = _steps(ctx, entries["steps"][1], _join(path, "steps"))
-    return Loop(count=count, body=body, cycle=cycle, line=line)
+    if not _runs_channel(body):
+        ctx.fail(_line(entries["steps"][1]), _join(path, "steps"), "a loop needs at least one "
+                 "step that runs the channel (not only messages and set steps)")
+    return Loop(count=count, body=body, cycle=cycle, line=line, until=tuple(until))
+
+
+# --- messages and set steps ------------------------------------------------------------------
+
+_MAX_MESSAGE = 2000
+
+
+def _message(ctx: _Context, entries: _Entries, line: int, path: str) -> Message:
+    node = entries["message"][1]
+    text = _text(ctx, node, _join(path, "message"), "the message's text")
+    if not text.strip():
+        ctx.fail(_line(node), _join(path, "message"), "must not be empty")
+    if len(text) > _MAX_MESSAGE:
+        ctx.fail(_line(node), _join(path, "message"),
+                 f"longer than {_MAX_MESSAGE} characters")
+    return Message(text, line)
+
+
+_CHAMBER_KEYS = ("chamber", "humidity", "within", "humidity_within", "stable", "timeout", "label")
+_BAND = re.compile(r"\s*(?P<number>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*K\s*",
+                   re.ASCII)
+
+
+def _chamber(ctx: _Context, entries: _Entries, line: int, path: str) -> StepSpec:
+    """``chamber: <temperature>``: set the chamber, rest until it is stable, or fail."""
+    temperature = _value(ctx, entries["chamber"][1], _join(path, "chamber"),
+                         Dimension.TEMPERATURE).si
+    humidity = band_pct = None
+    if "humidity" in entries:
+        node = entries["humidity"][1]
+        humidity = _value(ctx, node, _join(path, "humidity"), Dimension.HUMIDITY).si
+        if not 0 <= humidity <= 100:
+            ctx.fail(_line(node), _join(path, "humidity"), "must be between 0 % and 100 %")
+        band_pct = 3.0
+    if "humidity_within" in entries:
+        where = _join(path, "humidity_within")
+        if humidity is None:
+            ctx.fail(entries["humidity_within"][0], where, "needs a 'humidity' setpoint")
+        band_pct = _positive(ctx, entries["humidity_within"][1], where, Dimension.HUMIDITY).si
+    band_k = 1.0
+    if "within" in entries:
+        node = entries["within"][1]
+        text = _text(ctx, node, _join(path, "within"), "a temperature band like '0.5 K'")
+        match = _BAND.fullmatch(text)
+        if match is None or not 0 < float(match["number"]) < math.inf:
+            ctx.fail(_line(node), _join(path, "within"), f"expected a positive temperature band "
+                     f"in kelvin like '0.5 K', got {quote(text)}")
+        band_k = float(match["number"])
+    stable = (_duration(ctx, entries["stable"][1], _join(path, "stable"))
+              if "stable" in entries else 300.0)
+    if "timeout" not in entries:
+        ctx.fail(line, _join(path, "timeout"), "missing: how long to wait for the chamber at "
+                 "most, like 'timeout: 2 h'")
+    timeout = _duration(ctx, entries["timeout"][1], _join(path, "timeout"))
+    if timeout < stable:
+        ctx.fail(entries["timeout"][0], _join(path, "timeout"),
+                 "must be at least as long as 'stable'")
+    label = _label(ctx, entries["label"][1], _join(path, "label")) if "label" in entries else None
+    return ctx.origin(StepSpec(
+        StepMode.REST, (), text=_mapping_text(entries), label=label, line=line,
+        chamber=ChamberSpec(temperature, humidity, band_k, band_pct, stable, timeout)), line, path)
+
+
+_SETTABLE = ("capacity",)
+
+
+def _set(ctx: _Context, entries: _Entries, line: int, path: str) -> SetCapacity:
+    set_path = _join(path, "set")
+    values = _keys(ctx, entries["set"][1], set_path)
+    _check_keys(ctx, values, _SETTABLE, set_path)
+    if "capacity" not in values:
+        ctx.fail(line, set_path, "expected what to set: capacity")
+    node = values["capacity"][1]
+    where = _join(set_path, "capacity")
+    text = _text(ctx, node, where, "a charge like '2.5 Ah' or a quantity like "
+                 "'step_discharge_ah'")
+    name = text.strip().casefold()
+    if name in QUANTITY_DIMENSIONS:
+        if QUANTITY_DIMENSIONS[Quantity(name)] is not Dimension.CHARGE:
+            ctx.fail(_line(node), where, f"{name} is not a charge (Ah); a capacity is one, like "
+                     "step_discharge_ah")
+        return SetCapacity(quantity=Quantity(name), line=line)
+    try:
+        value = parse_value(text, Dimension.CHARGE)
+    except UnitError as error:
+        ctx.fail(_line(node), where, f"{error}, or a charge quantity like step_discharge_ah"
+                 f"{_suggest(name, QUANTITY_DIMENSIONS)}")
+    if not value.si > 0:
+        ctx.fail(_line(node), where, "must be positive")
+    return SetCapacity(value_ah=value.si, line=line)
+
+
+def _runs_channel(nodes: tuple[Node, ...]) -> bool:
+    return any(isinstance(node, StepSpec) or (isinstance(node, Loop) and _runs_channel(node.body))
+               for node in nodes)
 
 
 # --- channel steps ---------------------------------------------------------------------------
@@ -424,7 +705,8 @@ _Groups = list[tuple[Condition, ...]]
 
 
 def _step(ctx: _Context, mode: StepMode, setpoints: dict[str, tuple[Value, _Where]],
-          until: _Groups, text: str, label: str | None, where: _Where) -> StepSpec:
+          until: _Groups, text: str, label: str | None, where: _Where,
+          then: Sequence[Action] = ()) -> StepSpec:
     """Check a step's setpoints against its mode and the safety limits, then build it."""
     rule = _MODES[mode]
     for name, (value, (line, path)) in setpoints.items():
@@ -435,26 +717,37 @@ def _step(ctx: _Context, mode: StepMode, setpoints: dict[str, tuple[Value, _Wher
     _check_against_limits(ctx, setpoints)
     if not until:
         ctx.fail(*where, "this step could run forever: give it an end with 'until' or 'for'")
-    return StepSpec(mode=mode, until=tuple(until), text=text, label=label, line=where[0],
-                    **{name: value for name, (value, _) in setpoints.items()})
+    actions = tuple(then) if any(action.kind is not ActionKind.NEXT for action in then) else ()
+    values = {name: value for name, (value, _) in setpoints.items()}
+    return ctx.origin(StepSpec(
+        mode=mode, until=tuple(until), text=text, label=label, line=where[0], then=actions,
+        current=values.get("current"), voltage=values.get("voltage"), power=values.get("power"),
+        resistance=values.get("resistance")), *where)
 
 
 def _check_against_limits(ctx: _Context, setpoints: dict[str, tuple[Value, _Where]]) -> None:
+    """Setpoints beyond absolute limits; limits against the battery are checked at run time."""
     limits = ctx.limits
     if "voltage" in setpoints:
         volts, (line, path) = setpoints["voltage"]
-        if limits.voltage_max is not None and volts.si > limits.voltage_max:
+        high, low = _absolute(limits.voltage_max), _absolute(limits.voltage_min)
+        if high is not None and volts.si > high.si:
             ctx.fail(line, path, f"{format_value(volts, Dimension.VOLTAGE)} is above "
                      f"limits.voltage_max")
-        if limits.voltage_min is not None and volts.si < limits.voltage_min:
+        if low is not None and volts.si < low.si:
             ctx.fail(line, path, f"{format_value(volts, Dimension.VOLTAGE)} is below "
                      f"limits.voltage_min")
-    if "current" in setpoints and limits.current_max is not None:
+    current_max = _absolute(limits.current_max)
+    if "current" in setpoints and current_max is not None:
         current, (line, path) = setpoints["current"]
-        both = _comparable(current, limits.current_max, ctx.capacity_ah)
+        both = _comparable(current, current_max, ctx.capacity_ah)
         if both is not None and abs(both[0]) > both[1]:
             ctx.fail(line, path, f"{format_value(current, Dimension.CURRENT)} exceeds "
-                     f"limits.current_max {format_value(limits.current_max, Dimension.CURRENT)}")
+                     f"limits.current_max {format_value(current_max, Dimension.CURRENT)}")
+
+
+def _absolute(limit: Limit | None) -> Value | None:
+    return limit.value if limit is not None and not limit.battery else None
 
 
 def _comparable(a: Value, b: Value, capacity_ah: float | None) -> tuple[float, float] | None:
@@ -472,9 +765,10 @@ def _label(ctx: _Context, node: yaml.Node, path: str) -> str:
         ctx.fail(_line(node), path, f"a label is a name of letters, digits, '_', '.' and '-' "
                  f"starting with a letter or '_', got {quote(label)}")
     if label in ctx.labels:
-        ctx.fail(_line(node), path, f"label {quote(label)} is already used at line "
-                 f"{ctx.labels[label]}")
-    ctx.labels[label] = _line(node)
+        source, line = ctx.labels[label]
+        where = f"line {line}" if source == ctx.source else f"{source}:{line}"
+        ctx.fail(_line(node), path, f"label {quote(label)} is already used at {where}")
+    ctx.labels[label] = (ctx.source, _line(node))
     return label
 
 
@@ -483,9 +777,13 @@ def _label(ctx: _Context, node: yaml.Node, path: str) -> str:
 
 def _mode_step(ctx: _Context, entries: _Entries, line: int, path: str) -> StepSpec:
     mode_node = entries["mode"][1]
-    mode = StepMode(_choice(ctx, mode_node, _join(path, "mode"), tuple(_MODES)))
+    word = _choice(ctx, mode_node, _join(path, "mode"), (*_MODES, *_PROFILE_STEPS))
+    if word in _PROFILE_STEPS:
+        return _PROFILE_STEPS[word](ctx, entries, line, path)
+    mode = StepMode(word)
     rule = _MODES[mode]
     allowed = (*rule.required, *rule.optional)
+    _no_profile_keys(ctx, entries, path, word, ())
     for name in SETPOINT_DIMENSIONS:
         if name in entries and name not in allowed:
             ctx.fail(entries[name][0], _join(path, name), f"a {mode} step takes no {name}")
@@ -510,26 +808,173 @@ def _mode_step(ctx: _Context, entries: _Entries, line: int, path: str) -> StepSp
                     ctx.fail(*where, "with a direction, give the magnitude (a positive value)")
                 value = Value(sign * value.si, value.per_capacity)
             setpoints[name] = (value, where)
+    until, then, label = _step_ends(ctx, entries, path)
+    return _step(ctx, mode, setpoints, until, _mapping_text(entries), label, (line, path), then)
+
+
+def _step_ends(ctx: _Context, entries: _Entries,
+               path: str) -> tuple[_Groups, list[Action], str | None]:
+    """A mapping step's end conditions with their actions (``until``, ``for``) and label."""
     until: _Groups = []
+    then: list[Action] = []
     if "until" in entries:
-        until = _until(ctx, entries["until"][1], _join(path, "until"))
+        until, then = _until(ctx, entries["until"][1], _join(path, "until"))
     if "for" in entries:
         node = entries["for"][1]
         seconds = _duration(ctx, node, _join(path, "for"))
         until.append((Condition(Quantity.STEP_TIME, Op.GE, Value(seconds), _line(node)),))
+        then.append(NEXT)
     label = _label(ctx, entries["label"][1], _join(path, "label")) if "label" in entries else None
-    return _step(ctx, mode, setpoints, until, _mapping_text(entries), label, (line, path))
+    return until, then, label
+
+
+# --- ramps and profiles ----------------------------------------------------------------------
+
+_RAMP_KEYS = ("from", "to", "over")
+_TABLE_KEYS = ("table", "column", "hold")
+_PROFILE_DIMENSIONS = (Dimension.CURRENT, Dimension.POWER, Dimension.VOLTAGE)
+
+
+def _no_profile_keys(ctx: _Context, entries: _Entries, path: str, mode: str,
+                     allowed: Sequence[str]) -> None:
+    others: tuple[str, ...] = (*_RAMP_KEYS, *_TABLE_KEYS)
+    if mode in _PROFILE_STEPS:  # a ramp or profile sets its own value and its sign
+        others += ("direction", "power", "voltage", "resistance")
+    for key in others:
+        if key in entries and key not in allowed:
+            ctx.fail(entries[key][0], _join(path, key), f"a {mode} step takes no {key}")
+
+
+def _ramp_step(ctx: _Context, entries: _Entries, line: int, path: str) -> StepSpec:
+    """``mode: ramp``: from one current, power or voltage to another over a duration."""
+    _no_profile_keys(ctx, entries, path, "ramp", _RAMP_KEYS)
+    for key in _RAMP_KEYS:
+        if key not in entries:
+            ctx.fail(line, _join(path, key), "missing: a ramp needs 'from', 'to' and 'over', "
+                     "like from: 0 A, to: 2 A, over: 10 min")
+    ends: list[Value] = []
+    dimension = Dimension.CURRENT
+    for key in ("from", "to"):
+        node = entries[key][1]
+        text = _text(ctx, node, _join(path, key), "a current, C-rate, power or voltage")
+        try:
+            found, value = parse_quantity(text, _PROFILE_DIMENSIONS)
+        except UnitError as error:
+            ctx.fail(_line(node), _join(path, key), str(error))
+        if ends and found is dimension and value.per_capacity != ends[0].per_capacity:
+            if ends[0].si == 0:  # "from: 0 A, to: 1C": zero is zero in either unit
+                ends[0] = Value(0.0, value.per_capacity)
+            elif value.si == 0:
+                value = Value(0.0, ends[0].per_capacity)
+        if ends and (found is not dimension or value.per_capacity != ends[0].per_capacity):
+            ctx.fail(_line(node), _join(path, key), "give 'from' and 'to' in the same kind of "
+                     "unit (both currents in A, both C-rates, both powers or both voltages)")
+        if found is Dimension.VOLTAGE and not value.si > 0:
+            ctx.fail(_line(node), _join(path, key), "a voltage must be positive")
+        dimension = found
+        ends.append(value)
+    over = _duration(ctx, entries["over"][1], _join(path, "over"))
+    profile = ProfileSpec(ProfileQuantity(dimension.value), (0.0, over),
+                          (ends[0].si, ends[1].si), per_capacity=ends[0].per_capacity)
+    where = [(value, (_line(entries[key][1]), _join(path, key)))
+             for key, value in zip(("from", "to"), ends, strict=True)]
+    return _profile_step(ctx, entries, line, path, profile, where)
+
+
+def _table_step(ctx: _Context, entries: _Entries, line: int, path: str) -> StepSpec:
+    """``mode: profile``: a current, power or voltage following a column of a lookup table."""
+    _no_profile_keys(ctx, entries, path, "profile", _TABLE_KEYS)
+    if "table" not in entries:
+        ctx.fail(line, _join(path, "table"), "missing: a profile step needs a 'table' (a CSV file "
+                 "with a time column and a value column)")
+    node = entries["table"][1]
+    table_path = _join(path, "table")
+    name = _text(ctx, node, table_path, "a table file like 'drive-cycle.csv'")
+    file = Path(ctx.source).parent / name
+    try:
+        table = (ctx.tables or plugin_table_loader())(file)
+    except (ValueError, OSError) as error:
+        ctx.fail(_line(node), table_path, str(error))
+    columns = dict(table.columns)
+    if "column" in entries:
+        column_node = entries["column"][1]
+        column = _text(ctx, column_node, _join(path, "column"), "a column name")
+        if column not in columns:
+            ctx.fail(_line(column_node), _join(path, "column"), f"the table has no column "
+                     f"{quote(column)}{_suggest(column, columns)}; it has {', '.join(columns)}")
+    elif len(columns) == 1:
+        column = next(iter(columns))
+    else:
+        ctx.fail(line, _join(path, "column"), f"missing: the table has several columns "
+                 f"({', '.join(columns)}); name one with 'column'")
+    unit, raw = columns[column]
+    try:
+        dimension, scale = parse_quantity(f"1 {unit}", _PROFILE_DIMENSIONS)
+    except UnitError as error:
+        ctx.fail(_line(node), table_path, f"column {column!r}: {error}")
+    values = tuple(v * scale.si for v in raw)
+    if not all(map(math.isfinite, values)):
+        ctx.fail(_line(node), table_path, f"column {column!r} has values too large for {unit}")
+    if dimension is Dimension.VOLTAGE and not min(values) > 0:
+        ctx.fail(_line(node), table_path, f"column {column!r}: voltages must be positive")
+    hold = False
+    if "hold" in entries:
+        hold_node = entries["hold"][1]
+        if hold_node.tag != _BOOL:
+            ctx.fail(_line(hold_node), _join(path, "hold"),
+                     f"expected true or false, got {_kind(hold_node)}")
+        hold = yaml.SafeLoader.bool_values[hold_node.value.lower()]
+    profile = ProfileSpec(ProfileQuantity(dimension.value), tuple(table.time_s), values,
+                          per_capacity=scale.per_capacity, hold=hold, table=name, column=column)
+    extremes = [(Value(value, scale.per_capacity), (_line(node), table_path))
+                for value in (min(values), max(values))]
+    return _profile_step(ctx, entries, line, path, profile, extremes)
+
+
+def _profile_step(ctx: _Context, entries: _Entries, line: int, path: str, profile: ProfileSpec,
+                  points: list[tuple[Value, _Where]]) -> StepSpec:
+    """A ramp or profile step: its current limit (voltage only), its extreme ``points``
+    checked against the limits, its ends."""
+    setpoints: dict[str, tuple[Value, _Where]] = {}
+    if "current" in entries:
+        where = (_line(entries["current"][1]), _join(path, "current"))
+        if profile.quantity is not ProfileQuantity.VOLTAGE:
+            ctx.fail(*where, "only a voltage ramp or profile takes a current (its limit)")
+        setpoints["current"] = (_positive(ctx, entries["current"][1], where[1],
+                                          Dimension.CURRENT), where)
+    name = "voltage" if profile.quantity is ProfileQuantity.VOLTAGE else "current"
+    if profile.quantity is not ProfileQuantity.POWER:
+        for value, where in points:
+            _check_against_limits(ctx, {name: (value, where)})
+    until, then, label = _step_ends(ctx, entries, path)
+    if not until and profile.time_s[-1] == 0:
+        ctx.fail(line, path, "a table of one row sets a constant: give the step an end with "
+                 "'until' or 'for'")
+    actions = tuple(then) if any(action.kind is not ActionKind.NEXT for action in then) else ()
+    return ctx.origin(StepSpec(mode=StepMode.PROFILE, until=tuple(until),
+                               text=_mapping_text(entries), label=label, line=line, then=actions,
+                               profile=profile,
+                               current=setpoints["current"][0] if setpoints else None), line, path)
+
+
+_PROFILE_STEPS: dict[str, Callable[[_Context, _Entries, int, str], StepSpec]] = {
+    "ramp": _ramp_step,
+    "profile": _table_step,
+}
 
 
 def _mapping_text(entries: _Entries) -> str:
     """The step's mapping on one line, as written: ``mode: cc, current: 1C, for: 1 h``."""
-    parts = []
-    for key, (_, node) in entries.items():
-        if isinstance(node, yaml.SequenceNode):
-            parts.append(f"{key}: [{', '.join(item.value for item in node.value)}]")
-        else:
-            parts.append(f"{key}: {node.value}")
-    return ", ".join(parts)
+    return ", ".join(f"{key}: {_flow(node)}" for key, (_, node) in entries.items())
+
+
+def _flow(node: yaml.Node) -> str:
+    if isinstance(node, yaml.SequenceNode):
+        return f"[{', '.join(_flow(item) for item in node.value)}]"
+    if isinstance(node, yaml.MappingNode):
+        return "{" + ", ".join(f"{key.value}: {_flow(value)}" for key, value in node.value) + "}"
+    text: str = node.value
+    return text
 
 
 def _duration(ctx: _Context, node: yaml.Node, path: str) -> float:
@@ -555,6 +1000,12 @@ QUANTITY_DIMENSIONS: dict[Quantity, Dimension] = {
     Quantity.ABS_STEP_AH: Dimension.CHARGE,
     Quantity.STEP_WH: Dimension.ENERGY,
     Quantity.ABS_STEP_WH: Dimension.ENERGY,
+    **{q: Dimension.CHARGE for q in Quantity if q.endswith("_ah")},
+    **{q: Dimension.ENERGY for q in Quantity if q.endswith("_wh")},
+    Quantity.DV_DT: Dimension.VOLTAGE_RATE,
+    Quantity.ABS_DV_DT: Dimension.VOLTAGE_RATE,
+    Quantity.DTEMP_DT: Dimension.TEMPERATURE_RATE,
+    Quantity.CYCLE: Dimension.COUNT,
 }
 _OPS = {">=": Op.GE, ">": Op.GE, "<=": Op.LE, "<": Op.LE}
 _COMPARISON = re.compile(r"\s*(?P<quantity>\w+)\s*(?P<op>[<>=!]=?)\s*(?P<value>.*?)\s*",
@@ -564,25 +1015,66 @@ _AND = re.compile(r"\band\b", re.IGNORECASE | re.ASCII)
 _EXAMPLE_CONDITION = "a condition like 'voltage >= 4.2 V'"
 
 
-def _until(ctx: _Context, node: yaml.Node, path: str) -> _Groups:
+_ACTION_EXAMPLE = "'next', 'goto <label>', 'end loop' or 'end test'"
+_GOTO = re.compile(r"goto\s+(?P<label>\S+)", re.ASCII | re.IGNORECASE)
+_WHEN_KEYS = ("when", "then")
+
+
+def _until(ctx: _Context, node: yaml.Node, path: str) -> tuple[_Groups, list[Action]]:
+    """A step's end conditions and the action of each group.
+
+    ``until`` is an expression, a ``{when: <expression>, then: <action>}`` mapping, or a list of
+    either."""
+    items = [(node, path)]
     if isinstance(node, yaml.SequenceNode):
         if not node.value:
             ctx.fail(_line(node), path, f"expected {_EXAMPLE_CONDITION} or a list of them, "
                      "got an empty list")
-        groups: _Groups = []
-        for index, item in enumerate(node.value):
-            groups += _expression(ctx, item, f"{path}[{index}]")
-        return groups
-    return _expression(ctx, node, path)
+        items = [(item, f"{path}[{index}]") for index, item in enumerate(node.value)]
+    groups: _Groups = []
+    actions: list[Action] = []
+    for item, item_path in items:
+        action = NEXT
+        if isinstance(item, yaml.MappingNode):
+            entries = _keys(ctx, item, item_path)
+            _check_keys(ctx, entries, _WHEN_KEYS, item_path)
+            for key in _WHEN_KEYS:
+                if key not in entries:
+                    ctx.fail(_line(item), _join(item_path, key), f"missing: give both 'when' "
+                             f"(a condition) and 'then' ({_ACTION_EXAMPLE})")
+            action = _action(ctx, entries["then"][1], _join(item_path, "then"))
+            item, item_path = entries["when"][1], _join(item_path, "when")
+        expression = _expression(ctx, item, item_path)
+        groups += expression
+        actions += [action] * len(expression)
+    return groups, actions
 
 
-def _expression(ctx: _Context, node: yaml.Node, path: str) -> _Groups:
+def _action(ctx: _Context, node: yaml.Node, path: str) -> Action:
+    text = " ".join(_text(ctx, node, path, _ACTION_EXAMPLE).split())
+    line = _line(node)
+    goto = _GOTO.fullmatch(text)
+    if goto:
+        return ctx.origin(Action(ActionKind.GOTO, goto["label"], line), line, path)
+    kinds = {kind.value: kind for kind in ActionKind if kind is not ActionKind.GOTO}
+    kind = kinds.get(text.casefold())
+    if kind is None:
+        ctx.fail(_line(node), path, f"expected {_ACTION_EXAMPLE}, got {quote(text)}"
+                 f"{_suggest(text, [*kinds, 'goto'])}")
+    return ctx.origin(Action(kind, line=line), line, path)
+
+
+def _expression(ctx: _Context, node: yaml.Node, path: str, *, loop: bool = False) -> _Groups:
     text = _text(ctx, node, path, _EXAMPLE_CONDITION)
-    return [tuple(_comparison(ctx, term, _line(node), path) for term in _AND.split(alternative))
+    return [tuple(_comparison(ctx, term, _line(node), path, loop)
+                  for term in _AND.split(alternative))
             for alternative in _OR.split(text)]
 
 
-def _comparison(ctx: _Context, text: str, line: int, path: str) -> Condition:
+_OF_FIRST = re.compile(r"(?P<percent>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%\s*of\s+first", re.ASCII)
+
+
+def _comparison(ctx: _Context, text: str, line: int, path: str, loop: bool = False) -> Condition:
     match = _COMPARISON.fullmatch(text)
     if match is None or not match["value"]:
         ctx.fail(line, path, f"expected {_EXAMPLE_CONDITION}, got {quote(text.strip())}")
@@ -593,6 +1085,15 @@ def _comparison(ctx: _Context, text: str, line: int, path: str) -> Condition:
     if op_text not in _OPS:
         ctx.fail(line, path, f"unknown comparison {quote(op_text)}; use >=, >, <= or <")
     quantity = Quantity(name)
+    of_first = _OF_FIRST.fullmatch(match["value"])
+    if of_first:
+        if not loop:
+            ctx.fail(line, path, f"{name}: '% of first' compares with a loop's first pass; it "
+                     "belongs in a loop's 'until'")
+        percent = float(of_first["percent"])
+        if not math.isfinite(percent):
+            ctx.fail(line, path, f"{name}: {quote(match['value'])} is not a finite number")
+        return Condition(quantity, _OPS[op_text], Value(percent / 100), line, of_first=True)
     try:
         value = parse_value(match["value"], QUANTITY_DIMENSIONS[quantity])
     except UnitError as error:
@@ -791,7 +1292,11 @@ class _NodeKind:
 # Keyed by the key that says which kind a mapping is.
 _NODE_KINDS: dict[str, _NodeKind] = {
     "mode": _NodeKind(
-        ("mode", "direction", *SETPOINT_DIMENSIONS, "until", "for", "label"), _mode_step
+        ("mode", "direction", *SETPOINT_DIMENSIONS, *_RAMP_KEYS, *_TABLE_KEYS, "until", "for",
+         "label"), _mode_step
     ),
-    "repeat": _NodeKind(("repeat", "cycle", "steps"), _loop),
+    "repeat": _NodeKind(("repeat", "cycle", "until", "steps"), _loop),
+    "message": _NodeKind(("message",), _message),
+    "chamber": _NodeKind(_CHAMBER_KEYS, _chamber),
+    "set": _NodeKind(("set",), _set),
 }

@@ -1,8 +1,9 @@
 """End conditions of every running channel as arrays, evaluated for all channels at once.
 
 Each channel holds up to ``groups`` condition groups of up to ``slots`` conditions; a step ends
-when every used slot of any used group holds. The per-sample work is a handful of numpy
-operations across channels, whatever plan each channel follows.
+when every used slot of any used group holds, and the first such group says what follows. The
+per-sample work is a handful of numpy operations across channels, whatever plan each channel
+follows.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class ConditionTable:
         self.used[row] = False
         self.group_used[row] = False
 
-    def met(self, rows: IntArray, quantities: FloatArray) -> np.ndarray:
-        """For each of ``rows`` (with its line of ``quantities``), whether its step has ended.
+    def met(self, rows: IntArray, quantities: FloatArray) -> IntArray:
+        """For each of ``rows`` (with its line of ``quantities``), the first condition group of
+        its step that holds, or -1 while none does.
 
         A NaN quantity meets no condition; NaN readings are the safety limits' business.
         """
@@ -54,7 +56,7 @@ class ConditionTable:
         threshold = self.threshold[rows]
         holds = np.where(self.greater[rows], values >= threshold, values <= threshold)
         group_holds = np.all(holds | ~self.used[rows], axis=2) & self.group_used[rows]
-        result: np.ndarray = group_holds.any(axis=1)
+        result: IntArray = np.where(group_holds.any(axis=1), group_holds.argmax(axis=1), -1)
         return result
 
     def _grow(self, groups: int, slots: int) -> None:

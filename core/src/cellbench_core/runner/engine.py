@@ -20,20 +20,52 @@ from typing import Any
 
 import numpy as np
 
-from cellbench_core.events import Alarm, StepChanged, TestFinished, TestStarted, TestStatus
-from cellbench_core.plan.model import Condition, Plan, Quantity, StepSpec, Value
+from cellbench_core.events import (
+    Alarm,
+    PlanMessage,
+    StepChanged,
+    TestFinished,
+    TestStarted,
+    TestStatus,
+)
+from cellbench_core.plan.model import (
+    ActionKind,
+    ChamberSpec,
+    Condition,
+    Limit,
+    Message,
+    Op,
+    Plan,
+    Quantity,
+    SafetyLimits,
+    StepSpec,
+    Value,
+)
 from cellbench_core.runner.conditions import QUANTITY_COLUMN, ConditionTable
-from cellbench_core.runner.program import Cursor, Program
+from cellbench_core.runner.program import Cursor, LoopEnd, Passed, Program
 from cellbench_core.storage import (
     BatteryRecord,
     Database,
     SampleRows,
     SampleWriter,
     StepRow,
+    StorageError,
     TestEnd,
     TestStart,
 )
-from cellbench_hal import ChannelDriver, ChannelInfo, Clock, DeviceError, Step, call_with_timeout
+from cellbench_hal import (
+    ChamberState,
+    ChannelDriver,
+    ChannelInfo,
+    ClimateChamber,
+    Clock,
+    DeviceError,
+    Profile,
+    ProfileQuantity,
+    Step,
+    StepMode,
+    call_with_timeout,
+)
 from cellbench_hal.types import FloatArray, IntArray
 
 log = logging.getLogger(__name__)
@@ -67,12 +99,14 @@ class ChannelRef:
 
 @dataclass(frozen=True)
 class TestRequest:
-    """Run ``plan`` on ``channel`` (for ``battery``, whose data sets C-rates and limits)."""
+    """Run ``plan`` on ``channel`` (for ``battery``, whose data sets C-rates and limits);
+    ``chamber`` is the climate chamber holding the cell, for the plan's chamber steps."""
 
     channel: ChannelRef
     plan: Plan
     battery: BatteryRecord | None = None
     name: str = ""
+    chamber: ClimateChamber | None = None
 
     __test__ = False
 
@@ -130,18 +164,80 @@ class _Run:
 _Resolved = tuple[Step, list[list[tuple[Condition, float]]]]
 
 
+#: The safety limits as columns of upper bounds on signed readings (v, -v, i, -i, T, -T): the
+#: limit's name, the sign that turns its value into the bound, the sign that turns the signed
+#: reading back into the reading, and the unit. The current limit has a column per direction
+#: (batteries register one for each).
+_LIMITS = (("voltage_max", 1.0, 1.0, "V"), ("voltage_min", -1.0, -1.0, "V"),
+           ("current_max", 1.0, 1.0, "A"), ("current_max", 1.0, -1.0, "A"),
+           ("temperature_max", 1.0, 1.0, "°C"), ("temperature_min", -1.0, -1.0, "°C"))
+
+
+def _limit_bounds(limits: SafetyLimits, battery: BatteryRecord | None,
+                  capacity: float | None) -> tuple[list[float], list[float]]:
+    """Each _LIMITS column's upper bound on the signed reading, and its delay (s)."""
+    b = battery
+    registered = (None,) * 6 if b is None else (
+        b.voltage_max_v, b.voltage_min_v, b.current_max_charge_a, b.current_max_discharge_a,
+        b.temperature_max_c, None)
+    bounds, delays = [], []
+    for (name, sign, _, _), own in zip(_LIMITS, registered, strict=True):
+        limit: Limit | None = getattr(limits, name)
+        delay, value = 0.0, own
+        if limit is not None and limit.battery:
+            if own is None:
+                raise ValueError(f"limits.{name} is written against the battery, but "
+                                 + ("the test has no battery" if b is None else
+                                    f"battery {b.name!r} has no registered {name}"))
+            value = own + (limit.value.resolve(capacity) if limit.value else 0.0)
+            delay = limit.delay_s
+        elif limit is not None and limit.value is not None:
+            try:
+                mine = abs(limit.value.resolve(capacity)) if name == "current_max" else (
+                    limit.value.resolve(capacity))
+            except ValueError as err:
+                raise ValueError(f"limits.{name}: {err}; give a battery or the plan's "
+                                 "capacity") from None
+            if own is None or sign * mine <= sign * own:  # the plan's is the tighter
+                value, delay = mine, limit.delay_s
+        bounds.append(math.inf if value is None else sign * value)
+        delays.append(delay)
+    for high, low, unit in ((0, 1, "V"), (4, 5, "°C")):
+        if -bounds[low] >= bounds[high]:
+            raise ValueError(f"{_LIMITS[low][0]} {-bounds[low]:g} {unit} is not below "
+                             f"{_LIMITS[high][0]} {bounds[high]:g} {unit}")
+    return bounds, delays
+
+
+def _extremes(step: Step) -> tuple[list[float], list[float]]:
+    """The voltages and currents ``step`` may set, at their extremes (current limits included)."""
+    voltages = [] if step.voltage_v is None else [step.voltage_v]
+    currents = [] if step.current_a is None else [step.current_a]
+    if step.profile is not None and step.profile.quantity is ProfileQuantity.VOLTAGE:
+        voltages += [min(step.profile.value), max(step.profile.value)]
+    elif step.profile is not None and step.profile.quantity is ProfileQuantity.CURRENT:
+        currents += [min(step.profile.value), max(step.profile.value)]
+    return voltages, currents
+
+
+def _beyond_limits(step: Step, bounds: list[float]) -> str:
+    """What of ``step``'s setpoint lies beyond the safety limits, or ''."""
+    voltages, currents = _extremes(step)
+    if step.mode is StepMode.CV or (step.profile is not None
+                                    and step.profile.quantity is ProfileQuantity.VOLTAGE):
+        currents = currents[1:] if step.current_a is not None else currents  # only a limit
+    checks = [(0, v) for v in voltages] + [(1, -v) for v in voltages]
+    checks += [(2, i) if i > 0 else (3, -i) for i in currents]
+    for column, reading in checks:
+        if reading > bounds[column]:
+            name, bound_sign, reading_sign, unit = _LIMITS[column]
+            return (f"the setpoint {reading_sign * reading:g} {unit} is beyond the safety limit "
+                    f"{name} {bound_sign * bounds[column]:g} {unit}")
+    return ""
+
+
 def _resolve(value: Value | None, capacity: float | None) -> float | None:
     return None if value is None else value.resolve(capacity)
-
-
-def _min(*values: float | None) -> float:
-    present = [v for v in values if v is not None]
-    return min(present) if present else math.inf
-
-
-def _max(*values: float | None) -> float:
-    present = [v for v in values if v is not None]
-    return max(present) if present else -math.inf
 
 
 class _NoHooks:
@@ -171,6 +267,12 @@ class Runner:
         self._runs: list[_Run] = []
         self._ended: list[TestEnd] = []  # tests ended this tick, recorded together
         self._stop: dict[int | None, str] = {}  # channel number (None: all) -> reason
+        # Rows in a chamber step -> since when their chamber has been stable (None: it is not)
+        # and when the step began.
+        self._waits: dict[int, tuple[float | None, float]] = {}
+        self._serving = False
+        self._pending: list[tuple[TestRequest, asyncio.Future[int]]] = []  # from add()
+        self._wake = asyncio.Event()  # set by add() and shutdown() for an idle serving run
 
     # ---- control -----------------------------------------------------------------------------
 
@@ -196,43 +298,30 @@ class Runner:
 
     # ---- the run -----------------------------------------------------------------------------
 
-    async def run(self, requests: Sequence[TestRequest]) -> list[TestOutcome]:
-        """Start every request, run until all have ended, and return how each ended."""
-        self._check(requests)
-        n = len(requests)
-        self._allocate(n)
+    async def run(self, requests: Sequence[TestRequest], *, serve: bool = False
+                  ) -> list[TestOutcome]:
+        """Start every request, run until all have ended, and return how each ended.
+
+        With ``serve``, keep running after that and start the tests :meth:`add` hands in, each
+        at the next tick, until :meth:`shutdown`.
+        """
+        self._allocate(0)
         # Per driver: its name, and the run row of each of its channels (-1: not in this run).
         self._drivers: dict[int, tuple[ChannelDriver, str]] = {}
         self._row_of: dict[int, IntArray] = {}
-        for row, req in enumerate(requests):
-            driver = req.channel.driver
-            if id(driver) not in self._drivers:
-                self._drivers[id(driver)] = (driver, req.channel.driver_name)
-                self._row_of[id(driver)] = np.full(len(driver.channels), -1, dtype=np.int64)
-            self._row_of[id(driver)][req.channel.local] = row
-            self._prepare(row, req)
-        t = self.clock.now()
-        ids = self.db.start_tests([TestStart(
-            name=r.request.name or r.request.plan.name, channel=r.request.channel.name,
-            driver=r.request.channel.driver_name,
-            battery=r.request.battery.name if r.request.battery else None,
-            plan_name=r.request.plan.name, plan_source=r.request.plan.source,
-            plan_text=r.request.plan.text, sample_period_s=self.sample_period_s,
-            station=self.station, start_unix_s=self.clock.unix(t)) for r in self._runs])
-        for run, test_id in zip(self._runs, ids, strict=True):
-            run.test_id = test_id
-            self._test_id[run.row] = test_id
-            self._active[run.row] = True
-            self._last_t[run.row] = self._test_t0[run.row] = self._cycle_t0[run.row] = t
-        for run in self._runs:
-            self.hooks.cellbench_test_started(event=TestStarted(
-                run.test_id, run.request.channel.name, run.request.name or run.request.plan.name,
-                run.request.plan.name, run.request.battery.name if run.request.battery else None,
-                self.clock.unix(t)))
-            await self._advance(run, t)
+        self._serving = serve
+        await self._start(requests)
         try:
-            next_tick = t + self.sample_period_s
-            while self._active.any():
+            next_tick = self.clock.now() + self.sample_period_s
+            while self._active.any() or self._serving:
+                if self._pending:
+                    await self._start_pending()
+                if not self._active.any():  # serving, idle: wait for a test, not the clock
+                    if self._serving and not self._pending:
+                        self._wake.clear()
+                        await self._wake.wait()
+                    next_tick = self.clock.now() + self.sample_period_s
+                    continue
                 await self.clock.sleep_until(next_tick)
                 await self._tick()
                 next_tick += self.sample_period_s
@@ -241,15 +330,92 @@ class Runner:
                     self.overruns += 1
                     next_tick = now
         finally:
+            self._serving = False
+            for _, future in self._pending:
+                if not future.done():
+                    future.set_exception(RunError("the station stopped before the test began"))
+            self._pending = []
             await self._abort_remaining()
             self._record_ends()
             self.writer.flush()
         return [run.outcome for run in self._runs if run.outcome is not None]
 
+    def add(self, request: TestRequest) -> asyncio.Future[int]:
+        """Start ``request`` at the next tick of a serving :meth:`run` (its channel must be
+        idle); the future gives the new test's id, or the RunError that refused it."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if not self._serving:
+            future.set_exception(RunError("the runner is not serving"))
+            return future
+        self._pending.append((request, future))
+        self._wake.set()
+        return future
+
+    def shutdown(self, reason: str = "station stopped") -> None:
+        """End a serving :meth:`run`: stop every running test (output off) at the next tick."""
+        self._serving = False
+        self.stop(None, reason)
+        self._wake.set()
+
+    async def _start_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for request, future in pending:
+            try:
+                await self._start([request])
+            except (RunError, StorageError) as err:
+                if not future.done():
+                    future.set_exception(err)
+                continue
+            if not future.done():
+                future.set_result(self._runs[-1].test_id)
+
+    async def _start(self, requests: Sequence[TestRequest]) -> None:
+        """Prepare every request on a new row and start its test; all or none."""
+        self._check(requests)
+        first = len(self._runs)
+        self._grow(first + len(requests))
+        try:
+            for row, req in enumerate(requests, first):
+                self._prepare(row, req)
+            t = self.clock.now()
+            ids = self.db.start_tests([TestStart(
+                name=r.request.name or r.request.plan.name, channel=r.request.channel.name,
+                driver=r.request.channel.driver_name,
+                battery=r.request.battery.name if r.request.battery else None,
+                plan_name=r.request.plan.name, plan_source=r.request.plan.source,
+                plan_text=r.request.plan.text, sample_period_s=self.sample_period_s,
+                station=self.station, start_unix_s=self.clock.unix(t))
+                for r in self._runs[first:]])
+        except BaseException:
+            del self._runs[first:]
+            raise
+        for run in self._runs[first:]:
+            channel = run.request.channel
+            if id(channel.driver) not in self._drivers:
+                self._drivers[id(channel.driver)] = (channel.driver, channel.driver_name)
+                self._row_of[id(channel.driver)] = np.full(len(channel.driver.channels), -1,
+                                                           dtype=np.int64)
+            self._row_of[id(channel.driver)][channel.local] = run.row
+        for run, test_id in zip(self._runs[first:], ids, strict=True):
+            run.test_id = test_id
+            self._test_id[run.row] = test_id
+            self._active[run.row] = True
+            self._last_t[run.row] = self._test_t0[run.row] = self._cycle_t0[run.row] = t
+        for run in self._runs[first:]:
+            self.hooks.cellbench_test_started(event=TestStarted(
+                run.test_id, run.request.channel.name, run.request.name or run.request.plan.name,
+                run.request.plan.name, run.request.battery.name if run.request.battery else None,
+                self.clock.unix(t)))
+            await self._advance(run, t)
+
     def _check(self, requests: Sequence[TestRequest]) -> None:
         numbers = [r.channel.number for r in requests]
         if len(set(numbers)) != len(numbers):
             raise RunError("a channel appears twice in one run")
+        for run in self._runs:
+            if self._active[run.row] and run.request.channel.number in numbers:
+                raise RunError(f"channel {run.request.channel.name} is running test "
+                               f"{run.test_id}")
         if self.clock.virtual:
             for r in requests:
                 if not r.channel.driver.virtual_time_ok:
@@ -271,69 +437,140 @@ class Runner:
         self._step_ah, self._step_wh, self._cycle_ah, self._cycle_wh = (zeros() for _ in range(4))
         self._total_ah, self._total_wh = zeros(), zeros()
         self._v, self._i, self._temp = zeros(), zeros(), np.full(n, np.nan)
-        self._vmax, self._imax, self._tmax = (np.full(n, np.inf) for _ in range(3))
-        self._vmin, self._tmin = np.full(n, -np.inf), np.full(n, -np.inf)
+        # Safety limits by _LIMITS column, as upper bounds of the signed readings (see _process);
+        # the delay each needs, and since when a reading has been beyond it (NaN: it is not).
+        self._bound = np.full((n, len(_LIMITS)), np.inf)
+        self._delay = np.zeros((n, len(_LIMITS)))
+        self._beyond_since = np.full((n, len(_LIMITS)), np.nan)
         self._conditions = ConditionTable(n)
+        # Charge and discharge counters, both positive: [row, scope (step, cycle, test), Ah/Wh].
+        self._charged, self._discharged = np.zeros((n, 3, 2)), np.zeros((n, 3, 2))
+        # The previous sample of the running step (NaN at a step's start), for dV/dt and dT/dt.
+        self._prev_t, self._prev_v, self._prev_temp = (np.full(n, np.nan) for _ in range(3))
+        # Every quantity of each channel's last sample, for loop conditions.
+        self._q_last = np.full((n, len(_Q)), np.nan)
+
+    def _grow(self, n: int) -> None:
+        """Make room for ``n`` rows, keeping those there are (every array attribute of the
+        runner and of its condition table has one entry per row along its first axis)."""
+        have = len(self._active)
+        if n <= have:
+            return
+        old = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        conditions = self._conditions
+        self._allocate(max(n, 2 * have))  # doubling: a serving station adds rows one by one
+        size = len(self._active)
+        for k, v in old.items():
+            getattr(self, k)[:have] = v
+        for k, v in vars(conditions).items():
+            if isinstance(v, np.ndarray):
+                grown = np.zeros((size, *v.shape[1:]), dtype=v.dtype)
+                grown[:have] = v
+                setattr(self._conditions, k, grown)
 
     def _prepare(self, row: int, req: TestRequest) -> None:
         """Resolve every step and limit of the plan for this battery and channel, or refuse."""
+        capacity = req.battery.nominal_capacity_ah if req.battery else req.plan.capacity_ah
+        program = Program.compile(req.plan)
+        steps, bounds, delays = self._resolve_plan(req, program, capacity)
+        self._bound[row], self._delay[row], self._beyond_since[row] = bounds, delays, np.nan
+        self._runs.append(_Run(row, req, 0, Cursor(program, capacity_ah=capacity), steps))
+
+    def _resolve_plan(self, req: TestRequest, program: Program, capacity: float | None
+                      ) -> tuple[dict[int, _Resolved], list[float], list[float]]:
+        """Every step of ``program`` and the limits, resolved with ``capacity`` for C-rates and
+        checked against the channel's ranges and the limits; RunError if one does not fit."""
         plan, battery, info = req.plan, req.battery, req.channel.info
-        capacity = battery.nominal_capacity_ah if battery else plan.capacity_ah
         where = f"{plan.source}"
-        program = Program.compile(plan)
+        for ins in program.instructions:
+            if not isinstance(ins, StepSpec) or ins.chamber is None:
+                continue
+            if req.chamber is None:
+                raise RunError(f"{where}:{ins.line}: a chamber step, but channel "
+                               f"{req.channel.name} has no climate chamber")
+            if ins.chamber.humidity_pct is not None and not req.chamber.has_humidity:
+                raise RunError(f"{where}:{ins.line}: the chamber of channel "
+                               f"{req.channel.name} has no humidity control")
         steps: dict[int, _Resolved] = {}
         for pc, ins in enumerate(program.instructions):
             if not isinstance(ins, StepSpec):
                 continue
             try:
-                steps[pc] = (self._hal_step(ins, capacity),
-                             [[(c, c.value.resolve(capacity)) for c in group]
-                              for group in ins.until])
+                groups = [[(c, c.value.resolve(capacity)) for c in group] for group in ins.until]
+                if ins.profile is not None:  # the step ends with its profile
+                    end = ins.profile.time_s[-1]
+                    groups.append([(Condition(Quantity.STEP_TIME, Op.GE, Value(end)), end)])
+                steps[pc] = (self._hal_step(ins, capacity), groups)
             except ValueError as err:
                 raise RunError(f"{where}:{ins.line}: {err} (channel {req.channel.name}; "
                                f"give a battery or the plan's capacity)") from None
-            step = steps[pc][0]
-            if step.voltage_v is not None and not (
-                    info.voltage_min_v <= step.voltage_v <= info.voltage_max_v):
-                raise RunError(f"{where}:{ins.line}: {step.voltage_v:g} V is outside channel "
-                               f"{req.channel.name}'s range {info.voltage_min_v:g}.."
-                               f"{info.voltage_max_v:g} V")
-            if step.current_a is not None and abs(step.current_a) > info.current_max_a:
-                raise RunError(f"{where}:{ins.line}: {step.current_a:g} A is beyond channel "
-                               f"{req.channel.name}'s range of {info.current_max_a:g} A")
-        limits = plan.limits
+            voltages, currents = _extremes(steps[pc][0])
+            for volts in voltages:
+                if not info.voltage_min_v <= volts <= info.voltage_max_v:
+                    raise RunError(f"{where}:{ins.line}: {volts:g} V is outside channel "
+                                   f"{req.channel.name}'s range {info.voltage_min_v:g}.."
+                                   f"{info.voltage_max_v:g} V")
+            for amps in currents:
+                if abs(amps) > info.current_max_a:
+                    raise RunError(f"{where}:{ins.line}: {amps:g} A is beyond channel "
+                                   f"{req.channel.name}'s range of {info.current_max_a:g} A")
         try:
-            current_max = _resolve(limits.current_max, capacity)
+            bounds, delays = _limit_bounds(plan.limits, battery, capacity)
         except ValueError as err:
-            raise RunError(f"{where}: limits.current_max: {err}") from None
-        b = battery
-        self._vmax[row] = _min(limits.voltage_max, b.voltage_max_v if b else None)
-        self._vmin[row] = _max(limits.voltage_min, b.voltage_min_v if b else None)
-        self._imax[row] = _min(current_max, b.current_max_charge_a if b else None,
-                               b.current_max_discharge_a if b else None)
-        self._tmax[row] = _min(limits.temperature_max, b.temperature_max_c if b else None)
-        self._tmin[row] = _max(limits.temperature_min)
-        self._runs.append(_Run(row, req, 0, Cursor(program), steps))
+            raise RunError(f"{where}: {err} (channel {req.channel.name})") from None
+        for pc, (step, _) in steps.items():
+            problem = _beyond_limits(step, bounds)
+            if problem:
+                line = program.instructions[pc].line  # type: ignore[union-attr]  # a step's pc
+                raise RunError(f"{where}:{line}: {problem} (channel {req.channel.name}"
+                               f"{f', battery {battery.name}' if battery else ''})")
+        for ins in program.instructions:
+            if isinstance(ins, LoopEnd):
+                try:
+                    for group in ins.until:
+                        for c in group:
+                            c.value.resolve(capacity)
+                except ValueError as err:
+                    raise RunError(f"{where}:{group[0].line}: {err} (channel "
+                                   f"{req.channel.name}; give a battery or the plan's capacity)"
+                                   ) from None
+        return steps, bounds, delays
 
     @staticmethod
     def _hal_step(spec: StepSpec, capacity: float | None) -> Step:
+        profile = None
+        if spec.profile is not None:
+            p = spec.profile
+            scale = Value(1.0, p.per_capacity).resolve(capacity)
+            profile = Profile(p.quantity, p.time_s, tuple(v * scale for v in p.values), p.hold)
         return Step(spec.mode, current_a=_resolve(spec.current, capacity),
                     voltage_v=_resolve(spec.voltage, capacity),
                     power_w=_resolve(spec.power, capacity),
-                    resistance_ohm=_resolve(spec.resistance, capacity))
+                    resistance_ohm=_resolve(spec.resistance, capacity), profile=profile)
 
-    async def _advance(self, run: _Run, t: float) -> None:
-        """Move ``run`` to its next step at clock time ``t``, or finish its test."""
+    async def _advance(self, run: _Run, t: float, group: int | None = None) -> None:
+        """Move ``run`` on at clock time ``t`` as its step's end condition group ``group`` says
+        (None: to the next step), or finish its test."""
         row = run.row
-        nxt = run.cursor.advance()
+        reason = "plan complete"
+        if group is not None and run.cursor.step.action(group).kind is ActionKind.END_TEST:
+            reason = f"end test at line {run.cursor.step.line}"
+        nxt = run.cursor.advance(group, self._q_last[row])
+        for passed in run.cursor.passed:
+            problem = self._pass(run, passed, t)
+            if problem:
+                self._alarm(run, f"channel {run.request.channel.name}: {problem}", t)
+                await self._finish(run, TestStatus.FAILED, problem, t)
+                return
         if nxt is None:
-            await self._finish(run, TestStatus.FINISHED, "plan complete", t)
+            await self._finish(run, TestStatus.FINISHED, reason, t)
             return
         spec, new_cycle = nxt
         if new_cycle:
             self._cycle[row] = run.cursor.cycle
             self._cycle_t0[row] = t
             self._cycle_ah[row] = self._cycle_wh[row] = 0.0
+            self._charged[row, 1] = self._discharged[row, 1] = 0.0
         step, conditions = run.steps[run.cursor.pc]
         channel = run.request.channel
         try:
@@ -343,8 +580,17 @@ class Runner:
             await self._finish(run, TestStatus.FAILED, f"device error: {err}", t)
             return
         self._conditions.set(row, conditions)
+        self._waits.pop(row, None)
+        if spec.chamber is not None:
+            problem = await self._set_chamber(run, spec.chamber)
+            if problem:
+                await self._fail_wait(run, problem, t)
+                return
+            self._waits[row] = (None, t)
         self._step_t0[row] = t
         self._step_ah[row] = self._step_wh[row] = 0.0
+        self._charged[row, 0] = self._discharged[row, 0] = 0.0
+        self._prev_t[row] = self._prev_v[row] = self._prev_temp[row] = np.nan
         self._step_index[row] = run.cursor.step_index
         self._plan_line[row] = spec.line
         run.step_no += 1
@@ -354,6 +600,48 @@ class Runner:
         self.hooks.cellbench_step_changed(event=StepChanged(
             run.test_id, channel.name, run.cursor.step_index, spec.line, int(self._cycle[row]),
             spec.text, run.step_start_time))
+
+    async def _set_chamber(self, run: _Run, spec: ChamberSpec) -> str:
+        """Hand the chamber step's setpoints to the chamber; return why that failed, or ''."""
+        chamber = run.request.chamber
+        assert chamber is not None  # checked before the test started
+        try:
+            if spec.temperature_c is not None:
+                await call_with_timeout(chamber.set_temperature(spec.temperature_c),
+                                        self.device_timeout_s, chamber.name, "set_temperature")
+            if spec.humidity_pct is not None:
+                await call_with_timeout(chamber.set_humidity(spec.humidity_pct),
+                                        self.device_timeout_s, chamber.name, "set_humidity")
+            await call_with_timeout(chamber.start(), self.device_timeout_s, chamber.name, "start")
+        except DeviceError as err:
+            return f"chamber error: {err}"
+        return ""
+
+    def _pass(self, run: _Run, passed: Passed, t: float) -> str:
+        """Act on a message or set step ``run`` passed; return why the test must fail, or ''."""
+        channel = run.request.channel.name
+        if isinstance(passed, Message):
+            self.writer.submit_call(partial(self.db.add_event, kind="message", message=passed.text,
+                                            test_id=run.test_id, channel=channel,
+                                            unix_time_s=self.clock.unix(t)))
+            self.hooks.cellbench_message(event=PlanMessage(run.test_id, channel, passed.line,
+                                                           passed.text))
+            return ""
+        where = f"{run.request.plan.source}:{passed.line}"
+        if passed.quantity is None:
+            capacity = passed.value_ah
+        else:
+            capacity = float(self._q_last[run.row, _Q[passed.quantity]])
+        if capacity is None or not (math.isfinite(capacity) and capacity > 0):
+            return (f"{where}: set capacity: {passed.quantity} is {capacity!r}, not a capacity "
+                    "(is it measured yet?)")
+        try:
+            steps, bounds, delays = self._resolve_plan(run.request, run.cursor.program, capacity)
+        except RunError as err:
+            return f"set capacity {capacity:.4g} Ah at {where}: {err}"
+        run.steps, run.cursor.capacity_ah = steps, capacity
+        self._bound[run.row], self._delay[run.row] = bounds, delays
+        return ""
 
     def _close_step(self, run: _Run, t: float, reason: str) -> None:
         """Write the summary row of the step ``run`` is leaving."""
@@ -371,6 +659,7 @@ class Runner:
     async def _finish(self, run: _Run, status: TestStatus, reason: str, t: float) -> None:
         """End ``run``'s test: output off, conditions cleared, status stored, hooks told."""
         row = run.row
+        self._waits.pop(row, None)
         self._active[row] = False
         self._conditions.clear(row)
         channel = run.request.channel
@@ -415,8 +704,51 @@ class Runner:
     async def _tick(self) -> None:
         try:
             await self._tick_drivers()
+            if self._waits:
+                await self._check_chambers()
         finally:
             self._record_ends()
+
+    async def _check_chambers(self) -> None:
+        """Move on the channels whose chamber has been stable long enough; fail those whose
+        chamber did not get stable in time (per-channel Python: chamber steps are rare)."""
+        t = self.clock.now()
+        states: dict[int, ChamberState | DeviceError] = {}
+        for row, (since, began) in list(self._waits.items()):
+            run = self._runs[row]
+            chamber = run.request.chamber
+            spec = run.cursor.step.chamber
+            assert chamber is not None and spec is not None
+            if id(chamber) not in states:
+                try:
+                    states[id(chamber)] = await call_with_timeout(
+                        chamber.read(), self.device_timeout_s, chamber.name, "read")
+                except DeviceError as err:
+                    states[id(chamber)] = err
+            state = states[id(chamber)]
+            if isinstance(state, DeviceError):
+                await self._fail_wait(run, f"chamber error: {state}", t)
+                continue
+            stable = abs(state.temperature_c - state.setpoint_c) <= spec.band_k
+            if spec.humidity_pct is not None:
+                humidity = state.humidity_pct if state.humidity_pct is not None else math.nan
+                stable &= abs(humidity - spec.humidity_pct) <= (spec.band_pct or 0.0)
+            since = (since if since is not None else t) if stable else None
+            if since is not None and t - since >= spec.stable_s:
+                del self._waits[row]
+                self._close_step(run, t, "chamber stable")
+                await self._advance(run, t, run.cursor.step.ends - 1)
+            elif t - began >= spec.timeout_s:
+                await self._fail_wait(run, f"the chamber was not stable within "
+                                      f"{spec.timeout_s:g} s (line {run.cursor.step.line})", t)
+            else:
+                self._waits[row] = (since, began)
+
+    async def _fail_wait(self, run: _Run, reason: str, t: float) -> None:
+        self._waits.pop(run.row, None)
+        self._close_step(run, t, reason)
+        self._alarm(run, f"channel {run.request.channel.name}: {reason}", t)
+        await self._finish(run, TestStatus.FAILED, reason, t)
 
     async def _tick_drivers(self) -> None:
         if self._stop:
@@ -494,6 +826,15 @@ class Runner:
         self._cycle_wh[rows] += dwh
         self._total_ah[rows] += dah
         self._total_wh[rows] += dwh
+        amounts = np.stack((dah, dwh), axis=1)[:, None, :]  # broadcast over the three scopes
+        self._charged[rows] += np.where(amounts > 0, amounts, 0.0)
+        self._discharged[rows] -= np.where(amounts < 0, amounts, 0.0)
+        charged, discharged = self._charged[rows], self._discharged[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            since = t - self._prev_t[rows]  # NaN on a step's first sample: no rate yet
+            dv_dt = (v - self._prev_v[rows]) / since
+            dtemp_dt = (temp - self._prev_temp[rows]) / since
+        self._prev_t[rows], self._prev_v[rows], self._prev_temp[rows] = t, v, temp
         self._seq[rows] += 1
         self._v[rows], self._i[rows], self._temp[rows] = v, i, temp
         step_time = t - self._step_t0[rows]
@@ -514,14 +855,33 @@ class Runner:
         q[:, _Q[Quantity.ABS_STEP_AH]] = np.abs(step_ah)
         q[:, _Q[Quantity.STEP_WH]] = step_wh
         q[:, _Q[Quantity.ABS_STEP_WH]] = np.abs(step_wh)
+        for scope, prefix in enumerate(("step", "cycle", "test")):
+            for unit, name in enumerate(("ah", "wh")):
+                q[:, _Q[Quantity(f"{prefix}_charge_{name}")]] = charged[:, scope, unit]
+                q[:, _Q[Quantity(f"{prefix}_discharge_{name}")]] = discharged[:, scope, unit]
+        q[:, _Q[Quantity.CYCLE_AH]] = self._cycle_ah[rows]
+        q[:, _Q[Quantity.CYCLE_WH]] = self._cycle_wh[rows]
+        q[:, _Q[Quantity.TEST_AH]] = self._total_ah[rows]
+        q[:, _Q[Quantity.TEST_WH]] = self._total_wh[rows]
+        q[:, _Q[Quantity.DV_DT]] = dv_dt
+        q[:, _Q[Quantity.ABS_DV_DT]] = np.abs(dv_dt)
+        q[:, _Q[Quantity.DTEMP_DT]] = dtemp_dt
+        q[:, _Q[Quantity.CYCLE]] = self._cycle[rows]
+        self._q_last[rows] = q
 
-        # Written so that a NaN reading trips: NaN compares false, and the limit is "not within".
-        tripped = ~((v <= self._vmax[rows]) & (v >= self._vmin[rows])
-                    & (np.abs(i) <= self._imax[rows]))
-        tmax, tmin = self._tmax[rows], self._tmin[rows]
-        tripped |= np.isfinite(tmax) & ~(temp <= tmax)
-        tripped |= np.isfinite(tmin) & ~(temp >= tmin)
-        ended = self._conditions.met(rows, q) & ~tripped
+        # A non-finite reading trips at once (a temperature only where one is limited); a
+        # reading beyond a limit trips once it has stayed beyond for the limit's delay.
+        bound = self._bound[rows]
+        signed = np.stack((v, -v, i, -i, temp, -temp), axis=1)
+        temperature_limited = np.isfinite(bound[:, 4]) | np.isfinite(bound[:, 5])
+        tripped = ~np.isfinite(v) | ~np.isfinite(i) | (temperature_limited & ~np.isfinite(temp))
+        beyond = signed > bound
+        since = self._beyond_since[rows]
+        since = np.where(beyond, np.where(np.isnan(since), t[:, None], since), np.nan)
+        self._beyond_since[rows] = since
+        tripped |= (beyond & (t[:, None] - since >= self._delay[rows])).any(axis=1)
+        group = self._conditions.met(rows, q)
+        ended = (group >= 0) & ~tripped
 
         self.writer.submit(SampleRows(
             test_id=self._test_id[rows], seq=self._seq[rows], test_time_s=test_time,
@@ -535,30 +895,27 @@ class Runner:
             for row in rows[tripped]:
                 await self._trip(self._runs[row], float(self._last_t[row]))
         if ended.any():
-            for row in rows[ended]:
+            for row, g in zip(rows[ended], group[ended], strict=True):
                 run = self._runs[row]
                 t_row = float(self._last_t[row])
                 self._close_step(run, t_row, "end condition")
-                await self._advance(run, t_row)
+                await self._advance(run, t_row, int(g))
 
     # ---- events ------------------------------------------------------------------------------
 
     def _limit_message(self, row: int) -> str:
         v, i, temp = self._v[row], self._i[row], self._temp[row]
-        checks = [
-            ("voltage", v, "voltage_max", self._vmax[row], v > self._vmax[row], "V"),
-            ("voltage", v, "voltage_min", self._vmin[row], v < self._vmin[row], "V"),
-            ("current", i, "current_max", self._imax[row], abs(i) > self._imax[row], "A"),
-            ("temperature", temp, "temperature_max", self._tmax[row], temp > self._tmax[row],
-             "°C"),
-            ("temperature", temp, "temperature_min", self._tmin[row], temp < self._tmin[row],
-             "°C"),
-        ]
-        for what, value, limit, bound, beyond, unit in checks:
-            if not math.isfinite(value) and (what != "temperature" or math.isfinite(bound)):
+        for what, value in (("voltage", v), ("current", i), ("temperature", temp)):
+            if not math.isfinite(value) and (what != "temperature"
+                                             or np.isfinite(self._bound[row, 4:]).any()):
                 return f"safety limit: the {what} reading is {value} (not a number)"
-            if beyond:
-                return f"safety limit {limit} {bound:g} {unit}: measured {value:.4g} {unit}"
+        signed = (v, -v, i, -i, temp, -temp)
+        for column, (name, bound_sign, reading_sign, unit) in enumerate(_LIMITS):
+            if signed[column] > self._bound[row, column]:
+                bound, delay = bound_sign * self._bound[row, column], self._delay[row, column]
+                held = f" for {delay:g} s" if delay else ""
+                return (f"safety limit {name} {bound:g} {unit}: measured "
+                        f"{reading_sign * signed[column]:.4g} {unit}{held}")
         return "safety limit"
 
     async def _trip(self, run: _Run, t: float) -> None:

@@ -2,14 +2,44 @@
 
 Loops become a pair of instructions around their body, so a channel's position in its plan is
 just a program counter and the loop counters: small, serialisable (a restarted station resumes
-from it), and ready for jumps (labels and goto) as the language grows.
+from it), and ready for jumps. Every action of a step (next, goto, end loop, end test) becomes
+the program counter the walk continues at, so following one is the same as moving on.
+
+Compiling also checks the plan's flow: every goto names a label, jumps into no loop from outside
+it, ``end loop`` sits inside a loop, and every step the plan can reach has some way to the end.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cellbench_core.plan.model import Loop, Node, Plan, StepSpec
+import numpy as np
+
+from cellbench_core.plan.model import (
+    ActionKind,
+    Condition,
+    Loop,
+    Message,
+    Node,
+    Op,
+    Plan,
+    SetCapacity,
+    StepSpec,
+)
+from cellbench_core.runner.conditions import QUANTITY_COLUMN
+from cellbench_hal.types import FloatArray
+
+#: Where the walk continues when the test ends.
+END = -1
+
+
+class ProgramError(ValueError):
+    """The plan's flow is wrong; names the plan line and the field at fault there, and the step
+    or action (``node``) at fault."""
+
+    def __init__(self, line: int, field: str, message: str, node: object = None) -> None:
+        self.line, self.field, self.message, self.node = line, field, message, node
+        super().__init__(f"line {line}: {field}: {message}" if field else f"line {line}: {message}")
 
 
 @dataclass(frozen=True)
@@ -22,33 +52,42 @@ class LoopBegin:
 
 @dataclass(frozen=True)
 class LoopEnd:
-    """End of a loop body: count the pass and jump back to ``begin`` until ``count`` is reached."""
+    """End of a loop body: count the pass and jump back to ``begin`` until ``count`` passes are
+    done or ``until`` holds."""
 
     loop: int
-    count: int
+    count: int | None
     begin: int  # program counter of the body's first instruction
     cycle: bool
+    until: tuple[tuple[Condition, ...], ...] = ()
 
 
-Instruction = StepSpec | LoopBegin | LoopEnd
+#: What a walk passes on its way to the next step (messages and set steps): the engine acts on
+#: them in order before the step starts.
+Passed = Message | SetCapacity
+Instruction = StepSpec | LoopBegin | LoopEnd | Passed
 
 
 @dataclass(frozen=True)
 class Program:
-    """The flat program of a plan; ``step_index[pc]`` numbers the steps in plan order."""
+    """The flat program of a plan; ``step_index[pc]`` numbers the steps in plan order and
+    ``continue_at[pc][group]`` is where the walk goes on when the step's group ``group`` holds."""
 
     instructions: tuple[Instruction, ...]
     step_index: dict[int, int]
     loops: int
-    steps_total: int  # steps a channel runs from start to end (loops unrolled), for progress
+    steps_total: int  # steps from start to end when every loop runs its count (or one pass)
+    continue_at: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def compile(cls, plan: Plan) -> Program:
-        """Flatten ``plan`` into instructions."""
+        """Flatten ``plan`` into instructions; raise :class:`ProgramError` on a flow error."""
         out: list[Instruction] = []
         loops = 0
+        enclosing: dict[int, tuple[int, ...]] = {}  # step pc -> LoopEnd pcs, innermost last
+        ends: dict[int, int] = {}  # a loop's marker -> its LoopEnd pc, known once emitted
 
-        def emit(nodes: tuple[Node, ...]) -> None:
+        def emit(nodes: tuple[Node, ...], around: tuple[int, ...]) -> None:
             nonlocal loops
             for node in nodes:
                 if isinstance(node, Loop):
@@ -56,28 +95,129 @@ class Program:
                     loops += 1
                     out.append(LoopBegin(loop, node.cycle))
                     begin = len(out)
-                    emit(node.body)
-                    out.append(LoopEnd(loop, node.count, begin, node.cycle))
+                    marker = -2 - loop  # stands for this loop's LoopEnd pc until it is known
+                    emit(node.body, (*around, marker))
+                    out.append(LoopEnd(loop, node.count, begin, node.cycle, node.until))
+                    ends[marker] = len(out) - 1
                 else:
+                    if isinstance(node, StepSpec):
+                        enclosing[len(out)] = around
                     out.append(node)
 
         def executions(nodes: tuple[Node, ...]) -> int:
-            return sum(n.count * executions(n.body) if isinstance(n, Loop) else 1 for n in nodes)
+            return sum((n.count or 1) * executions(n.body) if isinstance(n, Loop)
+                       else int(isinstance(n, StepSpec)) for n in nodes)
 
-        emit(plan.steps)
-        index = {pc: i for i, pc in enumerate(
-            pc for pc, ins in enumerate(out) if isinstance(ins, StepSpec))}
-        return cls(tuple(out), index, loops, executions(plan.steps))
+        emit(plan.steps, ())
+        enclosing = {pc: tuple(ends[m] for m in around) for pc, around in enclosing.items()}
+        steps = [pc for pc, ins in enumerate(out) if isinstance(ins, StepSpec)]
+        labels = {ins.label: pc for pc, ins in enumerate(out)
+                  if isinstance(ins, StepSpec) and ins.label is not None}
+        continue_at = {pc: _targets(out, pc, enclosing, labels) for pc in steps}
+        program = cls(tuple(out), {pc: i for i, pc in enumerate(steps)}, loops,
+                      executions(plan.steps), continue_at)
+        program._check_exits()
+        return program
+
+    def landings(self, start: int) -> set[int]:
+        """The steps (or :data:`END`) a walk from ``start`` can stop at, whatever loops do."""
+        found: set[int] = set()
+        todo, seen = [start], set()
+        while todo:
+            pc = todo.pop()
+            if pc in seen:
+                continue
+            seen.add(pc)
+            if pc == END or pc >= len(self.instructions):
+                found.add(END)
+                continue
+            ins = self.instructions[pc]
+            if isinstance(ins, StepSpec):
+                found.add(pc)
+            elif isinstance(ins, LoopEnd):
+                todo.append(pc + 1)
+                if ins.count is None or ins.count > 1:
+                    todo.append(ins.begin)
+            else:
+                todo.append(pc + 1)
+        return found
+
+    def _check_exits(self) -> None:
+        """Every step the plan can reach must have a way to the end."""
+        successors = {pc: set().union(*(self.landings(target) for target in targets))
+                      for pc, targets in self.continue_at.items()}
+        reach_end = {END}
+        changed = True
+        while changed:
+            changed = False
+            for pc, after in successors.items():
+                if pc not in reach_end and after & reach_end:
+                    reach_end.add(pc)
+                    changed = True
+        reachable: set[int] = set()
+        todo = list(self.landings(0))
+        while todo:
+            pc = todo.pop()
+            if pc in reachable or pc == END:
+                continue
+            reachable.add(pc)
+            todo.extend(successors[pc])
+        stuck = sorted(reachable - reach_end)
+        if stuck:
+            step = self.instructions[stuck[-1]]  # the step that jumps back, as a rule
+            assert isinstance(step, StepSpec)
+            raise ProgramError(step.line, "until", "the plan can never end from this step: every "
+                               "way on leads back here (give the loop a count, or a condition "
+                               "that leaves it)", step)
+
+
+def _targets(out: list[Instruction], pc: int, enclosing: dict[int, tuple[int, ...]],
+             labels: dict[str, int]) -> tuple[int, ...]:
+    step = out[pc]
+    assert isinstance(step, StepSpec)
+    targets = []
+    for group in range(step.ends):
+        action = step.action(group)
+        where = action.line or step.line
+        field = "" if action.line else "until"
+        if action.kind is ActionKind.NEXT:
+            targets.append(pc + 1)
+        elif action.kind is ActionKind.END_TEST:
+            targets.append(END)
+        elif action.kind is ActionKind.END_LOOP:
+            if not enclosing[pc]:
+                raise ProgramError(where, field, "'end loop' needs a loop around the step",
+                                   action if action.line else step)
+            targets.append(enclosing[pc][-1] + 1)
+        else:
+            assert action.label is not None
+            target = labels.get(action.label)
+            if target is None:
+                raise ProgramError(where, field, f"goto {action.label!r}: no step has "
+                                   "this label", action if action.line else step)
+            if enclosing[target] != enclosing[pc][: len(enclosing[target])]:
+                raise ProgramError(where, field, f"goto {action.label!r} jumps into a loop "
+                                   "from outside it; jump to a step of the same or an outer loop",
+                                   action if action.line else step)
+            targets.append(target)
+    return tuple(targets)
 
 
 @dataclass
 class Cursor:
-    """One channel's position in a program: the step it runs, loop counters and cycle count."""
+    """One channel's position in a program: the step it runs, loop counters and cycle count.
+
+    ``first[loop]`` holds the quantities at the end of the loop's first pass, for loop conditions
+    relative to it; ``capacity_ah`` resolves C-rates in loop conditions.
+    """
 
     program: Program
     pc: int = -1  # the current step's instruction; -1 before the first
     counters: list[int] = field(default_factory=list)
     cycle: int = 0
+    capacity_ah: float | None = None
+    first: dict[int, FloatArray] = field(default_factory=dict)
+    passed: list[Passed] = field(default_factory=list)  # by the last advance, in order
 
     def __post_init__(self) -> None:
         if not self.counters:
@@ -95,28 +235,60 @@ class Cursor:
         """Index of the current step in plan order (0-based)."""
         return self.program.step_index[self.pc]
 
-    def advance(self) -> tuple[StepSpec, bool] | None:
-        """Move to the next step; return it and whether a new cycle began, or None at the end."""
+    def advance(self, group: int | None = None,
+                quantities: FloatArray | None = None) -> tuple[StepSpec, bool] | None:
+        """Move on from the current step as its end condition group ``group`` says (None: to the
+        next step); return the new step and whether a new cycle began, or None at the end.
+
+        ``quantities`` (the last sample's, by :data:`QUANTITY_COLUMN`) decide loop conditions.
+        """
+        if self.pc < 0 or group is None:
+            pc = self.pc + 1
+        else:
+            pc = self.program.continue_at[self.pc][group]
         new_cycle = False
-        pc = self.pc + 1
+        self.passed = []
         instructions = self.program.instructions
-        while pc < len(instructions):
+        while 0 <= pc < len(instructions):
             ins = instructions[pc]
             if isinstance(ins, StepSpec):
                 self.pc = pc
                 if new_cycle:
                     self.cycle += 1
                 return ins, new_cycle
-            if isinstance(ins, LoopBegin):
+            if isinstance(ins, Message | SetCapacity):
+                self.passed.append(ins)
+                pc += 1
+            elif isinstance(ins, LoopBegin):
                 self.counters[ins.loop] = 0
                 new_cycle = new_cycle or ins.cycle
                 pc += 1
             else:
                 self.counters[ins.loop] += 1
-                if self.counters[ins.loop] < ins.count:
+                if self._repeat(ins, quantities):
                     new_cycle = new_cycle or ins.cycle
                     pc = ins.begin
                 else:
                     pc += 1
         self.pc = len(instructions)
         return None
+
+    def _repeat(self, end: LoopEnd, quantities: FloatArray | None) -> bool:
+        passes = self.counters[end.loop]
+        if end.count is not None and passes >= end.count:
+            return False
+        if not end.until:
+            return True
+        q = quantities if quantities is not None else np.full(len(QUANTITY_COLUMN), np.nan)
+        if passes == 1:
+            self.first[end.loop] = q.copy()
+        first = self.first.get(end.loop)
+        return not any(all(self._holds(c, q, first) for c in group) for group in end.until)
+
+    def _holds(self, condition: Condition, q: FloatArray, first: FloatArray | None) -> bool:
+        column = QUANTITY_COLUMN[condition.quantity]
+        threshold = condition.value.resolve(self.capacity_ah)
+        if condition.of_first:
+            threshold *= first[column] if first is not None else np.nan
+        value = q[column]
+        return bool(value >= threshold if condition.op is Op.GE else value <= threshold)

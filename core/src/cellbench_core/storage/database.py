@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -29,6 +29,8 @@ from cellbench_core.storage.records import (
     TestRecord,
     TestStart,
 )
+
+T = TypeVar("T")
 
 _MIGRATIONS = "cellbench_core.storage:migrations"
 _SQLITE_CACHE_KIB = 65536
@@ -119,6 +121,17 @@ def _json(what: str, value: Mapping[str, Any] | None) -> str:
         return json.dumps(dict(value or {}), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+#: Values per ``IN (...)`` list: under every database's limit on parameters (65,535 on
+#: PostgreSQL), however many tests a station starts at once.
+_IN_LIST_SIZE = 10_000
+
+
+def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``values`` in slices of at most ``_IN_LIST_SIZE``."""
+    for start in range(0, len(values), _IN_LIST_SIZE):
+        yield values[start:start + _IN_LIST_SIZE]
 
 
 def _nan_if_null(value: float | None) -> float:
@@ -283,8 +296,8 @@ class Database:
             names = sorted({t.channel for t in tests})
 
             def channel_ids() -> dict[str, int]:
-                query = sa.select(channels.c.name, channels.c.id).where(channels.c.name.in_(names))
-                return {name: int(i) for name, i in connection.execute(query)}
+                return {name: int(i) for part in _chunks(names) for name, i in connection.execute(
+                    sa.select(channels.c.name, channels.c.id).where(channels.c.name.in_(part)))}
 
             ids = channel_ids()
             drivers = {t.channel: t.driver for t in tests}
@@ -294,8 +307,9 @@ class Database:
                 connection.execute(sa.insert(channels), missing)
                 ids = channel_ids()
             wanted = sorted({t.battery for t in tests if t.battery is not None})
-            battery_ids = {name: int(i) for name, i in connection.execute(
-                sa.select(batteries.c.name, batteries.c.id).where(batteries.c.name.in_(wanted)))}
+            battery_ids = {name: int(i) for part in _chunks(wanted) for name, i in
+                           connection.execute(sa.select(batteries.c.name, batteries.c.id)
+                                              .where(batteries.c.name.in_(part)))}
             for row, t in zip(rows, tests, strict=True):
                 row["channel_id"] = ids[t.channel]
                 row["battery_id"] = None  # every row needs the same keys for executemany
@@ -339,16 +353,17 @@ class Database:
             end_unix_s=sa.bindparam("end_unix_s"))
         with self._transaction() as connection:
             ids = [row["tid"] for row in rows]
-            found = {int(i) for i in connection.execute(
-                sa.select(table.c.id).where(table.c.id.in_(ids))).scalars()}
+            found = {int(i) for part in _chunks(ids) for i in connection.execute(
+                sa.select(table.c.id).where(table.c.id.in_(part))).scalars()}
             for test_id in ids:
                 if test_id not in found:
                     raise StorageError(f"no test with id {test_id}")
             connection.execute(update, rows)
-            channel_of = dict(connection.execute(
-                sa.select(table.c.id, schema.channels.c.name)
-                .join(schema.channels, schema.channels.c.id == table.c.channel_id)
-                .where(table.c.id.in_(ids))).all())
+            channel_of = {test_id: name for part in _chunks(ids) for test_id, name in
+                          connection.execute(
+                              sa.select(table.c.id, schema.channels.c.name)
+                              .join(schema.channels, schema.channels.c.id == table.c.channel_id)
+                              .where(table.c.id.in_(part)))}
             connection.execute(sa.insert(schema.events), [
                 {"kind": "test_finished", "message": row["end_reason"], "test_id": row["tid"],
                  "channel": channel_of[row["tid"]], "unix_time_s": row["end_unix_s"],

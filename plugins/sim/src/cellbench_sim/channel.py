@@ -18,11 +18,21 @@ from cellbench_sdk import (
     Clock,
     DeviceConnectionError,
     OutOfRange,
+    Profile,
+    ProfileQuantity,
     SampleBatch,
     Step,
     StepMode,
 )
-from cellbench_sim.cell import CellBank, CellOutputs, CellParameters, Mode, OutputRange, Setpoints
+from cellbench_sim.cell import (
+    CellBank,
+    CellOutputs,
+    CellParameters,
+    FloatArray,
+    Mode,
+    OutputRange,
+    Setpoints,
+)
 
 _MODES = {
     StepMode.REST: Mode.REST,
@@ -31,6 +41,12 @@ _MODES = {
     StepMode.CCCV: Mode.CCCV,
     StepMode.CP: Mode.CP,
     StepMode.CR: Mode.CR,
+}
+# The cell-model mode a profile runs in, and the setpoint array it moves.
+_PROFILE_MODES = {
+    ProfileQuantity.CURRENT: (Mode.CC, "current_a"),
+    ProfileQuantity.POWER: (Mode.CP, "power_w"),
+    ProfileQuantity.VOLTAGE: (Mode.CV, "voltage_v"),
 }
 _USES_CURRENT = frozenset({StepMode.CC, StepMode.CV, StepMode.CCCV})
 _USES_VOLTAGE = frozenset({StepMode.CV, StepMode.CCCV})
@@ -64,6 +80,9 @@ class SimChannels(ChannelDriver):
     """Simulated channels: every :meth:`measure` advances all cells in one vectorised update.
 
     A step applied between two measurements takes effect at the clock time of :meth:`apply`.
+    A profile step holds its table: before each update the channel's setpoint becomes the
+    profile's mean over the update (a current or power, so the charge passed is exact) or its
+    value at the end of it (a voltage, which CV reaches at the end of the update).
     """
 
     virtual_time_ok = True
@@ -83,6 +102,11 @@ class SimChannels(ChannelDriver):
         # Channels already advanced past ``_t`` because a step was applied to them, and the
         # time each has reached.
         self._ahead: dict[int, float] = {}
+        # Channels following a profile, grouped by profile (channels of one plan share it),
+        # and the clock time each channel's profile began.
+        self._profiles: dict[int, tuple[Profile, dict[int, None]]] = {}
+        self._profile_of: dict[int, int] = {}
+        self._profile_t0 = np.zeros(s.count)
 
     @cached_property
     def channels(self) -> Sequence[ChannelInfo]:
@@ -111,12 +135,21 @@ class SimChannels(ChannelDriver):
         self._check_step(c, step)
         self._catch_up(c, clock.now())
         sp = self._setpoints
-        sp.mode[c] = _MODES[step.mode]
+        self._leave_profile(c)
         # CV without a current limit may use the channel's whole current range.
         sp.current_a[c] = self._range.current_max_a if step.current_a is None else step.current_a
         sp.voltage_v[c] = step.voltage_v or 0.0
         sp.power_w[c] = step.power_w or 0.0
         sp.resistance_ohm[c] = step.resistance_ohm if step.mode is StepMode.CR else 1.0
+        if step.profile is None:
+            sp.mode[c] = _MODES[step.mode]
+            return
+        profile = step.profile
+        sp.mode[c] = _PROFILE_MODES[profile.quantity][0]
+        self._profiles.setdefault(id(profile), (profile, {}))[1][c] = None
+        self._profile_of[c] = id(profile)
+        self._profile_t0[c] = clock.now()
+        self._follow_profiles(np.full(self.settings.count, clock.now()), clock.now(), c)
 
     async def output_off(self, channel: int) -> None:
         await self.apply(channel, REST)
@@ -135,6 +168,31 @@ class SimChannels(ChannelDriver):
             )
         self.cells.ambient_c[c] = celsius
 
+    def _leave_profile(self, c: int) -> None:
+        key = self._profile_of.pop(c, None)
+        if key is not None:
+            channels = self._profiles[key][1]
+            del channels[c]
+            if not channels:
+                del self._profiles[key]
+
+    def _follow_profiles(self, since: FloatArray, now: float, only: int | None = None) -> None:
+        """Set the setpoint of each channel on a profile (or of ``only``) for its update from
+        ``since[channel]`` to ``now``."""
+        for profile, members in self._profiles.values():
+            if only is not None:
+                if only not in members:
+                    continue
+                channels = np.array([only])
+            else:
+                channels = np.fromiter(members, np.int64, len(members))
+            t0 = self._profile_t0[channels]
+            target = getattr(self._setpoints, _PROFILE_MODES[profile.quantity][1])
+            if profile.quantity is ProfileQuantity.VOLTAGE:
+                target[channels] = profile.at(now - t0)
+            else:
+                target[channels] = profile.mean(since[channels] - t0, now - t0)
+
     def _advance(self, now: float) -> CellOutputs:
         """Advance every cell to ``now``; return the state of every cell at ``now``."""
         dt = now - self._t
@@ -144,8 +202,12 @@ class SimChannels(ChannelDriver):
             ahead = np.fromiter(self._ahead.keys(), np.int64, len(self._ahead))
             dts[ahead] = now - np.fromiter(self._ahead.values(), np.float64, len(self._ahead))
             self._ahead.clear()
+            if self._profiles:
+                self._follow_profiles(now - dts, now)
             out = cells.advance(dts, self._setpoints, self._range)
         elif dt > 0.0:
+            if self._profiles:
+                self._follow_profiles(np.full(self.settings.count, self._t), now)
             out = cells.advance(dt, self._setpoints, self._range)
         else:
             out = CellOutputs(
@@ -158,6 +220,8 @@ class SimChannels(ChannelDriver):
         """Advance channel ``c`` alone to ``now`` under its present step."""
         t = self._ahead.get(c, self._t)
         if now > t:
+            if c in self._profile_of:
+                self._follow_profiles(np.full(self.settings.count, t), now, c)
             self.cells.advance(now - t, self._setpoints, self._range, slice(c, c + 1))
             self._ahead[c] = now
 
@@ -180,6 +244,14 @@ class SimChannels(ChannelDriver):
         current = step.current_a if step.mode in _USES_CURRENT else None
         voltage = step.voltage_v if step.mode in _USES_VOLTAGE else None
         power = step.power_w if step.mode is StepMode.CP else None
+        if step.profile is not None:  # its extremes; a voltage profile keeps its current limit
+            values = step.profile.value
+            if step.profile.quantity is ProfileQuantity.VOLTAGE:
+                voltage = min(values) if min(values) < r.voltage_min_v else max(values)
+            elif step.profile.quantity is ProfileQuantity.CURRENT:
+                current = max(values, key=abs)
+            else:
+                power = max(values, key=abs)
         problem = ""
         if current is not None and abs(current) > r.current_max_a:
             problem = f"current {current} A is beyond ±{r.current_max_a} A"

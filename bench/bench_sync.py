@@ -1,0 +1,158 @@
+"""Sync to a central SQL server: lag and throughput at ``--channels`` × ``--rate`` Hz, and how fast
+a backlog drains compared with the live data rate.
+
+1. Live: a producer submits one row per channel every 1/rate s (measured now) into a SQLite
+   station database through the SampleWriter, for ``--seconds``, while the central-sql target
+   runs beside it (``run_sync``, 0.1 s interval). The lag of a batch is the age of its oldest
+   sample when the batch has committed centrally (the largest lag in the batch); p50/p95 are over
+   batches.
+2. Backlog: ``--backlog-minutes`` of data at the same rate are written while nothing syncs, then a
+   fresh target drains them; the drain rate is compared with the live rate and the time to drain
+   one hour is extrapolated.
+
+    .venv/bin/python bench/bench_sync.py [--channels 1000] [--rate 10] [--seconds 20]
+        [--backlog-minutes 5] [--central URL]
+
+The central database defaults to a fresh database on the PostgreSQL server named by
+CELLBENCH_TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres),
+dropped afterwards. Prints figures; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from cellbench_core.storage import Database, SampleRows, SampleWriter, TestStart, open_database
+from cellbench_core.sync import SyncReport, run_sync
+from cellbench_sync_sql.settings import CentralSqlSettings
+from cellbench_sync_sql.target import CentralSqlTarget
+
+
+@contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """A new database on the PostgreSQL test server; dropped afterwards."""
+    server = sa.make_url(os.environ.get("CELLBENCH_TEST_POSTGRES_URL",
+                                        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    name = f"cellbench_bench_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        engine.dispose()
+
+
+def start_tests(db: Database, channels: int) -> np.ndarray:
+    """One running test per channel; their ids."""
+    ids = db.start_tests([
+        TestStart(name=f"bench {n}", channel=f"bench/{n}", driver="bench", battery=None,
+                  plan_name="bench", plan_source="bench", plan_text="", sample_period_s=0.1,
+                  station="bench", start_unix_s=time.time())
+        for n in range(channels)])
+    return np.array(ids, dtype=np.int64)
+
+
+def tick(test_ids: np.ndarray, seq: int, unix_time_s: float, rng: np.random.Generator
+         ) -> SampleRows:
+    """One row per channel, as the runner submits them every tick."""
+    n = len(test_ids)
+    t = np.full(n, seq * 0.1)
+    return SampleRows(
+        test_id=test_ids, seq=np.full(n, seq, dtype=np.int64), test_time_s=t,
+        unix_time_s=np.full(n, unix_time_s), step_time_s=t, voltage_v=3.0 + rng.random(n),
+        current_a=rng.random(n) - 0.5, power_w=rng.random(n), temperature_c=25 + rng.random(n),
+        step_index=np.zeros(n, dtype=np.int64), plan_line=np.ones(n, dtype=np.int64),
+        cycle=np.ones(n, dtype=np.int64), ah=rng.random(n), wh=rng.random(n))
+
+
+def live(db: Database, url: str, test_ids: np.ndarray, rate: float, seconds: float) -> int:
+    """Write live data while syncing; print lag and throughput; return the last seq."""
+    reports: list[tuple[float, SyncReport]] = []
+    stop = threading.Event()
+    target = CentralSqlTarget(CentralSqlSettings(url=url, station="bench"))
+    syncer = threading.Thread(target=run_sync, args=(target, db), kwargs={
+        "name": "central", "interval_s": 0.1, "stop": stop,
+        "on_report": lambda r: reports.append((time.monotonic(), r))})
+    writer = SampleWriter(db)
+    rng = np.random.default_rng(1)
+    syncer.start()
+    began = time.monotonic()
+    seq = 0
+    while time.monotonic() - began < seconds:
+        seq += 1
+        writer.submit(tick(test_ids, seq, time.time(), rng))
+        next_tick = began + seq / rate
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+    writer.close()
+    stop.set()
+    syncer.join()
+    lags = np.array([r.backlog_age_s for _, r in reports if r.samples])
+    moved = sum(r.samples for _, r in reports)
+    print(f"live: {len(test_ids)} channels x {rate:g} Hz for {seconds:g} s: "
+          f"{moved:,} samples synced in {len(lags)} batches")
+    if len(lags):
+        print(f"  lag measured-to-central (oldest sample of each batch): "
+              f"p50 {np.percentile(lags, 50):.3f} s, p95 {np.percentile(lags, 95):.3f} s, "
+              f"max {lags.max():.3f} s")
+    return seq
+
+
+def backlog(db: Database, url: str, test_ids: np.ndarray, rate: float, minutes: float,
+            first_seq: int) -> None:
+    """Write a backlog with nothing syncing, then time draining it."""
+    ticks = int(minutes * 60 * rate)
+    writer = SampleWriter(db)
+    rng = np.random.default_rng(2)
+    began = time.monotonic()
+    for seq in range(first_seq + 1, first_seq + ticks + 1):
+        writer.submit(tick(test_ids, seq, time.time(), rng))
+    writer.close()
+    rows = ticks * len(test_ids)
+    print(f"backlog: {minutes:g} min of data, {rows:,} samples, written locally in "
+          f"{time.monotonic() - began:.1f} s")
+    target = CentralSqlTarget(CentralSqlSettings(url=url, station="bench"))
+    began = time.monotonic()
+    run_sync(target, db, name="central", once=True)
+    took = time.monotonic() - began
+    live_rate = len(test_ids) * rate
+    print(f"  drained in {took:.1f} s: {rows / took:,.0f} samples/s = "
+          f"{rows / took / live_rate:.1f}x the live rate ({live_rate:,.0f}/s); "
+          f"one hour would drain in {took * 60 / minutes / 60:.1f} min")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--channels", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=10.0, help="samples per channel per s")
+    parser.add_argument("--seconds", type=float, default=20.0, help="live phase duration")
+    parser.add_argument("--backlog-minutes", type=float, default=5.0)
+    parser.add_argument("--central", help="central database URL (default: fresh PostgreSQL)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_database(f"sqlite:///{Path(tmp) / 'station.sqlite3'}")
+        try:
+            with (fresh_postgres() if args.central is None
+                  else contextmanager(lambda: iter([args.central]))()) as url:
+                test_ids = start_tests(db, args.channels)
+                seq = live(db, url, test_ids, args.rate, args.seconds)
+                backlog(db, url, test_ids, args.rate, args.backlog_minutes, seq)
+        finally:
+            db.close()
+
+
+if __name__ == "__main__":
+    main()

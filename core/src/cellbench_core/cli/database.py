@@ -1,0 +1,109 @@
+"""``cellbench db``, and how every command finds a station's database (``--db``, ``--station``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from alembic.runtime.migration import MigrationContext
+
+from cellbench_core.cli.app import app
+from cellbench_core.cli.console import console, fail
+from cellbench_core.station import StationError, load_station
+from cellbench_core.storage import Database, open_database, upgrade
+from cellbench_core.storage.schema import VERSION_TABLE
+
+DEFAULT_URL = "sqlite:///cellbench.db"
+
+#: ``--db URL``: the database to use, overriding the station file's.
+DbOption = Annotated[str | None, typer.Option(
+    "--db", help="Database URL, e.g. sqlite:///lab.db, postgresql+psycopg://host/db or "
+                 "mysql+pymysql://user@host/db. Overrides the station file's.",
+    show_default=False)]
+#: ``--station FILE``: the station whose database to use.
+StationOption = Annotated[Path | None, typer.Option(
+    "--station", help="Station file (TOML) whose database to use.", show_default=False)]
+
+db_app = typer.Typer(help="The station database: schema upgrades.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def database_url(db: str | None, station: Path | None) -> str:
+    """The URL ``--db`` gives, else the station file's, else ``sqlite:///cellbench.db``; a bad
+    station file ends the command (exit 2)."""
+    if db:
+        return db
+    if station is None:
+        return DEFAULT_URL
+    try:
+        return load_station(station).station.database
+    except StationError as err:
+        fail(str(err), code=2)
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+@contextmanager
+def opened(url: str) -> Iterator[Database]:
+    """The database at ``url``, migrated to the newest schema; a URL that cannot be opened ends
+    the command with an error naming it (exit 2)."""
+    try:
+        database = open_database(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as err:
+        fail(f"--db: {shown(url)} is not a usable database URL: {err}", code=2)
+    except sa.exc.OperationalError as err:
+        fail(f"cannot open the database {shown(url)}: {err.orig}", code=2)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def schema_revision(url: str) -> str | None:
+    """The schema revision the database at ``url`` is at (None: no cellbench schema)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return None  # connecting would create the file
+    engine = sa.create_engine(parsed)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection,
+                                                 opts={"version_table": VERSION_TABLE})
+            return context.get_current_revision()
+    finally:
+        engine.dispose()
+
+
+@db_app.command("upgrade")
+def upgrade_command(db: DbOption = None, station: StationOption = None) -> None:
+    """Create or upgrade the database schema to this cellbench's version (Alembic migrations).
+
+    Safe to repeat. Stations upgrade their database when they start; run this to prepare a
+    database beforehand (for example on a server, before third-party tools use it).
+
+    Example: cellbench db upgrade --db postgresql+psycopg://cellbench@db.lab/cellbench
+    """
+    url = database_url(db, station)
+    try:
+        before = schema_revision(url)
+        upgrade(url)
+        after = schema_revision(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as err:
+        fail(f"--db: {shown(url)} is not a usable database URL: {err}", code=2)
+    except sa.exc.OperationalError as err:
+        fail(f"cannot open the database {shown(url)}: {err.orig}", code=2)
+    if before == after:
+        console.print(f"{shown(url)}: schema is up to date (revision {after})", highlight=False)
+    else:
+        console.print(f"{shown(url)}: schema upgraded from revision {before or 'none'} to "
+                      f"{after}", highlight=False)

@@ -1,0 +1,110 @@
+"""``cellbench queue add/list/cancel``: the test queue a running station (``cellbench serve``)
+takes its tests from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cellbench_core.cli.app import app
+from cellbench_core.cli.console import console, fail
+from cellbench_core.cli.database import DbOption, StationOption, database_url, opened
+from cellbench_core.plan import PlanError, load_plan
+from cellbench_core.storage import StorageError
+from cellbench_core.storage.queue import QueueStatus, TestQueue
+
+queue_app = typer.Typer(
+    help="The test queue: a running station (cellbench serve) starts each queued test as soon "
+         "as its channel is free.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
+
+_COLOURS = {"queued": "cyan", "running": "blue", "finished": "green", "stopped": "yellow",
+            "cancelled": "dim"}
+
+
+@queue_app.command("add")
+def add_command(
+    plan: Annotated[Path, typer.Argument(help="Plan file (YAML); its text is queued.",
+                                         show_default=False)],
+    channel: Annotated[int, typer.Option(min=1, help="Station channel number to run it on.",
+                                         show_default=False)],
+    battery: Annotated[str | None, typer.Option(
+        help="Registered battery under test (see cellbench battery list).")] = None,
+    name: Annotated[str | None, typer.Option(help="The test's name (default: the plan's).")
+                    ] = None,
+    db: DbOption = None,
+    station: StationOption = None,
+) -> None:
+    """Queue PLAN for a channel; the station starts it as soon as the channel is free.
+
+    The plan is checked first, and its text is stored: later edits of the file do not change
+    the queued test.
+
+    Example: cellbench queue add plans/capacity-check.yaml --channel 3 --battery NMC-18650-A
+    --station station.toml
+    """
+    try:
+        load_plan(plan)
+    except PlanError as err:
+        fail(str(err), code=2)
+    text = plan.read_text(encoding="utf-8")
+    with opened(database_url(db, station)) as database:
+        if battery is not None and database.battery(battery) is None:
+            known = ", ".join(b.name for b in database.batteries()) or "none registered"
+            fail(f"--battery: no battery called {battery!r} (known: {known})", code=2)
+        try:
+            entry = TestQueue(database).add(channel, text, plan_source=str(plan),
+                                            battery=battery, name=name)
+        except ValueError as err:
+            fail(str(err), code=2)
+    console.print(f"queued entry {entry}: {plan} on channel {channel}", highlight=False)
+
+
+@queue_app.command("list")
+def list_command(
+    all_entries: Annotated[bool, typer.Option(
+        "--all", help="Also entries that have ended (default: queued and running only).")
+                           ] = False,
+    db: DbOption = None,
+    station: StationOption = None,
+) -> None:
+    """List the queue: what waits, what runs (with its test id), and how entries ended."""
+    statuses = None if all_entries else (QueueStatus.QUEUED, QueueStatus.RUNNING)
+    with opened(database_url(db, station)) as database:
+        entries = TestQueue(database).entries(statuses)
+    if not entries:
+        console.print("The queue is empty." if all_entries
+                      else "Nothing queued or running (--all shows ended entries).")
+        return
+    table = Table(title="Test queue", title_justify="left")
+    for column, justify in (("id", "right"), ("ch", "right"), ("test name / plan", "left"),
+                            ("battery", "left"), ("status", "left"), ("queued", "left"),
+                            ("test", "right"), ("error", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for e in entries:
+        colour = _COLOURS.get(e.status.value, "red")
+        queued = datetime.fromtimestamp(e.created_unix_s).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(str(e.id), str(e.channel), e.name or Path(e.plan_source or "-").name,
+                      e.battery or "-", f"[{colour}]{e.status.value}[/{colour}]", queued,
+                      "-" if e.test_id is None else str(e.test_id), e.error or "")
+    console.print(table)
+
+
+@queue_app.command("cancel")
+def cancel_command(
+    entry: Annotated[int, typer.Argument(help="Queue entry id (see cellbench queue list).",
+                                         show_default=False)],
+    db: DbOption = None,
+    station: StationOption = None,
+) -> None:
+    """Withdraw a queued entry before its test starts."""
+    with opened(database_url(db, station)) as database:
+        try:
+            TestQueue(database).cancel(entry)
+        except StorageError as err:
+            fail(str(err), code=2)
+    console.print(f"cancelled queue entry {entry}")

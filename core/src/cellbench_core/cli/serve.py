@@ -1,0 +1,156 @@
+"""``cellbench serve``: run a station from its test queue until stopped; and
+``cellbench station init``: write an example station file that runs as it is."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cellbench_core.cli.app import app
+from cellbench_core.cli.console import console, fail
+from cellbench_core.cli.database import DbOption, opened
+from cellbench_core.descriptors import Kind
+from cellbench_core.plugins import PluginError, PluginManager
+from cellbench_core.service import StationService
+from cellbench_core.station import Station, StationError, load_station
+from cellbench_hal import DeviceError
+
+station_app = typer.Typer(help="Station files: write an example to start from.",
+                          no_args_is_help=True)
+app.add_typer(station_app, name="station")
+
+_TEMPLATE = """\
+# cellbench station file: one control PC's channels, database and settings.
+# Every key is described in docs/station.md. Run it with: cellbench serve --station {file}
+
+[station]
+name = "{name}"                      # stored with every test
+# SQLite by default; or mysql+pymysql://user:password@host/db, postgresql+psycopg://user@host/db
+database = "{database}"
+sample_period = "1 s"                # every channel is measured and checked this often
+device_timeout = "5 s"               # a device call slower than this is a device failure
+clock = "{clock}"                      # "real", or "virtual" for simulated channels only
+{speed}queue_poll_interval = "0.5 s"         # how often `serve` reads the test queue
+
+[plugins]
+enable = ["{driver}"]                  # must load, or the station refuses to start
+disable = []                         # never loaded
+
+[[channels]]                         # a group of channels behind one channel driver
+driver = "{driver}"                    # a channel driver from `cellbench plugins`
+[channels.settings]                  # validated by the driver; see its documentation
+{settings}"""
+
+_COMMENT_COLUMN = 38
+
+_SIM_SETTINGS = """\
+count = {channels}                            # number of channels
+chemistry = "nmc"                    # "nmc" (2.5-4.2 V) or "lfp" (2.5-3.65 V)
+capacity_ah = 2.5                    # nominal capacity of the simulated cells
+seed = 1                             # the same seed gives the same cells
+"""
+
+
+def _align_comments(text: str) -> str:
+    """Line up the comments after keys in one column."""
+    lines = []
+    for line in text.splitlines():
+        code, sep, comment = line.partition("  #")
+        if sep and code.strip():
+            line = f"{code.rstrip():<{_COMMENT_COLUMN - 1}} #{comment}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@station_app.command("init")
+def init_command(
+    output: Annotated[Path, typer.Option("-o", "--output", help="The station file to write.")
+                      ] = Path("station.toml"),
+    channels: Annotated[int, typer.Option(min=1, max=100_000,
+                                          help="Number of channels (sim driver).")] = 8,
+    driver: Annotated[str, typer.Option(help="Channel driver, from `cellbench plugins`.")
+                      ] = "sim",
+    db: Annotated[str, typer.Option("--db", help="Database URL of the station.")
+                  ] = "sqlite:///cellbench.db",
+    name: Annotated[str, typer.Option(help="The station's name.")] = "station",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example station file that runs as it is.
+
+    With the simulated driver (the default) the station runs on a virtual clock ten times
+    faster than the wall; edit clock and speed for real time.
+
+    Example: cellbench station init --channels 16 --db sqlite:///lab.db -o lab.toml
+    """
+    manager = PluginManager()
+    manager.load()
+    known = [d.name for d in manager.registry.all() if d.kind == Kind.CHANNEL_DRIVER]
+    if driver not in known:
+        fail(f"--driver: no channel driver {driver!r} (installed: "
+             f"{', '.join(known) or 'none'})", code=2)
+    if output.exists() and not force:
+        fail(f"{output} exists; choose another -o FILE or give --force", code=2)
+    simulated = driver == "sim"
+    text = _TEMPLATE.format(
+        file=output.name, name=name, database=db, driver=driver,
+        clock="virtual" if simulated else "real",
+        speed='speed = 10                           # virtual clock: times faster than the wall\n'
+              if simulated else "",
+        settings=_SIM_SETTINGS.format(channels=channels) if simulated else
+        "# the driver's settings go here\n")
+    output.write_text(_align_comments(text), encoding="utf-8")
+    try:
+        load_station(output)
+    except StationError as err:  # the template and the station model went apart
+        fail(f"the written file does not validate: {err}")
+    console.print(f"wrote {output}: {channels if simulated else 'the'} {driver} channels, "
+                  f"database {db}", highlight=False)
+
+
+@app.command("serve")
+def serve_command(
+    station: Annotated[Path, typer.Option("--station", help="Station file (TOML); "
+                                          "`cellbench station init` writes one.",
+                                          show_default=False)],
+    db: DbOption = None,
+) -> None:
+    """Run a station until stopped: open its channels, then start every test of the test
+    queue as soon as its channel is free.
+
+    Queue tests with `cellbench queue add` or by inserting rows into the database's test_queue
+    table. SIGTERM or Ctrl-C stops every running test (output off), commits all data and exits
+    0. Tests a crashed station left running are ended as interrupted when it starts again.
+
+    Example: cellbench serve --station station.toml
+    """
+    try:
+        config = load_station(station)
+    except StationError as err:
+        fail(str(err), code=2)
+    manager = PluginManager()
+    try:
+        manager.load(disable=config.plugins.disable, require=config.plugins.enable)
+        built = Station(config, manager)
+    except (StationError, PluginError) as err:
+        fail(str(err), code=2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with opened(db or config.station.database) as database:
+        async def main() -> None:
+            service = StationService(built, database, config.station.make_clock(),
+                                     manager.hook)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, service.shutdown)
+            await service.serve()
+
+        try:
+            asyncio.run(main())
+        except DeviceError as err:
+            fail(str(err))
+    logging.getLogger(__name__).info("station %r stopped", config.station.name)

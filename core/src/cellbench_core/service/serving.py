@@ -1,0 +1,213 @@
+"""A serving station: one Runner for all channels, fed from the test queue.
+
+One Runner serves every channel (rather than one Runner per queued test) because a channel
+driver measures all of its channels in one call: several runners sharing a driver would split
+its sample stream between them. The Runner starts added tests at its next tick.
+
+The queue is read every ``queue_poll_interval``; on PostgreSQL a ``LISTEN cellbench_queue``
+connection wakes the station at once when a row is inserted. Rows are claimed with a conditional
+update, so a row never starts twice. Database calls run in worker threads, never on the event
+loop the runner ticks on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+
+from cellbench_core.events import TestFinished, TestStatus
+from cellbench_core.plan import PlanError, parse_plan
+from cellbench_core.runner.engine import RunError, Runner, TestRequest
+from cellbench_core.station import Station
+from cellbench_core.storage import Database, SampleWriter, StorageError, TestEnd
+from cellbench_core.storage.queue import QueueEntry, QueueStatus, TestQueue
+from cellbench_hal import Clock
+
+log = logging.getLogger(__name__)
+
+#: The PostgreSQL notification channel that migration 0002's trigger sends on.
+NOTIFY_CHANNEL = "cellbench_queue"
+
+
+class _Hooks:
+    """The plugin hook relay, also telling the service when a test ends."""
+
+    def __init__(self, hook: Any, service: StationService) -> None:
+        self._hook, self._service = hook, service
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hook, name)
+
+    def cellbench_test_finished(self, *, event: TestFinished) -> None:
+        self._hook.cellbench_test_finished(event=event)
+        self._service._ended(event)
+
+
+class StationService:
+    """Serve ``station`` (opened by :meth:`serve`) from the test queue of ``db``."""
+
+    def __init__(self, station: Station, db: Database, clock: Clock, hook: Any) -> None:
+        config = station.config.station
+        self.station, self.db, self.clock = station, db, clock
+        self.queue = TestQueue(db)
+        self.poll_interval_s = config.queue_poll_interval
+        self.writer = SampleWriter(db)
+        self.runner = Runner(db, self.writer, clock, sample_period_s=config.sample_period,
+                             hooks=_Hooks(hook, self), station=config.name,
+                             device_timeout_s=config.device_timeout)
+        self._busy: dict[int, int] = {}  # channel number -> queue entry running on it
+        self._entry_of_test: dict[int, int] = {}
+        self._finished: list[tuple[int, TestFinished]] = []  # (entry, event) to record
+        self._wake = asyncio.Event()
+        self._stopping = False
+        #: Set once the channels are open and the queue is watched (after the ready line).
+        self.ready = asyncio.Event()
+
+    def shutdown(self) -> None:
+        """Stop serving: every running test stops (output off), then :meth:`serve` returns."""
+        self._stopping = True
+        self.runner.shutdown("station stopped")
+        self._wake.set()
+
+    async def serve(self) -> None:
+        """Open the channels, end tests a previous run left behind, log the ready line, and
+        run queued tests until :meth:`shutdown`; everything is committed when it returns."""
+        try:
+            await self.station.open(self.clock)
+            await asyncio.to_thread(self._end_interrupted)
+            runner = asyncio.create_task(self.runner.run([], serve=True))
+            await asyncio.sleep(0)  # let it start serving before anything is added
+            listener = None
+            try:
+                listener = await self._listen()
+                self._log_ready(listener is not None)
+                while not self._stopping and not runner.done():
+                    self._wake.clear()  # before reading: a wake-up during the reads counts
+                    await self._record_finished()
+                    await self._pick_up()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                if not runner.done():  # again: a signal may have come before it served
+                    self.runner.shutdown("station stopped")
+                await runner  # returns once the stopped tests are recorded; raises its errors
+            finally:
+                if not runner.done():
+                    self.runner.shutdown("station failed")
+                    with contextlib.suppress(Exception):
+                        await runner
+                if listener is not None:
+                    listener.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await listener
+            await self._record_finished()
+        finally:
+            await self.station.close()
+            await asyncio.to_thread(self.writer.close)
+
+    def _log_ready(self, notified: bool) -> None:
+        groups = ", ".join(f"{name} x{len(driver.channels)}"
+                           for name, driver in self.station.drivers)
+        how = "PostgreSQL notifications" if notified else \
+            f"polling every {self.poll_interval_s:g} s"
+        log.info("station %r ready: %d channels (%s), database %s, test queue by %s",
+                 self.station.config.station.name, len(self.station.channels), groups,
+                 sa.make_url(self.db.url).render_as_string(hide_password=True), how)
+        self.ready.set()
+
+    # ---- the queue ---------------------------------------------------------------------------
+
+    async def _pick_up(self) -> None:
+        """Start the oldest queued entry of every free channel."""
+        entries = await asyncio.to_thread(self.queue.entries, [QueueStatus.QUEUED])
+        for entry in entries:
+            if self._stopping or entry.channel in self._busy:
+                continue
+            if not await asyncio.to_thread(self.queue.claim, entry.id,
+                                           self.clock.unix(self.clock.now())):
+                continue  # cancelled or claimed elsewhere meanwhile
+            self._busy[entry.channel] = entry.id
+            try:
+                request = await asyncio.to_thread(self._request, entry)
+                test_id = await self.runner.add(request)
+            except (PlanError, RunError, StorageError) as err:
+                del self._busy[entry.channel]
+                log.warning("queue entry %d failed: %s", entry.id, err)
+                await asyncio.to_thread(self.queue.end, entry.id, QueueStatus.FAILED,
+                                        self.clock.unix(self.clock.now()), str(err))
+                continue
+            self._entry_of_test[test_id] = entry.id
+            await asyncio.to_thread(self.queue.started, entry.id, test_id)
+            log.info("queue entry %d: test %d started on channel %d", entry.id, test_id,
+                     entry.channel)
+
+    def _request(self, entry: QueueEntry) -> TestRequest:
+        """The test an entry asks for; PlanError, RunError or StorageError say what is wrong."""
+        channels = self.station.channels
+        if not 1 <= entry.channel <= len(channels):
+            raise RunError(f"channel {entry.channel} does not exist (this station has channels "
+                           f"1-{len(channels)})")
+        plan = parse_plan(entry.plan, source=entry.plan_source or f"queue entry {entry.id}")
+        battery = None
+        if entry.battery is not None:
+            battery = self.db.battery(entry.battery)
+            if battery is None:
+                raise StorageError(f"no battery named {entry.battery!r}")
+        return TestRequest(channels[entry.channel - 1], plan, battery, name=entry.name or "")
+
+    def _ended(self, event: TestFinished) -> None:
+        entry = self._entry_of_test.pop(event.test_id, None)
+        if entry is None:
+            return
+        self._busy.pop(int(event.channel), None)
+        self._finished.append((entry, event))
+        self._wake.set()
+
+    async def _record_finished(self) -> None:
+        """Mark the entries whose tests ended, once the tests' ends are committed."""
+        if not self._finished:
+            return
+        finished, self._finished = self._finished, []
+        await asyncio.to_thread(self.writer.flush)
+        for entry, event in finished:
+            error = None if event.status is TestStatus.FINISHED else event.reason
+            await asyncio.to_thread(self.queue.end, entry, QueueStatus(event.status.value),
+                                    self.clock.unix(self.clock.now()), error)
+            log.info("queue entry %d: test %d %s (%s)", entry, event.test_id,
+                     event.status.value, event.reason)
+
+    def _end_interrupted(self) -> None:
+        """End the tests of entries that were running when the station last died."""
+        now = self.clock.unix(self.clock.now())
+        running = self.queue.entries([QueueStatus.RUNNING])
+        reason = "interrupted: the station stopped while the test ran"
+        tests = [e.test_id for e in running if e.test_id is not None]
+        still = [t for t in tests if (r := self.db.test(t)) and r.status is TestStatus.RUNNING]
+        self.db.finish_tests([TestEnd(t, TestStatus.INTERRUPTED.value, reason, now)
+                              for t in still])
+        for entry in running:
+            self.queue.end(entry.id, QueueStatus.INTERRUPTED, now, reason)
+            log.warning("queue entry %d (test %s) was interrupted", entry.id, entry.test_id)
+
+    async def _listen(self) -> asyncio.Task[None] | None:
+        """On PostgreSQL, a task that wakes the queue loop on every insert; else None."""
+        url = sa.make_url(self.db.url)
+        if url.get_backend_name() != "postgresql" or url.get_driver_name() != "psycopg":
+            return None
+        import psycopg
+
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+        await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+        async def listen() -> None:
+            try:
+                async for _ in connection.notifies():
+                    self._wake.set()
+            finally:
+                await connection.close()
+
+        return asyncio.create_task(listen())

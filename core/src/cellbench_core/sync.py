@@ -1,0 +1,410 @@
+"""Sync targets: the contract every target keeps, the feed of local changes it copies, and the
+loop that runs a target beside a station (docs/sync.md).
+
+A target copies a local database (batteries, channels, tests, samples, aux values, steps and
+events) somewhere else, continuously and idempotently. It learns from its own destination how far
+it got (:class:`Positions`), asks a :class:`ChangeFeed` for what lies beyond, writes that in one
+transaction of the destination, and only then moves the feed on. Every row a feed reads is
+committed locally (readers never see uncommitted rows); a crash anywhere re-reads from the
+destination's positions, and re-delivered rows replace themselves by their natural keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cellbench_core.events import TestStatus
+from cellbench_core.storage import Database, schema
+
+logger = logging.getLogger(__name__)
+
+#: Row tuples in the column order of their table in :mod:`cellbench_core.storage.schema`.
+Row = tuple[Any, ...]
+
+#: On a server database, events of concurrent transactions may commit out of id order; a feed
+#: therefore looks back this many ids below its position for events that committed late.
+EVENT_LOOKBACK_IDS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TestPosition:
+    """How much of one test a target holds: every sample up to ``seq``, every step up to
+    ``step_no``, and (``final``) the test's row in a status other than ``running``."""
+
+    seq: int = 0
+    step_no: int = 0
+    final: bool = False
+
+    __test__ = False  # not a pytest test class
+
+
+@dataclass(slots=True)
+class Positions:
+    """How much of a local database a target holds: per test, and the highest event id."""
+
+    tests: dict[int, TestPosition] = field(default_factory=dict)
+    event_id: int = 0
+
+
+@dataclass(slots=True)
+class Changes:
+    """Committed local rows a target does not hold yet, as row tuples in table column order.
+
+    ``batteries``, ``channels`` and ``tests`` hold rows that are new or changed since the feed
+    last moved on; the rest hold new rows only. ``sample_ranges`` maps a test id to the
+    ``(first, last)`` seq of its samples here (aux rows cover the same range), ``step_ranges``
+    likewise for step numbers. ``complete`` is True when these are all the local rows that were
+    committed when they were read. ``oldest_unix_s`` is the measurement time of the oldest sample
+    here (None without samples).
+    """
+
+    batteries: list[Row] = field(default_factory=list)
+    channels: list[Row] = field(default_factory=list)
+    tests: list[Row] = field(default_factory=list)
+    samples: list[Row] = field(default_factory=list)
+    sample_aux: list[Row] = field(default_factory=list)
+    steps: list[Row] = field(default_factory=list)
+    events: list[Row] = field(default_factory=list)
+    sample_ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    step_ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    complete: bool = True
+    oldest_unix_s: float | None = None
+    positions: dict[int, TestPosition] = field(default_factory=dict)
+    done: set[int] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.tables().values())
+
+    def tables(self) -> dict[str, list[Row]]:
+        """The rows by table name, in an order that satisfies foreign keys."""
+        return {"batteries": self.batteries, "channels": self.channels, "tests": self.tests,
+                "samples": self.samples, "sample_aux": self.sample_aux, "steps": self.steps,
+                "events": self.events}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What one :meth:`SyncTarget.sync_once` did: ``rows`` written (of them ``samples``),
+    ``caught_up`` when the target then held everything committed locally when it read, and
+    ``backlog_age_s``, how old the oldest sample it moved was (0 when it moved none)."""
+
+    rows: int
+    samples: int
+    caught_up: bool
+    backlog_age_s: float
+
+
+class SyncTarget(ABC):
+    """A place a local database is copied to, continuously: a central server, a backup file.
+
+    A descriptor of kind ``Kind.SYNC_TARGET`` builds one from its validated settings. The runner
+    calls :meth:`open` once, :meth:`sync_once` again and again, and :meth:`close` at the end or
+    after an error (then :meth:`open` again to retry). Every method may raise; nothing a target
+    does may be lost or duplicated by an error at any point.
+    """
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect to the destination (create its tables if needed) and read its positions."""
+
+    @abstractmethod
+    def sync_once(self, local: Database) -> SyncReport:
+        """Copy one batch of what the destination lacks from ``local``, in one transaction."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection to the destination; safe to call again or before open()."""
+
+
+class ChangeFeed:
+    """Reads, from a local database, the committed rows a target does not hold yet.
+
+    Start it with the positions the target holds; after the target committed a :meth:`read`'s
+    changes, :meth:`advance` past them. At most about ``max_rows`` samples are read at a time
+    (shared among the running tests) so that a large backlog moves in bounded transactions.
+    """
+
+    def __init__(self, positions: Positions, max_rows: int = 200_000) -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, not {max_rows}")
+        self._max_rows = max_rows
+        self._positions = dict(positions.tests)
+        self._event_id = positions.event_id
+        self._recent_events: set[int] = set()  # delivered ids within the look-back window
+        self._active: set[int] | None = None  # tests not yet wholly held; None before the 1st read
+        self._max_test_id = 0
+        self._sent: dict[tuple[str, int], Row] = {}  # last delivered battery/channel/test rows
+
+    def read(self, local: Database) -> Changes:
+        """The committed rows the target lacks, all read in one snapshot of ``local``."""
+        with local.engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # pysqlite starts no transaction for SELECT: begin one for a single snapshot.
+                connection.exec_driver_sql("BEGIN")
+            else:
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            try:
+                return self._read(connection)
+            finally:
+                connection.rollback()
+
+    def advance(self, changes: Changes) -> None:
+        """Move past ``changes``: the target has committed them."""
+        assert self._active is not None, "advance() before read()"
+        for name in ("batteries", "channels", "tests"):
+            for row in changes.tables()[name]:
+                self._sent[name, int(row[0])] = row
+        self._positions.update(changes.positions)
+        for test_id in changes.done:
+            self._active.discard(test_id)
+            self._sent.pop(("tests", test_id), None)
+        for row in changes.events:
+            self._recent_events.add(int(row[0]))
+            self._event_id = max(self._event_id, int(row[0]))
+        horizon = self._event_id - EVENT_LOOKBACK_IDS
+        self._recent_events = {i for i in self._recent_events if i > horizon}
+
+    def _read(self, connection: Connection) -> Changes:
+        changes = Changes()
+        tests = self._tests(connection)
+        assert self._active is not None
+        for name, table in (("batteries", schema.batteries), ("channels", schema.channels)):
+            for row in connection.execute(sa.select(table).order_by(table.c.id)):
+                if self._sent.get((name, int(row[0]))) != tuple(row):
+                    changes.tables()[name].append(tuple(row))
+        for row in tests:
+            if self._sent.get(("tests", int(row.id))) != tuple(row):
+                changes.tests.append(tuple(row))
+        status = {int(row.id): row.status for row in tests}
+        limit = max(1, self._max_rows // max(1, len(self._active)))
+        queries = _TestQueries(connection)
+        try:
+            for test_id in sorted(self._active & status.keys()):
+                self._read_test(queries, test_id, limit, status[test_id], changes)
+        finally:
+            queries.close()
+        self._read_events(connection, changes)
+        return changes
+
+    def _tests(self, connection: Connection) -> list[sa.Row[Any]]:
+        """Local tests that are new or not yet wholly held by the target (on the first read:
+        all tests, deciding which the target already holds wholly)."""
+        table = schema.tests
+        query = sa.select(table).order_by(table.c.id)
+        if self._active is None:
+            rows = list(connection.execute(query))
+            queries = _TestQueries(connection)
+            try:
+                self._active = {int(r.id) for r in rows if not self._held(queries, int(r.id))}
+            finally:
+                queries.close()
+        else:
+            wanted = table.c.id > self._max_test_id
+            if self._active:
+                wanted = sa.or_(wanted, table.c.id.in_(sorted(self._active)))
+            rows = list(connection.execute(query.where(wanted)))
+            self._active.update(int(r.id) for r in rows)
+        self._max_test_id = max([self._max_test_id, *(int(r.id) for r in rows)])
+        return [r for r in rows if int(r.id) in self._active]
+
+    def _held(self, queries: _TestQueries, test_id: int) -> bool:
+        held = self._positions.get(test_id)
+        if held is None or not held.final:
+            return False
+        [(last_seq,)] = queries.run("last_seq", test_id=test_id)
+        [(last_step,)] = queries.run("last_step", test_id=test_id)
+        return (last_seq or 0) == held.seq and (last_step or 0) == held.step_no
+
+    def _read_test(self, queries: _TestQueries, test_id: int, limit: int, status: str,
+                   changes: Changes) -> None:
+        held = self._positions.get(test_id, TestPosition())
+        rows = queries.run("samples", test_id=test_id, after=held.seq, limit=limit)
+        seq = held.seq
+        if rows:
+            seq = int(rows[-1][1])
+            changes.samples.extend(rows)
+            changes.sample_ranges[test_id] = (int(rows[0][1]), seq)
+            changes.sample_aux.extend(
+                queries.run("sample_aux", test_id=test_id, after=held.seq, last=seq))
+            first_unix_s = float(rows[0][3])
+            if changes.oldest_unix_s is None or first_unix_s < changes.oldest_unix_s:
+                changes.oldest_unix_s = first_unix_s
+        # A step goes with its last sample: a reader never finds a step beyond the samples.
+        step_rows = queries.run("steps", test_id=test_id, after=held.step_no, last=seq)
+        step_no = held.step_no
+        if step_rows:
+            step_no = int(step_rows[-1][1])
+            changes.steps.extend(step_rows)
+            changes.step_ranges[test_id] = (int(step_rows[0][1]), step_no)
+        all_read = len(rows) < limit
+        changes.complete = changes.complete and all_read
+        final = status != TestStatus.RUNNING.value
+        changes.positions[test_id] = TestPosition(seq, step_no, final)
+        if final and all_read:
+            changes.done.add(test_id)
+
+    def _read_events(self, connection: Connection, changes: Changes) -> None:
+        table = schema.events
+        lookback = 0 if connection.dialect.name == "sqlite" else EVENT_LOOKBACK_IDS
+        query = (sa.select(table).where(table.c.id > max(0, self._event_id - lookback))
+                 .order_by(table.c.id).limit(self._max_rows))
+        rows = [tuple(r) for r in connection.execute(query)]
+        changes.complete = changes.complete and len(rows) < self._max_rows
+        changes.events.extend(r for r in rows if int(r[0]) not in self._recent_events)
+
+
+_SAMPLES, _AUX, _STEPS = schema.samples, schema.sample_aux, schema.steps
+#: The queries made for every test, with their parameters as bind parameters.
+_TEST_QUERIES: dict[str, sa.Select[Any]] = {
+    "samples": sa.select(_SAMPLES)
+    .where(_SAMPLES.c.test_id == sa.bindparam("test_id"), _SAMPLES.c.seq > sa.bindparam("after"))
+    .order_by(_SAMPLES.c.seq).limit(sa.bindparam("limit")),
+    "sample_aux": sa.select(_AUX)
+    .where(_AUX.c.test_id == sa.bindparam("test_id"), _AUX.c.seq > sa.bindparam("after"),
+           _AUX.c.seq <= sa.bindparam("last"))
+    .order_by(_AUX.c.seq, _AUX.c.name),
+    "steps": sa.select(_STEPS)
+    .where(_STEPS.c.test_id == sa.bindparam("test_id"),
+           _STEPS.c.step_no > sa.bindparam("after"), _STEPS.c.end_seq <= sa.bindparam("last"))
+    .order_by(_STEPS.c.step_no),
+    "last_seq": sa.select(sa.func.max(_SAMPLES.c.seq))
+    .where(_SAMPLES.c.test_id == sa.bindparam("test_id")),
+    "last_step": sa.select(sa.func.max(_STEPS.c.step_no))
+    .where(_STEPS.c.test_id == sa.bindparam("test_id")),
+}
+
+
+class _TestQueries:
+    """The per-test queries, compiled once and run on the DBAPI cursor of the read's own
+    connection (same snapshot): thousands of tests per read make SQLAlchemy's per-statement
+    work the largest cost otherwise."""
+
+    def __init__(self, connection: Connection) -> None:
+        dialect = connection.dialect
+        self._compiled = {name: query.compile(dialect=dialect)
+                          for name, query in _TEST_QUERIES.items()}
+        self._sql = {name: str(compiled) for name, compiled in self._compiled.items()}
+        self._cursor = connection.connection.cursor()
+
+    def run(self, name: str, **params: int) -> list[Row]:
+        """The rows of query ``name`` with these parameters, as tuples."""
+        compiled = self._compiled[name]
+        values = compiled.construct_params(params)  # with any the dialect adds (OFFSET 0)
+        if compiled.positional:
+            assert compiled.positiontup is not None
+            self._cursor.execute(self._sql[name], [values[p] for p in compiled.positiontup])
+        else:
+            self._cursor.execute(self._sql[name], values)
+        return [tuple(row) for row in self._cursor.fetchall()]
+
+    def close(self) -> None:
+        """Close the cursor."""
+        self._cursor.close()
+
+
+def report(changes: Changes, now_unix_s: float | None = None) -> SyncReport:
+    """The report of a sync that wrote ``changes``."""
+    age = 0.0
+    if changes.oldest_unix_s is not None:
+        now = time.time() if now_unix_s is None else now_unix_s
+        age = max(0.0, now - changes.oldest_unix_s)
+    return SyncReport(rows=len(changes), samples=len(changes.samples),
+                      caught_up=changes.complete, backlog_age_s=age)
+
+
+def run_sync(
+    target: SyncTarget,
+    local: Database,
+    *,
+    name: str,
+    interval_s: float = 0.5,
+    alarm_after_s: float = 300.0,
+    max_backoff_s: float = 60.0,
+    once: bool = False,
+    stop: threading.Event | None = None,
+    on_report: Callable[[SyncReport], None] | None = None,
+    on_alarm: Callable[[str], None] | None = None,
+) -> None:
+    """Run ``target`` (called ``name`` in messages) until ``stop`` is set, or with ``once``
+    until it has caught up.
+
+    A batch that leaves a backlog is followed at once by the next; once caught up the target
+    waits ``interval_s``. An error closes the target and retries after a back-off that doubles
+    up to ``max_backoff_s`` (with ``once`` the error is raised). When the target has not been
+    caught up for ``alarm_after_s``, an ``alarm`` event is recorded in ``local`` (and passed to
+    ``on_alarm``); a ``sync_recovered`` event follows when it has caught up again.
+    """
+    for what, value in (("interval_s", interval_s), ("alarm_after_s", alarm_after_s),
+                        ("max_backoff_s", max_backoff_s)):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{what} must be a positive number of seconds, not {value!r}")
+    stop = stop or threading.Event()
+    caught_up_at = time.monotonic()
+    backoff = interval_s
+    is_open = alarmed = False
+    while not stop.is_set():
+        try:
+            if not is_open:
+                target.open()
+                is_open = True
+            result = target.sync_once(local)
+        except Exception as exc:
+            if is_open:
+                _close_quietly(target, name)
+                is_open = False
+            if once:
+                raise
+            logger.warning("sync target %s failed (retrying in %.1f s): %s", name, backoff, exc)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
+        else:
+            backoff = interval_s
+            if on_report is not None:
+                on_report(result)
+            if result.caught_up:
+                caught_up_at = time.monotonic()
+                if alarmed:
+                    _event(local, "sync_recovered", f"sync target {name} has caught up again",
+                           name, 0.0)
+                    alarmed = False
+                if once:
+                    break
+                stop.wait(interval_s)
+        behind_s = time.monotonic() - caught_up_at
+        if not alarmed and behind_s > alarm_after_s:
+            message = (f"sync target {name} has not caught up for {behind_s:.0f} s "
+                       f"(alarm after {alarm_after_s:g} s)")
+            alarmed = _event(local, "alarm", message, name, behind_s)
+            if on_alarm is not None:
+                on_alarm(message)
+    if is_open:
+        target.close()
+
+
+def _event(local: Database, kind: str, message: str, target: str, behind_s: float) -> bool:
+    """Record a sync event in the local database; False if that failed."""
+    logger.warning("%s", message)
+    try:
+        local.add_event(kind=kind, message=message, unix_time_s=time.time(),
+                        data={"sync_target": target, "behind_s": round(behind_s, 3)})
+    except Exception as exc:  # the local database is busy or gone: try again next round
+        logger.error("could not record the %s event: %s", kind, exc)
+        return False
+    return True
+
+
+def _close_quietly(target: SyncTarget, name: str) -> None:
+    try:
+        target.close()
+    except Exception as exc:  # closing a broken connection may fail too; it is dropped anyway
+        logger.debug("closing sync target %s failed: %s", name, exc)

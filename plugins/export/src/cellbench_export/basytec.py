@@ -1,0 +1,245 @@
+"""BaSyTec-style result files: Latin-1 text, tab-separated, a ``~`` preamble and a ``~`` header.
+
+:class:`BasytecWriter` writes a test's file incrementally: each :meth:`~BasytecWriter.update`
+appends the samples committed since the last one, and once the test has ended completes the
+preamble in place. The finished file is byte for byte what :func:`write_basytec` writes in one
+go. The column layout is documented in docs/export.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from cellbench_core.events import TestStatus
+from cellbench_core.storage import Database, StorageError, TestRecord
+from cellbench_export.samples import Chunk, StepCounter, aux_names, read_chunk
+
+ENCODING = "latin-1"
+MAGIC = "Resultfile from Basytec Battery Test System"
+#: Dates in the preamble and the DateTime column, in local time (as BaSyTec writes them).
+DATE_FORMAT = "%d.%m.%Y %H:%M:%S"
+DATETIME_FORMAT = "%d.%m.%Y %H:%M:%S.%f"
+
+#: The fixed columns, in file order; aux signals follow.
+COLUMNS = (
+    "Time[s]", "DataSet", "DateTime", "t-Step[s]", "t-Set[s]", "Line", "Step", "Command",
+    "U[V]", "I[A]", "P[W]", "Ah[Ah]", "Ah-Step", "Wh[Wh]", "Wh-Step", "T1[°C]", "Cyc-Count",
+    "State",
+)
+
+#: Unit suffixes of aux signal names (``chamber_temperature_c``) and their header form
+#: (``chamber_temperature[°C]``).
+UNITS = {"c": "°C", "v": "V", "a": "A", "w": "W", "s": "s", "ah": "Ah", "wh": "Wh",
+         "pa": "Pa", "ohm": "Ohm", "pct": "%"}
+_SUFFIX_OF_UNIT = {unit: suffix for suffix, unit in UNITS.items()}
+_UNIT_HEADER = re.compile(r"^(.+)\[([^\[\]]+)\]$")
+
+# Fields completed in place when the test ends; padded so the file's length does not change.
+_END_WIDTH = len("01.01.2000 00:00:00")
+_STATUS_WIDTH = max(len(s.value) for s in TestStatus)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def aux_header(name: str) -> str:
+    """The column header of an aux signal: ``name_c`` becomes ``name[°C]`` (likewise for the
+    other unit suffixes in :data:`UNITS`); other names are written as they are."""
+    stem, _, suffix = name.rpartition("_")
+    if stem and suffix in UNITS:
+        return f"{stem}[{UNITS[suffix]}]"
+    return name
+
+
+def aux_name(header: str) -> str:
+    """The aux signal name of a column header: the inverse of :func:`aux_header`."""
+    match = _UNIT_HEADER.match(header)
+    if match and match.group(2) in _SUFFIX_OF_UNIT:
+        return f"{match.group(1)}_{_SUFFIX_OF_UNIT[match.group(2)]}"
+    return header
+
+
+def number(value: float) -> str:
+    """A float as the shortest text that reads back as the same float; empty for NaN."""
+    if math.isnan(value):
+        return ""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+def command(current_a: float) -> str:
+    """The BaSyTec command a sample's current corresponds to."""
+    if current_a > 0:
+        return "Charge"
+    if current_a < 0:
+        return "Discharge"
+    return "Pause"
+
+
+def _text(value: str | None) -> str:
+    return _CONTROL.sub(" ", value or "")
+
+
+def _date(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s).strftime(DATE_FORMAT)
+
+
+class BasytecWriter:
+    """Writes one test's BaSyTec-style result file, appending what is new on each call of
+    :meth:`update`.
+
+    The writer remembers the last sample it wrote. If aux signals appear that the file has no
+    column for, the file is rewritten with the new columns (atomically, by renaming a
+    complete new file over it). A writer always starts a new file: it does not resume a file
+    written by an earlier process. Call it from one thread at a time.
+    """
+
+    def __init__(self, db: Database, test_id: int, path: Path) -> None:
+        self.db = db
+        self.test_id = int(test_id)
+        self.path = Path(path)
+        self.position = 0  #: the ``seq`` of the last sample in the file
+        self.rows = 0  #: the number of samples in the file
+        self.complete = False  #: whether the test had ended and the file is final
+        self._started = False
+        self._aux: list[str] = []
+        self._counter = StepCounter()
+        self._status_at = 0  # byte offsets of the fields completed at the end
+        self._end_at = 0
+
+    def update(self) -> int:
+        """Append every sample committed since the last call and, if the test has ended,
+        complete the file; return the number of samples appended. StorageError if the test
+        does not exist."""
+        if self.complete:
+            return 0
+        # Read the status before the samples: a test that has ended has all its samples
+        # committed, so everything read afterwards is all there is.
+        test = self._test()
+        if not self._started:
+            self._start(test, self.path, aux_names(self.db, self.test_id))
+        before = self.rows
+        while True:
+            chunk = read_chunk(self.db, self.test_id, self.position)
+            if not len(chunk):
+                break
+            if not set(chunk.aux) <= set(self._aux):
+                self._rewrite(test, sorted(set(self._aux) | set(chunk.aux)))
+                continue
+            with self.path.open("ab") as file:
+                file.write(self._rows(chunk))
+            self.position = int(chunk.columns["seq"][-1])
+            self.rows += len(chunk)
+        if test.status is not TestStatus.RUNNING:
+            self._finish(test)
+        return self.rows - before
+
+    def _test(self) -> TestRecord:
+        test = self.db.test(self.test_id)
+        if test is None:
+            raise StorageError(f"no test with id {self.test_id} in the database")
+        return test
+
+    def _rewrite(self, test: TestRecord, aux: list[str]) -> None:
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        self.position = self.rows = 0
+        self._counter = StepCounter()
+        self._start(test, temporary, aux)
+        with temporary.open("ab") as file:
+            while True:
+                chunk = read_chunk(self.db, self.test_id, self.position)
+                if not len(chunk):
+                    break
+                file.write(self._rows(chunk))
+                self.position = int(chunk.columns["seq"][-1])
+                self.rows += len(chunk)
+        os.replace(temporary, self.path)
+
+    def _start(self, test: TestRecord, path: Path, aux: list[str]) -> None:
+        headers = [*COLUMNS]
+        for name in aux:
+            header = aux_header(name)
+            if header in headers:  # the unit form is taken: keep the name as it is
+                header = name
+            if header in headers or aux_name(header) != name:
+                raise ValueError(
+                    f"test {self.test_id}: aux signal {name!r} cannot be given a column of its "
+                    "own in a BaSyTec file (its name clashes with another column)")
+            try:
+                header.encode(ENCODING)
+            except UnicodeEncodeError:
+                raise ValueError(f"test {self.test_id}: aux signal {name!r} cannot be written "
+                                 "in a Latin-1 file") from None
+            headers.append(header)
+        lines = [
+            f"~{MAGIC}",
+            "~",
+            f"~Name of Test: {_text(test.name)}",
+            f"~Battery: {_text(test.battery)}",
+            f"~Testplan: {_text(test.plan_name)}",
+            f"~Testchannel: {_text(test.channel)}",
+            f"~Start of Test: {_date(test.start_unix_s)}",
+        ]
+        head = "\n".join(lines).encode(ENCODING, errors="replace") + b"\n"
+        end_label, status_label = b"~End of Test: ", b"~Status: "
+        self._end_at = len(head) + len(end_label)
+        self._status_at = self._end_at + _END_WIDTH + 1 + len(status_label)
+        rest = [
+            end_label + b"-".ljust(_END_WIDTH),
+            status_label + TestStatus.RUNNING.value.encode().ljust(_STATUS_WIDTH),
+            f"~Station: {_text(test.station)}".encode(ENCODING, errors="replace"),
+            f"~Test id: {test.id}".encode(),
+            b"~",
+            ("~" + "\t".join(headers)).encode(ENCODING),
+        ]
+        path.write_bytes(head + b"\n".join(rest) + b"\n")
+        self._aux = list(aux)
+        self._started = True
+
+    def _finish(self, test: TestRecord) -> None:
+        end = "-" if test.end_unix_s is None else _date(test.end_unix_s)
+        with self.path.open("r+b") as file:
+            file.seek(self._end_at)
+            file.write(end.encode().ljust(_END_WIDTH))
+            file.seek(self._status_at)
+            file.write(test.status.value.encode().ljust(_STATUS_WIDTH))
+        self.complete = True
+
+    def _rows(self, chunk: Chunk) -> bytes:
+        c = chunk.columns
+        starts, _, net_ah, net_wh = self._counter.update(c)
+        missing = np.full(len(chunk), np.nan)
+        aux = [chunk.aux.get(name, missing).tolist() for name in self._aux]
+        columns = zip(
+            c["test_time_s"].tolist(), c["seq"].tolist(), c["unix_time_s"].tolist(),
+            c["step_time_s"].tolist(), c["plan_line"].tolist(), c["step_index"].tolist(),
+            c["voltage_v"].tolist(), c["current_a"].tolist(), c["power_w"].tolist(),
+            net_ah.tolist(), c["ah"].tolist(), net_wh.tolist(), c["wh"].tolist(),
+            c["temperature_c"].tolist(), c["cycle"].tolist(), starts.tolist(), *aux,
+            strict=True,
+        )
+        lines = []
+        for (time_s, seq, unix_s, step_s, line, step, u, i, p, ah, ah_step, wh, wh_step, t1,
+             cycle, start, *values) in columns:
+            stamp = datetime.fromtimestamp(unix_s).strftime(DATETIME_FORMAT)
+            fields = [
+                number(time_s), str(seq), stamp, number(step_s), number(time_s), str(line),
+                str(step), command(i), number(u), number(i), number(p), number(ah),
+                number(ah_step), number(wh), number(wh_step), number(t1), str(cycle),
+                "0" if start else "1", *(number(v) for v in values),
+            ]
+            lines.append("\t".join(fields))
+        return ("\n".join(lines) + "\n").encode(ENCODING)
+
+
+def write_basytec(db: Database, test_id: int, path: Path) -> int:
+    """Write the test's BaSyTec-style result file as it stands; return the number of samples.
+
+    For a running test the file holds the samples committed so far and says ``running``.
+    """
+    writer = BasytecWriter(db, test_id, path)
+    return writer.update()

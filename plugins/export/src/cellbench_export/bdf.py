@@ -1,0 +1,98 @@
+"""Battery Data Format (BDF) files: one row per sample, columns labelled ``Quantity / unit``,
+as CSV or Parquet. The columns are documented in docs/export.md."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from cellbench_core.storage import Database
+from cellbench_export.samples import Chunk, StepCounter, aux_names, read_all
+
+#: BDF column label -> the sample column it holds; the derived ones are computed.
+COLUMNS = {
+    "Test Time / s": "test_time_s",
+    "Unix Time / s": "unix_time_s",
+    "Voltage / V": "voltage_v",
+    "Current / A": "current_a",
+    "Power / W": "power_w",
+    "Cycle Count / 1": "cycle",
+    "Step Count / 1": None,
+    "Step Index / 1": "step_index",
+    "Step Time / s": "step_time_s",
+    "Step Capacity / Ah": "ah",
+    "Step Energy / Wh": "wh",
+    "Net Capacity / Ah": None,
+    "Net Energy / Wh": None,
+    "Surface Temperature T1 / degC": "temperature_c",
+}
+
+
+class BdfFormat(StrEnum):
+    """The file formats a BDF table can be written in."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+def _table(chunk: Chunk, counter: StepCounter, aux: list[str]) -> pa.Table:
+    c = chunk.columns
+    _, count, net_ah, net_wh = counter.update(c)
+    derived = {"Step Count / 1": count, "Net Capacity / Ah": net_ah, "Net Energy / Wh": net_wh}
+    arrays = {}
+    for label, column in COLUMNS.items():
+        values = derived[label] if column is None else c[column]
+        # No value is a null in the file, never NaN (which BDF readers would take as a value).
+        mask = np.isnan(values) if values.dtype.kind == "f" else None
+        arrays[label] = pa.array(values, mask=mask)
+    missing = np.full(len(chunk), np.nan)
+    for name in aux:
+        values = chunk.aux.get(name, missing)
+        arrays[name] = pa.array(values, mask=np.isnan(values))
+    return pa.table(arrays)
+
+
+def _schema(aux: list[str]) -> pa.Schema:
+    fields = [pa.field(label, pa.int64() if label.endswith("/ 1") else pa.float64())
+              for label in COLUMNS]
+    return pa.schema(fields + [pa.field(name, pa.float64()) for name in aux])
+
+
+def write_bdf(db: Database, test_id: int, path: Path, form: BdfFormat) -> int:
+    """Write the test's samples as committed so far as a BDF file; return the number of rows.
+
+    The file is written under a temporary name and renamed into place when complete.
+    """
+    path = Path(path)
+    aux = aux_names(db, test_id)
+    clash = [name for name in aux if name in COLUMNS]
+    if clash:
+        raise ValueError(f"test {test_id}: aux signal {clash[0]!r} has the name of a BDF column")
+    schema = _schema(aux)
+    counter = StepCounter()
+    temporary = path.with_name(path.name + ".tmp")
+    rows = 0
+    writer: pq.ParquetWriter | pa_csv.CSVWriter
+    if form is BdfFormat.PARQUET:
+        writer = pq.ParquetWriter(temporary, schema)
+    else:
+        writer = pa_csv.CSVWriter(temporary, schema)
+    try:
+        with writer:
+            for chunk in read_all(db, test_id):
+                # Aux signals that appeared after aux_names() was read belong to a later export.
+                table = _table(chunk, counter, aux).cast(schema)
+                writer.write_table(table)
+                rows += len(chunk)
+            if not rows:  # a header (or Parquet schema) even for a test without samples
+                writer.write_table(schema.empty_table())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return rows

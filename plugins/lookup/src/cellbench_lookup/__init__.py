@@ -1,0 +1,1 @@
+"""Lookup tables from CSV files, offered as an OSI device (``lookup``)."""
