@@ -1,13 +1,9 @@
-"""Database fixtures: a SQLite file per test, and a fresh database per session on the PostgreSQL
-and MariaDB/MySQL servers running on loopback.
-
-Server URLs come from CELLBENCH_TEST_POSTGRES_URL and CELLBENCH_TEST_MYSQL_URL. An unreachable
-server skips its tests, or fails them when the CI environment variable is set.
+"""Database fixtures: every test on each backend — a SQLite file per test, and the session's
+databases on the PostgreSQL and MariaDB/MySQL servers (from the workspace's conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,59 +15,7 @@ import sqlalchemy as sa
 from cellbench_core.storage import Database, SampleRows, TestStart, open_database
 from cellbench_core.storage.schema import metadata
 
-SERVERS = {
-    "postgresql": (
-        "CELLBENCH_TEST_POSTGRES_URL",
-        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-        {"connect_timeout": 5},
-    ),
-    "mysql": (
-        "CELLBENCH_TEST_MYSQL_URL",
-        "mysql+pymysql://root@127.0.0.1:3306/",
-        {"connect_timeout": 5},
-    ),
-}
-
-
-SERVER_FIXTURES = {"postgresql": "postgres_url", "mysql": "mysql_url"}
-
-
-def _server_database(backend: str) -> Iterator[str]:
-    """Create a uniquely named database on the server, yield its URL, drop it afterwards."""
-    variable, default, connect_args = SERVERS[backend]
-    server_url = sa.make_url(os.environ.get(variable, default))
-    name = f"cellbench_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", connect_args=connect_args)
-    try:
-        with engine.connect() as connection:
-            charset = " CHARACTER SET utf8mb4" if backend == "mysql" else ""
-            connection.exec_driver_sql(f"CREATE DATABASE {name}{charset}")
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        where = server_url.render_as_string(hide_password=True)
-        reason = f"{backend} server at {where} ({variable}) is unreachable: {exc.orig}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
-        yield server_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            force = " WITH (FORCE)" if backend == "postgresql" else ""
-            connection.exec_driver_sql(f"DROP DATABASE {name}{force}")
-        engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """URL of a fresh PostgreSQL database for this test session."""
-    yield from _server_database("postgresql")
-
-
-@pytest.fixture(scope="session")
-def mysql_url() -> Iterator[str]:
-    """URL of a fresh MariaDB/MySQL database for this test session."""
-    yield from _server_database("mysql")
+SERVER_FIXTURES = {"postgresql": "postgres_url", "mysql": "mysql_url"}  # ../../conftest.py
 
 
 @pytest.fixture(

@@ -1,19 +1,14 @@
 """A station database with running tests, central databases on each backend (a SQLite file, and
-fresh databases on the PostgreSQL and MariaDB servers on loopback), a TCP proxy that plays a
-server going away, and the comparison of both sides.
-
-Server URLs come from CELLBENCH_TEST_POSTGRES_URL and CELLBENCH_TEST_MYSQL_URL. An unreachable
-server skips its tests, or fails them when the CI environment variable is set.
+fresh databases on the PostgreSQL and MariaDB servers on loopback, from the workspace's
+conftest.py), a TCP proxy that plays a server going away, and the comparison of both sides.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import socket
 import threading
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,48 +29,15 @@ from cellbench_core.storage import (
 )
 from cellbench_sync_sql import central
 
-SERVERS = {
-    "postgresql": ("CELLBENCH_TEST_POSTGRES_URL",
-                   "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
-    "mysql": ("CELLBENCH_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/"),
-}
-
-
-def _server_database(backend: str) -> Iterator[str]:
-    """Create a uniquely named database on the server, yield its URL, drop it afterwards."""
-    variable, default = SERVERS[backend]
-    server_url = sa.make_url(os.environ.get(variable, default))
-    name = f"cellbench_central_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT",
-                              connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as connection:
-            charset = " CHARACTER SET utf8mb4" if backend == "mysql" else ""
-            connection.exec_driver_sql(f"CREATE DATABASE {name}{charset}")
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        where = server_url.render_as_string(hide_password=True)
-        reason = f"{backend} server at {where} ({variable}) is unreachable: {exc.orig}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
-        yield server_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            force = " WITH (FORCE)" if backend == "postgresql" else ""
-            connection.exec_driver_sql(f"DROP DATABASE {name}{force}")
-        engine.dispose()
-
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.server),
                         pytest.param("mysql", marks=pytest.mark.server)])
-def central_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def central_url(request: pytest.FixtureRequest, tmp_path: Path,
+                fresh_database: Callable[[str], str]) -> str:
     """A fresh, empty central database on each backend."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'central.sqlite3'}"
-        return
-    yield from _server_database(request.param)
+        return f"sqlite:///{tmp_path / 'central.sqlite3'}"
+    return fresh_database(request.param)
 
 
 class Bench:

@@ -1,15 +1,11 @@
 """A station database with running tests (a SQLite file, or a fresh PostgreSQL database on the
-server on loopback), and the comparison of a database with its backup.
-
-The PostgreSQL URL comes from CELLBENCH_TEST_POSTGRES_URL. An unreachable server skips its
-tests, or fails them when the CI environment variable is set.
+server on loopback, from the workspace's conftest.py), and the comparison of a database with its
+backup.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -97,29 +93,9 @@ def bench(tmp_path: Path) -> Iterator[Bench]:
 
 
 @pytest.fixture
-def postgres_bench() -> Iterator[Bench]:
+def postgres_bench(fresh_database: Callable[[str], str]) -> Iterator[Bench]:
     """A station database in a fresh PostgreSQL database, with a battery and a running writer."""
-    variable = "CELLBENCH_TEST_POSTGRES_URL"
-    server_url = sa.make_url(os.environ.get(
-        variable, "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
-    name = f"cellbench_backup_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT",
-                              connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        reason = f"postgresql server ({variable}) is unreachable: {exc.orig}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
-        yield from _bench(server_url.set(database=name).render_as_string(hide_password=False))
-    finally:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        engine.dispose()
+    yield from _bench(fresh_database("postgresql"))
 
 
 def _normal(value: object) -> object:

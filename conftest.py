@@ -1,0 +1,76 @@
+"""Fixtures every test folder of the workspace shares: fresh databases on the PostgreSQL and
+MariaDB/MySQL servers running on loopback.
+
+Server URLs come from CELLBENCH_TEST_POSTGRES_URL and CELLBENCH_TEST_MYSQL_URL. An unreachable
+server skips its tests, or fails them when the CI environment variable is set (CI must not pass
+by skipping them).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+SERVERS = {
+    "postgresql": ("CELLBENCH_TEST_POSTGRES_URL",
+                   "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
+    "mysql": ("CELLBENCH_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/"),
+}
+
+
+def server_database(backend: str) -> Iterator[str]:
+    """Create a uniquely named database on the server, yield its URL, drop it afterwards."""
+    variable, default = SERVERS[backend]
+    server_url = sa.make_url(os.environ.get(variable, default))
+    name = f"cellbench_test_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT",
+                              connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            charset = " CHARACTER SET utf8mb4" if backend == "mysql" else ""
+            connection.exec_driver_sql(f"CREATE DATABASE {name}{charset}")
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        where = server_url.render_as_string(hide_password=True)
+        reason = f"{backend} server at {where} ({variable}) is unreachable: {exc.orig}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield server_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as connection:
+            force = " WITH (FORCE)" if backend == "postgresql" else ""
+            connection.exec_driver_sql(f"DROP DATABASE {name}{force}")
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for this test session."""
+    yield from server_database("postgresql")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """URL of a fresh MariaDB/MySQL database for this test session."""
+    yield from server_database("mysql")
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[Callable[[str], str]]:
+    """``fresh_database("postgresql" | "mysql") -> URL``: an empty database for this test only,
+    dropped afterwards."""
+    made: list[Iterator[str]] = []
+
+    def make(backend: str) -> str:
+        made.append(server_database(backend))
+        return next(made[-1])
+
+    yield make
+    for generator in made:
+        next(generator, None)  # runs the drop
