@@ -25,3 +25,17 @@ def test_ci_runs_the_readme_test_line_verbatim() -> None:
     test_line = quick_start_commands()[1]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert test_line in ci
+
+
+def test_cli_reference_is_current(tmp_path: Path) -> None:
+    """docs/cli.md is generated from the commands' own help; regenerate it when they change."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "typer", "cellbench_core.cli", "utils", "docs",
+               "--name", "cellbench", "--output", str(tmp_path / "cli.md")]
+    subprocess.run(command, check=True, capture_output=True)
+    assert (ROOT / "docs" / "cli.md").read_text(encoding="utf-8") == (
+        tmp_path / "cli.md").read_text(encoding="utf-8"), (
+        "docs/cli.md is out of date: run `uv run python -m typer cellbench_core.cli utils docs "
+        "--name cellbench --output docs/cli.md`")
