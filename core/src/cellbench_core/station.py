@@ -91,12 +91,30 @@ class ChannelGroup(_Strict):
     settings: dict[str, Any] = {}
 
 
+class SyncSection(_Strict):
+    """``[[sync]]``: a sync target ``cellbench serve`` runs beside the station (docs/sync.md);
+    its settings are validated by the target."""
+
+    target: str
+    settings: dict[str, Any] = {}
+    interval: float = Field(default=0.5, description="between batches once caught up, e.g. "
+                                                     "'0.5 s'")
+    alarm_after: float = Field(default=300.0, description="alarm when not caught up this "
+                                                          "long, e.g. '5 min'")
+
+    @field_validator("interval", "alarm_after", mode="before")
+    @classmethod
+    def _parse_duration(cls, value: Any) -> float:
+        return _duration(value)
+
+
 class StationConfig(_Strict):
     """A whole station file."""
 
     station: StationSection = StationSection()
     plugins: PluginsSection = PluginsSection()
     channels: list[ChannelGroup] = [ChannelGroup(driver="sim")]
+    sync: list[SyncSection] = []
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -17,6 +17,7 @@ from cellbench_core.cli.database import DbOption, opened
 from cellbench_core.descriptors import Kind
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.service import StationService
+from cellbench_core.service.syncing import SyncWorkers
 from cellbench_core.station import Station, StationError, load_station
 from cellbench_hal import DeviceError
 
@@ -125,6 +126,7 @@ def serve_command(
     Queue tests with `cellbench queue add` or by inserting rows into the database's test_queue
     table. SIGTERM or Ctrl-C stops every running test (output off), commits all data and exits
     0. Tests a crashed station left running are ended as interrupted when it starts again.
+    The [[sync]] targets of the station file copy its data continuously meanwhile.
 
     Example: cellbench serve --station station.toml
     """
@@ -136,6 +138,7 @@ def serve_command(
     try:
         manager.load(disable=config.plugins.disable, require=config.plugins.enable)
         built = Station(config, manager)
+        syncs = SyncWorkers(config, manager, manager.hook)
     except (StationError, PluginError) as err:
         fail(str(err), code=2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -149,8 +152,11 @@ def serve_command(
                 loop.add_signal_handler(sig, service.shutdown)
             await service.serve()
 
+        syncs.start(database)
         try:
             asyncio.run(main())
         except DeviceError as err:
             fail(str(err))
+        finally:
+            syncs.stop(database)
     logging.getLogger(__name__).info("station %r stopped", config.station.name)

@@ -11,7 +11,9 @@ it, ``end loop`` sits inside a loop, and every step the plan can reach has some 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -222,6 +224,32 @@ class Cursor:
     def __post_init__(self) -> None:
         if not self.counters:
             self.counters = [0] * self.program.loops
+
+    def state(self) -> dict[str, Any]:
+        """The position as plain JSON-able data, for :meth:`restore` (after a crash)."""
+        return {"pc": self.pc, "counters": list(self.counters), "cycle": self.cycle,
+                "capacity_ah": self.capacity_ah,
+                "first": {str(loop): [None if np.isnan(x) else float(x) for x in q]
+                          for loop, q in self.first.items()}}
+
+    @classmethod
+    def restore(cls, program: Program, state: Mapping[str, Any]) -> Cursor:
+        """The cursor :meth:`state` described, on ``program`` (the same plan compiled again);
+        ValueError if the state does not fit the program."""
+        try:
+            pc, counters = int(state["pc"]), [int(n) for n in state["counters"]]
+            capacity = state["capacity_ah"]
+            first = {int(loop): np.array([np.nan if x is None else float(x) for x in q])
+                     for loop, q in state["first"].items()}
+            cursor = cls(program, pc, counters, int(state["cycle"]),
+                         None if capacity is None else float(capacity), first)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"a stored plan position is not readable: {err!r}") from None
+        if not isinstance(program.instructions[pc] if 0 <= pc < len(program.instructions)
+                          else None, StepSpec) or len(counters) != program.loops:
+            raise ValueError(f"the stored plan position (instruction {pc}, {len(counters)} "
+                             "loops) does not fit the plan")
+        return cursor
 
     @property
     def step(self) -> StepSpec:

@@ -44,6 +44,9 @@ _UNIT_HEADER = re.compile(r"^(.+)\[([^\[\]]+)\]$")
 _END_WIDTH = len("01.01.2000 00:00:00")
 _STATUS_WIDTH = max(len(s.value) for s in TestStatus)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Enough of a file to hold its preamble and header: all :meth:`BasytecWriter.resume` reads of
+#: a file whose test has ended.
+_HEAD_BYTES = 1 << 16
 
 
 def aux_header(name: str) -> str:
@@ -94,8 +97,9 @@ class BasytecWriter:
 
     The writer remembers the last sample it wrote. If aux signals appear that the file has no
     column for, the file is rewritten with the new columns (atomically, by renaming a
-    complete new file over it). A writer always starts a new file: it does not resume a file
-    written by an earlier process. Call it from one thread at a time.
+    complete new file over it). A writer made by the constructor starts a new file;
+    :meth:`resume` carries on with a file an earlier process wrote. Call it from one thread at
+    a time.
     """
 
     def __init__(self, db: Database, test_id: int, path: Path) -> None:
@@ -110,6 +114,65 @@ class BasytecWriter:
         self._counter = StepCounter()
         self._status_at = 0  # byte offsets of the fields completed at the end
         self._end_at = 0
+
+    @classmethod
+    def resume(cls, db: Database, test_id: int, path: Path) -> BasytecWriter:
+        """A writer that carries on with the test's file at ``path`` where it ends (after a
+        restart or a crash: a partly written last line is cut off), so that no sample appears
+        twice. A missing file, or one this writer did not write for this test, is started anew
+        by the first :meth:`update`."""
+        writer = cls(db, test_id, path)
+        try:
+            with writer.path.open("rb") as file:
+                data = file.read(_HEAD_BYTES)
+                if f"~Status: {TestStatus.RUNNING.value}".encode() in data or \
+                        b"\n~" + COLUMNS[0].encode(ENCODING) not in data:
+                    data += file.read()  # the head alone does not settle it
+        except FileNotFoundError:
+            return writer
+        end_label, status_label = b"\n~End of Test: ", b"\n~Status: "
+        header_at = data.find(b"\n~" + COLUMNS[0].encode(ENCODING))
+        header_end = data.find(b"\n", header_at + 1)
+        end_at, status_at = data.find(end_label), data.find(status_label)
+        if (not data.startswith(f"~{MAGIC}\n".encode())
+                or f"\n~Test id: {writer.test_id}\n".encode() not in data[:max(0, header_at)]
+                or min(header_at, header_end, end_at, status_at) < 0):
+            return writer  # not this test's file, or its head was cut short
+        writer._end_at = end_at + len(end_label)
+        writer._status_at = status_at + len(status_label)
+        headers = data[header_at + 2:header_end].decode(ENCODING).split("\t")
+        writer._aux = [aux_name(h) for h in headers[len(COLUMNS):]]
+        writer._started = True
+        status = data[writer._status_at:writer._status_at + _STATUS_WIDTH].decode(ENCODING)
+        if status.strip() != TestStatus.RUNNING.value:
+            writer.complete = True
+            return writer
+        body = data[header_end + 1:]
+        whole = body[:body.rfind(b"\n") + 1]  # a line without its newline was cut short
+        if len(whole) < len(body):
+            os.truncate(writer.path, header_end + 1 + len(whole))
+        lines = whole.splitlines()
+        fields = lines[-1].split(b"\t", 2) if lines else [b"", b"0"]
+        last = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else -1
+        writer._replay(last, len(lines))  # a last line without a DataSet number starts anew
+        return writer
+
+    def _replay(self, last: int, rows: int) -> None:
+        """Bring the step counter to where it was after sample ``last`` (the file's last of
+        ``rows``), reading the samples again; a file that does not match them starts anew."""
+        while self.position < last:
+            chunk = read_chunk(self.db, self.test_id, self.position)
+            keep = chunk.columns["seq"] <= last
+            if not keep.any():
+                break
+            columns = {name: column[keep] for name, column in chunk.columns.items()}
+            self._counter.update(columns)
+            self.position = int(columns["seq"][-1])
+            self.rows += len(columns["seq"])
+        if self.position != last or self.rows != rows:
+            self.position = self.rows = 0
+            self._counter = StepCounter()
+            self._started = False
 
     def update(self) -> int:
         """Append every sample committed since the last call and, if the test has ended,
