@@ -1,5 +1,5 @@
 """Fixtures every test folder of the workspace shares: fresh databases on the PostgreSQL and
-MariaDB/MySQL servers running on loopback.
+MariaDB/MySQL servers running on loopback, and a `cellbench serve` subprocess to watch.
 
 Server URLs come from CELLBENCH_TEST_POSTGRES_URL and CELLBENCH_TEST_MYSQL_URL. An unreachable
 server skips its tests, or fails them when the CI environment variable is set (CI must not pass
@@ -9,8 +9,13 @@ by skipping them).
 from __future__ import annotations
 
 import os
+import sqlite3
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -74,3 +79,43 @@ def fresh_database() -> Iterator[Callable[[str], str]]:
     yield make
     for generator in made:
         next(generator, None)  # runs the drop
+
+
+#: How long a test waits for a station subprocess to reach a state.
+PATIENCE_S = 60.0
+
+
+def _wait_for(query: str, db: Path, expected: object) -> None:
+    """Poll the SQLite database ``db`` until ``query`` returns ``expected``."""
+    deadline = time.monotonic() + PATIENCE_S
+    while True:
+        with sqlite3.connect(db) as con:
+            found = con.execute(query).fetchall()
+        if found == expected:
+            return
+        assert time.monotonic() < deadline, f"{query}: {found}, expected {expected}"
+        time.sleep(0.05)
+
+
+def _start_serving(station: Path) -> subprocess.Popen[str]:
+    """``cellbench serve --station STATION`` started in a subprocess, once it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from cellbench_core.cli import main; main()", "serve",
+         "--station", str(station)], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # warnings about interrupted tests may come first
+        if " ready: " in line:
+            return process
+    raise AssertionError(f"cellbench serve exited with {process.wait()} before it was ready")
+
+
+@pytest.fixture
+def wait_for() -> Callable[[str, Path, object], None]:
+    """``wait_for(query, sqlite_file, expected)``: poll until the query returns ``expected``."""
+    return _wait_for
+
+
+@pytest.fixture
+def start_serving() -> Callable[[Path], subprocess.Popen[str]]:
+    """``start_serving(station_file)``: a ready ``cellbench serve`` subprocess."""
+    return _start_serving

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -39,19 +40,9 @@ steps:
 PATIENCE_S = 60.0
 
 
-def wait_for(query: str, db: Path, expected: object) -> None:
-    deadline = time.monotonic() + PATIENCE_S
-    while True:
-        with sqlite3.connect(db) as con:
-            found = con.execute(query).fetchall()
-        if found == expected:
-            return
-        assert time.monotonic() < deadline, f"{query}: {found}, expected {expected}"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serve_runs_the_queue_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+def test_serve_runs_the_queue_and_stops_cleanly(tmp_path: Path, sig: signal.Signals,
+                                                wait_for: Any) -> None:
     db = tmp_path / "station.db"
     station = tmp_path / "station.toml"
     result = cli.invoke(app, ["station", "init", "--channels", "2", "--db", f"sqlite:///{db}",
@@ -94,19 +85,8 @@ def test_serve_runs_the_queue_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
     assert last_seq == steps_end  # the stopped step's summary covers every committed sample
 
 
-def start_serving(station: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from cellbench_core.cli import main; main()", "serve",
-         "--station", str(station)], stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    for line in process.stderr:  # warnings about interrupted tests come first
-        if " ready: " in line:
-            return process
-    raise AssertionError(f"cellbench serve exited with {process.wait()} before it was ready")
-
-
 def test_sigkill_then_restart_ends_interrupted_tests_and_keeps_every_sample(
-        tmp_path: Path) -> None:
+        tmp_path: Path, wait_for: Any, start_serving: Any) -> None:
     db = tmp_path / "station.db"
     station = tmp_path / "station.toml"
     assert cli.invoke(app, ["station", "init", "--channels", "3", "--db", f"sqlite:///{db}",

@@ -77,19 +77,8 @@ def test_sync_keys_are_validated_before_anything_starts(tmp_path: Path, sync: st
     assert not (tmp_path / "station.db").exists()
 
 
-def wait_for(query: str, db: Path, expected: object) -> None:
-    deadline = time.monotonic() + PATIENCE_S
-    while True:
-        with sqlite3.connect(db) as con:
-            found = con.execute(query).fetchall()
-        if found == expected:
-            return
-        assert time.monotonic() < deadline, f"{query}: {found}, expected {expected}"
-        time.sleep(0.05)
-
-
 def test_serve_syncs_to_central_and_is_complete_after_sigterm(
-        tmp_path: Path, central_url: str, digest: Any) -> None:
+        tmp_path: Path, central_url: str, digest: Any, wait_for: Any) -> None:
     station = station_file(tmp_path, f'[[sync]]\ntarget = "central-sql"\ninterval = "0.1 s"\n'
                                      f'settings = {{url = "{central_url}"}}\n')
     db = tmp_path / "station.db"
@@ -145,18 +134,6 @@ def test_a_target_that_cannot_catch_up_raises_an_alarm_through_the_hooks(
     assert [e.kind for e in bench.db.events()] == ["alarm"]
 
 
-def serve(station: Path) -> subprocess.Popen[str]:
-    """``cellbench serve`` started and ready."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from cellbench_core.cli import main; main()", "serve",
-         "--station", str(station)], stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    for line in process.stderr:  # warnings about interrupted tests may come first
-        if " ready: " in line:
-            return process
-    raise AssertionError(f"cellbench serve exited with {process.wait()} before it was ready")
-
-
 def samples(db: Path) -> int:
     with sqlite3.connect(db) as con:
         return int(con.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
@@ -165,7 +142,7 @@ def samples(db: Path) -> int:
 @pytest.mark.server
 @pytest.mark.parametrize("central_url", ["postgresql", "mysql"], indirect=True)
 def test_sigkilled_serve_loses_and_duplicates_nothing_centrally(
-        tmp_path: Path, central_url: str, digest: Any) -> None:
+        tmp_path: Path, central_url: str, digest: Any, start_serving: Any) -> None:
     station = station_file(tmp_path, f'[[sync]]\ntarget = "central-sql"\ninterval = "50 ms"\n'
                                      f'settings = {{url = "{central_url}", max_rows = 500}}\n')
     db = tmp_path / "station.db"
@@ -177,7 +154,7 @@ def test_sigkilled_serve_loses_and_duplicates_nothing_centrally(
             assert cli.invoke(app, ["queue", "add", str(plan), "--channel", channel,
                                     "--station", str(station)]).exit_code == 0
         before = samples(db)
-        process = serve(station)
+        process = start_serving(station)
         try:
             deadline = time.monotonic() + PATIENCE_S
             while samples(db) == before:
@@ -187,7 +164,7 @@ def test_sigkilled_serve_loses_and_duplicates_nothing_centrally(
         finally:
             process.kill()  # SIGKILL, wherever the runner and the sync threads are
             process.wait()
-    process = serve(station)
+    process = start_serving(station)
     process.send_signal(signal.SIGTERM)
     _, errors = process.communicate(timeout=PATIENCE_S)
     assert process.returncode == 0, errors
