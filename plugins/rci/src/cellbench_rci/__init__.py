@@ -1,0 +1,1 @@
+"""Remote control interface: ASCII commands over TCP and RS-232."""

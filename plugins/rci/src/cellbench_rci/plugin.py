@@ -1,0 +1,1 @@
+"""Registration of the remote control interface with cellbench."""
