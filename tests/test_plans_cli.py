@@ -130,3 +130,45 @@ def test_import_reads_one_step_per_line_and_refuses_bad_files(tmp_path: Path) ->
     result = runner.invoke(app, ["plan", "import", "--from", "pybamm", str(bad)])
     assert result.exit_code == 2
     assert "expected a JSON list of experiment strings" in result.output
+
+
+# Issue 3's bad-input list, one case each, through the CLI: exit 2 and file:line: field.
+@pytest.mark.parametrize(("steps", "where"), [
+    ("  - {mode: rest, fro: 1 s}\n", "plan.yaml:3: steps[0].fro: unknown key 'fro'"),
+    ("  - {mode: cc, current: [1], for: 1 s}\n", "plan.yaml:3: steps[0].current: expected a "
+     "current like '2 A' or '1C', got a list"),
+    ("  - {mode: cc, current: 1, for: 1 s}\n", "plan.yaml:3: steps[0].current: missing unit"),
+    ("  - {mode: cc, current: 1 parsec, for: 1 s}\n",
+     "plan.yaml:3: steps[0].current: unknown unit 'parsec'"),
+    ("  - {mode: cc, current: nan A, for: 1 s}\n",
+     "plan.yaml:3: steps[0].current: 'nan A' is not a finite number"),
+    ("  - {mode: cc, current: 1 A, for: inf s}\n",
+     "plan.yaml:3: steps[0].for: 'inf s' is not a finite number"),
+    ("  - {mode: cc, current: \u0661 A, for: 1 s}\n",
+     "plan.yaml:3: steps[0].current: expected a current like '2 A' or '1C', got '\u0661 A'"),
+    ("  - {mode: cc, current: 1 A}\n", "plan.yaml:3: steps[0]: this step could run forever"),
+    ("  - {mode: rest, for: 1 s, label: a}\n  - {mode: rest, for: 1 s, label: a}\n",
+     "plan.yaml:4: steps[1].label: label 'a' is already used at line 3"),
+    ("  - repeat: 0\n    steps: [Rest for 1 s]\n",
+     "plan.yaml:3: steps[0].repeat: must be between 1 and"),
+    ("  - repeat: -2\n    steps: [Rest for 1 s]\n",
+     "plan.yaml:3: steps[0].repeat: expected a whole number of passes"),
+    ("  - repeat: forever\n    steps: [Rest for 1 s]\n",
+     "plan.yaml:3: steps[0].repeat: a loop that repeats forever needs an 'until'"),
+    ("  - include: a.yaml\n", "b.yaml:2: steps[0].include: include cycle: a.yaml -> b.yaml"),
+    ("  - Charge at 1 A to 4.3 V until 50 mA\nlimits: {voltage_max: 4.2 V}\n",
+     "plan.yaml:3: steps[0]: 4.3 V is above limits.voltage_max"),
+    ("  - &r Rest for 1 s\n  - *r\n", "plan.yaml:3: YAML anchors and aliases are not allowed"),
+    ("  - Rest for 1 s\n" * 70_000, "plan.yaml: the plan is larger than 1048576 bytes"),
+    (b"  - Rest for 1 s \xff\n", "plan.yaml:3: the plan is not UTF-8 text"),
+])
+def test_check_refuses_every_kind_of_bad_input(
+        tmp_path: Path, steps: str | bytes, where: str) -> None:
+    (tmp_path / "a.yaml").write_text("steps:\n  - include: b.yaml\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text("steps:\n  - include: a.yaml\n", encoding="utf-8")
+    plan = tmp_path / "plan.yaml"
+    head = b"name: t\nsteps:\n"
+    plan.write_bytes(head + (steps if isinstance(steps, bytes) else steps.encode("utf-8")))
+    result = runner.invoke(app, ["plan", "check", str(plan)])
+    assert result.exit_code == 2
+    assert f"{tmp_path}/{where}" in " ".join(result.output.split())

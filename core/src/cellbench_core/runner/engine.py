@@ -472,14 +472,16 @@ class Runner:
         """Resolve every step and limit of the plan for this battery and channel, or refuse."""
         capacity = req.battery.nominal_capacity_ah if req.battery else req.plan.capacity_ah
         program = Program.compile(req.plan)
-        steps, bounds, delays = self._resolve_plan(req, program, capacity)
+        steps, bounds, delays = self.resolve_plan(req, program, capacity)
         self._bound[row], self._delay[row], self._beyond_since[row] = bounds, delays, np.nan
         self._runs.append(_Run(row, req, 0, Cursor(program, capacity_ah=capacity), steps))
 
-    def _resolve_plan(self, req: TestRequest, program: Program, capacity: float | None
-                      ) -> tuple[dict[int, _Resolved], list[float], list[float]]:
+    @staticmethod
+    def resolve_plan(req: TestRequest, program: Program, capacity: float | None
+                     ) -> tuple[dict[int, _Resolved], list[float], list[float]]:
         """Every step of ``program`` and the limits, resolved with ``capacity`` for C-rates and
-        checked against the channel's ranges and the limits; RunError if one does not fit."""
+        checked against the channel's ranges and the limits; RunError if one does not fit.
+        Needs no runner: ``cellbench plan check --station`` uses it on unopened channels."""
         plan, battery, info = req.plan, req.battery, req.channel.info
         where = f"{plan.source}"
         for ins in program.instructions:
@@ -500,7 +502,7 @@ class Runner:
                 if ins.profile is not None:  # the step ends with its profile
                     end = ins.profile.time_s[-1]
                     groups.append([(Condition(Quantity.STEP_TIME, Op.GE, Value(end)), end)])
-                steps[pc] = (self._hal_step(ins, capacity), groups)
+                steps[pc] = (Runner._hal_step(ins, capacity), groups)
             except ValueError as err:
                 raise RunError(f"{where}:{ins.line}: {err} (channel {req.channel.name}; "
                                f"give a battery or the plan's capacity)") from None
@@ -636,7 +638,7 @@ class Runner:
             return (f"{where}: set capacity: {passed.quantity} is {capacity!r}, not a capacity "
                     "(is it measured yet?)")
         try:
-            steps, bounds, delays = self._resolve_plan(run.request, run.cursor.program, capacity)
+            steps, bounds, delays = self.resolve_plan(run.request, run.cursor.program, capacity)
         except RunError as err:
             return f"set capacity {capacity:.4g} Ah at {where}: {err}"
         run.steps, run.cursor.capacity_ah = steps, capacity
