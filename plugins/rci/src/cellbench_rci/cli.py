@@ -1,0 +1,180 @@
+"""``cellbench rci``: send remote-control commands to a running station, one-shot or at an
+interactive prompt."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cellbench_core.cli.console import console, error_console, fail
+from cellbench_rci.client import DEFAULT_PORT, DEFAULT_TIMEOUT_S, RciClient, RciError, tls_context
+
+HELP = f"""Send remote-control commands to a running station (its rci interface).
+
+With COMMAND, send it, print the reply and exit: 0 on OK; 1 on ERR, with the error code and
+message on stderr; 2 if the connection fails. STATE?, QUEUE?, BATTERY? and CHANNELS? print
+tables. Without COMMAND, open a prompt: type commands (HELP lists them, HELP <command> explains
+one), watch SUBSCRIBE'd samples as they arrive, end with QUIT or Ctrl-D.
+
+Examples:
+
+    cellbench rci PING
+
+    cellbench rci STATE? ALL
+
+    cellbench rci START 3 cc-cv NMC-18650-A
+
+    cellbench rci --host lab-pc-2 --token "$TOKEN" --tls-ca ca.pem STOP 3
+
+    cellbench rci            # interactive; try SUBSCRIBE 1
+
+The default port is {DEFAULT_PORT}. Prefer the environment variable CELLBENCH_RCI_TOKEN to
+--token, so the token shows in no process list. The protocol: docs/rci.md.
+"""
+
+#: Column names of the tabular replies, in the order of a record's fields.
+_COLUMNS = {
+    "STATE?": ("channel", "state", "test", "step", "cycle", "U / V", "I / A", "T / °C",
+               "Ah", "Wh", "test time / s"),
+    "QUEUE?": ("entry", "channel", "plan", "battery", "status", "test"),
+    "BATTERY?": ("battery", "chemistry", "capacity / Ah"),
+    "CHANNELS?": ("channel", "driver", "U min / V", "U max / V", "I max / A"),
+}
+
+
+def render(command: str, payload: str) -> None:
+    """Print a reply's payload: a table for the listing queries, else the payload as it is."""
+    words = command.split()
+    query = words[0].upper() if words else ""
+    columns = _COLUMNS.get(query)
+    if columns is None or (query == "BATTERY?" and len(words) > 1):
+        if query == "BATTERY?" and "=" in payload:  # one battery: name=..,chemistry=..,...
+            table = Table(show_header=False, box=None)
+            for item in payload.split(","):
+                key, _, value = item.partition("=")
+                table.add_row(f"[bold]{escape(key)}[/bold]", escape(value))
+            console.print(table)
+        else:
+            console.print(payload, markup=False, highlight=False)
+        return
+    records = payload.split(";") if payload else []
+    title = query.rstrip("?").lower()
+    if query == "CHANNELS?" and records:
+        title = f"channels ({records.pop(0)})"  # the first record is the channel count
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column in {
+            "state", "plan", "battery", "status", "chemistry", "driver"} else "right")
+    for record in records:
+        table.add_row(*(escape(field) for field in record.split(",")))
+    if not records:
+        console.print(f"({title}: none)", highlight=False)
+        return
+    console.print(table)
+
+
+def _print_push(line: str) -> None:
+    console.print(line, markup=False, highlight=False)
+
+
+def _interact(client: RciClient, target: str) -> None:
+    """The prompt: one command per line until QUIT, Ctrl-D or Ctrl-C."""
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (input() then keeps a history and edits lines)
+    console.print(f"connected to {target}" + (f" as {client.role}" if client.role else "")
+                  + "; HELP lists the commands, QUIT or Ctrl-D ends.", highlight=False)
+    while True:
+        try:
+            line = input("rci> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        if not line:
+            continue
+        try:
+            reply = client.command(line)
+        except RciError as err:
+            error_console.print(f"[bold red]ERR {err.code}[/bold red] {escape(err.message)}",
+                                highlight=False)
+            continue
+        except ValueError as err:  # not sendable (non-ASCII); nothing was sent
+            error_console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
+            continue
+        except (TimeoutError, ConnectionError) as err:
+            fail(str(err))
+        render(line, reply.payload)
+        if client.closed or line.split()[0].upper() == "QUIT":
+            return
+
+
+def rci_command(
+    command: Annotated[list[str] | None, typer.Argument(
+        help="A command and its arguments, e.g. STATE? 1-4 (none: interactive prompt).",
+        show_default=False, metavar="COMMAND...")] = None,
+    host: Annotated[str, typer.Option(help="Station host name or address.",
+                                      envvar="CELLBENCH_RCI_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="rci TCP port.", min=1, max=65535,
+                                      envvar="CELLBENCH_RCI_PORT")] = DEFAULT_PORT,
+    token: Annotated[str | None, typer.Option(
+        help="Access token (sent as AUTH); default from CELLBENCH_RCI_TOKEN.",
+        envvar="CELLBENCH_RCI_TOKEN", show_default=False, show_envvar=False)] = None,
+    tls_ca: Annotated[Path | None, typer.Option(
+        "--tls-ca", help="Connect over TLS, trusting this CA certificate (PEM).",
+        show_default=False)] = None,
+    cert: Annotated[Path | None, typer.Option(
+        help="With --tls-ca: client certificate (PEM) to present.", show_default=False)] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="Private key of --cert (PEM), unless the --cert file holds it.",
+        show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the connection and for each reply.", min=0.1,
+        max=3600)] = DEFAULT_TIMEOUT_S,
+) -> None:
+    tls: ssl.SSLContext | None = None
+    if tls_ca is not None:
+        try:
+            tls = tls_context(tls_ca, cert, key)
+        except ValueError as err:
+            fail(str(err), code=2)
+    elif cert is not None or key is not None:
+        fail("--cert and --key need --tls-ca (they are used over TLS only)", code=2)
+    target = f"{host}:{port}" + (" (TLS)" if tls is not None else "")
+    line = " ".join(command or [])
+    try:
+        client = RciClient.connect(host, port, token=token, tls=tls, timeout=timeout,
+                                   on_push=None if line else _print_push)
+    except RciError as err:  # AUTH refused
+        fail(f"{target}: AUTH: ERR {err.code} {err.message}")
+    except (OSError, ssl.SSLError) as err:
+        fail(f"cannot connect to the rci server at {target}: {err}", code=2)
+    with client:
+        if not line:
+            _interact(client, target)
+            return
+        try:
+            reply = client.command(line)
+        except RciError as err:
+            fail(f"{line}: ERR {err.code} {err.message}")
+        except ValueError as err:
+            fail(str(err), code=2)
+        except (TimeoutError, ConnectionError) as err:
+            fail(str(err), code=2)
+        render(line, reply.payload)
+
+
+rci_command.__doc__ = HELP
+
+#: The command alone, for the generated reference (docs/rci-cli.md).
+app = typer.Typer(rich_markup_mode="markdown", pretty_exceptions_enable=False)
+app.command("rci", context_settings={"allow_interspersed_args": False})(rci_command)
+
+
+def register(main_app: typer.Typer) -> None:
+    """Add ``rci`` to the ``cellbench`` command line."""
+    main_app.command("rci", context_settings={"allow_interspersed_args": False})(rci_command)
