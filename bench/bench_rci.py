@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import re
 import signal
@@ -125,7 +126,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(server: str, port: int, server_pid: int, clients: int, processes: int,
-            channels: int, seconds: float, directory: Path) -> tuple[Result, float]:
+            client_loop: str, channels: int, seconds: float, directory: Path
+            ) -> tuple[Result, float]:
     """Run the load against ``port``; return the result and the server's CPU share (of one
     core) during the measured window."""
     processes = max(1, min(processes, clients))
@@ -136,7 +138,8 @@ def measure(server: str, port: int, server_pid: int, clients: int, processes: in
     running = [subprocess.Popen(_python(
         "--load", f"127.0.0.1:{port}", "--clients", str(share), "--channels", str(channels),
         "--start-at", repr(start_at), "--seconds", repr(seconds),
-        "--first-channel", str(sum(shares[:p]) * 37), "--output", str(out)))
+        "--first-channel", str(sum(shares[:p]) * 37), "--output", str(out),
+        "--client-loop", client_loop))
         for p, (share, out) in enumerate(zip(shares, outputs, strict=True))]
     time.sleep(max(0.0, start_at + WARM_UP_S - time.time()))
     cpu_before = cpu_seconds(server_pid)
@@ -236,8 +239,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time per load")
     parser.add_argument("--channels", type=int, default=1000, help="simulated channels")
     parser.add_argument("--clients", default="1,16", help="client counts, comma-separated")
-    parser.add_argument("--client-processes", type=int, default=2,
+    parser.add_argument("--client-processes", type=int, default=1,
                         help="processes the clients are spread over")
+    parser.add_argument("--client-loop", choices=("asyncio", "uvloop"),
+                        default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+                        help="event loop of the client processes (default: uvloop if "
+                             "installed, the cheapest load generator)")
     # The processes this benchmark starts itself:
     parser.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
@@ -250,7 +257,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.load:
         host, port = args.load.rsplit(":", 1)
-        asyncio.run(load(host, int(port), int(args.clients), args.channels, args.start_at,
+        run = asyncio.run
+        if args.client_loop == "uvloop":
+            import uvloop
+            run = uvloop.run
+        run(load(host, int(port), int(args.clients), args.channels, args.start_at,
                          args.seconds, args.first_channel, args.output))
         return
     counts = [int(c) for c in args.clients.split(",")]
@@ -271,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for name, server_port, pid in (("echo", echo_port, echo.pid),
                                                ("rci", port, station.pid)):
                     result = measure(name, server_port, pid, clients, args.client_processes,
-                                     args.channels, args.seconds, directory)
+                                     args.client_loop, args.channels, args.seconds, directory)
                     print(f"  {name}, {clients} client(s): {result[0].rate:,.0f} commands/s",
                           flush=True)
                     results.append(result)
