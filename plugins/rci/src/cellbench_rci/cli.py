@@ -19,8 +19,8 @@ HELP = f"""Send remote-control commands to a running station (its rci interface)
 
 With COMMAND, send it, print the reply and exit: 0 on OK; 1 on ERR, with the error code and
 message on stderr; 2 if the connection fails. STATE?, QUEUE?, BATTERY? and CHANNELS? print
-tables. Without COMMAND, open a prompt: type commands (HELP lists them, HELP <command> explains
-one), watch SUBSCRIBE'd samples as they arrive, end with QUIT or Ctrl-D.
+tables. Without COMMAND, open a prompt: type commands (HELP lists them, HELP STOP explains
+STOP), watch SUBSCRIBE'd samples as they arrive, end with QUIT or Ctrl-D.
 
 Examples:
 

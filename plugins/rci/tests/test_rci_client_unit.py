@@ -1,0 +1,110 @@
+"""The client's line core and the ``cellbench rci`` options that need no server."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cellbench_rci.cli import register
+from cellbench_rci.client import ReplyReader, encode_command, tls_context
+
+runner = CliRunner()
+
+
+def read(chunks: list[bytes]) -> tuple[list[str], list[str]]:
+    replies: list[str] = []
+    pushes: list[str] = []
+    reader = ReplyReader(replies.append, pushes.append)
+    for chunk in chunks:
+        reader.feed(chunk)
+    return replies, pushes
+
+
+def test_lines_split_anywhere_are_joined_and_sorted_into_replies_and_pushes() -> None:
+    stream = b"OK PONG\r\n*SAMPLE 1 7 3 2 3.7 1.25 25 0 1 0.001\nERR 30 channel 9: none\nOK\n"
+    whole = read([stream])
+    assert whole == (["OK PONG", "ERR 30 channel 9: none", "OK"],
+                     ["*SAMPLE 1 7 3 2 3.7 1.25 25 0 1 0.001"])
+    for size in (1, 2, 5, 13):
+        assert read([stream[i:i + size] for i in range(0, len(stream), size)]) == whole
+
+
+def test_an_unfinished_line_waits_for_its_end() -> None:
+    assert read([b"OK 1,running", b",17"]) == ([], [])
+    assert read([b"OK 1,running", b",17\n"]) == (["OK 1,running,17"], [])
+
+
+def test_a_server_line_without_end_beyond_the_limit_breaks_the_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("cellbench_rci.client.MAX_REPLY_BYTES", 16)
+    with pytest.raises(ConnectionError, match="over 16 bytes"):
+        read([b"OK " + b"x" * 10, b"y" * 10])
+
+
+@pytest.mark.parametrize("line", ["STATE? 1\nSTOP 1", "START 1 plän", "PING\r", ""])
+def test_only_one_line_of_printable_ascii_is_sent(line: str) -> None:
+    if line:
+        with pytest.raises(ValueError, match="only printable ASCII on one line"):
+            encode_command(line)
+    else:
+        assert encode_command(line) == b"\n"  # the server answers ERR 10
+
+
+def test_tls_context_names_the_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--tls-ca: cannot load certificates"):
+        tls_context(tmp_path / "missing.pem")
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    """A command line holding ``rci`` as the plugin registers it."""
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """cellbench"""
+
+    register(app)
+    return app
+
+
+def test_help_teaches_with_examples(app: typer.Typer) -> None:
+    result = runner.invoke(app, ["rci", "--help"])
+    assert result.exit_code == 0
+    for example in ("cellbench rci STATE? ALL", "cellbench rci START 3 cc-cv",
+                    "CELLBENCH_RCI_TOKEN", "--tls-ca"):
+        assert example in result.output
+
+
+def test_certificates_without_tls_are_refused(app: typer.Typer, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["rci", "--cert", str(tmp_path / "c.pem"), "PING"])
+    assert result.exit_code == 2
+    assert "--cert and --key need --tls-ca" in result.output
+
+
+def test_an_unreadable_ca_file_is_named(app: typer.Typer, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["rci", "--tls-ca", str(tmp_path / "ca.pem"), "PING"])
+    assert result.exit_code == 2
+    assert "--tls-ca: cannot load certificates" in result.output
+
+
+def test_a_refused_connection_exits_2_naming_the_address(app: typer.Typer) -> None:
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        result = runner.invoke(app, ["rci", "--port", str(port), "PING"])
+    assert result.exit_code == 2
+    assert f"cannot connect to the rci server at 127.0.0.1:{port}" in result.output
+
+
+def test_options_after_the_command_belong_to_the_command(app: typer.Typer) -> None:
+    """``cellbench rci HELP --port`` sends ``HELP --port``; it does not read an option."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        result = runner.invoke(app, ["rci", "--port", str(port), "HELP", "--port", "1"])
+    assert "cannot connect" in result.output and f":{port}" in result.output
