@@ -19,8 +19,9 @@ HELP = f"""Send remote-control commands to a running station (its rci interface)
 
 With COMMAND, send it, print the reply and exit: 0 on OK; 1 on ERR, with the error code and
 message on stderr; 2 if the connection fails. STATE?, QUEUE?, BATTERY? and CHANNELS? print
-tables. Without COMMAND, open a prompt: type commands (HELP lists them, HELP STOP explains
-STOP), watch SUBSCRIBE'd samples as they arrive, end with QUIT or Ctrl-D.
+tables; SUBSCRIBE prints the channel's samples as they come, until Ctrl-C. Without COMMAND,
+open a prompt: type commands (HELP lists them, HELP STOP explains STOP), watch SUBSCRIBE'd
+samples as they arrive, end with QUIT or Ctrl-D.
 
 Examples:
 
@@ -166,6 +167,11 @@ def rci_command(
         except (TimeoutError, ConnectionError) as err:
             fail(str(err), code=2)
         render(line, reply.payload)
+        if line.split()[0].upper() == "SUBSCRIBE":
+            # Watching from the shell: the samples until Ctrl-C or the station ends.
+            with contextlib.suppress(KeyboardInterrupt):
+                for push in client.pushes():
+                    _print_push(push)
 
 
 rci_command.__doc__ = HELP
