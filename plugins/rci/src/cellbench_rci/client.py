@@ -117,7 +117,8 @@ class RciClient:
         self._replies: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._pushes: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._on_push = on_push
-        self._closed = False
+        self._closed = False  # the connection has ended
+        self._broken = False  # closed by this side: queued replies are stale
         self._lock = threading.Lock()  # one command at a time: replies come in order
         self.role: str | None = None
         self._reader = threading.Thread(target=self._read, name="rci-client-reader",
@@ -170,17 +171,22 @@ class RciClient:
         no reply comes within the timeout, ConnectionError if the connection is gone."""
         data = encode_command(line)
         with self._lock:
-            if self._closed:
-                raise ConnectionError("the connection to the rci server is closed")
-            self._sock.sendall(data)
+            if self._broken:
+                raise ConnectionError(f"{line}: the connection to the rci server is closed")
+            if not self._closed:
+                # A send to a server that has just closed may fail: the reason it gave before
+                # closing (ERR 61, ERR 62), if any, is already queued as the reply.
+                with contextlib.suppress(OSError):
+                    self._sock.sendall(data)
             try:
                 answer = self._replies.get(timeout=self._timeout)
             except queue.Empty:
                 self.close()
                 raise TimeoutError(f"{line}: no reply within {self._timeout:g} s "
                                    "(connection closed)") from None
-        if answer is None:
-            raise ConnectionError(f"{line}: the rci server closed the connection")
+            if answer is None:
+                self._replies.put(None)  # later commands fail at once too
+                raise ConnectionError(f"{line}: the rci server closed the connection")
         return _reply(line, answer)
 
     def pushes(self, timeout: float | None = None) -> Iterator[str]:
@@ -205,7 +211,7 @@ class RciClient:
 
     def close(self) -> None:
         """Close the connection (idempotent); the reader thread ends."""
-        self._closed = True
+        self._closed = self._broken = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
@@ -243,9 +249,14 @@ class _ClientProtocol(asyncio.Protocol):
 
     def _reply(self, line: str) -> None:
         if not self.waiting:
-            self.lost = ConnectionError(f"the rci server sent an unrequested reply {line!r}")
-            assert self.transport is not None
-            self.transport.abort()
+            # The server's reason for closing (ERR 61, ERR 62) or a broken peer.
+            parting = parse_reply(line)
+            if isinstance(parting, RciError):
+                self.lost = parting
+            else:
+                self.lost = ConnectionError(f"the rci server sent an unrequested reply {line!r}")
+                assert self.transport is not None
+                self.transport.abort()
             return
         future = self.waiting.popleft()
         if not future.done():
@@ -301,7 +312,9 @@ class AsyncRciClient:
     async def command(self, line: str) -> Reply:
         """Send one command and return its reply; errors as for :meth:`RciClient.command`."""
         protocol = self._protocol
-        if protocol.lost is not None or protocol.transport is None:
+        if protocol.lost is not None:
+            raise protocol.lost
+        if protocol.transport is None or protocol.transport.is_closing():
             raise ConnectionError(f"{line}: the connection to the rci server is closed")
         data = encode_command(line)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
