@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,15 @@ def test_options_after_the_command_belong_to_the_command(app: typer.Typer) -> No
         port = sock.getsockname()[1]
         result = runner.invoke(app, ["rci", "--port", str(port), "HELP", "--port", "1"])
     assert "cannot connect" in result.output and f":{port}" in result.output
+
+
+def test_cli_reference_is_current(tmp_path: Path) -> None:
+    """docs/rci-cli.md is generated from the command's own help."""
+    output = tmp_path / "rci-cli.md"
+    subprocess.run([sys.executable, "-m", "typer", "cellbench_rci.cli", "utils", "docs",
+                    "--name", "cellbench rci", "--output", str(output)],
+                   check=True, capture_output=True)
+    docs = Path(__file__).parents[3] / "docs" / "rci-cli.md"
+    assert docs.read_text(encoding="utf-8") == output.read_text(encoding="utf-8"), (
+        "docs/rci-cli.md is out of date: run `uv run python -m typer cellbench_rci.cli utils "
+        "docs --name 'cellbench rci' --output docs/rci-cli.md`")

@@ -176,8 +176,10 @@ def rci_command(
 
 rci_command.__doc__ = HELP
 
-#: The command alone, for the generated reference (docs/rci-cli.md).
-app = typer.Typer(rich_markup_mode="markdown", pretty_exceptions_enable=False)
+#: The command alone, for its generated reference: ``python -m typer cellbench_rci.cli utils docs
+#: --name "cellbench rci" --output docs/rci-cli.md`` (a test checks that it is current).
+app = typer.Typer(rich_markup_mode="markdown", pretty_exceptions_enable=False,
+                  add_completion=False)
 app.command("rci", context_settings={"allow_interspersed_args": False})(rci_command)
 
 
