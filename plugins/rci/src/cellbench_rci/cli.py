@@ -13,7 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from cellbench_core.cli.console import console, error_console, fail
-from cellbench_rci.client import DEFAULT_PORT, DEFAULT_TIMEOUT_S, RciClient, RciError, tls_context
+from cellbench_rci.client import (
+    DEFAULT_PORT,
+    DEFAULT_TIMEOUT_S,
+    RciClient,
+    RciError,
+    Reply,
+    tls_context,
+)
 
 HELP = f"""Send remote-control commands to a running station (its rci interface).
 
@@ -47,37 +54,36 @@ _COLUMNS = {
     "BATTERY?": ("battery", "chemistry", "capacity / Ah"),
     "CHANNELS?": ("channel", "driver", "U min / V", "U max / V", "I max / A"),
 }
+_TEXT_COLUMNS = {"state", "plan", "battery", "status", "chemistry", "driver"}
 
 
-def render(command: str, payload: str) -> None:
-    """Print a reply's payload: a table for the listing queries, else the payload as it is."""
+def render(command: str, reply: Reply) -> None:
+    """Print a reply: a table for the listing queries, ``OK`` for an empty payload, else the
+    payload as it is."""
     words = command.split()
     query = words[0].upper() if words else ""
     columns = _COLUMNS.get(query)
-    if columns is None or (query == "BATTERY?" and len(words) > 1):
-        if query == "BATTERY?" and "=" in payload:  # one battery: name=..,chemistry=..,...
-            table = Table(show_header=False, box=None)
-            for item in payload.split(","):
-                key, _, value = item.partition("=")
-                table.add_row(f"[bold]{escape(key)}[/bold]", escape(value))
-            console.print(table)
-        else:
-            console.print(payload, markup=False, highlight=False)
-        return
-    records = payload.split(";") if payload else []
-    title = query.rstrip("?").lower()
-    if query == "CHANNELS?" and records:
-        title = f"channels ({records.pop(0)})"  # the first record is the channel count
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, justify="left" if column in {
-            "state", "plan", "battery", "status", "chemistry", "driver"} else "right")
-    for record in records:
-        table.add_row(*(escape(field) for field in record.split(",")))
-    if not records:
-        console.print(f"({title}: none)", highlight=False)
-        return
-    console.print(table)
+    if columns is not None and not (query == "BATTERY?" and len(words) > 1):
+        records = reply.records
+        title = query.rstrip("?").lower()
+        if query == "CHANNELS?" and records:
+            title = f"channels ({records.pop(0)[0]})"  # the first record is the count
+        if not records:
+            console.print(f"({title}: none)", highlight=False)
+            return
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column, justify="left" if column in _TEXT_COLUMNS else "right")
+        for record in records:
+            table.add_row(*(escape(field) for field in record))
+        console.print(table)
+    elif query == "BATTERY?" and "=" in reply.payload:  # one battery: name=..,chemistry=..
+        table = Table(show_header=False, box=None)
+        for key, _, value in (item.partition("=") for item in reply.records[0]):
+            table.add_row(f"[bold]{escape(key)}[/bold]", escape(value))
+        console.print(table)
+    else:
+        console.print(reply.payload or "OK", markup=False, highlight=False)
 
 
 def _print_push(line: str) -> None:
@@ -109,7 +115,7 @@ def _interact(client: RciClient, target: str) -> None:
             continue
         except (TimeoutError, ConnectionError) as err:
             fail(str(err))
-        render(line, reply.payload)
+        render(line, reply)
         if client.closed or line.split()[0].upper() == "QUIT":
             return
 
@@ -166,7 +172,7 @@ def rci_command(
             fail(str(err), code=2)
         except (TimeoutError, ConnectionError) as err:
             fail(str(err), code=2)
-        render(line, reply.payload)
+        render(line, reply)
         if line.split()[0].upper() == "SUBSCRIBE":
             # Watching from the shell: the samples until Ctrl-C or the station ends.
             with contextlib.suppress(KeyboardInterrupt):
