@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -21,7 +21,7 @@ from cellbench_rci.protocol import ErrorCode
 runner = CliRunner()
 
 
-def test_replies_and_records(station: Station) -> None:
+def test_replies_and_records(station: Any) -> None:
     with RciClient.connect(port=station.port) as rci:
         assert rci.command("PING").payload == "PONG"
         assert rci.command("idn?").payload.startswith("cellbench,rci-test,")
@@ -33,7 +33,7 @@ def test_replies_and_records(station: Station) -> None:
         assert [r[1] for r in channels[1:]] == ["sim"] * station.channels
 
 
-def test_err_replies_raise_with_code_and_message(station: Station) -> None:
+def test_err_replies_raise_with_code_and_message(station: Any) -> None:
     with RciClient.connect(port=station.port) as rci:
         cases = [("FROB 1", ErrorCode.UNKNOWN_COMMAND), ("STATE? 99", ErrorCode.NO_SUCH_CHANNEL),
                  ("STATE? 1-", ErrorCode.BAD_CHANNEL), ("STOP 2", ErrorCode.CHANNEL_IDLE),
@@ -46,7 +46,7 @@ def test_err_replies_raise_with_code_and_message(station: Station) -> None:
         assert rci.command("PING").payload == "PONG"  # an ERR never ends the connection
 
 
-def test_control_round_trip(station: Station) -> None:
+def test_control_round_trip(station: Any) -> None:
     with RciClient.connect(port=station.port) as rci:
         test_id = int(rci.command("START 2 resting").payload)
         state = rci.command("STATE? 2").records[0]
@@ -61,7 +61,7 @@ def test_control_round_trip(station: Station) -> None:
         station.wait_until(rci, "STATE? 2", lambda r: r[0][1] == "idle")
 
 
-def test_pushes_never_mix_with_replies(station: Station) -> None:
+def test_pushes_never_mix_with_replies(station: Any) -> None:
     with RciClient.connect(port=station.port) as rci:
         test_id = rci.command("START 3 resting").payload
         rci.command("SUBSCRIBE 3")
@@ -75,7 +75,7 @@ def test_pushes_never_mix_with_replies(station: Station) -> None:
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
 
 
-def test_the_async_client_matches_pipelined_replies_in_order(station: Station) -> None:
+def test_the_async_client_matches_pipelined_replies_in_order(station: Any) -> None:
     pushed: list[str] = []
 
     async def main() -> None:
@@ -97,14 +97,14 @@ def test_the_async_client_matches_pipelined_replies_in_order(station: Station) -
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
-def test_quit_ends_the_connection(station: Station) -> None:
+def test_quit_ends_the_connection(station: Any) -> None:
     with RciClient.connect(port=station.port) as rci:
         assert rci.command("QUIT").payload == "BYE"
         with pytest.raises(ConnectionError):
             rci.command("PING")
 
 
-def test_tls_with_client_certificates(tls_station: Station) -> None:
+def test_tls_with_client_certificates(tls_station: Any) -> None:
     files = tls_station.files
     context = tls_context(files / "ca.pem", files / "client.pem", files / "client.key")
     with RciClient.connect(port=tls_station.port, tls=context) as rci:
@@ -112,12 +112,12 @@ def test_tls_with_client_certificates(tls_station: Station) -> None:
         rci.command("START 1 resting")  # cert_roles makes the certificate an operator
         rci.command("STOP 1")
     without_cert = tls_context(files / "ca.pem")
-    with pytest.raises((OSError, ConnectionError)):
-        with RciClient.connect(port=tls_station.port, tls=without_cert, timeout=10) as rci:
-            rci.command("PING")  # TLS 1.3: the server's refusal arrives after the handshake
+    with (pytest.raises((OSError, ConnectionError)),
+          RciClient.connect(port=tls_station.port, tls=without_cert, timeout=10) as rci):
+        rci.command("PING")  # TLS 1.3: the server's refusal arrives after the handshake
 
 
-def test_tokens_and_roles(token_station: Station) -> None:
+def test_tokens_and_roles(token_station: Any) -> None:
     with RciClient.connect(port=token_station.port) as rci:
         with pytest.raises(RciError) as caught:
             rci.command("STATE? 1")
@@ -147,7 +147,7 @@ def app() -> typer.Typer:
     return app
 
 
-def test_cli_one_shot_prints_a_table(app: typer.Typer, station: Station) -> None:
+def test_cli_one_shot_prints_a_table(app: typer.Typer, station: Any) -> None:
     result = runner.invoke(app, ["rci", "--port", str(station.port), "STATE?", "1-2"])
     assert result.exit_code == 0, result.output
     assert "channel" in result.output and "state" in result.output
@@ -157,13 +157,13 @@ def test_cli_one_shot_prints_a_table(app: typer.Typer, station: Station) -> None
 
 
 def test_cli_one_shot_err_exits_1_with_code_and_message(app: typer.Typer,
-                                                         station: Station) -> None:
+                                                         station: Any) -> None:
     result = runner.invoke(app, ["rci", "--port", str(station.port), "STATE?", "42"])
     assert result.exit_code == 1
     assert "STATE? 42: ERR 30" in result.output
 
 
-def test_cli_interactive(app: typer.Typer, station: Station) -> None:
+def test_cli_interactive(app: typer.Typer, station: Any) -> None:
     result = runner.invoke(app, ["rci", "--port", str(station.port)],
                            input="PING\nFROB\n\nstate? 1\nQUIT\nPING\n")
     assert result.exit_code == 0, result.output
@@ -173,13 +173,13 @@ def test_cli_interactive(app: typer.Typer, station: Station) -> None:
     assert result.output.count("PONG") == 1  # nothing is sent after QUIT
 
 
-def test_cli_interactive_ends_at_end_of_input(app: typer.Typer, station: Station) -> None:
+def test_cli_interactive_ends_at_end_of_input(app: typer.Typer, station: Any) -> None:
     result = runner.invoke(app, ["rci", "--port", str(station.port)], input="IDN?\n")
     assert result.exit_code == 0, result.output
     assert "cellbench,rci-test," in result.output
 
 
-def test_cli_token_from_the_environment(app: typer.Typer, token_station: Station) -> None:
+def test_cli_token_from_the_environment(app: typer.Typer, token_station: Any) -> None:
     port = str(token_station.port)
     result = runner.invoke(app, ["rci", "--port", port, "STATE?", "1"],
                            env={"CELLBENCH_RCI_TOKEN": "viewer-token-1"})
@@ -190,7 +190,7 @@ def test_cli_token_from_the_environment(app: typer.Typer, token_station: Station
     assert "ERR 51" in result.output
 
 
-def test_cli_subscribe_streams_samples_until_ctrl_c(station: Station) -> None:
+def test_cli_subscribe_streams_samples_until_ctrl_c(station: Any) -> None:
     with RciClient.connect(port=station.port) as rci:
         rci.command("START 1 resting")
         try:
@@ -207,5 +207,3 @@ def test_cli_subscribe_streams_samples_until_ctrl_c(station: Station) -> None:
     assert lines[0] == "OK\n"
     assert all(line.startswith("*SAMPLE 1 ") for line in lines[1:])
 
-
-_ = Path
