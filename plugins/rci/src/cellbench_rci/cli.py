@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -48,11 +49,11 @@ The default port is {DEFAULT_PORT}. Prefer the environment variable CELLBENCH_RC
 
 #: Column names of the tabular replies, in the order of a record's fields.
 _COLUMNS = {
-    "STATE?": ("channel", "state", "test", "step", "cycle", "U / V", "I / A", "T / °C",
-               "Ah", "Wh", "test time / s"),
-    "QUEUE?": ("entry", "channel", "plan", "battery", "status", "test"),
-    "BATTERY?": ("battery", "chemistry", "capacity / Ah"),
-    "CHANNELS?": ("channel", "driver", "U min / V", "U max / V", "I max / A"),
+    "STATE?": ("ch", "state", "test", "step", "cycle", "U/V", "I/A", "T/°C", "Ah", "Wh",
+               "time/s"),
+    "QUEUE?": ("entry", "ch", "plan", "battery", "status", "test"),
+    "BATTERY?": ("battery", "chemistry", "capacity/Ah"),
+    "CHANNELS?": ("ch", "driver", "Umin/V", "Umax/V", "Imax/A"),
 }
 _TEXT_COLUMNS = {"state", "plan", "battery", "status", "chemistry", "driver"}
 
@@ -73,7 +74,8 @@ def render(command: str, reply: Reply) -> None:
             return
         table = Table(title=title, title_justify="left")
         for column in columns:
-            table.add_column(column, justify="left" if column in _TEXT_COLUMNS else "right")
+            table.add_column(column, justify="left" if column in _TEXT_COLUMNS else "right",
+                             no_wrap=True)
         for record in records:
             table.add_row(*(escape(field) for field in record))
         console.print(table)
@@ -94,11 +96,14 @@ def _interact(client: RciClient, target: str) -> None:
     """The prompt: one command per line until QUIT, Ctrl-D or Ctrl-C."""
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (input() then keeps a history and edits lines)
-    console.print(f"connected to {target}" + (f" as {client.role}" if client.role else "")
-                  + "; HELP lists the commands, QUIT or Ctrl-D ends.", highlight=False)
+    # Commands piped in (cellbench rci < commands.txt) get the replies alone.
+    prompt = "rci> " if sys.stdin.isatty() else ""
+    if prompt:
+        console.print(f"connected to {target}" + (f" as {client.role}" if client.role else "")
+                      + "; HELP lists the commands, QUIT or Ctrl-D ends.", highlight=False)
     while True:
         try:
-            line = input("rci> ").strip()
+            line = input(prompt).strip()
         except (EOFError, KeyboardInterrupt):
             console.print()
             return

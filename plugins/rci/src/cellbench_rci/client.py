@@ -25,9 +25,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, cast
 
-from cellbench_rci.protocol import ErrorCode, Reply, RciError, parse_reply
+from cellbench_rci.protocol import ErrorCode, RciError, Reply, parse_reply
 
-__all__ = ["AsyncRciClient", "ReplyReader", "RciClient", "RciError", "Reply", "tls_context"]
+__all__ = ["AsyncRciClient", "RciClient", "RciError", "Reply", "ReplyReader", "tls_context"]
 
 #: Port of the rci interface unless the station file says otherwise.
 DEFAULT_PORT: Final = 5025
