@@ -27,7 +27,8 @@ from typing import Final, Self, cast
 
 from cellbench_rci.protocol import ErrorCode, RciError, Reply, parse_reply
 
-__all__ = ["AsyncRciClient", "ErrorCode", "RciClient", "RciError", "Reply", "ReplyReader", "tls_context"]
+__all__ = ["AsyncRciClient", "ErrorCode", "RciClient", "RciError", "Reply", "ReplyReader",
+           "tls_context"]
 
 #: Port of the rci interface unless the station file says otherwise.
 DEFAULT_PORT: Final = 5025
