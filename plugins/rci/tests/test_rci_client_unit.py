@@ -56,9 +56,16 @@ def test_only_one_line_of_printable_ascii_is_sent(line: str) -> None:
         assert encode_command(line) == b"\n"  # the server answers ERR 10
 
 
-def test_tls_context_names_the_unreadable_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="--tls-ca: cannot load certificates"):
+def test_tls_context_names_the_file_it_cannot_use(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"CA certificate .*missing\.pem: cannot load it"):
         tls_context(tmp_path / "missing.pem")
+    (tmp_path / "ca.pem").write_text("not a certificate\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"CA certificate .*ca\.pem: cannot load it"):
+        tls_context(tmp_path / "ca.pem")
+    with pytest.raises(ValueError, match=r"client certificate .*c\.pem with key .*k\.pem"):
+        tls_context(None, tmp_path / "c.pem", tmp_path / "k.pem")
+    with pytest.raises(ValueError, match=r"client key .*k\.pem: needs the client certificate"):
+        tls_context(None, None, tmp_path / "k.pem")
 
 
 @pytest.fixture
@@ -91,7 +98,7 @@ def test_certificates_without_tls_are_refused(app: typer.Typer, tmp_path: Path) 
 def test_an_unreadable_ca_file_is_named(app: typer.Typer, tmp_path: Path) -> None:
     result = runner.invoke(app, ["rci", "--tls-ca", str(tmp_path / "ca.pem"), "PING"])
     assert result.exit_code == 2
-    assert "--tls-ca: cannot load certificates" in result.output
+    assert "CA certificate" in result.output and "ca.pem: cannot load it" in result.output
 
 
 def test_a_refused_connection_exits_2_naming_the_address(app: typer.Typer) -> None:

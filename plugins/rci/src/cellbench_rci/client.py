@@ -80,16 +80,19 @@ def tls_context(ca: Path | None = None, cert: Path | None = None,
                 key: Path | None = None) -> ssl.SSLContext:
     """A TLS client context that trusts ``ca`` (a PEM file; default: the system's CAs) and,
     with ``cert`` (and ``key`` unless the cert file holds it), presents a client certificate.
-    """
+    Raises ValueError naming the file that cannot be used."""
+    if key is not None and cert is None:
+        raise ValueError(f"client key {key}: needs the client certificate it belongs to")
     try:
         context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
-        if cert is not None:
-            context.load_cert_chain(str(cert), str(key) if key is not None else None)
     except (OSError, ssl.SSLError) as err:
-        what = "--tls-ca" if cert is None else "--tls-ca/--cert/--key"
-        raise ValueError(f"{what}: cannot load certificates: {err}") from err
-    if key is not None and cert is None:
-        raise ValueError("--key needs --cert (the client certificate it belongs to)")
+        raise ValueError(f"CA certificate {ca}: cannot load it: {err}") from err
+    if cert is not None:
+        try:
+            context.load_cert_chain(str(cert), str(key) if key is not None else None)
+        except (OSError, ssl.SSLError) as err:
+            files = f"{cert}" + (f" with key {key}" if key is not None else "")
+            raise ValueError(f"client certificate {files}: cannot load it: {err}") from err
     return context
 
 
