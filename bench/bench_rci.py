@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -47,7 +49,7 @@ WARM_UP_S = 1.0
 READY = re.compile(r"\brci tcp (\S+):(\d+)")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Result:
     """What one load (one server, one client count) measured."""
 
@@ -56,6 +58,9 @@ class Result:
     requests: int
     seconds: float
     latencies_ns: np.ndarray
+    server_cpu: float  # CPU time of the server process over the window, in cores
+    window: tuple[float, float]  # Unix times of the measured window
+    station_samples_per_s: float | None = None  # samples the station stored meanwhile
 
     @property
     def rate(self) -> float:
@@ -126,10 +131,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(server: str, port: int, server_pid: int, clients: int, processes: int,
-            client_loop: str, channels: int, seconds: float, directory: Path
-            ) -> tuple[Result, float]:
-    """Run the load against ``port``; return the result and the server's CPU share (of one
-    core) during the measured window."""
+            client_loop: str, channels: int, seconds: float, directory: Path) -> Result:
+    """Run the load against ``port`` and measure it."""
     processes = max(1, min(processes, clients))
     start_at = time.time() + 2.0  # every load process connected by then
     shares = [clients // processes + (1 if p < clients % processes else 0)
@@ -141,7 +144,8 @@ def measure(server: str, port: int, server_pid: int, clients: int, processes: in
         "--first-channel", str(sum(shares[:p]) * 37), "--output", str(out),
         "--client-loop", client_loop))
         for p, (share, out) in enumerate(zip(shares, outputs, strict=True))]
-    time.sleep(max(0.0, start_at + WARM_UP_S - time.time()))
+    begin = start_at + WARM_UP_S
+    time.sleep(max(0.0, begin - time.time()))
     cpu_before = cpu_seconds(server_pid)
     time.sleep(seconds)
     cpu = (cpu_seconds(server_pid) - cpu_before) / seconds
@@ -149,10 +153,19 @@ def measure(server: str, port: int, server_pid: int, clients: int, processes: in
         if process.wait() != 0:
             raise RuntimeError(f"a load process against {server} failed")
     latencies = np.concatenate([np.load(out) for out in outputs])
-    return Result(server, clients, len(latencies), seconds, latencies), cpu
+    return Result(server, clients, len(latencies), seconds, latencies, cpu,
+                  (begin, begin + seconds))
 
 
-def write_station(directory: Path, channels: int) -> Path:
+def stored_per_s(database: Path, window: tuple[float, float]) -> float:
+    """Samples per second the station stored with a time stamp inside ``window``."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as con:
+        (count,) = con.execute("SELECT count(*) FROM samples WHERE unix_time_s >= ? "
+                               "AND unix_time_s < ?", window).fetchone()
+    return int(count) / (window[1] - window[0])
+
+
+def write_station(directory: Path, database: Path, channels: int) -> Path:
     """A station file: ``channels`` real-time sim channels, SQLite, rci on a free port."""
     plans = directory / "plans"
     plans.mkdir()
@@ -161,7 +174,7 @@ def write_station(directory: Path, channels: int) -> Path:
     station.write_text(f"""\
 [station]
 name = "bench-rci"
-database = "sqlite:///{directory / 'station.sqlite3'}"
+database = "sqlite:///{database}"
 sample_period = "1 s"
 clock = "real"
 plans_dir = "plans"
@@ -209,23 +222,25 @@ async def start_tests(port: int, channels: int) -> None:
             await asyncio.sleep(0.2)
 
 
-def report(results: Sequence[tuple[Result, float]]) -> None:
+def report(results: Sequence[Result], channels: int) -> None:
     print()
-    print("| server | clients | commands/s | p50 | p99 | max | server CPU |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for result, cpu in results:
-        print(f"| {result.server} | {result.clients} | {result.rate:,.0f} | "
-              f"{result.percentile_ms(50):.3f} ms | {result.percentile_ms(99):.3f} ms | "
-              f"{result.percentile_ms(100):.1f} ms | {cpu:.0%} |")
-    print()
-    by = {(r.server, r.clients): r for r, _ in results}
-    for clients in sorted({r.clients for r, _ in results}):
+    print("| server | clients | commands/s | p50 | p99 | max | server CPU | station samples/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        stored = "" if r.station_samples_per_s is None else f"{r.station_samples_per_s:,.0f}"
+        print(f"| {r.server} | {r.clients} | {r.rate:,.0f} | {r.percentile_ms(50):.3f} ms | "
+              f"{r.percentile_ms(99):.3f} ms | {r.percentile_ms(100):.1f} ms | "
+              f"{r.server_cpu:.0%} | {stored} |")
+    print(f"\n(station samples/s: samples stored with a time inside the window; the "
+          f"{channels:,} channels take {channels:,} per second when they keep up)")
+    by = {(r.server, r.clients): r for r in results}
+    for clients in sorted({r.clients for r in results}):
         rci, echo = by.get(("rci", clients)), by.get(("echo", clients))
         if rci is not None and echo is not None:
             print(f"{clients} client(s): rci at {rci.rate / echo.rate:.0%} of the echo "
                   f"server's rate; p99 {rci.percentile_ms(99):.3f} ms against "
                   f"{echo.percentile_ms(99):.3f} ms")
-    top = max(r.clients for r, _ in results)
+    top = max(r.clients for r in results)
     rci, echo = by.get(("rci", top)), by.get(("echo", top))
     if rci is not None and echo is not None:
         met = (rci.rate >= 20_000, rci.percentile_ms(99) < 2.0, rci.rate >= 0.4 * echo.rate)
@@ -267,14 +282,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     counts = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-rci-") as folder:
         directory = Path(folder)
-        results: list[tuple[Result, float]] = []
+        results: list[Result] = []
         echo = subprocess.Popen(_python("--serve-echo"), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
         assert echo.stdout is not None and echo.stdin is not None
         echo_port = int(echo.stdout.readline())
         print(f"echo server on port {echo_port}; starting the station "
               f"({args.channels:,} channels)...", flush=True)
-        station, port = start_station(write_station(directory, args.channels))
+        database = directory / "station.sqlite3"
+        station, port = start_station(write_station(directory, database, args.channels))
         try:
             asyncio.run(start_tests(port, args.channels))
             print(f"station ready on port {port}, {args.channels:,} tests running", flush=True)
@@ -283,15 +299,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                                                ("rci", port, station.pid)):
                     result = measure(name, server_port, pid, clients, args.client_processes,
                                      args.client_loop, args.channels, args.seconds, directory)
-                    print(f"  {name}, {clients} client(s): {result[0].rate:,.0f} commands/s",
+                    print(f"  {name}, {clients} client(s): {result.rate:,.0f} commands/s",
                           flush=True)
                     results.append(result)
+            time.sleep(2.0)  # the last window's samples committed
+            for result in results:
+                result.station_samples_per_s = stored_per_s(database, result.window)
         finally:
             station.send_signal(signal.SIGTERM)
             station.wait()
             echo.stdin.close()
             echo.wait()
-        report(results)
+        report(results, args.channels)
 
 
 if __name__ == "__main__":
