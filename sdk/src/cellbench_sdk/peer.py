@@ -8,6 +8,7 @@ clients. Re-exported by :mod:`cellbench_sdk.testing`.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Sequence
 from enum import Enum
 from types import TracebackType
@@ -36,10 +37,12 @@ class ScriptedPeer:
 
         async with ScriptedPeer([(b"*IDN?\\n", b"ACME,BC-4,1234,1.0\\n")]) as peer:
             assert await identify(peer.host, peer.port) == "ACME BC-4"
+
+    With ``tls`` (a server-side context) the peer speaks TLS.
     """
 
     def __init__(self, script: Sequence[tuple[bytes, bytes | HangUp]],
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None) -> None:
         for i, item in enumerate(script):
             if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes)
                     and (isinstance(item[1], bytes) or item[1] is HANG_UP)):
@@ -47,6 +50,7 @@ class ScriptedPeer:
                                 f"not {item!r}")
         self.script = list(script)
         self.host = host
+        self.tls = tls
         self.port = 0
         #: Index of the step the peer is at (``len(script)`` once all are done).
         self.step = 0
@@ -57,7 +61,7 @@ class ScriptedPeer:
         self._handlers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> ScriptedPeer:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self._server = await asyncio.start_server(self._serve, self.host, 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

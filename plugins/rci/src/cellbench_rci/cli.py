@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import ssl
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -72,7 +74,7 @@ def render(command: str, reply: Reply) -> None:
         if not records:
             console.print(f"({title}: none)", highlight=False)
             return
-        table = Table(title=title, title_justify="left")
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for column in columns:
             table.add_column(column, justify="left" if column in _TEXT_COLUMNS else "right",
                              no_wrap=True)
@@ -93,7 +95,8 @@ def _print_push(line: str) -> None:
 
 
 def _interact(client: RciClient, target: str) -> None:
-    """The prompt: one command per line until QUIT, Ctrl-D or Ctrl-C."""
+    """The prompt: one command per line until QUIT, Ctrl-D or Ctrl-C; pushed lines are printed
+    as they arrive, between replies (never before the reply of the command that caused them)."""
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (input() then keeps a history and edits lines)
     # Commands piped in (cellbench rci < commands.txt) get the replies alone.
@@ -101,26 +104,36 @@ def _interact(client: RciClient, target: str) -> None:
     if prompt:
         console.print(f"connected to {target}" + (f" as {client.role}" if client.role else "")
                       + "; HELP lists the commands, QUIT or Ctrl-D ends.", highlight=False)
+    printing = threading.Lock()  # held from sending a command until its reply is printed
+
+    def print_pushes() -> None:
+        for push in client.pushes():
+            with printing:
+                _print_push(push)
+
+    threading.Thread(target=print_pushes, name="rci-pushes", daemon=True).start()
     while True:
         try:
             line = input(prompt).strip()
         except (EOFError, KeyboardInterrupt):
-            console.print()
+            if prompt:
+                console.print()  # the shell's prompt on a line of its own
             return
         if not line:
             continue
-        try:
-            reply = client.command(line)
-        except RciError as err:
-            error_console.print(f"[bold red]ERR {err.code}[/bold red] {escape(err.message)}",
-                                highlight=False)
-            continue
-        except ValueError as err:  # not sendable (non-ASCII); nothing was sent
-            error_console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
-            continue
-        except (TimeoutError, ConnectionError) as err:
-            fail(str(err))
-        render(line, reply)
+        with printing:
+            try:
+                reply = client.command(line)
+            except RciError as err:
+                error_console.print(f"[bold red]ERR {err.code}[/bold red] "
+                                    f"{escape(err.message)}", highlight=False)
+                continue
+            except ValueError as err:  # not sendable (non-ASCII); nothing was sent
+                error_console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
+                continue
+            except (TimeoutError, ConnectionError) as err:
+                fail(str(err))
+            render(line, reply)
         if client.closed or line.split()[0].upper() == "QUIT":
             return
 
@@ -159,8 +172,7 @@ def rci_command(
     target = f"{host}:{port}" + (" (TLS)" if tls is not None else "")
     line = " ".join(command or [])
     try:
-        client = RciClient.connect(host, port, token=token, tls=tls, timeout=timeout,
-                                   on_push=None if line else _print_push)
+        client = RciClient.connect(host, port, token=token, tls=tls, timeout=timeout)
     except RciError as err:  # AUTH refused
         fail(f"{target}: AUTH: ERR {err.code} {err.message}")
     except (OSError, ssl.SSLError) as err:

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import queue
+import select
 import socket
 import ssl
 import threading
@@ -124,6 +125,7 @@ class RciClient:
         self._closed = False  # the connection has ended
         self._broken = False  # closed by this side: queued replies are stale
         self._lock = threading.Lock()  # one command at a time: replies come in order
+        self._io = threading.Lock()  # one thread at a time in the socket (see _read)
         self.role: str | None = None
         self._reader = threading.Thread(target=self._read, name="rci-client-reader",
                                         daemon=True)
@@ -141,7 +143,7 @@ class RciClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:
                 sock = tls.wrap_socket(sock, server_hostname=host)
-            sock.settimeout(None)  # the reader thread blocks; commands time out on the queue
+            sock.setblocking(False)  # see _read; commands time out on the reply queue
         except BaseException:
             sock.close()
             raise
@@ -155,18 +157,45 @@ class RciClient:
         return client
 
     def _read(self) -> None:
-        """Reader thread: receive until the connection ends, then wake every waiter."""
+        """Reader thread: receive until the connection ends, then wake every waiter.
+
+        An SSL socket must not be read and written by two threads at once (TLS 1.3 reads
+        process session tickets and key updates), so the socket does not block: this thread
+        waits for data without the socket's lock and takes the lock only to receive it."""
         push = self._on_push if self._on_push is not None else self._pushes.put
         reader = ReplyReader(self._replies.put, push)
+        sock = self._sock
         try:
-            while data := self._sock.recv(65536):
+            while True:
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    select.select([sock], [], [])
+                with self._io:
+                    try:
+                        data = sock.recv(65536)
+                    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        continue  # no whole record yet, or a TLS message without data
+                if not data:
+                    break
                 reader.feed(data)
-        except (OSError, ConnectionError):
-            pass  # closed by us, reset by the server, or a broken line: the connection ends
+        except (OSError, ValueError):
+            pass  # closed by us (ValueError: select on a closed socket), reset by the server,
+            # or a broken line (ConnectionError): the connection ends
         finally:
             self._closed = True
             self._replies.put(None)
             self._pushes.put(None)
+
+    def _send(self, data: bytes) -> None:
+        """Send all of ``data`` on the non-blocking socket."""
+        view = memoryview(data)
+        while view:
+            with self._io:
+                try:
+                    view = view[self._sock.send(view):]
+                    continue
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    pass
+            select.select([], [self._sock], [], self._timeout)
 
     def command(self, line: str) -> Reply:
         """Send one command and return its reply.
@@ -181,7 +210,7 @@ class RciClient:
                 # A send to a server that has just closed may fail: the reason it gave before
                 # closing (ERR 61, ERR 62), if any, is already queued as the reply.
                 with contextlib.suppress(OSError):
-                    self._sock.sendall(data)
+                    self._send(data)
             try:
                 answer = self._replies.get(timeout=self._timeout)
             except queue.Empty:
@@ -217,10 +246,10 @@ class RciClient:
         """Close the connection (idempotent); the reader thread ends."""
         self._closed = self._broken = True
         with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the reader thread
         if self._reader is not threading.current_thread():
             self._reader.join(timeout=self._timeout)
+        self._sock.close()
 
     def __enter__(self) -> Self:
         return self
