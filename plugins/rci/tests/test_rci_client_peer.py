@@ -343,3 +343,11 @@ def test_cli_connection_lost_during_the_session_exits_1(app: typer.Typer) -> Non
         result = runner.invoke(app, ["rci", "--port", str(p.port)], input="PING\nPING\n")
     assert result.exit_code == 1
     assert "PING: the rci server closed the connection" in result.output
+
+
+def test_a_line_that_is_no_reply_ends_the_connection() -> None:
+    """A peer that is no rci server (or out of step) cannot have its lines taken as replies."""
+    with peer([(b"PING\n", b"HELLO\n")]) as p, RciClient.connect(port=p.port) as rci:
+        with pytest.raises(ConnectionError, match="PING: not an rci reply line: 'HELLO'"):
+            rci.command("PING")
+        assert rci.closed

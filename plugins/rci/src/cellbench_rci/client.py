@@ -98,8 +98,12 @@ def tls_context(ca: Path | None = None, cert: Path | None = None,
 
 
 def _reply(command: str, line: str) -> Reply:
-    """The reply ``line`` to ``command``; raises RciError if it is an ERR line."""
-    reply = parse_reply(line)
+    """The reply ``line`` to ``command``; raises RciError if it is an ERR line, ConnectionError
+    if it is no reply at all (the peer is no rci server, or out of step)."""
+    try:
+        reply = parse_reply(line)
+    except ValueError as err:
+        raise ConnectionError(f"{command}: {err}") from None
     if isinstance(reply, RciError):
         reply.command = command
         raise reply
@@ -220,7 +224,11 @@ class RciClient:
             if answer is None:
                 self._replies.put(None)  # later commands fail at once too
                 raise ConnectionError(f"{line}: the rci server closed the connection")
-        return _reply(line, answer)
+        try:
+            return _reply(line, answer)
+        except ConnectionError:
+            self.close()  # out of step: later replies would answer the wrong commands
+            raise
 
     def pushes(self, timeout: float | None = None) -> Iterator[str]:
         """Pushed lines (``*SAMPLE ...``) as they arrive, until the connection ends or, with
@@ -283,7 +291,10 @@ class _ClientProtocol(asyncio.Protocol):
     def _reply(self, line: str) -> None:
         if not self.waiting:
             # The server's reason for closing (ERR 61, ERR 62) or a broken peer.
-            parting = parse_reply(line)
+            try:
+                parting: Reply | RciError | None = parse_reply(line)
+            except ValueError:
+                parting = None
             if isinstance(parting, RciError):
                 self.lost = parting
             else:
@@ -360,7 +371,11 @@ class AsyncRciClient:
             await self.close()
             raise TimeoutError(f"{line}: no reply within {self._timeout:g} s "
                                "(connection closed)") from None
-        return _reply(line, answer)
+        try:
+            return _reply(line, answer)
+        except ConnectionError:
+            await self.close()  # out of step: later replies would answer the wrong commands
+            raise
 
     async def pushes(self) -> AsyncIterator[str]:
         """Pushed lines as they arrive, until the connection ends (without ``on_push``)."""
