@@ -97,22 +97,16 @@ def _wait_for(query: str, db: Path, expected: object) -> None:
         time.sleep(0.05)
 
 
-def _serve(station: Path) -> tuple[subprocess.Popen[str], str]:
-    """``cellbench serve --station STATION`` started in a subprocess, once it is ready, and its
-    ready line (which names what its interfaces listen on)."""
+def _start_serving(station: Path) -> subprocess.Popen[str]:
+    """``cellbench serve --station STATION`` started in a subprocess, once it is ready."""
     process = subprocess.Popen(
         [sys.executable, "-c", "from cellbench_core.cli import main; main()", "serve",
          "--station", str(station)], stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:  # warnings about interrupted tests may come first
         if " ready: " in line:
-            return process, line
+            return process
     raise AssertionError(f"cellbench serve exited with {process.wait()} before it was ready")
-
-
-def _start_serving(station: Path) -> subprocess.Popen[str]:
-    """``cellbench serve --station STATION`` started in a subprocess, once it is ready."""
-    return _serve(station)[0]
 
 
 @pytest.fixture
@@ -125,10 +119,3 @@ def wait_for() -> Callable[[str, Path, object], None]:
 def start_serving() -> Callable[[Path], subprocess.Popen[str]]:
     """``start_serving(station_file)``: a ready ``cellbench serve`` subprocess."""
     return _start_serving
-
-
-@pytest.fixture(scope="session")
-def serve() -> Callable[[Path], tuple[subprocess.Popen[str], str]]:
-    """``serve(station_file)``: a ready ``cellbench serve`` subprocess and its ready line; for
-    fixtures of any scope (the caller ends the process)."""
-    return _serve
