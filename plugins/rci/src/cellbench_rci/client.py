@@ -190,7 +190,8 @@ class RciClient:
             self._pushes.put(None)
 
     def _send(self, data: bytes) -> None:
-        """Send all of ``data`` on the non-blocking socket."""
+        """Send all of ``data`` on the non-blocking socket; TimeoutError if the server takes
+        none of it for the timeout."""
         view = memoryview(data)
         while view:
             with self._io:
@@ -199,7 +200,8 @@ class RciClient:
                     continue
                 except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                     pass
-            select.select([], [self._sock], [], self._timeout)
+            if not select.select([], [self._sock], [], self._timeout)[1]:
+                raise TimeoutError(f"the rci server took nothing for {self._timeout:g} s")
 
     def command(self, line: str) -> Reply:
         """Send one command and return its reply.
@@ -213,8 +215,13 @@ class RciClient:
             if not self._closed:
                 # A send to a server that has just closed may fail: the reason it gave before
                 # closing (ERR 61, ERR 62), if any, is already queued as the reply.
-                with contextlib.suppress(OSError):
+                try:
                     self._send(data)
+                except TimeoutError as err:
+                    self.close()
+                    raise TimeoutError(f"{line}: {err} (connection closed)") from None
+                except OSError:
+                    pass
             try:
                 answer = self._replies.get(timeout=self._timeout)
             except queue.Empty:
