@@ -338,10 +338,10 @@ def test_cli_interactive_ends_at_end_of_input(app: typer.Typer) -> None:
     assert (result.exit_code, result.output) == (0, "cellbench,lab-1,0.1.0\n")
 
 
-def test_cli_connection_lost_during_the_session_exits_1(app: typer.Typer) -> None:
+def test_cli_connection_lost_during_the_session_exits_2(app: typer.Typer) -> None:
     with peer([(b"PING\n", HANG_UP)]) as p:
         result = runner.invoke(app, ["rci", "--port", str(p.port)], input="PING\nPING\n")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "PING: the rci server closed the connection" in result.output
 
 

@@ -132,7 +132,7 @@ def _interact(client: RciClient, target: str) -> None:
                 error_console.print(f"[bold red]error:[/bold red] {escape(str(err))}")
                 continue
             except (TimeoutError, ConnectionError) as err:
-                fail(str(err))
+                fail(str(err), code=2)
             render(line, reply)
         if client.closed or line.split()[0].upper() == "QUIT":
             return
