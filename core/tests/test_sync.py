@@ -61,7 +61,8 @@ def test_alarm_while_behind_then_recovery(db: Database) -> None:
         stop.set()
         runner.join()
     [alarm] = [e for e in db.events() if e.kind == "alarm"]
-    assert alarm.data["sync_target"] == "flaky" and alarm.data["behind_s"] > 0.05
+    # behind_s is stored rounded to the millisecond, so it may equal the threshold
+    assert alarm.data["sync_target"] == "flaky" and alarm.data["behind_s"] >= 0.05
     assert alarms == [alarm.message]
 
 
