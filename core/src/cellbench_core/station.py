@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from cellbench_core.descriptors import Kind
-from cellbench_core.plugins import PluginManager
+from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner.engine import ChannelRef
 from cellbench_core.units import parse_duration
 from cellbench_hal import (
@@ -60,6 +60,12 @@ class StationSection(_Strict):
     speed: float | None = Field(default=None, gt=0, allow_inf_nan=False,
                                 description="virtual clock: times faster than the wall")
     queue_poll_interval: float = Field(default=0.5, description="e.g. '0.5 s'")
+    plans_dir: str = Field(default="plans", min_length=1,
+                           description="where interfaces find plans by name; relative to the "
+                                       "station file's folder")
+    ring_size: int = Field(default=1000, ge=1, le=100_000,
+                           description="newest samples kept in memory per channel for "
+                                       "interfaces")
 
     @field_validator("sample_period", "device_timeout", "queue_poll_interval", mode="before")
     @classmethod
@@ -108,6 +114,14 @@ class SyncSection(_Strict):
         return _duration(value)
 
 
+class InterfaceSection(_Strict):
+    """``[[interfaces]]``: a control interface ``cellbench serve`` runs (rci, web); its settings
+    are validated by the interface."""
+
+    kind: str
+    settings: dict[str, Any] = {}
+
+
 class StationConfig(_Strict):
     """A whole station file."""
 
@@ -115,6 +129,7 @@ class StationConfig(_Strict):
     plugins: PluginsSection = PluginsSection()
     channels: list[ChannelGroup] = [ChannelGroup(driver="sim")]
     sync: list[SyncSection] = []
+    interfaces: list[InterfaceSection] = []
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -146,6 +161,23 @@ def station_from_dict(data: dict[str, Any], source: str = "<station>") -> Statio
         raise StationError(f"{source}: {_location(first['loc'])}: {first['msg']}") from None
 
 
+def _create(plugins: PluginManager, kind: Kind, name: str, settings: dict[str, Any],
+            where: str) -> Any:
+    """Build a capability from its validated settings; errors name the station file's key."""
+    try:
+        descriptor = plugins.registry.get(kind, name)
+    except PluginError as err:
+        raise StationError(f"{where}: {err}") from None
+    try:
+        return descriptor.create(settings)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise StationError(f"{where}.settings.{_location(first['loc'])}: "
+                           f"{first['msg']}") from None
+    except ValueError as err:  # a factory's own check of the settings
+        raise StationError(f"{where}.settings: {err}") from None
+
+
 def parse_channels(text: str, available: int) -> list[int]:
     """Channel numbers from ``"1-8"``, ``"1,3,5-6"`` or ``"all"``; each must exist."""
     if text.strip().lower() == "all":
@@ -170,22 +202,29 @@ def parse_channels(text: str, available: int) -> list[int]:
 
 
 class Station:
-    """The channel drivers of a station, built from its configuration and the plugins."""
+    """The channel drivers and interfaces of a station, built from its configuration and the
+    plugins; ``base_dir`` (the station file's folder) anchors its relative paths."""
 
-    def __init__(self, config: StationConfig, plugins: PluginManager) -> None:
+    def __init__(self, config: StationConfig, plugins: PluginManager,
+                 base_dir: Path = Path()) -> None:
         self.config = config
         self.plugins = plugins
+        self.base_dir = base_dir
         self.drivers: list[tuple[str, ChannelDriver]] = []
         self.channels: list[ChannelRef] = []
         for n, group in enumerate(config.channels):
-            descriptor = plugins.registry.get(Kind.CHANNEL_DRIVER, group.driver)
-            try:
-                driver = descriptor.create(group.settings)
-            except ValidationError as err:
-                first = err.errors()[0]
-                raise StationError(f"channels[{n}].settings.{_location(first['loc'])}: "
-                                   f"{first['msg']}") from None
-            self.drivers.append((group.driver, driver))
+            self.drivers.append((group.driver, _create(plugins, Kind.CHANNEL_DRIVER,
+                                                       group.driver, group.settings,
+                                                       f"channels[{n}]")))
+        self.interfaces: list[tuple[str, Any]] = [
+            (section.kind, _create(plugins, Kind.INTERFACE, section.kind, section.settings,
+                                   f"interfaces[{n}]"))
+            for n, section in enumerate(config.interfaces)]
+
+    @property
+    def plans_dir(self) -> Path:
+        """Where interfaces find plans by name."""
+        return self.base_dir / self.config.station.plans_dir
 
     async def open(self, clock: Clock) -> None:
         """Open every driver (closing those already open if one fails) and number channels."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
@@ -137,7 +138,7 @@ def serve_command(
     manager = PluginManager()
     try:
         manager.load(disable=config.plugins.disable, require=config.plugins.enable)
-        built = Station(config, manager)
+        built = Station(config, manager, base_dir=station.parent)
         syncs = SyncWorkers(config, manager, manager.hook)
     except (StationError, PluginError) as err:
         fail(str(err), code=2)
@@ -146,7 +147,7 @@ def serve_command(
     with opened(db or config.station.database) as database:
         async def main() -> None:
             service = StationService(built, database, config.station.make_clock(),
-                                     manager.hook)
+                                     manager.hook, version=version("cellbench-core"))
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, service.shutdown)
@@ -155,7 +156,7 @@ def serve_command(
         syncs.start(database)
         try:
             asyncio.run(main())
-        except DeviceError as err:
+        except (DeviceError, StationError) as err:
             fail(str(err))
         finally:
             syncs.stop(database)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum, StrEnum
 from functools import partial
 from typing import Any
 
@@ -49,7 +50,6 @@ from cellbench_core.storage import (
     SampleRows,
     SampleWriter,
     StepRow,
-    StorageError,
     TestEnd,
     TestStart,
 )
@@ -123,6 +123,22 @@ class TestOutcome:
     __test__ = False
 
 
+class ChannelState(StrEnum):
+    """What a channel does, as the station's control API reports it."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    PAUSED = "paused"
+
+
+class _Control(Enum):
+    """An operator's request the runner applies at its next tick."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    NEXT = "next"
+
+
 @dataclass(frozen=True)
 class ChannelStatus:
     """A channel's state for live displays."""
@@ -130,6 +146,7 @@ class ChannelStatus:
     channel: str
     test_id: int
     running: bool
+    paused: bool
     step: str
     step_no: int
     steps_total: int
@@ -139,6 +156,7 @@ class ChannelStatus:
     current_a: float
     temperature_c: float
     step_ah: float
+    step_wh: float
     total_ah: float
     total_wh: float
     outcome: TestOutcome | None
@@ -158,6 +176,7 @@ class _Run:
     step_start_seq: int = 1
     step_start_time: float = 0.0
     outcome: TestOutcome | None = None
+    paused: bool = False  # as asked for: the runner applies it at its next tick
 
 
 #: A step resolved for one battery: the channel setpoint and the (condition, SI threshold) groups.
@@ -273,6 +292,11 @@ class Runner:
         self._serving = False
         self._pending: list[tuple[TestRequest, asyncio.Future[int]]] = []  # from add()
         self._wake = asyncio.Event()  # set by add() and shutdown() for an idle serving run
+        self._run_of: dict[int, _Run] = {}  # channel number -> its latest test's run
+        self._actions: list[tuple[_Run, _Control]] = []  # pause/resume/next, for the next tick
+        #: Called with every processed batch: the channel numbers and the sample rows (the
+        #: station's control API keeps its ring buffer and feeds subscribers from it).
+        self.observer: Callable[[IntArray, SampleRows], None] | None = None
 
     # ---- control -----------------------------------------------------------------------------
 
@@ -280,21 +304,58 @@ class Runner:
         """Ask to stop one channel's test (or all) at the next tick, output off."""
         self._stop[channel] = reason
 
+    def state(self, channel: int) -> ChannelState:
+        """Whether ``channel`` runs a test (paused or not) or is idle; a test handed to
+        :meth:`add` counts as running from then on."""
+        run = self._run_of.get(channel)
+        if run is not None and self._active[run.row]:
+            return ChannelState.PAUSED if run.paused else ChannelState.RUNNING
+        if any(req.channel.number == channel for req, _ in self._pending):
+            return ChannelState.RUNNING
+        return ChannelState.IDLE
+
+    def pause(self, channel: int) -> None:
+        """At the next tick, switch the output of ``channel``'s running test off and hold the
+        test: its step time and end conditions stand still; samples and safety limits go on."""
+        self._act(channel, _Control.PAUSE)
+
+    def resume(self, channel: int) -> None:
+        """At the next tick, re-apply the paused step's setpoint and let the test go on."""
+        self._act(channel, _Control.RESUME)
+
+    def next_step(self, channel: int) -> None:
+        """At the next tick, end the step ``channel`` runs and go on with the plan (a paused
+        test goes on, unpaused)."""
+        self._act(channel, _Control.NEXT)
+
+    def _act(self, channel: int, action: _Control) -> None:
+        run = self._run_of.get(channel)
+        if run is None or not self._active[run.row]:
+            raise RunError(f"channel {channel} runs no test")
+        if action is not _Control.NEXT:
+            run.paused = action is _Control.PAUSE
+        self._actions.append((run, action))
+
+    def latest(self, channel: int) -> ChannelStatus | None:
+        """The state of ``channel``'s latest test (running or ended), or None if it ran none."""
+        run = self._run_of.get(channel)
+        return None if run is None else self._status(run)
+
     def snapshot(self) -> list[ChannelStatus]:
         """The state of every channel of this run, for live displays."""
-        out = []
-        for run in self._runs:
-            r = run.row
-            out.append(ChannelStatus(
-                channel=run.request.channel.name, test_id=run.test_id,
-                running=bool(self._active[r]), step=run.step_text,
-                step_no=run.step_no, steps_total=run.cursor.program.steps_total,
-                cycle=int(self._cycle[r]), test_time_s=float(self._last_t[r] - self._test_t0[r]),
-                voltage_v=float(self._v[r]), current_a=float(self._i[r]),
-                temperature_c=float(self._temp[r]), step_ah=float(self._step_ah[r]),
-                total_ah=float(self._total_ah[r]), total_wh=float(self._total_wh[r]),
-                outcome=run.outcome))
-        return out
+        return [self._status(run) for run in self._runs]
+
+    def _status(self, run: _Run) -> ChannelStatus:
+        r = run.row
+        return ChannelStatus(
+            channel=run.request.channel.name, test_id=run.test_id,
+            running=bool(self._active[r]), paused=bool(self._active[r] and run.paused),
+            step=run.step_text, step_no=run.step_no, steps_total=run.cursor.program.steps_total,
+            cycle=int(self._cycle[r]), test_time_s=float(self._last_t[r] - self._test_t0[r]),
+            voltage_v=float(self._v[r]), current_a=float(self._i[r]),
+            temperature_c=float(self._temp[r]), step_ah=float(self._step_ah[r]),
+            step_wh=float(self._step_wh[r]), total_ah=float(self._total_ah[r]),
+            total_wh=float(self._total_wh[r]), outcome=run.outcome)
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -362,7 +423,7 @@ class Runner:
         for request, future in pending:
             try:
                 await self._start([request])
-            except (RunError, StorageError) as err:
+            except Exception as err:  # any error is the caller's; the others' tests go on
                 if not future.done():
                     future.set_exception(err)
                 continue
@@ -396,10 +457,12 @@ class Runner:
                 self._row_of[id(channel.driver)] = np.full(len(channel.driver.channels), -1,
                                                            dtype=np.int64)
             self._row_of[id(channel.driver)][channel.local] = run.row
+            self._channel_no[run.row] = channel.number
         for run, test_id in zip(self._runs[first:], ids, strict=True):
             run.test_id = test_id
             self._test_id[run.row] = test_id
             self._active[run.row] = True
+            self._run_of[run.request.channel.number] = run
             self._last_t[run.row] = self._test_t0[run.row] = self._cycle_t0[run.row] = t
         for run in self._runs[first:]:
             self.hooks.cellbench_test_started(event=TestStarted(
@@ -427,6 +490,8 @@ class Runner:
             return np.zeros(n)
 
         self._active = np.zeros(n, dtype=bool)
+        self._paused = np.zeros(n, dtype=bool)  # as applied (see _Run.paused)
+        self._channel_no = np.zeros(n, dtype=np.int64)
         self._seen = np.zeros(n, dtype=np.int64)
         self._test_id = np.zeros(n, dtype=np.int64)
         self._seq = np.zeros(n, dtype=np.int64)
@@ -663,6 +728,7 @@ class Runner:
         row = run.row
         self._waits.pop(row, None)
         self._active[row] = False
+        self._paused[row] = run.paused = False
         self._conditions.clear(row)
         channel = run.request.channel
         try:
@@ -718,6 +784,8 @@ class Runner:
         states: dict[int, ChamberState | DeviceError] = {}
         for row, (since, began) in list(self._waits.items()):
             run = self._runs[row]
+            if self._paused[row]:
+                continue  # the wait stands still with the step
             chamber = run.request.chamber
             spec = run.cursor.step.chamber
             assert chamber is not None and spec is not None
@@ -755,6 +823,8 @@ class Runner:
     async def _tick_drivers(self) -> None:
         if self._stop:
             await self._handle_stops()
+        if self._actions:
+            await self._handle_actions()
         drivers = [(d, name) for key, (d, name) in self._drivers.items()
                    if self._active[self._row_of[key][self._row_of[key] >= 0]].any()]
         results: list[Any]
@@ -820,6 +890,9 @@ class Runner:
         t, v, i, temp = cols["time_s"], cols["voltage_v"], cols["current_a"], cols["temperature_c"]
         dt = t - self._last_t[rows]
         self._last_t[rows] = t
+        paused = self._paused[rows]
+        if paused.any():  # a paused step's time stands still
+            self._step_t0[rows[paused]] += dt[paused]
         p = v * i
         dah, dwh = i * dt / 3600.0, p * dt / 3600.0
         self._step_ah[rows] += dah
@@ -883,15 +956,18 @@ class Runner:
         self._beyond_since[rows] = since
         tripped |= (beyond & (t[:, None] - since >= self._delay[rows])).any(axis=1)
         group = self._conditions.met(rows, q)
-        ended = (group >= 0) & ~tripped
+        ended = (group >= 0) & ~tripped & ~paused
 
-        self.writer.submit(SampleRows(
+        batch = SampleRows(
             test_id=self._test_id[rows], seq=self._seq[rows], test_time_s=test_time,
             unix_time_s=t + (self.clock.unix(0.0)), step_time_s=step_time, voltage_v=v,
             current_a=i, power_w=p, temperature_c=temp, step_index=self._step_index[rows],
             plan_line=self._plan_line[rows], cycle=self._cycle[rows], ah=step_ah, wh=step_wh,
-            aux={k[4:]: c for k, c in cols.items() if k.startswith("aux:")}))
+            aux={k[4:]: c for k, c in cols.items() if k.startswith("aux:")})
+        self.writer.submit(batch)
         self.samples += len(rows)
+        if self.observer is not None:
+            self.observer(self._channel_no[rows], batch)
 
         if tripped.any():
             for row in rows[tripped]:
@@ -933,6 +1009,40 @@ class Runner:
                 self._close_step(run, t, reason)
                 self._alarm(run, f"channel {run.request.channel.name}: {reason}", t)
                 await self._finish(run, TestStatus.FAILED, reason, t)
+
+    async def _handle_actions(self) -> None:
+        actions, self._actions = self._actions, []
+        t = self.clock.now()
+        for run, action in actions:
+            row, channel = run.row, run.request.channel
+            if not self._active[row]:
+                continue  # it ended meanwhile
+            if action is _Control.NEXT:
+                self._paused[row] = run.paused = False
+                self._waits.pop(row, None)
+                self._close_step(run, float(self._last_t[row]), "next step by operator")
+                await self._advance(run, t)
+                continue
+            if (action is _Control.PAUSE) == bool(self._paused[row]):
+                continue  # paused and resumed again (or the reverse) before this tick
+            try:
+                if action is _Control.PAUSE:
+                    await call_with_timeout(channel.driver.output_off(channel.local),
+                                            self.device_timeout_s, channel.driver_name,
+                                            "output_off")
+                else:
+                    await call_with_timeout(channel.driver.apply(channel.local,
+                                                                 run.steps[run.cursor.pc][0]),
+                                            self.device_timeout_s, channel.driver_name, "apply")
+            except DeviceError as err:
+                reason = f"device error on {action.value}: {err}"
+                self._close_step(run, float(self._last_t[row]), reason)
+                self._alarm(run, f"channel {channel.name}: {reason}", t)
+                await self._finish(run, TestStatus.FAILED, reason, t)
+                continue
+            self._paused[row] = action is _Control.PAUSE
+            self._prev_t[row] = self._prev_v[row] = self._prev_temp[row] = np.nan  # no rate
+            # across the pause's edges
 
     async def _handle_stops(self) -> None:
         stops, self._stop = self._stop, {}

@@ -4,6 +4,9 @@ One Runner serves every channel (rather than one Runner per queued test) because
 driver measures all of its channels in one call: several runners sharing a driver would split
 its sample stream between them. The Runner starts added tests at its next tick.
 
+The station's interfaces (``[[interfaces]]``: rci, web) start once the channels are open and
+before the ready line, and stop first on shutdown; they act through :class:`StationControl`.
+
 The queue is read every ``queue_poll_interval``; on PostgreSQL a ``LISTEN cellbench_queue``
 connection wakes the station at once when a row is inserted. Rows are claimed with a conditional
 update, so a row never starts twice. Database calls run in worker threads, never on the event
@@ -21,8 +24,9 @@ import sqlalchemy as sa
 
 from cellbench_core.events import TestFinished, TestStatus
 from cellbench_core.plan import PlanError, parse_plan
-from cellbench_core.runner.engine import RunError, Runner, TestRequest
-from cellbench_core.station import Station
+from cellbench_core.runner.engine import ChannelState, RunError, Runner, TestRequest
+from cellbench_core.service.control import StationControl
+from cellbench_core.station import Station, StationError
 from cellbench_core.storage import Database, SampleWriter, StorageError, TestEnd
 from cellbench_core.storage.queue import QueueEntry, QueueStatus, TestQueue
 from cellbench_hal import Clock
@@ -50,7 +54,8 @@ class _Hooks:
 class StationService:
     """Serve ``station`` (opened by :meth:`serve`) from the test queue of ``db``."""
 
-    def __init__(self, station: Station, db: Database, clock: Clock, hook: Any) -> None:
+    def __init__(self, station: Station, db: Database, clock: Clock, hook: Any,
+                 version: str = "") -> None:
         config = station.config.station
         self.station, self.db, self.clock = station, db, clock
         self.queue = TestQueue(db)
@@ -64,12 +69,17 @@ class StationService:
         self._finished: list[tuple[int, TestFinished]] = []  # (entry, event) to record
         self._wake = asyncio.Event()
         self._stopping = False
+        self._version = version
+        self.control: StationControl | None = None  # once the channels are open
+        self._interfaces: list[Any] = []  # those started
         #: Set once the channels are open and the queue is watched (after the ready line).
         self.ready = asyncio.Event()
 
     def shutdown(self) -> None:
         """Stop serving: every running test stops (output off), then :meth:`serve` returns."""
         self._stopping = True
+        if self.control is not None:
+            self.control.available = False
         self.runner.shutdown("station stopped")
         self._wake.set()
 
@@ -83,18 +93,26 @@ class StationService:
             await asyncio.sleep(0)  # let it start serving before anything is added
             listener = None
             try:
+                self.control = StationControl(
+                    self.runner, self.station.channels, self.queue,
+                    name=self.station.config.station.name, version=self._version,
+                    plans_dir=self.station.plans_dir, base_dir=self.station.base_dir,
+                    ring_size=self.station.config.station.ring_size)
+                served = await self._start_interfaces(self.control)
                 listener = await self._listen()
-                self._log_ready(listener is not None)
+                self._log_ready(listener is not None, served)
                 while not self._stopping and not runner.done():
                     self._wake.clear()  # before reading: a wake-up during the reads counts
                     await self._record_finished()
                     await self._pick_up()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                await self._stop_interfaces()  # first: no command may come in meanwhile
                 if not runner.done():  # again: a signal may have come before it served
                     self.runner.shutdown("station stopped")
                 await runner  # returns once the stopped tests are recorded; raises its errors
             finally:
+                await self._stop_interfaces()
                 if not runner.done():
                     self.runner.shutdown("station failed")
                     with contextlib.suppress(Exception):
@@ -108,15 +126,39 @@ class StationService:
             await self.station.close()
             await asyncio.to_thread(self.writer.close)
 
-    def _log_ready(self, notified: bool) -> None:
+    def _log_ready(self, notified: bool, served: list[str]) -> None:
         groups = ", ".join(f"{name} x{len(driver.channels)}"
                            for name, driver in self.station.drivers)
         how = "PostgreSQL notifications" if notified else \
             f"polling every {self.poll_interval_s:g} s"
-        log.info("station %r ready: %d channels (%s), database %s, test queue by %s",
-                 self.station.config.station.name, len(self.station.channels), groups,
-                 sa.make_url(self.db.url).render_as_string(hide_password=True), how)
+        log.info("station %r ready: %d channels (%s), database %s, test queue by %s, "
+                 "interfaces: %s", self.station.config.station.name, len(self.station.channels),
+                 groups, sa.make_url(self.db.url).render_as_string(hide_password=True), how,
+                 "; ".join(served) or "none")
         self.ready.set()
+
+    async def _start_interfaces(self, control: StationControl) -> list[str]:
+        """Start every interface; what each serves, for the ready line. One that fails stops
+        those started and the station."""
+        served = []
+        for n, (kind, interface) in enumerate(self.station.interfaces):
+            try:
+                served.append(await interface.start(control))
+            except Exception as err:
+                await self._stop_interfaces()
+                raise StationError(f"interfaces[{n}] ({kind}) did not start: {err}") from err
+            self._interfaces.append(interface)
+        return served
+
+    async def _stop_interfaces(self) -> None:
+        if self.control is not None:
+            self.control.available = False
+        interfaces, self._interfaces = self._interfaces, []
+        for interface in reversed(interfaces):
+            try:
+                await interface.stop()
+            except Exception:  # the others and the tests' safe stop come first
+                log.exception("an interface did not stop cleanly")
 
     # ---- the queue ---------------------------------------------------------------------------
 
@@ -124,8 +166,9 @@ class StationService:
         """Start the oldest queued entry of every free channel."""
         entries = await asyncio.to_thread(self.queue.entries, [QueueStatus.QUEUED])
         for entry in entries:
-            if self._stopping or entry.channel in self._busy:
-                continue
+            if self._stopping or entry.channel in self._busy or (
+                    self.runner.state(entry.channel) is not ChannelState.IDLE):
+                continue  # its channel runs a queued test, or one an interface started
             if not await asyncio.to_thread(self.queue.claim, entry.id,
                                            self.clock.unix(self.clock.now())):
                 continue  # cancelled or claimed elsewhere meanwhile
