@@ -60,6 +60,8 @@ class StationSection(_Strict):
     speed: float | None = Field(default=None, gt=0, allow_inf_nan=False,
                                 description="virtual clock: times faster than the wall")
     queue_poll_interval: float = Field(default=0.5, description="e.g. '0.5 s'")
+    on_restart: Literal["end", "resume"] = Field(
+        default="end", description="what `serve` does with the tests a crash interrupted")
     plans_dir: str = Field(default="plans", min_length=1,
                            description="where interfaces find plans by name; relative to the "
                                        "station file's folder")

@@ -47,6 +47,7 @@ from cellbench_core.runner.program import Cursor, LoopEnd, Passed, Program
 from cellbench_core.storage import (
     BatteryRecord,
     Database,
+    PositionRow,
     SampleRows,
     SampleWriter,
     StepRow,
@@ -98,15 +99,34 @@ class ChannelRef:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """Where a test that a crash interrupted goes on (see :meth:`Runner.resume_point`): the
+    position its last step began at, and what the step's committed samples add to it."""
+
+    test_id: int
+    step_no: int
+    start_seq: int  # the step's first sample
+    state: dict[str, Any]  # the runner's record at the step's start (see Runner._position)
+    last_seq: int  # the last committed sample (start_seq - 1: the step has none yet)
+    test_time_s: float  # the test time to go on from, the time without the station included
+    step_time_s: float  # how long the step ran
+    charged: FloatArray  # the step's charge and energy, charging and discharging: [Ah, Wh]
+    discharged: FloatArray
+    down_s: float  # how long the test was without a station
+
+
+@dataclass(frozen=True)
 class TestRequest:
     """Run ``plan`` on ``channel`` (for ``battery``, whose data sets C-rates and limits);
-    ``chamber`` is the climate chamber holding the cell, for the plan's chamber steps."""
+    ``chamber`` is the climate chamber holding the cell, for the plan's chamber steps;
+    ``resume`` continues an interrupted test instead of starting a new one."""
 
     channel: ChannelRef
     plan: Plan
     battery: BatteryRecord | None = None
     name: str = ""
     chamber: ClimateChamber | None = None
+    resume: Resume | None = None
 
     __test__ = False
 
@@ -439,6 +459,7 @@ class Runner:
             for row, req in enumerate(requests, first):
                 self._prepare(row, req)
             t = self.clock.now()
+            new = [r for r in self._runs[first:] if r.request.resume is None]
             ids = self.db.start_tests([TestStart(
                 name=r.request.name or r.request.plan.name, channel=r.request.channel.name,
                 driver=r.request.channel.driver_name,
@@ -446,7 +467,7 @@ class Runner:
                 plan_name=r.request.plan.name, plan_source=r.request.plan.source,
                 plan_text=r.request.plan.text, sample_period_s=self.sample_period_s,
                 station=self.station, start_unix_s=self.clock.unix(t))
-                for r in self._runs[first:]])
+                for r in new]) if new else []
         except BaseException:
             del self._runs[first:]
             raise
@@ -458,13 +479,19 @@ class Runner:
                                                            dtype=np.int64)
             self._row_of[id(channel.driver)][channel.local] = run.row
             self._channel_no[run.row] = channel.number
-        for run, test_id in zip(self._runs[first:], ids, strict=True):
+        for run, test_id in zip(new, ids, strict=True):
             run.test_id = test_id
-            self._test_id[run.row] = test_id
+        for run in self._runs[first:]:
+            if run.request.resume is not None:
+                run.test_id = run.request.resume.test_id
+            self._test_id[run.row] = run.test_id
             self._active[run.row] = True
             self._run_of[run.request.channel.number] = run
             self._last_t[run.row] = self._test_t0[run.row] = self._cycle_t0[run.row] = t
         for run in self._runs[first:]:
+            if run.request.resume is not None:
+                await self._continue(run, run.request.resume, t)
+                continue
             self.hooks.cellbench_test_started(event=TestStarted(
                 run.test_id, run.request.channel.name, run.request.name or run.request.plan.name,
                 run.request.plan.name, run.request.battery.name if run.request.battery else None,
@@ -537,9 +564,17 @@ class Runner:
         """Resolve every step and limit of the plan for this battery and channel, or refuse."""
         capacity = req.battery.nominal_capacity_ah if req.battery else req.plan.capacity_ah
         program = Program.compile(req.plan)
+        if req.resume is None:
+            cursor = Cursor(program, capacity_ah=capacity)
+        else:
+            try:
+                cursor = Cursor.restore(program, req.resume.state["cursor"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise RunError(f"test {req.resume.test_id} cannot resume: {err}") from None
+            capacity = cursor.capacity_ah
         steps, bounds, delays = self.resolve_plan(req, program, capacity)
         self._bound[row], self._delay[row], self._beyond_since[row] = bounds, delays, np.nan
-        self._runs.append(_Run(row, req, 0, Cursor(program, capacity_ah=capacity), steps))
+        self._runs.append(_Run(row, req, 0, cursor, steps))
 
     @staticmethod
     def resolve_plan(req: TestRequest, program: Program, capacity: float | None
@@ -638,6 +673,24 @@ class Runner:
             self._cycle_t0[row] = t
             self._cycle_ah[row] = self._cycle_wh[row] = 0.0
             self._charged[row, 1] = self._discharged[row, 1] = 0.0
+        if not await self._enter(run, spec, t):
+            return
+        self._step_t0[row] = t
+        self._step_ah[row] = self._step_wh[row] = 0.0
+        self._charged[row, 0] = self._discharged[row, 0] = 0.0
+        run.step_no += 1
+        run.step_start_seq = int(self._seq[row]) + 1
+        run.step_start_time = t - self._test_t0[row]
+        self.writer.submit_position(PositionRow(run.test_id, run.step_no, run.step_start_seq,
+                                                self.clock.unix(t), self._position(run)))
+        self.hooks.cellbench_step_changed(event=StepChanged(
+            run.test_id, run.request.channel.name, run.cursor.step_index, spec.line,
+            int(self._cycle[row]), spec.text, run.step_start_time))
+
+    async def _enter(self, run: _Run, spec: StepSpec, t: float) -> bool:
+        """Apply the cursor's step ``spec`` to the channel (and its chamber); False if that
+        failed and ended the test."""
+        row = run.row
         step, conditions = run.steps[run.cursor.pc]
         channel = run.request.channel
         try:
@@ -645,28 +698,98 @@ class Runner:
                                     self.device_timeout_s, channel.driver_name, "apply")
         except DeviceError as err:
             await self._finish(run, TestStatus.FAILED, f"device error: {err}", t)
-            return
+            return False
         self._conditions.set(row, conditions)
         self._waits.pop(row, None)
         if spec.chamber is not None:
             problem = await self._set_chamber(run, spec.chamber)
             if problem:
                 await self._fail_wait(run, problem, t)
-                return
+                return False
             self._waits[row] = (None, t)
-        self._step_t0[row] = t
-        self._step_ah[row] = self._step_wh[row] = 0.0
-        self._charged[row, 0] = self._discharged[row, 0] = 0.0
         self._prev_t[row] = self._prev_v[row] = self._prev_temp[row] = np.nan
         self._step_index[row] = run.cursor.step_index
         self._plan_line[row] = spec.line
-        run.step_no += 1
         run.step_text = spec.text
-        run.step_start_seq = int(self._seq[row]) + 1
-        run.step_start_time = t - self._test_t0[row]
-        self.hooks.cellbench_step_changed(event=StepChanged(
-            run.test_id, channel.name, run.cursor.step_index, spec.line, int(self._cycle[row]),
-            spec.text, run.step_start_time))
+        return True
+
+    # ---- resuming after a crash --------------------------------------------------------------
+
+    def _position(self, run: _Run) -> dict[str, Any]:
+        """What :meth:`_continue` needs besides the samples, as the step begins."""
+        row = run.row
+        return {"cursor": run.cursor.state(),
+                "step_start_test_time_s": run.step_start_time,
+                "cycle_start_test_time_s": float(self._cycle_t0[row] - self._test_t0[row]),
+                "cycle_ah": float(self._cycle_ah[row]), "cycle_wh": float(self._cycle_wh[row]),
+                "test_ah": float(self._total_ah[row]), "test_wh": float(self._total_wh[row]),
+                "charged": self._charged[row].tolist(),
+                "discharged": self._discharged[row].tolist()}
+
+    @staticmethod
+    def resume_point(db: Database, test_id: int, unix_now_s: float) -> Resume | None:
+        """Where the running test ``test_id`` goes on after a crash, from its last committed
+        position and the samples committed since; None if it committed no position."""
+        position = db.position(test_id)
+        test = db.test(test_id)
+        if position is None or test is None:
+            return None
+        rows = db.samples(test_id, ["seq", "test_time_s", "unix_time_s", "step_time_s",
+                                    "current_a", "power_w"], from_seq=position.start_seq - 1)
+        seq, times = rows["seq"], rows["test_time_s"]
+        if len(seq):
+            last_seq, last_time = int(seq[-1]), float(times[-1])
+            last_unix = float(rows["unix_time_s"][-1])
+        else:  # the test committed its first position and no sample yet
+            last_seq, last_time, last_unix = 0, 0.0, test.start_unix_s
+        mine = seq >= position.start_seq
+        charged, discharged = np.zeros(2), np.zeros(2)
+        step_time = 0.0
+        if mine.any():
+            # Step time counts what the runner integrated over (it stands still while paused
+            # and while the station is down), so its steps are the runner's dt.
+            step_times = rows["step_time_s"][mine]
+            dt = np.diff(np.r_[0.0, step_times])
+            amounts = np.nan_to_num(np.stack((rows["current_a"][mine] * dt,
+                                              rows["power_w"][mine] * dt), axis=1) / 3600.0)
+            charged = np.where(amounts > 0, amounts, 0.0).sum(axis=0)
+            discharged = -np.where(amounts < 0, amounts, 0.0).sum(axis=0)
+            step_time = float(rows["step_time_s"][-1])
+        down = max(0.0, unix_now_s - last_unix)
+        return Resume(test_id, position.step_no, position.start_seq, dict(position.state),
+                      last_seq, last_time + down, step_time, charged, discharged, down)
+
+    async def _continue(self, run: _Run, resume: Resume, t: float) -> None:
+        """Set ``run``'s row up as the interrupted test left it, and apply its step again."""
+        row, state = run.row, resume.state
+        self._seq[row] = resume.last_seq
+        self._test_t0[row] = t - resume.test_time_s
+        self._cycle_t0[row] = self._test_t0[row] + state["cycle_start_test_time_s"]
+        self._step_t0[row] = t - resume.step_time_s
+        self._cycle[row] = run.cursor.cycle
+        self._charged[row] = state["charged"]
+        self._discharged[row] = state["discharged"]
+        self._charged[row, 0], self._discharged[row, 0] = resume.charged, resume.discharged
+        net = resume.charged - resume.discharged
+        self._step_ah[row], self._step_wh[row] = net
+        self._cycle_ah[row] = state["cycle_ah"] + net[0]
+        self._cycle_wh[row] = state["cycle_wh"] + net[1]
+        self._total_ah[row] = state["test_ah"] + net[0]
+        self._total_wh[row] = state["test_wh"] + net[1]
+        self._charged[row, 1:] += resume.charged
+        self._discharged[row, 1:] += resume.discharged
+        run.step_no, run.step_start_seq = resume.step_no, resume.start_seq
+        run.step_start_time = state["step_start_test_time_s"]
+        spec = run.cursor.step
+        if not await self._enter(run, spec, t):
+            return
+        message = (f"resumed at step {resume.step_no} (plan line {spec.line}) after "
+                   f"{resume.down_s:.0f} s without the station; samples go on from seq "
+                   f"{resume.last_seq + 1}")
+        log.info("test %d on channel %s: %s", run.test_id, run.request.channel.name, message)
+        self.writer.submit_call(partial(self.db.add_event, kind="resumed", message=message,
+                                        test_id=run.test_id, channel=run.request.channel.name,
+                                        unix_time_s=self.clock.unix(t)))
 
     async def _set_chamber(self, run: _Run, spec: ChamberSpec) -> str:
         """Hand the chamber step's setpoints to the chamber; return why that failed, or ''."""
@@ -1020,8 +1143,9 @@ class Runner:
             if action is _Control.NEXT:
                 self._paused[row] = run.paused = False
                 self._waits.pop(row, None)
-                self._close_step(run, float(self._last_t[row]), "next step by operator")
-                await self._advance(run, t)
+                t_row = float(self._last_t[row])  # the step ends with its last sample
+                self._close_step(run, t_row, "next step by operator")
+                await self._advance(run, t_row)
                 continue
             if (action is _Control.PAUSE) == bool(self._paused[row]):
                 continue  # paused and resumed again (or the reverse) before this tick

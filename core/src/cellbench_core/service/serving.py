@@ -27,7 +27,7 @@ from cellbench_core.plan import PlanError, parse_plan
 from cellbench_core.runner.engine import ChannelState, RunError, Runner, TestRequest
 from cellbench_core.service.control import StationControl
 from cellbench_core.station import Station, StationError
-from cellbench_core.storage import Database, SampleWriter, StorageError, TestEnd
+from cellbench_core.storage import Database, SampleWriter, StorageError, TestEnd, TestRecord
 from cellbench_core.storage.queue import QueueEntry, QueueStatus, TestQueue
 from cellbench_hal import Clock
 
@@ -88,11 +88,11 @@ class StationService:
         run queued tests until :meth:`shutdown`; everything is committed when it returns."""
         try:
             await self.station.open(self.clock)
-            await asyncio.to_thread(self._end_interrupted)
             runner = asyncio.create_task(self.runner.run([], serve=True))
             await asyncio.sleep(0)  # let it start serving before anything is added
             listener = None
             try:
+                await self._recover()
                 self.control = StationControl(
                     self.runner, self.station.channels, self.queue,
                     name=self.station.config.station.name, version=self._version,
@@ -222,18 +222,68 @@ class StationService:
             log.info("queue entry %d: test %d %s (%s)", entry, event.test_id,
                      event.status.value, event.reason)
 
-    def _end_interrupted(self) -> None:
-        """End the tests of entries that were running when the station last died."""
+    # ---- after a crash -----------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Resume (``on_restart = "resume"``) or end the tests that were running when this
+        station last died, and their queue entries."""
+        interrupted, entries = await asyncio.to_thread(self._interrupted)
+        resume = self.station.config.station.on_restart == "resume"
+        for test in interrupted:
+            entry = entries.pop(test.id, None)
+            reason = "interrupted: the station stopped while the test ran"
+            if resume:
+                try:
+                    request = await asyncio.to_thread(self._resume_request, test)
+                    await self.runner.add(request)
+                except (PlanError, RunError, StorageError, ValueError) as err:
+                    reason = f"interrupted, and it could not resume: {err}"
+                else:
+                    if entry is not None:
+                        self._busy[request.channel.number] = entry.id
+                        self._entry_of_test[test.id] = entry.id
+                    continue
+            await asyncio.to_thread(self._end_interrupted, test.id, entry, reason)
+        for entry in entries.values():  # claimed, and the station died before the test began
+            await asyncio.to_thread(self._end_interrupted, None, entry,
+                                    "interrupted: the station stopped before the test began")
+
+    def _interrupted(self) -> tuple[list[TestRecord], dict[int, QueueEntry]]:
+        """This station's tests still marked running, and the running queue entries by test."""
+        name = self.station.config.station.name
+        tests = [t for t in self.db.tests()
+                 if t.status is TestStatus.RUNNING and t.station == name]
+        entries: dict[int, QueueEntry] = {  # claimed entries without a test by -id
+            e.test_id if e.test_id is not None else -e.id: e
+            for e in self.queue.entries([QueueStatus.RUNNING])}
+        return tests, entries
+
+    def _resume_request(self, test: TestRecord) -> TestRequest:
+        """The request that resumes ``test``; an error says why it cannot."""
+        channels = self.station.channels
+        number = int(test.channel) if test.channel.isdigit() else 0
+        if not 1 <= number <= len(channels):
+            raise RunError(f"its channel {test.channel!r} is not on this station any more")
+        point = Runner.resume_point(self.db, test.id, self.clock.unix(self.clock.now()))
+        if point is None:
+            raise RunError("it committed no plan position")
+        plan = parse_plan(test.plan_text, source=test.plan_source)
+        battery = None
+        if test.battery is not None:
+            battery = self.db.battery(test.battery)
+            if battery is None:
+                raise StorageError(f"its battery {test.battery!r} is not registered any more")
+        return TestRequest(channels[number - 1], plan, battery, name=test.name, resume=point)
+
+    def _end_interrupted(self, test_id: int | None, entry: QueueEntry | None,
+                         reason: str) -> None:
         now = self.clock.unix(self.clock.now())
-        running = self.queue.entries([QueueStatus.RUNNING])
-        reason = "interrupted: the station stopped while the test ran"
-        tests = [e.test_id for e in running if e.test_id is not None]
-        still = [t for t in tests if (r := self.db.test(t)) and r.status is TestStatus.RUNNING]
-        self.db.finish_tests([TestEnd(t, TestStatus.INTERRUPTED.value, reason, now)
-                              for t in still])
-        for entry in running:
+        if test_id is not None:
+            self.db.finish_tests([TestEnd(test_id, TestStatus.INTERRUPTED.value, reason, now)])
+        if entry is not None:
             self.queue.end(entry.id, QueueStatus.INTERRUPTED, now, reason)
-            log.warning("queue entry %d (test %s) was interrupted", entry.id, entry.test_id)
+        log.warning("test %s (queue entry %s): %s", test_id,
+                    None if entry is None else entry.id, reason)
 
     async def _listen(self) -> asyncio.Task[None] | None:
         """On PostgreSQL, a task that wakes the queue loop on every insert; else None."""

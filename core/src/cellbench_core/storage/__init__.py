@@ -8,6 +8,8 @@ from cellbench_core.storage.database import Database, open_database, upgrade
 from cellbench_core.storage.records import (
     BatteryRecord,
     EventRecord,
+    PositionRecord,
+    PositionRow,
     SampleRows,
     StepRecord,
     StepRow,
@@ -22,6 +24,8 @@ __all__ = [
     "BatteryRecord",
     "Database",
     "EventRecord",
+    "PositionRecord",
+    "PositionRow",
     "SampleRows",
     "SampleWriter",
     "StepRecord",

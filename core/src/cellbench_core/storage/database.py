@@ -23,6 +23,7 @@ from cellbench_core.storage import schema
 from cellbench_core.storage.records import (
     BatteryRecord,
     EventRecord,
+    PositionRecord,
     StepRecord,
     StorageError,
     TestEnd,
@@ -428,8 +429,9 @@ class Database:
 
     # --- samples and steps ---------------------------------------------------------------------
 
-    def samples(self, test_id: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """A test's samples in ``seq`` order, as one numpy array per column.
+    def samples(self, test_id: int, columns: Sequence[str] | None = None, *,
+                from_seq: int = 1) -> dict[str, np.ndarray]:
+        """A test's samples (from ``from_seq`` on) in ``seq`` order, one numpy array per column.
 
         ``columns`` names sample columns (see docs/schema.md) and aux signals; by default all of
         them except ``test_id``. Integer columns come as int64, the rest as float64 with NaN
@@ -456,19 +458,31 @@ class Database:
             fetch = ["seq", *(c for c in wanted if c in base and c != "seq")]
             query = (
                 sa.select(*(samples.c[c] for c in fetch))
-                .where(samples.c.test_id == test_id)
+                .where(samples.c.test_id == test_id, samples.c.seq >= from_seq)
                 .order_by(samples.c.seq)
             )
             result = _columns(fetch, connection.execute(query).all())
             seq = result["seq"]
             for name in (c for c in wanted if c in aux_names):
                 query = sa.select(aux.c.seq, aux.c.value).where(
-                    aux.c.test_id == test_id, aux.c.name == name
+                    aux.c.test_id == test_id, aux.c.name == name, aux.c.seq >= from_seq
                 )
                 found = _columns(["seq", name], connection.execute(query).all())
                 result[name] = np.full(len(seq), np.nan)
                 result[name][np.searchsorted(seq, found["seq"])] = found[name]
         return {name: result[name] for name in wanted}
+
+    def position(self, test_id: int) -> PositionRecord | None:
+        """The plan position a running test last committed (see SampleWriter.submit_position),
+        or None."""
+        table = schema.test_positions
+        query = sa.select(table).where(table.c.test_id == int(test_id))
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        return PositionRecord(row.test_id, row.step_no, row.start_seq, row.unix_time_s,
+                              json.loads(row.state))
 
     def steps(self, test_id: int) -> list[StepRecord]:
         """The finished steps of a test in the order they ran."""

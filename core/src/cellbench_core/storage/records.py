@@ -121,6 +121,23 @@ StepRecord = StepRow
 
 
 @dataclass(frozen=True, slots=True)
+class PositionRow:
+    """Where a running test stands as a step begins (a row of ``test_positions``, one per
+    test): what a restarted station resumes it from. ``start_seq`` is the first sample the step
+    will have; ``state`` is the runner's JSON-able record of the plan position and counters."""
+
+    test_id: int
+    step_no: int
+    start_seq: int
+    unix_time_s: float
+    state: Mapping[str, Any]
+
+
+#: A position read back from the database.
+PositionRecord = PositionRow
+
+
+@dataclass(frozen=True, slots=True)
 class BatteryRecord:
     """A battery definition: nominal values and the limits a test must respect.
 

@@ -152,6 +152,16 @@ steps = Table(
     Column("end_reason", Text, nullable=False),
 )
 
+test_positions = Table(
+    "test_positions",
+    metadata,
+    Column("test_id", Integer, ForeignKey("tests.id"), primary_key=True, autoincrement=False),
+    Column("step_no", Integer, nullable=False),
+    Column("start_seq", BigInteger, nullable=False),
+    Column("unix_time_s", Double, nullable=False),
+    Column("state", LONG_TEXT, nullable=False),
+)
+
 events = Table(
     "events",
     metadata,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
 import threading
 import time
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 from cellbench_core.storage import schema
 from cellbench_core.storage.database import Database
-from cellbench_core.storage.records import SampleRows, StepRow, StorageError
+from cellbench_core.storage.records import PositionRow, SampleRows, StepRow, StorageError
 
 #: Rows converted to Python tuples at a time; bounds the writer's extra memory.
 _CHUNK_ROWS = 50_000
@@ -37,7 +38,7 @@ _LATENCY_HISTORY = 100_000
 #: A database call to make on the writer thread once everything submitted before it is committed.
 DeferredCall = Callable[[], object]
 
-_Item = SampleRows | StepRow | DeferredCall
+_Item = SampleRows | StepRow | PositionRow | DeferredCall
 
 
 class SampleWriter:
@@ -98,6 +99,13 @@ class SampleWriter:
         with self._changed:
             self._check()
             self._enqueue(step, 0)
+
+    def submit_position(self, position: PositionRow) -> None:
+        """Queue a test's plan position; it commits in the same transaction as the samples
+        submitted around it, and replaces the test's previous one."""
+        with self._changed:
+            self._check()
+            self._enqueue(position, 0)
 
     def submit_call(self, call: DeferredCall) -> None:
         """Queue a database call (a test's end, an event) to run on the writer thread after
@@ -190,7 +198,8 @@ class SampleWriter:
                 # events: thousands at once when a station stops) shares one transaction.
                 for writing, group in itertools.groupby((i for _, i in items), _is_write):
                     if writing:
-                        done, count = insert.commit(cast(list[SampleRows | StepRow], list(group)))
+                        done, count = insert.commit(
+                            cast(list[SampleRows | StepRow | PositionRow], list(group)))
                         positions.update(done)
                         rows += count
                         continue
@@ -257,6 +266,9 @@ class _Inserter:
         # other thread busy, taking it back can cost up to the switch interval (5 ms) each time.
         # Many rows per statement make that once per _SQLITE_ROWS rows instead of once per row.
         # (pymysql already rewrites executemany into multi-row statements; COPY streams.)
+        # Positions are few (one per step change), so plain statements, also on PostgreSQL.
+        self._insert_position = _insert_statement(dialect, schema.test_positions)
+        self._delete_position = _delete_statement(dialect, schema.test_positions, "test_id")
         self._multi_row = (
             _insert_statement(dialect, schema.samples, _SQLITE_ROWS)
             if dialect.name == "sqlite"
@@ -267,6 +279,8 @@ class _Inserter:
         """Write and commit the items; return the new positions and the number of sample rows."""
         batches = [item for item in items if isinstance(item, SampleRows)]
         steps = [_step_values(item) for item in items if isinstance(item, StepRow)]
+        # The newest position of each test replaces the stored one.
+        latest = {item.test_id: item for item in items if isinstance(item, PositionRow)}
         cursor = self._connection.cursor()
         try:
             # One transaction holds everything, so the order of the inserts does not matter to
@@ -277,6 +291,11 @@ class _Inserter:
                 self._write(cursor, schema.sample_aux, aux)
             if steps:
                 self._write(cursor, schema.steps, steps)
+            if latest:
+                cursor.executemany(self._delete_position, [(t,) for t in latest])
+                cursor.executemany(self._insert_position, [
+                    (p.test_id, p.step_no, p.start_seq, p.unix_time_s,
+                     json.dumps(p.state, allow_nan=False)) for p in latest.values()])
         finally:
             cursor.close()
         self._connection.commit()
@@ -319,7 +338,7 @@ class _Inserter:
 
 
 def _is_write(item: _Item) -> bool:
-    return isinstance(item, SampleRows | StepRow)
+    return isinstance(item, SampleRows | StepRow | PositionRow)
 
 
 def _python_values(column: np.ndarray) -> list[Any]:
@@ -358,13 +377,23 @@ def _aux_rows(batch: SampleRows) -> Iterator[tuple[int, int, str, float]]:
         )
 
 
-def _insert_statement(dialect: sa.Dialect, table: sa.Table, rows: int = 1) -> str:
+def _placeholder(dialect: sa.Dialect) -> str:
     placeholder = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
     if placeholder is None:
         raise StorageError(
             f"the {dialect.name}+{dialect.driver} driver's paramstyle {dialect.paramstyle!r} is"
             " not supported; use sqlite, mysql+pymysql or postgresql+psycopg"
         )
+    return placeholder
+
+
+def _delete_statement(dialect: sa.Dialect, table: sa.Table, key: str) -> str:
+    quote = dialect.identifier_preparer.quote
+    return f"DELETE FROM {quote(table.name)} WHERE {quote(key)} = {_placeholder(dialect)}"
+
+
+def _insert_statement(dialect: sa.Dialect, table: sa.Table, rows: int = 1) -> str:
+    placeholder = _placeholder(dialect)
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c.name) for c in table.columns)
     values = ", ".join(placeholder for _ in table.columns)
