@@ -1,0 +1,170 @@
+"""Crash recovery with ``on_restart = "resume"``: SIGKILL ``cellbench serve`` at random points
+of a running multi-channel test, many times, on SQLite, PostgreSQL and MariaDB; after every kill
+the committed data is consistent, and after every restart each test goes on where it stood, until
+it finishes as if nothing had happened: no sample lost or duplicated, every step as long as its
+plan says."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from cellbench_core.cli import app
+
+cli = CliRunner()
+
+CYCLES = """\
+name: cycles
+capacity: 2.5 Ah
+steps:
+  - repeat: 3
+    steps:
+      - Charge at 1C for 2 minutes
+      - Rest for 1 minute
+      - Discharge at 1C for 2 minutes or until 2.5 V
+"""
+CHANNELS = 4
+ROUNDS = 4
+STEPS = 9  # three cycles of three steps
+PATIENCE_S = 90.0
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path,
+        fresh_database: Callable[[str], str]) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'station.db'}"
+    else:
+        yield fresh_database(request.param)
+
+
+def wait_until(engine: sa.Engine, query: str, check: Callable[[Any], bool]) -> Any:
+    deadline = time.monotonic() + PATIENCE_S
+    while True:
+        with engine.connect() as connection:
+            found = connection.execute(sa.text(query)).fetchall()
+        if check(found):
+            return found
+        assert time.monotonic() < deadline, f"{query}: {found}"
+        time.sleep(0.05)
+
+
+def check_committed(engine: sa.Engine) -> None:
+    """What any reader sees at any time: per test, seq from 1 without gaps or duplicates, and
+    the committed plan position at or just after the last sample's step."""
+    with engine.connect() as connection:
+        for test_id, count, low, high in connection.execute(sa.text(
+                "SELECT test_id, COUNT(*), MIN(seq), MAX(seq) FROM samples GROUP BY test_id")):
+            assert (low, high) == (1, count), f"test {test_id}: seq has gaps or duplicates"
+        for test_id, start_seq, last_seq, last_step, step_no in connection.execute(sa.text(
+                "SELECT p.test_id, p.start_seq, s.seq, s.step_index, p.step_no "
+                "FROM test_positions p JOIN samples s ON s.test_id = p.test_id "
+                "AND s.seq = (SELECT MAX(seq) FROM samples m WHERE m.test_id = p.test_id)")):
+            # The position is committed with the samples around it: its step began after the
+            # last committed sample of the step before, and no sample is past it unnoticed.
+            assert start_seq <= last_seq + 1, (test_id, start_seq, last_seq)
+            if last_seq >= start_seq:  # the last sample belongs to the position's step
+                assert last_step == (step_no - 1) % 3, (test_id, last_step, step_no)
+
+
+def test_sigkill_at_random_points_then_resume_loses_and_repeats_nothing(
+        url: str, tmp_path: Path, start_serving: Any) -> None:
+    station = tmp_path / "station.toml"
+    station.write_text(f"""\
+[station]
+name = "resumer"
+database = "{url}"
+sample_period = "1 s"
+clock = "virtual"
+speed = 100
+queue_poll_interval = "0.05 s"
+on_restart = "resume"
+
+[[channels]]
+driver = "sim"
+[channels.settings]
+count = {CHANNELS}
+seed = 9
+""", encoding="utf-8")
+    plan = tmp_path / "cycles.yaml"
+    plan.write_text(CYCLES, encoding="utf-8")
+    assert cli.invoke(app, ["db", "upgrade", "--db", url]).exit_code == 0
+    for channel in range(1, CHANNELS + 1):
+        result = cli.invoke(app, ["queue", "add", str(plan), "--channel", str(channel),
+                                  "--db", url])
+        assert result.exit_code == 0, result.output
+    engine = sa.create_engine(url)
+    rng = random.Random(11)
+    process = start_serving(station)
+    try:
+        seen = 0
+        for _ in range(ROUNDS):
+            # Let every test get further, then kill at a random moment (mid-step, at a step's
+            # end, mid-commit: wherever it falls).
+            wait_until(engine, "SELECT COUNT(*) FROM samples", lambda r, s=seen: r[0][0] > s + 40)
+            time.sleep(rng.uniform(0.0, 0.6))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            check_committed(engine)
+            with engine.connect() as connection:
+                seen = connection.execute(sa.text("SELECT COUNT(*) FROM samples")).scalar_one()
+                running = connection.execute(sa.text(
+                    "SELECT COUNT(*) FROM tests WHERE status = 'running'")).scalar_one()
+            if running == 0:
+                break  # every test finished before the kill
+            process = start_serving(station)
+        else:
+            wait_until(engine, "SELECT COUNT(*) FROM test_queue WHERE status = 'running'",
+                       lambda r: r[0][0] == 0)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(PATIENCE_S) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    check_committed(engine)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text(
+            "SELECT status, COUNT(*) FROM test_queue GROUP BY status")).fetchall() == [
+                ("finished", CHANNELS)]
+        assert connection.execute(sa.text(
+            "SELECT status, COUNT(*) FROM tests GROUP BY status")).fetchall() == [
+                ("finished", CHANNELS)]
+        resumed = connection.execute(sa.text(
+            "SELECT COUNT(*) FROM events WHERE kind = 'resumed'")).scalar_one()
+        assert resumed >= CHANNELS  # every test was running at the first kill
+        steps = connection.execute(sa.text(
+            "SELECT test_id, step_no, step_index, start_seq, end_seq, ah FROM steps "
+            "ORDER BY test_id, step_no")).fetchall()
+        durations = dict(((t, n), d) for t, n, d in connection.execute(sa.text(
+            "SELECT st.test_id, st.step_no, MAX(s.step_time_s) FROM steps st JOIN samples s "
+            "ON s.test_id = st.test_id AND s.seq BETWEEN st.start_seq AND st.end_seq "
+            "GROUP BY st.test_id, st.step_no")))
+        last = dict(connection.execute(sa.text(
+            "SELECT test_id, MAX(seq) FROM samples GROUP BY test_id")).fetchall())
+    by_test: dict[int, list[Any]] = {}
+    for row in steps:
+        by_test.setdefault(row[0], []).append(row)
+    assert len(by_test) == CHANNELS
+    for test_id, rows in by_test.items():
+        assert [r[1] for r in rows] == list(range(1, STEPS + 1)), f"test {test_id}: steps"
+        assert [r[2] for r in rows] == [0, 1, 2] * 3
+        assert rows[0][3] == 1 and rows[-1][4] == last[test_id]
+        for before, after in itertools.pairwise(rows):
+            assert after[3] == before[4] + 1, f"test {test_id}: steps overlap or leave a gap"
+        for _, step_no, index, _, _, ah in rows:
+            duration = durations[(test_id, step_no)]
+            if index == 0:  # 2 minutes at 1C, however often the station died meanwhile
+                assert 120 <= duration <= 122, (test_id, step_no, duration)  # to a sample
+                assert ah == pytest.approx(2.5 * 120 / 3600, rel=0.02), (test_id, step_no)
+            elif index == 1:
+                assert 60 <= duration <= 62, (test_id, step_no, duration)
