@@ -111,7 +111,16 @@ def _interact(client: RciClient, target: str) -> None:
             with printing:
                 _print_push(push)
 
-    threading.Thread(target=print_pushes, name="rci-pushes", daemon=True).start()
+    printer = threading.Thread(target=print_pushes, name="rci-pushes", daemon=True)
+    printer.start()
+    try:
+        _prompt(client, prompt, printing)
+    finally:  # the pushes that came before the end are printed before it
+        client.close()
+        printer.join(timeout=2.0)
+
+
+def _prompt(client: RciClient, prompt: str, printing: threading.Lock) -> None:
     while True:
         try:
             line = input(prompt).strip()

@@ -1,11 +1,21 @@
-"""Registration of the remote control interface with cellbench."""
+"""Registration of the remote control interface with cellbench: the station interface and the
+``cellbench rci`` client command."""
 
 from __future__ import annotations
 
 import typer
 
+from cellbench_core.descriptors import Descriptor, Kind
 from cellbench_rci.cli import register
+from cellbench_rci.interface import RciSettings
 from cellbench_sdk import hookimpl
+
+
+@hookimpl
+def cellbench_interfaces() -> list[Descriptor]:
+    """The rci interface a station serves from an ``[[interfaces]]`` section."""
+    return [Descriptor(Kind.INTERFACE, "rci", "cellbench_rci.interface:RciInterface",
+                       "ASCII remote control over TCP (TLS) and RS-232", RciSettings)]
 
 
 @hookimpl

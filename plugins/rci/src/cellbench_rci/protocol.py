@@ -1,12 +1,17 @@
-"""The rci wire format of replies, shared by server and client: the error codes, reply lines
-(``OK [payload]`` / ``ERR <code> <message>``) and their parsing. Pushed lines start with ``*``
-and are no replies. docs/rci.md describes the protocol for people."""
+"""The rci wire format, shared by server and client: the error codes, reply lines
+(``OK [payload]`` / ``ERR <code> <message>``) and their parsing, and the words of command lines
+(channel lists, numbers). Pushed lines start with ``*`` and are no replies. docs/rci.md
+describes the protocol for people."""
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import math
+import re
 from dataclasses import dataclass
+
+from cellbench_core.units import Dimension, UnitError, parse_value
 
 
 class ErrorCode(enum.IntEnum):
@@ -68,11 +73,16 @@ class Reply:
 
 
 def ok_line(payload: str = "") -> bytes:
-    """The reply line for success with ``payload``."""
-    return f"OK {payload}\n".encode("ascii") if payload else b"OK\n"
+    """The reply line for success with ``payload``; anything but printable ASCII in it (a
+    step text's degree sign, say) becomes ``?``, so the reply stays one ASCII line."""
+    if not payload:
+        return b"OK\n"
+    if not (payload.isascii() and payload.isprintable()):
+        payload = "".join(c if c.isascii() and c.isprintable() else "?" for c in payload)
+    return f"OK {payload}\n".encode("ascii")
 
 
-def err_line(code: ErrorCode, message: str) -> bytes:
+def err_line(code: ErrorCode | int, message: str) -> bytes:
     """The reply line for an error; the message is kept to one line of printable ASCII."""
     text = " ".join("".join(c if c.isascii() and c.isprintable() else " "
                             for c in message).split())
@@ -91,3 +101,86 @@ def parse_reply(line: str) -> Reply | RciError:
         if code.isascii() and code.isdigit():
             return RciError(int(code), message)
     raise ValueError(f"not an rci reply line: {line[:80]!r}")
+
+
+#: Anything but printable ASCII, space and tab in a command line.
+_NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e\t]")
+_CHANNEL_PART = re.compile(r"([0-9]{1,9})(?:-([0-9]{1,9}))?", re.ASCII)
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def split_command(line: bytes) -> list[str]:
+    """The words of a command line (without its line end): RciError SYNTAX for an empty line
+    or one with bytes other than printable ASCII, spaces and tabs."""
+    bad = _NOT_PRINTABLE.search(line)
+    if bad is not None:
+        raise RciError(ErrorCode.SYNTAX, f"byte 0x{line[bad.start()]:02x} at column "
+                       f"{bad.start() + 1} is not printable ASCII")
+    words = line.decode("ascii").split()
+    if not words:
+        raise RciError(ErrorCode.SYNTAX, "empty line")
+    return words
+
+
+def parse_channels(text: str, count: int) -> list[int]:
+    """Channel numbers from ``3``, ``1-8``, ``1,3,5-6`` or ``ALL`` on a station with ``count``
+    channels, in the order given: BAD_CHANNEL if the text does not parse, NO_SUCH_CHANNEL for a
+    channel the station does not have."""
+    if text.upper() == "ALL":
+        return list(range(1, count + 1))
+    numbers: list[int] = []
+    for part in text.split(","):
+        match = _CHANNEL_PART.fullmatch(part)
+        if match is None:
+            raise RciError(ErrorCode.BAD_CHANNEL, f"{part[:20]!r} is not a channel, range or ALL "
+                           "(like 3, 1-8, 1,3,5-6)")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if first > last:
+            raise RciError(ErrorCode.BAD_CHANNEL, f"the range {first}-{last} runs backwards")
+        for n in (first, last):
+            if not 1 <= n <= count:
+                raise RciError(ErrorCode.NO_SUCH_CHANNEL, f"channel {n} does not exist (this "
+                               f"station has channels 1-{count})")
+        numbers.extend(range(first, last + 1))
+    return numbers
+
+
+def parse_channel(text: str, count: int) -> int:
+    """One channel number."""
+    numbers = parse_channels(text, count)
+    if len(numbers) != 1:
+        raise RciError(ErrorCode.BAD_CHANNEL, f"{text[:20]!r}: give one channel, not a range")
+    return numbers[0]
+
+
+def parse_int(text: str, what: str, low: int, high: int) -> int:
+    """A whole number from ``low`` to ``high``."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise RciError(ErrorCode.BAD_NUMBER, f"{what}: {text[:20]!r} is not a whole number")
+    value = int(text)
+    if not low <= value <= high:
+        raise RciError(ErrorCode.OUT_OF_RANGE, f"{what}: {value} is not in {low}..{high}")
+    return value
+
+
+def parse_quantity(text: str, what: str, dimension: Dimension) -> float:
+    """A finite number in SI units, bare (``4.2``) or with a unit of ``dimension``
+    (``4.2V``, ``4200 mV``)."""
+    lowered = text.lower().lstrip("+-")
+    if lowered in ("nan", "inf", "infinity"):
+        raise RciError(ErrorCode.NON_FINITE, f"{what}: {text} is not a finite number")
+    if _PLAIN_NUMBER.fullmatch(text):
+        value = float(text)
+    else:
+        try:
+            value = parse_value(text, dimension, c_rate=False).si
+        except UnitError as err:
+            raise RciError(ErrorCode.BAD_NUMBER, f"{what}: {err}") from None
+    if not math.isfinite(value):
+        raise RciError(ErrorCode.NON_FINITE, f"{what}: {text[:20]} is not a finite number")
+    return value
+
+
+def format_value(value: float) -> str:
+    """A measured value in a reply or push: six significant digits, ``nan`` if unknown."""
+    return f"{value:.6g}" if math.isfinite(value) else "nan"
