@@ -97,16 +97,21 @@ def _wait_for(query: str, db: Path, expected: object) -> None:
         time.sleep(0.05)
 
 
-def _start_serving(station: Path) -> subprocess.Popen[str]:
-    """``cellbench serve --station STATION`` started in a subprocess, once it is ready."""
+def _serve_until_ready(station: Path) -> tuple[subprocess.Popen[str], str]:
+    """``cellbench serve --station STATION`` started in a subprocess, once it is ready, and
+    its ready line."""
     process = subprocess.Popen(
         [sys.executable, "-c", "from cellbench_core.cli import main; main()", "serve",
          "--station", str(station)], stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:  # warnings about interrupted tests may come first
         if " ready: " in line:
-            return process
+            return process, line
     raise AssertionError(f"cellbench serve exited with {process.wait()} before it was ready")
+
+
+def _start_serving(station: Path) -> subprocess.Popen[str]:
+    return _serve_until_ready(station)[0]
 
 
 @pytest.fixture
@@ -119,3 +124,10 @@ def wait_for() -> Callable[[str, Path, object], None]:
 def start_serving() -> Callable[[Path], subprocess.Popen[str]]:
     """``start_serving(station_file)``: a ready ``cellbench serve`` subprocess."""
     return _start_serving
+
+
+@pytest.fixture
+def serve_until_ready() -> Callable[[Path], tuple[subprocess.Popen[str], str]]:
+    """``serve_until_ready(station_file)``: a ready ``cellbench serve`` subprocess and its
+    ready line."""
+    return _serve_until_ready
