@@ -493,3 +493,24 @@ def test_fuzzing_over_tcp_never_drops_the_other_clients(serve: Any) -> None:
             got += chunk
         assert all(line.startswith((b"OK", b"ERR ")) for line in got.splitlines())
         assert bystander.command("STATE? ALL").records[0][0] == "1"
+
+
+def test_the_documented_station_files_validate() -> None:
+    """Every TOML example of docs/station.md and docs/rci.md is a valid station file, and
+    every rci settings table in them is valid rci settings."""
+    import re
+    import tomllib
+
+    docs = Path(__file__).parents[3] / "docs"
+    manager = PluginManager()
+    manager.load()
+    checked = 0
+    for page in ("station.md", "rci.md"):
+        for block in re.findall(r"```toml\n(.+?)```", (docs / page).read_text("utf-8"), re.S):
+            config = station_from_dict(tomllib.loads(block), page)
+            for section in config.interfaces:
+                assert section.kind == "rci"
+                RciSettings.model_validate(section.settings)
+                checked += 1
+            Station(config, manager)  # drivers and interfaces build from their settings
+    assert checked >= 3
