@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cellbench_core.events import TestFinished, TestStatus
+from cellbench_core.events import TestFinished, TestStarted, TestStatus
 from cellbench_core.plan import PlanError, parse_plan
 from cellbench_core.runner.engine import ChannelState, RunError, Runner, TestRequest
 from cellbench_core.service.control import StationControl
@@ -45,6 +45,10 @@ class _Hooks:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._hook, name)
+
+    def cellbench_test_started(self, *, event: TestStarted) -> None:
+        self._service._started(event)
+        self._hook.cellbench_test_started(event=event)
 
     def cellbench_test_finished(self, *, event: TestFinished) -> None:
         self._hook.cellbench_test_finished(event=event)
@@ -163,8 +167,10 @@ class StationService:
     # ---- the queue ---------------------------------------------------------------------------
 
     async def _pick_up(self) -> None:
-        """Start the oldest queued entry of every free channel."""
+        """Start the oldest queued entry of every free channel: all of them at the next tick
+        (each waiting for a tick of its own would take a sample period per test)."""
         entries = await asyncio.to_thread(self.queue.entries, [QueueStatus.QUEUED])
+        starting: list[tuple[QueueEntry, asyncio.Future[int]]] = []
         for entry in entries:
             if self._stopping or entry.channel in self._busy or (
                     self.runner.state(entry.channel) is not ChannelState.IDLE):
@@ -175,17 +181,27 @@ class StationService:
             self._busy[entry.channel] = entry.id
             try:
                 request = await asyncio.to_thread(self._request, entry)
-                test_id = await self.runner.add(request)
             except (PlanError, RunError, StorageError) as err:
-                del self._busy[entry.channel]
-                log.warning("queue entry %d failed: %s", entry.id, err)
-                await asyncio.to_thread(self.queue.end, entry.id, QueueStatus.FAILED,
-                                        self.clock.unix(self.clock.now()), str(err))
+                await self._refuse(entry, err)
                 continue
-            self._entry_of_test[test_id] = entry.id
-            await asyncio.to_thread(self.queue.started, entry.id, test_id)
-            log.info("queue entry %d: test %d started on channel %d", entry.id, test_id,
+            starting.append((entry, self.runner.add(request)))
+        if not starting:
+            return
+        results = await asyncio.gather(*(f for _, f in starting), return_exceptions=True)
+        for (entry, _), result in zip(starting, results, strict=True):
+            if isinstance(result, BaseException):
+                await self._refuse(entry, result)
+                continue
+            await asyncio.to_thread(self.queue.started, entry.id, result)
+            log.info("queue entry %d: test %d started on channel %d", entry.id, result,
                      entry.channel)
+
+    async def _refuse(self, entry: QueueEntry, err: BaseException) -> None:
+        """Mark a claimed entry failed: its test could not start."""
+        del self._busy[entry.channel]
+        log.warning("queue entry %d failed: %s", entry.id, err)
+        await asyncio.to_thread(self.queue.end, entry.id, QueueStatus.FAILED,
+                                self.clock.unix(self.clock.now()), str(err))
 
     def _request(self, entry: QueueEntry) -> TestRequest:
         """The test an entry asks for; PlanError, RunError or StorageError say what is wrong."""
@@ -200,6 +216,13 @@ class StationService:
             if battery is None:
                 raise StorageError(f"no battery named {entry.battery!r}")
         return TestRequest(channels[entry.channel - 1], plan, battery, name=entry.name or "")
+
+    def _started(self, event: TestStarted) -> None:
+        # Called as the runner starts the test, before it can end: a queued test on a fast
+        # virtual clock may well end before the runner's add() returns its id.
+        entry = self._busy.get(int(event.channel))
+        if entry is not None:
+            self._entry_of_test[event.test_id] = entry
 
     def _ended(self, event: TestFinished) -> None:
         entry = self._entry_of_test.pop(event.test_id, None)
@@ -229,21 +252,30 @@ class StationService:
         station last died, and their queue entries."""
         interrupted, entries = await asyncio.to_thread(self._interrupted)
         resume = self.station.config.station.on_restart == "resume"
+        resuming: list[tuple[TestRecord, QueueEntry | None, asyncio.Future[int]]] = []
         for test in interrupted:
             entry = entries.pop(test.id, None)
             reason = "interrupted: the station stopped while the test ran"
             if resume:
                 try:
                     request = await asyncio.to_thread(self._resume_request, test)
-                    await self.runner.add(request)
                 except (PlanError, RunError, StorageError, ValueError) as err:
                     reason = f"interrupted, and it could not resume: {err}"
                 else:
                     if entry is not None:
                         self._busy[request.channel.number] = entry.id
                         self._entry_of_test[test.id] = entry.id
+                    resuming.append((test, entry, self.runner.add(request)))
                     continue
             await asyncio.to_thread(self._end_interrupted, test.id, entry, reason)
+        results = await asyncio.gather(*(f for _, _, f in resuming), return_exceptions=True)
+        for (test, entry, _), result in zip(resuming, results, strict=True):
+            if isinstance(result, BaseException):
+                if entry is not None:
+                    self._busy.pop(entry.channel, None)
+                    self._entry_of_test.pop(test.id, None)
+                await asyncio.to_thread(self._end_interrupted, test.id, entry,
+                                        f"interrupted, and it could not resume: {result}")
         for entry in entries.values():  # claimed, and the station died before the test began
             await asyncio.to_thread(self._end_interrupted, None, entry,
                                     "interrupted: the station stopped before the test began")
