@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -106,6 +107,8 @@ def _serve_until_ready(station: Path) -> tuple[subprocess.Popen[str], str]:
     assert process.stderr is not None
     for line in process.stderr:  # warnings about interrupted tests may come first
         if " ready: " in line:
+            # Keep reading its log, or the station blocks once the pipe is full.
+            threading.Thread(target=process.stderr.read, daemon=True).start()
             return process, line
     raise AssertionError(f"cellbench serve exited with {process.wait()} before it was ready")
 

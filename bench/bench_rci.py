@@ -29,8 +29,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +47,7 @@ steps:
 # ---- the bare echo server (baseline) -----------------------------------------------------------
 
 class _Echo(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.buffer = b""
 
@@ -74,9 +75,8 @@ class _Client(asyncio.Protocol):
         self.buffer = b""
         self.n = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport  # uvloop's transports are no asyncio.Transport subclass
         self._send()
 
     def _send(self) -> None:
@@ -154,15 +154,12 @@ def measure(port: int, clients: int, processes: int, channels: int, seconds: flo
 
 
 def start_station(folder: Path, channels: int, period: str) -> tuple[subprocess.Popen[str], int]:
-    (folder / "plans").mkdir()
-    (folder / "plans" / "long.yaml").write_text(PLAN, encoding="utf-8")
     station = folder / "station.toml"
     station.write_text(f"""\
 [station]
 name = "bench"
 database = "sqlite:///{folder / 'bench.db'}"
 sample_period = "{period}"
-plans_dir = "plans"
 
 [[channels]]
 driver = "sim"
@@ -182,18 +179,32 @@ rate = 1000000
     for line in process.stderr:
         found = re.search(r"interfaces: rci tcp 127\.0\.0\.1:([0-9]+)", line)
         if found:
+            # Keep reading its log, or the station blocks once the pipe is full.
+            threading.Thread(target=process.stderr.read, daemon=True).start()
             return process, int(found[1])
     raise RuntimeError(f"cellbench serve exited with {process.wait()}")
 
 
-def start_all(port: int, channels: int) -> None:
-    """Start the long test on every channel (queued through rci itself: the station starts
-    them together, where START would wait a sample period for each)."""
+def queue_all(folder: Path, channels: int) -> None:
+    """Queue the long test for every channel before the station starts (as any tool may, by
+    inserting into test_queue): it starts them all at its first tick."""
+    from cellbench_core.storage import open_database
+    from cellbench_core.storage.queue import TestQueue
+
+    db = open_database(f"sqlite:///{folder / 'bench.db'}")
+    try:
+        queue = TestQueue(db)
+        for channel in range(1, channels + 1):
+            queue.add(channel, PLAN, plan_source="long.yaml")
+    finally:
+        db.close()
+
+
+def wait_running(port: int) -> None:
+    """Wait until every channel runs its test."""
     from cellbench_rci.client import RciClient
 
     with RciClient.connect("127.0.0.1", port, timeout=60) as rci:
-        for channel in range(1, channels + 1):
-            rci.command(f"QUEUE ADD {channel} long")
         deadline = time.monotonic() + 60
         while any(r[1] != "running" for r in rci.command("STATE? ALL").records):
             assert time.monotonic() < deadline, "not every channel started"
@@ -233,9 +244,10 @@ def main() -> None:
         echo.kill()
         echo.wait()
     with tempfile.TemporaryDirectory() as folder:
+        queue_all(Path(folder), args.channels)
         station, port = start_station(Path(folder), args.channels, args.period)
         try:
-            start_all(port, args.channels)
+            wait_running(port)
             for clients in (1, 16):
                 results[("station", clients)] = measure(port, clients, args.client_processes,
                                                         args.channels, args.seconds)

@@ -22,13 +22,18 @@ from pydantic import (
 )
 
 from cellbench_core.descriptors import Kind
+from cellbench_core.plan import Plan
 from cellbench_core.plugins import PluginError, PluginManager
-from cellbench_core.runner.engine import ChannelRef
+from cellbench_core.runner.engine import ChannelRef, Resume, TestRequest
+from cellbench_core.storage import BatteryRecord
 from cellbench_core.units import parse_duration
 from cellbench_hal import (
     ChannelDriver,
+    ClimateChamber,
     Clock,
+    Device,
     DeviceError,
+    OsiDevice,
     RealClock,
     VirtualClock,
     call_with_timeout,
@@ -116,6 +121,28 @@ class SyncSection(_Strict):
         return _duration(value)
 
 
+class AttachedSection(_Strict):
+    """A device attached to some of the station's channels: its kind (a plugin's name for it),
+    its name in the station (which prefixes its signals), which channels it serves, and its
+    settings (validated by the plugin)."""
+
+    kind: str
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$",
+                      description="lower-case letters, digits and _; prefixes its signals")
+    channels: str = Field(default="all", description="e.g. '1-8', '1,3,5-6' or 'all'")
+    settings: dict[str, Any] = {}
+
+
+class DeviceSection(AttachedSection):
+    """``[[devices]]``: an OSI device (CAN/BMS, SMBus battery, data logger, lookup table) whose
+    signals the tests of its channels record and may end steps or trip limits on."""
+
+
+class ChamberSection(AttachedSection):
+    """``[[chambers]]``: a climate chamber holding the cells of its channels; their plans' chamber
+    steps drive it, and its temperature is recorded with their samples."""
+
+
 class InterfaceSection(_Strict):
     """``[[interfaces]]``: a control interface ``cellbench serve`` runs (rci, web); its settings
     are validated by the interface."""
@@ -132,6 +159,19 @@ class StationConfig(_Strict):
     channels: list[ChannelGroup] = [ChannelGroup(driver="sim")]
     sync: list[SyncSection] = []
     interfaces: list[InterfaceSection] = []
+    devices: list[DeviceSection] = []
+    chambers: list[ChamberSection] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> StationConfig:
+        seen: dict[str, str] = {}
+        for kind, sections in (("devices", self.devices), ("chambers", self.chambers)):
+            for n, section in enumerate(sections):
+                where = f"{kind}[{n}].name"
+                if section.name in seen:
+                    raise ValueError(f"{where}: {section.name!r} is also {seen[section.name]}")
+                seen[section.name] = where
+        return self
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -180,6 +220,13 @@ def _create(plugins: PluginManager, kind: Kind, name: str, settings: dict[str, A
         raise StationError(f"{where}.settings: {err}") from None
 
 
+def _channels(text: str, available: int, where: str) -> list[int]:
+    try:
+        return parse_channels(text, available)
+    except StationError as err:
+        raise StationError(f"{where}: {str(err).removeprefix('--channels: ')}") from None
+
+
 def parse_channels(text: str, available: int) -> list[int]:
     """Channel numbers from ``"1-8"``, ``"1,3,5-6"`` or ``"all"``; each must exist."""
     if text.strip().lower() == "all":
@@ -222,6 +269,16 @@ class Station:
             (section.kind, _create(plugins, Kind.INTERFACE, section.kind, section.settings,
                                    f"interfaces[{n}]"))
             for n, section in enumerate(config.interfaces)]
+        self.devices: list[tuple[DeviceSection, OsiDevice]] = [
+            (section, _create(plugins, Kind.OSI_DEVICE, section.kind, section.settings,
+                              f"devices[{n}]"))
+            for n, section in enumerate(config.devices)]
+        self.chambers: list[tuple[ChamberSection, ClimateChamber]] = [
+            (section, _create(plugins, Kind.CLIMATE_CHAMBER, section.kind, section.settings,
+                              f"chambers[{n}]"))
+            for n, section in enumerate(config.chambers)]
+        self._chamber_of: dict[int, tuple[str, ClimateChamber]] = {}
+        self._devices_of: dict[int, list[tuple[str, OsiDevice]]] = {}
 
     @property
     def plans_dir(self) -> Path:
@@ -229,23 +286,61 @@ class Station:
         return self.base_dir / self.config.station.plans_dir
 
     async def open(self, clock: Clock) -> None:
-        """Open every driver (closing those already open if one fails) and number channels."""
+        """Open every driver, then every device and chamber (closing those already open if one
+        fails), number the channels and attach the devices and chambers to theirs."""
         timeout = self.config.station.device_timeout
-        opened: list[ChannelDriver] = []
+        opened: list[Device] = []
         try:
             for name, driver in self.drivers:
                 await call_with_timeout(driver.open(clock), timeout, name, "open")
                 opened.append(driver)
                 for local in range(len(driver.channels)):
                     self.channels.append(ChannelRef(len(self.channels) + 1, driver, name, local))
-        except DeviceError:
-            for driver in opened:
-                await driver.close()
+            self._attach()
+            for section, device in [*self.devices, *self.chambers]:
+                await call_with_timeout(device.open(clock), timeout, section.name, "open")
+                opened.append(device)
+        except (DeviceError, StationError):
+            for device in reversed(opened):
+                await device.close()
             self.channels.clear()
             raise
 
+    def _attach(self) -> None:
+        count = len(self.channels)
+        self._chamber_of.clear()
+        self._devices_of.clear()
+        for n, (chamber_section, chamber) in enumerate(self.chambers):
+            for number in _channels(chamber_section.channels, count, f"chambers[{n}].channels"):
+                if number in self._chamber_of:
+                    raise StationError(f"chambers[{n}].channels: channel {number} is already in "
+                                       f"chamber {self._chamber_of[number][0]!r}")
+                self._chamber_of[number] = (chamber_section.name, chamber)
+        for n, (device_section, device) in enumerate(self.devices):
+            for number in _channels(device_section.channels, count, f"devices[{n}].channels"):
+                self._devices_of.setdefault(number, []).append((device_section.name, device))
+
+    def chamber_of(self, number: int) -> tuple[str, ClimateChamber] | None:
+        """The climate chamber (its name and itself) holding channel ``number``'s cell."""
+        return self._chamber_of.get(number)
+
+    def devices_of(self, number: int) -> list[tuple[str, OsiDevice]]:
+        """The OSI devices (names and devices) serving channel ``number``."""
+        return self._devices_of.get(number, [])
+
+    def request(self, channel: ChannelRef, plan: Plan, battery: BatteryRecord | None = None,
+                name: str = "", resume: Resume | None = None) -> TestRequest:
+        """A test request on ``channel`` with the chamber and devices attached to it."""
+        chamber = self.chamber_of(channel.number)
+        return TestRequest(channel, plan, battery, name=name,
+                           chamber=None if chamber is None else chamber[1],
+                           chamber_name=None if chamber is None else chamber[0],
+                           devices=tuple(self.devices_of(channel.number)), resume=resume)
+
     async def close(self) -> None:
-        """Close every driver (outputs off); idempotent."""
+        """Close every device and chamber, then every driver (outputs off); idempotent."""
+        for _, device in [*self.devices, *self.chambers]:
+            await device.close()
         for _, driver in self.drivers:
             await driver.close()
 

@@ -64,6 +64,12 @@ class ChannelDriver(Device):
     async def measure(self) -> SampleBatch:
         """Samples since the previous call: at least the latest one of every channel."""
 
+    def set_ambient(self, channel: int, celsius: float) -> None:
+        """The ambient temperature (°C) around ``channel``'s cell now, from the climate chamber
+        it sits in; the station calls it every sample period for channels in a chamber. Real
+        instruments ignore it (the default); simulators heat or cool their cells with it. It
+        must not block."""
+
 
 class OsiDevice(Device):
     """An external device with named signals to read (and some to write): CAN, SMBus, loggers."""

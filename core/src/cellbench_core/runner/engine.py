@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -61,8 +61,10 @@ from cellbench_hal import (
     ClimateChamber,
     Clock,
     DeviceError,
+    OsiDevice,
     Profile,
     ProfileQuantity,
+    Reading,
     Step,
     StepMode,
     call_with_timeout,
@@ -127,6 +129,10 @@ class TestRequest:
     name: str = ""
     chamber: ClimateChamber | None = None
     resume: Resume | None = None
+    #: The chamber's name in the station (its signals are recorded as ``<name>.temperature``).
+    chamber_name: str | None = None
+    #: The OSI devices serving the channel, by station name (``<name>.<signal>`` is recorded).
+    devices: tuple[tuple[str, OsiDevice], ...] = ()
 
     __test__ = False
 
@@ -313,10 +319,17 @@ class Runner:
         self._pending: list[tuple[TestRequest, asyncio.Future[int]]] = []  # from add()
         self._wake = asyncio.Event()  # set by add() and shutdown() for an idle serving run
         self._run_of: dict[int, _Run] = {}  # channel number -> its latest test's run
+        #: Changes whenever what :meth:`state` or :meth:`latest` report may have changed (a
+        #: tick, a test started or ended, a control request), so readers can cache by it.
+        self.generation = 0
         self._actions: list[tuple[_Run, _Control]] = []  # pause/resume/next, for the next tick
         #: Called with every processed batch: the channel numbers and the sample rows (the
         #: station's control API keeps its ring buffer and feeds subscribers from it).
         self.observer: Callable[[IntArray, SampleRows], None] | None = None
+        # The station's devices and chambers that running tests see, by name: the channels
+        # each serves, and whether its last read failed (logged once per failure).
+        self._attached: dict[str, tuple[OsiDevice | ClimateChamber, set[int]]] = {}
+        self._failing: set[str] = set()
 
     # ---- control -----------------------------------------------------------------------------
 
@@ -355,6 +368,7 @@ class Runner:
         if action is not _Control.NEXT:
             run.paused = action is _Control.PAUSE
         self._actions.append((run, action))
+        self.generation += 1
 
     def latest(self, channel: int) -> ChannelStatus | None:
         """The state of ``channel``'s latest test (running or ended), or None if it ran none."""
@@ -429,6 +443,7 @@ class Runner:
             future.set_exception(RunError("the runner is not serving"))
             return future
         self._pending.append((request, future))
+        self.generation += 1
         self._wake.set()
         return future
 
@@ -440,6 +455,17 @@ class Runner:
 
     async def _start_pending(self) -> None:
         pending, self._pending = self._pending, []
+        if len(pending) > 1:  # all together in one transaction; one at a time if that fails
+            first = len(self._runs)
+            try:
+                await self._start([request for request, _ in pending])
+            except Exception:  # each one's own error is found one at a time
+                pass
+            else:
+                for run, (_, future) in zip(self._runs[first:], pending, strict=True):
+                    if not future.done():
+                        future.set_result(run.test_id)
+                return
         for request, future in pending:
             try:
                 await self._start([request])
@@ -452,6 +478,7 @@ class Runner:
 
     async def _start(self, requests: Sequence[TestRequest]) -> None:
         """Prepare every request on a new row and start its test; all or none."""
+        self.generation += 1
         self._check(requests)
         first = len(self._runs)
         self._grow(first + len(requests))
@@ -479,6 +506,11 @@ class Runner:
                                                            dtype=np.int64)
             self._row_of[id(channel.driver)][channel.local] = run.row
             self._channel_no[run.row] = channel.number
+            attached: list[tuple[str, OsiDevice | ClimateChamber]] = [*run.request.devices]
+            if run.request.chamber is not None and run.request.chamber_name is not None:
+                attached.append((run.request.chamber_name, run.request.chamber))
+            for name, device in attached:
+                self._attached.setdefault(name, (device, set()))[1].add(channel.number)
         for run, test_id in zip(new, ids, strict=True):
             run.test_id = test_id
         for run in self._runs[first:]:
@@ -849,6 +881,7 @@ class Runner:
     async def _finish(self, run: _Run, status: TestStatus, reason: str, t: float) -> None:
         """End ``run``'s test: output off, conditions cleared, status stored, hooks told."""
         row = run.row
+        self.generation += 1
         self._waits.pop(row, None)
         self._active[row] = False
         self._paused[row] = run.paused = False
@@ -893,6 +926,7 @@ class Runner:
             self._ended = []
 
     async def _tick(self) -> None:
+        self.generation += 1
         try:
             await self._tick_drivers()
             if self._waits:
@@ -943,11 +977,54 @@ class Runner:
         self._alarm(run, f"channel {run.request.channel.name}: {reason}", t)
         await self._finish(run, TestStatus.FAILED, reason, t)
 
+    async def _read_attached(self) -> dict[str, tuple[float, set[int]]]:
+        """Read every attached device and chamber once: each signal's value (NaN if its device
+        failed) and the channels that see it. Chambers also set their channels' ambient."""
+        names = list(self._attached)
+        results = await asyncio.gather(*(call_with_timeout(
+            self._attached[n][0].read(), self.device_timeout_s, n, "read") for n in names),
+            return_exceptions=True)
+        signals: dict[str, tuple[float, set[int]]] = {}
+        for name, result in zip(names, results, strict=True):
+            device, channels = self._attached[name]
+            if isinstance(result, BaseException):
+                if not isinstance(result, DeviceError):
+                    raise result
+                if name not in self._failing:
+                    log.warning("%s: %s; its signals are recorded as missing", name, result)
+                    self._failing.add(name)
+                values: dict[str, float] = {s.name: math.nan for s in getattr(
+                    device, "signals", ())} if isinstance(device, OsiDevice) else {
+                    "temperature": math.nan}
+            elif isinstance(result, ChamberState):
+                self._failing.discard(name)
+                values = {"temperature": result.temperature_c}
+                if result.humidity_pct is not None:
+                    values["humidity"] = result.humidity_pct
+                self._set_ambient(channels, result.temperature_c)
+            else:
+                self._failing.discard(name)
+                readings = cast(Mapping[str, Reading], result)
+                values = {signal: reading.value for signal, reading in readings.items()}
+            for signal, value in values.items():
+                signals[f"{name}.{signal}"] = (value, channels)
+        return signals
+
+    def _set_ambient(self, channels: set[int], celsius: float) -> None:
+        if not math.isfinite(celsius):
+            return
+        for number in channels:
+            run = self._run_of.get(number)
+            if run is not None and self._active[run.row]:
+                ref = run.request.channel
+                ref.driver.set_ambient(ref.local, celsius)
+
     async def _tick_drivers(self) -> None:
         if self._stop:
             await self._handle_stops()
         if self._actions:
             await self._handle_actions()
+        signals = await self._read_attached() if self._attached else {}
         drivers = [(d, name) for key, (d, name) in self._drivers.items()
                    if self._active[self._row_of[key][self._row_of[key] >= 0]].any()]
         results: list[Any]
@@ -989,6 +1066,12 @@ class Runner:
             cols["aux:" + a] = np.concatenate(
                 [p[1].aux[a][p[2]] if a in p[1].aux else np.full(int(p[2].sum()), np.nan)
                  for p in parts])
+        if signals:
+            numbers = self._channel_no[rows]
+            for name, (value, channels) in signals.items():
+                sees = np.isin(numbers, np.fromiter(channels, np.int64, len(channels)))
+                if sees.any():
+                    cols["aux:" + name] = np.where(sees, value, np.nan)
         self.ticks += 1
         # More than one sample of a channel in this batch? With repeated indices, the last
         # assignment wins, so some position would not read back its own number.

@@ -185,6 +185,12 @@ class StationControl:
 
     # ---- channels ----------------------------------------------------------------------------
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever a channel's view may have changed: views made in the same
+        generation are still current."""
+        return self.runner.generation
+
     def channel_numbers(self) -> list[int]:
         """Every channel's number, 1..N."""
         return list(range(1, len(self._channels) + 1))

@@ -126,6 +126,19 @@ class Dispatcher:
         self.control = control
         self.tokens = tokens
         self.count = len(control.channel_numbers())
+        # STATE? records by channel, with the station's generation they were made in: a
+        # channel's state changes at most once per sample period, and is polled far more often.
+        self._states: dict[int, tuple[int, str]] = {}
+
+    def state_record(self, number: int) -> str:
+        """A channel's STATE? record, made at most once per change of the station."""
+        generation = self.control.generation
+        cached = self._states.get(number)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        record = _state_record(self.control.channel(number))
+        self._states[number] = (generation, record)
+        return record
 
     def execute(self, session: Session, line: bytes) -> bytes | Awaitable[bytes]:
         """The reply line to a command line (without its line end), or an awaitable of it for
@@ -217,8 +230,8 @@ def _state_record(v: ChannelView) -> str:
 
 
 def _state(d: Dispatcher, s: Session, a: list[str]) -> str:
-    channel = d.control.channel
-    return ";".join([_state_record(channel(n)) for n in parse_channels(a[0], d.count)])
+    record = d.state_record
+    return ";".join([record(n) for n in parse_channels(a[0], d.count)])
 
 
 def _step(d: Dispatcher, s: Session, a: list[str]) -> str:
