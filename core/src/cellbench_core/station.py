@@ -296,7 +296,7 @@ class Station:
                 opened.append(driver)
                 for local in range(len(driver.channels)):
                     self.channels.append(ChannelRef(len(self.channels) + 1, driver, name, local))
-            self._attach()
+            self.attach()
             for section, device in [*self.devices, *self.chambers]:
                 await call_with_timeout(device.open(clock), timeout, section.name, "open")
                 opened.append(device)
@@ -306,7 +306,9 @@ class Station:
             self.channels.clear()
             raise
 
-    def _attach(self) -> None:
+    def attach(self) -> None:
+        """Attach the devices and chambers to the numbered channels (StationError names the
+        section whose channels do not exist or overlap)."""
         count = len(self.channels)
         self._chamber_of.clear()
         self._devices_of.clear()

@@ -15,7 +15,7 @@ from cellbench_core.plan.imports import from_pybamm, from_unicycler, pybamm_step
 from cellbench_core.plan.model import Plan
 from cellbench_core.plan.show import show_plan
 from cellbench_core.plugins import PluginManager
-from cellbench_core.runner.engine import ChannelRef, RunError, Runner, TestRequest
+from cellbench_core.runner.engine import ChannelRef, RunError, Runner
 from cellbench_core.runner.program import Program
 from cellbench_core.station import Station, StationError, load_station
 from cellbench_hal import DeviceError
@@ -122,6 +122,7 @@ def _check_against(plan: Plan, station: Path | None, channels: str | None,
                      "once it is open; the check at test start covers it", code=2)
             refs += [ChannelRef(len(refs) + 1, driver, name, local) for local in range(count)]
         built.channels = refs
+        built.attach()
         selected = built.select(channels)
     except StationError as err:
         fail(str(err), code=2)
@@ -129,7 +130,7 @@ def _check_against(plan: Plan, station: Path | None, channels: str | None,
     program = Program.compile(plan)
     for ref in selected:
         try:
-            Runner.resolve_plan(TestRequest(ref, plan, record), program, capacity)
+            Runner.resolve_plan(built.request(ref, plan, record), program, capacity)
         except RunError as err:
             fail(str(err), code=2)
 

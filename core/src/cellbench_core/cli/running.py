@@ -245,7 +245,7 @@ def run_command(
         record = _battery(database, battery)
 
         def requests(opened: Station) -> list[TestRequest]:
-            return [TestRequest(ref, parsed, record) for ref in opened.select(channels)]
+            return [opened.request(ref, parsed, record) for ref in opened.select(channels)]
 
         outcomes = _run_job(_Job(built, database, clock, requests),
                             config.station.sample_period, manager)
@@ -290,7 +290,7 @@ def demo_command(
             battery = database.battery(DEMO_BATTERY)
 
         def requests(opened: Station) -> list[TestRequest]:
-            return [TestRequest(ref, plan, battery, name=f"demo channel {ref.name}")
+            return [opened.request(ref, plan, battery, name=f"demo channel {ref.name}")
                     for ref in opened.channels]
 
         _run_job(_Job(station, database, VirtualClock(), requests),

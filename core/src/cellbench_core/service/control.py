@@ -161,18 +161,21 @@ class StationControl:
 
     ``channels`` are the station's channel references (numbered 1..N); ``plans_dir`` is where
     START and QUEUE ADD find plans by name; ``base_dir`` is the station file's folder, against
-    which interfaces resolve relative paths in their settings.
+    which interfaces resolve relative paths in their settings; ``make_request(channel, plan,
+    battery)`` makes the test request (the station's attaches its chambers and devices).
     """
 
     def __init__(self, runner: Runner, channels: Sequence[Any], queue: TestQueue, *,
                  name: str, version: str, plans_dir: Path, base_dir: Path,
-                 ring_size: int = DEFAULT_RING_SIZE) -> None:
+                 ring_size: int = DEFAULT_RING_SIZE,
+                 make_request: Callable[..., TestRequest] = TestRequest) -> None:
         if ring_size < 1:
             raise ValueError(f"ring_size must be at least 1, not {ring_size}")
         self.runner, self.queue, self.db = runner, queue, queue.db
         self.name, self.version = name, version
         self.plans_dir, self.base_dir = plans_dir, base_dir
         self._channels = list(channels)
+        self._make_request = make_request  # the station's: it attaches chambers and devices
         self.ring_size = ring_size
         n = len(self._channels) + 1  # row 0 unused: rows are channel numbers
         self._ring = np.full((n, ring_size, len(_RING_FIELDS)), np.nan)
@@ -244,7 +247,7 @@ class StationControl:
             raise ControlError(ControlErrorKind.BAD_PLAN, str(err)) from None
         self._expect(channel, ChannelState.IDLE)  # again: another client may have been quicker
         try:
-            test_id = await self.runner.add(TestRequest(ref, plan, record))
+            test_id = await self.runner.add(self._make_request(ref, plan, record))
         except RunError as err:
             kind = (ControlErrorKind.BUSY if self.runner.state(channel) is not ChannelState.IDLE
                     else ControlErrorKind.BAD_PLAN)

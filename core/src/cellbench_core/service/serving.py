@@ -101,6 +101,7 @@ class StationService:
                     self.runner, self.station.channels, self.queue,
                     name=self.station.config.station.name, version=self._version,
                     plans_dir=self.station.plans_dir, base_dir=self.station.base_dir,
+                    make_request=self.station.request,
                     ring_size=self.station.config.station.ring_size)
                 served = await self._start_interfaces(self.control)
                 listener = await self._listen()
@@ -215,7 +216,8 @@ class StationService:
             battery = self.db.battery(entry.battery)
             if battery is None:
                 raise StorageError(f"no battery named {entry.battery!r}")
-        return TestRequest(channels[entry.channel - 1], plan, battery, name=entry.name or "")
+        return self.station.request(channels[entry.channel - 1], plan, battery,
+                                    name=entry.name or "")
 
     def _started(self, event: TestStarted) -> None:
         # Called as the runner starts the test, before it can end: a queued test on a fast
@@ -305,7 +307,8 @@ class StationService:
             battery = self.db.battery(test.battery)
             if battery is None:
                 raise StorageError(f"its battery {test.battery!r} is not registered any more")
-        return TestRequest(channels[number - 1], plan, battery, name=test.name, resume=point)
+        return self.station.request(channels[number - 1], plan, battery, name=test.name,
+                                    resume=point)
 
     def _end_interrupted(self, test_id: int | None, entry: QueueEntry | None,
                          reason: str) -> None:

@@ -1,0 +1,159 @@
+"""OSI devices and climate chambers in the station file: checked keys, attached to their
+channels, read once per sample period, recorded with the samples of the tests that see them, and
+a chamber's temperature reaching the simulated cells inside it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cellbench_core.events import TestStatus
+from cellbench_core.plugins import PluginManager
+from cellbench_core.service import StationService
+from cellbench_core.station import Station, StationError, station_from_dict
+from cellbench_core.storage import Database, open_database
+from cellbench_core.storage.queue import QueueStatus, TestQueue
+from cellbench_hal import (
+    Clock,
+    DeviceConnectionError,
+    OsiDevice,
+    Reading,
+    SignalInfo,
+    VirtualClock,
+)
+
+COOL_DOWN = """\
+name: cool down
+capacity: 2.5 Ah
+steps:
+  - {chamber: 0 °C, within: 1 K, stable: 30 min, timeout: 4 h}
+  - Discharge at C/5 for 30 minutes
+"""
+REST = """\
+name: rest
+steps:
+  - Rest for 3 hours
+"""
+PATIENCE_S = 60.0
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = open_database(f"sqlite:///{tmp_path / 'devices.db'}")
+    yield database
+    database.close()
+
+
+def config(db: Database, **sections: Any) -> dict[str, Any]:
+    return {"station": {"name": "lab", "database": db.url, "sample_period": "30 s",
+                        "queue_poll_interval": "0.02 s"},
+            "channels": [{"driver": "sim", "settings": {"count": 4, "seed": 1}}], **sections}
+
+
+def build(data: dict[str, Any]) -> Station:
+    manager = PluginManager()
+    manager.load()
+    return Station(station_from_dict(data), manager)
+
+
+@pytest.mark.parametrize(("sections", "message"), [
+    ({"devices": [{"kind": "sim", "name": "Rig"}]}, r"devices\[0\]\.name: String should match"),
+    ({"devices": [{"kind": "sim", "name": "a"}], "chambers": [{"kind": "sim", "name": "a"}]},
+     r"chambers\[0\]\.name: 'a' is also devices\[0\]\.name"),
+    ({"devices": [{"kind": "nope", "name": "a"}]},
+     r"devices\[0\]: no OSI device called 'nope'"),
+    ({"chambers": [{"kind": "sim", "name": "c", "settings": {"colour": 1}}]},
+     r"chambers\[0\]\.settings\.colour: Extra inputs"),
+])
+def test_bad_sections_name_the_key(db: Database, sections: dict[str, Any], message: str
+                                   ) -> None:
+    with pytest.raises(StationError, match=message):
+        build(config(db, **sections))
+
+
+@pytest.mark.parametrize(("sections", "message"), [
+    ({"devices": [{"kind": "sim", "name": "a", "channels": "2-9"}]},
+     r"devices\[0\]\.channels: channel 5 does not exist \(this station has channels 1-4\)"),
+    ({"chambers": [{"kind": "sim", "name": "c1", "channels": "1-2"},
+                   {"kind": "sim", "name": "c2", "channels": "2-4"}]},
+     r"chambers\[1\]\.channels: channel 2 is already in chamber 'c1'"),
+])
+def test_channels_of_sections_are_checked_when_the_station_opens(
+        db: Database, sections: dict[str, Any], message: str) -> None:
+    station = build(config(db, **sections))
+    with pytest.raises(StationError, match=message):
+        asyncio.run(station.open(VirtualClock()))
+    assert station.channels == []  # everything opened was closed again
+
+
+class Flaky(OsiDevice):
+    """An OSI device whose reads fail."""
+
+    virtual_time_ok = True
+    name = "flaky"
+
+    async def open(self, clock: Clock) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    @property
+    def signals(self) -> Sequence[SignalInfo]:
+        return (SignalInfo("level", "V"),)
+
+    async def read(self) -> Mapping[str, Reading]:
+        raise DeviceConnectionError(self.name, "no answer")
+
+    async def write(self, signal: str, value: float) -> None:
+        raise DeviceConnectionError(self.name, "no answer")
+
+
+def test_chambers_and_devices_reach_the_tests_of_their_channels(
+        db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    data = config(db, chambers=[{"kind": "sim", "name": "climate", "channels": "1-2",
+                                 "settings": {"max_ramp_k_per_min": 5.0}}],
+                  devices=[{"kind": "sim", "name": "rig", "channels": "2-3"},
+                           {"kind": "sim", "name": "broken", "channels": "3"}])
+    station = build(data)
+    station.devices[1] = (station.devices[1][0], Flaky())
+    queue = TestQueue(db)
+    for channel, plan in ((1, COOL_DOWN), (2, COOL_DOWN), (3, REST), (4, REST)):
+        queue.add(channel, plan)
+    service = StationService(station, db, VirtualClock(), PluginManager().hook)
+
+    async def main() -> None:
+        task = asyncio.create_task(service.serve())
+        while not service.ready.is_set() or queue.entries([QueueStatus.QUEUED,
+                                                           QueueStatus.RUNNING]):
+            assert not task.done(), task
+            await asyncio.sleep(0.02)
+        service.shutdown()
+        await task
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(asyncio.wait_for(main(), PATIENCE_S))
+    tests = {e.channel: e.test_id for e in queue.entries()}
+    assert all(e.status is QueueStatus.FINISHED for e in queue.entries()), queue.entries()
+    assert all(db.test(t).status is TestStatus.FINISHED for t in tests.values())
+    one = db.samples(tests[1])
+    assert "climate.temperature" in one and "rig.temperature_c" not in one
+    two = db.samples(tests[2])
+    assert {"climate.temperature", "rig.temperature_c", "rig.pressure_kpa"} <= set(two)
+    three = db.samples(tests[3])
+    assert "rig.pressure_kpa" in three and "climate.temperature" not in three
+    assert not any(name.startswith("broken.") for name in three)  # missing: nothing stored
+    assert not any("." in name for name in db.samples(tests[4]))  # no device, no chamber
+    # The chamber cooled to 0 °C and the cells in it followed, the others stayed at 25 °C.
+    chamber = one["climate.temperature"]
+    assert chamber[0] > 20 and abs(chamber[-1]) < 1.0
+    assert one["temperature_c"][0] > 20 and one["temperature_c"][-1] < 3.0
+    assert np.nanmin(db.samples(tests[4])["temperature_c"]) > 20
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("broken: " in w and "no answer" in w for w in warnings) == 1  # logged once
