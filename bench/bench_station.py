@@ -8,10 +8,10 @@ after it; an unreachable server is skipped with the reason):
 - ceiling: pre-built sample rows inserted with plain DBAPI ``executemany`` (PostgreSQL: binary
   ``COPY``), ``--commit-rows`` rows per commit;
 - station: a Runner on the real clock with simulated channels sampled every ``--period``,
-  every sample committed by the SampleWriter. The channel count doubles until the station falls
-  behind (more than 2 % of ticks a period late, under 90 % of the samples the channels and period
-  promise, or a commit later than 1 s after its samples); the last rate it kept up with is the
-  result.
+  every sample committed by the SampleWriter. The channel count grows by half until the station
+  falls behind (more than 2 % of ticks a period late, fewer samples than the channels and
+  period promise, or a commit later than 1 s after its samples), then is bisected down to
+  ``--resolution``; the highest rate it kept up with is the result.
 
     .venv/bin/python bench/bench_station.py [--period 1] [--seconds 6] [--backends sqlite,...]
 
@@ -175,22 +175,30 @@ def station_trial(db: Database, channels: int, period: float, seconds: float
 
 
 def search(db: Database, backend: str, args: argparse.Namespace) -> tuple[float, int, str]:
-    """Grow the channel count until the station falls behind; return the best rate it kept up
-    with, its channel count, and what ended the search."""
+    """Grow the channel count (x1.5) until the station falls behind, then bisect between the
+    last count it kept up with and the first it did not, down to ``--resolution``; return the
+    best rate it kept up with, its channel count, and the first count it fell behind at."""
     channels, kept, best = args.start_channels, 0, 0.0
+    failed: tuple[int, str] | None = None
     while True:
         try:
             rate, ok, reason = station_trial(db, channels, args.period, args.seconds)
         except sa.exc.DBAPIError as err:
-            return best, kept, f"{channels:,} channels failed: {err.orig}"
+            ok, reason, rate = False, f"failed: {err.orig}", channels / args.period
         print(f"  {backend}: {channels:,} channels, {rate:,.0f} samples/s: "
               f"{'kept up' if ok else reason}", flush=True)
-        if not ok:
-            return best, kept, f"{channels:,} channels fell behind: {reason}"
-        best, kept = rate, channels
-        if channels >= args.max_channels:
-            return best, kept, f"stopped at --max-channels {args.max_channels:,}"
-        channels = min(channels * 3 // 2, args.max_channels)
+        if ok:
+            best, kept = rate, channels
+        else:
+            failed = (channels, reason)
+        if failed is None:
+            if channels >= args.max_channels:
+                return best, kept, f"stopped at --max-channels {args.max_channels:,}"
+            channels = min(channels * 3 // 2, args.max_channels)
+            continue
+        if failed[0] - kept <= args.resolution * failed[0]:
+            return best, kept, f"{failed[0]:,} channels fell behind: {failed[1]}"
+        channels = (kept + failed[0]) // 2
 
 
 def main() -> None:
@@ -202,6 +210,8 @@ def main() -> None:
     parser.add_argument("--ceiling-rows", type=int, default=500_000)
     parser.add_argument("--commit-rows", type=int, default=20_000)
     parser.add_argument("--backends", default="sqlite,postgresql,mysql")
+    parser.add_argument("--resolution", type=float, default=0.05,
+                        help="bisect until the kept and the failed count are this close")
     args = parser.parse_args()
     for backend in args.backends.split(","):
         if backend != "sqlite" and backend not in SERVERS:
