@@ -157,3 +157,74 @@ def test_chambers_and_devices_reach_the_tests_of_their_channels(
     assert np.nanmin(db.samples(tests[4])["temperature_c"]) > 20
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("broken: " in w and "no answer" in w for w in warnings) == 1  # logged once
+
+
+SIGNAL_END = """\
+name: warm-up watch
+steps:
+  - mode: rest
+    until: rig.temperature_c >= 26.5 °C or step_time >= 10 h
+  - Rest for 5 minutes
+"""
+
+
+def test_a_step_ends_on_a_device_signal(db: Database) -> None:
+    station = build(config(db, devices=[{"kind": "sim", "name": "rig", "channels": "1-2"}]))
+    queue = TestQueue(db)
+    good = queue.add(1, SIGNAL_END, plan_source="watch.yaml")
+    unknown = queue.add(3, SIGNAL_END, plan_source="watch.yaml")  # channel 3 has no rig
+    wrong_unit = queue.add(2, SIGNAL_END.replace("rig.temperature_c >= 26.5 °C",
+                                                 "rig.pressure_kpa >= 100 V"),
+                           plan_source="units.yaml")
+    service = StationService(station, db, VirtualClock(), PluginManager().hook)
+
+    async def main() -> None:
+        task = asyncio.create_task(service.serve())
+        while not service.ready.is_set() or queue.entries([QueueStatus.QUEUED,
+                                                           QueueStatus.RUNNING]):
+            assert not task.done(), task
+            await asyncio.sleep(0.02)
+        service.shutdown()
+        await task
+
+    asyncio.run(asyncio.wait_for(main(), PATIENCE_S))
+    entry = queue.entry(good)
+    assert entry is not None and entry.status is QueueStatus.FINISHED, entry
+    first = db.steps(entry.test_id)[0]
+    assert first.end_reason == "end condition"
+    assert first.end_test_time_s < 3600  # the sine of the sensor got there in its first quarter
+    samples = db.samples(entry.test_id, ["seq", "rig.temperature_c"])
+    at_end = samples["rig.temperature_c"][samples["seq"] == first.end_seq]
+    assert at_end[0] >= 26.5
+    before = samples["rig.temperature_c"][samples["seq"] < first.end_seq]
+    assert (before < 26.5).all()  # it did not end early
+    refused = queue.entry(unknown)
+    assert refused is not None and refused.status is QueueStatus.FAILED
+    assert "watch.yaml:3: signal 'rig.temperature_c' is not recorded on channel 3 (its " \
+           "signals: none" in (refused.error or "")
+    mismatch = queue.entry(wrong_unit)
+    assert mismatch is not None and mismatch.status is QueueStatus.FAILED
+    assert "signal 'rig.pressure_kpa' is in 'kPa'" in (mismatch.error or "")
+
+
+@pytest.mark.parametrize(("until", "message"), [
+    ("Rig.x >= 1", "'Rig.x' is not a signal name like 'bms.cell_max_v'"),
+    ("rig.temperature_c >= 2C", "a C-rate needs a battery"),
+    ("rig.level >= lots", "rig.level: "),
+])
+def test_signal_conditions_are_checked_when_parsed(until: str, message: str) -> None:
+    from cellbench_core.plan import PlanError, parse_plan
+
+    with pytest.raises(PlanError, match=message):
+        parse_plan(f"name: x\nsteps:\n  - mode: rest\n    until: {until}\n")
+    with pytest.raises(PlanError, match="a loop's 'until' takes the quantities"):
+        parse_plan("name: x\nsteps:\n  - repeat: 3\n    until: rig.level >= 1\n    steps:\n"
+                   "      - Rest for 1 minute\n")
+    plan = parse_plan("name: x\nsteps:\n  - mode: rest\n    until: climate1.temperature <= "
+                      "5 °C or step_time >= 1 h\n")
+    from cellbench_core.plan import dump_plan
+    from cellbench_core.plan.show import show_plan
+
+    assert "climate1.temperature <= 5 °C" in show_plan(plan)
+    again = parse_plan(dump_plan(plan))
+    assert [s.until for s in again.steps] == [s.until for s in plan.steps]  # type: ignore[union-attr]

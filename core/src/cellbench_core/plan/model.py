@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 # Value lives with the unit parser (which must not import the plan package); re-exported here.
+from cellbench_core.units import Dimension
 from cellbench_core.units import Value as Value
 from cellbench_hal import ProfileQuantity, StepMode
 
@@ -68,6 +69,21 @@ class Quantity(StrEnum):
     CYCLE = "cycle"  # the cycle count, 0 before the first counting loop
 
 
+@dataclass(frozen=True)
+class Signal:
+    """A signal of an OSI device or a climate chamber, as the station records it:
+    ``<device>.<signal>`` (``bms.cell_max_v``, ``climate1.temperature``). ``dimension`` is the
+    threshold's (COUNT for a bare number, compared in the signal's own unit)."""
+
+    name: str
+    dimension: Dimension
+
+    @property
+    def value(self) -> str:
+        """The name, as a plan writes it (like :attr:`Quantity.value`)."""
+        return self.name
+
+
 class Op(StrEnum):
     """Comparison of a quantity with a threshold."""
 
@@ -83,7 +99,7 @@ class Condition:
     at the end of the loop's first pass: ``cycle_discharge_ah < 80 % of first``.
     """
 
-    quantity: Quantity
+    quantity: Quantity | Signal
     op: Op
     value: Value
     line: int = 0

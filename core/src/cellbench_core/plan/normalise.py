@@ -25,8 +25,8 @@ from cellbench_core.plan.model import (
 )
 from cellbench_core.plan.parser import (
     LIMIT_DIMENSIONS,
-    QUANTITY_DIMENSIONS,
     SETPOINT_DIMENSIONS,
+    dimension_of,
 )
 from cellbench_core.units import Dimension, Value, format_number, format_value
 
@@ -134,5 +134,5 @@ def _condition(condition: Condition) -> str:
     if condition.of_first:
         threshold = f"{format_number(condition.value.si * 100)} % of first"
     else:
-        threshold = format_value(condition.value, QUANTITY_DIMENSIONS[condition.quantity])
+        threshold = format_value(condition.value, dimension_of(condition.quantity))
     return f"{condition.quantity.value} {condition.op.value} {threshold}"

@@ -135,6 +135,7 @@ from cellbench_core.plan.model import (
     Quantity,
     SafetyLimits,
     SetCapacity,
+    Signal,
     StepSpec,
 )
 from cellbench_core.plan.tables import TableLoader, plugin_table_loader
@@ -986,6 +987,11 @@ def _duration(ctx: _Context, node: yaml.Node, path: str) -> float:
 
 
 # The quantities a condition can watch, and the dimension of their thresholds.
+def dimension_of(quantity: Quantity | Signal) -> Dimension:
+    """The dimension of a condition's quantity or signal (a signal's is its threshold's)."""
+    return quantity.dimension if isinstance(quantity, Signal) else QUANTITY_DIMENSIONS[quantity]
+
+
 QUANTITY_DIMENSIONS: dict[Quantity, Dimension] = {
     Quantity.VOLTAGE: Dimension.VOLTAGE,
     Quantity.CURRENT: Dimension.CURRENT,
@@ -1008,8 +1014,9 @@ QUANTITY_DIMENSIONS: dict[Quantity, Dimension] = {
     Quantity.CYCLE: Dimension.COUNT,
 }
 _OPS = {">=": Op.GE, ">": Op.GE, "<=": Op.LE, "<": Op.LE}
-_COMPARISON = re.compile(r"\s*(?P<quantity>\w+)\s*(?P<op>[<>=!]=?)\s*(?P<value>.*?)\s*",
-                         re.ASCII | re.DOTALL)
+_COMPARISON = re.compile(r"\s*(?P<quantity>\w+(?:\.\w+)?)\s*(?P<op>[<>=!]=?)\s*"
+                         r"(?P<value>.*?)\s*", re.ASCII | re.DOTALL)
+_SIGNAL = re.compile(r"[a-z][a-z0-9_]{0,31}\.\w{1,64}", re.ASCII)
 _OR = re.compile(r"\bor\b", re.IGNORECASE | re.ASCII)
 _AND = re.compile(r"\band\b", re.IGNORECASE | re.ASCII)
 _EXAMPLE_CONDITION = "a condition like 'voltage >= 4.2 V'"
@@ -1079,6 +1086,8 @@ def _comparison(ctx: _Context, text: str, line: int, path: str, loop: bool = Fal
     if match is None or not match["value"]:
         ctx.fail(line, path, f"expected {_EXAMPLE_CONDITION}, got {quote(text.strip())}")
     name, op_text = match["quantity"].casefold(), match["op"]
+    if "." in match["quantity"]:
+        return _signal_comparison(ctx, match, line, path, loop)
     if name not in QUANTITY_DIMENSIONS:
         ctx.fail(line, path, f"unknown quantity {quote(name)}{_suggest(name, QUANTITY_DIMENSIONS)}"
                  f"; expected one of {', '.join(QUANTITY_DIMENSIONS)}")
@@ -1099,6 +1108,31 @@ def _comparison(ctx: _Context, text: str, line: int, path: str, loop: bool = Fal
     except UnitError as error:
         ctx.fail(line, path, f"{name}: {error}")
     return Condition(quantity, _OPS[op_text], value, line)
+
+
+def _signal_comparison(ctx: _Context, match: re.Match[str], line: int, path: str,
+                       loop: bool) -> Condition:
+    """``<device>.<signal> >= <value>``: a device's or chamber's signal; its unit is checked
+    against the station's device when the test starts."""
+    name, op_text = match["quantity"], match["op"]
+    if not _SIGNAL.fullmatch(name):
+        ctx.fail(line, path, f"{quote(name)} is not a signal name like 'bms.cell_max_v' "
+                 "(a device or chamber name of the station file, a dot, its signal)")
+    if loop:
+        ctx.fail(line, path, f"{name}: a loop's 'until' takes the quantities of the last "
+                 "sample, not device signals; end a step on the signal instead")
+    if op_text not in _OPS:
+        ctx.fail(line, path, f"unknown comparison {quote(op_text)}; use >=, >, <= or <")
+    try:
+        dimension, value = parse_quantity(match["value"], None)
+    except UnitError:
+        try:
+            dimension, value = parse_quantity(match["value"], (Dimension.COUNT,))
+        except UnitError as error:
+            ctx.fail(line, path, f"{name}: {error}")
+    if value.per_capacity:
+        ctx.fail(line, path, f"{name}: a C-rate needs a battery; compare a signal with amperes")
+    return Condition(Signal(name, dimension), _OPS[op_text], value, line)
 
 
 # --- steps as text ---------------------------------------------------------------------------

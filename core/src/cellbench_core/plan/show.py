@@ -24,7 +24,7 @@ from cellbench_core.plan.model import (
     SetCapacity,
     StepSpec,
 )
-from cellbench_core.plan.parser import LIMIT_DIMENSIONS, QUANTITY_DIMENSIONS
+from cellbench_core.plan.parser import LIMIT_DIMENSIONS, dimension_of
 from cellbench_core.units import Dimension, Value, format_number, format_value
 from cellbench_hal import ProfileQuantity, StepMode
 
@@ -159,7 +159,7 @@ def _group(group: tuple[Condition, ...]) -> str:
         if condition.of_first:
             threshold = f"{format_number(condition.value.si * 100)} % of the first pass"
         else:
-            threshold = _short(condition.value, QUANTITY_DIMENSIONS[condition.quantity])
+            threshold = _short(condition.value, dimension_of(condition.quantity))
         parts.append(f"{condition.quantity.value} {condition.op.value} {threshold}")
     return "until " + " and ".join(parts)
 

@@ -8,6 +8,8 @@ follows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from cellbench_core.plan.model import Condition, Op, Quantity
@@ -15,6 +17,11 @@ from cellbench_hal.types import FloatArray, IntArray
 
 #: Column of each quantity in the per-sample quantity matrix.
 QUANTITY_COLUMN: dict[Quantity, int] = {q: i for i, q in enumerate(Quantity)}
+#: Columns after the quantities for the device and chamber signals a test's plan ends steps
+#: on: at most this many different signals per test.
+SIGNAL_SLOTS = 8
+#: Width of the per-sample quantity matrix.
+COLUMNS = len(QUANTITY_COLUMN) + SIGNAL_SLOTS
 
 
 class ConditionTable:
@@ -27,15 +34,20 @@ class ConditionTable:
         self.used = np.zeros((size, groups, slots), dtype=bool)
         self.group_used = np.zeros((size, groups), dtype=bool)
 
-    def set(self, row: int, groups: list[list[tuple[Condition, float]]]) -> None:
-        """Replace channel ``row``'s conditions with ``groups`` of (condition, SI threshold)."""
+    def set(self, row: int, groups: list[list[tuple[Condition, float]]],
+            signal_columns: Mapping[str, int] | None = None) -> None:
+        """Replace channel ``row``'s conditions with ``groups`` of (condition, threshold: SI,
+        or a signal's own unit); ``signal_columns`` places the row's signals."""
         self._grow(len(groups), max((len(g) for g in groups), default=0))
         self.used[row] = False
         self.group_used[row] = False
         for g, group in enumerate(groups):
             self.group_used[row, g] = True
             for s, (condition, threshold) in enumerate(group):
-                self.quantity[row, g, s] = QUANTITY_COLUMN[condition.quantity]
+                quantity = condition.quantity
+                self.quantity[row, g, s] = (
+                    QUANTITY_COLUMN[quantity] if isinstance(quantity, Quantity)
+                    else (signal_columns or {})[quantity.name])
                 self.greater[row, g, s] = condition.op is Op.GE
                 self.threshold[row, g, s] = threshold
                 self.used[row, g, s] = True

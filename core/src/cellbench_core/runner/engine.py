@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from functools import partial
 from typing import Any, cast
@@ -39,10 +39,16 @@ from cellbench_core.plan.model import (
     Plan,
     Quantity,
     SafetyLimits,
+    Signal,
     StepSpec,
     Value,
 )
-from cellbench_core.runner.conditions import QUANTITY_COLUMN, ConditionTable
+from cellbench_core.runner.conditions import (
+    COLUMNS,
+    QUANTITY_COLUMN,
+    SIGNAL_SLOTS,
+    ConditionTable,
+)
 from cellbench_core.runner.program import Cursor, LoopEnd, Passed, Program
 from cellbench_core.storage import (
     BatteryRecord,
@@ -54,6 +60,7 @@ from cellbench_core.storage import (
     TestEnd,
     TestStart,
 )
+from cellbench_core.units import Dimension, UnitError, parse_quantity
 from cellbench_hal import (
     ChamberState,
     ChannelDriver,
@@ -203,6 +210,7 @@ class _Run:
     step_start_time: float = 0.0
     outcome: TestOutcome | None = None
     paused: bool = False  # as asked for: the runner applies it at its next tick
+    signal_columns: dict[str, int] = field(default_factory=dict)  # signals its plan ends on
 
 
 #: A step resolved for one battery: the channel setpoint and the (condition, SI threshold) groups.
@@ -281,6 +289,46 @@ def _beyond_limits(step: Step, bounds: list[float]) -> str:
     return ""
 
 
+def _plan_signals(program: Program) -> list[str]:
+    """The signals the steps of ``program`` end on, in a fixed order."""
+    return sorted({c.quantity.name for ins in program.instructions if isinstance(ins, StepSpec)
+                   for group in ins.until for c in group if isinstance(c.quantity, Signal)})
+
+
+def _signal_units(req: TestRequest) -> dict[str, str]:
+    """Every signal the test's channel records, with its unit."""
+    units = {f"{name}.{s.name}": s.unit for name, device in req.devices for s in device.signals}
+    if req.chamber is not None and req.chamber_name is not None:
+        units[f"{req.chamber_name}.temperature"] = "°C"
+        if req.chamber.has_humidity:
+            units[f"{req.chamber_name}.humidity"] = "%"
+    return units
+
+
+def _threshold(condition: Condition, capacity: float | None, units: dict[str, str],
+               channel: str) -> float:
+    """A condition's threshold: SI for a quantity, the signal's own unit for a signal; a
+    ValueError says why the signal cannot be compared on this channel."""
+    quantity = condition.quantity
+    if not isinstance(quantity, Signal):
+        return condition.value.resolve(capacity)
+    if quantity.name not in units:
+        known = ", ".join(sorted(units)) or "none"
+        raise ValueError(f"signal {quantity.name!r} is not recorded on channel {channel} "
+                         f"(its signals: {known}; see [[devices]] and [[chambers]])")
+    unit = units[quantity.name]
+    if quantity.dimension is Dimension.COUNT:
+        return condition.value.si  # a bare number, in the signal's own unit
+    try:
+        dimension, per_unit = parse_quantity(f"1 {unit}")
+    except UnitError:
+        dimension = None
+    if dimension is not quantity.dimension:
+        raise ValueError(f"signal {quantity.name!r} is in {unit!r}; compare it with a bare "
+                         f"number in {unit!r} or a value of its kind, not {quantity.dimension}")
+    return condition.value.si / per_unit.si
+
+
 def _resolve(value: Value | None, capacity: float | None) -> float | None:
     return None if value is None else value.resolve(capacity)
 
@@ -330,6 +378,9 @@ class Runner:
         # each serves, and whether its last read failed (logged once per failure).
         self._attached: dict[str, tuple[OsiDevice | ClimateChamber, set[int]]] = {}
         self._failing: set[str] = set()
+        self._signals_now: dict[str, float] = {}  # this tick's signal values
+        # Per signal that running tests end steps on: their rows and its column in each row.
+        self._signal_users: dict[str, dict[int, int]] = {}
 
     # ---- control -----------------------------------------------------------------------------
 
@@ -506,6 +557,8 @@ class Runner:
                                                            dtype=np.int64)
             self._row_of[id(channel.driver)][channel.local] = run.row
             self._channel_no[run.row] = channel.number
+            for name, column in run.signal_columns.items():
+                self._signal_users.setdefault(name, {})[run.row] = column
             attached: list[tuple[str, OsiDevice | ClimateChamber]] = [*run.request.devices]
             if run.request.chamber is not None and run.request.chamber_name is not None:
                 attached.append((run.request.chamber_name, run.request.chamber))
@@ -572,7 +625,7 @@ class Runner:
         # The previous sample of the running step (NaN at a step's start), for dV/dt and dT/dt.
         self._prev_t, self._prev_v, self._prev_temp = (np.full(n, np.nan) for _ in range(3))
         # Every quantity of each channel's last sample, for loop conditions.
-        self._q_last = np.full((n, len(_Q)), np.nan)
+        self._q_last = np.full((n, COLUMNS), np.nan)
 
     def _grow(self, n: int) -> None:
         """Make room for ``n`` rows, keeping those there are (every array attribute of the
@@ -606,7 +659,8 @@ class Runner:
             capacity = cursor.capacity_ah
         steps, bounds, delays = self.resolve_plan(req, program, capacity)
         self._bound[row], self._delay[row], self._beyond_since[row] = bounds, delays, np.nan
-        self._runs.append(_Run(row, req, 0, cursor, steps))
+        columns = {name: len(QUANTITY_COLUMN) + k for k, name in enumerate(_plan_signals(program))}
+        self._runs.append(_Run(row, req, 0, cursor, steps, signal_columns=columns))
 
     @staticmethod
     def resolve_plan(req: TestRequest, program: Program, capacity: float | None
@@ -616,6 +670,10 @@ class Runner:
         Needs no runner: ``cellbench plan check --station`` uses it on unopened channels."""
         plan, battery, info = req.plan, req.battery, req.channel.info
         where = f"{plan.source}"
+        units = _signal_units(req)
+        if len(_plan_signals(program)) > SIGNAL_SLOTS:
+            raise RunError(f"{where}: the plan ends steps on more than {SIGNAL_SLOTS} different "
+                           "signals")
         for ins in program.instructions:
             if not isinstance(ins, StepSpec) or ins.chamber is None:
                 continue
@@ -630,14 +688,16 @@ class Runner:
             if not isinstance(ins, StepSpec):
                 continue
             try:
-                groups = [[(c, c.value.resolve(capacity)) for c in group] for group in ins.until]
+                groups = [[(c, _threshold(c, capacity, units, req.channel.name))
+                           for c in group] for group in ins.until]
                 if ins.profile is not None:  # the step ends with its profile
                     end = ins.profile.time_s[-1]
                     groups.append([(Condition(Quantity.STEP_TIME, Op.GE, Value(end)), end)])
                 steps[pc] = (Runner._hal_step(ins, capacity), groups)
             except ValueError as err:
-                raise RunError(f"{where}:{ins.line}: {err} (channel {req.channel.name}; "
-                               f"give a battery or the plan's capacity)") from None
+                hint = "" if "signal" in str(err) else (
+                    f" (channel {req.channel.name}; give a battery or the plan's capacity)")
+                raise RunError(f"{where}:{ins.line}: {err}{hint}") from None
             voltages, currents = _extremes(steps[pc][0])
             for volts in voltages:
                 if not info.voltage_min_v <= volts <= info.voltage_max_v:
@@ -731,7 +791,7 @@ class Runner:
         except DeviceError as err:
             await self._finish(run, TestStatus.FAILED, f"device error: {err}", t)
             return False
-        self._conditions.set(row, conditions)
+        self._conditions.set(row, conditions, run.signal_columns)
         self._waits.pop(row, None)
         if spec.chamber is not None:
             problem = await self._set_chamber(run, spec.chamber)
@@ -882,6 +942,11 @@ class Runner:
         """End ``run``'s test: output off, conditions cleared, status stored, hooks told."""
         row = run.row
         self.generation += 1
+        for name in run.signal_columns:
+            users = self._signal_users.get(name, {})
+            users.pop(row, None)
+            if not users:
+                self._signal_users.pop(name, None)
         self._waits.pop(row, None)
         self._active[row] = False
         self._paused[row] = run.paused = False
@@ -1010,6 +1075,16 @@ class Runner:
                 signals[f"{name}.{signal}"] = (value, channels)
         return signals
 
+    def _fill_signals(self, rows: IntArray, q: FloatArray) -> None:
+        """Put this tick's signal values into the columns of the rows whose steps end on them."""
+        position = {int(row): p for p, row in enumerate(rows.tolist())}
+        for name, users in self._signal_users.items():
+            value = self._signals_now.get(name, math.nan)
+            for row, column in users.items():
+                p = position.get(row)
+                if p is not None:
+                    q[p, column] = value
+
     def _set_ambient(self, channels: set[int], celsius: float) -> None:
         if not math.isfinite(celsius):
             return
@@ -1025,6 +1100,7 @@ class Runner:
         if self._actions:
             await self._handle_actions()
         signals = await self._read_attached() if self._attached else {}
+        self._signals_now = {name: value for name, (value, _) in signals.items()}
         drivers = [(d, name) for key, (d, name) in self._drivers.items()
                    if self._active[self._row_of[key][self._row_of[key] >= 0]].any()]
         results: list[Any]
@@ -1122,7 +1198,9 @@ class Runner:
         test_time = t - self._test_t0[rows]
         step_ah, step_wh = self._step_ah[rows], self._step_wh[rows]
 
-        q = np.empty((len(rows), len(_Q)))
+        q = np.full((len(rows), COLUMNS), np.nan)
+        if self._signal_users:
+            self._fill_signals(rows, q)
         q[:, _Q[Quantity.VOLTAGE]] = v
         q[:, _Q[Quantity.CURRENT]] = i
         q[:, _Q[Quantity.ABS_CURRENT]] = np.abs(i)

@@ -25,6 +25,7 @@ from cellbench_core.plan.model import (
     Node,
     Op,
     Plan,
+    Quantity,
     SetCapacity,
     StepSpec,
 )
@@ -314,7 +315,9 @@ class Cursor:
         return not any(all(self._holds(c, q, first) for c in group) for group in end.until)
 
     def _holds(self, condition: Condition, q: FloatArray, first: FloatArray | None) -> bool:
-        column = QUANTITY_COLUMN[condition.quantity]
+        quantity = condition.quantity
+        assert isinstance(quantity, Quantity)  # the parser keeps signals out of loops
+        column = QUANTITY_COLUMN[quantity]
         threshold = condition.value.resolve(self.capacity_ah)
         if condition.of_first:
             threshold *= first[column] if first is not None else np.nan

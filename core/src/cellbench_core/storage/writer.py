@@ -32,6 +32,8 @@ _COMMIT_AFTER_S = 0.2
 _COMMIT_AFTER_ROWS = 20_000
 #: Sample rows per INSERT statement on SQLite (14 parameters each, well under SQLite's limit).
 _SQLITE_ROWS = 64
+#: Positions per DELETE and INSERT statement (5 parameters each: under every driver's limit).
+_POSITION_ROWS = 100
 #: How many commit latencies :meth:`SampleWriter.commit_latency_s` remembers.
 _LATENCY_HISTORY = 100_000
 
@@ -128,8 +130,8 @@ class SampleWriter:
             return dict(self._committed)
 
     def commit_latency_s(self) -> list[float]:
-        """For each recent commit (up to 100,000), seconds from the submission of its oldest row
-        to the end of the commit."""
+        """For each recent commit of samples (up to 100,000), seconds from the submission of its
+        oldest sample row to the end of the commit."""
         with self._changed:
             return list(self._latencies)
 
@@ -206,14 +208,18 @@ class SampleWriter:
                     with self._db.batch():
                         for call in cast(Iterator[DeferredCall], group):
                             call()
-                latency = time.monotonic() - items[0][0]
+                # Sample-to-commit: from the oldest sample row (positions, steps and calls that
+                # came before it, e.g. while thousands of tests start, are not samples).
+                first = next((t for t, i in items if isinstance(i, SampleRows)), None)
+                latency = None if first is None else time.monotonic() - first
                 with self._changed:
                     for test_id, seq in positions.items():
                         if seq > self._committed.get(test_id, 0):
                             self._committed[test_id] = seq
                     self._pending_rows -= rows
                     self._done += len(items)
-                    self._latencies.append(latency)
+                    if latency is not None:
+                        self._latencies.append(latency)
                     self._changed.notify_all()
                 if self._on_commit is not None and positions:
                     self._on_commit(positions)
@@ -266,9 +272,7 @@ class _Inserter:
         # other thread busy, taking it back can cost up to the switch interval (5 ms) each time.
         # Many rows per statement make that once per _SQLITE_ROWS rows instead of once per row.
         # (pymysql already rewrites executemany into multi-row statements; COPY streams.)
-        # Positions are few (one per step change), so plain statements, also on PostgreSQL.
-        self._insert_position = _insert_statement(dialect, schema.test_positions)
-        self._delete_position = _delete_statement(dialect, schema.test_positions, "test_id")
+        self._dialect = dialect
         self._multi_row = (
             _insert_statement(dialect, schema.samples, _SQLITE_ROWS)
             if dialect.name == "sqlite"
@@ -292,10 +296,7 @@ class _Inserter:
             if steps:
                 self._write(cursor, schema.steps, steps)
             if latest:
-                cursor.executemany(self._delete_position, [(t,) for t in latest])
-                cursor.executemany(self._insert_position, [
-                    (p.test_id, p.step_no, p.start_seq, p.unix_time_s,
-                     json.dumps(p.state, allow_nan=False)) for p in latest.values()])
+                self._positions(cursor, list(latest.values()))
         finally:
             cursor.close()
         self._connection.commit()
@@ -326,6 +327,20 @@ class _Inserter:
         highest = np.zeros(len(test_ids), dtype=np.int64)
         np.maximum.at(highest, where, columns[1])
         return total, dict(zip(test_ids.tolist(), highest.tolist(), strict=True))
+
+    def _positions(self, cursor: Any, positions: list[PositionRow]) -> None:
+        """Replace the positions of their tests: many rows per statement, since a station
+        starting thousands of tests writes thousands at once while its runner keeps the GIL
+        busy (see _multi_row)."""
+        table = schema.test_positions
+        for start in range(0, len(positions), _POSITION_ROWS):
+            chunk = positions[start:start + _POSITION_ROWS]
+            cursor.execute(_delete_statement(self._dialect, table, "test_id", len(chunk)),
+                           [p.test_id for p in chunk])
+            cursor.execute(_insert_statement(self._dialect, table, len(chunk)), [
+                value for p in chunk for value in (
+                    p.test_id, p.step_no, p.start_seq, p.unix_time_s,
+                    json.dumps(p.state, allow_nan=False))])
 
     def _write(self, cursor: Any, table: sa.Table, rows: Iterable[tuple[Any, ...]]) -> None:
         if self._copy:
@@ -387,9 +402,10 @@ def _placeholder(dialect: sa.Dialect) -> str:
     return placeholder
 
 
-def _delete_statement(dialect: sa.Dialect, table: sa.Table, key: str) -> str:
+def _delete_statement(dialect: sa.Dialect, table: sa.Table, key: str, rows: int) -> str:
     quote = dialect.identifier_preparer.quote
-    return f"DELETE FROM {quote(table.name)} WHERE {quote(key)} = {_placeholder(dialect)}"
+    marks = ", ".join([_placeholder(dialect)] * rows)
+    return f"DELETE FROM {quote(table.name)} WHERE {quote(key)} IN ({marks})"
 
 
 def _insert_statement(dialect: sa.Dialect, table: sa.Table, rows: int = 1) -> str:
