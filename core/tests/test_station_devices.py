@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
 
+from cellbench_core.descriptors import Descriptor, Kind
 from cellbench_core.events import TestStatus
+from cellbench_core.hookspecs import hookimpl
 from cellbench_core.plugins import PluginManager
 from cellbench_core.service import StationService
 from cellbench_core.station import Station, StationError, station_from_dict
@@ -228,3 +233,72 @@ def test_signal_conditions_are_checked_when_parsed(until: str, message: str) -> 
     assert "climate1.temperature <= 5 °C" in show_plan(plan)
     again = parse_plan(dump_plan(plan))
     assert [s.until for s in again.steps] == [s.until for s in plan.steps]  # type: ignore[union-attr]
+
+
+class Collect:
+    """A notifier that keeps what it is told (a stand-in for mail and MQTT notifiers)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.prefix = settings.prefix
+        self.events: list[tuple[Any, ...]] = []
+        self.closed = False
+
+    @hookimpl
+    def cellbench_test_started(self, event: Any) -> None:
+        self.events.append((self.prefix, "started", event.test_id, event.channel))
+
+    @hookimpl
+    def cellbench_test_finished(self, event: Any) -> None:
+        self.events.append((self.prefix, "finished", event.test_id, event.status.value))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class CollectSettings(BaseModel, extra="forbid"):
+    prefix: str
+
+
+class CollectPlugin:
+    @hookimpl
+    def cellbench_notifiers(self) -> list[Descriptor]:
+        return [Descriptor(Kind.NOTIFIER, "collect", f"{_MODULE}:Collect",
+                           "keeps the events it is told", CollectSettings)]
+
+
+_MODULE = "cellbench_test_notifier"
+
+
+def test_notifiers_get_the_station_events(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType(_MODULE)
+    module.Collect = Collect  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, _MODULE, module)
+    manager = PluginManager()
+    manager.load()
+    assert manager.register("collector", CollectPlugin()) == ""
+    with pytest.raises(StationError, match=r"notifiers\[0\]\.settings\.colour: Extra inputs"):
+        Station(station_from_dict(config(db, notifiers=[
+            {"kind": "collect", "settings": {"prefix": "a", "colour": 1}}])), manager)
+    with pytest.raises(StationError, match=r"notifiers\[0\]: no notifier called 'mail'"):
+        Station(station_from_dict(config(db, notifiers=[{"kind": "mail"}])), manager)
+    station = Station(station_from_dict(config(db, notifiers=[
+        {"kind": "collect", "settings": {"prefix": "lab"}}])), manager)
+    notifier = station.notifiers[0][1]
+    queue = TestQueue(db)
+    entry = queue.add(2, REST)
+    service = StationService(station, db, VirtualClock(), manager.hook)
+
+    async def main() -> None:
+        task = asyncio.create_task(service.serve())
+        while not service.ready.is_set() or queue.entries([QueueStatus.QUEUED,
+                                                           QueueStatus.RUNNING]):
+            assert not task.done(), task
+            await asyncio.sleep(0.02)
+        service.shutdown()
+        await task
+
+    asyncio.run(asyncio.wait_for(main(), PATIENCE_S))
+    test_id = queue.entry(entry).test_id  # type: ignore[union-attr]
+    assert notifier.events == [("lab", "started", test_id, "2"),
+                               ("lab", "finished", test_id, "finished")]
+    assert notifier.closed

@@ -7,11 +7,13 @@ across the whole station in file order.
 
 from __future__ import annotations
 
+import inspect
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import pluggy
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -143,6 +145,14 @@ class ChamberSection(AttachedSection):
     steps drive it, and its temperature is recorded with their samples."""
 
 
+class NotifierSection(_Strict):
+    """``[[notifiers]]``: a notifier (mail, MQTT, ...) that receives the station's events; its
+    settings are validated by the notifier."""
+
+    kind: str
+    settings: dict[str, Any] = {}
+
+
 class InterfaceSection(_Strict):
     """``[[interfaces]]``: a control interface ``cellbench serve`` runs (rci, web); its settings
     are validated by the interface."""
@@ -161,6 +171,7 @@ class StationConfig(_Strict):
     interfaces: list[InterfaceSection] = []
     devices: list[DeviceSection] = []
     chambers: list[ChamberSection] = []
+    notifiers: list[NotifierSection] = []
 
     @model_validator(mode="after")
     def _unique_names(self) -> StationConfig:
@@ -277,6 +288,18 @@ class Station:
             (section, _create(plugins, Kind.CLIMATE_CHAMBER, section.kind, section.settings,
                               f"chambers[{n}]"))
             for n, section in enumerate(config.chambers)]
+        self.notifiers: list[tuple[str, Any]] = []
+        for n, notifier_section in enumerate(config.notifiers):
+            where = f"notifiers[{n}]"
+            notifier = _create(plugins, Kind.NOTIFIER, notifier_section.kind,
+                               notifier_section.settings, where)
+            # A notifier implements the lifecycle hooks it cares about (test started and
+            # finished, step changed, messages, alarms): the plugin manager calls it with them.
+            try:
+                plugins.hooks.register(notifier, name=f"{where} ({notifier_section.kind})")
+            except (ValueError, pluggy.PluginValidationError) as err:
+                raise StationError(f"{where}: {err}") from None
+            self.notifiers.append((notifier_section.kind, notifier))
         self._chamber_of: dict[int, tuple[str, ClimateChamber]] = {}
         self._devices_of: dict[int, list[tuple[str, OsiDevice]]] = {}
 
@@ -340,11 +363,18 @@ class Station:
                            devices=tuple(self.devices_of(channel.number)), resume=resume)
 
     async def close(self) -> None:
-        """Close every device and chamber, then every driver (outputs off); idempotent."""
+        """Close every device and chamber, then every driver (outputs off), then the notifiers
+        that have a ``close``; idempotent."""
         for _, device in [*self.devices, *self.chambers]:
             await device.close()
         for _, driver in self.drivers:
             await driver.close()
+        for _, notifier in self.notifiers:
+            close = getattr(notifier, "close", None)
+            if close is not None:
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
 
     def select(self, text: str | None) -> list[ChannelRef]:
         """The channels named by a ``--channels`` value (all when ``None``)."""
