@@ -57,6 +57,7 @@ from cellbench_core.storage import (
     SampleRows,
     SampleWriter,
     StepRow,
+    StorageError,
     TestEnd,
     TestStart,
 )
@@ -510,8 +511,13 @@ class Runner:
             first = len(self._runs)
             try:
                 await self._start([request for request, _ in pending])
-            except Exception:  # each one's own error is found one at a time
+            except (RunError, StorageError, ValueError):  # refused before any started
                 pass
+            except Exception as err:  # a fault after they started: each caller sees it
+                for _, future in pending:
+                    if not future.done():
+                        future.set_exception(err)
+                return
             else:
                 for run, (_, future) in zip(self._runs[first:], pending, strict=True):
                     if not future.done():
