@@ -82,6 +82,9 @@ def test_queued_tests_run_and_bad_entries_fail_with_a_reason(db: Database) -> No
     bad_plan = queue.add(3, "name: x\nsteps:\n  - Discharge at 1C\n", plan_source="bad.yaml")
     no_channel = queue.add(9, SHORT)
     no_battery = queue.add(4, SHORT, battery="nope")
+    # Starts in the same batch as the good ones and is refused there: they start regardless.
+    too_big = queue.add(4, "name: big\nsteps:\n  - Charge at 500 A for 1 minute\n",
+                        plan_source="big.yaml")
     service = make_service(db)
     serve_until(service, settled(queue))
     entries = {e.id: e for e in queue.entries()}
@@ -103,6 +106,7 @@ def test_queued_tests_run_and_bad_entries_fail_with_a_reason(db: Database) -> No
         bad_plan: "bad.yaml:3: steps[0]: this step could run forever",
         no_channel: "channel 9 does not exist (this station has channels 1-4)",
         no_battery: "no battery named 'nope'",
+        too_big: "big.yaml:3: 500 A is beyond channel 4's range",
     }
     for entry_id, message in refused.items():
         assert entries[entry_id].status is QueueStatus.FAILED
