@@ -38,6 +38,7 @@ sample_period = "1 s"                # every channel is measured and checked thi
 device_timeout = "5 s"               # a device call slower than this is a device failure
 clock = "{clock}"                      # "real", or "virtual" for simulated channels only
 {speed}queue_poll_interval = "0.5 s"         # how often `serve` reads the test queue
+on_restart = "end"                   # after a crash: "resume" the interrupted tests, or "end" them
 
 [plugins]
 enable = ["{driver}"]                  # must load, or the station refuses to start
