@@ -313,6 +313,9 @@ class _Inserter:
         columns = [column[order] for column in columns]
         total = len(columns[0])
         for start in range(0, total, _CHUNK_ROWS):
+            if self._copy:
+                self._copy_samples(cursor, [c[start : start + _CHUNK_ROWS] for c in columns])
+                continue
             chunk = [_python_values(c[start : start + _CHUNK_ROWS]) for c in columns]
             rows = zip(*chunk, strict=True)
             if self._multi_row is not None:
@@ -327,6 +330,26 @@ class _Inserter:
         highest = np.zeros(len(test_ids), dtype=np.int64)
         np.maximum.at(highest, where, columns[1])
         return total, dict(zip(test_ids.tolist(), highest.tolist(), strict=True))
+
+    def _copy_samples(self, cursor: Any, columns: list[np.ndarray]) -> None:
+        """COPY sample rows to PostgreSQL, encoding the binary format with numpy: a row of
+        Python objects per sample (what ``write_row`` takes) costs more than the database's
+        work, and holds the GIL the runner needs. Rows with a missing value (NULL) are rare
+        and go through ``write_row``."""
+        table = schema.samples
+        types = [_pg_type(c) for c in table.columns]
+        complete = np.ones(len(columns[0]), dtype=bool)
+        for column in columns:
+            if column.dtype.kind == "f":
+                complete &= np.isfinite(column)
+        with cursor.copy(self._statements[table.name]) as copy:
+            copy.set_types(types)
+            copy.write(_COPY_SIGNATURE + _binary_rows([c[complete] for c in columns], types))
+            missing = np.flatnonzero(~complete)
+            if not len(missing):
+                copy.write(_COPY_TRAILER)  # write_row adds it itself
+            for row in zip(*(_python_values(c[missing]) for c in columns), strict=True):
+                copy.write_row(row)
 
     def _positions(self, cursor: Any, positions: list[PositionRow]) -> None:
         """Replace the positions of their tests: many rows per statement, since a station
@@ -420,6 +443,27 @@ def _copy_statement(dialect: sa.Dialect, table: sa.Table) -> str:
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c.name) for c in table.columns)
     return f"COPY {quote(table.name)} ({names}) FROM STDIN (FORMAT BINARY)"
+
+
+#: The header and the end of PostgreSQL's binary COPY format.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+_COPY_TRAILER = b"\xff\xff"
+#: The big-endian numpy type of each PostgreSQL type the sample table uses.
+_PG_NUMPY = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}
+
+
+def _binary_rows(columns: list[np.ndarray], types: list[str]) -> bytes:
+    """Rows of binary COPY data (no header) for columns without missing values: per row the
+    field count, then each field's length and big-endian value."""
+    fields: list[tuple[str, str]] = [("count", ">i2")]
+    for k, kind in enumerate(types):
+        fields += [(f"length{k}", ">i4"), (f"value{k}", _PG_NUMPY[kind])]
+    rows = np.empty(len(columns[0]) if columns else 0, dtype=np.dtype(fields))
+    rows["count"] = len(types)
+    for k, (kind, column) in enumerate(zip(types, columns, strict=True)):
+        rows[f"length{k}"] = np.dtype(_PG_NUMPY[kind]).itemsize
+        rows[f"value{k}"] = column
+    return rows.tobytes()
 
 
 def _pg_type(column: sa.Column[Any]) -> str:
