@@ -339,7 +339,7 @@ steps:
 @pytest.mark.parametrize(("set_to", "reason"), [
     ("20 Ah", "set capacity 20 Ah at plan.yaml:6: plan.yaml:5: -20 A is beyond channel 1's range "
      "of 10 A"),
-    ("step_charge_ah", "plan.yaml:6: set capacity: step_charge_ah is 0.0, not a capacity"),
+    ("step_charge_ah", "plan.yaml:6: set capacity: =step_charge_ah gives 0 Ah, not a capacity"),
 ])
 def test_a_capacity_the_plan_cannot_use_fails_the_test_safely(
         tmp_path: Path, set_to: str, reason: str) -> None:

@@ -24,15 +24,17 @@ from cellbench_core.plan import (
     Plan,
     PlanError,
     Quantity,
-    SetCapacity,
+    SetStep,
     StepSpec,
     Value,
     dump_plan,
     load_plan,
     parse_plan,
 )
+from cellbench_core.plan.expr import Const, Name
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_core.runner.program import END, Cursor, Program
+from cellbench_core.units import Dimension
 
 GE, LE = Op.GE, Op.LE
 
@@ -44,7 +46,7 @@ def plan(body: str) -> Plan:
 
 def without_lines(parsed: Plan) -> Plan:
     def node(item: Node) -> Node:
-        if isinstance(item, Message | SetCapacity):
+        if isinstance(item, Message | SetStep):
             return replace(item, line=0)
         if isinstance(item, Loop):
             until = tuple(tuple(replace(c, line=0) for c in g) for g in item.until)
@@ -230,11 +232,16 @@ def test_messages_and_set_steps() -> None:
         - repeat: 2
           steps: [Rest for 1 s, {message: next}]
         """)
-    assert parsed.steps[:3] == (Message("check-up starts", 3),
-                                SetCapacity(quantity=Quantity.STEP_DISCHARGE_AH, line=4),
-                                SetCapacity(value_ah=2.4, line=5))
-    assert without_lines(parse_plan(dump_plan(parsed))).steps[:3] == (
-        Message("check-up starts"), SetCapacity(Quantity.STEP_DISCHARGE_AH), SetCapacity(None, 2.4))
+    assert parsed.steps[0] == Message("check-up starts", 3)
+    measured, given = parsed.steps[1:3]
+    assert isinstance(measured, SetStep) and isinstance(given, SetStep)
+    assert (measured.line, given.line) == (4, 5)
+    values = measured.values + given.values
+    assert [(name, expr.dimension, expr.tree) for name, expr in values] == [
+        ("capacity", Dimension.CHARGE, Name("sample", "step_discharge_ah")),
+        ("capacity", Dimension.CHARGE, Const(2.4))]
+    assert without_lines(parse_plan(dump_plan(parsed))).steps[:3] == without_lines(
+        parsed).steps[:3]
     program = Program.compile(parsed)
     assert program.steps_total == 2
     cursor = Cursor(program)
@@ -248,12 +255,13 @@ def test_messages_and_set_steps() -> None:
     ("- message: ''\n- Rest for 1 s\n", 3, "steps[0].message", "must not be empty"),
     ("- message: [a]\n- Rest for 1 s\n", 3, "steps[0].message", "expected the message's text"),
     ("- set: {capacity: voltage}\n- Rest for 1 s\n", 3, "steps[0].set.capacity",
-     "voltage is not a charge (Ah)"),
-    ("- set: {capacity: 0 Ah}\n- Rest for 1 s\n", 3, "steps[0].set.capacity", "must be positive"),
+     "capacity is a charge (the capacity C-rates use); '=voltage' gives a voltage"),
+    ("- set: {capacity: 0 Ah}\n- Rest for 1 s\n", 3, "steps[0].set.capacity",
+     "'=0 Ah' gives 0 Ah: a capacity must be positive"),
     ("- set: {capacity: step_dischage_ah}\n", 3, "steps[0].set.capacity",
      "did you mean 'step_discharge_ah'?"),
-    ("- set: {capasity: 2 Ah}\n", 3, "steps[0].set.capasity", "unknown key 'capasity'"),
-    ("- set: {}\n", 3, "steps[0].set", "expected what to set: capacity"),
+    ("- set: {}\n", 3, "steps[0].set", "expected variables to set, like 'q_meas: "
+     "cycle_discharge_ah', or counters to reset, like 'reset: [cycle]'"),
     ("- repeat: 2\n  steps: [{message: hi}]\n", 4, "steps[0].steps",
      "a loop needs at least one step that runs the channel"),
     ("- {message: hi, for: 1 s}\n", 3, "steps[0].for", "unknown key 'for'"),

@@ -28,13 +28,14 @@ from cellbench_core.plan import (
     ProfileSpec,
     Quantity,
     SafetyLimits,
-    SetCapacity,
+    SetStep,
     StepSpec,
     Value,
     dump_plan,
     load_plan,
     parse_plan,
 )
+from cellbench_core.plan.expr import Expr, Scope, parse_expression
 from cellbench_core.plan.parser import QUANTITY_DIMENSIONS, _runs_channel
 from cellbench_core.runner.engine import Runner
 from cellbench_core.runner.program import Program
@@ -63,7 +64,7 @@ def bare(plan: Plan) -> Plan:
     """The plan without what round trips may change: lines, texts and source."""
 
     def node(item: Node) -> Node:
-        if isinstance(item, Message | SetCapacity):
+        if isinstance(item, Message | SetStep):
             return replace(item, line=0)
         if isinstance(item, Loop):
             until = tuple(tuple(replace(c, line=0) for c in group) for group in item.until)
@@ -939,9 +940,15 @@ _chambers = st.builds(
 _others = st.one_of(
     st.builds(Message, st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")),
                                min_size=1, max_size=50).filter(str.strip)),
-    st.builds(SetCapacity, st.sampled_from([q for q in Quantity if q.endswith("_ah")])),
-    st.builds(SetCapacity, st.none(), _positive),
+    st.builds(lambda text: SetStep((("capacity", _set_expression(text)),)),
+              st.sampled_from([q.value for q in Quantity if q.endswith("_ah")])
+              | _positive.map(lambda ah: f"{ah!r} Ah")),
 )
+def _set_expression(text: str) -> Expr:
+    return parse_expression(text, {}, quantities={q.value: d for q, d in
+                                                 QUANTITY_DIMENSIONS.items()}, sample=True)
+
+
 _loops = st.builds(
     lambda count, until: (count, until if count is not None else until or (
         (Condition(Quantity.CYCLE, Op.GE, Value(3.0)),),)),
@@ -1005,7 +1012,7 @@ def _assert_runnable(parsed: Plan) -> None:
                 walk(node.body)
             elif isinstance(node, StepSpec):
                 assert node.ends and all(node.until)
-                assert isinstance(Runner._hal_step(node, 2.5), Step)  # the runner's conversion
+                assert isinstance(Runner._hal_step(node, Scope(capacity_ah=2.5)), Step)  # the runner's conversion
 
     assert parsed.steps
     walk(parsed.steps)

@@ -70,6 +70,9 @@ class Dimension(StrEnum):
     TEMPERATURE_RATE = "temperature rate"
     HUMIDITY = "relative humidity"  # in percent
     COUNT = "count"  # a bare number without unit
+    # Amperes per ampere-hour: what a current over a charge gives in a plan expression. A C-rate
+    # value is parsed as a CURRENT with ``per_capacity``; this names it where it stands alone.
+    C_RATE = "C-rate"
 
 
 _DESCRIPTION = {
@@ -85,6 +88,7 @@ _DESCRIPTION = {
     Dimension.TEMPERATURE_RATE: ("a temperature rate", "'1 K/min'"),
     Dimension.HUMIDITY: ("a relative humidity", "'50 %'"),
     Dimension.COUNT: ("a number", "'10'"),
+    Dimension.C_RATE: ("a C-rate", "'0.5C'"),
 }
 
 # The unit each dimension is written in when a value is formatted (and its SI unit).
@@ -101,6 +105,7 @@ _SI_SYMBOL = {
     Dimension.TEMPERATURE_RATE: "K/s",
     Dimension.HUMIDITY: "%",
     Dimension.COUNT: "",
+    Dimension.C_RATE: "C",
 }
 C_RATE = "C"
 
@@ -169,6 +174,49 @@ def describe(dimension: Dimension) -> str:
     return f"{noun} like {example}"
 
 
+def noun(dimension: Dimension) -> str:
+    """``"a voltage"``: the dimension as error messages name it."""
+    return _DESCRIPTION[dimension][0]
+
+
+_NUMBER_AT = re.compile(_NUMBER, re.ASCII)
+_C_FRACTION_AT = re.compile(rf"C\s*/\s*{_NUMBER}", re.ASCII)
+# Longest first, so that "2 hours" is not read as "2 h" followed by "ours".
+_SPELLINGS = sorted({*_SYMBOLS, *_WORDS, C_RATE}, key=len, reverse=True)
+_NAME_CHARACTER = re.compile(r"\w", re.ASCII)
+
+
+def literal_end(text: str, start: int) -> int:
+    """Where the value literal at ``start`` of ``text`` ends (a number with an optional unit,
+    or a C-rate ``C/20``), or ``start`` if none begins there; :func:`parse_quantity` reads it.
+
+    A unit that ends in a letter must not run on into a name: ``2 hours`` is a duration, while
+    in ``2 hq`` only the ``2`` is a literal.
+    """
+    fraction = _C_FRACTION_AT.match(text, start)
+    if fraction:
+        return fraction.end()
+    number = _NUMBER_AT.match(text, start)
+    if number is None:
+        return start
+    at = number.end()
+    while at < len(text) and text[at] in " \t":
+        at += 1
+    for spelling in _SPELLINGS:
+        found = text[at: at + len(spelling)]
+        if found != spelling and not (spelling in _WORDS and found.casefold() == spelling):
+            continue
+        end = at + len(spelling)
+        if not (_NAME_CHARACTER.match(spelling[-1]) and _NAME_CHARACTER.match(text, end)):
+            return end
+    return number.end()
+
+
+def unit_spellings() -> frozenset[str]:
+    """Every unit as it may be written (unit words in lower case)."""
+    return frozenset(_SPELLINGS)
+
+
 def quote(text: str) -> str:
     """``text`` quoted for an error message, shortened if long."""
     shown = text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
@@ -198,6 +246,8 @@ def parse_quantity(
         value = Value(-magnitude if fraction["sign"] == "-" else magnitude, per_capacity=True)
     else:
         dimension, value = _number_with_unit(text, expected)
+    if value.per_capacity and allowed is not None and Dimension.C_RATE in allowed:
+        dimension = Dimension.C_RATE
     if allowed is not None and dimension not in allowed:
         what = "a C-rate" if value.per_capacity else _DESCRIPTION[dimension][0]
         raise UnitError(f"expected {expected}, got {quote(text)} ({what})")

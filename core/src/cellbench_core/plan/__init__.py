@@ -17,7 +17,7 @@ from cellbench_core.plan.model import (
     ProfileSpec,
     Quantity,
     SafetyLimits,
-    SetCapacity,
+    SetStep,
     StepSpec,
     Value,
 )
@@ -41,7 +41,7 @@ __all__ = [
     "ProfileSpec",
     "Quantity",
     "SafetyLimits",
-    "SetCapacity",
+    "SetStep",
     "StepSpec",
     "Value",
     "dump_plan",

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-# Value lives with the unit parser (which must not import the plan package); re-exported here.
+from cellbench_core.plan.expr import Computed, Expr
 from cellbench_core.units import Dimension
+
+# Value lives with the unit parser (which must not import the plan package); re-exported here.
 from cellbench_core.units import Value as Value
 from cellbench_hal import ProfileQuantity, StepMode
 
@@ -91,9 +93,14 @@ class Op(StrEnum):
     LE = "<="
 
 
+#: A setpoint or threshold: a value as written, or one computed from an expression.
+Amount = Value | Computed
+
+
 @dataclass(frozen=True)
 class Condition:
-    """``quantity op value``, true once a sample meets it.
+    """``quantity op value``, true once a sample meets it (a loop's conditions take written
+    values only).
 
     With ``of_first`` (loop conditions only) the threshold is ``value`` times the quantity's value
     at the end of the loop's first pass: ``cycle_discharge_ah < 80 % of first``.
@@ -101,7 +108,7 @@ class Condition:
 
     quantity: Quantity | Signal
     op: Op
-    value: Value
+    value: Amount
     line: int = 0
     of_first: bool = False
 
@@ -173,10 +180,10 @@ class StepSpec:
 
     mode: StepMode
     until: tuple[tuple[Condition, ...], ...]
-    current: Value | None = None
-    voltage: Value | None = None
-    power: Value | None = None
-    resistance: Value | None = None
+    current: Amount | None = None
+    voltage: Amount | None = None
+    power: Amount | None = None
+    resistance: Amount | None = None
     text: str = ""  # the step as the plan wrote it, for display
     label: str | None = None
     line: int = 0
@@ -216,17 +223,22 @@ class Message:
     line: int = 0
 
 
-@dataclass(frozen=True)
-class SetCapacity:
-    """From here on, C-rates use this capacity: the value ``quantity`` had on the last sample
-    (a measured capacity, e.g. ``step_discharge_ah``), or ``value_ah``. Takes no time."""
+#: The counters a set step can reset (``cycle`` and ``test`` name all of their scope's).
+COUNTERS = ("cycle_ah", "cycle_wh", "cycle_time", "test_ah", "test_wh")
 
-    quantity: Quantity | None = None
-    value_ah: float | None = None
+
+@dataclass(frozen=True)
+class SetStep:
+    """Give variables the values of expressions, in order, then reset ``resets`` (of
+    :data:`COUNTERS`); takes no time. The name ``capacity`` sets the capacity C-rates use.
+    Expressions here read the last sample's quantities (``cycle_discharge_ah``)."""
+
+    values: tuple[tuple[str, Expr], ...] = ()
+    resets: tuple[str, ...] = ()
     line: int = 0
 
 
-Node = StepSpec | Loop | Message | SetCapacity
+Node = StepSpec | Loop | Message | SetStep
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import fields
 
 import yaml
 
+from cellbench_core.plan.expr import Computed
 from cellbench_core.plan.model import (
     Condition,
     Limit,
@@ -20,7 +21,7 @@ from cellbench_core.plan.model import (
     Node,
     Plan,
     ProfileSpec,
-    SetCapacity,
+    SetStep,
     StepSpec,
 )
 from cellbench_core.plan.parser import (
@@ -67,10 +68,11 @@ def _limit(limit: Limit, dimension: Dimension) -> str:
 def _node(node: Node) -> _Data:
     if isinstance(node, Message):
         return {"message": node.text}
-    if isinstance(node, SetCapacity):
-        capacity = (node.quantity.value if node.quantity is not None else
-                    format_value(Value(node.value_ah or 0.0), Dimension.CHARGE))
-        return {"set": {"capacity": capacity}}
+    if isinstance(node, SetStep):
+        values: _Data = {name: str(expr) for name, expr in node.values}
+        if node.resets:
+            values["reset"] = list(node.resets)
+        return {"set": values}
     if isinstance(node, Loop):
         data: _Data = {"repeat": "forever" if node.count is None else node.count,
                        "cycle": node.cycle}
@@ -87,7 +89,11 @@ def _step(step: StepSpec) -> _Data:
     data: _Data = {"mode": step.mode.value} if step.profile is None else _profile(step.profile)
     for name, dimension in SETPOINT_DIMENSIONS.items():
         value = getattr(step, name)
-        if value is not None:
+        if isinstance(value, Computed):
+            data[name] = str(value.expr)
+            if value.direction is not None:
+                data["direction"] = "charge" if value.direction > 0 else "discharge"
+        elif value is not None:
             data[name] = format_value(value, dimension)
     if step.then:
         data["until"] = [{"when": _groups((group,)), "then": str(step.action(index))}
@@ -131,7 +137,9 @@ def _groups(groups: tuple[tuple[Condition, ...], ...]) -> str:
 
 
 def _condition(condition: Condition) -> str:
-    if condition.of_first:
+    if isinstance(condition.value, Computed):
+        threshold = str(condition.value.expr)
+    elif condition.of_first:
         threshold = f"{format_number(condition.value.si * 100)} % of first"
     else:
         threshold = format_value(condition.value, dimension_of(condition.quantity))

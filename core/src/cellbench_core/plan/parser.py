@@ -118,10 +118,22 @@ from typing import NoReturn, Protocol, TypeVar
 
 import yaml
 
+from cellbench_core.plan.expr import (
+    MARK,
+    RESERVED,
+    Computed,
+    Const,
+    Expr,
+    ExprError,
+    Must,
+    parse_expression,
+)
 from cellbench_core.plan.model import (
+    COUNTERS,
     NEXT,
     Action,
     ActionKind,
+    Amount,
     ChamberSpec,
     Condition,
     Limit,
@@ -134,7 +146,7 @@ from cellbench_core.plan.model import (
     ProfileSpec,
     Quantity,
     SafetyLimits,
-    SetCapacity,
+    SetStep,
     Signal,
     StepSpec,
 )
@@ -145,6 +157,7 @@ from cellbench_core.units import (
     Value,
     describe,
     format_value,
+    noun,
     parse_duration,
     parse_quantity,
     parse_value,
@@ -281,6 +294,8 @@ class _Context:
     limits: SafetyLimits = field(default_factory=SafetyLimits)
     capacity_ah: float | None = None
     labels: dict[str, tuple[str, int]] = field(default_factory=dict)  # -> file and line
+    # The variables set so far in plan order -> dimension, file and line of the first set.
+    variables: dict[str, tuple[Dimension, str, int]] = field(default_factory=dict)
     # id() of each step and action -> (file, line, path), for flow errors found after parsing.
     origins: dict[int, tuple[str, int, str]] = field(default_factory=dict)
     including: tuple[Path, ...] = ()  # the files that include this one, outermost first
@@ -343,6 +358,43 @@ def _value(ctx: _Context, node: yaml.Node, path: str, dimension: Dimension) -> V
         return parse_value(text, dimension)
     except UnitError as error:
         ctx.fail(_line(node), path, str(error))
+
+
+def _computed(ctx: _Context, text: str, line: int, path: str,
+              allowed: Collection[Dimension] | None, *, sample: bool = False) -> Expr:
+    """The expression ``text`` (after its ``=``), of one of the ``allowed`` dimensions (a
+    C-rate counts as a current); ``sample``: it may read the last sample's quantities."""
+    variables = {name: dimension for name, (dimension, _, _) in ctx.variables.items()}
+    try:
+        expr = parse_expression(text, variables, quantities=_QUANTITY_NAMES, sample=sample)
+    except ExprError as error:
+        ctx.fail(line, path, str(error))
+    if allowed is not None and expr.dimension not in allowed and not (
+            expr.dimension is Dimension.C_RATE and Dimension.CURRENT in allowed):
+        ctx.fail(line, path, f"{quote(str(expr))} gives {noun(expr.dimension)}; expected "
+                 f"{' or '.join(noun(d) for d in allowed)}")
+    return expr
+
+
+def _amount(ctx: _Context, text: str, line: int, path: str,
+            allowed: Collection[Dimension] | None, must: Must) -> tuple[Dimension, Amount]:
+    """A value as written, or with the leading ``=`` an expression, and its dimension (a
+    C-rate's is CURRENT)."""
+    if text.lstrip().startswith(MARK):
+        expr = _computed(ctx, text.lstrip()[len(MARK):], line, path, allowed)
+        dimension = Dimension.CURRENT if expr.dimension is Dimension.C_RATE else expr.dimension
+        return dimension, Computed(expr, must)
+    try:
+        return parse_quantity(text, allowed)
+    except UnitError as error:
+        ctx.fail(line, path, str(error))
+
+
+def _signed(amount: Amount, sign: float) -> Amount:
+    """A magnitude given the sign of a direction (charge +1, discharge -1)."""
+    if isinstance(amount, Computed):
+        return Computed(amount.expr, Must.POSITIVE, sign)
+    return Value(sign * amount.si, amount.per_capacity)
 
 
 def _positive(ctx: _Context, node: yaml.Node, path: str, dimension: Dimension) -> Value:
@@ -499,8 +551,8 @@ def _include(ctx: _Context, entries: _Entries, path: str) -> tuple[Node, ...]:
     if len(chain) > _MAX_INCLUDES:
         ctx.fail(key_line, where, f"includes nested deeper than {_MAX_INCLUDES} files")
     child = _Context(str(file), tables=ctx.tables, limits=ctx.limits,
-                     capacity_ah=ctx.capacity_ah, labels=ctx.labels, origins=ctx.origins,
-                     including=chain)
+                     capacity_ah=ctx.capacity_ah, labels=ctx.labels, variables=ctx.variables,
+                     origins=ctx.origins, including=chain)
     try:
         root = _compose(child, _read(file))
     except PlanError as error:
@@ -638,33 +690,90 @@ def _chamber(ctx: _Context, entries: _Entries, line: int, path: str) -> StepSpec
         chamber=ChamberSpec(temperature, humidity, band_k, band_pct, stable, timeout)), line, path)
 
 
-_SETTABLE = ("capacity",)
+# What ``reset`` takes: a scope (all its counters) or one counter.
+_RESETS: dict[str, tuple[str, ...]] = {
+    "cycle": tuple(c for c in COUNTERS if c.startswith("cycle_")),
+    "test": tuple(c for c in COUNTERS if c.startswith("test_")),
+    **{counter: (counter,) for counter in COUNTERS},
+}
+_VARIABLE = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
+_CAPACITY = "capacity"
+_RESET = "reset"
 
 
-def _set(ctx: _Context, entries: _Entries, line: int, path: str) -> SetCapacity:
+def _set(ctx: _Context, entries: _Entries, line: int, path: str) -> SetStep:
+    """``set: {<name>: <expression>, ..., reset: [<counter>, ...]}``, applied in order."""
     set_path = _join(path, "set")
-    values = _keys(ctx, entries["set"][1], set_path)
-    _check_keys(ctx, values, _SETTABLE, set_path)
-    if "capacity" not in values:
-        ctx.fail(line, set_path, "expected what to set: capacity")
-    node = values["capacity"][1]
-    where = _join(set_path, "capacity")
-    text = _text(ctx, node, where, "a charge like '2.5 Ah' or a quantity like "
-                 "'step_discharge_ah'")
-    name = text.strip().casefold()
+    items = _keys(ctx, entries["set"][1], set_path)
+    if not items:
+        ctx.fail(line, set_path, "expected variables to set, like 'q_meas: cycle_discharge_ah', "
+                 "or counters to reset, like 'reset: [cycle]'")
+    values: list[tuple[str, Expr]] = []
+    resets: list[str] = []
+    for name, (key_line, node) in items.items():
+        where = _join(set_path, name)
+        if name == _RESET:
+            resets += [c for c in _resets(ctx, node, where) if c not in resets]
+            continue
+        _check_variable(ctx, name, key_line, where)
+        text = _text(ctx, node, where, "an expression like 'cycle_discharge_ah' or "
+                     "'0.8 * q_meas'").strip()
+        text = text[len(MARK):] if text.startswith(MARK) else text
+        expr = _computed(ctx, text, _line(node), where, None, sample=True)
+        known = ctx.variables.get(name)
+        wanted = Dimension.CHARGE if name == _CAPACITY else known[0] if known else None
+        if wanted is not None and expr.dimension is not wanted:
+            first = ("the capacity C-rates use" if name == _CAPACITY else
+                     f"set at {_place(ctx, *known[1:])}" if known else "")
+            ctx.fail(_line(node), where, f"{name} is {noun(wanted)} ({first}); "
+                     f"{quote(str(expr))} gives {noun(expr.dimension)}")
+        if name == _CAPACITY and isinstance(expr.tree, Const) and not expr.tree.value > 0:
+            ctx.fail(_line(node), where, f"{quote(str(expr))} gives "
+                     f"{format_value(Value(expr.tree.value), Dimension.CHARGE)}: a capacity must "
+                     "be positive")
+        if name != _CAPACITY and known is None:
+            ctx.variables[name] = (expr.dimension, ctx.source, key_line)
+        values.append((name, expr))
+    return SetStep(tuple(values), tuple(resets), line)
+
+
+def _place(ctx: _Context, source: str, line: int) -> str:
+    return f"line {line}" if source == ctx.source else f"{source}:{line}"
+
+
+def _check_variable(ctx: _Context, name: str, line: int, path: str) -> None:
+    if name == _CAPACITY:
+        return
     if name in QUANTITY_DIMENSIONS:
-        if QUANTITY_DIMENSIONS[Quantity(name)] is not Dimension.CHARGE:
-            ctx.fail(_line(node), where, f"{name} is not a charge (Ah); a capacity is one, like "
-                     "step_discharge_ah")
-        return SetCapacity(quantity=Quantity(name), line=line)
-    try:
-        value = parse_value(text, Dimension.CHARGE)
-    except UnitError as error:
-        ctx.fail(_line(node), where, f"{error}, or a charge quantity like step_discharge_ah"
-                 f"{_suggest(name, QUANTITY_DIMENSIONS)}")
-    if not value.si > 0:
-        ctx.fail(_line(node), where, "must be positive")
-    return SetCapacity(value_ah=value.si, line=line)
+        ctx.fail(line, path, f"{name} is a quantity of the samples; give the variable another "
+                 f"name, like my_{name}")
+    if name in RESERVED:
+        ctx.fail(line, path, f"{quote(name)} is reserved (a function, unit or word of plans); "
+                 "give the variable another name")
+    if not _VARIABLE.fullmatch(name):
+        ctx.fail(line, path, f"a variable name is lower-case letters, digits and '_', starting "
+                 f"with a letter, at most 32 characters; got {quote(name)}")
+
+
+def _resets(ctx: _Context, node: yaml.Node, path: str) -> list[str]:
+    """The counters ``reset`` names: one word or a list of them."""
+    expected = f"counters to reset: {', '.join(_RESETS)}"
+    nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    if not nodes:
+        ctx.fail(_line(node), path, f"expected {expected}, got an empty list")
+    counters: list[str] = []
+    for item in nodes:
+        word = _text(ctx, item, path, expected).strip().casefold()
+        if word == "step" or word.startswith("step_"):
+            ctx.fail(_line(item), path, "step counters start from zero at every step already")
+        if word == "test_time":
+            ctx.fail(_line(item), path, "test_time is the test's clock and is never reset; "
+                     "reset cycle_time instead")
+        if word not in _RESETS:
+            ctx.fail(_line(item), path, f"unknown counter {quote(word)}"
+                     f"{_suggest(word, _RESETS)}; expected {', '.join(_RESETS)}")
+        counters += _RESETS[word]
+    return counters
 
 
 def _runs_channel(nodes: tuple[Node, ...]) -> bool:
@@ -705,12 +814,14 @@ _Where = tuple[int, str]  # line and field an error about a value points at
 _Groups = list[tuple[Condition, ...]]
 
 
-def _step(ctx: _Context, mode: StepMode, setpoints: dict[str, tuple[Value, _Where]],
+def _step(ctx: _Context, mode: StepMode, setpoints: dict[str, tuple[Amount, _Where]],
           until: _Groups, text: str, label: str | None, where: _Where,
           then: Sequence[Action] = ()) -> StepSpec:
     """Check a step's setpoints against its mode and the safety limits, then build it."""
     rule = _MODES[mode]
     for name, (value, (line, path)) in setpoints.items():
+        if isinstance(value, Computed):
+            continue  # checked when the runner computes it
         if name == rule.signed and value.si == 0:
             ctx.fail(line, path, "must not be zero (a step that does nothing is a rest)")
         if name != rule.signed and not value.si > 0:
@@ -726,11 +837,13 @@ def _step(ctx: _Context, mode: StepMode, setpoints: dict[str, tuple[Value, _Wher
         resistance=values.get("resistance")), *where)
 
 
-def _check_against_limits(ctx: _Context, setpoints: dict[str, tuple[Value, _Where]]) -> None:
-    """Setpoints beyond absolute limits; limits against the battery are checked at run time."""
+def _check_against_limits(ctx: _Context, setpoints: dict[str, tuple[Amount, _Where]]) -> None:
+    """Setpoints beyond absolute limits; limits against the battery, and computed setpoints,
+    are checked at run time."""
     limits = ctx.limits
-    if "voltage" in setpoints:
-        volts, (line, path) = setpoints["voltage"]
+    volts = setpoints.get("voltage", (None,))[0]
+    if isinstance(volts, Value):
+        line, path = setpoints["voltage"][1]
         high, low = _absolute(limits.voltage_max), _absolute(limits.voltage_min)
         if high is not None and volts.si > high.si:
             ctx.fail(line, path, f"{format_value(volts, Dimension.VOLTAGE)} is above "
@@ -739,8 +852,9 @@ def _check_against_limits(ctx: _Context, setpoints: dict[str, tuple[Value, _Wher
             ctx.fail(line, path, f"{format_value(volts, Dimension.VOLTAGE)} is below "
                      f"limits.voltage_min")
     current_max = _absolute(limits.current_max)
-    if "current" in setpoints and current_max is not None:
-        current, (line, path) = setpoints["current"]
+    current = setpoints.get("current", (None,))[0]
+    if isinstance(current, Value) and current_max is not None:
+        line, path = setpoints["current"][1]
         both = _comparable(current, current_max, ctx.capacity_ah)
         if both is not None and abs(both[0]) > both[1]:
             ctx.fail(line, path, f"{format_value(current, Dimension.CURRENT)} exceeds "
@@ -798,16 +912,19 @@ def _mode_step(ctx: _Context, entries: _Entries, line: int, path: str) -> StepSp
             ctx.fail(entries["direction"][0], direction_path,
                      "only cc, cccv and cp steps take a direction")
         sign = _DIRECTIONS[_choice(ctx, entries["direction"][1], direction_path, _DIRECTIONS)]
-    setpoints: dict[str, tuple[Value, _Where]] = {}
+    setpoints: dict[str, tuple[Amount, _Where]] = {}
     for name in allowed:
         if name in entries:
             node = entries[name][1]
             where = (_line(node), _join(path, name))
-            value = _value(ctx, node, where[1], SETPOINT_DIMENSIONS[name])
+            dimension = SETPOINT_DIMENSIONS[name]
+            text = _text(ctx, node, where[1], describe(dimension))
+            must = Must.NONZERO if name == rule.signed else Must.POSITIVE
+            _, value = _amount(ctx, text, *where, (dimension,), must)
             if name == rule.signed and "direction" in entries:
-                if not value.si > 0:
+                if isinstance(value, Value) and not value.si > 0:
                     ctx.fail(*where, "with a direction, give the magnitude (a positive value)")
-                value = Value(sign * value.si, value.per_capacity)
+                value = _signed(value, sign)
             setpoints[name] = (value, where)
     until, then, label = _step_ends(ctx, entries, path)
     return _step(ctx, mode, setpoints, until, _mapping_text(entries), label, (line, path), then)
@@ -936,7 +1053,7 @@ def _profile_step(ctx: _Context, entries: _Entries, line: int, path: str, profil
                   points: list[tuple[Value, _Where]]) -> StepSpec:
     """A ramp or profile step: its current limit (voltage only), its extreme ``points``
     checked against the limits, its ends."""
-    setpoints: dict[str, tuple[Value, _Where]] = {}
+    setpoints: dict[str, tuple[Amount, _Where]] = {}
     if "current" in entries:
         where = (_line(entries["current"][1]), _join(path, "current"))
         if profile.quantity is not ProfileQuantity.VOLTAGE:
@@ -1013,6 +1130,7 @@ QUANTITY_DIMENSIONS: dict[Quantity, Dimension] = {
     Quantity.DTEMP_DT: Dimension.TEMPERATURE_RATE,
     Quantity.CYCLE: Dimension.COUNT,
 }
+_QUANTITY_NAMES = {quantity.value: dimension for quantity, dimension in QUANTITY_DIMENSIONS.items()}
 _OPS = {">=": Op.GE, ">": Op.GE, "<=": Op.LE, "<": Op.LE}
 _COMPARISON = re.compile(r"\s*(?P<quantity>\w+(?:\.\w+)?)\s*(?P<op>[<>=!]=?)\s*"
                          r"(?P<value>.*?)\s*", re.ASCII | re.DOTALL)
@@ -1103,6 +1221,13 @@ def _comparison(ctx: _Context, text: str, line: int, path: str, loop: bool = Fal
         if not math.isfinite(percent):
             ctx.fail(line, path, f"{name}: {quote(match['value'])} is not a finite number")
         return Condition(quantity, _OPS[op_text], Value(percent / 100), line, of_first=True)
+    if match["value"].startswith(MARK):
+        if loop:
+            ctx.fail(line, path, f"{name}: a loop's 'until' compares with written values, not "
+                     "expressions")
+        _, amount = _amount(ctx, match["value"], line, path, (QUANTITY_DIMENSIONS[quantity],),
+                            Must.ANY)
+        return Condition(quantity, _OPS[op_text], amount, line)
     try:
         value = parse_value(match["value"], QUANTITY_DIMENSIONS[quantity])
     except UnitError as error:
@@ -1207,11 +1332,8 @@ def _ends(ctx: _Context, pairs: list[tuple[str, str]], text: str, line: int,
     return ends
 
 
-def _quantity(ctx: _Context, phrase: _Phrase, text: str) -> tuple[Dimension, Value]:
-    try:
-        return parse_quantity(text)
-    except UnitError as error:
-        ctx.fail(phrase.line, phrase.path, str(error))
+def _quantity(ctx: _Context, phrase: _Phrase, text: str) -> tuple[Dimension, Amount]:
+    return _amount(ctx, text, phrase.line, phrase.path, None, Must.ANY)
 
 
 def _end_conditions(ctx: _Context, phrase: _Phrase, charging: bool) -> _Groups:
@@ -1231,7 +1353,7 @@ def _end_conditions(ctx: _Context, phrase: _Phrase, charging: bool) -> _Groups:
             hint = " (a duration follows 'for')" if dimension is Dimension.TIME else ""
             ctx.fail(phrase.line, phrase.path, "after 'until', expected a voltage, a current or "
                      f"C-rate, a charge (Ah) or an energy (Wh), got {quote(argument)}{hint}")
-        if not value.si > 0:
+        if isinstance(value, Value) and not value.si > 0:
             ctx.fail(phrase.line, phrase.path, f"after 'until', {quote(argument)} must be positive")
         quantity, op = make(charging)
         groups.append((Condition(quantity, op, value, phrase.line),))
@@ -1266,10 +1388,10 @@ def _charge(ctx: _Context, phrase: _Phrase) -> StepSpec:
         ctx.fail(*where, f"expected '{verb} at <current, C-rate, power or resistance>', "
                  f"got {quote(phrase.text)}")
     dimension, value = _quantity(ctx, phrase, phrase.setpoints["at"])
-    if not value.si > 0:
+    if isinstance(value, Value) and not value.si > 0:
         ctx.fail(*where, f"give the magnitude after 'at': {verb!r} sets the sign")
-    signed = Value(sign * value.si, value.per_capacity)
-    setpoints: dict[str, tuple[Value, _Where]]
+    signed = _signed(value, sign)
+    setpoints: dict[str, tuple[Amount, _Where]]
     if dimension is Dimension.CURRENT:
         mode, setpoints = StepMode.CC, {"current": (signed, where)}
     elif dimension is Dimension.POWER:
@@ -1277,7 +1399,8 @@ def _charge(ctx: _Context, phrase: _Phrase) -> StepSpec:
     elif dimension is Dimension.RESISTANCE:
         if sign > 0:
             ctx.fail(*where, "a constant resistance can only discharge: write 'Discharge at'")
-        mode, setpoints = StepMode.CR, {"resistance": (value, where)}
+        positive = Computed(value.expr, Must.POSITIVE) if isinstance(value, Computed) else value
+        mode, setpoints = StepMode.CR, {"resistance": (positive, where)}
     elif dimension is Dimension.VOLTAGE:
         ctx.fail(*where, f"to hold a voltage, write 'Hold at {phrase.setpoints['at']}'")
     else:

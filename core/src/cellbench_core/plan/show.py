@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from cellbench_core.plan.expr import Computed
 from cellbench_core.plan.model import (
+    Amount,
     Condition,
     Limit,
     Loop,
@@ -21,7 +23,7 @@ from cellbench_core.plan.model import (
     Op,
     Plan,
     Quantity,
-    SetCapacity,
+    SetStep,
     StepSpec,
 )
 from cellbench_core.plan.parser import LIMIT_DIMENSIONS, dimension_of
@@ -79,10 +81,12 @@ def _nodes(nodes: tuple[Node, ...], depth: int, rows: list[tuple[str, str, int]]
             _nodes(node.body, depth + 1, rows, counter)
         elif isinstance(node, Message):
             rows.append(("", f"{pad}Message {node.text!r}", node.line))
-        elif isinstance(node, SetCapacity):
-            to = (node.quantity.value if node.quantity is not None else
-                  format_value(Value(node.value_ah or 0.0), Dimension.CHARGE))
-            rows.append(("", f"{pad}Set the capacity for C-rates to {to}", node.line))
+        elif isinstance(node, SetStep):
+            parts = [f"the capacity for C-rates to {expr.text}" if name == "capacity" else
+                     f"{name} to {expr.text}" for name, expr in node.values]
+            if node.resets:
+                parts.append(f"reset {', '.join(node.resets)}")
+            rows.append(("", f"{pad}Set {'; '.join(parts)}", node.line))
         else:
             counter[0] += 1
             rows.append((str(counter[0]), pad + _step(node), node.line))
@@ -115,11 +119,15 @@ def _chamber(step: StepSpec) -> str:
 
 
 def _setpoint(step: StepSpec) -> str:
-    def value(v: Value | None, dimension: Dimension) -> str:
+    def value(v: Amount | None, dimension: Dimension) -> str:
         assert v is not None
+        if isinstance(v, Computed):
+            return str(v.expr)
         return _short(Value(abs(v.si), v.per_capacity), dimension)
 
-    verb = "Charge" if (step.current or step.power or Value(0)).si > 0 else "Discharge"
+    signed = step.current or step.power or Value(0)
+    sign = signed.direction if isinstance(signed, Computed) else signed.si
+    verb = "Charge/discharge" if sign is None else "Charge" if sign > 0 else "Discharge"
     if step.mode is StepMode.REST:
         return "Rest"
     if step.mode is StepMode.CC:
@@ -154,9 +162,12 @@ def _groups(groups: tuple[tuple[Condition, ...], ...]) -> str:
 def _group(group: tuple[Condition, ...]) -> str:
     parts = []
     for condition in group:
-        if condition.quantity is Quantity.STEP_TIME and condition.op is Op.GE and len(group) == 1:
+        if (condition.quantity is Quantity.STEP_TIME and condition.op is Op.GE
+                and len(group) == 1 and isinstance(condition.value, Value)):
             return f"for {_duration(condition.value.si)}"
-        if condition.of_first:
+        if isinstance(condition.value, Computed):
+            threshold = str(condition.value.expr)
+        elif condition.of_first:
             threshold = f"{format_number(condition.value.si * 100)} % of the first pass"
         else:
             threshold = _short(condition.value, dimension_of(condition.quantity))

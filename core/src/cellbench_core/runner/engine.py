@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from functools import partial
@@ -29,8 +29,10 @@ from cellbench_core.events import (
     TestStarted,
     TestStatus,
 )
+from cellbench_core.plan.expr import Computed, ExprError, Scope, resolve
 from cellbench_core.plan.model import (
     ActionKind,
+    Amount,
     ChamberSpec,
     Condition,
     Limit,
@@ -306,13 +308,14 @@ def _signal_units(req: TestRequest) -> dict[str, str]:
     return units
 
 
-def _threshold(condition: Condition, capacity: float | None, units: dict[str, str],
+def _threshold(condition: Condition, scope: Scope, units: dict[str, str],
                channel: str) -> float:
     """A condition's threshold: SI for a quantity, the signal's own unit for a signal; a
-    ValueError says why the signal cannot be compared on this channel."""
+    ValueError says why it cannot be computed, or the signal compared on this channel."""
     quantity = condition.quantity
     if not isinstance(quantity, Signal):
-        return condition.value.resolve(capacity)
+        return resolve(condition.value, scope)
+    assert isinstance(condition.value, Value)  # the parser takes no expressions for signals
     if quantity.name not in units:
         known = ", ".join(sorted(units)) or "none"
         raise ValueError(f"signal {quantity.name!r} is not recorded on channel {channel} "
@@ -330,8 +333,15 @@ def _threshold(condition: Condition, capacity: float | None, units: dict[str, st
     return condition.value.si / per_unit.si
 
 
-def _resolve(value: Value | None, capacity: float | None) -> float | None:
-    return None if value is None else value.resolve(capacity)
+def _resolve(value: Amount | None, scope: Scope) -> float | None:
+    return None if value is None else resolve(value, scope)
+
+
+def _variables(step: StepSpec) -> frozenset[str]:
+    """The variables ``step``'s setpoints and thresholds read."""
+    amounts = [step.current, step.voltage, step.power, step.resistance,
+               *(c.value for group in step.until for c in group)]
+    return frozenset().union(*(a.expr.variables for a in amounts if isinstance(a, Computed)))
 
 
 class _NoHooks:
@@ -663,20 +673,22 @@ class Runner:
             except (KeyError, TypeError, ValueError) as err:
                 raise RunError(f"test {req.resume.test_id} cannot resume: {err}") from None
             capacity = cursor.capacity_ah
-        steps, bounds, delays = self.resolve_plan(req, program, capacity)
+        steps, bounds, delays = self.resolve_plan(req, program, capacity, cursor.variables)
         self._bound[row], self._delay[row], self._beyond_since[row] = bounds, delays, np.nan
         columns = {name: len(QUANTITY_COLUMN) + k for k, name in enumerate(_plan_signals(program))}
         self._runs.append(_Run(row, req, 0, cursor, steps, signal_columns=columns))
 
     @staticmethod
-    def resolve_plan(req: TestRequest, program: Program, capacity: float | None
+    def resolve_plan(req: TestRequest, program: Program, capacity: float | None,
+                     variables: Mapping[str, float] | None = None
                      ) -> tuple[dict[int, _Resolved], list[float], list[float]]:
         """Every step of ``program`` and the limits, resolved with ``capacity`` for C-rates and
-        checked against the channel's ranges and the limits; RunError if one does not fit.
-        Needs no runner: ``cellbench plan check --station`` uses it on unopened channels."""
-        plan, battery, info = req.plan, req.battery, req.channel.info
+        the ``variables`` set so far, and checked against the channel's ranges and the limits;
+        RunError if one does not fit. A step reading a variable not set yet is left out (it is
+        resolved once a set step sets it). Needs no runner: ``cellbench plan check --station``
+        uses it on unopened channels."""
+        plan, battery = req.plan, req.battery
         where = f"{plan.source}"
-        units = _signal_units(req)
         if len(_plan_signals(program)) > SIGNAL_SLOTS:
             raise RunError(f"{where}: the plan ends steps on more than {SIGNAL_SLOTS} different "
                            "signals")
@@ -689,19 +701,46 @@ class Runner:
             if ins.chamber.humidity_pct is not None and not req.chamber.has_humidity:
                 raise RunError(f"{where}:{ins.line}: the chamber of channel "
                                f"{req.channel.name} has no humidity control")
+        try:
+            bounds, delays = _limit_bounds(plan.limits, battery, capacity)
+        except ValueError as err:
+            raise RunError(f"{where}: {err} (channel {req.channel.name})") from None
+        scope = Scope(variables or {}, capacity, battery)
+        steps = Runner._resolve_steps(req, program, range(len(program.instructions)), scope,
+                                      bounds)
+        for ins in program.instructions:
+            if isinstance(ins, LoopEnd):
+                try:
+                    for group in ins.until:
+                        for c in group:
+                            resolve(c.value, scope)
+                except ValueError as err:
+                    raise RunError(f"{where}:{group[0].line}: {err} (channel "
+                                   f"{req.channel.name}; give a battery or the plan's capacity)"
+                                   ) from None
+        return steps, bounds, delays
+
+    @staticmethod
+    def _resolve_steps(req: TestRequest, program: Program, pcs: Iterable[int], scope: Scope,
+                       bounds: list[float]) -> dict[int, _Resolved]:
+        """The steps at ``pcs`` whose variables ``scope`` has, resolved and checked against
+        the channel's ranges and the limit ``bounds``; RunError if one does not fit."""
+        where, battery, info = req.plan.source, req.battery, req.channel.info
+        units = _signal_units(req)
         steps: dict[int, _Resolved] = {}
-        for pc, ins in enumerate(program.instructions):
-            if not isinstance(ins, StepSpec):
+        for pc in pcs:
+            ins = program.instructions[pc]
+            if not isinstance(ins, StepSpec) or not _variables(ins) <= scope.variables.keys():
                 continue
             try:
-                groups = [[(c, _threshold(c, capacity, units, req.channel.name))
+                groups = [[(c, _threshold(c, scope, units, req.channel.name))
                            for c in group] for group in ins.until]
                 if ins.profile is not None:  # the step ends with its profile
                     end = ins.profile.time_s[-1]
                     groups.append([(Condition(Quantity.STEP_TIME, Op.GE, Value(end)), end)])
-                steps[pc] = (Runner._hal_step(ins, capacity), groups)
+                steps[pc] = (Runner._hal_step(ins, scope), groups)
             except ValueError as err:
-                hint = "" if "signal" in str(err) else (
+                hint = "" if "signal" in str(err) or isinstance(err, ExprError) else (
                     f" (channel {req.channel.name}; give a battery or the plan's capacity)")
                 raise RunError(f"{where}:{ins.line}: {err}{hint}") from None
             voltages, currents = _extremes(steps[pc][0])
@@ -714,39 +753,23 @@ class Runner:
                 if abs(amps) > info.current_max_a:
                     raise RunError(f"{where}:{ins.line}: {amps:g} A is beyond channel "
                                    f"{req.channel.name}'s range of {info.current_max_a:g} A")
-        try:
-            bounds, delays = _limit_bounds(plan.limits, battery, capacity)
-        except ValueError as err:
-            raise RunError(f"{where}: {err} (channel {req.channel.name})") from None
-        for pc, (step, _) in steps.items():
-            problem = _beyond_limits(step, bounds)
+            problem = _beyond_limits(steps[pc][0], bounds)
             if problem:
-                line = program.instructions[pc].line  # type: ignore[union-attr]  # a step's pc
-                raise RunError(f"{where}:{line}: {problem} (channel {req.channel.name}"
+                raise RunError(f"{where}:{ins.line}: {problem} (channel {req.channel.name}"
                                f"{f', battery {battery.name}' if battery else ''})")
-        for ins in program.instructions:
-            if isinstance(ins, LoopEnd):
-                try:
-                    for group in ins.until:
-                        for c in group:
-                            c.value.resolve(capacity)
-                except ValueError as err:
-                    raise RunError(f"{where}:{group[0].line}: {err} (channel "
-                                   f"{req.channel.name}; give a battery or the plan's capacity)"
-                                   ) from None
-        return steps, bounds, delays
+        return steps
 
     @staticmethod
-    def _hal_step(spec: StepSpec, capacity: float | None) -> Step:
+    def _hal_step(spec: StepSpec, scope: Scope) -> Step:
         profile = None
         if spec.profile is not None:
             p = spec.profile
-            scale = Value(1.0, p.per_capacity).resolve(capacity)
+            scale = Value(1.0, p.per_capacity).resolve(scope.capacity_ah)
             profile = Profile(p.quantity, p.time_s, tuple(v * scale for v in p.values), p.hold)
-        return Step(spec.mode, current_a=_resolve(spec.current, capacity),
-                    voltage_v=_resolve(spec.voltage, capacity),
-                    power_w=_resolve(spec.power, capacity),
-                    resistance_ohm=_resolve(spec.resistance, capacity), profile=profile)
+        return Step(spec.mode, current_a=_resolve(spec.current, scope),
+                    voltage_v=_resolve(spec.voltage, scope),
+                    power_w=_resolve(spec.power, scope),
+                    resistance_ohm=_resolve(spec.resistance, scope), profile=profile)
 
     async def _advance(self, run: _Run, t: float, group: int | None = None) -> None:
         """Move ``run`` on at clock time ``t`` as its step's end condition group ``group`` says
@@ -766,6 +789,13 @@ class Runner:
             await self._finish(run, TestStatus.FINISHED, reason, t)
             return
         spec, new_cycle = nxt
+        if run.cursor.pc not in run.steps:  # a goto went past the set step of a variable
+            unset = ", ".join(sorted(_variables(spec) - run.cursor.variables.keys()))
+            problem = (f"{run.request.plan.source}:{spec.line}: the step reads {unset}, which "
+                       "no set step has set yet")
+            self._alarm(run, f"channel {run.request.channel.name}: {problem}", t)
+            await self._finish(run, TestStatus.FAILED, problem, t)
+            return
         if new_cycle:
             self._cycle[row] = run.cursor.cycle
             self._cycle_t0[row] = t
@@ -916,20 +946,54 @@ class Runner:
                                                            passed.text))
             return ""
         where = f"{run.request.plan.source}:{passed.line}"
-        if passed.quantity is None:
-            capacity = passed.value_ah
-        else:
-            capacity = float(self._q_last[run.row, _Q[passed.quantity]])
-        if capacity is None or not (math.isfinite(capacity) and capacity > 0):
-            return (f"{where}: set capacity: {passed.quantity} is {capacity!r}, not a capacity "
-                    "(is it measured yet?)")
+        cursor, req, row = run.cursor, run.request, run.row
+        last = self._q_last[row]
+        variables, capacity = dict(cursor.variables), cursor.capacity_ah
+        for name, expr in passed.values:
+            scope = Scope(variables, capacity, req.battery,
+                          lambda quantity: float(last[_Q[Quantity(quantity)]]))
+            try:
+                value = expr.evaluate(scope)
+            except ExprError as err:
+                return f"{where}: set {name}: {err}"
+            if name != "capacity":
+                variables[name] = value
+            elif value > 0:
+                capacity = value
+            else:
+                return (f"{where}: set capacity: {expr} gives {value:g} Ah, not a capacity "
+                        "(is it measured yet?)")
+        changed = {name for name, value in variables.items()
+                   if cursor.variables.get(name) != value}
         try:
-            steps, bounds, delays = self.resolve_plan(run.request, run.cursor.program, capacity)
+            if capacity != cursor.capacity_ah:  # C-rates, and with them limits, change
+                steps, bounds, delays = self.resolve_plan(req, cursor.program, capacity,
+                                                          variables)
+                self._bound[row], self._delay[row] = bounds, delays
+            else:
+                using = [pc for pc, ins in enumerate(cursor.program.instructions)
+                         if isinstance(ins, StepSpec) and _variables(ins) & changed]
+                steps = {**run.steps, **self._resolve_steps(
+                    req, cursor.program, using, Scope(variables, capacity, req.battery),
+                    self._bound[row].tolist())}
         except RunError as err:
-            return f"set capacity {capacity:.4g} Ah at {where}: {err}"
-        run.steps, run.cursor.capacity_ah = steps, capacity
-        self._bound[run.row], self._delay[run.row] = bounds, delays
+            if capacity != cursor.capacity_ah:
+                return f"set capacity {capacity:.4g} Ah at {where}: {err}"
+            return f"set {', '.join(sorted(changed))} at {where}: {err}"
+        run.steps, cursor.variables, cursor.capacity_ah = steps, variables, capacity
+        for counter in passed.resets:
+            self._reset(row, counter, t)
         return ""
+
+    def _reset(self, row: int, counter: str, t: float) -> None:
+        """Set a cycle or test counter (of plan.model.COUNTERS) of ``row`` to zero at ``t``."""
+        if counter == "cycle_time":
+            self._cycle_t0[row] = t
+            return
+        scope, unit = (1 if counter.startswith("cycle_") else 2), int(counter.endswith("_wh"))
+        totals = ((self._cycle_ah, self._cycle_wh), (self._total_ah, self._total_wh))[scope - 1]
+        totals[unit][row] = 0.0
+        self._charged[row, scope, unit] = self._discharged[row, scope, unit] = 0.0
 
     def _close_step(self, run: _Run, t: float, reason: str) -> None:
         """Write the summary row of the step ``run`` is leaving."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cellbench_core.plan.expr import Scope, resolve
 from cellbench_core.plan.model import (
     ActionKind,
     Condition,
@@ -26,7 +27,7 @@ from cellbench_core.plan.model import (
     Op,
     Plan,
     Quantity,
-    SetCapacity,
+    SetStep,
     StepSpec,
 )
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
@@ -67,7 +68,7 @@ class LoopEnd:
 
 #: What a walk passes on its way to the next step (messages and set steps): the engine acts on
 #: them in order before the step starts.
-Passed = Message | SetCapacity
+Passed = Message | SetStep
 Instruction = StepSpec | LoopBegin | LoopEnd | Passed
 
 
@@ -211,7 +212,8 @@ class Cursor:
     """One channel's position in a program: the step it runs, loop counters and cycle count.
 
     ``first[loop]`` holds the quantities at the end of the loop's first pass, for loop conditions
-    relative to it; ``capacity_ah`` resolves C-rates in loop conditions.
+    relative to it; ``capacity_ah`` resolves C-rates. ``variables`` holds what the plan's set
+    steps have set so far (SI values).
     """
 
     program: Program
@@ -220,6 +222,7 @@ class Cursor:
     cycle: int = 0
     capacity_ah: float | None = None
     first: dict[int, FloatArray] = field(default_factory=dict)
+    variables: dict[str, float] = field(default_factory=dict)
     passed: list[Passed] = field(default_factory=list)  # by the last advance, in order
 
     def __post_init__(self) -> None:
@@ -229,7 +232,7 @@ class Cursor:
     def state(self) -> dict[str, Any]:
         """The position as plain JSON-able data, for :meth:`restore` (after a crash)."""
         return {"pc": self.pc, "counters": list(self.counters), "cycle": self.cycle,
-                "capacity_ah": self.capacity_ah,
+                "capacity_ah": self.capacity_ah, "variables": dict(self.variables),
                 "first": {str(loop): [None if np.isnan(x) else float(x) for x in q]
                           for loop, q in self.first.items()}}
 
@@ -242,8 +245,11 @@ class Cursor:
             capacity = state["capacity_ah"]
             first = {int(loop): np.array([np.nan if x is None else float(x) for x in q])
                      for loop, q in state["first"].items()}
+            # A test started before plans had variables has none stored.
+            variables = {str(name): float(value)
+                         for name, value in state.get("variables", {}).items()}
             cursor = cls(program, pc, counters, int(state["cycle"]),
-                         None if capacity is None else float(capacity), first)
+                         None if capacity is None else float(capacity), first, variables)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"a stored plan position is not readable: {err!r}") from None
         if not isinstance(program.instructions[pc] if 0 <= pc < len(program.instructions)
@@ -285,7 +291,7 @@ class Cursor:
                 if new_cycle:
                     self.cycle += 1
                 return ins, new_cycle
-            if isinstance(ins, Message | SetCapacity):
+            if isinstance(ins, Message | SetStep):
                 self.passed.append(ins)
                 pc += 1
             elif isinstance(ins, LoopBegin):
@@ -318,7 +324,7 @@ class Cursor:
         quantity = condition.quantity
         assert isinstance(quantity, Quantity)  # the parser keeps signals out of loops
         column = QUANTITY_COLUMN[quantity]
-        threshold = condition.value.resolve(self.capacity_ah)
+        threshold = resolve(condition.value, Scope(self.variables, self.capacity_ah))
         if condition.of_first:
             threshold *= first[column] if first is not None else np.nan
         value = q[column]
