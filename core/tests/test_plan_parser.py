@@ -1012,7 +1012,8 @@ def _assert_runnable(parsed: Plan) -> None:
                 walk(node.body)
             elif isinstance(node, StepSpec):
                 assert node.ends and all(node.until)
-                assert isinstance(Runner._hal_step(node, Scope(capacity_ah=2.5)), Step)  # the runner's conversion
+                step = Runner._hal_step(node, Scope(capacity_ah=2.5))  # the runner's conversion
+                assert isinstance(step, Step)
 
     assert parsed.steps
     walk(parsed.steps)

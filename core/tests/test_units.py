@@ -189,7 +189,7 @@ def test_format_in_si_units(value: Value, dimension: Dimension, text: str) -> No
     st.booleans(),
 )
 def test_format_parses_back_exactly(number: float, dimension: Dimension, rate: bool) -> None:
-    value = Value(number, per_capacity=rate and dimension is D.CURRENT or dimension is D.C_RATE)
+    value = Value(number, per_capacity=(rate and dimension is D.CURRENT) or dimension is D.C_RATE)
     parsed = parse_value(format_value(value, dimension), dimension)
     assert parsed == value
     assert math.copysign(1, parsed.si) == math.copysign(1, number) or number == 0
