@@ -175,3 +175,33 @@ def test_temperature_sweep_waits_for_the_chamber(tmp_path: Path) -> None:
     assert waits[2] == waits[1]  # 25 K up takes the chamber as long as 25 K down
     assert waits[0] < waits[3] < waits[1]  # 25 °C to 45 °C is only 20 K
     assert len([s for s in result.steps if s.ah < 0]) == 3
+
+
+def test_cycling_runs_at_rates_of_the_capacity_measured_into_a_variable(tmp_path: Path) -> None:
+    # The cell holds 2.2 Ah; the plan's nominal capacity says 2.5 Ah.
+    result = run(tmp_path, "measured-rates.yaml", 10.0, capacity_ah=2.2, initial_soc=0.5)
+    steps = result.steps
+    (checkup,) = [s for s in steps if s.step_index == 2]
+    q_meas = -checkup.ah
+    assert q_meas == pytest.approx(2.2, rel=0.02)
+    data = result.samples
+    charges = [s for s in steps if s.step_index == 3]
+    discharges = [s for s in steps if s.step_index == 5]
+    assert len(charges) == len(discharges) == 3
+    for charge, discharge in zip(charges, discharges, strict=True):
+        first = data["current_a"][data["seq"] == charge.start_seq][0]
+        assert first == pytest.approx(0.5 * q_meas, rel=1e-9)  # 0.5C of q_meas, in CC
+        rows = (data["seq"] >= discharge.start_seq) & (data["seq"] <= discharge.end_seq)
+        assert data["current_a"][rows] == pytest.approx(-q_meas, rel=1e-9)  # 1C of q_meas
+        # to 80 % depth of q_meas, overshooting by at most one 10 s sample at 1C
+        assert -discharge.ah == pytest.approx(0.8 * q_meas, abs=q_meas * 10 / 3600)
+        assert data["voltage_v"][rows].min() > 2.5  # it ended on the charge, not the cut-off
+    # The position stored as the last step began: the variable, and the test's counters
+    # restarted by the set step, so that they count only the cycling.
+    position = result.db.position(result.outcome.test_id)
+    assert position is not None
+    assert position.state["cursor"]["variables"] == {"q_meas": q_meas}
+    cycling = steps[steps.index(checkup) + 1:-1]
+    assert position.state["test_ah"] == pytest.approx(sum(s.ah for s in cycling), rel=1e-9)
+    assert position.state["charged"][2][0] == pytest.approx(
+        sum(s.ah for s in charges), rel=1e-9)
