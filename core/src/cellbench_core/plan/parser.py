@@ -713,7 +713,7 @@ def _set(ctx: _Context, entries: _Entries, line: int, path: str) -> SetStep:
     for name, (key_line, node) in items.items():
         where = _join(set_path, name)
         if name == _RESET:
-            resets += [c for c in _resets(ctx, node, where) if c not in resets]
+            resets += [c for c in dict.fromkeys(_resets(ctx, node, where)) if c not in resets]
             continue
         _check_variable(ctx, name, key_line, where)
         text = _text(ctx, node, where, "an expression like 'cycle_discharge_ah' or "
@@ -1248,6 +1248,9 @@ def _signal_comparison(ctx: _Context, match: re.Match[str], line: int, path: str
                  "sample, not device signals; end a step on the signal instead")
     if op_text not in _OPS:
         ctx.fail(line, path, f"unknown comparison {quote(op_text)}; use >=, >, <= or <")
+    if match["value"].startswith(MARK):
+        ctx.fail(line, path, f"{name}: a signal compares with a written value (its unit is the "
+                 "device's), not an expression")
     try:
         dimension, value = parse_quantity(match["value"], None)
     except UnitError:
