@@ -56,7 +56,7 @@ def expr(text: str, *, sample: bool = False, **variables: D) -> Expr:
 ])
 def test_expressions_have_a_dimension_and_a_value(text: str, variables: dict[str, float],
                                                    dimension: D, value: float) -> None:
-    parsed = expr(text, **{name: D.CHARGE for name in variables})
+    parsed = parse_expression(text, dict.fromkeys(variables, D.CHARGE), quantities=QUANTITIES)
     assert parsed.dimension is dimension
     assert parsed.variables == frozenset(variables)
     scope = Scope(variables, capacity_ah=3.0, battery=BATTERY)
