@@ -358,6 +358,40 @@ steps:
     assert len(alarms) == 1 and reason in alarms[0].message
 
 
+@pytest.mark.parametrize(("steps", "reason"), [
+    ("""  - set: {q: step_discharge_ah * 400}
+  - Charge at =1C * q for 1 minute
+""", "set q at plan.yaml:7: plan.yaml:8: 16.6667 A is beyond channel 1's range of 10 A"),
+    ("""  - set: {v: 4.3 V}
+  - {mode: cv, voltage: =v, for: 1 minute}
+""", "set v at plan.yaml:7: plan.yaml:8: the setpoint 4.3 V is beyond the safety limit "
+     "voltage_max 4.25 V"),
+    ("""  - set: {q: step_discharge_ah - 1 Ah}
+  - Charge at =q / 1 h for 1 minute
+""", "set q at plan.yaml:7: plan.yaml:8: '=q / 1 h' gives -0.958333, which must be positive "
+     "(the direction sets the sign)"),
+    ("""  - set: {q: 1 Ah / step_charge_ah}
+""", "plan.yaml:7: set q: division by zero"),
+    ("""  - {mode: rest, for: 1 s, until: [{when: step_time >= 0 s, then: goto charge}]}
+  - set: {q: 1 Ah}
+  - {mode: cc, current: =q / 1 h, for: 1 minute, label: charge}
+""", "plan.yaml:9: the step reads q, which no set step has set yet"),
+])
+def test_a_variable_the_plan_cannot_use_fails_the_test_safely(
+        tmp_path: Path, steps: str, reason: str) -> None:
+    result = run(tmp_path, f"""
+name: set
+capacity: 2.5 Ah
+limits: {{voltage_max: 4.25 V}}
+steps:
+  - Discharge at 1C for 1 minute
+{steps}""", initial_soc=0.5)
+    assert result.outcome.status is TestStatus.FAILED
+    assert result.outcome.reason.startswith(reason)
+    alarms = [e for e in result.db.events(result.outcome.test_id) if e.kind == "alarm"]
+    assert len(alarms) == 1 and reason in alarms[0].message
+
+
 # --- chamber steps ---------------------------------------------------------------------------
 
 CHAMBER_PLAN = """

@@ -181,15 +181,16 @@ class Computed:
         value = self.expr.evaluate(scope)
         if self.expr.dimension is Dimension.C_RATE:
             if scope.capacity_ah is None:
-                raise ExprError(f"{self.expr}: a C-rate needs the battery's capacity")
+                raise ExprError(f"{quote(str(self.expr))}: a C-rate needs the battery's capacity")
             value *= scope.capacity_ah
         if self.direction is not None or self.must is Must.POSITIVE:
             if not value > 0:
-                raise ExprError(f"{self.expr} gives {value:g}, which must be positive"
+                raise ExprError(f"{quote(str(self.expr))} gives {value:g}, which must be positive"
                                 + (" (the direction sets the sign)" if self.direction else ""))
             return value * (self.direction or 1.0)
         if self.must is Must.NONZERO and value == 0:
-            raise ExprError(f"{self.expr} gives 0 (a step that does nothing is a rest)")
+            raise ExprError(f"{quote(str(self.expr))} gives 0 (a step that does nothing is a "
+                            "rest)")
         return value
 
 
