@@ -84,9 +84,16 @@ Both end at their last point, or earlier by ``until``/``for``; a voltage ramp or
 take a ``current`` (its current limit, like cv).
 
 **Messages and set steps** take no time: ``message: <text>`` hands the text to the notifier
-plugins (and the test's event log) when the plan gets there; ``set: {capacity: <charge>}``
-makes C-rates from there on use that capacity, a value (``2.4 Ah``) or a charge quantity of the
-last sample (``step_discharge_ah``: what the step before measured).
+plugins (and the test's event log) when the plan gets there; ``set: {<name>: <expression>, ...,
+reset: [<counter>, ...]}`` gives variables values, in order, and resets counters (``cycle``,
+``test``, or one of ``cycle_ah``, ``cycle_wh``, ``cycle_time``, ``test_ah``, ``test_wh``). The
+name ``capacity`` makes C-rates from there on use that capacity, e.g. ``step_discharge_ah``
+(what the step before measured). Set steps' expressions read the last sample's quantities.
+
+**Expressions** (:mod:`cellbench_core.plan.expr`): a setpoint, or the threshold of a step's end
+condition, written ``=<expression>`` is computed from variables, ``capacity`` and
+``battery.<field>``: ``current: =0.5C * q_meas``, ``until: voltage <= =v_end``. A variable must
+be set earlier in plan order than it is used; its dimension is fixed by its first set step.
 
 **Chamber steps**: ``chamber: <temperature>`` with optionally ``humidity`` (%), ``within``
 (the band, in K, default 1 K), ``humidity_within`` (default 3 %), ``stable`` (default 5 min)
