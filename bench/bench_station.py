@@ -8,10 +8,16 @@ after it; an unreachable server is skipped with the reason):
 - ceiling: pre-built sample rows inserted with plain DBAPI ``executemany`` (PostgreSQL: binary
   ``COPY``), ``--commit-rows`` rows per commit;
 - station: a Runner on the real clock with simulated channels sampled every ``--period``,
-  every sample committed by the SampleWriter. The channel count grows by half until the station
-  falls behind (more than 2 % of ticks a period late, fewer samples than the channels and
-  period promise, or a commit later than 1 s after its samples), then is bisected down to
-  ``--resolution``; the highest rate it kept up with is the result.
+  every sample committed by the SampleWriter. Each trial starts its tests, lets the station
+  settle for ``--warmup`` s (starting 100,000 tests writes 100,000 tests, events and positions,
+  which the writer catches up on first), then measures ``--seconds``. The channel count grows
+  by half until the station falls behind in that window (more than 2 % of ticks a period late,
+  fewer samples than the channels and period promise, or a commit later than 1 s after its
+  samples), then is bisected down to ``--resolution``; the highest rate it kept up with is the
+  result;
+- the raw ceiling again, with as many tests as the station kept up with, one row of each per
+  tick, ``--shaped-ticks`` ticks, into the table the station filled: the same rows the station
+  wrote, without the station.
 
     .venv/bin/python bench/bench_station.py [--period 1] [--seconds 6] [--backends sqlite,...]
 
@@ -129,10 +135,11 @@ def ceiling(db: Database, rows: int, commit_rows: int, tests: int = 1000) -> flo
     return len(data) / elapsed
 
 
-def station_trial(db: Database, channels: int, period: float, seconds: float
+def station_trial(db: Database, channels: int, period: float, seconds: float, warmup: float
                   ) -> tuple[float, bool, str]:
-    """Run ``channels`` real-time simulated channels for ``seconds``; return their sample rate,
-    whether the station kept up with it (committing every sample), and why not."""
+    """Run ``channels`` real-time simulated channels, let them settle for ``warmup`` s after
+    their tests started, then watch them for ``seconds``; return their sample rate, whether the
+    station kept up with it (committing every sample), and why not."""
     plan = parse_plan(RESTING, source="resting.yaml")
     drivers = [SimChannels(SimChannelSettings(count=min(DRIVER_CHANNELS, channels - first)))
                for first in range(0, channels, DRIVER_CHANNELS)]
@@ -148,10 +155,16 @@ def station_trial(db: Database, channels: int, period: float, seconds: float
         try:
             task = asyncio.create_task(runner.run([TestRequest(ref, plan) for ref in refs]))
             await asyncio.sleep(0)  # the tests start
+            # Starting 100,000 tests writes 100,000 test rows, events and positions: the
+            # station catches up on that first, which is start-up, not the rate it sustains.
+            await asyncio.sleep(warmup)
+            before = (runner.samples, runner.ticks, runner.overruns,
+                      len(writer.commit_latency_s()))
             await asyncio.sleep(seconds)
             # Stopping thousands of tests commits their ends at once: not part of the window.
-            window = (runner.samples, runner.ticks, runner.overruns,
-                      max(writer.commit_latency_s(), default=0.0))
+            latencies = writer.commit_latency_s()[before[3]:]
+            window = (runner.samples - before[0], runner.ticks - before[1],
+                      runner.overruns - before[2], max(latencies, default=math.inf))
             runner.stop(None, "benchmark over")
             await task
             return window
@@ -183,7 +196,8 @@ def search(db: Database, backend: str, args: argparse.Namespace) -> tuple[float,
     failed: tuple[int, str] | None = None
     while True:
         try:
-            rate, ok, reason = station_trial(db, channels, args.period, args.seconds)
+            rate, ok, reason = station_trial(db, channels, args.period, args.seconds,
+                                               args.warmup)
         except sa.exc.DBAPIError as err:
             ok, reason, rate = False, f"failed: {err.orig}", channels / args.period
         print(f"  {backend}: {channels:,} channels, {rate:,.0f} samples/s: "
@@ -205,11 +219,16 @@ def search(db: Database, backend: str, args: argparse.Namespace) -> tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--period", type=float, default=1.0, help="sample period, s")
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of each trial")
+    parser.add_argument("--seconds", type=float, default=6.0,
+                        help="length of each trial's measured window")
+    parser.add_argument("--warmup", type=float, default=10.0,
+                        help="seconds each trial settles after its tests started, unmeasured")
     parser.add_argument("--start-channels", type=int, default=4000)
     parser.add_argument("--max-channels", type=int, default=200_000)
     parser.add_argument("--ceiling-rows", type=int, default=500_000)
     parser.add_argument("--commit-rows", type=int, default=20_000)
+    parser.add_argument("--shaped-ticks", type=int, default=6,
+                        help="rows per test of the ceiling measured with the kept test count")
     parser.add_argument("--backends", default="sqlite,postgresql,mysql")
     parser.add_argument("--resolution", type=float, default=0.05,
                         help="bisect until the kept and the failed count are this close")
@@ -217,7 +236,8 @@ def main() -> None:
     for backend in args.backends.split(","):
         if backend != "sqlite" and backend not in SERVERS:
             parser.error(f"--backends: {backend!r} is not sqlite, postgresql or mysql")
-    print(f"sample period {args.period:g} s, {args.seconds:g} s per trial")
+    print(f"sample period {args.period:g} s, {args.warmup:g} s settling and {args.seconds:g} s "
+          "measured per trial")
     print(f"{'database':<11} {'raw ceiling':>14} {'station':>14} {'channels':>9} "
           f"{'of ceiling':>11}")
     with tempfile.TemporaryDirectory() as directory:
@@ -231,7 +251,8 @@ def main() -> None:
                         best, kept, why = search(db, backend, args)
                         # The same raw inserts, as many tests as the station kept up with: how
                         # much of the difference is the scatter of that many tests' rows.
-                        shaped = ceiling(db, max(args.ceiling_rows, 3 * kept), args.commit_rows,
+                        shaped = ceiling(db, max(args.ceiling_rows, args.shaped_ticks * kept),
+                                         args.commit_rows,
                                          tests=kept) if kept else math.nan
                         print(f"  {backend}: raw ceiling with {kept:,} tests {shaped:,.0f} "
                               "rows/s", flush=True)

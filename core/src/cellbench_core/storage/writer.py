@@ -22,6 +22,8 @@ from cellbench_core.storage.records import PositionRow, SampleRows, StepRow, Sto
 
 #: Rows converted to Python tuples at a time; bounds the writer's extra memory.
 _CHUNK_ROWS = 50_000
+#: Sample rows encoded per write of a COPY (about 1.4 MB).
+_COPY_ROWS = 10_000
 #: A transaction takes queued submissions until it holds this many sample rows (about a quarter
 #: of a second of work on SQLite, so that sample-to-commit stays well under a second).
 _COMMIT_ROWS = 100_000
@@ -213,9 +215,8 @@ class SampleWriter:
                 first = next((t for t, i in items if isinstance(i, SampleRows)), None)
                 latency = None if first is None else time.monotonic() - first
                 with self._changed:
-                    for test_id, seq in positions.items():
-                        if seq > self._committed.get(test_id, 0):
-                            self._committed[test_id] = seq
+                    # A test's samples are submitted, and so committed, in seq order.
+                    self._committed.update(positions)
                     self._pending_rows -= rows
                     self._done += len(items)
                     if latency is not None:
@@ -311,11 +312,21 @@ class _Inserter:
         # with many interleaved tests this is markedly faster than arrival order.
         order = np.lexsort((columns[1], columns[0]))
         columns = [column[order] for column in columns]
-        total = len(columns[0])
-        for start in range(0, total, _CHUNK_ROWS):
-            if self._copy:
-                self._copy_samples(cursor, [c[start : start + _CHUNK_ROWS] for c in columns])
-                continue
+        if self._copy:
+            self._copy_samples(cursor, columns)
+        else:
+            self._insert_samples(cursor, columns)
+        # Sorted by test and seq: each test's highest seq is the last of its run of rows.
+        test_id = columns[0]
+        if not len(test_id):
+            return 0, {}
+        last = np.flatnonzero(np.r_[test_id[1:] != test_id[:-1], True])
+        return len(test_id), dict(zip(test_id[last].tolist(), columns[1][last].tolist(),
+                                      strict=True))
+
+    def _insert_samples(self, cursor: Any, columns: list[np.ndarray]) -> None:
+        """INSERT sample rows (SQLite, MariaDB/MySQL), as Python values a chunk at a time."""
+        for start in range(0, len(columns[0]), _CHUNK_ROWS):
             chunk = [_python_values(c[start : start + _CHUNK_ROWS]) for c in columns]
             rows = zip(*chunk, strict=True)
             if self._multi_row is not None:
@@ -326,25 +337,25 @@ class _Inserter:
                     params = [flat[i : i + size] for i in range(0, len(flat), size)]
                     cursor.executemany(self._multi_row, params)
             self._write(cursor, schema.samples, rows)  # the rest, one row per statement
-        test_ids, where = np.unique(columns[0], return_inverse=True)
-        highest = np.zeros(len(test_ids), dtype=np.int64)
-        np.maximum.at(highest, where, columns[1])
-        return total, dict(zip(test_ids.tolist(), highest.tolist(), strict=True))
 
     def _copy_samples(self, cursor: Any, columns: list[np.ndarray]) -> None:
         """COPY sample rows to PostgreSQL, encoding the binary format with numpy: a row of
         Python objects per sample (what ``write_row`` takes) costs more than the database's
-        work, and holds the GIL the runner needs. Rows with a missing value (NULL) are rare
-        and go through ``write_row``."""
+        work, and holds the GIL the runner needs. One COPY takes the whole batch, a chunk at a
+        time, so the server stores one chunk while the next is encoded. Rows with a missing
+        value (NULL) are rare and go through ``write_row``."""
         table = schema.samples
         types = [_pg_type(c) for c in table.columns]
         complete = np.ones(len(columns[0]), dtype=bool)
         for column in columns:
             if column.dtype.kind == "f":
                 complete &= np.isfinite(column)
+        whole = [c[complete] for c in columns]
         with cursor.copy(self._statements[table.name]) as copy:
             copy.set_types(types)
-            copy.write(_COPY_SIGNATURE + _binary_rows([c[complete] for c in columns], types))
+            copy.write(_COPY_SIGNATURE)
+            for start in range(0, len(whole[0]), _COPY_ROWS):
+                copy.write(_binary_rows([c[start:start + _COPY_ROWS] for c in whole], types))
             missing = np.flatnonzero(~complete)
             if not len(missing):
                 copy.write(_COPY_TRAILER)  # write_row adds it itself
@@ -356,6 +367,12 @@ class _Inserter:
         starting thousands of tests writes thousands at once while its runner keeps the GIL
         busy (see _multi_row)."""
         table = schema.test_positions
+        if self._copy:  # PostgreSQL: every position in one statement, as arrays
+            cursor.execute(_POSTGRES_UPSERT_POSITIONS, [
+                [p.test_id for p in positions], [p.step_no for p in positions],
+                [p.start_seq for p in positions], [p.unix_time_s for p in positions],
+                [json.dumps(p.state, allow_nan=False) for p in positions]])
+            return
         for start in range(0, len(positions), _POSITION_ROWS):
             chunk = positions[start:start + _POSITION_ROWS]
             cursor.execute(_delete_statement(self._dialect, table, "test_id", len(chunk)),
@@ -445,6 +462,12 @@ def _copy_statement(dialect: sa.Dialect, table: sa.Table) -> str:
     return f"COPY {quote(table.name)} ({names}) FROM STDIN (FORMAT BINARY)"
 
 
+#: Replaces the positions of their tests on PostgreSQL (see _Inserter._positions).
+_POSTGRES_UPSERT_POSITIONS = (
+    "INSERT INTO test_positions (test_id, step_no, start_seq, unix_time_s, state) "
+    "SELECT * FROM unnest(%s::int4[], %s::int4[], %s::int8[], %s::float8[], %s::text[]) "
+    "ON CONFLICT (test_id) DO UPDATE SET step_no = EXCLUDED.step_no, "
+    "start_seq = EXCLUDED.start_seq, unix_time_s = EXCLUDED.unix_time_s, state = EXCLUDED.state")
 #: The header and the end of PostgreSQL's binary COPY format.
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
 _COPY_TRAILER = b"\xff\xff"
