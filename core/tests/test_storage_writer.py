@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from cellbench_core.storage import Database, SampleRows, SampleWriter, StepRow, StorageError
+from cellbench_core.storage import (
+    Database,
+    PositionRow,
+    SampleRows,
+    SampleWriter,
+    StepRow,
+    StorageError,
+)
 
 NewTest = Callable[..., int]
 MakeRows = Callable[..., SampleRows]
@@ -382,3 +389,40 @@ def test_batch_makes_one_transaction_and_rolls_back_whole(db: Database) -> None:
         db.add_battery("dup", "NMC", 1.0)
     assert _count(db, "channels", "name = 'b3'") == 0
     assert db.battery("dup") is None
+
+
+def test_positions_replace_each_tests_previous_one(db: Database, new_test: NewTest) -> None:
+    """More positions than one statement takes, two per test in one commit and a third in the
+    next: each test keeps only its newest."""
+    tests = [new_test(name=f"t{n}") for n in range(150)]
+    writer = SampleWriter(db)
+    try:
+        for step in (1, 2):
+            for test_id in tests:
+                writer.submit_position(PositionRow(test_id, step, 10 * step, 1.7e9 + step,
+                                                   {"step": step, "note": "ünïcode"}))
+        writer.flush()
+        writer.submit_position(PositionRow(tests[7], 3, 30, 1.7e9 + 3, {"step": 3}))
+        writer.flush()
+    finally:
+        writer.close()
+    assert _count(db, "test_positions") == len(tests)
+    for test_id in tests:
+        position = db.position(test_id)
+        assert position is not None
+        if test_id == tests[7]:
+            assert (position.step_no, position.start_seq, position.state) == (3, 30, {"step": 3})
+        else:
+            assert (position.step_no, position.start_seq) == (2, 20)
+            assert position.unix_time_s == 1.7e9 + 2
+            assert position.state == {"step": 2, "note": "ünïcode"}
+
+
+def test_postgresql_plans_each_statement_for_its_parameters(db: Database) -> None:
+    """A prepared IN-list lookup planned once for any parameters compares every row with the
+    whole list: the engine asks PostgreSQL for a plan per execution instead."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL setting")
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == (
+            "force_custom_plan")
