@@ -43,7 +43,7 @@ _SQLITE_BUSY_TIMEOUT_MS = 30000
 #: compares each row with the whole list (no hashing), 25 s for 200,000 channels where a plan
 #: made for the actual values takes 30 ms. Statements stay prepared; only their plans are made
 #: per execution.
-POSTGRES_CONNECT_ARGS = {"options": "-c plan_cache_mode=force_custom_plan"}
+_POSTGRES_CONNECT_ARGS = {"options": "-c plan_cache_mode=force_custom_plan"}
 
 
 def open_database(url: str) -> Database:
@@ -72,10 +72,10 @@ def upgrade(url: str) -> None:
 
 def _create_engine(url: str) -> Engine:
     parsed = sa.make_url(url)
-    if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=POSTGRES_CONNECT_ARGS)
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
+    backend = parsed.get_backend_name()
+    if backend != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=(
+            _POSTGRES_CONNECT_ARGS if backend == "postgresql" else {}))
     path = parsed.database
     if not path or path == ":memory:" or parsed.query.get("mode") == "memory":
         raise ValueError(

@@ -468,6 +468,7 @@ _POSTGRES_UPSERT_POSITIONS = (
     "SELECT * FROM unnest(%s::int4[], %s::int4[], %s::int8[], %s::float8[], %s::text[]) "
     "ON CONFLICT (test_id) DO UPDATE SET step_no = EXCLUDED.step_no, "
     "start_seq = EXCLUDED.start_seq, unix_time_s = EXCLUDED.unix_time_s, state = EXCLUDED.state")
+
 #: The header and the end of PostgreSQL's binary COPY format.
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
 _COPY_TRAILER = b"\xff\xff"
