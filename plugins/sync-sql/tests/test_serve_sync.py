@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from cellbench_core.cli import app
 from cellbench_core.events import Alarm
 from cellbench_core.plugins import PluginManager
-from cellbench_core.service.syncing import SyncWorkers
+from cellbench_core.service.sync_workers import SyncWorkers
 from cellbench_core.station import station_from_dict
 
 cli = CliRunner()

@@ -18,7 +18,7 @@ from cellbench_core.cli.database import DbOption, opened
 from cellbench_core.descriptors import Kind
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.service import StationService
-from cellbench_core.service.syncing import SyncWorkers
+from cellbench_core.service.sync_workers import SyncWorkers
 from cellbench_core.station import Station, StationError, load_station
 from cellbench_hal import DeviceError
 
