@@ -1,5 +1,6 @@
 """Fixtures every test folder of the workspace shares: fresh databases on the PostgreSQL and
-MariaDB/MySQL servers running on loopback, and a `cellbench serve` subprocess to watch.
+MariaDB/MySQL servers running on loopback, a `cellbench serve` subprocess to watch, and the
+table loader that plans with profile tables are read with.
 
 Server URLs come from CELLBENCH_TEST_POSTGRES_URL and CELLBENCH_TEST_MYSQL_URL. An unreachable
 server skips its tests, or fails them when the CI environment variable is set (CI must not pass
@@ -20,6 +21,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from cellbench_core.plan.tables import TableLoader, lookup_tables
+from cellbench_core.plugins import loaded_plugins
 
 SERVERS = {
     "postgresql": ("CELLBENCH_TEST_POSTGRES_URL",
@@ -65,6 +69,12 @@ def postgres_url() -> Iterator[str]:
 def mysql_url() -> Iterator[str]:
     """URL of a fresh MariaDB/MySQL database for this test session."""
     yield from server_database("mysql")
+
+
+@pytest.fixture(scope="session")
+def tables() -> TableLoader:
+    """The installed lookup plugin's table loader, as a station hands it to the plan parser."""
+    return lookup_tables(loaded_plugins().registry)
 
 
 @pytest.fixture

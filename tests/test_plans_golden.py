@@ -14,6 +14,7 @@ import pytest
 from cellbench_core.events import PlanMessage, TestStatus
 from cellbench_core.hookspecs import hookimpl
 from cellbench_core.plan import load_plan
+from cellbench_core.plan.tables import TableLoader
 from cellbench_core.plugins import PluginManager
 from cellbench_core.runner.engine import ChannelRef, Runner, TestOutcome, TestRequest
 from cellbench_core.storage import Database, SampleWriter, StepRecord, open_database
@@ -40,7 +41,8 @@ class Run:
 
 
 def run(tmp_path: Path, plan: str, sample_period_s: float, hooks: Any = None,
-        chamber: SimChamber | None = None, **settings: Any) -> Run:
+        chamber: SimChamber | None = None, tables: TableLoader | None = None,
+        **settings: Any) -> Run:
     db = open_database(f"sqlite:///{tmp_path / 'results.db'}")
     driver = SimChannels(SimChannelSettings(count=1, capacity_spread=0.0, resistance_spread=0.0,
                                             **settings))
@@ -54,7 +56,8 @@ def run(tmp_path: Path, plan: str, sample_period_s: float, hooks: Any = None,
             await chamber.open(clock)
         try:
             return await runner.run([TestRequest(ChannelRef(1, driver, "sim", 0),
-                                                 load_plan(PLANS / plan), chamber=chamber)])
+                                                 load_plan(PLANS / plan, tables=tables),
+                                                 chamber=chamber)])
         finally:
             await driver.close()
             if chamber is not None:
@@ -113,8 +116,9 @@ def test_gitt_titrates_down_to_the_cut_off(tmp_path: Path) -> None:
     assert data["voltage_v"][data["step_index"] == 2].min() >= 2.5 - 0.05
 
 
-def test_drive_cycle_repeats_its_profile_to_the_cut_off(tmp_path: Path) -> None:
-    result = run(tmp_path, "drive-cycle.yaml", 5.0, initial_soc=0.5)
+def test_drive_cycle_repeats_its_profile_to_the_cut_off(tmp_path: Path,
+                                                        tables: TableLoader) -> None:
+    result = run(tmp_path, "drive-cycle.yaml", 5.0, tables=tables, initial_soc=0.5)
     cycles = [s for s in result.steps if s.step_index == 2]
     assert len(cycles) > 5
     full = cycles[:-1]

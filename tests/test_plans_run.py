@@ -15,6 +15,7 @@ import pytest
 
 from cellbench_core.events import TestStatus
 from cellbench_core.plan import parse_plan
+from cellbench_core.plan.tables import TableLoader
 from cellbench_core.runner.engine import ChannelRef, RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.storage import Database, SampleWriter, StepRecord, open_database
 from cellbench_hal import SampleBatch, VirtualClock
@@ -40,7 +41,8 @@ class Result:
 
 def run(tmp_path: Path, plan: str, *, sample_period_s: float = 5.0,
         battery: dict[str, Any] | None = None, driver: SimChannels | None = None,
-        chamber: SimChamber | None = None, **settings: Any) -> Result:
+        chamber: SimChamber | None = None, tables: TableLoader | None = None,
+        **settings: Any) -> Result:
     """Run ``plan`` on one simulated channel, for ``battery`` (registered first) if given."""
     db = open_database(f"sqlite:///{tmp_path / 'results.db'}")
     record = None
@@ -51,8 +53,8 @@ def run(tmp_path: Path, plan: str, *, sample_period_s: float = 5.0,
     clock = VirtualClock()
     writer = SampleWriter(db)
     runner = Runner(db, writer, clock, sample_period_s=sample_period_s)
-    request = TestRequest(ChannelRef(1, driver, "sim", 0), parse_plan(plan, "plan.yaml"),
-                          record, chamber=chamber)
+    request = TestRequest(ChannelRef(1, driver, "sim", 0),
+                          parse_plan(plan, "plan.yaml", tables=tables), record, chamber=chamber)
 
     async def main() -> list[TestOutcome]:
         await driver.open(clock)
@@ -316,7 +318,7 @@ steps:
     assert (data["current_a"][ramp][3:] > 0).all()  # charging to follow the rising voltage
 
 
-def test_a_drive_cycle_profile_from_a_csv_table(tmp_path: Path) -> None:
+def test_a_drive_cycle_profile_from_a_csv_table(tmp_path: Path, tables: TableLoader) -> None:
     (tmp_path / "cycle.csv").write_text(
         "time [s],current [A]\n0,-2\n10,1\n20,-3\n30,0\n60,0\n", encoding="utf-8")
     result = run(tmp_path, f"""
@@ -325,7 +327,7 @@ steps:
   - repeat: 3
     steps:
       - {{mode: profile, table: {tmp_path / 'cycle.csv'}, hold: true, until: voltage <= 2.5 V}}
-""", initial_soc=0.8)
+""", initial_soc=0.8, tables=tables)
     steps = result.steps
     assert [duration(s) for s in steps] == [60.0] * 3
     per_cycle = (-2 * 10 + 1 * 10 - 3 * 10) / 3600

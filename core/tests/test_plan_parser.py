@@ -37,6 +37,7 @@ from cellbench_core.plan import (
 )
 from cellbench_core.plan.expr import Expr, Scope, parse_expression
 from cellbench_core.plan.parser import QUANTITY_DIMENSIONS, _runs_channel
+from cellbench_core.plan.tables import TableLoader
 from cellbench_core.runner.engine import Runner
 from cellbench_core.runner.program import Program
 from cellbench_core.units import Dimension
@@ -866,9 +867,9 @@ def test_normal_form() -> None:
 
 
 @pytest.mark.parametrize("path", [*sorted(PLANS.glob("*.yaml")), DEMO], ids=lambda path: path.name)
-def test_example_plans_parse_and_round_trip(path: Path) -> None:
-    parsed = load_plan(path)
-    assert bare(parse_plan(dump_plan(parsed), str(path))) == bare(parsed)
+def test_example_plans_parse_and_round_trip(path: Path, tables: TableLoader) -> None:
+    parsed = load_plan(path, tables=tables)
+    assert bare(parse_plan(dump_plan(parsed), str(path), tables=tables)) == bare(parsed)
 
 
 def test_demo_plan() -> None:

@@ -1,5 +1,6 @@
 """Ramps and profile steps: parsing, the normal form, and every rejection with file, line and
-field. Tables come from the installed ``lookup`` plugin, as they do for ``cellbench plan check``."""
+field. Tables come from the installed ``lookup`` plugin (the ``tables`` fixture), as they do for
+``cellbench plan check``."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ from pathlib import Path
 import pytest
 
 from cellbench_core.plan import PlanError, ProfileSpec, StepSpec, dump_plan, load_plan, parse_plan
+from cellbench_core.plan.tables import TableLoader
 from cellbench_hal import ProfileQuantity, StepMode
 
 CURRENT, VOLTAGE, POWER = ProfileQuantity.CURRENT, ProfileQuantity.VOLTAGE, ProfileQuantity.POWER
 
 
-def step(body: str, source: str = "plan.yaml") -> StepSpec:
+def step(body: str, source: str = "plan.yaml", tables: TableLoader | None = None) -> StepSpec:
     text = "name: t\nlimits: {voltage_max: 4.2 V, current_max: 3 A}\nsteps:\n" + textwrap.indent(
         textwrap.dedent(body), "  ")
-    parsed = parse_plan(text, source).steps[0]
+    parsed = parse_plan(text, source, tables=tables).steps[0]
     assert isinstance(parsed, StepSpec)
     return parsed
 
@@ -53,7 +55,7 @@ def test_ramps_round_trip_through_the_normal_form() -> None:
 DRIVE = "time [s],current [A],power [W],voltage [V]\n0,-1,-4,3.5\n10,2,8,3.6\n20,-1,-4,3.7\n"
 
 
-def test_profiles_from_a_table_file(tmp_path: Path) -> None:
+def test_profiles_from_a_table_file(tmp_path: Path, tables: TableLoader) -> None:
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "drive.csv").write_text(DRIVE, encoding="utf-8")
     plan = tmp_path / "plan.yaml"
@@ -61,14 +63,14 @@ def test_profiles_from_a_table_file(tmp_path: Path) -> None:
                     "  - {mode: profile, table: tables/drive.csv, column: current, hold: true,"
                     " until: voltage <= 2.5 V}\n"
                     "  - {mode: profile, table: tables/drive.csv, column: power}\n", "utf-8")
-    current, power = load_plan(plan).steps
+    current, power = load_plan(plan, tables=tables).steps
     assert isinstance(current, StepSpec) and isinstance(power, StepSpec)
     assert current.profile == ProfileSpec(CURRENT, (0.0, 10.0, 20.0), (-1.0, 2.0, -1.0),
                                           hold=True, table="tables/drive.csv", column="current")
     assert power.profile is not None and power.profile.values == (-4.0, 8.0, -4.0)
     normal = tmp_path / "normal.yaml"
-    normal.write_text(dump_plan(load_plan(plan)), "utf-8")
-    assert [s.profile for s in load_plan(normal).steps] == [  # type: ignore[union-attr]
+    normal.write_text(dump_plan(load_plan(plan, tables=tables)), "utf-8")
+    assert [s.profile for s in load_plan(normal, tables=tables).steps] == [  # type: ignore[union-attr]
         current.profile, power.profile]
 
 
@@ -99,9 +101,10 @@ _ERRORS = [
 
 
 @pytest.mark.parametrize(("body", "line", "field", "message"), _ERRORS)
-def test_bad_ramps_and_profiles(body: str, line: int, field: str, message: str) -> None:
+def test_bad_ramps_and_profiles(body: str, line: int, field: str, message: str,
+                                tables: TableLoader) -> None:
     with pytest.raises(PlanError) as caught:
-        step(body)
+        step(body, tables=tables)
     assert (caught.value.line, caught.value.field) == (line, field)
     assert message in caught.value.message
 
@@ -119,9 +122,9 @@ def test_bad_ramps_and_profiles(body: str, line: int, field: str, message: str) 
     ("time [s],v [A]\n0,1\n0,2\n", "", "steps[0].table", "drive.csv:3: the time must rise"),
 ])
 def test_bad_tables_are_plan_errors(tmp_path: Path, csv: str, extra: str, field: str,
-                                    message: str) -> None:
+                                    message: str, tables: TableLoader) -> None:
     (tmp_path / "drive.csv").write_text(csv, encoding="utf-8")
     with pytest.raises(PlanError) as caught:
-        step(f"- {{mode: profile, table: drive.csv{extra}}}", str(tmp_path / "plan.yaml"))
+        step(f"- {{mode: profile, table: drive.csv{extra}}}", str(tmp_path / "plan.yaml"), tables)
     assert caught.value.field == field and caught.value.line == 4
     assert message in caught.value.message

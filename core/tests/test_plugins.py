@@ -10,7 +10,7 @@ import pytest
 from stevedore import ExtensionManager
 
 from cellbench_core.descriptors import Descriptor, Kind
-from cellbench_core.plugins import DISABLE_ENV, PluginError, PluginManager
+from cellbench_core.plugins import DISABLE_ENV, PluginError, PluginManager, loaded_plugins
 
 GOOD = """
 from cellbench_core.descriptors import Descriptor, Kind
@@ -108,6 +108,50 @@ def test_required_plugin_missing_failing_or_disabled(install: Install) -> None:
         PluginManager().load(require=["broken"], disable=["broken"])
 
 
+def test_a_view_leaves_disabled_plugins_out_without_importing_again(
+        install: Install) -> None:
+    install("alpha", GOOD + "\n@hookimpl\ndef cellbench_alarm(event):\n    CALLS.append(event)\n"
+                            "\nCALLS = []\n")
+    install("beta", GOOD)
+    manager = PluginManager()
+    manager.load()
+    view = manager.view(disable=["alpha"], require=["beta"])
+    assert _state(view, "alpha")[0] == "disabled"
+    assert view.hooks.get_plugin("alpha") is None
+    with pytest.raises(PluginError, match="no notifier called 'alpha-note'"):
+        view.registry.get(Kind.NOTIFIER, "alpha-note")
+    # the same plugin object, registered again, not imported again
+    assert view.hooks.get_plugin("beta") is manager.hooks.get_plugin("beta")
+    assert view.registry.get(Kind.NOTIFIER, "beta-note").plugin == "beta"
+    # the manager it was made from is unchanged
+    assert _state(manager, "alpha")[0] == "loaded"
+    manager.registry.get(Kind.NOTIFIER, "alpha-note")
+    view.hook.cellbench_alarm(event="ignored")
+    alpha = manager.hooks.get_plugin("alpha")
+    assert alpha.CALLS == []
+    manager.hook.cellbench_alarm(event="heard")
+    assert alpha.CALLS == ["heard"]
+
+
+def test_a_view_checks_required_plugins(install: Install) -> None:
+    install("broken", "raise RuntimeError('no licence dongle')\n")
+    install("alpha", GOOD)
+    manager = PluginManager()
+    manager.load()
+    with pytest.raises(PluginError, match="'ghost' is enabled in the station config but not "
+                                          "installed"):
+        manager.view(require=["ghost"])
+    with pytest.raises(PluginError, match="failed to load: RuntimeError: no licence dongle"):
+        manager.view(require=["broken"])
+    with pytest.raises(PluginError, match="both enabled and disabled"):
+        manager.view(require=["alpha"], disable=["alpha"])
+
+
+def test_the_process_loads_its_plugins_once() -> None:
+    assert loaded_plugins() is loaded_plugins()
+    assert _state(loaded_plugins(), "sim")[0] == "loaded"
+
+
 def test_same_capability_from_two_plugins_keeps_the_first(install: Install) -> None:
     clash = GOOD.replace("{name}-note", "shared-note")
     install("one", clash)
@@ -171,10 +215,6 @@ def cellbench_notifiers():
 @hookimpl
 def cellbench_interfaces():
     return _one(Kind.INTERFACE)
-
-@hookimpl
-def cellbench_plan_steps():
-    return _one(Kind.PLAN_STEP)
 """
 
 

@@ -24,7 +24,6 @@ class Kind(StrEnum):
     SYNC_TARGET = "sync target"
     NOTIFIER = "notifier"
     INTERFACE = "interface"
-    PLAN_STEP = "plan step"
 
 
 class NoSettings(BaseModel, extra="forbid"):

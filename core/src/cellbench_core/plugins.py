@@ -5,6 +5,10 @@ isolated per plugin: one that fails to import, or implements a hook that has no 
 with its reason and the rest still load. A plugin that the station explicitly enables must load,
 or startup fails with a clear message. Plugins can be disabled by the station config or by the
 ``CELLBENCH_DISABLE_PLUGINS`` environment variable (comma-separated names).
+
+A process loads its plugins once: :func:`loaded_plugins` is that load (the command line's entry
+point and every command use it), and :meth:`PluginManager.view` applies a station file's
+``[plugins]`` choice to it without importing anything again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -31,7 +36,6 @@ _REGISTRATION_HOOKS: dict[Kind, str] = {
     Kind.SYNC_TARGET: "cellbench_sync_targets",
     Kind.NOTIFIER: "cellbench_notifiers",
     Kind.INTERFACE: "cellbench_interfaces",
-    Kind.PLAN_STEP: "cellbench_plan_steps",
 }
 
 
@@ -79,6 +83,12 @@ class Registry:
         kinds = [kind] if kind else list(Kind)
         return [d for k in kinds for _, d in sorted(self._by_kind.get(k, {}).items())]
 
+    def without(self, plugins: Iterable[str]) -> Registry:
+        """A copy without the capabilities of ``plugins``."""
+        left_out = set(plugins)
+        return Registry({kind: {name: d for name, d in names.items() if d.plugin not in left_out}
+                         for kind, names in self._by_kind.items()})
+
 
 def _disabled_from_env() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
@@ -111,15 +121,8 @@ class PluginManager:
         disabled, and load cleanly, or :class:`PluginError` is raised.
         """
         disabled = set(disable) | _disabled_from_env()
-        required = set(require)
         entry_points = {ep.name: ep for ep in
                         ExtensionManager(ENTRY_POINT_GROUP).list_entry_points()}
-        for name in sorted(required - entry_points.keys()):
-            raise PluginError(f"plugin {name!r} is enabled in the station config but not "
-                              f"installed (installed: {', '.join(sorted(entry_points)) or 'none'})")
-        for name in sorted(required & disabled):
-            raise PluginError(f"plugin {name!r} is both enabled and disabled")
-
         failures: dict[str, str] = {}
 
         def on_failure(_manager: object, ep: metadata.EntryPoint, err: BaseException) -> None:
@@ -144,9 +147,40 @@ class PluginManager:
                 self.plugins.append(PluginInfo(name, dist, version, "failed", failures[name]))
             else:
                 self.plugins.append(PluginInfo(name, dist, version, "loaded"))
-        for name in sorted(required & failures.keys()):
-            raise PluginError(f"plugin {name!r} is enabled in the station config but failed to "
-                              f"load: {failures[name]}")
+        self._check_required(require)
+
+    def view(self, disable: Iterable[str] = (), require: Iterable[str] = ()) -> PluginManager:
+        """A manager over the plugins this one loaded, as a station file selects them.
+
+        ``disable`` leaves plugins out: their hooks are not called and their capabilities are
+        not in the view's registry. ``require`` is checked as :meth:`load` checks it. Nothing is
+        imported again and this manager is not changed; hooks registered on the view (a
+        station's notifiers) stay on the view.
+        """
+        left_out = set(disable)
+        view = PluginManager()
+        for name, plugin in self.hooks.list_name_plugin():
+            if name not in left_out:
+                view.hooks.register(plugin, name=name)
+        view.registry = self.registry.without(left_out)
+        view.plugins = [replace(info, state="disabled", reason="") if info.name in left_out
+                        else info for info in self.plugins]
+        view._check_required(require)
+        return view
+
+    def _check_required(self, require: Iterable[str]) -> None:
+        """Raise :class:`PluginError` unless every plugin in ``require`` is loaded."""
+        states = {info.name: info for info in self.plugins}
+        for name in sorted(set(require)):
+            info = states.get(name)
+            if info is None:
+                raise PluginError(f"plugin {name!r} is enabled in the station config but not "
+                                  f"installed (installed: {', '.join(sorted(states)) or 'none'})")
+            if info.state == "disabled":
+                raise PluginError(f"plugin {name!r} is both enabled and disabled")
+            if info.state == "failed":
+                raise PluginError(f"plugin {name!r} is enabled in the station config but failed "
+                                  f"to load: {info.reason}")
 
     def register(self, name: str, plugin: object) -> str:
         """Register one plugin object and its capabilities; return why it failed, or ``""``.
@@ -185,3 +219,13 @@ class PluginManager:
                                           f"({descriptor.name!r}); it must return {kind}s")
                     found.append(replace(descriptor, plugin=name))
         return found
+
+
+@cache
+def loaded_plugins() -> PluginManager:
+    """The process's plugin manager: every installed plugin not disabled by
+    ``CELLBENCH_DISABLE_PLUGINS``, loaded on the first call. A station's choice of plugins is a
+    :meth:`~PluginManager.view` of it."""
+    manager = PluginManager()
+    manager.load()
+    return manager

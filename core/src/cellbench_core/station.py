@@ -25,6 +25,7 @@ from pydantic import (
 
 from cellbench_core.descriptors import Kind
 from cellbench_core.plan import Plan
+from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner.engine import ChannelRef, Resume, TestRequest
 from cellbench_core.storage import BatteryRecord
@@ -263,13 +264,19 @@ def parse_channels(text: str, available: int) -> list[int]:
 
 class Station:
     """The channel drivers and interfaces of a station, built from its configuration and the
-    plugins; ``base_dir`` (the station file's folder) anchors its relative paths."""
+    plugins; ``base_dir`` (the station file's folder) anchors its relative paths.
+
+    ``plugins`` is the station's own manager (a :meth:`~PluginManager.view` of the process's):
+    the station registers its notifiers on it. ``tables`` reads the tables of profile steps for
+    the plans it runs.
+    """
 
     def __init__(self, config: StationConfig, plugins: PluginManager,
                  base_dir: Path = Path()) -> None:
         self.config = config
         self.plugins = plugins
         self.base_dir = base_dir
+        self.tables: TableLoader = lookup_tables(plugins.registry)
         self.drivers: list[tuple[str, ChannelDriver]] = []
         self.channels: list[ChannelRef] = []
         for n, group in enumerate(config.channels):

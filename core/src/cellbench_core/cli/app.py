@@ -1,24 +1,14 @@
-"""The Typer application and its small commands: ``plugins``, ``plan check`` and ``plan show``."""
+"""The Typer application every command module adds itself to, the ``plugins`` command, and the
+plugins a command with a station file uses."""
 
 from __future__ import annotations
-
-from enum import StrEnum
-from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from cellbench_core.cli.console import console, fail
-from cellbench_core.plan import PlanError, dump_plan, load_plan
-from cellbench_core.plan.imports import from_pybamm, from_unicycler, pybamm_steps
-from cellbench_core.plan.model import Plan
-from cellbench_core.plan.show import show_plan
-from cellbench_core.plugins import PluginManager
-from cellbench_core.runner.engine import ChannelRef, RunError, Runner
-from cellbench_core.runner.program import Program
-from cellbench_core.station import Station, StationError, load_station
-from cellbench_hal import DeviceError
+from cellbench_core.plugins import PluginError, PluginManager, loaded_plugins
+from cellbench_core.station import StationConfig
 
 app = typer.Typer(
     name="cellbench",
@@ -30,8 +20,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-plan_app = typer.Typer(help="Check and show test plans.", no_args_is_help=True)
-app.add_typer(plan_app, name="plan")
 
 
 @app.command("plugins")
@@ -41,8 +29,7 @@ def plugins_command() -> None:
     Disable a plugin with the environment variable CELLBENCH_DISABLE_PLUGINS=name[,name...]
     or in the station file under [plugins] disable = ["name"].
     """
-    manager = PluginManager()
-    manager.load()
+    manager = loaded_plugins()
     table = Table(title="Plugins", title_justify="left")
     for column in ("plugin", "distribution", "version", "state", "capabilities / reason"):
         table.add_column(column)
@@ -62,147 +49,11 @@ def plugins_command() -> None:
     console.print(table)
 
 
-@plan_app.command("check")
-def plan_check(
-    plan: Annotated[Path, typer.Argument(help="Plan file (YAML).", show_default=False)],
-    station: Annotated[Path | None, typer.Option(
-        "--station", help="Station file (TOML): also check the plan against its channels' "
-        "ranges (nothing is opened).", show_default=False)] = None,
-    channels: Annotated[str | None, typer.Option(
-        help="With --station: the channels to check against, e.g. 1-8 or 1,3 (default all).",
-        show_default=False)] = None,
-    battery: Annotated[str | None, typer.Option(
-        help="A registered battery: also check against its limits and use its capacity.",
-        show_default=False)] = None,
-    db: Annotated[str | None, typer.Option(
-        "--db", help="Database URL holding --battery (default: the station file's).",
-        show_default=False)] = None,
-) -> None:
-    """Check a plan and print it normalised; on an error name file, line and field, exit 2.
-    With --station (and --battery), also check every step against each channel's ranges and the
-    battery's limits, as a test start would."""
+def station_plugins(config: StationConfig) -> PluginManager:
+    """The process's plugins as ``config``'s ``[plugins]`` section selects them, for a station
+    built from it; a plugin it enables that is missing or failed ends the command with exit 2."""
     try:
-        parsed = load_plan(plan)
-    except PlanError as err:
+        return loaded_plugins().view(disable=config.plugins.disable,
+                                     require=config.plugins.enable)
+    except PluginError as err:
         fail(str(err), code=2)
-    if station is not None or battery is not None:
-        _check_against(parsed, station, channels, battery, db)
-    console.print(dump_plan(parsed), markup=False, highlight=False, end="")
-
-
-def _check_against(plan: Plan, station: Path | None, channels: str | None,
-                   battery: str | None, db: str | None) -> None:
-    """Resolve ``plan`` for each selected channel of ``station`` (constructed, not opened) and
-    ``battery`` as the runner does before a test starts; the first misfit ends with exit 2."""
-    # cli.database imports this module (for ``app``), so it is imported here, not at the top.
-    from cellbench_core.cli.database import database_url, opened
-
-    if station is None:
-        fail("plan check: --battery needs --station (the channels to check against)", code=2)
-    record = None
-    if battery is not None:
-        with opened(database_url(db, station)) as database:
-            record = database.battery(battery)
-        if record is None:
-            fail(f"--battery: no battery named {battery!r}", code=2)
-    try:
-        manager = PluginManager()
-        manager.load()
-        built = Station(load_station(station), manager)
-        refs: list[ChannelRef] = []
-        for index, (name, driver) in enumerate(built.drivers):
-            # A driver that learns its channels when opened has none (or raises) before: the
-            # numbers of the channels after it would then be wrong, so the check stops there.
-            try:
-                count = len(driver.channels)
-            except DeviceError:
-                count = 0
-            if not count:
-                fail(f"{station}: channels[{index}] ({name}): its channel ranges are known only "
-                     "once it is open; the check at test start covers it", code=2)
-            refs += [ChannelRef(len(refs) + 1, driver, name, local) for local in range(count)]
-        built.channels = refs
-        built.attach()
-        selected = built.select(channels)
-    except StationError as err:
-        fail(str(err), code=2)
-    capacity = record.nominal_capacity_ah if record else plan.capacity_ah
-    program = Program.compile(plan)
-    for ref in selected:
-        try:
-            Runner.resolve_plan(built.request(ref, plan, record), program, capacity)
-        except RunError as err:
-            fail(str(err), code=2)
-
-
-class ImportFormat(StrEnum):
-    """Procedure formats ``cellbench plan import`` reads."""
-
-    PYBAMM = "pybamm"
-    UNICYCLER = "unicycler"
-
-
-@plan_app.command("import")
-def plan_import(
-    sources: Annotated[list[str], typer.Argument(
-        help="PyBaMM experiment strings, or files holding them (a JSON list, or one per line); "
-        "for unicycler, one aurora-unicycler protocol JSON file.",
-        show_default=False)],
-    from_format: Annotated[ImportFormat, typer.Option(
-        "--from", help="The format to import.", case_sensitive=False)],
-    name: Annotated[str | None, typer.Option(
-        help="The plan's name (default: the protocol's sample name, or 'Imported experiment')."
-    )] = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Write the plan here instead of printing it.")] = None,
-) -> None:
-    """Convert another tool's procedure into a plan (YAML); on an error name the step (or the
-    protocol's JSON path), exit 2."""
-    if from_format is ImportFormat.UNICYCLER:
-        if len(sources) != 1:
-            fail("plan import --from unicycler: give exactly one protocol JSON file", code=2)
-        try:
-            text = from_unicycler(Path(sources[0]).read_text(encoding="utf-8-sig"), name,
-                                  sources[0])
-        except (OSError, UnicodeDecodeError) as err:
-            fail(f"{sources[0]}: {err}", code=2)
-        except PlanError as err:
-            fail(str(err), code=2)
-        _write_plan(text, output)
-        return
-    steps: list[str] = []
-    for source in sources:
-        path = Path(source)
-        if path.is_file():
-            try:
-                steps += pybamm_steps(path.read_text(encoding="utf-8-sig"))
-            except (OSError, UnicodeDecodeError, ValueError) as err:
-                fail(f"{source}: {err}", code=2)
-        else:
-            steps.append(source)
-    try:
-        text = from_pybamm(steps, name or "Imported experiment")
-    except PlanError as err:
-        fail(str(err), code=2)
-    _write_plan(text, output)
-
-
-def _write_plan(text: str, output: Path | None) -> None:
-    """Print an imported plan, or write it to ``output``."""
-    if output is None:
-        console.print(text, markup=False, highlight=False, end="", soft_wrap=True)
-    else:
-        output.write_text(text, encoding="utf-8")
-
-
-@plan_app.command("show")
-def plan_show(
-    plan: Annotated[Path, typer.Argument(help="Plan file (YAML).", show_default=False)],
-) -> None:
-    """Print a plan as readable, numbered step text; on an error name file, line and field,
-    exit 2."""
-    try:
-        parsed = load_plan(plan)
-    except PlanError as err:
-        fail(str(err), code=2)
-    console.print(show_plan(parsed), markup=False, highlight=False, end="", soft_wrap=True)

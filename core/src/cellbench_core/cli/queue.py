@@ -14,6 +14,8 @@ from cellbench_core.cli.app import app
 from cellbench_core.cli.console import console, fail
 from cellbench_core.cli.database import DbOption, StationOption, database_url, opened
 from cellbench_core.plan import PlanError, load_plan
+from cellbench_core.plan.tables import lookup_tables
+from cellbench_core.plugins import loaded_plugins
 from cellbench_core.storage import StorageError
 from cellbench_core.storage.queue import QueueStatus, TestQueue
 
@@ -48,7 +50,7 @@ def add_command(
     --station station.toml
     """
     try:
-        load_plan(plan)
+        load_plan(plan, tables=lookup_tables(loaded_plugins().registry))
     except PlanError as err:
         fail(str(err), code=2)
     text = plan.read_text(encoding="utf-8")

@@ -17,9 +17,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from cellbench_core.cli.app import app
+from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import console, fail
 from cellbench_core.plan import PlanError, load_plan, parse_plan
+from cellbench_core.plan.tables import lookup_tables
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner.engine import RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.station import Station, StationConfig, StationError, load_station
@@ -185,15 +186,6 @@ def _summary_by_cycle(results: list[tuple[TestOutcome, dict[int, float], float]]
         console.print(f"{count:>6} × {reason}")
 
 
-def _load_plugins(config: StationConfig) -> PluginManager:
-    manager = PluginManager()
-    try:
-        manager.load(disable=config.plugins.disable, require=config.plugins.enable)
-    except PluginError as err:
-        fail(str(err), code=2)
-    return manager
-
-
 def _battery(db: Database, name: str | None) -> BatteryRecord | None:
     if name is None:
         return None
@@ -231,10 +223,13 @@ def run_command(
     """
     try:
         config = load_station(station) if station else StationConfig()
-        parsed = load_plan(plan)
-    except (StationError, PlanError) as err:
+    except StationError as err:
         fail(str(err), code=2)
-    manager = _load_plugins(config)
+    manager = station_plugins(config)
+    try:
+        parsed = load_plan(plan, tables=lookup_tables(manager.registry))
+    except PlanError as err:
+        fail(str(err), code=2)
     try:
         built = Station(config, manager)
     except (StationError, PluginError) as err:
@@ -274,7 +269,7 @@ def demo_command(
         "station": {"name": "demo", "database": db, "sample_period": "1 s"},
         "channels": [{"driver": "sim", "settings": {"count": channels, "seed": 2024}}],
     })
-    manager = _load_plugins(config)
+    manager = station_plugins(config)
     station = Station(config, manager)
     database = open_database(db)
     console.print(f"Demo station: {channels} simulated channels, plan {plan.name!r}, "

@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
-from cellbench_core.cli.app import app
+from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import console, fail
 from cellbench_core.cli.database import DbOption, opened
 from cellbench_core.descriptors import Kind
-from cellbench_core.plugins import PluginError, PluginManager
+from cellbench_core.plugins import PluginError, loaded_plugins
 from cellbench_core.service import StationService
 from cellbench_core.service.sync_workers import SyncWorkers
 from cellbench_core.station import Station, StationError, load_station
@@ -90,9 +90,7 @@ def init_command(
 
     Example: cellbench station init --channels 16 --db sqlite:///lab.db -o lab.toml
     """
-    manager = PluginManager()
-    manager.load()
-    known = [d.name for d in manager.registry.all() if d.kind == Kind.CHANNEL_DRIVER]
+    known = [d.name for d in loaded_plugins().registry.all(Kind.CHANNEL_DRIVER)]
     if driver not in known:
         fail(f"--driver: no channel driver {driver!r} (installed: "
              f"{', '.join(known) or 'none'})", code=2)
@@ -136,9 +134,8 @@ def serve_command(
         config = load_station(station)
     except StationError as err:
         fail(str(err), code=2)
-    manager = PluginManager()
+    manager = station_plugins(config)
     try:
-        manager.load(disable=config.plugins.disable, require=config.plugins.enable)
         built = Station(config, manager, base_dir=station.parent)
         syncs = SyncWorkers(config, manager, manager.hook)
     except (StationError, PluginError) as err:

@@ -16,7 +16,7 @@ from cellbench_core.cli.console import console, fail
 from cellbench_core.cli.database import DbOption, StationOption, database_url, opened
 from cellbench_core.descriptors import Kind
 from cellbench_core.events import Alarm
-from cellbench_core.plugins import PluginError, PluginManager
+from cellbench_core.plugins import PluginError, loaded_plugins
 from cellbench_core.station import StationError, load_station
 from cellbench_core.sync import SyncReport, run_sync
 
@@ -68,8 +68,7 @@ def sync_command(
     except ValueError as err:
         fail(str(err), code=2)
     url = database_url(db, station)
-    manager = PluginManager()
-    manager.load()
+    manager = loaded_plugins()
     try:
         descriptor = manager.registry.get(Kind.SYNC_TARGET, target)
     except PluginError as err:

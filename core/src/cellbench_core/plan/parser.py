@@ -157,7 +157,7 @@ from cellbench_core.plan.model import (
     Signal,
     StepSpec,
 )
-from cellbench_core.plan.tables import TableLoader, plugin_table_loader
+from cellbench_core.plan.tables import TableLoader, no_tables
 from cellbench_core.units import (
     Dimension,
     UnitError,
@@ -184,7 +184,7 @@ _STR = "tag:yaml.org,2002:str"
 
 def load_plan(path: str | Path, *, tables: TableLoader | None = None) -> Plan:
     """Read and parse the plan file at ``path``; ``tables`` reads the lookup tables of profile
-    steps (by default the installed ``lookup`` plugin)."""
+    steps (without it, a profile table is an error)."""
     return parse_plan(_read(path), str(path), tables=tables)
 
 
@@ -208,8 +208,8 @@ def _read(path: str | Path) -> str:
 def parse_plan(text: str, source: str = "<string>", *,
                tables: TableLoader | None = None) -> Plan:
     """Parse a plan from its YAML ``text``; ``source`` names it in errors, and table files of
-    profile steps are found relative to its folder. ``tables`` reads them (by default the
-    installed ``lookup`` plugin)."""
+    profile steps are found relative to its folder. ``tables`` reads them (without it, a profile
+    table is an error)."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_PLAN_BYTES:
         raise PlanError(source, 0, "", f"the plan is larger than {MAX_PLAN_BYTES} bytes")
     ctx = _Context(source, tables=tables)
@@ -1017,7 +1017,7 @@ def _table_step(ctx: _Context, entries: _Entries, line: int, path: str) -> StepS
     name = _text(ctx, node, table_path, "a table file like 'drive-cycle.csv'")
     file = Path(ctx.source).parent / name
     try:
-        table = (ctx.tables or plugin_table_loader())(file)
+        table = (ctx.tables or no_tables)(file)
     except (ValueError, OSError) as error:
         ctx.fail(_line(node), table_path, str(error))
     columns = dict(table.columns)

@@ -2,15 +2,18 @@
 
 The core reads no table format itself: the ``lookup`` plugin (distribution cellbench-lookup)
 provides the loader, as an OSI device whose settings name the file. The device exposes the table
-it read as ``time_s`` and ``columns``.
+it read as ``time_s`` and ``columns``. The plan layer looks up no plugins: whoever reads a plan
+hands in the loader (``load_plan(path, tables=lookup_tables(plugins.registry))``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache
 from pathlib import Path
 from typing import Protocol
+
+from cellbench_core.descriptors import Kind
+from cellbench_core.plugins import PluginError, Registry
 
 
 class Table(Protocol):
@@ -31,22 +34,23 @@ TableLoader = Callable[[Path], Table]
 LOOKUP_DEVICE = "lookup"
 
 
-@cache
-def plugin_table_loader() -> TableLoader:
-    """The loader of the installed ``lookup`` OSI device; raises ValueError if there is none."""
-    from cellbench_core.descriptors import Kind
-    from cellbench_core.plugins import PluginError, PluginManager
-
-    manager = PluginManager()
-    manager.load()
-    try:
-        descriptor = manager.registry.get(Kind.OSI_DEVICE, LOOKUP_DEVICE)
-    except PluginError as error:
-        raise ValueError(f"profile tables are read by the lookup plugin (cellbench-lookup): "
-                         f"{error}") from None
+def lookup_tables(registry: Registry) -> TableLoader:
+    """The loader of the OSI device ``lookup`` in ``registry`` (the caller's loaded plugins);
+    reading a table raises ValueError if no such device is installed."""
 
     def load(path: Path) -> Table:
+        try:
+            descriptor = registry.get(Kind.OSI_DEVICE, LOOKUP_DEVICE)
+        except PluginError as error:
+            raise ValueError(f"profile tables are read by the lookup plugin "
+                             f"(cellbench-lookup): {error}") from None
         table: Table = descriptor.create({"path": path})
         return table
 
     return load
+
+
+def no_tables(path: Path) -> Table:
+    """The loader of a plan read without one: every profile table is an error."""
+    raise ValueError(f"{path.name}: profile tables are read by the lookup plugin, and this plan "
+                     "was read without the plugins (no table loader was given)")

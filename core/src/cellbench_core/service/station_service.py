@@ -101,7 +101,7 @@ class StationService:
                     self.runner, self.station.channels, self.queue,
                     name=self.station.config.station.name, version=self._version,
                     plans_dir=self.station.plans_dir, base_dir=self.station.base_dir,
-                    make_request=self.station.request,
+                    make_request=self.station.request, tables=self.station.tables,
                     ring_size=self.station.config.station.ring_size)
                 served = await self._start_interfaces(self.control)
                 listener = await self._listen()
@@ -210,7 +210,8 @@ class StationService:
         if not 1 <= entry.channel <= len(channels):
             raise RunError(f"channel {entry.channel} does not exist (this station has channels "
                            f"1-{len(channels)})")
-        plan = parse_plan(entry.plan, source=entry.plan_source or f"queue entry {entry.id}")
+        plan = parse_plan(entry.plan, source=entry.plan_source or f"queue entry {entry.id}",
+                          tables=self.station.tables)
         battery = None
         if entry.battery is not None:
             battery = self.db.battery(entry.battery)
@@ -301,7 +302,7 @@ class StationService:
         point = Runner.resume_point(self.db, test.id, self.clock.unix(self.clock.now()))
         if point is None:
             raise RunError("it committed no plan position")
-        plan = parse_plan(test.plan_text, source=test.plan_source)
+        plan = parse_plan(test.plan_text, source=test.plan_source, tables=self.station.tables)
         battery = None
         if test.battery is not None:
             battery = self.db.battery(test.battery)
