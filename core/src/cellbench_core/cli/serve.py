@@ -42,7 +42,7 @@ on_restart = "end"                   # after a crash: "resume" the interrupted t
 
 [plugins]
 enable = ["{driver}"]                  # must load, or the station refuses to start
-disable = []                         # never loaded
+disable = []                         # left out by this station
 
 [[channels]]                         # a group of channels behind one channel driver
 driver = "{driver}"                    # a channel driver from `cellbench plugins`
