@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from cellbench_core.cli import app
+from cellbench_core.cli import app, main
+from cellbench_core.plugins import PluginManager, loaded_plugins
 
 runner = CliRunner()
+PLANS = Path(__file__).parents[1] / "plans"
 
 SHORT_PLAN = """\
 name: short cycle
@@ -96,6 +100,50 @@ settings = {{count = 2, chemistry = "nmc"}}
     with sqlite3.connect(tmp_path / "station.db") as con:
         rows = con.execute("SELECT station, sample_period_s FROM tests").fetchall()
     assert rows == [("bench-7", 10.0), ("bench-7", 10.0)]
+
+
+def test_a_command_loads_the_plugins_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: list[PluginManager] = []
+    load = PluginManager.load
+
+    def counted(self: PluginManager, *args: Any, **kwargs: Any) -> None:
+        loads.append(self)
+        load(self, *args, **kwargs)
+
+    monkeypatch.setattr(PluginManager, "load", counted)
+    monkeypatch.setattr(sys, "argv",
+                        ["cellbench", "plan", "check", str(PLANS / "drive-cycle.yaml")])
+    loaded_plugins.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        loaded_plugins.cache_clear()  # the next test loads the real ones again
+    assert exited.value.code == 0
+    assert len(loads) == 1
+
+
+def test_a_station_file_leaves_plugins_out_of_the_load(tmp_path: Path) -> None:
+    station = tmp_path / "station.toml"
+    station.write_text("""
+[station]
+name = "no-tables"
+[plugins]
+disable = ["lookup"]
+[[channels]]
+driver = "sim"
+""")
+    result = runner.invoke(app, ["plan", "check", str(PLANS / "drive-cycle.yaml"),
+                                 "--station", str(station)])
+    assert result.exit_code == 2, result.output
+    assert "no OSI device called 'lookup' is installed" in result.output
+    assert runner.invoke(app, ["plan", "check", str(PLANS / "drive-cycle.yaml")]).exit_code == 0
+    ghost = tmp_path / "ghost.toml"
+    ghost.write_text(station.read_text().replace('disable = ["lookup"]', 'enable = ["ghost"]'))
+    result = runner.invoke(app, ["plan", "check", str(PLANS / "drive-cycle.yaml"),
+                                 "--station", str(ghost)])
+    assert result.exit_code == 2, result.output
+    assert "plugin 'ghost' is enabled in the station config but not installed" in result.output
 
 
 def test_demo_then_plot(tmp_path: Path) -> None:
