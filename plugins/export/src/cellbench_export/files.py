@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cellbench_core.events import TestStatus
 from cellbench_core.storage import Database
-from cellbench_core.sync import SyncReport, SyncTarget
+from cellbench_core.synctargets import SyncReport, SyncTarget
 from cellbench_export.basytec import BasytecWriter
 from cellbench_export.bdf import BdfFormat, write_bdf
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from cellbench_core.storage import Database
 from cellbench_core.storage.schema import VERSION_TABLE
-from cellbench_core.sync import (
+from cellbench_core.synctargets import (
     ChangeFeed,
     Changes,
     Positions,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from cellbench_core.storage import Database, open_database, schema, upgrade
-from cellbench_core.sync import (
+from cellbench_core.synctargets import (
     ChangeFeed,
     Changes,
     Positions,
