@@ -3,6 +3,7 @@ sync changes, the notifier base class and the station name for plugin commands."
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from cellbench_sdk.sync import IN_LIST_KEYS, Changes, Row, write_changes
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Any:
+def db(tmp_path: Path) -> Iterator[Database]:
     database = open_database(f"sqlite:///{tmp_path / 'station.db'}")
     yield database
     database.close()
@@ -86,7 +87,7 @@ class _Recorder:
     def delete_ranges(self, table: str, key: str, ranges: list[tuple[int, int, int]]) -> None:
         self.calls.append(("delete_ranges", f"{table}.{key}", ranges))
 
-    def insert(self, table: str, rows: list[Row]) -> None:
+    def insert(self, table: str, rows: Sequence[Row]) -> None:
         self.calls.append(("insert", table, len(rows)))
 
 
