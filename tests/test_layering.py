@@ -6,9 +6,11 @@ import no plugin; no plugin imports another."""
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,3 +87,13 @@ def test_no_plugin_imports_another() -> None:
     found = [problem for name, package in PLUGINS.items()
              for problem in _forbidden(package, set(PLUGINS) - {name})]
     assert found == []
+
+
+def test_plugins_depend_on_the_sdk_not_the_core() -> None:
+    wrong = []
+    for pyproject in sorted(ROOT.glob("plugins/*/pyproject.toml")):
+        requires = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+        names = {re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0] for r in requires}
+        if "cellbench-sdk" not in names or "cellbench-core" in names:
+            wrong.append(f"{pyproject.relative_to(ROOT)}: {sorted(names)}")
+    assert wrong == []
