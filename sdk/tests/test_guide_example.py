@@ -65,6 +65,6 @@ def test_the_example_passes_its_tests(example: ModuleType, name: str) -> None:
 
 def test_the_guide_lists_every_hook() -> None:
     hooks = [name for name in dir(hookspecs) if name.startswith("cellbench_")]
-    assert len(hooks) == 13
+    assert len(hooks) == 12
     for hook in hooks:
         assert f"| `{hook}" in TEXT, f"docs/plugins.md does not list the hook {hook}"
