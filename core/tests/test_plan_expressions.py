@@ -22,7 +22,8 @@ from cellbench_core.plan.expr import (
     quotient,
 )
 from cellbench_core.plan.parser import QUANTITY_DIMENSIONS
-from cellbench_core.runner.program import Cursor, Program
+from cellbench_core.plan.program import Program
+from cellbench_core.runner.program import Cursor
 from cellbench_core.storage.records import BatteryRecord
 from cellbench_core.units import Dimension as D
 

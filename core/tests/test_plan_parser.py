@@ -37,8 +37,8 @@ from cellbench_core.plan import (
 )
 from cellbench_core.plan.expr import Expr, Scope, parse_expression
 from cellbench_core.plan.parser import QUANTITY_DIMENSIONS, _runs_channel
+from cellbench_core.plan.program import Program
 from cellbench_core.runner.engine import Runner
-from cellbench_core.runner.program import Program
 from cellbench_core.units import Dimension
 from cellbench_hal import ProfileQuantity, Step, StepMode
 

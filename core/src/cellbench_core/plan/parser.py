@@ -157,6 +157,7 @@ from cellbench_core.plan.model import (
     Signal,
     StepSpec,
 )
+from cellbench_core.plan.program import Program, ProgramError
 from cellbench_core.plan.tables import TableLoader, plugin_table_loader
 from cellbench_core.units import (
     Dimension,
@@ -447,9 +448,6 @@ def _plan(ctx: _Context, root: yaml.Node | None, text: str) -> Plan:
 
 
 def _check_flow(ctx: _Context, plan: Plan) -> None:
-    # Imported here: the runner's program imports the plan package.
-    from cellbench_core.runner.program import Program, ProgramError
-
     try:
         Program.compile(plan)
     except ProgramError as error:
