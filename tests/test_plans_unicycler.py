@@ -28,8 +28,8 @@ from typer.testing import CliRunner
 from cellbench_core.cli import app
 from cellbench_core.events import TestStatus
 from cellbench_core.plan import parse_plan
-from cellbench_core.plan.imports import from_unicycler
 from cellbench_core.plan.model import PlanError
+from cellbench_core.plan.unicycler import from_unicycler
 from cellbench_core.runner.engine import ChannelRef, Runner, TestRequest
 from cellbench_core.storage import SampleWriter, StepRecord, open_database
 from cellbench_hal import VirtualClock

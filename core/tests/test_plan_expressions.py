@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellbench_core.plan import Plan, PlanError, SetStep, StepSpec, parse_plan
+from cellbench_core.plan.dimensions import QUANTITY_DIMENSIONS
 from cellbench_core.plan.expr import (
     Computed,
     Const,
@@ -21,8 +22,8 @@ from cellbench_core.plan.expr import (
     product,
     quotient,
 )
-from cellbench_core.plan.parser import QUANTITY_DIMENSIONS
-from cellbench_core.runner.program import Cursor, Program
+from cellbench_core.plan.program import Program
+from cellbench_core.runner.program import Cursor
 from cellbench_core.storage.records import BatteryRecord
 from cellbench_core.units import Dimension as D
 

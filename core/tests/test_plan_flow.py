@@ -32,8 +32,9 @@ from cellbench_core.plan import (
     parse_plan,
 )
 from cellbench_core.plan.expr import Const, Name
+from cellbench_core.plan.program import END, Program
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
-from cellbench_core.runner.program import END, Cursor, Program
+from cellbench_core.runner.program import Cursor
 from cellbench_core.units import Dimension
 
 GE, LE = Op.GE, Op.LE

@@ -35,11 +35,12 @@ from cellbench_core.plan import (
     load_plan,
     parse_plan,
 )
+from cellbench_core.plan.dimensions import QUANTITY_DIMENSIONS
 from cellbench_core.plan.expr import Expr, Scope, parse_expression
-from cellbench_core.plan.parser import QUANTITY_DIMENSIONS, _runs_channel
+from cellbench_core.plan.program import Program
+from cellbench_core.plan.steps import runs_channel
 from cellbench_core.plan.tables import TableLoader
 from cellbench_core.runner.engine import Runner
-from cellbench_core.runner.program import Program
 from cellbench_core.units import Dimension
 from cellbench_hal import ProfileQuantity, Step, StepMode
 
@@ -959,7 +960,7 @@ _trees: st.SearchStrategy[list[Node]] = st.recursive(
     lambda children: st.lists(
         _specs | _ramps | _chambers | _others
         | st.builds(lambda loop, body, cycle: Loop(loop[0], body, cycle, until=loop[1]),
-                    _loops, children.map(tuple).filter(_runs_channel), st.booleans()),
+                    _loops, children.map(tuple).filter(runs_channel), st.booleans()),
         min_size=1,
         max_size=3,
     ),

@@ -13,13 +13,14 @@ from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import console, fail
 from cellbench_core.cli.database import database_url, opened
 from cellbench_core.plan import PlanError, dump_plan, load_plan
-from cellbench_core.plan.imports import from_pybamm, from_unicycler, pybamm_steps
 from cellbench_core.plan.model import Plan
+from cellbench_core.plan.program import Program
+from cellbench_core.plan.pybamm import from_pybamm, pybamm_steps
 from cellbench_core.plan.show import show_plan
 from cellbench_core.plan.tables import lookup_tables
+from cellbench_core.plan.unicycler import from_unicycler
 from cellbench_core.plugins import PluginManager, loaded_plugins
 from cellbench_core.runner.engine import ChannelRef, RunError, Runner
-from cellbench_core.runner.program import Program
 from cellbench_core.station import Station, StationConfig, StationError, load_station
 from cellbench_hal import DeviceError
 

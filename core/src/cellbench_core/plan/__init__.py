@@ -1,5 +1,5 @@
-"""Test plans: the model, the YAML plan language (see :mod:`cellbench_core.plan.parser`) and its
-normal form."""
+"""Test plans: the model, the YAML plan language (docs/plans.md, read by
+:mod:`cellbench_core.plan.parser`), its normal form and the program a plan compiles to."""
 
 from cellbench_core.plan.model import (
     NEXT,

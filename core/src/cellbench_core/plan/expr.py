@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cellbench_core.units import (
     Dimension,
@@ -37,9 +37,6 @@ from cellbench_core.units import (
     quote,
     unit_spellings,
 )
-
-if TYPE_CHECKING:
-    from cellbench_core.storage.records import BatteryRecord
 
 MAX_EXPRESSION = 400  # characters; keeps the tree shallow enough to walk recursively
 MARK = "="  # how a step's value says it is an expression: ``current: =0.5C * q_meas``
@@ -94,6 +91,15 @@ class Must(StrEnum):
     POSITIVE = "positive"
 
 
+class Battery(Protocol):
+    """The registered battery ``battery.<field>`` reads (a stored battery record): its name,
+    and the attributes :data:`BATTERY_FIELDS` names, read by name."""
+
+    @property
+    def name(self) -> str:
+        """The battery's registered name, for errors."""
+
+
 @dataclass(frozen=True)
 class Scope:
     """What an expression reads when it is computed. ``sample`` gives a quantity of the last
@@ -101,7 +107,7 @@ class Scope:
 
     variables: Mapping[str, float] = field(default_factory=dict)
     capacity_ah: float | None = None
-    battery: BatteryRecord | None = None
+    battery: Battery | None = None
     sample: Callable[[str], float] | None = None
 
 

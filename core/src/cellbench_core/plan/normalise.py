@@ -12,6 +12,7 @@ from dataclasses import fields
 
 import yaml
 
+from cellbench_core.plan.dimensions import LIMIT_DIMENSIONS, SETPOINT_DIMENSIONS, dimension_of
 from cellbench_core.plan.expr import Computed
 from cellbench_core.plan.model import (
     Condition,
@@ -23,11 +24,6 @@ from cellbench_core.plan.model import (
     ProfileSpec,
     SetStep,
     StepSpec,
-)
-from cellbench_core.plan.parser import (
-    LIMIT_DIMENSIONS,
-    SETPOINT_DIMENSIONS,
-    dimension_of,
 )
 from cellbench_core.units import Dimension, Value, format_number, format_value
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from cellbench_core.plan.dimensions import LIMIT_DIMENSIONS, dimension_of
 from cellbench_core.plan.expr import Computed
 from cellbench_core.plan.model import (
     Amount,
@@ -26,7 +27,6 @@ from cellbench_core.plan.model import (
     SetStep,
     StepSpec,
 )
-from cellbench_core.plan.parser import LIMIT_DIMENSIONS, dimension_of
 from cellbench_core.units import Dimension, Value, format_number, format_value
 from cellbench_hal import ProfileQuantity, StepMode
 
