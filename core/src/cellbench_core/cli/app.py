@@ -16,7 +16,7 @@ from cellbench_core.plan.pybamm import from_pybamm, pybamm_steps
 from cellbench_core.plan.show import show_plan
 from cellbench_core.plan.unicycler import from_unicycler
 from cellbench_core.plugins import PluginManager
-from cellbench_core.runner.engine import ChannelRef, RunError, Runner
+from cellbench_core.runner import ChannelRef, RunError, Runner
 from cellbench_core.runner.program import Program
 from cellbench_core.station import Station, StationError, load_station
 from cellbench_hal import DeviceError
