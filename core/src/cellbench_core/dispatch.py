@@ -115,7 +115,10 @@ class EventDispatcher:
             if item is None:
                 return
             self._report_dropped()
-            self._deliver(*item)
+            try:
+                self._deliver(*item)
+            except Exception:  # the hook relay itself failed: the worker still serves the rest
+                log.exception("event %s could not be delivered", item[0])
 
     def _deliver(self, hook_name: str, event: object) -> None:
         arguments = {"event": event}
