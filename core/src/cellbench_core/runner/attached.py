@@ -112,6 +112,7 @@ def fill_signals(st: RunState, rows: IntArray, q: FloatArray) -> None:
 
 
 def set_ambient(st: RunState, channels: set[int], celsius: float) -> None:
+    """Hand a chamber's temperature to the running channels it holds."""
     if not math.isfinite(celsius):
         return
     for number in channels:

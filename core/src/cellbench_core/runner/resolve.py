@@ -105,6 +105,7 @@ def resolve_steps(req: TestRequest, program: Program, pcs: Iterable[int], scope:
 
 
 def hal_step(spec: StepSpec, scope: Scope) -> Step:
+    """The channel setpoint of ``spec`` with ``scope``'s values (a profile scaled to C)."""
     profile = None
     if spec.profile is not None:
         p = spec.profile

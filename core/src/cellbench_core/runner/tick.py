@@ -30,6 +30,7 @@ _Q = QUANTITY_COLUMN
 
 
 async def measure(st: RunState, driver: ChannelDriver, name: str) -> Any:
+    """One driver's samples, under the device timeout."""
     return await call_with_timeout(driver.measure(), st.device_timeout_s, name, "measure")
 
 
@@ -42,6 +43,7 @@ def record_ends(st: RunState) -> None:
 
 
 async def tick(st: RunState) -> None:
+    """One tick: apply requests, measure and handle every sample, move on chamber waits."""
     st.generation += 1
     try:
         await tick_drivers(st)
@@ -52,6 +54,8 @@ async def tick(st: RunState) -> None:
 
 
 async def tick_drivers(st: RunState) -> None:
+    """Apply operators' requests, read attached devices, measure every driver with a running
+    channel, and handle the samples (several of one channel in rounds, oldest first)."""
     if st.stop:
         await handle_stops(st)
     if st.actions:
@@ -127,6 +131,8 @@ async def tick_drivers(st: RunState) -> None:
 
 
 async def process(st: RunState, rows: IntArray, cols: dict[str, FloatArray]) -> None:
+    """Handle one sample of each of ``rows``: counters, quantities, safety limits, end
+    conditions, the writer; then the rows that tripped or ended a step."""
     t, v, i, temp = cols["time_s"], cols["voltage_v"], cols["current_a"], cols["temperature_c"]
     dt = t - st.last_t[rows]
     st.last_t[rows] = t
@@ -223,6 +229,7 @@ async def process(st: RunState, rows: IntArray, cols: dict[str, FloatArray]) -> 
 
 
 async def fail_driver(st: RunState, driver: ChannelDriver, reason: str) -> None:
+    """Fail every running test on ``driver``: it did not answer or answered nonsense."""
     t = st.clock.now()
     for run in st.runs:
         if run.request.channel.driver is driver and st.active[run.row]:
@@ -232,6 +239,7 @@ async def fail_driver(st: RunState, driver: ChannelDriver, reason: str) -> None:
 
 
 async def handle_actions(st: RunState) -> None:
+    """Apply the pause, resume and next-step requests made since the last tick."""
     actions, st.actions = st.actions, []
     t = st.clock.now()
     for run, action in actions:
@@ -268,6 +276,7 @@ async def handle_actions(st: RunState) -> None:
 
 
 async def handle_stops(st: RunState) -> None:
+    """Stop the tests asked to stop since the last tick, output off."""
     stops, st.stop = st.stop, {}
     t = st.clock.now()
     for run in st.runs:

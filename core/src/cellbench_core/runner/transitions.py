@@ -165,8 +165,7 @@ def pass_step(st: RunState, run: Run, passed: Passed, t: float) -> str:
                if cursor.variables.get(name) != value}
     try:
         if capacity != cursor.capacity_ah:  # C-rates, and with them limits, change
-            steps, bounds, delays = resolve_plan(req, cursor.program, capacity,
-                                                      variables)
+            steps, bounds, delays = resolve_plan(req, cursor.program, capacity, variables)
             st.bound[row], st.delay[row] = bounds, delays
         else:
             using = [pc for pc, ins in enumerate(cursor.program.instructions)
