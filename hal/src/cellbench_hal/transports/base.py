@@ -263,7 +263,7 @@ class LineTransport(ABC):
         start = 0
         while True:
             end = buffer.find(term, start)
-            if end >= 0:
+            if 0 <= end <= self.max_line:
                 raw = bytes(buffer[:end])
                 del buffer[:end + len(term)]
                 try:
@@ -271,7 +271,7 @@ class LineTransport(ABC):
                 except UnicodeDecodeError:
                     raise BadReply(self.name, f"the reply {raw[:80]!r} is not {self.encoding} "
                                    "text") from None
-            if len(buffer) > self.max_line:
+            if end > self.max_line or len(buffer) > self.max_line:
                 buffer.clear()
                 self._lose_step(timeout)
                 raise BadReply(self.name, f"more than {self.max_line} bytes arrived without "

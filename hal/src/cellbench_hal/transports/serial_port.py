@@ -3,41 +3,59 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from typing import Literal, Unpack
 
 import serial
 
 from cellbench_hal.transports.base import LineTransport, Link, TransportOptions
 
+# What pyserial raises, besides its SerialException, for settings a port refuses.
+_REFUSED: tuple[type[Exception], ...]
+if sys.platform == "win32":
+    _REFUSED = (ValueError,)
+else:
+    import termios
+
+    _REFUSED = (ValueError, termios.error)
+
 Parity = Literal["N", "E", "O", "M", "S"]
 PARITIES: tuple[Parity, ...] = ("N", "E", "O", "M", "S")
 BYTESIZES = (5, 6, 7, 8)
 STOPBITS = (1, 1.5, 2)
+_POLL_S = 0.02
 
 
 class _SerialLink:
-    """An open pyserial port as a :class:`Link`."""
+    """An open pyserial port as a :class:`Link`.
+
+    Changing a pyserial timeout reconfigures the port, so the port keeps one short read
+    timeout and :meth:`receive` polls with it until its own deadline; a byte that arrives ends
+    the wait at once. Writes use the write timeout set when the port was opened.
+    """
 
     def __init__(self, port: serial.Serial) -> None:
         self._port = port
 
     def send(self, data: bytes, timeout: float) -> None:
-        # Each change of a pyserial timeout reconfigures the port: set it only when it differs.
-        if self._port.write_timeout != timeout:
-            self._port.write_timeout = timeout
         try:
             self._port.write(data)
         except serial.SerialTimeoutException:
             raise TimeoutError(f"sent part of {len(data)} bytes") from None
 
     def receive(self, size: int, timeout: float) -> bytes:
-        if self._port.timeout != timeout:
-            self._port.timeout = timeout
-        first = self._port.read(1)
+        port = self._port
+        if timeout <= 0 and not port.in_waiting:
+            return b""
+        deadline = time.monotonic() + timeout
+        first = port.read(1)
+        while not first and time.monotonic() < deadline:
+            first = port.read(1)
         if not first:
             return b""
-        waiting = self._port.in_waiting
-        return first + self._port.read(min(size - 1, waiting)) if waiting else first
+        waiting = port.in_waiting
+        return first + port.read(min(size - 1, waiting)) if waiting else first
 
     def close(self) -> None:
         self._port.close()
@@ -83,9 +101,9 @@ class SerialLineTransport(LineTransport):
             port = serial.Serial(
                 self.port, self.baudrate, bytesize=self.bytesize, parity=self.parity,
                 stopbits=self.stopbits, rtscts=self.rtscts, xonxoff=self.xonxoff,
-                timeout=self.timeout, write_timeout=self.timeout,
+                timeout=_POLL_S, write_timeout=self.timeout,
                 exclusive=True if os.name == "posix" else None,
             )
-        except ValueError as error:  # pyserial's word for a port it cannot configure
+        except _REFUSED as error:
             raise OSError(str(error)) from None
         return _SerialLink(port)
