@@ -33,6 +33,12 @@ def answer(line: bytes) -> bytes:
     return replies.get(line, b"re:" + line + b"\n")
 
 
+@pytest.fixture
+def line_protocol() -> Callable[[bytes], bytes]:
+    """:func:`answer`, for peers that a test builds itself (a fake USB device)."""
+    return answer
+
+
 @dataclass
 class LineServer:
     """How a peer frames commands, what it sends on connecting, and what it has received."""

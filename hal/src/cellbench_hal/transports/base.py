@@ -15,6 +15,7 @@ echo the command or number their replies can check that in the driver.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -152,7 +153,8 @@ class LineTransport(ABC):
         link = self._link.clear()
         try:
             if link is not None and self._worker is not None:
-                await self._worker.run(link.close, self.timeout + _GRACE_S, "close")
+                await self._worker.run(functools.partial(_release, link), self.timeout + _GRACE_S,
+                                       "close")
         finally:
             self._release_worker()
 
@@ -337,8 +339,15 @@ class LineTransport(ABC):
         self._link.clear(reason)
         self._buffer.clear()
         self._out_of_step = False
-        link.close()
+        _release(link)
         return DeviceConnectionError(self.name, reason)
+
+
+def _release(link: Link) -> None:
+    """Close ``link``; a connection that is broken already may fail to close, and is gone
+    either way."""
+    with contextlib.suppress(OSError):
+        link.close()
 
 
 def _reason(error: OSError) -> str:

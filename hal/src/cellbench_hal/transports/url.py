@@ -73,8 +73,9 @@ def transport_from_url(url: str, **options: Unpack[TransportOptions]) -> LineTra
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in _PARAMS:
-        raise ValueError(f"transport URL {url!r}: unknown scheme {parts.scheme!r}; use "
-                         f"{', '.join(s + '://' for s in _PARAMS)}")
+        problem = f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ValueError(f"transport URL {url!r}: {problem}; write tcp://HOST:PORT, "
+                         "serial://PORT or usb://VID:PID[/SERIAL]")
     settings = _query(url, parts.query, _PARAMS[scheme])
     for key in settings.keys() & options.keys():
         raise ValueError(f"transport URL {url!r}: {key} is given in the URL and as a keyword")
@@ -137,10 +138,13 @@ def _tcp(url: str, netloc: str, path: str, settings: dict[str, Any],
 def _usb(netloc: str, path: str, settings: dict[str, Any],
          options: TransportOptions) -> UsbTransport:
     vendor, sep, product = netloc.partition(":")
+    if not sep:
+        raise ValueError(f"{netloc!r} is not VID:PID; write usb://VID:PID[/SERIAL], like "
+                         "usb://0x2184:0x0044")
     ids = []
     for what, text in (("vendor id", vendor), ("product id", product)):
         digits = text[2:] if text.lower().startswith("0x") else text
-        if not (sep and 1 <= len(digits) <= 4 and all(c in hexdigits for c in digits)):
+        if not (1 <= len(digits) <= 4 and all(c in hexdigits for c in digits)):
             raise ValueError(f"{what} {text!r} must be 4 hex digits; write "
                              "usb://VID:PID[/SERIAL], like usb://0x2184:0x0044")
         ids.append(int(digits, 16))
