@@ -24,8 +24,8 @@ BULK, INTERRUPT = usb.util.ENDPOINT_TYPE_BULK, usb.util.ENDPOINT_TYPE_INTR
 
 @dataclass
 class Endpoint:
-    bEndpointAddress: int  # noqa: N815 (pyusb's descriptor field names)
-    bmAttributes: int  # noqa: N815
+    bEndpointAddress: int  # pyusb's descriptor field names
+    bmAttributes: int
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Bus:
 def bus(monkeypatch: pytest.MonkeyPatch, line_protocol: Callable[[bytes], bytes]) -> Bus:
     bus = Bus(line_protocol)
 
-    def find(find_all: bool, idVendor: int, idProduct: int) -> list[FakeDevice]:  # noqa: N803
+    def find(find_all: bool, idVendor: int, idProduct: int) -> list[FakeDevice]:
         assert find_all
         return list(bus.devices) if (idVendor, idProduct) == (0x2184, 0x0044) else []
 
