@@ -25,3 +25,8 @@ def test_refuses_until_set_and_after_clear_with_the_owner_name_and_reason() -> N
     assert handle.clear() is None
     handle.set(8)
     assert handle.get() == 8  # open again: the old reason is gone
+
+
+def test_none_is_not_a_value_to_hold() -> None:
+    with pytest.raises(TypeError, match="gauge@10.0.0.7: WhileOpen.set needs a value"):
+        WhileOpen[object](Gauge()).set(None)

@@ -61,7 +61,9 @@ class WhileOpen(Generic[T]):
         return value
 
     def set(self, value: T) -> None:
-        """Mark the owner open, holding ``value``."""
+        """Mark the owner open, holding ``value`` (not None, which means closed)."""
+        if value is None:
+            raise TypeError(f"{self._owner.name}: WhileOpen.set needs a value, not None")
         self._value = value
         self._reason = ""
 
