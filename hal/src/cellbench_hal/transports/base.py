@@ -73,7 +73,8 @@ class TransportOptions(TypedDict, total=False):
     worker: DeviceWorker
 
 
-def _positive(what: str, value: float) -> float:
+def positive_seconds(what: str, value: float) -> float:
+    """``value`` as float; a :class:`ValueError` naming ``what`` unless finite and above 0."""
     if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ValueError(f"{what} must be a positive number of seconds, not {value!r}")
     return float(value)
@@ -103,8 +104,8 @@ class LineTransport(ABC):
                  encoding: str = "ascii", max_line: int = 65536,
                  worker: DeviceWorker | None = None) -> None:
         self.name = name
-        self.open_timeout = _positive("open_timeout", open_timeout)
-        self.timeout = _positive("timeout", timeout)
+        self.open_timeout = positive_seconds("open_timeout", open_timeout)
+        self.timeout = positive_seconds("timeout", timeout)
         if not read_termination:
             raise ValueError(f"{name}: read_termination must not be empty")
         "".encode(encoding)  # an unknown encoding fails here, not at the first reply
@@ -148,13 +149,17 @@ class LineTransport(ABC):
         self._link.set(link)
 
     async def close(self) -> None:
-        """Close the connection after the calls already running; idempotent. Calls still
-        waiting for the worker then raise :class:`DeviceClosed`."""
-        link = self._link.clear()
+        """Close the connection after the call that is running; idempotent. Calls still
+        waiting for the worker then raise :class:`DeviceClosed`. When the running call hangs
+        past its timeout, the connection is closed from here instead."""
+        link, worker = self._link.clear(), self._worker
         try:
-            if link is not None and self._worker is not None:
-                await self._worker.run(functools.partial(_release, link), self.timeout + _GRACE_S,
-                                       "close")
+            if link is not None and worker is not None:
+                try:
+                    await worker.run(functools.partial(_release, link), self.timeout + _GRACE_S,
+                                     "close")
+                except DeviceTimeout:
+                    _release(link)
         finally:
             self._release_worker()
 
@@ -218,7 +223,7 @@ class LineTransport(ABC):
         worker = self._worker
         if worker is None:  # closed from another thread just now
             raise DeviceClosed(self.name, "not open")
-        t = self.timeout if timeout is None else _positive("timeout", timeout)
+        t = self.timeout if timeout is None else positive_seconds("timeout", timeout)
         # The call may first wait for a late reply (up to _stale_until) and for the calls queued
         # before it; the worker's own deadline only catches a library call that hangs.
         stale = max(0.0, self._stale_until - time.monotonic())
@@ -232,6 +237,8 @@ class LineTransport(ABC):
     # --- on the worker thread ----------------------------------------------------------------
 
     def _connect(self) -> Link:
+        self._buffer.clear()  # left from an earlier connection
+        self._out_of_step = False
         try:
             return self._open_link()
         except DeviceError:

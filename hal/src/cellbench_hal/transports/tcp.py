@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Unpack
 
-from cellbench_hal.transports.base import LineTransport, Link, TransportOptions
+from cellbench_hal.transports.base import (
+    LineTransport,
+    Link,
+    TransportOptions,
+    positive_seconds,
+)
 
 
 class _SocketLink:
@@ -29,6 +35,9 @@ class _SocketLink:
         return data
 
     def close(self) -> None:
+        # shutdown wakes a receive blocked on another thread; close alone may not.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
 
@@ -49,7 +58,8 @@ class TcpLineTransport(LineTransport):
         self.port = port
         shown = f"[{host}]" if ":" in host else host
         options.setdefault("name", f"tcp://{shown}:{port}")
-        super().__init__(open_timeout=connect_timeout, **options)
+        super().__init__(open_timeout=positive_seconds("connect_timeout", connect_timeout),
+                         **options)
 
     def _open_link(self) -> Link:
         sock = socket.create_connection((self.host, self.port), timeout=self.open_timeout)

@@ -13,23 +13,19 @@ transport as query parameters::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from string import hexdigits
 from typing import Any, Unpack
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from cellbench_hal.transports.base import LineTransport, TransportOptions
+from cellbench_hal.transports.base import LineTransport, TransportOptions, positive_seconds
 from cellbench_hal.transports.serial_port import SerialLineTransport
 from cellbench_hal.transports.tcp import TcpLineTransport
 from cellbench_hal.transports.usb import UsbTransport
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError
-    return value
+    return positive_seconds("a time", float(text))
 
 
 def _flag(text: str) -> bool:

@@ -10,8 +10,6 @@ from cellbench_hal.errors import DeviceConnectionError
 from cellbench_hal.transports.base import LineTransport, Link, TransportOptions
 
 INSTALL_HINT = "pip install 'cellbench-hal[usb]' (or uv add 'cellbench-hal[usb]')"
-# Read whole transfers: a multiple of every bulk packet size, so no transfer overflows.
-_READ_SIZE = 4096
 
 
 def _pyusb() -> tuple[ModuleType, ModuleType]:
@@ -46,8 +44,10 @@ class _UsbLink:
             raise TimeoutError(f"sent {sent} of {len(data)} bytes")
 
     def receive(self, size: int, timeout: float) -> bytes:
+        # The transport asks for 64 KiB, a multiple of every bulk packet size: a transfer
+        # never overflows the read.
         try:
-            return bytes(self._device.read(self._in, max(size, _READ_SIZE), _ms(timeout)))
+            return bytes(self._device.read(self._in, size, _ms(timeout)))
         except self._core.USBTimeoutError:
             return b""
 
