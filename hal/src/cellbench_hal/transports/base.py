@@ -83,10 +83,11 @@ def positive_seconds(what: str, value: float) -> float:
 class LineTransport(ABC):
     """One connection to one device, speaking lines of text and raw bytes.
 
-    ``timeout`` is the default for every call (seconds); ``read_termination`` ends each reply
-    line and ``write_termination`` is appended to each written line ("\\n", "\\r", "\\r\\n",
-    ...); lines are ``encoding`` text; a reply of more than ``max_line`` bytes without the
-    terminator is a :class:`BadReply`. ``worker`` is the device's worker thread when the device
+    ``timeout`` is the default for every call (seconds), and for :meth:`open` unless
+    ``open_timeout`` is given; ``read_termination`` ends each reply line and
+    ``write_termination`` is appended to each written line ("\\n", "\\r", "\\r\\n", ...);
+    lines are ``encoding`` text; a reply of more than ``max_line`` bytes without the terminator
+    is a :class:`BadReply`. ``worker`` is the device's worker thread when the device
     has one already (a vendor library on the same handle); otherwise the transport runs its own
     from :meth:`open` to :meth:`close`. ``name`` goes into every error.
 
@@ -99,13 +100,14 @@ class LineTransport(ABC):
     Subclasses open the connection in :meth:`_open_link`.
     """
 
-    def __init__(self, *, name: str, open_timeout: float, timeout: float = 1.0,
+    def __init__(self, *, name: str, open_timeout: float | None = None, timeout: float = 1.0,
                  read_termination: str = "\n", write_termination: str = "\n",
                  encoding: str = "ascii", max_line: int = 65536,
                  worker: DeviceWorker | None = None) -> None:
         self.name = name
-        self.open_timeout = positive_seconds("open_timeout", open_timeout)
         self.timeout = positive_seconds("timeout", timeout)
+        self.open_timeout = (self.timeout if open_timeout is None
+                             else positive_seconds("open_timeout", open_timeout))
         if not read_termination:
             raise ValueError(f"{name}: read_termination must not be empty")
         "".encode(encoding)  # an unknown encoding fails here, not at the first reply

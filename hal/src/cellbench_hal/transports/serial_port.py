@@ -94,7 +94,7 @@ class SerialLineTransport(LineTransport):
         self.rtscts = rtscts
         self.xonxoff = xonxoff
         options.setdefault("name", f"serial://{port}")
-        super().__init__(open_timeout=options.get("timeout", 1.0), **options)
+        super().__init__(**options)
 
     def _open_link(self) -> Link:
         try:

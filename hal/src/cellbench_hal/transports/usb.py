@@ -90,7 +90,7 @@ class UsbTransport(LineTransport):
         self.ids = f"0x{vendor_id:04x}:0x{product_id:04x}"
         options.setdefault("name", f"usb://{self.ids}" + (f"/{serial_number}"
                                                            if serial_number else ""))
-        super().__init__(open_timeout=options.get("timeout", 1.0), **options)
+        super().__init__(**options)
 
     def _open_link(self) -> Link:
         core, util = _pyusb()
