@@ -51,6 +51,8 @@ def test_terminators_and_encoding(tcp_peer: TcpPeer) -> None:
             assert await io.query("T=25°C") == "re:T=25°C"
             with pytest.raises(ValueError, match="holds the write terminator"):
                 await io.write("A\rB")
+            with pytest.raises(ValueError, match="timeout must be a positive number"):
+                await io.query("A", timeout=0)
 
     asyncio.run(run())
     assert tcp_peer.server.received == ["T=25°C".encode("latin-1")]
@@ -110,7 +112,8 @@ def test_clear_drops_unread_input(tcp_peer: TcpPeer) -> None:
 
     async def run() -> None:
         async with transport(tcp_peer) as io:
-            await asyncio.sleep(0.1)  # the greeting arrives
+            assert await io.read_line() == "hello"
+            await asyncio.sleep(0.1)  # the rest of the greeting arrives
             await io.clear()
             assert await io.query("PING") == "re:PING"
 
