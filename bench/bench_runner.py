@@ -28,7 +28,7 @@ import numpy as np
 from bench_storage import bench_raw, cellbench_samples_ddl, raw_rows
 
 from cellbench_core.plan import parse_plan
-from cellbench_core.runner.engine import ChannelRef, Runner, TestRequest
+from cellbench_core.runner import ChannelRef, Runner, TestRequest
 from cellbench_core.storage import SampleWriter, open_database
 from cellbench_hal import Clock, RealClock, VirtualClock
 from cellbench_sim.channel import SimChannels, SimChannelSettings

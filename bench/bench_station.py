@@ -42,7 +42,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from cellbench_core.plan import parse_plan
-from cellbench_core.runner.engine import ChannelRef, Runner, TestRequest
+from cellbench_core.runner import ChannelRef, Runner, TestRequest
 from cellbench_core.storage import Database, SampleWriter, TestStart, open_database
 from cellbench_core.storage.schema import samples
 from cellbench_hal import RealClock

@@ -16,7 +16,7 @@ from cellbench_core.hookspecs import hookimpl
 from cellbench_core.plan import load_plan
 from cellbench_core.plan.tables import TableLoader
 from cellbench_core.plugins import PluginManager
-from cellbench_core.runner.engine import ChannelRef, Runner, TestOutcome, TestRequest
+from cellbench_core.runner import ChannelRef, Runner, TestOutcome, TestRequest
 from cellbench_core.storage import Database, SampleWriter, StepRecord, open_database
 from cellbench_hal import VirtualClock
 from cellbench_sim.chamber import SimChamber, SimChamberSettings

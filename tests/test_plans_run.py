@@ -16,7 +16,7 @@ import pytest
 from cellbench_core.events import TestStatus
 from cellbench_core.plan import parse_plan
 from cellbench_core.plan.tables import TableLoader
-from cellbench_core.runner.engine import ChannelRef, RunError, Runner, TestOutcome, TestRequest
+from cellbench_core.runner import ChannelRef, RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.storage import Database, SampleWriter, StepRecord, open_database
 from cellbench_hal import SampleBatch, VirtualClock
 from cellbench_sim.chamber import SimChamber, SimChamberSettings

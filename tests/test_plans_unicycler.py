@@ -30,7 +30,7 @@ from cellbench_core.events import TestStatus
 from cellbench_core.plan import parse_plan
 from cellbench_core.plan.model import PlanError
 from cellbench_core.plan.unicycler import from_unicycler
-from cellbench_core.runner.engine import ChannelRef, Runner, TestRequest
+from cellbench_core.runner import ChannelRef, Runner, TestRequest
 from cellbench_core.storage import SampleWriter, StepRecord, open_database
 from cellbench_hal import VirtualClock
 from cellbench_sim.channel import SimChannels, SimChannelSettings

@@ -1,9 +1,11 @@
-"""Runner behaviour around events: lifecycle hooks, device failures and timeouts, stop requests,
-several samples per channel in one batch."""
+"""Runner behaviour around events: lifecycle hooks (and plugins that raise or are slow), device
+failures and timeouts, stop requests, several samples per channel in one batch."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from cellbench_core.events import Alarm, StepChanged, TestFinished, TestStarted,
 from cellbench_core.hookspecs import hookimpl
 from cellbench_core.plan import parse_plan
 from cellbench_core.plugins import PluginManager
-from cellbench_core.runner.engine import ChannelRef, Runner, TestOutcome, TestRequest
+from cellbench_core.runner import ChannelRef, Runner, TestOutcome, TestRequest
 from cellbench_core.storage import Database, SampleWriter, open_database
 from cellbench_hal import (
     ChannelDriver,
@@ -59,6 +61,32 @@ class Recorder:
     @hookimpl
     def cellbench_alarm(self, event: Alarm) -> None:
         self.events.append(event)
+
+
+class Raising:
+    """A notifier whose deliveries fail."""
+
+    @hookimpl
+    def cellbench_test_started(self, event: TestStarted) -> None:
+        raise RuntimeError("mail server down")
+
+    @hookimpl
+    def cellbench_alarm(self, event: Alarm) -> None:
+        raise ConnectionError("pager unreachable")
+
+
+class Slow:
+    """A notifier that holds on to a test's start until the test has ended (at most 30 s), then
+    sleeps 2 s more."""
+
+    def __init__(self) -> None:
+        self.ended = threading.Event()
+        self.saw_the_end = False
+
+    @hookimpl
+    def cellbench_test_started(self, event: TestStarted) -> None:
+        self.saw_the_end = self.ended.wait(30.0)
+        time.sleep(2.0)
 
 
 class Wrapped(ChannelDriver):
@@ -110,13 +138,13 @@ class Wrapped(ChannelDriver):
 
 
 def execute(tmp_path: Path, drivers: list[ChannelDriver], *, hooks: Any = None,
-            stop_after_ticks: int | None = None, timeout_s: float = 5.0
+            stop_after_ticks: int | None = None, timeout_s: float = 5.0, **options: Any
             ) -> tuple[Database, list[TestOutcome]]:
     db = open_database(f"sqlite:///{tmp_path / 'events.db'}")
     clock = VirtualClock()
     writer = SampleWriter(db)
     runner = Runner(db, writer, clock, sample_period_s=1.0, hooks=hooks,
-                    device_timeout_s=timeout_s)
+                    device_timeout_s=timeout_s, **options)
     plan = parse_plan(PLAN, "events.yaml")
     refs = [ChannelRef(number, d, "flaky", n) for number, (d, n) in enumerate(
         ((d, n) for d in drivers for n in range(len(d.channels))), start=1)]
@@ -153,6 +181,34 @@ def test_lifecycle_hooks_are_called_in_order(tmp_path: Path) -> None:
     assert second.test_time_s == pytest.approx(600.0)
     assert recorder.events[-1].status is TestStatus.FINISHED
     assert outcomes[0].reason == "plan complete"
+
+
+def test_a_raising_or_slow_plugin_neither_stalls_nor_fails_the_test(tmp_path: Path) -> None:
+    manager = PluginManager()
+    recorder, slow = Recorder(), Slow()
+    for name, plugin in (("raising", Raising()), ("slow", slow), ("recorder", recorder)):
+        assert manager.register(name, plugin) == ""
+
+    def on_event(event: object) -> None:  # on the event loop, as the runner ends the test
+        if isinstance(event, TestFinished):
+            slow.ended.set()
+
+    db, outcomes = execute(tmp_path, [Wrapped(1, fail_after=1000)], hooks=manager.hook,
+                           on_event=on_event, events_timeout_s=60.0)
+    # The device failed at tick 1001 (an alarm), as it would have without these plugins.
+    assert outcomes[0].status is TestStatus.FAILED
+    assert outcomes[0].reason == "device error: flaky: no answer on the bus"
+    # All 1,001 ticks ran while the slow plugin held on to the test's start...
+    assert slow.saw_the_end
+    # ...and run() returned once every plugin had every event (drained at the end).
+    assert [type(e).__name__ for e in recorder.events] == [
+        "TestStarted", "StepChanged", "StepChanged", "Alarm", "TestFinished"]
+    failed = [e for e in db.events(outcomes[0].test_id) if e.kind == "hook_failed"]
+    assert [(e.channel, e.data["plugin"], e.data["hook"], e.data["error"]) for e in failed] == [
+        ("1", "raising", "cellbench_test_started", "RuntimeError: mail server down"),
+        ("1", "raising", "cellbench_alarm", "ConnectionError: pager unreachable")]
+    assert failed[0].message == ("plugin raising: cellbench_test_started raised RuntimeError: "
+                                 "mail server down")
 
 
 def test_a_failing_device_fails_only_its_own_channels(tmp_path: Path) -> None:

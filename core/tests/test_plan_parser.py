@@ -40,7 +40,7 @@ from cellbench_core.plan.expr import Expr, Scope, parse_expression
 from cellbench_core.plan.program import Program
 from cellbench_core.plan.steps import runs_channel
 from cellbench_core.plan.tables import TableLoader
-from cellbench_core.runner.engine import Runner
+from cellbench_core.runner.resolve import hal_step
 from cellbench_core.units import Dimension
 from cellbench_hal import ProfileQuantity, Step, StepMode
 
@@ -1014,7 +1014,7 @@ def _assert_runnable(parsed: Plan) -> None:
                 walk(node.body)
             elif isinstance(node, StepSpec):
                 assert node.ends and all(node.until)
-                step = Runner._hal_step(node, Scope(capacity_ah=2.5))  # the runner's conversion
+                step = hal_step(node, Scope(capacity_ah=2.5))  # the runner's conversion
                 assert isinstance(step, Step)
 
     assert parsed.steps

@@ -13,7 +13,6 @@ import pytest
 from cellbench_sdk import (
     REST,
     ChannelInfo,
-    Clock,
     DeviceConnectionError,
     DeviceError,
     NotSupported,
@@ -44,7 +43,7 @@ class CcOnly(SimChannels):
 
     async def apply(self, channel: int, step: Step) -> None:
         if step.mode is not StepMode.CC:
-            self._open_clock()
+            self._clock.get()
             raise NotSupported(self.name, f"no {step.mode.value} mode")
         await super().apply(channel, step)
 
@@ -158,7 +157,7 @@ class TimeRunsBackWithinBatch(SimChannels):
 
 class OutputOffDoesNothing(SimChannels):
     async def output_off(self, channel: int) -> None:
-        self._open_clock()
+        self._clock.get()
         self._check_channel(channel)
 
 
@@ -187,22 +186,23 @@ class RestOnly(SimChannels):
 
 
 class UntypedErrorWhenNotOpen(SimChannels):
-    def _open_clock(self) -> Clock:
-        if self._clock is None:
+    async def measure(self) -> SampleBatch:
+        if not self._clock.is_open:
             raise RuntimeError("no connection")
-        return self._clock
+        return await super().measure()
 
 
 class WorksAfterClose(SimChannels):
     async def close(self) -> None:
-        clock = self._clock
+        clock = self._clock.get() if self._clock.is_open else None
         await super().close()
-        self._clock = clock
+        if clock is not None:
+            self._clock.set(clock)
 
 
 class CloseTwiceFails(SimChannels):
     async def close(self) -> None:
-        if self._clock is None:
+        if not self._clock.is_open:
             raise DeviceConnectionError(self.name, "already closed")
         await super().close()
 
@@ -227,7 +227,7 @@ class SameNames(SimChannels):
 
 class HangsInMeasure(SimChannels):
     async def measure(self) -> SampleBatch:
-        if self._clock is not None:
+        if self._clock.is_open:
             await asyncio.Event().wait()
         return await super().measure()
 

@@ -107,12 +107,12 @@ class UnknownSignalKeyError(SimOsiDevice):
 
 class ReadsWhenClosed(SimOsiDevice):
     async def read(self) -> Mapping[str, Reading]:
-        return {} if self._clock is None else await super().read()
+        return {} if not self._clock.is_open else await super().read()
 
 
 class WritesWhenClosed(SimOsiDevice):
     async def write(self, signal: str, value: float) -> None:
-        if self._clock is not None:
+        if self._clock.is_open:
             await super().write(signal, value)
 
 
@@ -186,7 +186,7 @@ class AcceptsAnyHumidity(SimHumidityChamber):
 
 class ReadsWhenNotOpen(SimChamber):
     async def read(self) -> ChamberState:
-        if self._clock is None:
+        if not self._clock.is_open:
             return ChamberState(0.0, 25.0, 25.0, False)
         return await super().read()
 

@@ -1,6 +1,7 @@
 """Lifecycle events: what the runner tells notifiers, sync targets and live consumers.
 
 Events are rare (a test starts, a step changes, a limit trips); samples never travel this way.
+They reach plugins through :class:`cellbench_core.dispatch.EventDispatcher`, off the event loop.
 """
 
 from __future__ import annotations

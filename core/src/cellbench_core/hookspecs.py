@@ -22,8 +22,11 @@ Registration hooks (``cellbench_channel_drivers`` ... ``cellbench_interfaces``)
 Event hooks (``cellbench_test_started`` ... ``cellbench_alarm``)
     Called when something happens to a test, never per sample, with a frozen event dataclass.
     They return nothing. An exception is logged and recorded as an event of the test; the test
-    keeps running. The hook runs on a worker thread, off the event loop, so it may block briefly
-    but should not: hand slow work (mail, HTTP) to a queue of your own. A notifier object that a
+    keeps running and the other plugins still get the event. The hook runs on a worker thread,
+    off the event loop (:class:`~cellbench_core.dispatch.EventDispatcher`), so it may block
+    briefly but should not: the events behind it wait, and when too many wait some are dropped
+    (and that is recorded). Calls come one at a time, in the order the events happened, so a
+    plugin needs no locking of its own. A notifier object that a
     station builds from its ``[[notifiers]]`` section implements these as methods; the station
     registers it, so it is called like a plugin's hook.
 
@@ -245,8 +248,8 @@ def cellbench_alarm(event: Alarm) -> None:
 
     Event hook: called once per alarm; ``event.test_id`` and ``event.channel`` are ``None`` for
     an alarm of the station (a sync target). Return nothing. An exception is logged and
-    recorded as an event of the test; the hook runs on a worker thread, off the event loop, so
-    it may block briefly but should not.
+    recorded as an event of the test (only logged for an alarm of the station); the hook runs
+    on a worker thread, off the event loop, so it may block briefly but should not.
 
     Example::
 

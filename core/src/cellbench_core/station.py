@@ -27,7 +27,7 @@ from cellbench_core.descriptors import Kind
 from cellbench_core.plan import Plan
 from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plugins import PluginError, PluginManager
-from cellbench_core.runner.engine import ChannelRef, Resume, TestRequest
+from cellbench_core.runner import ChannelRef, Resume, TestRequest
 from cellbench_core.storage import BatteryRecord
 from cellbench_core.units import parse_duration
 from cellbench_hal import (

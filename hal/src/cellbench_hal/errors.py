@@ -24,6 +24,14 @@ class DeviceConnectionError(DeviceError):
     """A device could not be opened, or its connection was lost."""
 
 
+class DeviceClosed(DeviceConnectionError):
+    """A call reached a device or transport that is not open (never opened, closed, or lost)."""
+
+
+class BadReply(DeviceError):
+    """A device's reply could not be understood: not text, too long, or malformed."""
+
+
 class OutOfRange(DeviceError):
     """A setpoint lies outside what the device can do (its ranges or its signals)."""
 

@@ -41,10 +41,15 @@ class DeviceWorker:
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the worker thread, within the worker's timeout."""
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
         name = getattr(fn, "__name__", "call")
-        return await call_with_timeout(future, self.timeout, self.device, name)
+        return await self.run(functools.partial(fn, *args, **kwargs), self.timeout, name)
+
+    async def run(self, fn: Callable[[], T], timeout: float, what: str) -> T:
+        """Run ``fn()`` on the worker thread within ``timeout`` seconds (counted from now, so
+        the wait behind earlier calls counts); a :class:`DeviceTimeout` names ``what``."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, fn)
+        return await call_with_timeout(future, timeout, self.device, what)
 
     def close(self) -> None:
         """Stop accepting calls; idempotent. Calls already running finish on their own."""

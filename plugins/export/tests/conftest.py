@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cellbench_core.plan import parse_plan
-from cellbench_core.runner.engine import ChannelRef, Runner, TestRequest
+from cellbench_core.runner import ChannelRef, Runner, TestRequest
 from cellbench_core.storage import Database, SampleRows, SampleWriter, TestStart, open_database
 from cellbench_hal import VirtualClock
 from cellbench_sim.channel import SimChannels, SimChannelSettings

@@ -21,6 +21,7 @@ from cellbench_core.events import Alarm
 from cellbench_core.plugins import PluginManager
 from cellbench_core.service.sync_workers import SyncWorkers
 from cellbench_core.station import station_from_dict
+from cellbench_sdk import hookimpl
 
 cli = CliRunner()
 
@@ -118,12 +119,14 @@ def test_a_target_that_cannot_catch_up_raises_an_alarm_through_the_hooks(
     alarms: list[Alarm] = []
     raised = threading.Event()
 
-    class Hook:
-        def cellbench_alarm(self, *, event: Alarm) -> None:
+    class Notifier:
+        @hookimpl
+        def cellbench_alarm(self, event: Alarm) -> None:
             alarms.append(event)
             raised.set()
 
-    workers = SyncWorkers(config, manager, Hook())
+    manager.register("notifier", Notifier())
+    workers = SyncWorkers(config, manager, manager.hook)
     assert len(workers) == 1
     workers.start(bench.db)
     try:

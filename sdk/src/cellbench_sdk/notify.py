@@ -19,9 +19,11 @@ Subclass :class:`Notifier` and override the events it passes on::
         return [Descriptor(Kind.NOTIFIER, "webhook", "my_pkg.notify:Webhook",
                            "posts test ends to a URL", WebhookSettings)]
 
-Events are rare (never one per sample). An event method is called from the runner's tick on the
-station's event loop (a sync target's alarm: from its thread), so it must hand slow work (a mail,
-a request) to a thread of its own rather than wait for it.
+Events are rare (never one per sample). An event method is called off the station's event loop,
+on one event thread, one call at a time and in the order the events happened: it may wait for a
+mail or a request, which delays only the events queued behind it, never a test. An exception it
+raises is logged and recorded as a ``hook_failed`` event of the test; the other notifiers still
+get the event (see cellbench_core.dispatch).
 """
 
 from __future__ import annotations

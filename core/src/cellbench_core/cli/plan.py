@@ -20,7 +20,7 @@ from cellbench_core.plan.show import show_plan
 from cellbench_core.plan.tables import lookup_tables
 from cellbench_core.plan.unicycler import from_unicycler
 from cellbench_core.plugins import PluginManager, loaded_plugins
-from cellbench_core.runner.engine import ChannelRef, RunError, Runner
+from cellbench_core.runner import ChannelRef, RunError, Runner
 from cellbench_core.station import Station, StationConfig, StationError, load_station
 from cellbench_hal import DeviceError
 

@@ -22,7 +22,7 @@ from cellbench_core.cli.console import console, fail
 from cellbench_core.plan import PlanError, load_plan, parse_plan
 from cellbench_core.plan.tables import lookup_tables
 from cellbench_core.plugins import PluginError, PluginManager
-from cellbench_core.runner.engine import RunError, Runner, TestOutcome, TestRequest
+from cellbench_core.runner import RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.station import Station, StationConfig, StationError, load_station
 from cellbench_core.storage import BatteryRecord, Database, SampleWriter, open_database
 from cellbench_hal import Clock, DeviceError, RealClock, VirtualClock

@@ -15,6 +15,7 @@ from cellbench_core.cli.app import app
 from cellbench_core.cli.console import console, fail
 from cellbench_core.cli.database import DbOption, StationOption, database_url, opened
 from cellbench_core.descriptors import Kind
+from cellbench_core.dispatch import EventDispatcher
 from cellbench_core.events import Alarm
 from cellbench_core.plugins import PluginError, loaded_plugins
 from cellbench_core.station import StationError, load_station
@@ -93,8 +94,10 @@ def sync_command(
     def count(result: SyncReport) -> None:
         moved[0] += result.rows
 
+    events = EventDispatcher(manager.hook)
+
     def alarm(message: str) -> None:
-        manager.hook.cellbench_alarm(event=Alarm(channel=None, test_id=None, message=message))
+        events.fire("cellbench_alarm", Alarm(channel=None, test_id=None, message=message))
 
     with opened(url) as local:
         try:
@@ -105,6 +108,7 @@ def sync_command(
         except Exception as err:  # with --once: the target failed; say which and why
             fail(f"sync target {target}: {err}")
         finally:
+            events.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
     console.print(f"sync target {target}: {moved[0]} rows copied")

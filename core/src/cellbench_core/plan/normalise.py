@@ -8,6 +8,7 @@ stored with a test as the exact record of what ran.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import fields
 
 import yaml
@@ -40,14 +41,17 @@ def dump_plan(plan: Plan) -> str:
     for item in fields(plan.limits):
         limit = getattr(plan.limits, item.name)
         if limit is not None:
-            limits[item.name] = _limit(limit, LIMIT_DIMENSIONS[item.name])
+            limits[item.name] = format_limit(limit, LIMIT_DIMENSIONS[item.name])
     if limits:
         document["limits"] = limits
     document["steps"] = [_node(node) for node in plan.steps]
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=math.inf)
 
 
-def _limit(limit: Limit, dimension: Dimension) -> str:
+def format_limit(limit: Limit, dimension: Dimension,
+                 duration: Callable[[float], str] | None = None) -> str:
+    """A safety limit as a plan writes it (``4.2 V``, ``battery - 0.1 V for 2 s``); ``duration``
+    writes its delay (by default in seconds, as the normal form does)."""
     if limit.battery:
         text = "battery"
         if limit.value is not None:
@@ -57,7 +61,9 @@ def _limit(limit: Limit, dimension: Dimension) -> str:
         assert limit.value is not None
         text = format_value(limit.value, dimension)
     if limit.delay_s:
-        text += f" for {format_value(Value(limit.delay_s), Dimension.TIME)}"
+        delay = (duration(limit.delay_s) if duration is not None
+                 else format_value(Value(limit.delay_s), Dimension.TIME))
+        text += f" for {delay}"
     return text
 
 

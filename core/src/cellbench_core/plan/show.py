@@ -17,7 +17,6 @@ from cellbench_core.plan.expr import Computed
 from cellbench_core.plan.model import (
     Amount,
     Condition,
-    Limit,
     Loop,
     Message,
     Node,
@@ -27,6 +26,7 @@ from cellbench_core.plan.model import (
     SetStep,
     StepSpec,
 )
+from cellbench_core.plan.normalise import format_limit
 from cellbench_core.units import Dimension, Value, format_number, format_value
 from cellbench_hal import ProfileQuantity, StepMode
 
@@ -39,8 +39,9 @@ def show_plan(plan: Plan) -> str:
     if plan.capacity_ah is not None:
         header += f" (capacity {format_value(Value(plan.capacity_ah), Dimension.CHARGE)})"
     lines = [header]
-    limits = [f"{item.name} {_limit(getattr(plan.limits, item.name), item.name)}"
-              for item in fields(plan.limits) if getattr(plan.limits, item.name) is not None]
+    limits = [f"{item.name} {format_limit(limit, LIMIT_DIMENSIONS[item.name], _duration)}"
+              for item in fields(plan.limits)
+              if (limit := getattr(plan.limits, item.name)) is not None]
     if limits:
         lines.append("limits: " + ", ".join(limits))
     rows: list[tuple[str, str, int]] = []  # number, text, line
@@ -48,22 +49,6 @@ def show_plan(plan: Plan) -> str:
     width = max(len(text) for _, text, _ in rows)
     lines += [f"{number:>3} {text:<{width}}  line {line}" for number, text, line in rows]
     return "\n".join(lines) + "\n"
-
-
-def _limit(limit: Limit, name: str) -> str:
-    dimension = LIMIT_DIMENSIONS[name]
-    if limit.battery:
-        text = "battery"
-        if limit.value is not None:
-            sign = "-" if limit.value.si < 0 else "+"
-            magnitude = Value(abs(limit.value.si), limit.value.per_capacity)
-            text += f" {sign} {format_value(magnitude, dimension)}"
-    else:
-        assert limit.value is not None
-        text = format_value(limit.value, dimension)
-    if limit.delay_s:
-        text += f" for {_duration(limit.delay_s)}"
-    return text
 
 
 def _nodes(nodes: tuple[Node, ...], depth: int, rows: list[tuple[str, str, int]],

@@ -1,0 +1,18 @@
+"""The runner: test plans run on channels, every sample handled in batches across channels.
+
+What other code uses is importable from here; the modules are described in engine.py.
+"""
+
+from cellbench_core.runner.engine import Runner
+from cellbench_core.runner.records import (
+    ChannelRef,
+    ChannelState,
+    ChannelStatus,
+    Resume,
+    RunError,
+    TestOutcome,
+    TestRequest,
+)
+
+__all__ = ["ChannelRef", "ChannelState", "ChannelStatus", "Resume", "RunError", "Runner",
+           "TestOutcome", "TestRequest"]

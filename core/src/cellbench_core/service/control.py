@@ -34,7 +34,7 @@ import numpy as np
 
 from cellbench_core.plan import PlanError, load_plan
 from cellbench_core.plan.tables import TableLoader
-from cellbench_core.runner.engine import ChannelState, RunError, Runner, TestRequest
+from cellbench_core.runner import ChannelState, RunError, Runner, TestRequest
 from cellbench_core.storage import BatteryRecord, StorageError
 from cellbench_core.storage.queue import QueueEntry, QueueStatus, TestQueue
 from cellbench_hal.types import IntArray

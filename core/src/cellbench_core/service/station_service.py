@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from cellbench_core.events import TestFinished, TestStarted, TestStatus
 from cellbench_core.plan import PlanError, parse_plan
-from cellbench_core.runner.engine import ChannelState, RunError, Runner, TestRequest
+from cellbench_core.runner import ChannelState, RunError, Runner, TestRequest
 from cellbench_core.service.control import StationControl
 from cellbench_core.station import Station, StationError
 from cellbench_core.storage import Database, SampleWriter, StorageError, TestEnd, TestRecord
@@ -37,24 +37,6 @@ log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "cellbench_queue"
 
 
-class _Hooks:
-    """The plugin hook relay, also telling the service when a test ends."""
-
-    def __init__(self, hook: Any, service: StationService) -> None:
-        self._hook, self._service = hook, service
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._hook, name)
-
-    def cellbench_test_started(self, *, event: TestStarted) -> None:
-        self._service._started(event)
-        self._hook.cellbench_test_started(event=event)
-
-    def cellbench_test_finished(self, *, event: TestFinished) -> None:
-        self._hook.cellbench_test_finished(event=event)
-        self._service._ended(event)
-
-
 class StationService:
     """Serve ``station`` (opened by :meth:`serve`) from the test queue of ``db``."""
 
@@ -65,9 +47,11 @@ class StationService:
         self.queue = TestQueue(db)
         self.poll_interval_s = config.queue_poll_interval
         self.writer = SampleWriter(db)
+        # The runner hands lifecycle events to the plugins through its event dispatcher, and
+        # to the service at once (_event): a queued test may end before add() returns its id.
         self.runner = Runner(db, self.writer, clock, sample_period_s=config.sample_period,
-                             hooks=_Hooks(hook, self), station=config.name,
-                             device_timeout_s=config.device_timeout)
+                             hooks=hook, station=config.name,
+                             device_timeout_s=config.device_timeout, on_event=self._event)
         self._busy: dict[int, int] = {}  # channel number -> queue entry running on it
         self._entry_of_test: dict[int, int] = {}
         self._finished: list[tuple[int, TestFinished]] = []  # (entry, event) to record
@@ -219,6 +203,12 @@ class StationService:
                 raise StorageError(f"no battery named {entry.battery!r}")
         return self.station.request(channels[entry.channel - 1], plan, battery,
                                     name=entry.name or "")
+
+    def _event(self, event: object) -> None:
+        if isinstance(event, TestStarted):
+            self._started(event)
+        elif isinstance(event, TestFinished):
+            self._ended(event)
 
     def _started(self, event: TestStarted) -> None:
         # Called as the runner starts the test, before it can end: a queued test on a fast

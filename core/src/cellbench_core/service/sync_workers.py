@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cellbench_core.descriptors import Kind
+from cellbench_core.dispatch import EventDispatcher
 from cellbench_core.events import Alarm
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.station import StationConfig, StationError, SyncSection
@@ -41,7 +42,7 @@ class SyncWorkers:
 
     def __init__(self, config: StationConfig, plugins: PluginManager, hook: Any) -> None:
         """Build every target; StationError names the bad key, like ``sync[0].settings.url``."""
-        self._hook = hook
+        self._events = EventDispatcher(hook)  # closed by stop()
         self._workers: list[_Worker] = []
         for n, section in enumerate(config.sync):
             try:
@@ -89,6 +90,7 @@ class SyncWorkers:
             thread.start()
         for thread in finals:
             thread.join()
+        self._events.close()
 
     def _run(self, worker: _Worker, local: Database, final: bool) -> None:
         section = worker.section
@@ -105,4 +107,4 @@ class SyncWorkers:
                 log.info("sync target %s holds everything committed", worker.name)
 
     def _alarm(self, message: str) -> None:
-        self._hook.cellbench_alarm(event=Alarm(channel=None, test_id=None, message=message))
+        self._events.fire("cellbench_alarm", Alarm(channel=None, test_id=None, message=message))

@@ -27,11 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cellbench_sdk import (
     Clock,
-    DeviceConnectionError,
     NotSupported,
     OsiDevice,
     Reading,
     SignalInfo,
+    WhileOpen,
 )
 
 MAX_TABLE_BYTES = 64 << 20
@@ -67,7 +67,7 @@ class LookupTable(OsiDevice):
         self.settings = settings
         self.name = f"lookup:{settings.path.name}"
         self.time_s, self.columns = _read(settings.path, settings.max_rows)
-        self._clock: Clock | None = None
+        self._clock = WhileOpen[Clock](self)
         self._t0 = 0.0
 
     @property
@@ -76,16 +76,14 @@ class LookupTable(OsiDevice):
                 for name, (unit, _) in self.columns.items()]
 
     async def open(self, clock: Clock) -> None:
-        self._clock = clock
+        self._clock.set(clock)
         self._t0 = clock.now()
 
     async def close(self) -> None:
-        self._clock = None
+        self._clock.clear()
 
     async def read(self) -> Mapping[str, Reading]:
-        if self._clock is None:
-            raise DeviceConnectionError(self.name, "not open")
-        now = self._clock.now()
+        now = self._clock.get().now()
         t = now - self._t0
         return {name: Reading(float(np.interp(t, self.time_s, values)), now)
                 for name, (_, values) in self.columns.items()}

@@ -7,7 +7,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cellbench_sdk import ChamberState, ClimateChamber, Clock, DeviceConnectionError, OutOfRange
+from cellbench_sdk import ChamberState, ClimateChamber, Clock, OutOfRange, WhileOpen
 
 
 class SimChamberSettings(BaseModel):
@@ -76,7 +76,7 @@ class SimChamber(ClimateChamber):
         if self.settings.has_humidity and not self.has_humidity:
             raise ValueError(f"{type(self).__name__} has no humidity control; use create_chamber")
         s = self.settings
-        self._clock: Clock | None = None
+        self._clock = WhileOpen[Clock](self)
         self._t = 0.0
         self._running = False
         self._temperature = s.ambient_c
@@ -85,14 +85,14 @@ class SimChamber(ClimateChamber):
         self._setpoint_humidity = s.ambient_humidity_pct
 
     async def open(self, clock: Clock) -> None:
-        self._clock = clock
+        self._clock.set(clock)
         self._t = clock.now()
 
     async def close(self) -> None:
-        if self._clock is not None:
+        if self._clock.is_open:
             self._advance()
         self._running = False
-        self._clock = None
+        self._clock.clear()
 
     async def set_temperature(self, celsius: float) -> None:
         self._advance()
@@ -126,9 +126,7 @@ class SimChamber(ClimateChamber):
 
     def _advance(self) -> float:
         """Bring the state to the clock's present time and return that time."""
-        if self._clock is None:
-            raise DeviceConnectionError(self.name, "not open")
-        now = self._clock.now()
+        now = self._clock.get().now()
         dt = now - self._t
         if dt > 0.0:
             s = self.settings

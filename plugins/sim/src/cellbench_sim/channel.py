@@ -16,13 +16,13 @@ from cellbench_sdk import (
     ChannelDriver,
     ChannelInfo,
     Clock,
-    DeviceConnectionError,
     OutOfRange,
     Profile,
     ProfileQuantity,
     SampleBatch,
     Step,
     StepMode,
+    WhileOpen,
 )
 from cellbench_sim.cell import (
     CellBank,
@@ -97,7 +97,7 @@ class SimChannels(ChannelDriver):
         # Shared by every batch; read-only so that no consumer can change another's rows.
         self._channel_index = np.arange(s.count, dtype=np.int64)
         self._channel_index.flags.writeable = False
-        self._clock: Clock | None = None
+        self._clock = WhileOpen[Clock](self)
         self._t = 0.0  # clock time the whole bank has been advanced to
         # Channels already advanced past ``_t`` because a step was applied to them, and the
         # time each has reached.
@@ -119,18 +119,18 @@ class SimChannels(ChannelDriver):
         )
 
     async def open(self, clock: Clock) -> None:
-        self._clock = clock
+        self._clock.set(clock)
         self._t = clock.now()
         self._ahead.clear()
 
     async def close(self) -> None:
-        if self._clock is not None:
-            self._advance(self._clock.now())
-            self._clock = None
+        clock = self._clock.clear()
+        if clock is not None:
+            self._advance(clock.now())
         self._setpoints.mode[:] = Mode.REST
 
     async def apply(self, channel: int, step: Step) -> None:
-        clock = self._open_clock()
+        clock = self._clock.get()
         c = self._check_channel(channel)
         self._check_step(c, step)
         self._catch_up(c, clock.now())
@@ -155,7 +155,7 @@ class SimChannels(ChannelDriver):
         await self.apply(channel, REST)
 
     async def measure(self) -> SampleBatch:
-        now = self._open_clock().now()
+        now = self._clock.get().now()
         v, i, t = self._advance(now)
         return SampleBatch(self._channel_index, np.full(self.settings.count, now), v, i, t)
 
@@ -224,11 +224,6 @@ class SimChannels(ChannelDriver):
                 self._follow_profiles(np.full(self.settings.count, t), now, c)
             self.cells.advance(now - t, self._setpoints, self._range, slice(c, c + 1))
             self._ahead[c] = now
-
-    def _open_clock(self) -> Clock:
-        if self._clock is None:
-            raise DeviceConnectionError(self.name, "not open")
-        return self._clock
 
     def _check_channel(self, channel: int) -> int:
         c = operator.index(channel)

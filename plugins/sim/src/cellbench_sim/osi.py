@@ -10,12 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cellbench_sdk import (
     Clock,
-    DeviceConnectionError,
     NotSupported,
     OsiDevice,
     OutOfRange,
     Reading,
     SignalInfo,
+    WhileOpen,
 )
 
 TEMPERATURE = "temperature_c"
@@ -62,7 +62,7 @@ class SimOsiDevice(OsiDevice):
 
     def __init__(self, settings: SimOsiSettings | None = None) -> None:
         self.settings = settings or SimOsiSettings()
-        self._clock: Clock | None = None
+        self._clock = WhileOpen[Clock](self)
         self._t0 = 0.0
         self._heater_w = 0.0
 
@@ -71,15 +71,15 @@ class SimOsiDevice(OsiDevice):
         return SIGNALS
 
     async def open(self, clock: Clock) -> None:
-        self._clock = clock
+        self._clock.set(clock)
         self._t0 = clock.now()
 
     async def close(self) -> None:
         self._heater_w = 0.0
-        self._clock = None
+        self._clock.clear()
 
     async def read(self) -> Mapping[str, Reading]:
-        now = self._open_clock().now()
+        now = self._clock.get().now()
         s = self.settings
         t = now - self._t0
         temperature = (
@@ -97,7 +97,7 @@ class SimOsiDevice(OsiDevice):
         }
 
     async def write(self, signal: str, value: float) -> None:
-        self._open_clock()
+        self._clock.get()
         info = next((i for i in SIGNALS if i.name == signal), None)
         if info is None:
             names = ", ".join(i.name for i in SIGNALS)
@@ -108,8 +108,3 @@ class SimOsiDevice(OsiDevice):
         if not (math.isfinite(value) and 0.0 <= value <= limit):
             raise OutOfRange(self.name, f"{signal} must be 0..{limit} W, not {value!r}")
         self._heater_w = value
-
-    def _open_clock(self) -> Clock:
-        if self._clock is None:
-            raise DeviceConnectionError(self.name, "not open")
-        return self._clock

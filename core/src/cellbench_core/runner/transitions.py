@@ -1,0 +1,260 @@
+"""Step transitions: a test moves to its next step, passes its message and set steps, ends a
+step (its summary row), and ends (output off, status recorded, plugins told).
+
+Per-channel Python: these run on events (a step ends, a limit trips), never per sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import numpy as np
+
+from cellbench_core.events import Alarm, PlanMessage, StepChanged, TestFinished, TestStatus
+from cellbench_core.plan.expr import ExprError, Scope
+from cellbench_core.plan.model import ActionKind, ChamberSpec, Message, Quantity, StepSpec
+from cellbench_core.runner.conditions import QUANTITY_COLUMN
+from cellbench_core.runner.limits import limit_message
+from cellbench_core.runner.program import Passed
+from cellbench_core.runner.records import Resume, Run, RunError, TestOutcome
+from cellbench_core.runner.resolve import resolve_plan, resolve_steps, step_variables
+from cellbench_core.runner.resume import position, restore
+from cellbench_core.runner.state import RunState
+from cellbench_core.storage import PositionRow, StepRow, TestEnd
+from cellbench_hal import DeviceError, call_with_timeout
+
+log = logging.getLogger(__name__)
+
+_Q = QUANTITY_COLUMN
+
+
+async def advance(st: RunState, run: Run, t: float, group: int | None = None) -> None:
+    """Move ``run`` on at clock time ``t`` as its step's end condition group ``group`` says
+    (None: to the next step), or finish its test."""
+    row = run.row
+    reason = "plan complete"
+    if group is not None and run.cursor.step.action(group).kind is ActionKind.END_TEST:
+        reason = f"end test at line {run.cursor.step.line}"
+    nxt = run.cursor.advance(group, st.q_last[row])
+    for passed in run.cursor.passed:
+        problem = pass_step(st, run, passed, t)
+        if problem:
+            alarm(st, run, f"channel {run.request.channel.name}: {problem}", t)
+            await finish(st, run, TestStatus.FAILED, problem, t)
+            return
+    if nxt is None:
+        await finish(st, run, TestStatus.FINISHED, reason, t)
+        return
+    spec, new_cycle = nxt
+    if run.cursor.pc not in run.steps:  # a goto went past the set step of a variable
+        unset = ", ".join(sorted(step_variables(spec) - run.cursor.variables.keys()))
+        problem = (f"{run.request.plan.source}:{spec.line}: the step reads {unset}, which "
+                   "no set step has set yet")
+        alarm(st, run, f"channel {run.request.channel.name}: {problem}", t)
+        await finish(st, run, TestStatus.FAILED, problem, t)
+        return
+    if new_cycle:
+        st.cycle[row] = run.cursor.cycle
+        st.cycle_t0[row] = t
+        st.cycle_ah[row] = st.cycle_wh[row] = 0.0
+        st.charged[row, 1] = st.discharged[row, 1] = 0.0
+    if not await enter(st, run, spec, t):
+        return
+    st.step_t0[row] = t
+    st.step_ah[row] = st.step_wh[row] = 0.0
+    st.charged[row, 0] = st.discharged[row, 0] = 0.0
+    run.step_no += 1
+    run.step_start_seq = int(st.seq[row]) + 1
+    run.step_start_time = t - st.test_t0[row]
+    st.writer.submit_position(PositionRow(run.test_id, run.step_no, run.step_start_seq,
+                                          st.clock.unix(t), position(st, run)))
+    st.announce("cellbench_step_changed", StepChanged(
+        run.test_id, run.request.channel.name, run.cursor.step_index, spec.line,
+        int(st.cycle[row]), spec.text, run.step_start_time))
+
+
+async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
+    """Apply the cursor's step ``spec`` to the channel (and its chamber); False if that
+    failed and ended the test."""
+    row = run.row
+    step, conditions = run.steps[run.cursor.pc]
+    channel = run.request.channel
+    try:
+        await call_with_timeout(channel.driver.apply(channel.local, step),
+                                st.device_timeout_s, channel.driver_name, "apply")
+    except DeviceError as err:
+        await finish(st, run, TestStatus.FAILED, f"device error: {err}", t)
+        return False
+    st.conditions.set(row, conditions, run.signal_columns)
+    st.waits.pop(row, None)
+    if spec.chamber is not None:
+        problem = await set_chamber(st, run, spec.chamber)
+        if problem:
+            await fail_wait(st, run, problem, t)
+            return False
+        st.waits[row] = (None, t)
+    st.prev_t[row] = st.prev_v[row] = st.prev_temp[row] = np.nan
+    st.step_index[row] = run.cursor.step_index
+    st.plan_line[row] = spec.line
+    run.step_text = spec.text
+    return True
+
+
+async def continue_test(st: RunState, run: Run, resume: Resume, t: float) -> None:
+    """Set ``run``'s row up as the interrupted test left it, and apply its step again."""
+    restore(st, run, resume, t)
+    spec = run.cursor.step
+    if not await enter(st, run, spec, t):
+        return
+    message = (f"resumed at step {resume.step_no} (plan line {spec.line}) after "
+               f"{resume.down_s:.0f} s without the station; samples go on from seq "
+               f"{resume.last_seq + 1}")
+    log.info("test %d on channel %s: %s", run.test_id, run.request.channel.name, message)
+    st.writer.submit_call(partial(st.db.add_event, kind="resumed", message=message,
+                                  test_id=run.test_id, channel=run.request.channel.name,
+                                  unix_time_s=st.clock.unix(t)))
+
+
+async def set_chamber(st: RunState, run: Run, spec: ChamberSpec) -> str:
+    """Hand the chamber step's setpoints to the chamber; return why that failed, or ''."""
+    chamber = run.request.chamber
+    assert chamber is not None  # checked before the test started
+    try:
+        if spec.temperature_c is not None:
+            await call_with_timeout(chamber.set_temperature(spec.temperature_c),
+                                    st.device_timeout_s, chamber.name, "set_temperature")
+        if spec.humidity_pct is not None:
+            await call_with_timeout(chamber.set_humidity(spec.humidity_pct),
+                                    st.device_timeout_s, chamber.name, "set_humidity")
+        await call_with_timeout(chamber.start(), st.device_timeout_s, chamber.name, "start")
+    except DeviceError as err:
+        return f"chamber error: {err}"
+    return ""
+
+
+def pass_step(st: RunState, run: Run, passed: Passed, t: float) -> str:
+    """Act on a message or set step ``run`` passed; return why the test must fail, or ''."""
+    channel = run.request.channel.name
+    if isinstance(passed, Message):
+        st.writer.submit_call(partial(st.db.add_event, kind="message", message=passed.text,
+                                      test_id=run.test_id, channel=channel,
+                                      unix_time_s=st.clock.unix(t)))
+        st.announce("cellbench_message", PlanMessage(run.test_id, channel, passed.line,
+                                                     passed.text))
+        return ""
+    where = f"{run.request.plan.source}:{passed.line}"
+    cursor, req, row = run.cursor, run.request, run.row
+    last = st.q_last[row]
+    variables, capacity = dict(cursor.variables), cursor.capacity_ah
+    for name, expr in passed.values:
+        scope = Scope(variables, capacity, req.battery,
+                      lambda quantity: float(last[_Q[Quantity(quantity)]]))
+        try:
+            value = expr.evaluate(scope)
+        except ExprError as err:
+            return f"{where}: set {name}: {err}"
+        if name != "capacity":
+            variables[name] = value
+        elif value > 0:
+            capacity = value
+        else:
+            return (f"{where}: set capacity: {expr} gives {value:g} Ah, not a capacity "
+                    "(is it measured yet?)")
+    changed = {name for name, value in variables.items()
+               if cursor.variables.get(name) != value}
+    try:
+        if capacity != cursor.capacity_ah:  # C-rates, and with them limits, change
+            steps, bounds, delays = resolve_plan(req, cursor.program, capacity, variables)
+            st.bound[row], st.delay[row] = bounds, delays
+        else:
+            using = [pc for pc, ins in enumerate(cursor.program.instructions)
+                     if isinstance(ins, StepSpec) and step_variables(ins) & changed]
+            steps = {**run.steps, **resolve_steps(
+                req, cursor.program, using, Scope(variables, capacity, req.battery),
+                st.bound[row].tolist())}
+    except RunError as err:
+        if capacity != cursor.capacity_ah:
+            return f"set capacity {capacity:.4g} Ah at {where}: {err}"
+        return f"set {', '.join(sorted(changed))} at {where}: {err}"
+    run.steps, cursor.variables, cursor.capacity_ah = steps, variables, capacity
+    for counter in passed.resets:
+        reset_counter(st, row, counter, t)
+    return ""
+
+
+def reset_counter(st: RunState, row: int, counter: str, t: float) -> None:
+    """Set a cycle or test counter (of plan.model.COUNTERS) of ``row`` to zero at ``t``."""
+    if counter == "cycle_time":
+        st.cycle_t0[row] = t
+        return
+    scope, unit = (1 if counter.startswith("cycle_") else 2), int(counter.endswith("_wh"))
+    totals = ((st.cycle_ah, st.cycle_wh), (st.total_ah, st.total_wh))[scope - 1]
+    totals[unit][row] = 0.0
+    st.charged[row, scope, unit] = st.discharged[row, scope, unit] = 0.0
+
+
+def close_step(st: RunState, run: Run, t: float, reason: str) -> None:
+    """Write the summary row of the step ``run`` is leaving."""
+    row = run.row
+    if run.step_no == 0 or run.step_start_seq > st.seq[row]:
+        return  # the step never produced a sample
+    spec = run.cursor.step
+    st.writer.submit_step(StepRow(
+        test_id=run.test_id, step_no=run.step_no, step_index=run.cursor.step_index,
+        plan_line=spec.line, cycle=int(st.cycle[row]), mode=spec.mode.value,
+        text=spec.text, start_seq=run.step_start_seq, end_seq=int(st.seq[row]),
+        start_test_time_s=run.step_start_time, end_test_time_s=t - st.test_t0[row],
+        ah=float(st.step_ah[row]), wh=float(st.step_wh[row]), end_reason=reason))
+
+
+async def finish(st: RunState, run: Run, status: TestStatus, reason: str, t: float) -> None:
+    """End ``run``'s test: output off, conditions cleared, status stored, plugins told."""
+    row = run.row
+    st.generation += 1
+    for name in run.signal_columns:
+        users = st.signal_users.get(name, {})
+        users.pop(row, None)
+        if not users:
+            st.signal_users.pop(name, None)
+    st.waits.pop(row, None)
+    st.active[row] = False
+    st.paused[row] = run.paused = False
+    st.conditions.clear(row)
+    channel = run.request.channel
+    try:
+        await call_with_timeout(channel.driver.output_off(channel.local),
+                                st.device_timeout_s, channel.driver_name, "output_off")
+    except DeviceError as err:
+        reason = f"{reason}; switching the output off failed: {err}"
+        status = TestStatus.FAILED
+    run.outcome = TestOutcome(run.test_id, channel.name, status, reason)
+    st.ended.append(TestEnd(run.test_id, status.value, reason, st.clock.unix(t)))
+    st.announce("cellbench_test_finished", TestFinished(
+        run.test_id, channel.name, status, reason, t - st.test_t0[row]))
+
+
+def alarm(st: RunState, run: Run, message: str, t: float) -> None:
+    """Record an alarm of ``run``'s test and tell the plugins."""
+    channel = run.request.channel.name
+    st.writer.submit_call(partial(st.db.add_event, kind="alarm", message=message,
+                                  test_id=run.test_id, channel=channel,
+                                  unix_time_s=st.clock.unix(t)))
+    st.announce("cellbench_alarm", Alarm(channel, run.test_id, message))
+
+
+async def fail_wait(st: RunState, run: Run, reason: str, t: float) -> None:
+    """Fail ``run``'s test in its chamber step."""
+    st.waits.pop(run.row, None)
+    close_step(st, run, t, reason)
+    alarm(st, run, f"channel {run.request.channel.name}: {reason}", t)
+    await finish(st, run, TestStatus.FAILED, reason, t)
+
+
+async def trip(st: RunState, run: Run, t: float) -> None:
+    """End ``run``'s test: a reading crossed a safety limit."""
+    row = run.row
+    message = limit_message(st.v[row], st.i[row], st.temp[row], st.bound[row], st.delay[row])
+    close_step(st, run, t, message)
+    alarm(st, run, f"channel {run.request.channel.name}: {message}", t)
+    await finish(st, run, TestStatus.STOPPED, message, t)
