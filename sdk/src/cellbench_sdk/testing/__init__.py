@@ -1,0 +1,40 @@
+"""The conformance kit: contract checks for plugin authors, run in their own test suites without
+hardware.
+
+The contract test classes (:mod:`cellbench_sdk.testing.contracts`) are the short way: subclass the
+one of your plugin's kind, name your plugin module and descriptor, and pytest runs every check of
+that kind against the device your descriptor builds::
+
+    from cellbench_sdk.testing import ChannelDriverContract
+
+    class TestMyCycler(ChannelDriverContract):
+        plugin = "cellbench_mycycler.plugin"
+        name = "mycycler"
+
+Each ``check_*`` function is the longer way: it drives a device (or a plugin module) through the
+contract the core relies on and raises :class:`AssertionError` on the first deviation, with a
+message that states the rule and what the device did. :func:`expected_protocol` checks the exact
+bytes a driver sends and reads.
+"""
+
+from cellbench_sdk.peer import HANG_UP, HangUp, ScriptedPeer
+from cellbench_sdk.testing.channel import check_channel_driver
+from cellbench_sdk.testing.devices import (
+    check_climate_chamber,
+    check_device,
+    check_failed_open,
+    check_osi_device,
+)
+from cellbench_sdk.testing.plugin import check_plugin
+
+__all__ = [
+    "HANG_UP",
+    "HangUp",
+    "ScriptedPeer",
+    "check_channel_driver",
+    "check_climate_chamber",
+    "check_device",
+    "check_failed_open",
+    "check_osi_device",
+    "check_plugin",
+]
