@@ -26,10 +26,13 @@ from cellbench_sdk.testing.devices import (
     check_osi_device,
 )
 from cellbench_sdk.testing.plugin import check_plugin
+from cellbench_sdk.testing.protocol import Conversation, MemoryStream, expected_protocol
 
 __all__ = [
     "HANG_UP",
+    "Conversation",
     "HangUp",
+    "MemoryStream",
     "ScriptedPeer",
     "check_channel_driver",
     "check_climate_chamber",
@@ -37,4 +40,5 @@ __all__ = [
     "check_failed_open",
     "check_osi_device",
     "check_plugin",
+    "expected_protocol",
 ]
