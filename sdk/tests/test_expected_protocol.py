@@ -51,7 +51,7 @@ def test_the_first_difference_is_shown_after_the_pairs_that_went_well() -> None:
         "  pair 0: sent b'', reply b'READY\\n'\n"
         "  pair 1: sent b'INFO?\\n', reply b'2,0,5,10\\n'\n"
         "  pair 2: expected b'CC 1 -2.5\\n'\n"
-        "          received b'CC 1 2'\n"
+        "          received b'CC 1 2.5\\n'\n"
         "          (the first difference is at byte 5)")
 
 
