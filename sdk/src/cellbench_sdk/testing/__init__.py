@@ -19,6 +19,13 @@ bytes a driver sends and reads.
 
 from cellbench_sdk.peer import HANG_UP, HangUp, ScriptedPeer
 from cellbench_sdk.testing.channel import check_channel_driver
+from cellbench_sdk.testing.contracts import (
+    ChannelDriverContract,
+    ClimateChamberContract,
+    Contract,
+    DeviceContract,
+    OsiDeviceContract,
+)
 from cellbench_sdk.testing.devices import (
     check_climate_chamber,
     check_device,
@@ -30,9 +37,14 @@ from cellbench_sdk.testing.protocol import Conversation, MemoryStream, expected_
 
 __all__ = [
     "HANG_UP",
+    "ChannelDriverContract",
+    "ClimateChamberContract",
+    "Contract",
     "Conversation",
+    "DeviceContract",
     "HangUp",
     "MemoryStream",
+    "OsiDeviceContract",
     "ScriptedPeer",
     "check_channel_driver",
     "check_climate_chamber",
