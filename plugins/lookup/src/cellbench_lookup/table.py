@@ -30,6 +30,7 @@ from cellbench_sdk import (
     DeviceConnectionError,
     NotSupported,
     OsiDevice,
+    OutOfRange,
     Reading,
     SignalInfo,
 )
@@ -91,6 +92,10 @@ class LookupTable(OsiDevice):
                 for name, (_, values) in self.columns.items()}
 
     async def write(self, signal: str, value: float) -> None:
+        if self._clock is None:
+            raise DeviceConnectionError(self.name, "not open")
+        if signal not in self.columns:
+            raise OutOfRange(self.name, f"no signal {signal!r}")
         raise NotSupported(self.name, "a lookup table has no writable signals")
 
 

@@ -11,9 +11,10 @@ what your descriptor builds, once per settings case::
         name = "mycycler"                         # the descriptor's name
         cases = {"one channel": {"count": 1}, "eight": {"count": 8}}
 
-The ``settings`` argument of each test is one of :attr:`Contract.cases`, parametrised by the
-kit's pytest plugin (the ``pytest11`` entry point ``cellbench`` of cellbench-sdk). A device that
-talks to an instrument overrides :meth:`Contract.peer` to run an emulator of it for the test.
+The ``settings`` fixture of each test is one of :attr:`Contract.cases`, parametrised by the
+kit's pytest plugin (the ``pytest11`` entry point ``cellbench`` of cellbench-sdk); override the
+fixture for settings a test must make, such as a file in ``tmp_path``. A device that talks to an
+instrument overrides :meth:`Contract.peer` to run an emulator of it while it is checked.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ class Contract:
     entry_point: ClassVar[str | None] = None
     #: Wall-clock seconds every call of the capability may take.
     timeout_s: ClassVar[float] = 5.0
+
+    @pytest.fixture
+    def settings(self, cellbench_case: Settings) -> Settings:
+        """The settings under test: one of :attr:`cases`. Override this fixture for settings
+        that a test has to make (a file in ``tmp_path``)."""
+        return cellbench_case
 
     def plugin_module(self) -> ModuleType:
         """The plugin module, imported."""
