@@ -96,7 +96,8 @@ def test_the_sdk_plugin_adds_the_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["plugin", "new", "acme-psu", "--kind", "osi", "--dir",
                                       str(tmp_path / "psu")])
     assert result.exit_code == 0, result.output
-    assert "Wrote" in result.output and (tmp_path / "psu/src/cellbench_acme_psu/device.py").is_file()
+    assert "Wrote" in result.output
+    assert (tmp_path / "psu/src/cellbench_acme_psu/device.py").is_file()
 
 
 @pytest.mark.parametrize(("args", "message"), [
