@@ -34,7 +34,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from cellbench_core.storage import Database, SampleRows, SampleWriter, TestStart, open_database
-from cellbench_core.sync import SyncReport, run_sync
+from cellbench_core.synctargets import SyncReport, run_sync
 from cellbench_sync_sql.settings import CentralSqlSettings
 from cellbench_sync_sql.target import CentralSqlTarget
 

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from cellbench_core.storage import Database, SampleWriter
-from cellbench_core.sync import ChangeFeed, Positions, SyncReport, SyncTarget, report, run_sync
+from cellbench_core.synctargets import (
+    ChangeFeed,
+    Positions,
+    SyncReport,
+    SyncTarget,
+    report,
+    run_sync,
+)
 
 
 class Flaky(SyncTarget):

@@ -12,10 +12,10 @@ import pytest
 
 from cellbench_core.plugins import PluginManager
 from cellbench_core.storage import SampleRows, SampleWriter, TestEnd, open_database
-from cellbench_core.sync import SyncReport, run_sync
 from cellbench_export import BdfFormat, write_basytec, write_bdf
 from cellbench_export.files import BasytecFilesTarget
 from cellbench_sdk import Kind
+from cellbench_sdk.sync import SyncReport, run_sync
 
 StartTest = Callable[..., int]
 Batch = Callable[..., SampleRows]

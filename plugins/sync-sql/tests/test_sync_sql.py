@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from cellbench_core.plugins import PluginManager
-from cellbench_core.sync import SyncReport, run_sync
 from cellbench_sdk import Kind
+from cellbench_sdk.sync import SyncReport, run_sync
 from cellbench_sync_sql import central
 from cellbench_sync_sql.settings import CentralSqlSettings
 from cellbench_sync_sql.target import CentralSqlTarget
@@ -143,7 +143,7 @@ def test_server_going_away_mid_sync_raises_an_alarm_and_loses_nothing(
 SYNC_PROCESS = f"""
 import sys
 from cellbench_core.storage import open_database
-from cellbench_core.sync import run_sync
+from cellbench_sdk.sync import run_sync
 from cellbench_sync_sql.settings import CentralSqlSettings
 from cellbench_sync_sql.target import CentralSqlTarget
 target = CentralSqlTarget(CentralSqlSettings(url=sys.argv[2], station={STATION!r}, max_rows=200))

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from cellbench_core.plugins import PluginManager
-from cellbench_core.sync import run_sync
 from cellbench_sdk import Kind
+from cellbench_sdk.sync import run_sync
 from cellbench_sync_sqlite.settings import SqliteBackupSettings
 from cellbench_sync_sqlite.target import SqliteBackupTarget
 
@@ -131,7 +131,7 @@ BACKUP_PROCESS = """
 import sys
 from pathlib import Path
 from cellbench_core.storage import open_database
-from cellbench_core.sync import run_sync
+from cellbench_sdk.sync import run_sync
 from cellbench_sync_sqlite.settings import SqliteBackupSettings
 from cellbench_sync_sqlite.target import SqliteBackupTarget
 target = SqliteBackupTarget(SqliteBackupSettings(path=Path(sys.argv[2]), max_rows=40))

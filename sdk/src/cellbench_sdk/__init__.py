@@ -10,11 +10,30 @@ A plugin is a module with ``@hookimpl`` functions, named by one entry point in t
         return [Descriptor(Kind.CHANNEL_DRIVER, "mycycler", "my_pkg.driver:MyCycler",
                            "My cycler over TCP", MySettings)]
 
-``cellbench_sdk.testing`` checks a driver against the contract without hardware.
+The rest of the plugin surface, one module per kind of plugin:
+
+- :mod:`cellbench_sdk.storage`: the station's database: tests, steps, events, samples in chunks
+  (exporters, importers);
+- :mod:`cellbench_sdk.sync`: the sync-target contract, the change feed and the shared writing;
+- :mod:`cellbench_sdk.control`: the station-control API interfaces are handed;
+- :mod:`cellbench_sdk.notify`: the notifier base class;
+- :mod:`cellbench_sdk.cli`: consoles, errors and ``--db``/``--station`` for plugin commands;
+- :mod:`cellbench_sdk.units`: quantities with units as people write them;
+- :mod:`cellbench_sdk.testing`: checks a plugin against its contract without hardware.
+
+A plugin imports these (and :mod:`cellbench_hal`), never ``cellbench_core``: a lint rule
+(ruff's banned-api, TID251) refuses such an import under ``plugins/*/src``.
 """
 
 from cellbench_core.descriptors import Descriptor, Kind, NoSettings
-from cellbench_core.events import Alarm, StepChanged, TestFinished, TestStarted, TestStatus
+from cellbench_core.events import (
+    Alarm,
+    PlanMessage,
+    StepChanged,
+    TestFinished,
+    TestStarted,
+    TestStatus,
+)
 from cellbench_core.hookspecs import hookimpl
 from cellbench_hal import (
     REST,
@@ -62,6 +81,7 @@ __all__ = [
     "NotSupported",
     "OsiDevice",
     "OutOfRange",
+    "PlanMessage",
     "Profile",
     "ProfileQuantity",
     "Reading",

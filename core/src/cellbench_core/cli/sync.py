@@ -18,7 +18,7 @@ from cellbench_core.descriptors import Kind
 from cellbench_core.events import Alarm
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.station import StationError, load_station
-from cellbench_core.sync import SyncReport, run_sync
+from cellbench_core.synctargets import SyncReport, run_sync
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The sync targets a serving station runs itself (``[[sync]]`` in the station file).
 
-Each target runs :func:`~cellbench_core.sync.run_sync` in its own thread: it reads only
+Each target runs :func:`~cellbench_core.synctargets.run_sync` in its own thread: it reads only
 committed rows through its own connections, so the runner's event loop never waits for it, and a
 target that is slow or unreachable holds up nothing but itself. The threads are daemons: what a
 target had not copied when the process ends follows on its next start, so none keeps the process
@@ -21,7 +21,7 @@ from cellbench_core.events import Alarm
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.station import StationConfig, StationError, SyncSection
 from cellbench_core.storage import Database
-from cellbench_core.sync import SyncTarget, run_sync
+from cellbench_core.synctargets import SyncTarget, run_sync
 
 log = logging.getLogger(__name__)
 

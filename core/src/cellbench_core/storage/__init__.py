@@ -5,6 +5,13 @@ The schema is public and documented for other tools in docs/schema.md.
 """
 
 from cellbench_core.storage.database import Database, open_database, upgrade
+from cellbench_core.storage.reading import (
+    CHUNK_ROWS,
+    SampleChunk,
+    aux_names,
+    read_sample_chunk,
+    sample_chunks,
+)
 from cellbench_core.storage.records import (
     BatteryRecord,
     EventRecord,
@@ -21,11 +28,13 @@ from cellbench_core.storage.records import (
 from cellbench_core.storage.writer import SampleWriter
 
 __all__ = [
+    "CHUNK_ROWS",
     "BatteryRecord",
     "Database",
     "EventRecord",
     "PositionRecord",
     "PositionRow",
+    "SampleChunk",
     "SampleRows",
     "SampleWriter",
     "StepRecord",
@@ -34,6 +43,9 @@ __all__ = [
     "TestEnd",
     "TestRecord",
     "TestStart",
+    "aux_names",
     "open_database",
+    "read_sample_chunk",
+    "sample_chunks",
     "upgrade",
 ]

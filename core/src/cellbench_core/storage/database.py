@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from cellbench_core.events import TestStatus
 from cellbench_core.storage import schema
+from cellbench_core.storage.reading import sample_arrays
 from cellbench_core.storage.records import (
     BatteryRecord,
     EventRecord,
@@ -471,13 +472,13 @@ class Database:
                 .where(samples.c.test_id == test_id, samples.c.seq >= from_seq)
                 .order_by(samples.c.seq)
             )
-            result = _columns(fetch, connection.execute(query).all())
+            result = sample_arrays(fetch, connection.execute(query).all())
             seq = result["seq"]
             for name in (c for c in wanted if c in aux_names):
                 query = sa.select(aux.c.seq, aux.c.value).where(
                     aux.c.test_id == test_id, aux.c.name == name, aux.c.seq >= from_seq
                 )
-                found = _columns(["seq", name], connection.execute(query).all())
+                found = sample_arrays(["seq", name], connection.execute(query).all())
                 result[name] = np.full(len(seq), np.nan)
                 result[name][np.searchsorted(seq, found["seq"])] = found[name]
         return {name: result[name] for name in wanted}
@@ -518,15 +519,6 @@ class Database:
                 )
                 for row in connection.execute(query)
             ]
-
-
-def _columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
-    """Turn result rows into one numpy array per column; NULL becomes NaN."""
-    columns = zip(*rows, strict=True) if rows else ([] for _ in names)
-    return {
-        name: np.array(values, dtype=np.int64 if name in schema.SAMPLE_INT_COLUMNS else np.float64)
-        for name, values in zip(names, columns, strict=True)
-    }
 
 
 def _insert(connection: Connection, table: sa.Table, row: Mapping[str, Any]) -> int:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from cellbench_core.storage import schema
 from cellbench_core.storage.database import Database
+from cellbench_core.storage.pgcopy import copy_rows, copy_statement, copy_types
 from cellbench_core.storage.records import PositionRow, SampleRows, StepRow, StorageError
 
 #: Rows converted to Python tuples at a time; bounds the writer's extra memory.
@@ -264,7 +265,7 @@ class _Inserter:
     def __init__(self, dialect: sa.Dialect, connection: Any) -> None:
         self._connection = connection
         self._copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
-        make = _copy_statement if self._copy else _insert_statement
+        make = copy_statement if self._copy else _insert_statement
         self._statements = {
             table.name: make(dialect, table)
             for table in (schema.samples, schema.sample_aux, schema.steps)
@@ -345,7 +346,7 @@ class _Inserter:
         time, so the server stores one chunk while the next is encoded. Rows with a missing
         value (NULL) are rare and go through ``write_row``."""
         table = schema.samples
-        types = [_pg_type(c) for c in table.columns]
+        types = copy_types(table)
         complete = np.ones(len(columns[0]), dtype=bool)
         for column in columns:
             if column.dtype.kind == "f":
@@ -384,10 +385,7 @@ class _Inserter:
 
     def _write(self, cursor: Any, table: sa.Table, rows: Iterable[tuple[Any, ...]]) -> None:
         if self._copy:
-            with cursor.copy(self._statements[table.name]) as copy:
-                copy.set_types([_pg_type(c) for c in table.columns])
-                for row in rows:
-                    copy.write_row(row)
+            copy_rows(cursor, self._dialect, table, rows)
         else:
             cursor.executemany(self._statements[table.name], rows)
 
@@ -456,12 +454,6 @@ def _insert_statement(dialect: sa.Dialect, table: sa.Table, rows: int = 1) -> st
     return f"INSERT INTO {quote(table.name)} ({names}) VALUES " + ", ".join([f"({values})"] * rows)
 
 
-def _copy_statement(dialect: sa.Dialect, table: sa.Table) -> str:
-    quote = dialect.identifier_preparer.quote
-    names = ", ".join(quote(c.name) for c in table.columns)
-    return f"COPY {quote(table.name)} ({names}) FROM STDIN (FORMAT BINARY)"
-
-
 #: Replaces the positions of their tests on PostgreSQL (see _Inserter._positions).
 _POSTGRES_UPSERT_POSITIONS = (
     "INSERT INTO test_positions (test_id, step_no, start_seq, unix_time_s, state) "
@@ -488,13 +480,3 @@ def _binary_rows(columns: list[np.ndarray], types: list[str]) -> bytes:
         rows[f"length{k}"] = np.dtype(_PG_NUMPY[kind]).itemsize
         rows[f"value{k}"] = column
     return rows.tobytes()
-
-
-def _pg_type(column: sa.Column[Any]) -> str:
-    if isinstance(column.type, sa.BigInteger):
-        return "int8"
-    if isinstance(column.type, sa.Integer):
-        return "int4"
-    if isinstance(column.type, sa.Double):
-        return "float8"
-    return "text"

@@ -16,9 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cellbench_core.events import TestStatus
-from cellbench_core.storage import Database, StorageError, TestRecord
-from cellbench_export.samples import Chunk, StepCounter, aux_names, read_chunk
+from cellbench_export.samples import StepCounter
+from cellbench_sdk.storage import (
+    Database,
+    SampleChunk,
+    StorageError,
+    TestRecord,
+    TestStatus,
+    aux_names,
+    read_sample_chunk,
+)
 
 ENCODING = "latin-1"
 MAGIC = "Resultfile from Basytec Battery Test System"
@@ -161,7 +168,7 @@ class BasytecWriter:
         """Bring the step counter to where it was after sample ``last`` (the file's last of
         ``rows``), reading the samples again; a file that does not match them starts anew."""
         while self.position < last:
-            chunk = read_chunk(self.db, self.test_id, self.position)
+            chunk = read_sample_chunk(self.db, self.test_id, self.position)
             keep = chunk.columns["seq"] <= last
             if not keep.any():
                 break
@@ -187,7 +194,7 @@ class BasytecWriter:
             self._start(test, self.path, aux_names(self.db, self.test_id))
         before = self.rows
         while True:
-            chunk = read_chunk(self.db, self.test_id, self.position)
+            chunk = read_sample_chunk(self.db, self.test_id, self.position)
             if not len(chunk):
                 break
             if not set(chunk.aux) <= set(self._aux):
@@ -214,7 +221,7 @@ class BasytecWriter:
         self._start(test, temporary, aux)
         with temporary.open("ab") as file:
             while True:
-                chunk = read_chunk(self.db, self.test_id, self.position)
+                chunk = read_sample_chunk(self.db, self.test_id, self.position)
                 if not len(chunk):
                     break
                 file.write(self._rows(chunk))
@@ -272,7 +279,7 @@ class BasytecWriter:
             file.write(test.status.value.encode().ljust(_STATUS_WIDTH))
         self.complete = True
 
-    def _rows(self, chunk: Chunk) -> bytes:
+    def _rows(self, chunk: SampleChunk) -> bytes:
         c = chunk.columns
         starts, _, net_ah, net_wh = self._counter.update(c)
         missing = np.full(len(chunk), np.nan)

@@ -14,19 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from cellbench_core.events import TestStatus
-from cellbench_core.storage import (
+from cellbench_export.basytec import DATE_FORMAT, DATETIME_FORMAT, ENCODING, MAGIC, aux_name
+from cellbench_export.samples import StepCounter
+from cellbench_sdk.storage import (
+    AUX_NAME_LENGTH,
+    CHUNK_ROWS,
     Database,
     SampleRows,
     SampleWriter,
     StepRow,
     TestEnd,
     TestStart,
+    TestStatus,
     schema,
 )
-from cellbench_core.storage.records import AUX_NAME_LENGTH
-from cellbench_export.basytec import DATE_FORMAT, DATETIME_FORMAT, ENCODING, MAGIC, aux_name
-from cellbench_export.samples import CHUNK_ROWS, StepCounter
 
 #: Driver name of channels that imported tests are recorded on when the channel is new.
 IMPORT_DRIVER = "basytec-import"

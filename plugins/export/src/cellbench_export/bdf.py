@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from cellbench_core.storage import Database
-from cellbench_export.samples import Chunk, StepCounter, aux_names, read_all
+from cellbench_export.samples import StepCounter
+from cellbench_sdk.storage import Database, SampleChunk, aux_names, sample_chunks
 
 #: BDF column label -> the sample column it holds; the derived ones are computed.
 COLUMNS = {
@@ -41,7 +41,7 @@ class BdfFormat(StrEnum):
     PARQUET = "parquet"
 
 
-def _table(chunk: Chunk, counter: StepCounter, aux: list[str]) -> pa.Table:
+def _table(chunk: SampleChunk, counter: StepCounter, aux: list[str]) -> pa.Table:
     c = chunk.columns
     _, count, net_ah, net_wh = counter.update(c)
     derived = {"Step Count / 1": count, "Net Capacity / Ah": net_ah, "Net Energy / Wh": net_wh}
@@ -85,7 +85,7 @@ def write_bdf(db: Database, test_id: int, path: Path, form: BdfFormat) -> int:
         writer = pa_csv.CSVWriter(temporary, schema)
     try:
         with writer:
-            for chunk in read_all(db, test_id):
+            for chunk in sample_chunks(db, test_id):
                 # Aux signals that appeared after aux_names() was read belong to a later export.
                 table = _table(chunk, counter, aux).cast(schema)
                 writer.write_table(table)

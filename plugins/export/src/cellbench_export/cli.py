@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cellbench_core.cli.console import console, error_console, fail
-from cellbench_core.station import StationError, load_station
-from cellbench_core.storage import Database, StorageError, open_database
 from cellbench_export.basytec import write_basytec
 from cellbench_export.basytec_import import BasytecFileError, import_basytec
 from cellbench_export.bdf import BdfFormat, write_bdf
+from cellbench_sdk.cli import (
+    DbOption,
+    StationOption,
+    console,
+    database_url,
+    error_console,
+    fail,
+    opened,
+    station_name,
+)
+from cellbench_sdk.storage import Database, StorageError
 
 
 class ExportFormat(StrEnum):
@@ -23,28 +30,6 @@ class ExportFormat(StrEnum):
     BASYTEC = "basytec"
     BDF_CSV = "bdf-csv"
     BDF_PARQUET = "bdf-parquet"
-
-
-DbOption = Annotated[str | None, typer.Option(help="Database URL.")]
-StationOption = Annotated[Path | None, typer.Option(
-    help="Station file whose database to use (and, on import, whose station name to record).")]
-
-
-def _open(db: str | None, station: Path | None) -> tuple[Database, str]:
-    """The database named by --db or --station (default sqlite:///cellbench.db) and the
-    station name to record."""
-    name = socket.gethostname()
-    url = db or "sqlite:///cellbench.db"
-    if station is not None:
-        try:
-            config = load_station(station).station
-        except StationError as err:
-            fail(str(err), code=2)
-        url, name = db or config.database, config.name
-    try:
-        return open_database(url), name
-    except Exception as err:  # a bad URL or an unreachable server: say which
-        fail(f"cannot open database {url!r}: {err}", code=2)
 
 
 def export_file(db: Database, test_id: int, form: ExportFormat, output: Path) -> int:
@@ -76,13 +61,11 @@ def register(app: typer.Typer) -> None:
 
         Example: cellbench export 3 --format bdf-parquet -o cell3.bdf.parquet
         """
-        database, _ = _open(db, station)
-        try:
-            rows = export_file(database, test, form, output)
-        except (StorageError, ValueError, OSError) as err:
-            fail(str(err), code=2)
-        finally:
-            database.close()
+        with opened(database_url(db, station)) as database:
+            try:
+                rows = export_file(database, test, form, output)
+            except (StorageError, ValueError, OSError) as err:
+                fail(str(err), code=2)
         console.print(f"wrote {output} ({rows:,} samples)")
 
     @import_app.command("basytec")
@@ -102,9 +85,9 @@ def register(app: typer.Typer) -> None:
         the Line, Step, Cyc-Count and t-Step columns. Each file is checked completely first;
         a bad file is reported with its line and column and the rest are still imported.
         """
-        database, name = _open(db, station)
+        name = station_name(station)
         failed = 0
-        try:
+        with opened(database_url(db, station)) as database:
             for path in files:
                 try:
                     test_id = import_basytec(database, path, battery=battery, channel=channel,
@@ -115,7 +98,5 @@ def register(app: typer.Typer) -> None:
                     failed += 1
                     continue
                 console.print(f"{path}: test {test_id}")
-        finally:
-            database.close()
         if failed:
             fail(f"{failed} of {len(files)} files were not imported", code=2)

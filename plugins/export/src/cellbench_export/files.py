@@ -10,11 +10,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cellbench_core.events import TestStatus
-from cellbench_core.storage import Database
-from cellbench_core.sync import SyncReport, SyncTarget
 from cellbench_export.basytec import BasytecWriter
 from cellbench_export.bdf import BdfFormat, write_bdf
+from cellbench_sdk.storage import Database, TestStatus
+from cellbench_sdk.sync import SyncReport, SyncTarget
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from cellbench_core.cli.console import console, error_console, fail
 from cellbench_rci.client import (
     DEFAULT_PORT,
     DEFAULT_TIMEOUT_S,
@@ -24,6 +23,7 @@ from cellbench_rci.client import (
     Reply,
     tls_context,
 )
+from cellbench_sdk.cli import console, error_console, fail
 
 HELP = f"""Send remote-control commands to a running station (its rci interface).
 

@@ -17,15 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cellbench_core.service.control import (
-    ChannelView,
-    ControlError,
-    ControlErrorKind,
-    LiveSample,
-    StationControl,
-    Subscription,
-)
-from cellbench_core.units import Dimension
 from cellbench_rci.protocol import (
     ErrorCode,
     RciError,
@@ -38,6 +29,15 @@ from cellbench_rci.protocol import (
     parse_quantity,
     split_command,
 )
+from cellbench_sdk.control import (
+    ChannelView,
+    ControlError,
+    ControlErrorKind,
+    LiveSample,
+    StationControl,
+    Subscription,
+)
+from cellbench_sdk.units import Dimension
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +147,8 @@ class Dispatcher:
             command, args = self._parse(line)
             self._allow(session, command)
             result = command.handler(self, session, args)
-        except RciError as err:
-            return err_line(err.code, err.message)
-        except ControlError as err:
-            return err_line(CONTROL_CODES[err.kind], err.message)
-        except Exception:
-            log.exception("rci: %s: %r failed", session.identity, line[:80])
-            return err_line(ErrorCode.INTERNAL, "internal error (logged by the station)")
+        except Exception as err:
+            return _error_line(session, line, err)
         if inspect.isawaitable(result):
             return self._finish(session, line, result)
         return ok_line(result)
@@ -161,13 +156,8 @@ class Dispatcher:
     async def _finish(self, session: Session, line: bytes, result: Awaitable[str]) -> bytes:
         try:
             return ok_line(await result)
-        except RciError as err:
-            return err_line(err.code, err.message)
-        except ControlError as err:
-            return err_line(CONTROL_CODES[err.kind], err.message)
-        except Exception:
-            log.exception("rci: %s: %r failed", session.identity, line[:80])
-            return err_line(ErrorCode.INTERNAL, "internal error (logged by the station)")
+        except Exception as err:
+            return _error_line(session, line, err)
 
     def _parse(self, line: bytes) -> tuple[Command, list[str]]:
         words = split_command(line)
@@ -193,6 +183,17 @@ class Dispatcher:
         if session.role < command.role:
             raise RciError(ErrorCode.FORBIDDEN, f"{command.name} needs the operator role; this "
                            "connection is a viewer")
+
+
+def _error_line(session: Session, line: bytes, err: Exception) -> bytes:
+    """The ERR reply to a command that raised ``err``: its own code for an rci error or a
+    station refusal; anything else is a fault of the station, logged and answered as such."""
+    if isinstance(err, RciError):
+        return err_line(err.code, err.message)
+    if isinstance(err, ControlError):
+        return err_line(CONTROL_CODES[err.kind], err.message)
+    log.error("rci: %s: %r failed", session.identity, line[:80], exc_info=err)
+    return err_line(ErrorCode.INTERNAL, "internal error (logged by the station)")
 
 
 def _name(text: str, what: str) -> str:

@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cellbench_core.service.control import StationControl
-from cellbench_core.units import parse_duration
 from cellbench_rci.commands import Dispatcher, Role
 from cellbench_rci.server import Limits, RciServer, is_loopback, read_token_file
+from cellbench_sdk.control import StationControl
+from cellbench_sdk.units import parse_duration
 
 RoleName = Literal["viewer", "operator"]
 
@@ -69,7 +69,7 @@ class RciSettings(BaseModel):
 
 
 class RciInterface:
-    """The rci interface of a station (see :class:`cellbench_core.service.control.Interface`).
+    """The rci interface of a station (see :class:`cellbench_sdk.control.Interface`).
 
     ``address`` is the (host, port) it listens on once started (the port the system chose for
     ``port 0``)."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from cellbench_core.descriptors import Descriptor, Kind
 from cellbench_rci.cli import register
 from cellbench_rci.interface import RciSettings
-from cellbench_sdk import hookimpl
+from cellbench_sdk import Descriptor, Kind, hookimpl
 
 
 @hookimpl

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from cellbench_core.units import Dimension, UnitError, parse_value
+from cellbench_sdk.units import Dimension, UnitError, parse_value
 
 
 class ErrorCode(enum.IntEnum):

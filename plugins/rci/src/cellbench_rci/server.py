@@ -30,9 +30,9 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from cellbench_core.service.control import StationControl
 from cellbench_rci.commands import Dispatcher, Role, Session
 from cellbench_rci.protocol import ErrorCode, err_line
+from cellbench_sdk.control import StationControl
 
 log = logging.getLogger(__name__)
 

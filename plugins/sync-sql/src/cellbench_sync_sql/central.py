@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Double, Index, MetaData, String, Table
 
-from cellbench_core.storage import schema
+from cellbench_sdk.storage import schema
 
 metadata = MetaData(naming_convention=schema.NAMING_CONVENTION)
 

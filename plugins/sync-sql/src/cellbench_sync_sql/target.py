@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cellbench_core.storage import Database
-from cellbench_core.storage.schema import VERSION_TABLE
-from cellbench_core.sync import (
+from cellbench_sdk.storage import Database, copy_rows, schema
+from cellbench_sdk.sync import (
     ChangeFeed,
     Changes,
     Positions,
@@ -19,13 +18,12 @@ from cellbench_core.sync import (
     SyncReport,
     SyncTarget,
     TestPosition,
+    in_chunks,
     report,
+    write_changes,
 )
 from cellbench_sync_sql import central
 from cellbench_sync_sql.settings import CentralSqlSettings
-
-#: Keys per ``IN (...)`` list (SQL Server allows about 2,100 parameters per statement).
-_IN_CHUNK = 1000
 
 
 class CentralSqlTarget(SyncTarget):
@@ -55,7 +53,7 @@ class CentralSqlTarget(SyncTarget):
         engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **options)
         try:
             with engine.begin() as connection:
-                if sa.inspect(connection).has_table(VERSION_TABLE):
+                if sa.inspect(connection).has_table(schema.VERSION_TABLE):
                     raise ValueError(
                         f"central-sql: {url.render_as_string(hide_password=True)} is a station "
                         "database (it has a cellbench schema); give the central database its "
@@ -102,24 +100,11 @@ class CentralSqlTarget(SyncTarget):
     def _write(self, connection: Connection, changes: Changes) -> int:
         """Write ``changes`` and the new positions; return the new event position."""
         station = self.settings.station
-        for name in ("batteries", "channels", "tests", "events"):
-            rows = changes.tables()[name]
-            table = central.TABLES[name]
-            _delete_keys(connection, table, table.c.id, station, [row[0] for row in rows])
-            _insert(connection, table, station, rows)
-        for name, key, ranges in (("samples", "seq", changes.sample_ranges),
-                                  ("sample_aux", "seq", changes.sample_ranges),
-                                  ("steps", "step_no", changes.step_ranges)):
-            table = central.TABLES[name]
-            if ranges:
-                delete = sa.delete(table).where(
-                    table.c.origin == station, table.c.test_id == sa.bindparam("t"),
-                    table.c[key].between(sa.bindparam("lo"), sa.bindparam("hi")))
-                connection.execute(delete, [{"t": t, "lo": lo, "hi": hi}
-                                            for t, (lo, hi) in sorted(ranges.items())])
-            _insert(connection, table, station, changes.tables()[name])
+        write_changes(changes, _CentralRows(connection, station))
         positions = central.sync_tests
-        _delete_keys(connection, positions, positions.c.test_id, station, changes.positions)
+        for test_ids in in_chunks(changes.positions):
+            connection.execute(sa.delete(positions).where(
+                positions.c.origin == station, positions.c.test_id.in_(test_ids)))
         _insert(connection, positions, station, [
             (test_id, p.seq, p.step_no, p.final) for test_id, p in changes.positions.items()])
         event_id = max([self._event_id, *(int(row[0]) for row in changes.events)])
@@ -129,15 +114,26 @@ class CentralSqlTarget(SyncTarget):
         return event_id
 
 
-def _chunks(keys: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(keys), _IN_CHUNK):
-        yield keys[start : start + _IN_CHUNK]
+class _CentralRows:
+    """The central tables of one station, in one transaction (a sync row sink)."""
 
+    def __init__(self, connection: Connection, station: str) -> None:
+        self._connection, self._station = connection, station
 
-def _delete_keys(connection: Connection, table: sa.Table, key: sa.Column[Any], station: str,
-                 keys: Iterable[Any]) -> None:
-    for chunk in _chunks(sorted(keys)):
-        connection.execute(sa.delete(table).where(table.c.origin == station, key.in_(chunk)))
+    def delete_ids(self, table: str, ids: list[int]) -> None:
+        columns = central.TABLES[table].c
+        self._connection.execute(sa.delete(central.TABLES[table]).where(
+            columns.origin == self._station, columns.id.in_(ids)))
+
+    def delete_ranges(self, table: str, key: str, ranges: list[tuple[int, int, int]]) -> None:
+        columns = central.TABLES[table].c
+        delete = sa.delete(central.TABLES[table]).where(
+            columns.origin == self._station, columns.test_id == sa.bindparam("t"),
+            columns[key].between(sa.bindparam("lo"), sa.bindparam("hi")))
+        self._connection.execute(delete, [{"t": t, "lo": lo, "hi": hi} for t, lo, hi in ranges])
+
+    def insert(self, table: str, rows: Sequence[Row]) -> None:
+        _insert(self._connection, central.TABLES[table], self._station, rows)
 
 
 def _insert(connection: Connection, table: sa.Table, station: str, rows: Sequence[Row]) -> None:
@@ -145,15 +141,9 @@ def _insert(connection: Connection, table: sa.Table, station: str, rows: Sequenc
     if not rows:
         return
     if connection.dialect.name == "postgresql":
-        quote = connection.dialect.identifier_preparer.quote
-        columns = ", ".join(quote(c.name) for c in table.columns)
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            with cursor.copy(f"COPY {quote(table.name)} ({columns}) FROM STDIN (FORMAT BINARY)") \
-                    as copy:
-                copy.set_types([_pg_type(c) for c in table.columns])
-                for row in rows:
-                    copy.write_row((station, *row))
+            copy_rows(cursor, connection.dialect, table, ((station, *row) for row in rows))
         finally:
             cursor.close()
         return
@@ -161,15 +151,3 @@ def _insert(connection: Connection, table: sa.Table, station: str, rows: Sequenc
     names = [c.name for c in table.columns]
     connection.execute(sa.insert(table), [dict(zip(names, (station, *row), strict=True))
                                           for row in rows])
-
-
-def _pg_type(column: sa.Column[Any]) -> str:
-    if isinstance(column.type, sa.BigInteger):
-        return "int8"
-    if isinstance(column.type, sa.Integer):
-        return "int4"
-    if isinstance(column.type, sa.Double):
-        return "float8"
-    if isinstance(column.type, sa.Boolean):
-        return "bool"
-    return "text"

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from cellbench_core.storage import Database, open_database, schema, upgrade
-from cellbench_core.sync import (
+from cellbench_sdk.storage import Database, open_database, schema, upgrade
+from cellbench_sdk.sync import (
     ChangeFeed,
     Changes,
     Positions,
@@ -20,11 +20,10 @@ from cellbench_core.sync import (
     SyncTarget,
     TestPosition,
     report,
+    write_changes,
 )
 from cellbench_sync_sqlite.settings import SqliteBackupSettings
 
-#: Keys per ``IN (...)`` list, well below SQLite's parameter limit.
-_IN_CHUNK = 1000
 _BUSY_TIMEOUT_MS = 30000
 
 
@@ -117,21 +116,7 @@ def _positions(connection: sqlite3.Connection) -> Positions:
 def _write(connection: sqlite3.Connection, changes: Changes) -> None:
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for name in ("batteries", "channels", "tests", "events"):
-            rows = changes.tables()[name]
-            ids = sorted(int(row[0]) for row in rows)
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start : start + _IN_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                connection.execute(f"DELETE FROM {name} WHERE id IN ({marks})", chunk)
-            _insert(connection, name, rows)
-        for name, key, ranges in (("samples", "seq", changes.sample_ranges),
-                                  ("sample_aux", "seq", changes.sample_ranges),
-                                  ("steps", "step_no", changes.step_ranges)):
-            connection.executemany(
-                f"DELETE FROM {name} WHERE test_id = ? AND {key} BETWEEN ? AND ?",
-                [(test_id, lo, hi) for test_id, (lo, hi) in sorted(ranges.items())])
-            _insert(connection, name, changes.tables()[name])
+        write_changes(changes, _BackupRows(connection))
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             connection.execute("ROLLBACK")
@@ -139,10 +124,22 @@ def _write(connection: sqlite3.Connection, changes: Changes) -> None:
     connection.execute("COMMIT")
 
 
-def _insert(connection: sqlite3.Connection, name: str, rows: Sequence[Row]) -> None:
-    if not rows:
-        return
-    columns = [c.name for c in schema.metadata.tables[name].columns]
-    quoted = ", ".join(f'"{c}"' for c in columns)
-    marks = ", ".join("?" * len(columns))
-    connection.executemany(f"INSERT INTO {name} ({quoted}) VALUES ({marks})", rows)
+class _BackupRows:
+    """The backup file's tables, inside its open transaction (a sync row sink)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def delete_ids(self, table: str, ids: list[int]) -> None:
+        marks = ", ".join("?" * len(ids))
+        self._connection.execute(f"DELETE FROM {table} WHERE id IN ({marks})", ids)
+
+    def delete_ranges(self, table: str, key: str, ranges: list[tuple[int, int, int]]) -> None:
+        self._connection.executemany(
+            f"DELETE FROM {table} WHERE test_id = ? AND {key} BETWEEN ? AND ?", ranges)
+
+    def insert(self, table: str, rows: Sequence[Row]) -> None:
+        columns = [c.name for c in schema.metadata.tables[table].columns]
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" * len(columns))
+        self._connection.executemany(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", rows)

@@ -16,9 +16,9 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -34,6 +34,10 @@ Row = tuple[Any, ...]
 #: On a server database, events of concurrent transactions may commit out of id order; a feed
 #: therefore looks back this many ids below its position for events that committed late.
 EVENT_LOOKBACK_IDS = 1000
+
+#: Keys per ``IN (...)`` list a target deletes by: below every database's parameter limit
+#: (SQL Server allows about 2,100 parameters per statement).
+IN_LIST_KEYS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +314,50 @@ class _TestQueries:
     def close(self) -> None:
         """Close the cursor."""
         self._cursor.close()
+
+
+def in_chunks(keys: Iterable[int]) -> Iterator[list[int]]:
+    """``keys`` sorted, in lists of at most :data:`IN_LIST_KEYS` (for ``IN (...)`` lists)."""
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), IN_LIST_KEYS):
+        yield ordered[start : start + IN_LIST_KEYS]
+
+
+class RowSink(Protocol):
+    """What :func:`write_changes` writes through: one transaction of a target's destination,
+    whose tables are named and laid out as the station's (columns in table order)."""
+
+    def delete_ids(self, table: str, ids: list[int]) -> None:
+        """Delete the rows of ``table`` whose ``id`` is in ``ids`` (at most
+        :data:`IN_LIST_KEYS`, sorted)."""
+
+    def delete_ranges(self, table: str, key: str, ranges: list[tuple[int, int, int]]) -> None:
+        """Delete, for each ``(test_id, first, last)``, the rows of ``table`` of that test whose
+        ``key`` column lies between ``first`` and ``last`` (inclusive)."""
+
+    def insert(self, table: str, rows: Sequence[Row]) -> None:
+        """Insert ``rows`` (never empty) into ``table``."""
+
+
+def write_changes(changes: Changes, sink: RowSink) -> None:
+    """Write ``changes`` into a destination so that each row replaces any copy already there:
+    batteries, channels, tests and events by ``id``; the samples, aux values and steps of each
+    test by their ``seq`` or ``step_no`` range. A batch written twice leaves what one leaves.
+    Tables go in foreign-key order."""
+    tables = changes.tables()
+    for name in ("batteries", "channels", "tests", "events"):
+        for ids in in_chunks(int(row[0]) for row in tables[name]):
+            sink.delete_ids(name, ids)
+        if tables[name]:
+            sink.insert(name, tables[name])
+    for name, key, ranges in (("samples", "seq", changes.sample_ranges),
+                              ("sample_aux", "seq", changes.sample_ranges),
+                              ("steps", "step_no", changes.step_ranges)):
+        if ranges:
+            sink.delete_ranges(name, key, [(test_id, first, last) for test_id, (first, last)
+                                           in sorted(ranges.items())])
+        if tables[name]:
+            sink.insert(name, tables[name])
 
 
 def report(changes: Changes, now_unix_s: float | None = None) -> SyncReport:

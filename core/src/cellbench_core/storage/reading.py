@@ -1,0 +1,114 @@
+"""Reading a test's samples in ``seq`` order a chunk at a time, as numpy arrays: what exporters
+and other readers of long tests use, so that memory stays bounded whatever the test's length."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from cellbench_core.storage import schema
+from cellbench_core.storage.records import StorageError
+
+if TYPE_CHECKING:  # the database module reads its samples with sample_arrays()
+    from cellbench_core.storage.database import Database
+
+#: Samples read per query unless the caller says: about 10 MB of arrays.
+CHUNK_ROWS = 50_000
+
+#: The sample columns a chunk holds (every column of ``samples`` but ``test_id``).
+CHUNK_COLUMNS = tuple(c for c in schema.SAMPLE_COLUMNS if c != "test_id")
+
+
+@dataclass
+class SampleChunk:
+    """Consecutive samples of one test: one numpy array per column of :data:`CHUNK_COLUMNS`
+    (integer columns int64, the rest float64 with NaN for NULL) and one per aux signal present
+    in the chunk (NaN where a sample has no value)."""
+
+    columns: dict[str, np.ndarray]
+    aux: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["seq"])
+
+
+def sample_arrays(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
+    """Result rows of sample columns ``names`` as one numpy array per column (NULL as NaN)."""
+    columns = zip(*rows, strict=True) if rows else ([] for _ in names)
+    return {
+        name: np.array(values, dtype=np.int64 if name in schema.SAMPLE_INT_COLUMNS else np.float64)
+        for name, values in zip(names, columns, strict=True)
+    }
+
+
+def aux_names(db: Database, test_id: int) -> list[str]:
+    """The names of every aux signal stored for the test so far, sorted."""
+    aux = schema.sample_aux
+    query = sa.select(aux.c.name).where(aux.c.test_id == int(test_id)).distinct()
+    with db.engine.connect() as connection:
+        return sorted(connection.execute(query).scalars())
+
+
+def read_sample_chunk(db: Database, test_id: int, after_seq: int = 0,
+                      limit: int = CHUNK_ROWS) -> SampleChunk:
+    """Up to ``limit`` committed samples of the test with ``seq`` above ``after_seq``, in
+    ``seq`` order (an empty chunk when there are none, or no such test).
+
+    Samples and their aux values are committed together, so every aux value of a returned
+    sample is returned too.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    samples, aux = schema.samples, schema.sample_aux
+    query = (
+        sa.select(*(samples.c[name] for name in CHUNK_COLUMNS))
+        .where(samples.c.test_id == int(test_id), samples.c.seq > after_seq)
+        .order_by(samples.c.seq)
+        .limit(limit)
+    )
+    with db.engine.connect() as connection:
+        rows = connection.execute(query).all()
+        columns = sample_arrays(CHUNK_COLUMNS, rows)
+        found: dict[str, np.ndarray] = {}
+        if rows:
+            seq = columns["seq"]
+            query = (
+                sa.select(aux.c.name, aux.c.seq, aux.c.value)
+                .where(aux.c.test_id == int(test_id), aux.c.seq > after_seq,
+                       aux.c.seq <= int(seq[-1]))
+                .order_by(aux.c.name, aux.c.seq)
+            )
+            for name, seqs, values in _group_by_name(connection.execute(query).all()):
+                column = np.full(len(seq), np.nan)
+                column[np.searchsorted(seq, seqs)] = values
+                found[name] = column
+    return SampleChunk(columns, found)
+
+
+def sample_chunks(db: Database, test_id: int, after_seq: int = 0,
+                  chunk_rows: int = CHUNK_ROWS) -> Iterator[SampleChunk]:
+    """Every committed sample of the test above ``after_seq``, ``chunk_rows`` at a time in
+    ``seq`` order; StorageError for an unknown test. Samples committed while iterating are
+    included."""
+    if db.test(test_id) is None:
+        raise StorageError(f"no test with id {test_id} in the database")
+    while True:
+        chunk = read_sample_chunk(db, test_id, after_seq, chunk_rows)
+        if not len(chunk):
+            return
+        yield chunk
+        after_seq = int(chunk.columns["seq"][-1])
+
+
+def _group_by_name(rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    start = 0
+    for end in range(1, len(rows) + 1):
+        if end == len(rows) or rows[end][0] != rows[start][0]:
+            part = rows[start:end]
+            yield (rows[start][0], np.array([r[1] for r in part], dtype=np.int64),
+                   np.array([r[2] for r in part], dtype=np.float64))
+            start = end
