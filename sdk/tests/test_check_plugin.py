@@ -105,3 +105,14 @@ def test_each_violation_is_caught_with_a_clear_message(broken: ModuleType,
     assert "\n  contract: " in message
     for fragment in fragments:
         assert fragment in message
+
+
+def test_only_checks_the_descriptor_under_test() -> None:
+    other = Descriptor(Kind.OSI_DEVICE, "needs-port", "cellbench_sim.channel:SimChannels",
+                       "needs a port", NeedsPort)
+    two = plugin(cellbench_channel_drivers=lambda: [Descriptor(
+        Kind.CHANNEL_DRIVER, "drv", "cellbench_sim.channel:SimChannels", "driver",
+        SimChannelSettings)], cellbench_osi_devices=lambda: [other])
+    with pytest.raises(AssertionError, match="settings model NeedsPort"):
+        check_plugin(two)
+    assert len(check_plugin(two, only=(Kind.CHANNEL_DRIVER, "drv"))) == 2

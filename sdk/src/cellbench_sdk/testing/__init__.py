@@ -24,7 +24,9 @@ from cellbench_sdk.testing.contracts import (
     ClimateChamberContract,
     Contract,
     DeviceContract,
+    NotifierContract,
     OsiDeviceContract,
+    SyncTargetContract,
 )
 from cellbench_sdk.testing.devices import (
     check_climate_chamber,
@@ -34,6 +36,7 @@ from cellbench_sdk.testing.devices import (
 )
 from cellbench_sdk.testing.plugin import check_plugin
 from cellbench_sdk.testing.protocol import Conversation, MemoryStream, expected_protocol
+from cellbench_sdk.testing.services import check_notifier, check_sync_target
 
 __all__ = [
     "HANG_UP",
@@ -44,13 +47,17 @@ __all__ = [
     "DeviceContract",
     "HangUp",
     "MemoryStream",
+    "NotifierContract",
     "OsiDeviceContract",
     "ScriptedPeer",
+    "SyncTargetContract",
     "check_channel_driver",
     "check_climate_chamber",
     "check_device",
     "check_failed_open",
+    "check_notifier",
     "check_osi_device",
     "check_plugin",
+    "check_sync_target",
     "expected_protocol",
 ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib import metadata
 from types import ModuleType
@@ -38,6 +38,7 @@ from cellbench_sdk.testing.devices import (
     check_osi_device,
 )
 from cellbench_sdk.testing.plugin import check_plugin
+from cellbench_sdk.testing.services import check_notifier, check_sync_target
 
 Settings = Mapping[str, Any]
 
@@ -79,7 +80,8 @@ class Contract:
     def descriptor(self, settings: Settings) -> Descriptor:
         """The descriptor under test, from a plugin that passes :func:`check_plugin` with
         ``settings``."""
-        found = check_plugin(self.plugin_module(), {(self.kind, self.name): settings})
+        under_test = (self.kind, self.name)
+        found = check_plugin(self.plugin_module(), {under_test: settings}, only=under_test)
         for descriptor in found:
             if (descriptor.kind, descriptor.name) == (self.kind, self.name):
                 return descriptor
@@ -99,6 +101,18 @@ class Contract:
         ``settings`` are used as they are."""
         yield settings
 
+    async def check(self, make: Callable[[], Any]) -> None:
+        """Run the kind's check on what ``make`` builds."""
+        raise NotImplementedError
+
+    def test_contract(self, settings: Settings) -> None:
+        """What the descriptor builds keeps its kind's contract, against its peer."""
+        async def run() -> None:
+            async with self.peer(settings) as reachable:
+                await self.check(lambda: self.build(reachable))
+
+        asyncio.run(run())
+
     def test_plugin(self, settings: Settings) -> None:
         """The plugin loads as a station would load it and offers the descriptor under test;
         the installed distribution's entry point names the plugin module."""
@@ -115,7 +129,10 @@ class Contract:
 class DeviceContract(Contract):
     """The checks every device kind shares: its contract, and a failed open."""
 
-    async def check(self, device: Any) -> None:
+    async def check(self, make: Callable[[], Any]) -> None:
+        await self.check_device(make())
+
+    async def check_device(self, device: Any) -> None:
         """Run the kind's check on ``device`` (opened and closed by the check)."""
         raise NotImplementedError
 
@@ -124,14 +141,6 @@ class DeviceContract(Contract):
         for a device that connects to something, e.g. ``{"port": port}`` (``port`` is a loopback
         port nobody listens on). None (the default) skips that test."""
         return None
-
-    def test_contract(self, settings: Settings) -> None:
-        """The device keeps its kind's contract, against its peer."""
-        async def run() -> None:
-            async with self.peer(settings) as reachable:
-                await self.check(self.build(reachable))
-
-        asyncio.run(run())
 
     def test_failed_open(self, unreachable_port: int) -> None:
         """A device that reaches nothing fails to open with a typed error and closes cleanly."""
@@ -152,7 +161,7 @@ class ChannelDriverContract(DeviceContract):
     #: The step modes the driver accepts, checked when given.
     modes: ClassVar[frozenset[StepMode] | None] = None
 
-    async def check(self, device: Any) -> None:
+    async def check_device(self, device: Any) -> None:
         accepted = await check_channel_driver(device, settle_s=self.settle_s,
                                               timeout_s=self.timeout_s)
         if self.modes is not None:
@@ -168,7 +177,7 @@ class OsiDeviceContract(DeviceContract):
     #: Values to write per writable signal (by default each is written with the value it reads).
     values: ClassVar[Mapping[str, float] | None] = None
 
-    async def check(self, device: Any) -> None:
+    async def check_device(self, device: Any) -> None:
         await check_osi_device(device, values=self.values, timeout_s=self.timeout_s)
 
 
@@ -180,6 +189,31 @@ class ClimateChamberContract(DeviceContract):
     setpoint_c: ClassVar[float] = 25.0
     humidity_pct: ClassVar[float] = 50.0
 
-    async def check(self, device: Any) -> None:
+    async def check_device(self, device: Any) -> None:
         await check_climate_chamber(device, setpoint_c=self.setpoint_c,
                                     humidity_pct=self.humidity_pct, timeout_s=self.timeout_s)
+
+
+class NotifierContract(Contract):
+    """The notifier checks (:func:`check_notifier`). A :meth:`peer` that receives what the
+    notifier sends (a mail server, a broker) can check on leaving what reached it."""
+
+    kind = Kind.NOTIFIER
+    #: Seconds an event hook may take (it runs on the station's event loop).
+    event_budget_s: ClassVar[float] = 0.5
+
+    async def check(self, make: Callable[[], Any]) -> None:
+        await check_notifier(make(), event_budget_s=self.event_budget_s,
+                             timeout_s=self.timeout_s)
+
+
+class SyncTargetContract(Contract):
+    """The sync-target checks (:func:`check_sync_target`): the ``settings`` fixture names a
+    destination of the test's own (a folder or file in ``tmp_path``, a fresh server
+    database)."""
+
+    kind = Kind.SYNC_TARGET
+
+    async def check(self, make: Callable[[], Any]) -> None:
+        # sync_once blocks (database and file calls); the station runs it on a thread too.
+        await asyncio.to_thread(check_sync_target, make)

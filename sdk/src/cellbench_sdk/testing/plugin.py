@@ -26,14 +26,17 @@ _CONTRACTS: Final[dict[Kind, type]] = {
 def check_plugin(
     plugin: object,
     settings: Mapping[tuple[Kind, str], Mapping[str, Any]] | None = None,
+    *,
+    only: tuple[Kind, str] | None = None,
 ) -> list[Descriptor]:
     """Check a plugin (the module its entry point names) as a station would load it; return its
     descriptors.
 
     Every hook implementation must match a hookspec, and at least one must exist; every
-    descriptor's factory must import, its settings model must build from its defaults (or from
-    ``settings[(kind, name)]``), and a device's factory must build a device of its kind's
-    contract from those settings, without touching hardware (devices connect in ``open``).
+    descriptor's factory (with ``only``, that of the descriptor of this kind and name) must
+    import, its settings model must build from its defaults (or from ``settings[(kind,
+    name)]``), and a device's factory must build a device of its kind's contract from those
+    settings, without touching hardware (devices connect in ``open``).
     """
     name = getattr(plugin, "__name__", type(plugin).__name__)
     manager = PluginManager()
@@ -62,6 +65,8 @@ def check_plugin(
         names = ", ".join(f"{kind} {name!r}" for kind, name in sorted(unknown))
         raise ValueError(f"settings names {names}, which {subject} does not offer")
     for descriptor in descriptors:
+        if only is not None and (descriptor.kind, descriptor.name) != only:
+            continue
         _check_descriptor(descriptor, (settings or {}).get((descriptor.kind, descriptor.name), {}))
     return descriptors
 
