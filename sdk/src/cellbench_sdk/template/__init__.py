@@ -27,6 +27,8 @@ class PluginKind(StrEnum):
     CHANNEL = "channel"
     OSI = "osi"
     CHAMBER = "chamber"
+    NOTIFIER = "notifier"
+    SYNC = "sync"
 
 
 class TemplateError(ValueError):
@@ -61,6 +63,13 @@ KINDS: dict[PluginKind, KindTemplate] = {
         "climate chamber", "climate chambers", "CLIMATE_CHAMBER", "cellbench_climate_chambers",
         "chamber", "Chamber", "simulated chamber (replace with your chamber)",
         "a simulated chamber held in memory"),
+    PluginKind.NOTIFIER: KindTemplate(
+        "notifier", "notifiers", "NOTIFIER", "cellbench_notifiers", "notifier", "Notifier",
+        "writes events to a log (replace it)", "a notifier that writes to a log"),
+    PluginKind.SYNC: KindTemplate(
+        "sync target", "sync targets", "SYNC_TARGET", "cellbench_sync_targets", "target",
+        "Target", "copies the station database into JSON files (replace it)",
+        "a copy into JSON files, one per batch"),
 }
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cellbench_core.cli.console import console, fail
+from cellbench_sdk.cli import console, fail
 from cellbench_sdk.template import KINDS, PluginKind, TemplateError, new_plugin
 
 
