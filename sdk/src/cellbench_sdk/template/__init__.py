@@ -29,6 +29,7 @@ class PluginKind(StrEnum):
     CHAMBER = "chamber"
     NOTIFIER = "notifier"
     SYNC = "sync"
+    INTERFACE = "interface"
 
 
 class TemplateError(ValueError):
@@ -70,6 +71,9 @@ KINDS: dict[PluginKind, KindTemplate] = {
         "sync target", "sync targets", "SYNC_TARGET", "cellbench_sync_targets", "target",
         "Target", "copies the station database into JSON files (replace it)",
         "a copy into JSON files, one per batch"),
+    PluginKind.INTERFACE: KindTemplate(
+        "interface", "interfaces", "INTERFACE", "cellbench_interfaces", "interface", "Interface",
+        "a line protocol over TCP (replace it)", "a line protocol on TCP with two commands"),
 }
 
 

@@ -24,6 +24,7 @@ from cellbench_sdk.testing.contracts import (
     ClimateChamberContract,
     Contract,
     DeviceContract,
+    InterfaceContract,
     NotifierContract,
     OsiDeviceContract,
     SyncTargetContract,
@@ -37,6 +38,7 @@ from cellbench_sdk.testing.devices import (
 from cellbench_sdk.testing.plugin import check_plugin
 from cellbench_sdk.testing.protocol import Conversation, MemoryStream, expected_protocol
 from cellbench_sdk.testing.services import check_notifier, check_sync_target
+from cellbench_sdk.testing.station import check_interface, station_control
 
 __all__ = [
     "HANG_UP",
@@ -46,6 +48,7 @@ __all__ = [
     "Conversation",
     "DeviceContract",
     "HangUp",
+    "InterfaceContract",
     "MemoryStream",
     "NotifierContract",
     "OsiDeviceContract",
@@ -55,9 +58,11 @@ __all__ = [
     "check_climate_chamber",
     "check_device",
     "check_failed_open",
+    "check_interface",
     "check_notifier",
     "check_osi_device",
     "check_plugin",
     "check_sync_target",
     "expected_protocol",
+    "station_control",
 ]

@@ -31,6 +31,7 @@ import pytest
 
 from cellbench_core.descriptors import Descriptor, Kind
 from cellbench_hal import StepMode
+from cellbench_sdk.control import StationControl
 from cellbench_sdk.testing.channel import check_channel_driver
 from cellbench_sdk.testing.devices import (
     check_climate_chamber,
@@ -39,6 +40,7 @@ from cellbench_sdk.testing.devices import (
 )
 from cellbench_sdk.testing.plugin import check_plugin
 from cellbench_sdk.testing.services import check_notifier, check_sync_target
+from cellbench_sdk.testing.station import check_interface, station_control
 
 Settings = Mapping[str, Any]
 
@@ -217,3 +219,22 @@ class SyncTargetContract(Contract):
     async def check(self, make: Callable[[], Any]) -> None:
         # sync_once blocks (database and file calls); the station runs it on a thread too.
         await asyncio.to_thread(check_sync_target, make)
+
+
+class InterfaceContract(Contract):
+    """The interface checks (:func:`check_interface`), against a small serving station of the
+    kit (channels of resting cells). Override :meth:`exercise` to talk to the started interface
+    the way its clients do."""
+
+    kind = Kind.INTERFACE
+    #: Channels of the station the interface serves.
+    channels: ClassVar[int] = 2
+
+    async def exercise(self, interface: Any, control: StationControl) -> None:
+        """Talk to the started ``interface`` (connect, send a command, check the reply); by
+        default nothing."""
+
+    async def check(self, make: Callable[[], Any]) -> None:
+        async with station_control(self.channels) as control:
+            await check_interface(make(), control, exercise=self.exercise,
+                                  timeout_s=self.timeout_s)
