@@ -19,8 +19,9 @@ Subclass :class:`Notifier` and override the events it passes on::
         return [Descriptor(Kind.NOTIFIER, "webhook", "my_pkg.notify:Webhook",
                            "posts test ends to a URL", WebhookSettings)]
 
-Events are rare (never one per sample). An event method runs on the station's event loop, so it
-must hand slow work (a mail, a request) to a thread or task rather than wait for it.
+Events are rare (never one per sample). An event method is called from the runner's tick on the
+station's event loop (a sync target's alarm: from its thread), so it must hand slow work (a mail,
+a request) to a thread of its own rather than wait for it.
 """
 
 from __future__ import annotations
