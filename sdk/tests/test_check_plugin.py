@@ -8,7 +8,7 @@ from types import ModuleType
 import pytest
 
 from cellbench_sdk import Descriptor, Kind, hookimpl
-from cellbench_sdk.testing import check_plugin
+from cellbench_sdk.testing import ChannelDriverContract, check_plugin
 from cellbench_sim import plugin as sim_plugin
 from cellbench_sim.chamber import SimChamberSettings
 from cellbench_sim.channel import SimChannelSettings
@@ -116,3 +116,14 @@ def test_only_checks_the_descriptor_under_test() -> None:
     with pytest.raises(AssertionError, match="settings model NeedsPort"):
         check_plugin(two)
     assert len(check_plugin(two, only=(Kind.CHANNEL_DRIVER, "drv"))) == 2
+
+
+def test_a_contract_class_naming_a_descriptor_the_plugin_lacks_says_what_it_offers() -> None:
+    class TestMisnamed(ChannelDriverContract):
+        plugin = "cellbench_sim.plugin"
+        name = "simm"
+
+    with pytest.raises(ValueError, match=r"channel driver 'simm', which plugin cellbench_sim."
+                                         r"plugin does not offer \(it offers channel driver "
+                                         r"'sim', "):
+        TestMisnamed().build({})

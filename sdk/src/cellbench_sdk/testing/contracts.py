@@ -81,15 +81,10 @@ class Contract:
 
     def descriptor(self, settings: Settings) -> Descriptor:
         """The descriptor under test, from a plugin that passes :func:`check_plugin` with
-        ``settings``."""
+        ``settings`` (which refuses a plugin that does not offer it)."""
         under_test = (self.kind, self.name)
         found = check_plugin(self.plugin_module(), {under_test: settings}, only=under_test)
-        for descriptor in found:
-            if (descriptor.kind, descriptor.name) == (self.kind, self.name):
-                return descriptor
-        offered = ", ".join(f"{d.kind} {d.name!r}" for d in found)
-        raise AssertionError(f"plugin {self.plugin_module().__name__} offers no {self.kind} "
-                             f"named {self.name!r}; it offers {offered}")
+        return next(d for d in found if (d.kind, d.name) == under_test)
 
     def build(self, settings: Settings) -> Any:
         """The capability, built by its descriptor's factory from ``settings``."""

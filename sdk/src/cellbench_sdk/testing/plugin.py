@@ -63,7 +63,9 @@ def check_plugin(
     unknown = set(settings or {}) - {(d.kind, d.name) for d in descriptors}
     if unknown:
         names = ", ".join(f"{kind} {name!r}" for kind, name in sorted(unknown))
-        raise ValueError(f"settings names {names}, which {subject} does not offer")
+        offered = ", ".join(f"{d.kind} {d.name!r}" for d in descriptors) or "nothing"
+        raise ValueError(f"settings names {names}, which {subject} does not offer (it offers "
+                         f"{offered})")
     for descriptor in descriptors:
         if only is not None and (descriptor.kind, descriptor.name) != only:
             continue
