@@ -57,12 +57,12 @@ def test_the_layout_names_the_plugin_everywhere(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(RUFF is None, reason="ruff is not installed beside this Python")
 def test_the_new_code_is_lint_clean(tmp_path: Path) -> None:
-    for kind in PluginKind:
-        new_plugin("acme", kind, tmp_path / kind)
     assert RUFF is not None
-    done = run([RUFF, "check", "--isolated", "--line-length", "100", "--select",
-                "E,F,W,B,UP,SIM,RUF", "."], tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
+    for kind in PluginKind:
+        root = new_plugin("acme", kind, tmp_path / kind)
+        done = run([RUFF, "check", "--isolated", "--line-length", "100", "--select",
+                    "E,F,W,I,B,UP,SIM,RUF", "."], root)  # in the project: src/ is first-party
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv to install offline")
