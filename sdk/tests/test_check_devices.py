@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 from collections.abc import Mapping, Sequence
 
 import pytest
@@ -247,17 +246,8 @@ class CloseAssumesOpen(TcpGauge):
         await super().close()
 
 
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port on which nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def test_failed_open_passes_a_driver_that_fails_cleanly(closed_port: int) -> None:
-    asyncio.run(check_failed_open(TcpGauge(closed_port)))
+def test_failed_open_passes_a_driver_that_fails_cleanly(unreachable_port: int) -> None:
+    asyncio.run(check_failed_open(TcpGauge(unreachable_port)))
 
 
 @pytest.mark.parametrize(("broken", "fragment"), [
@@ -266,9 +256,9 @@ def test_failed_open_passes_a_driver_that_fails_cleanly(closed_port: int) -> Non
                        "failed open()\n  got:      raised AssertionError: not open"),
 ])
 def test_failed_open_catches_untyped_errors_and_unsafe_close(
-        closed_port: int, broken: type[TcpGauge], fragment: str) -> None:
+        unreachable_port: int, broken: type[TcpGauge], fragment: str) -> None:
     with pytest.raises(AssertionError) as failure:
-        asyncio.run(check_failed_open(broken(closed_port)))
+        asyncio.run(check_failed_open(broken(unreachable_port)))
     assert str(failure.value).startswith(f"{broken.__name__} 'gauge': ")
     assert fragment in str(failure.value)
 

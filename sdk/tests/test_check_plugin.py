@@ -8,7 +8,7 @@ from types import ModuleType
 import pytest
 
 from cellbench_sdk import Descriptor, Kind, hookimpl
-from cellbench_sdk.testing import check_plugin
+from cellbench_sdk.testing import ChannelDriverContract, check_plugin
 from cellbench_sim import plugin as sim_plugin
 from cellbench_sim.chamber import SimChamberSettings
 from cellbench_sim.channel import SimChannelSettings
@@ -105,3 +105,25 @@ def test_each_violation_is_caught_with_a_clear_message(broken: ModuleType,
     assert "\n  contract: " in message
     for fragment in fragments:
         assert fragment in message
+
+
+def test_only_checks_the_descriptor_under_test() -> None:
+    other = Descriptor(Kind.OSI_DEVICE, "needs-port", "cellbench_sim.channel:SimChannels",
+                       "needs a port", NeedsPort)
+    two = plugin(cellbench_channel_drivers=lambda: [Descriptor(
+        Kind.CHANNEL_DRIVER, "drv", "cellbench_sim.channel:SimChannels", "driver",
+        SimChannelSettings)], cellbench_osi_devices=lambda: [other])
+    with pytest.raises(AssertionError, match="settings model NeedsPort"):
+        check_plugin(two)
+    assert len(check_plugin(two, only=(Kind.CHANNEL_DRIVER, "drv"))) == 2
+
+
+def test_a_contract_class_naming_a_descriptor_the_plugin_lacks_says_what_it_offers() -> None:
+    class TestMisnamed(ChannelDriverContract):
+        plugin = "cellbench_sim.plugin"
+        name = "simm"
+
+    with pytest.raises(ValueError, match=r"channel driver 'simm', which plugin cellbench_sim."
+                                         r"plugin does not offer \(it offers channel driver "
+                                         r"'sim', "):
+        TestMisnamed().build({})

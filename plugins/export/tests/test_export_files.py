@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from cellbench_export import BdfFormat, write_basytec, write_bdf
 from cellbench_export.files import BasytecFilesTarget
 from cellbench_sdk import Kind
 from cellbench_sdk.sync import SyncReport, run_sync
+from cellbench_sdk.testing import SyncTargetContract
 
 StartTest = Callable[..., int]
 Batch = Callable[..., SampleRows]
@@ -135,3 +137,25 @@ def test_bdf_files_appear_complete_once_each_test_ends(
              db, name="bdf", once=True)
     assert (folder / f"lab-7-{ended}.{form}").read_bytes() == b"kept"
     db.close()
+
+
+class TestBasytecFiles(SyncTargetContract):
+    """The ``basytec-files`` target keeps the sync-target contract, as a station builds it."""
+
+    plugin = "cellbench_export.plugin"
+    name = "basytec-files"
+    entry_point = "export"
+
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> dict[str, Any]:
+        return {"folder": str(tmp_path / "results"), "station": "lab-7"}
+
+
+class TestBdfFiles(TestBasytecFiles):
+    """The ``bdf-files`` target keeps the sync-target contract, in both file formats."""
+
+    name = "bdf-files"
+
+    @pytest.fixture(params=["parquet", "csv"])
+    def settings(self, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+        return {"folder": str(tmp_path / "results"), "station": "lab-7", "format": request.param}

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cellbench_core.descriptors import Kind
-from cellbench_core.plugins import PluginManager
-from cellbench_hal import VirtualClock
 from cellbench_lookup.table import LookupSettings, LookupTable, TableError
+from cellbench_sdk import VirtualClock
+from cellbench_sdk.testing import OsiDeviceContract
 
 
 def table(tmp_path: Path, text: str | bytes, **settings: int) -> LookupTable:
@@ -77,10 +77,15 @@ def test_files_that_are_not_tables(tmp_path: Path) -> None:
         table(tmp_path, "time [s],a [A]\n0,1\n1,1\n2,1\n", max_rows=2)
 
 
-def test_registered_as_the_lookup_osi_device(tmp_path: Path) -> None:
-    manager = PluginManager()
-    manager.load()
-    descriptor = manager.registry.get(Kind.OSI_DEVICE, "lookup")
-    (tmp_path / "t.csv").write_text("time [s],a [A]\n0,1\n", encoding="utf-8")
-    device = descriptor.create({"path": str(tmp_path / "t.csv")})
-    assert isinstance(device, LookupTable) and device.columns == {"a": ("A", (1.0,))}
+class TestLookupTable(OsiDeviceContract):
+    """The ``lookup`` OSI device keeps the OSI-device contract, as a station builds it."""
+
+    plugin = "cellbench_lookup.plugin"
+    name = "lookup"
+    entry_point = "lookup"
+
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> dict[str, Any]:
+        (tmp_path / "t.csv").write_text("time [s],current [A],power [W]\n0,0,0\n10,2,7\n",
+                                        encoding="utf-8")
+        return {"path": str(tmp_path / "t.csv")}

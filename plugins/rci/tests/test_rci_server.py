@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import trustme
@@ -24,10 +24,12 @@ from cellbench_core.service import StationService
 from cellbench_core.station import Station, StationError, station_from_dict
 from cellbench_core.storage import Database, open_database
 from cellbench_hal import VirtualClock
-from cellbench_rci.client import RciClient, RciError, tls_context
+from cellbench_rci.client import AsyncRciClient, RciClient, RciError, tls_context
 from cellbench_rci.commands import Role, Session
 from cellbench_rci.interface import RciInterface, RciSettings
 from cellbench_rci.protocol import ErrorCode
+from cellbench_sdk.control import StationControl
+from cellbench_sdk.testing import InterfaceContract
 
 CHARGE = """\
 name: charge
@@ -514,3 +516,22 @@ def test_the_documented_station_files_validate() -> None:
                 checked += 1
             Station(config, manager)  # drivers and interfaces build from their settings
     assert checked >= 3
+
+
+class TestRciInterface(InterfaceContract):
+    """The ``rci`` interface keeps the interface contract, as a station builds it, and answers
+    a client on the port it serves."""
+
+    plugin = "cellbench_rci.plugin"
+    name = "rci"
+    entry_point = "rci"
+    cases: ClassVar[dict[str, dict[str, Any]]] = {"tcp": {"tcp": "127.0.0.1:0"}}
+
+    async def exercise(self, interface: Any, control: StationControl) -> None:
+        host, port = interface.address
+        client = await AsyncRciClient.connect(host, port)
+        try:
+            assert (await client.command("PING")).payload == "PONG"
+            assert (await client.command("CHANNELS?")).payload
+        finally:
+            await client.close()

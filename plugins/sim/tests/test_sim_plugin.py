@@ -1,43 +1,58 @@
-"""The plugin registers its devices, and their descriptors build them from settings."""
+"""The plugin's three devices keep their kinds' contracts (the SDK's conformance kit), as their
+descriptors build them from station settings."""
 
 from __future__ import annotations
 
-from importlib import metadata
+from typing import Any, ClassVar
 
-import pluggy
 import pytest
 from pydantic import ValidationError
 
-from cellbench_core import hookspecs
-from cellbench_sdk import Kind
+from cellbench_sdk import Kind, StepMode
+from cellbench_sdk.testing import (
+    ChannelDriverContract,
+    ClimateChamberContract,
+    OsiDeviceContract,
+    check_plugin,
+)
 from cellbench_sim import plugin
 from cellbench_sim.chamber import SimChamber, SimHumidityChamber
 from cellbench_sim.channel import SimChannels
-from cellbench_sim.osi import SimOsiDevice
 
 
-def test_entry_point_names_the_plugin_module() -> None:
-    (entry,) = [e for e in metadata.entry_points(group="cellbench.plugins") if e.name == "sim"]
-    assert entry.load() is plugin
+class TestSimChannels(ChannelDriverContract):
+    plugin = "cellbench_sim.plugin"
+    name = "sim"
+    entry_point = "sim"
+    cases: ClassVar[dict[str, dict[str, Any]]] = {
+        "defaults": {},
+        "lfp, one channel reaching below 0 V": {"count": 1, "chemistry": "lfp",
+                                                "voltage_min_v": -1.0, "power_max_w": 5.0},
+        "three channels": {"count": 3},
+    }
+    modes = frozenset(StepMode)
 
 
-def test_hooks_match_the_specs_and_build_the_devices() -> None:
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    manager.register(plugin)
-    manager.check_pending()
-    (channels,) = manager.hook.cellbench_channel_drivers()[0]
-    (chambers,) = manager.hook.cellbench_climate_chambers()[0]
-    (osi,) = manager.hook.cellbench_osi_devices()[0]
-    assert (channels.kind, chambers.kind, osi.kind) == (
-        Kind.CHANNEL_DRIVER,
-        Kind.CLIMATE_CHAMBER,
-        Kind.OSI_DEVICE,
-    )
+class TestSimOsiDevice(OsiDeviceContract):
+    plugin = "cellbench_sim.plugin"
+    name = "sim"
+
+
+class TestSimChamber(ClimateChamberContract):
+    plugin = "cellbench_sim.plugin"
+    name = "sim"
+    cases: ClassVar[dict[str, dict[str, Any]]] = {
+        "temperature only": {}, "with humidity": {"has_humidity": True}}
+    setpoint_c = -20.0
+
+
+def test_descriptors_build_the_device_their_settings_ask_for() -> None:
+    channels, osi, chambers = check_plugin(plugin)
+    assert [(d.kind, d.name) for d in (channels, osi, chambers)] == [
+        (Kind.CHANNEL_DRIVER, "sim"), (Kind.OSI_DEVICE, "sim"), (Kind.CLIMATE_CHAMBER, "sim")]
     driver = channels.create({"count": 3, "chemistry": "lfp"})
     assert isinstance(driver, SimChannels) and len(driver.channels) == 3
     assert type(chambers.create()) is SimChamber
     assert type(chambers.create({"has_humidity": True})) is SimHumidityChamber
-    assert isinstance(osi.create(), SimOsiDevice)
     with pytest.raises(ValidationError, match="count"):
         channels.create({"count": -1})

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cellbench_core.plugins import PluginManager
-from cellbench_sdk import Kind
 from cellbench_sdk.sync import SyncReport, run_sync
+from cellbench_sdk.testing import SyncTargetContract
 from cellbench_sync_sql import central
 from cellbench_sync_sql.settings import CentralSqlSettings
 from cellbench_sync_sql.target import CentralSqlTarget
@@ -36,13 +35,22 @@ def equal(digest: Any, bench: Any, url: str) -> None:
     assert local[("samples", 1)][0] > 0 and local[("events", 0)][0] > 0
 
 
-def test_plugin_registers_the_target() -> None:
-    manager = PluginManager()
-    manager.load()
-    descriptor = manager.registry.get(Kind.SYNC_TARGET, "central-sql")
-    with pytest.raises(ValueError, match="url"):
-        descriptor.create({"url": "not a url"})
-    assert isinstance(descriptor.create({"url": "sqlite:///x.db"}), CentralSqlTarget)
+class TestCentralSql(SyncTargetContract):
+    """The ``central-sql`` target keeps the sync-target contract on every kind of server, as a
+    station builds it."""
+
+    plugin = "cellbench_sync_sql.plugin"
+    name = "central-sql"
+    entry_point = "sync-sql"
+
+    @pytest.fixture
+    def settings(self, central_url: str) -> dict[str, Any]:
+        return {"url": central_url, "station": STATION}
+
+
+def test_the_url_is_checked() -> None:
+    with pytest.raises(ValueError, match="not a SQLAlchemy database URL"):
+        CentralSqlSettings(url="not a url")
 
 
 def test_central_equals_local_in_small_batches_and_after_redelivery(

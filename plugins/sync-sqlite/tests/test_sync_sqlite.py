@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from cellbench_core.plugins import PluginManager
-from cellbench_sdk import Kind
 from cellbench_sdk.sync import run_sync
+from cellbench_sdk.testing import SyncTargetContract
 from cellbench_sync_sqlite.settings import SqliteBackupSettings
 from cellbench_sync_sqlite.target import SqliteBackupTarget
 
@@ -28,13 +27,21 @@ def backup(bench: Any, path: Path, max_rows: int = 200_000) -> None:
     run_sync(target, bench.db, name="backup", once=True)
 
 
-def test_plugin_registers_the_target(tmp_path: Path) -> None:
-    manager = PluginManager()
-    manager.load()
-    descriptor = manager.registry.get(Kind.SYNC_TARGET, "sqlite-backup")
+class TestSqliteBackup(SyncTargetContract):
+    """The ``sqlite-backup`` target keeps the sync-target contract, as a station builds it."""
+
+    plugin = "cellbench_sync_sqlite.plugin"
+    name = "sqlite-backup"
+    entry_point = "sync-sqlite"
+
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> dict[str, Any]:
+        return {"path": str(tmp_path / "backup.sqlite3")}
+
+
+def test_the_backup_file_is_a_required_setting() -> None:
     with pytest.raises(ValueError, match="path"):
-        descriptor.create({})
-    assert isinstance(descriptor.create({"path": str(tmp_path / "b.db")}), SqliteBackupTarget)
+        SqliteBackupSettings()  # type: ignore[call-arg]
 
 
 def test_backup_equals_station_database(bench: Any, digest: Any, tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 In the spirit of PyMeasure's ``expected_protocol``, but over a real loopback TCP connection, so
 the driver's own transport code runs: SCPI instruments, chamber protocols, remote-control
-clients. Re-exported by :mod:`cellbench_sdk.testing`.
+clients. Re-exported by :mod:`cellbench_sdk.testing`, whose
+:func:`~cellbench_sdk.testing.expected_protocol` holds such a conversation on loopback or in
+memory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,68 @@ class HangUp(Enum):
 HANG_UP: Final = HangUp.HANG_UP
 
 
+
+
+
+class ScriptCursor:
+    """Where a conversation stands in a script of ``(request, reply)`` steps: it judges the bytes
+    the code under test sends and says which replies are due."""
+
+    def __init__(self, script: Sequence[tuple[bytes, bytes | HangUp]]) -> None:
+        for i, item in enumerate(script):
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes)
+                    and (isinstance(item[1], bytes) or item[1] is HANG_UP)):
+                raise TypeError(f"script[{i}] must be (request bytes, reply bytes or HANG_UP), "
+                                f"not {item!r}")
+        self.script = list(script)
+        #: Index of the step the conversation is at (``len(script)`` once all are done).
+        self.step = 0
+        #: Bytes of the current step received so far.
+        self.received = b""
+        #: The first deviation, in words; empty while the conversation follows the script.
+        self.failure = ""
+
+    def fail(self, problem: str) -> None:
+        """Record ``problem`` unless an earlier one is recorded."""
+        self.failure = self.failure or problem
+
+    def reconnect(self) -> None:
+        """A new connection: bytes of the previous one that no step took are dropped."""
+        self.received = b""
+
+    def feed(self, data: bytes) -> list[bytes | HangUp]:
+        """Take ``data`` from the code under test; return the replies now due, in order (the
+        empty ``data`` at connection time yields the replies to empty requests). A deviation is
+        recorded in :attr:`failure` and yields nothing more."""
+        if self.failure:
+            return []
+        self.received += data
+        due: list[bytes | HangUp] = []
+        while self.step < len(self.script):
+            request, reply = self.script[self.step]
+            if not self.received.startswith(request):
+                if not request.startswith(self.received):
+                    self.fail(f"script[{self.step}]: expected {request!r}, received "
+                              f"{self.received!r}")
+                return due
+            self.received = self.received[len(request):]
+            self.step += 1
+            due.append(reply)
+            if reply is HANG_UP:
+                return due
+        if self.received:
+            self.fail(f"received {self.received!r} after the end of the script "
+                      f"({len(self.script)} steps)")
+        return due
+
+    def problem(self) -> str:
+        """The first deviation, or what is missing of an unfinished script; empty if neither."""
+        if not self.failure and self.step < len(self.script):
+            return (f"script[{self.step}] unfinished: expected {self.script[self.step][0]!r}, "
+                    f"received {self.received!r}")
+        return self.failure
+
+
 class ScriptedPeer:
     """A TCP server on loopback that holds a scripted conversation with the code under test.
 
@@ -43,22 +107,19 @@ class ScriptedPeer:
 
     def __init__(self, script: Sequence[tuple[bytes, bytes | HangUp]],
                  host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None) -> None:
-        for i, item in enumerate(script):
-            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes)
-                    and (isinstance(item[1], bytes) or item[1] is HANG_UP)):
-                raise TypeError(f"script[{i}] must be (request bytes, reply bytes or HANG_UP), "
-                                f"not {item!r}")
-        self.script = list(script)
+        self.cursor = ScriptCursor(script)
+        self.script = self.cursor.script
         self.host = host
         self.tls = tls
         self.port = 0
-        #: Index of the step the peer is at (``len(script)`` once all are done).
-        self.step = 0
-        self._received = b""  # bytes of the current step received so far
-        self._failure = ""
         self._server: asyncio.Server | None = None
         self._connection: asyncio.StreamWriter | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def step(self) -> int:
+        """Index of the step the peer is at (``len(script)`` once all are done)."""
+        return self.cursor.step
 
     async def __aenter__(self) -> ScriptedPeer:
         self._server = await asyncio.start_server(self._serve, self.host, 0, ssl=self.tls)
@@ -77,15 +138,12 @@ class ScriptedPeer:
         if self._connection is not None:
             self._connection.close()
         await asyncio.gather(*self._handlers, return_exceptions=True)
-        problem = self._failure
-        if not problem and self.step < len(self.script):
-            problem = (f"script[{self.step}] unfinished: expected "
-                       f"{self.script[self.step][0]!r}, received {self._received!r}")
+        problem = self.cursor.problem()
         if problem:
             raise AssertionError(f"ScriptedPeer {problem}") from exc
 
     def _fail(self, problem: str) -> None:
-        self._failure = self._failure or problem
+        self.cursor.fail(problem)
         if self._connection is not None:
             self._connection.close()
 
@@ -108,25 +166,15 @@ class ScriptedPeer:
             writer.close()
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._received = b""
-        while self.step < len(self.script):
-            request, reply = self.script[self.step]
-            while not self._received.startswith(request):
-                if not request.startswith(self._received):
-                    self._fail(f"script[{self.step}]: expected {request!r}, received "
-                               f"{self._received!r}")
+        self.cursor.reconnect()
+        due = self.cursor.feed(b"")
+        while not self.cursor.failure:
+            for reply in due:
+                if reply is HANG_UP:
                     return
-                chunk = await reader.read(65536)
-                if not chunk:
-                    return
-                self._received += chunk
-            self._received = self._received[len(request):]
-            self.step += 1
-            if reply is HANG_UP:
-                return
-            writer.write(reply)
+                writer.write(reply)
             await writer.drain()
-        extra = self._received or await reader.read(65536)
-        if extra:
-            self._fail(f"received {extra!r} after the end of the script ({len(self.script)} "
-                       "steps)")
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            due = self.cursor.feed(chunk)

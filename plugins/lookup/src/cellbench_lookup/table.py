@@ -29,6 +29,7 @@ from cellbench_sdk import (
     Clock,
     NotSupported,
     OsiDevice,
+    OutOfRange,
     Reading,
     SignalInfo,
     WhileOpen,
@@ -89,6 +90,9 @@ class LookupTable(OsiDevice):
                 for name, (_, values) in self.columns.items()}
 
     async def write(self, signal: str, value: float) -> None:
+        self._clock.get()  # refuses when not open
+        if signal not in self.columns:
+            raise OutOfRange(self.name, f"no signal {signal!r}")
         raise NotSupported(self.name, "a lookup table has no writable signals")
 
 
