@@ -48,12 +48,18 @@ T = TypeVar("T")
 PATIENCE_S = 60.0
 
 
+#: What should get there: a process, or a callable that is false once it has ended.
+Alive = subprocess.Popen[Any] | Callable[[], object]
+
+
 class _Watch:
     """The end of one wait: what is awaited, when to give up, and what counts as there."""
 
-    def __init__(self, what: str, check: Callable[[Any], object],
-                 alive: Callable[[], object] | None, timeout: float) -> None:
-        self.what, self.check, self.alive, self.timeout = what, check, alive, timeout
+    def __init__(self, what: str, check: Callable[[Any], object], alive: Alive | None,
+                 timeout: float) -> None:
+        self.what, self.check, self.timeout = what, check, timeout
+        self.alive = (lambda: alive.poll() is None) if isinstance(alive, subprocess.Popen) \
+            else alive
         self.deadline = time.monotonic() + timeout
 
     def reached(self, value: object) -> bool:
@@ -76,7 +82,7 @@ def _shown(value: object) -> str:
 
 
 def _wait_until(condition: Callable[[], T], what: str, *, check: Callable[[T], object] = bool,
-                alive: Callable[[], object] | None = None, timeout: float = PATIENCE_S,
+                alive: Alive | None = None, timeout: float = PATIENCE_S,
                 interval: float = 0.02) -> T:
     __tracebackhide__ = True
     watch = _Watch(what, check, alive, timeout)
@@ -87,8 +93,8 @@ def _wait_until(condition: Callable[[], T], what: str, *, check: Callable[[T], o
 
 async def _wait_until_async(condition: Callable[[], T | Awaitable[T]], what: str, *,
                             check: Callable[[T], object] = bool,
-                            alive: Callable[[], object] | None = None,
-                            timeout: float = PATIENCE_S, interval: float = 0.02) -> T:
+                            alive: Alive | None = None, timeout: float = PATIENCE_S,
+                            interval: float = 0.02) -> T:
     __tracebackhide__ = True
     watch = _Watch(what, check, alive, timeout)
     while True:
@@ -108,8 +114,8 @@ def wait_until() -> WaitUntil:
     """``wait_until(condition, what, *, check=bool, alive=None, timeout=PATIENCE_S,
     interval=0.02)``: call ``condition()`` every ``interval`` seconds until ``check`` accepts
     its value, and return that value. Fails naming ``what`` was awaited and the last value seen
-    after ``timeout`` seconds, or at once when ``alive()`` turns false (the process or task that
-    should get there has ended)."""
+    after ``timeout`` seconds, or at once when what should get there has ended: ``alive``, a
+    process that has exited, or a callable that returns false."""
     return _wait_until
 
 
@@ -120,28 +126,33 @@ def wait_until_async() -> WaitUntil:
     return _wait_until_async
 
 
-def _rows(query: str, db: Path | str) -> list[tuple[Any, ...]]:
+def _rows(query: str, db: Path | str | sa.Engine) -> list[tuple[Any, ...]]:
+    if isinstance(db, sa.Engine):
+        with db.connect() as connection:
+            return [tuple(row) for row in connection.execute(sa.text(query))]
     engine = sa.create_engine(db if isinstance(db, str) else f"sqlite:///{db}")
     try:
-        with engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(sa.text(query))]
+        return _rows(query, engine)
     finally:
         engine.dispose()
 
 
-def _wait_for_rows(query: str, db: Path | str, expected: object, **options: Any
+def _wait_for_rows(query: str, db: Path | str | sa.Engine, expected: object, **options: Any
                    ) -> list[tuple[Any, ...]]:
     __tracebackhide__ = True
-    check = expected if callable(expected) else expected.__eq__
-    return _wait_until(lambda: _rows(query, db), f"{query} to return {expected}", check=check,
+    if callable(expected):
+        check, what = expected, f"{query} to return the rows awaited"
+    else:
+        check, what = expected.__eq__, f"{query} to return {expected}"
+    return _wait_until(lambda: _rows(query, db), what, check=check,
                        **{"interval": 0.05, **options})
 
 
 @pytest.fixture
 def wait_for_rows() -> Callable[..., list[tuple[Any, ...]]]:
     """``wait_for_rows(query, db, expected, **wait_until_options)``: poll until ``query`` on
-    ``db`` (a SQLite file, or a database URL) returns the rows ``expected`` (or rows that the
-    predicate ``expected`` accepts), and return them."""
+    ``db`` (a SQLite file, a database URL or an engine) returns the rows ``expected`` (or rows
+    that the predicate ``expected`` accepts), and return them."""
     return _wait_for_rows
 
 
