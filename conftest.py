@@ -143,7 +143,7 @@ def _wait_for_rows(query: str, db: Path | str | sa.Engine, expected: object, **o
     if callable(expected):
         check, what = expected, f"{query} to return the rows awaited"
     else:
-        check, what = expected.__eq__, f"{query} to return {expected}"
+        check, what = (lambda rows: rows == expected), f"{query} to return {expected}"
     return _wait_until(lambda: _rows(query, db), what, check=check,
                        **{"interval": 0.05, **options})
 
