@@ -1,6 +1,8 @@
-"""Fixtures every test folder of the workspace shares: fresh databases on the PostgreSQL and
-MariaDB/MySQL servers running on loopback, a `cellbench serve` subprocess to watch, and the
-table loader that plans with profile tables are read with.
+"""Fixtures every test folder of the workspace shares: waiting for something to happen, fresh
+databases on the PostgreSQL and MariaDB/MySQL servers running on loopback, a `cellbench serve`
+subprocess to watch, the plans several test folders run (and the table loader plans with profile
+tables are read with), and a station database that tests write
+to as a running station would (for the sync targets).
 
 Server URLs come from CELLBENCH_TEST_POSTGRES_URL and CELLBENCH_TEST_MYSQL_URL. An unreachable
 server skips its tests, or fails them when the CI environment variable is set (CI must not pass
@@ -9,21 +11,155 @@ by skipping them).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import inspect
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plugins import loaded_plugins
+from cellbench_core.storage import (
+    Database,
+    SampleRows,
+    SampleWriter,
+    StepRow,
+    TestEnd,
+    TestStart,
+    open_database,
+    schema,
+)
+
+T = TypeVar("T")
+
+# --- waiting ----------------------------------------------------------------------------------
+
+#: How long a test waits for something before it fails: long enough for a loaded CI machine,
+#: never reached when all is well.
+PATIENCE_S = 60.0
+
+
+#: What should get there: a process, or a callable that is false once it has ended.
+Alive = subprocess.Popen[Any] | Callable[[], object]
+
+
+class _Watch:
+    """The end of one wait: what is awaited, when to give up, and what counts as there."""
+
+    def __init__(self, what: str, check: Callable[[Any], object], alive: Alive | None,
+                 timeout: float) -> None:
+        self.what, self.check, self.timeout = what, check, timeout
+        self.alive = (lambda: alive.poll() is None) if isinstance(alive, subprocess.Popen) \
+            else alive
+        self.deadline = time.monotonic() + timeout
+
+    def reached(self, value: object) -> bool:
+        """Whether ``value`` is what was awaited; fails once waiting is hopeless."""
+        __tracebackhide__ = True
+        if self.check(value):
+            return True
+        if self.alive is not None and not self.alive():
+            raise AssertionError(f"gave up waiting for {self.what}: what should get there has "
+                                 f"ended; last seen: {_shown(value)}")
+        if time.monotonic() >= self.deadline:
+            raise AssertionError(f"waited {self.timeout:g} s for {self.what}; "
+                                 f"last seen: {_shown(value)}")
+        return False
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 500 else f"{text[:150]} ... {text[-300:]}"
+
+
+def _wait_until(condition: Callable[[], T], what: str, *, check: Callable[[T], object] = bool,
+                alive: Alive | None = None, timeout: float = PATIENCE_S,
+                interval: float = 0.02) -> T:
+    __tracebackhide__ = True
+    watch = _Watch(what, check, alive, timeout)
+    while not watch.reached(value := condition()):
+        time.sleep(interval)
+    return value
+
+
+async def _wait_until_async(condition: Callable[[], T | Awaitable[T]], what: str, *,
+                            check: Callable[[T], object] = bool,
+                            alive: Alive | None = None, timeout: float = PATIENCE_S,
+                            interval: float = 0.02) -> T:
+    __tracebackhide__ = True
+    watch = _Watch(what, check, alive, timeout)
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if watch.reached(value):
+            return value  # type: ignore[return-value]
+        await asyncio.sleep(interval)
+
+
+WaitUntil = Callable[..., Any]
+
+
+@pytest.fixture
+def wait_until() -> WaitUntil:
+    """``wait_until(condition, what, *, check=bool, alive=None, timeout=PATIENCE_S,
+    interval=0.02)``: call ``condition()`` every ``interval`` seconds until ``check`` accepts
+    its value, and return that value. Fails naming ``what`` was awaited and the last value seen
+    after ``timeout`` seconds, or at once when what should get there has ended: ``alive``, a
+    process that has exited, or a callable that returns false."""
+    return _wait_until
+
+
+@pytest.fixture
+def wait_until_async() -> WaitUntil:
+    """``await wait_until_async(...)``: :func:`wait_until` on an event loop; ``condition`` may
+    return an awaitable (``lambda: asyncio.to_thread(query)``), which is awaited."""
+    return _wait_until_async
+
+
+def _rows(query: str, db: Path | str | sa.Engine) -> list[tuple[Any, ...]]:
+    if isinstance(db, sa.Engine):
+        with db.connect() as connection:
+            return [tuple(row) for row in connection.execute(sa.text(query))]
+    engine = sa.create_engine(db if isinstance(db, str) else f"sqlite:///{db}")
+    try:
+        return _rows(query, engine)
+    finally:
+        engine.dispose()
+
+
+def _wait_for_rows(query: str, db: Path | str | sa.Engine, expected: object, **options: Any
+                   ) -> list[tuple[Any, ...]]:
+    __tracebackhide__ = True
+    if callable(expected):
+        check, what = expected, f"{query} to return the rows awaited"
+    else:
+        check, what = (lambda rows: rows == expected), f"{query} to return {expected}"
+    return _wait_until(lambda: _rows(query, db), what, check=check,
+                       **{"interval": 0.05, **options})
+
+
+@pytest.fixture
+def wait_for_rows() -> Callable[..., list[tuple[Any, ...]]]:
+    """``wait_for_rows(query, db, expected, **wait_until_options)``: poll until ``query`` on
+    ``db`` (a SQLite file, a database URL or an engine) returns the rows ``expected`` (or rows
+    that the predicate ``expected`` accepts), and return them."""
+    return _wait_for_rows
+
+
+# --- server databases -------------------------------------------------------------------------
 
 SERVERS = {
     "postgresql": ("CELLBENCH_TEST_POSTGRES_URL",
@@ -92,21 +228,18 @@ def fresh_database() -> Iterator[Callable[[str], str]]:
         next(generator, None)  # runs the drop
 
 
-#: How long a test waits for a station subprocess to reach a state.
-PATIENCE_S = 60.0
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.server),
+                        pytest.param("mysql", marks=pytest.mark.server)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path,
+                 fresh_database: Callable[[str], str]) -> str:
+    """A fresh, empty database on each backend: a new SQLite file, and a new database on each
+    server (parametrise it indirectly to choose the backends)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / f'database-{uuid.uuid4().hex[:8]}.sqlite3'}"
+    return fresh_database(request.param)
 
 
-def _wait_for(query: str, db: Path, expected: object) -> None:
-    """Poll the SQLite database ``db`` until ``query`` returns ``expected``."""
-    deadline = time.monotonic() + PATIENCE_S
-    while True:
-        with sqlite3.connect(db) as con:
-            found = con.execute(query).fetchall()
-        if found == expected:
-            return
-        assert time.monotonic() < deadline, f"{query}: {found}, expected {expected}"
-        time.sleep(0.05)
-
+# --- cellbench serve --------------------------------------------------------------------------
 
 def _serve_until_ready(station: Path) -> tuple[subprocess.Popen[str], str]:
     """``cellbench serve --station STATION`` started in a subprocess, once it is ready, and
@@ -123,24 +256,175 @@ def _serve_until_ready(station: Path) -> tuple[subprocess.Popen[str], str]:
     raise AssertionError(f"cellbench serve exited with {process.wait()} before it was ready")
 
 
-def _start_serving(station: Path) -> subprocess.Popen[str]:
-    return _serve_until_ready(station)[0]
-
-
 @pytest.fixture
-def wait_for() -> Callable[[str, Path, object], None]:
-    """``wait_for(query, sqlite_file, expected)``: poll until the query returns ``expected``."""
-    return _wait_for
-
-
-@pytest.fixture
-def start_serving() -> Callable[[Path], subprocess.Popen[str]]:
-    """``start_serving(station_file)``: a ready ``cellbench serve`` subprocess."""
-    return _start_serving
-
-
-@pytest.fixture
-def serve_until_ready() -> Callable[[Path], tuple[subprocess.Popen[str], str]]:
+def serve_until_ready() -> Iterator[Callable[[Path], tuple[subprocess.Popen[str], str]]]:
     """``serve_until_ready(station_file)``: a ready ``cellbench serve`` subprocess and its
-    ready line."""
-    return _serve_until_ready
+    ready line; killed at the end of the test if it still runs."""
+    started: list[subprocess.Popen[str]] = []
+
+    def serve(station: Path) -> tuple[subprocess.Popen[str], str]:
+        process, line = _serve_until_ready(station)
+        started.append(process)
+        return process, line
+
+    yield serve
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def start_serving(serve_until_ready: Callable[[Path], tuple[subprocess.Popen[str], str]]
+                  ) -> Callable[[Path], subprocess.Popen[str]]:
+    """``start_serving(station_file)``: a ready ``cellbench serve`` subprocess; killed at the
+    end of the test if it still runs."""
+    return lambda station: serve_until_ready(station)[0]
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+#: Plans that tests in several folders run; a plan only one test file runs stays in that file.
+SHARED_PLANS = Path(__file__).parent / "tests" / "plans"
+
+
+@pytest.fixture(scope="session")
+def shared_plan() -> Callable[[str], str]:
+    """``shared_plan("short")``: the text of ``tests/plans/short.yaml`` (``short``: three minutes
+    of charge and discharge; ``long``: a ten-hour discharge)."""
+    return lambda name: (SHARED_PLANS / f"{name}.yaml").read_text(encoding="utf-8")
+
+
+# --- a station database, written as a running station would -----------------------------------
+
+class Bench:
+    """A station's database and writer: tests that run, write samples with an aux signal, finish
+    steps, and end."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.writer = SampleWriter(db)
+        self.seq: dict[int, int] = {}
+        self.steps: dict[int, int] = {}
+        self.rng = np.random.default_rng(11)
+        db.add_battery("cell-A", "NMC", 2.5, voltage_max_v=4.2, voltage_min_v=2.5)
+
+    def start(self, count: int) -> list[int]:
+        """Start ``count`` tests on new channels."""
+        first = len(self.seq)
+        ids = self.db.start_tests([TestStart(
+            name=f"cycle Ölbad {first + i}", channel=f"sim/{first + i}", driver="sim",
+            battery="cell-A", plan_name="cycle", plan_source="cycle.yaml", plan_text="steps: []",
+            sample_period_s=0.1, station="bench-1", start_unix_s=1.7e9) for i in range(count)])
+        for test_id in ids:
+            self.seq[test_id] = self.steps[test_id] = 0
+        return ids
+
+    def write(self, test_ids: list[int], ticks: int) -> None:
+        """``ticks`` samples for each test (every second one with an aux value, every seventh
+        voltage missing) and a finished step every 50 samples; committed when this returns."""
+        for test_id in test_ids:
+            first = self.seq[test_id] + 1
+            seq = np.arange(first, first + ticks, dtype=np.int64)
+            time_s = np.asarray(seq * 0.1, dtype=np.float64)
+            n = len(seq)
+            voltage = self.rng.uniform(2.5, 4.2, n)
+            voltage[::7] = np.nan  # stored as NULL
+            self.writer.submit(SampleRows(
+                test_id=np.full(n, test_id, dtype=np.int64), seq=seq,
+                test_time_s=time_s, unix_time_s=np.asarray(1.7e9 + time_s, dtype=np.float64),
+                step_time_s=np.asarray((seq % 50) * 0.1, dtype=np.float64), voltage_v=voltage,
+                current_a=self.rng.uniform(-5, 5, n), power_w=self.rng.uniform(-20, 20, n),
+                temperature_c=self.rng.normal(25, 2, n), step_index=seq // 50,
+                plan_line=seq // 50 + 3, cycle=seq // 200 + 1, ah=self.rng.normal(0, 1, n),
+                wh=self.rng.normal(0, 4, n),
+                aux={"cell_2_v": np.where(seq % 2 == 0, self.rng.uniform(2.5, 4.2, n),
+                                          np.nan)}))
+            self.seq[test_id] += ticks
+            while (self.steps[test_id] + 1) * 50 <= self.seq[test_id]:
+                no = self.steps[test_id] = self.steps[test_id] + 1
+                self.writer.submit_step(StepRow(
+                    test_id=test_id, step_no=no, step_index=no - 1, plan_line=no + 2, cycle=1,
+                    mode="cc", text="Discharge at 1C until 2.5 V", start_seq=no * 50 - 49,
+                    end_seq=no * 50, start_test_time_s=no * 5.0 - 4.9, end_test_time_s=no * 5.0,
+                    ah=-0.1 * no, wh=float("nan"), end_reason="voltage <= 2.5 V"))
+        self.writer.flush()
+
+    def finish(self, test_ids: list[int]) -> None:
+        """End the tests (status ``finished``)."""
+        self.db.finish_tests([TestEnd(t, "finished", "plan complete", 1.7e9 + 999)
+                              for t in test_ids])
+
+    def close(self) -> None:
+        """Stop the writer and close the database."""
+        self.writer.close()
+        self.db.close()
+
+
+@pytest.fixture
+def new_bench(tmp_path: Path) -> Iterator[Callable[..., Bench]]:
+    """``new_bench(url=None)``: a :class:`Bench` on the database at ``url`` (by default a new
+    SQLite file), with a battery and a running writer; closed afterwards."""
+    benches: list[Bench] = []
+
+    def make(url: str | None = None) -> Bench:
+        url = url or f"sqlite:///{tmp_path / f'station-{len(benches)}.sqlite3'}"
+        benches.append(Bench(open_database(url)))
+        return benches[-1]
+
+    yield make
+    for bench in benches:
+        bench.close()
+
+
+@pytest.fixture
+def bench(new_bench: Callable[..., Bench]) -> Bench:
+    """A station database in a SQLite file, with a battery and a running writer."""
+    return new_bench()
+
+
+def _normal(value: object) -> object:
+    """Numbers as exact float text, so that 3 (INTEGER) and 3.0 (REAL) compare equal."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value).hex()
+    return value
+
+
+#: Tables whose rows are counted and hashed per test; the others are hashed whole.
+PER_TEST = ("samples", "sample_aux", "steps")
+
+Digests = dict[tuple[str, int], tuple[int, str]]
+
+
+def _digests(url: str, station: str | None = None) -> Digests:
+    """Row count and SHA-256 of the rows, in key order: per table, and per test for samples,
+    aux values and steps (key: (table, test id), 0 for a whole table). ``station`` reads a
+    central database's rows of that station (those whose ``origin`` is ``station``), without
+    the ``origin`` column."""
+    engine = sa.create_engine(url)
+    hashes: dict[tuple[str, int], hashlib._Hash] = defaultdict(hashlib.sha256)
+    counts: dict[tuple[str, int], int] = defaultdict(int)
+    try:
+        with engine.connect() as connection:
+            for name in ("batteries", "channels", "tests", "events", *PER_TEST):
+                # A central table is the station's with ``origin`` added: the same columns.
+                table = schema.metadata.tables[name]
+                query = sa.select(table).order_by(*table.primary_key.columns)
+                if station is not None:
+                    query = query.where(sa.column("origin") == station)
+                for row in connection.execute(query):
+                    key = (name, int(row.test_id) if name in PER_TEST else 0)
+                    hashes[key].update(repr(tuple(map(_normal, row))).encode())
+                    counts[key] += 1
+    finally:
+        engine.dispose()
+    return {key: (counts[key], hashes[key].hexdigest()) for key in counts}
+
+
+@pytest.fixture
+def digest() -> Callable[..., Digests]:
+    """``digest(url, station=None)``: a database's content, to compare with another's: per
+    table (key ``(table, 0)``), and per test for samples, aux values and steps (key
+    ``(table, test id)``), the row count and a SHA-256 of the rows in key order. ``station``
+    reads the rows a central database holds for that station."""
+    return _digests

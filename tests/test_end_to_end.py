@@ -3,8 +3,7 @@ the physics of the cell model."""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,54 +11,11 @@ import numpy as np
 import pytest
 
 from cellbench_core.events import TestStatus
-from cellbench_core.plan import parse_plan
-from cellbench_core.runner import ChannelRef, RunError, Runner, TestOutcome, TestRequest
-from cellbench_core.storage import Database, SampleWriter, StepRecord, open_database
-from cellbench_hal import SampleBatch, VirtualClock
-from cellbench_sim.channel import SimChannels, SimChannelSettings
+from cellbench_core.runner import RunError
+from cellbench_core.storage import open_database
 
 CAPACITY = 2.5
-EXACT_CELL = {"capacity_ah": CAPACITY, "capacity_spread": 0.0, "resistance_spread": 0.0}
-
-
-@dataclass
-class Result:
-    db: Database
-    outcomes: list[TestOutcome]
-    after: SampleBatch  # what the channels measured once the run had ended
-
-    def steps(self, channel: int = 0) -> list[StepRecord]:
-        return self.db.steps(self.outcomes[channel].test_id)
-
-    def samples(self, channel: int = 0) -> dict[str, np.ndarray]:
-        return self.db.samples(self.outcomes[channel].test_id)
-
-
-def run_plan(tmp_path: Path, plan: str, *, channels: int = 1, sample_period_s: float = 5.0,
-             **settings: Any) -> Result:
-    db = open_database(f"sqlite:///{tmp_path / 'results.db'}")
-    driver = SimChannels(SimChannelSettings(count=channels, **{**EXACT_CELL, **settings}))
-    parsed = parse_plan(plan, source="test-plan.yaml")
-    clock = VirtualClock()
-    writer = SampleWriter(db)
-    runner = Runner(db, writer, clock, sample_period_s=sample_period_s)
-
-    async def main() -> tuple[list[TestOutcome], SampleBatch]:
-        await driver.open(clock)
-        try:
-            outcomes = await runner.run([TestRequest(ChannelRef(n + 1, driver, "sim", n), parsed)
-                                         for n in range(channels)])
-            await clock.sleep_until(clock.now() + sample_period_s)
-            return outcomes, await driver.measure()
-        finally:
-            await driver.close()
-
-    try:
-        outcomes, after = asyncio.run(main())
-    finally:
-        writer.close()
-    return Result(db, outcomes, after)
-
+RunOnSim = Callable[..., Any]
 
 PREPARE = """
 name: {name}
@@ -71,20 +27,20 @@ steps:
 """
 
 
-def discharge_capacity(result: Result) -> float:
-    discharge = [s for s in result.steps() if s.ah < 0]
+def discharge_capacity(result: Any) -> float:
+    discharge = [s for s in result.steps if s.ah < 0]
     assert len(discharge) == 1
     return -discharge[0].ah
 
 
 @pytest.mark.parametrize("chemistry", ["nmc", "lfp"])
-def test_capacity_at_c10_matches_the_cell_and_is_lower_at_2c(tmp_path: Path,
+def test_capacity_at_c10_matches_the_cell_and_is_lower_at_2c(run_on_sim: RunOnSim,
                                                              chemistry: str) -> None:
     cutoff = "2.5 V"
-    slow = run_plan(tmp_path / "slow", PREPARE.format(name="c10").replace("4.2 V", (
+    slow = run_on_sim(PREPARE.format(name="c10").replace("4.2 V", (
         "4.2 V" if chemistry == "nmc" else "3.65 V")) + f"  - Discharge at C/10 until {cutoff}\n",
         chemistry=chemistry, initial_soc=0.3)
-    fast = run_plan(tmp_path / "fast", PREPARE.format(name="2c").replace("4.2 V", (
+    fast = run_on_sim(PREPARE.format(name="2c").replace("4.2 V", (
         "4.2 V" if chemistry == "nmc" else "3.65 V")) + f"  - Discharge at 2C until {cutoff}\n",
         chemistry=chemistry, initial_soc=0.3)
     assert [o.status for o in slow.outcomes + fast.outcomes] == [TestStatus.FINISHED] * 2
@@ -93,15 +49,15 @@ def test_capacity_at_c10_matches_the_cell_and_is_lower_at_2c(tmp_path: Path,
     assert c2 < 0.995 * c10  # IR drop and polarisation reach the cut-off earlier
 
 
-def test_cv_phase_current_decays(tmp_path: Path) -> None:
-    result = run_plan(tmp_path, """
+def test_cv_phase_current_decays(run_on_sim: RunOnSim) -> None:
+    result = run_on_sim("""
 name: cv
 capacity: 2.5 Ah
 steps:
   - Charge at 1C until 4.2 V
   - Hold at 4.2 V until C/20
 """, initial_soc=0.2, sample_period_s=2.0)
-    data = result.samples()
+    data = result.samples
     hold = data["step_index"] == 1
     current = data["current_a"][hold]
     assert len(current) > 100
@@ -112,8 +68,8 @@ steps:
 
 
 def test_voltage_never_crosses_a_safety_limit_by_more_than_one_sample_step(
-        tmp_path: Path) -> None:
-    result = run_plan(tmp_path, """
+        run_on_sim: RunOnSim) -> None:
+    result = run_on_sim("""
 name: overcharge
 capacity: 2.5 Ah
 limits: {voltage_max: 4.25 V}
@@ -123,7 +79,7 @@ steps:
     outcome = result.outcomes[0]
     assert outcome.status is TestStatus.STOPPED
     assert "voltage_max 4.25 V" in outcome.reason
-    v = result.samples()["voltage_v"]
+    v = result.samples["voltage_v"]
     largest_step = np.abs(np.diff(v)).max()
     assert v[-1] > 4.25  # the sample that tripped is stored
     assert v.max() - 4.25 <= largest_step
@@ -133,9 +89,9 @@ steps:
     assert result.after.current_a[0] == 0.0  # after the trip the output is off
 
 
-def test_charge_out_is_charge_in_times_coulombic_efficiency(tmp_path: Path) -> None:
+def test_charge_out_is_charge_in_times_coulombic_efficiency(run_on_sim: RunOnSim) -> None:
     efficiency = 0.98
-    result = run_plan(tmp_path, """
+    result = run_on_sim("""
 name: efficiency
 capacity: 2.5 Ah
 steps:
@@ -145,14 +101,14 @@ steps:
   - Rest for 2 hours
   - Discharge at C/10 until 2.5 V
 """, efficiency=efficiency, initial_soc=0.1, sample_period_s=10.0)
-    steps = result.steps()
+    steps = result.steps
     charge_in = steps[2].ah
     charge_out = -steps[4].ah
     assert charge_out == pytest.approx(charge_in * efficiency, rel=0.005)
 
 
-def test_every_channel_follows_its_own_plan_and_counters_add_up(tmp_path: Path) -> None:
-    result = run_plan(tmp_path, """
+def test_every_channel_follows_its_own_plan_and_counters_add_up(run_on_sim: RunOnSim) -> None:
+    result = run_on_sim("""
 name: cycles
 capacity: 2.5 Ah
 steps:
@@ -165,10 +121,10 @@ steps:
     ends = set()
     for channel, outcome in enumerate(result.outcomes):
         assert outcome.status is TestStatus.FINISHED
-        data = result.samples(channel)
+        data = result.samples_of(channel)
         assert np.array_equal(data["seq"], np.arange(1, len(data["seq"]) + 1))
         assert set(np.unique(data["cycle"])) == {0, 1, 2}
-        steps = result.steps(channel)
+        steps = result.steps_of(channel)
         assert [s.step_index for s in steps] == [0, 1, 2, 1, 2]
         for step in steps:  # the step's Ah is the integral of the current over its samples
             rows = (data["seq"] >= step.start_seq) & (data["seq"] <= step.end_seq)
@@ -178,9 +134,9 @@ steps:
 
 
 def test_plan_beyond_the_channel_range_is_refused_before_anything_starts(
-        tmp_path: Path) -> None:
-    with pytest.raises(RunError, match="test-plan.yaml:4: 20 A is beyond channel 1's range"):
-        run_plan(tmp_path, """
+        tmp_path: Path, run_on_sim: RunOnSim) -> None:
+    with pytest.raises(RunError, match="plan.yaml:4: 20 A is beyond channel 1's range"):
+        run_on_sim("""
 name: too much
 steps:
   - Charge at 20 A for 1 minute

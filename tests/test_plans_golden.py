@@ -3,8 +3,7 @@ and the virtual clock, with their outcome checked against the cell model's param
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,66 +12,25 @@ import pytest
 
 from cellbench_core.events import PlanMessage, TestStatus
 from cellbench_core.hookspecs import hookimpl
-from cellbench_core.plan import load_plan
-from cellbench_core.plan.tables import TableLoader
 from cellbench_core.plugins import PluginManager
-from cellbench_core.runner import ChannelRef, Runner, TestOutcome, TestRequest
-from cellbench_core.storage import Database, SampleWriter, StepRecord, open_database
-from cellbench_hal import VirtualClock
 from cellbench_sim.chamber import SimChamber, SimChamberSettings
-from cellbench_sim.channel import SimChannels, SimChannelSettings
 
 PLANS = Path(__file__).parents[1] / "plans"
 R0, R1, TAU = 0.030, 0.020, 60.0  # the simulated cell's defaults
 
 
-@dataclass
-class Run:
-    db: Database
-    outcome: TestOutcome
-
-    @property
-    def steps(self) -> list[StepRecord]:
-        return self.db.steps(self.outcome.test_id)
-
-    @property
-    def samples(self) -> dict[str, np.ndarray]:
-        return self.db.samples(self.outcome.test_id)
+RunOnSim = Callable[..., Any]
 
 
-def run(tmp_path: Path, plan: str, sample_period_s: float, hooks: Any = None,
-        chamber: SimChamber | None = None, tables: TableLoader | None = None,
-        **settings: Any) -> Run:
-    db = open_database(f"sqlite:///{tmp_path / 'results.db'}")
-    driver = SimChannels(SimChannelSettings(count=1, capacity_spread=0.0, resistance_spread=0.0,
-                                            **settings))
-    clock = VirtualClock()
-    writer = SampleWriter(db)
-    runner = Runner(db, writer, clock, sample_period_s=sample_period_s, hooks=hooks)
-
-    async def main() -> list[TestOutcome]:
-        await driver.open(clock)
-        if chamber is not None:
-            await chamber.open(clock)
-        try:
-            return await runner.run([TestRequest(ChannelRef(1, driver, "sim", 0),
-                                                 load_plan(PLANS / plan, tables=tables),
-                                                 chamber=chamber)])
-        finally:
-            await driver.close()
-            if chamber is not None:
-                await chamber.close()
-
-    try:
-        outcomes = asyncio.run(main())
-    finally:
-        writer.close()
-    assert outcomes[0].status is TestStatus.FINISHED, outcomes[0].reason
-    return Run(db, outcomes[0])
+def run(run_on_sim: RunOnSim, plan: str, sample_period_s: float, **options: Any) -> Any:
+    """Run the golden plan ``plan`` (a file in plans/) to its end."""
+    result = run_on_sim(PLANS / plan, sample_period_s=sample_period_s, **options)
+    assert result.outcome.status is TestStatus.FINISHED, result.outcome.reason
+    return result
 
 
-def test_capacity_check_measures_the_cells_capacity(tmp_path: Path) -> None:
-    result = run(tmp_path, "capacity-check.yaml", 10.0, initial_soc=0.3)
+def test_capacity_check_measures_the_cells_capacity(run_on_sim: RunOnSim) -> None:
+    result = run(run_on_sim, "capacity-check.yaml", 10.0, initial_soc=0.3)
     discharges = [s for s in result.steps if s.ah < 0]
     assert len(discharges) == 2
     c5, c1 = (-s.ah for s in discharges)
@@ -80,9 +38,9 @@ def test_capacity_check_measures_the_cells_capacity(tmp_path: Path) -> None:
     assert c1 < c5
 
 
-def test_hppc_resistances_match_the_cell(tmp_path: Path) -> None:
+def test_hppc_resistances_match_the_cell(run_on_sim: RunOnSim) -> None:
     period = 5.0
-    result = run(tmp_path, "hppc.yaml", period, initial_soc=0.5)
+    result = run(run_on_sim, "hppc.yaml", period, initial_soc=0.5)
     data = result.samples
     seq, v, i = data["seq"], data["voltage_v"], data["current_a"]
     pulses: dict[str, list[float]] = {"discharge-pulse": [], "charge-pulse": []}
@@ -102,8 +60,8 @@ def test_hppc_resistances_match_the_cell(tmp_path: Path) -> None:
         assert resistances[-1] > resistances[0]
 
 
-def test_gitt_titrates_down_to_the_cut_off(tmp_path: Path) -> None:
-    result = run(tmp_path, "gitt.yaml", 10.0, initial_soc=0.5)
+def test_gitt_titrates_down_to_the_cut_off(run_on_sim: RunOnSim) -> None:
+    result = run(run_on_sim, "gitt.yaml", 10.0, initial_soc=0.5)
     pulses = [s for s in result.steps if s.step_index == 2]
     rests = [s for s in result.steps if s.step_index == 3]
     assert 25 <= len(pulses) <= 31  # C/5 for 10 min takes 1/30 of the capacity
@@ -116,9 +74,8 @@ def test_gitt_titrates_down_to_the_cut_off(tmp_path: Path) -> None:
     assert data["voltage_v"][data["step_index"] == 2].min() >= 2.5 - 0.05
 
 
-def test_drive_cycle_repeats_its_profile_to_the_cut_off(tmp_path: Path,
-                                                        tables: TableLoader) -> None:
-    result = run(tmp_path, "drive-cycle.yaml", 5.0, tables=tables, initial_soc=0.5)
+def test_drive_cycle_repeats_its_profile_to_the_cut_off(run_on_sim: RunOnSim) -> None:
+    result = run(run_on_sim, "drive-cycle.yaml", 5.0, initial_soc=0.5)
     cycles = [s for s in result.steps if s.step_index == 2]
     assert len(cycles) > 5
     full = cycles[:-1]
@@ -140,7 +97,7 @@ class Recorder:
         self.messages.append(event)
 
 
-def test_cycle_life_cycles_at_the_measured_capacity(tmp_path: Path) -> None:
+def test_cycle_life_cycles_at_the_measured_capacity(tmp_path: Path, run_on_sim: RunOnSim) -> None:
     # The golden plan, with fewer passes: two check-ups of two cycles each.
     text = (PLANS / "cycle-life.yaml").read_text(encoding="utf-8")
     text = text.replace("repeat: 20", "repeat: 2").replace("repeat: 50", "repeat: 2")
@@ -149,7 +106,7 @@ def test_cycle_life_cycles_at_the_measured_capacity(tmp_path: Path) -> None:
     manager = PluginManager()
     recorder = Recorder()
     manager.register("recorder", recorder)
-    result = run(tmp_path, str(plan), 10.0, capacity_ah=2.2, initial_soc=0.5,
+    result = run(run_on_sim, str(plan), 10.0, capacity_ah=2.2, initial_soc=0.5,
                  hooks=manager.hook)
     steps = result.steps
     checkups = [s for s in steps if s.step_index == 2]
@@ -166,9 +123,9 @@ def test_cycle_life_cycles_at_the_measured_capacity(tmp_path: Path) -> None:
     assert events == ["capacity check-up"] * 2
 
 
-def test_temperature_sweep_waits_for_the_chamber(tmp_path: Path) -> None:
+def test_temperature_sweep_waits_for_the_chamber(run_on_sim: RunOnSim) -> None:
     chamber = SimChamber(SimChamberSettings(ambient_c=25.0, max_ramp_k_per_min=3.0))
-    result = run(tmp_path, "temperature-sweep.yaml", 10.0, initial_soc=0.5, chamber=chamber)
+    result = run(run_on_sim, "temperature-sweep.yaml", 10.0, initial_soc=0.5, chamber=chamber)
     chamber_steps = [s for s in result.steps if s.text.startswith("chamber")]
     waits = [s.end_test_time_s - s.start_test_time_s for s in chamber_steps]
     assert len(waits) == 5 and all(s.end_reason == "chamber stable" for s in chamber_steps)
@@ -181,9 +138,10 @@ def test_temperature_sweep_waits_for_the_chamber(tmp_path: Path) -> None:
     assert len([s for s in result.steps if s.ah < 0]) == 3
 
 
-def test_cycling_runs_at_rates_of_the_capacity_measured_into_a_variable(tmp_path: Path) -> None:
+def test_cycling_runs_at_rates_of_the_capacity_measured_into_a_variable(
+        run_on_sim: RunOnSim) -> None:
     # The cell holds 2.2 Ah; the plan's nominal capacity says 2.5 Ah.
-    result = run(tmp_path, "measured-rates.yaml", 10.0, capacity_ah=2.2, initial_soc=0.5)
+    result = run(run_on_sim, "measured-rates.yaml", 10.0, capacity_ah=2.2, initial_soc=0.5)
     steps = result.steps
     (checkup,) = [s for s in steps if s.step_index == 2]
     q_meas = -checkup.ah

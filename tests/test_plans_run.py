@@ -5,8 +5,7 @@ set steps and chamber steps."""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,72 +13,22 @@ import numpy as np
 import pytest
 
 from cellbench_core.events import TestStatus
-from cellbench_core.plan import parse_plan
-from cellbench_core.plan.tables import TableLoader
-from cellbench_core.runner import ChannelRef, RunError, Runner, TestOutcome, TestRequest
-from cellbench_core.storage import Database, SampleWriter, StepRecord, open_database
-from cellbench_hal import SampleBatch, VirtualClock
+from cellbench_core.runner import RunError
+from cellbench_core.storage import StepRecord, open_database
+from cellbench_hal import SampleBatch
 from cellbench_sim.chamber import SimChamber, SimChamberSettings
 from cellbench_sim.channel import SimChannels, SimChannelSettings
 
 EXACT_CELL: dict[str, Any] = {"capacity_ah": 2.5, "capacity_spread": 0.0, "resistance_spread": 0.0}
-
-
-@dataclass
-class Result:
-    db: Database
-    outcome: TestOutcome
-
-    @property
-    def steps(self) -> list[StepRecord]:
-        return self.db.steps(self.outcome.test_id)
-
-    @property
-    def samples(self) -> dict[str, np.ndarray]:
-        return self.db.samples(self.outcome.test_id)
-
-
-def run(tmp_path: Path, plan: str, *, sample_period_s: float = 5.0,
-        battery: dict[str, Any] | None = None, driver: SimChannels | None = None,
-        chamber: SimChamber | None = None, tables: TableLoader | None = None,
-        **settings: Any) -> Result:
-    """Run ``plan`` on one simulated channel, for ``battery`` (registered first) if given."""
-    db = open_database(f"sqlite:///{tmp_path / 'results.db'}")
-    record = None
-    if battery is not None:
-        db.add_battery(**battery)
-        record = db.battery(battery["name"])
-    driver = driver or SimChannels(SimChannelSettings(count=1, **{**EXACT_CELL, **settings}))
-    clock = VirtualClock()
-    writer = SampleWriter(db)
-    runner = Runner(db, writer, clock, sample_period_s=sample_period_s)
-    request = TestRequest(ChannelRef(1, driver, "sim", 0),
-                          parse_plan(plan, "plan.yaml", tables=tables), record, chamber=chamber)
-
-    async def main() -> list[TestOutcome]:
-        await driver.open(clock)
-        if chamber is not None:
-            await chamber.open(clock)
-        try:
-            return await runner.run([request])
-        finally:
-            await driver.close()
-            if chamber is not None:
-                await chamber.close()
-
-    try:
-        outcomes = asyncio.run(main())
-    finally:
-        writer.close()
-    return Result(db, outcomes[0])
+RunOnSim = Callable[..., Any]
 
 
 def duration(step: StepRecord) -> float:
     return step.end_test_time_s - step.start_test_time_s
 
 
-def test_charge_and_discharge_counters_per_step_cycle_and_test(tmp_path: Path) -> None:
-    result = run(tmp_path, """
+def test_charge_and_discharge_counters_per_step_cycle_and_test(run_on_sim: RunOnSim) -> None:
+    result = run_on_sim("""
 name: counters
 steps:
   - Discharge at 1 A for 6 minutes          # 0.1 Ah out
@@ -98,8 +47,8 @@ steps:
     assert steps[3].ah == pytest.approx(0.1, abs=0.003)
 
 
-def test_cycle_counters_restart_with_each_cycle(tmp_path: Path) -> None:
-    result = run(tmp_path, """
+def test_cycle_counters_restart_with_each_cycle(run_on_sim: RunOnSim) -> None:
+    result = run_on_sim("""
 name: cycles
 steps:
   - repeat: 3
@@ -117,8 +66,8 @@ steps:
         assert duration(step) == pytest.approx(90, abs=5)
 
 
-def test_rest_until_the_voltage_settles(tmp_path: Path) -> None:
-    result = run(tmp_path, """
+def test_rest_until_the_voltage_settles(run_on_sim: RunOnSim) -> None:
+    result = run_on_sim("""
 name: relaxation
 capacity: 2.5 Ah
 steps:
@@ -136,8 +85,8 @@ steps:
     assert 60 < duration(rest) < 3 * 3600
 
 
-def test_actions_goto_end_loop_and_end_test(tmp_path: Path) -> None:
-    result = run(tmp_path, """
+def test_actions_goto_end_loop_and_end_test(run_on_sim: RunOnSim) -> None:
+    result = run_on_sim("""
 name: actions
 steps:
   - mode: cc                              # three passes of 2 minutes each: 0.1 Ah in all
@@ -170,8 +119,8 @@ steps:
     assert [s.cycle for s in steps[6:]] == [1, 1, 2, 2, 3, 3, 3]
 
 
-def test_loop_until_a_share_of_the_first_pass(tmp_path: Path) -> None:
-    result = run(tmp_path, """
+def test_loop_until_a_share_of_the_first_pass(run_on_sim: RunOnSim) -> None:
+    result = run_on_sim("""
 name: fade
 capacity: 2.5 Ah
 steps:
@@ -203,7 +152,7 @@ steps:
 """
 
 
-def first_beyond(result: Result, volts: float) -> tuple[float, float]:
+def first_beyond(result: Any, volts: float) -> tuple[float, float]:
     """The test time of the first sample above ``volts``, and of the last sample."""
     data = result.samples
     above = data["voltage_v"] > volts
@@ -211,8 +160,9 @@ def first_beyond(result: Result, volts: float) -> tuple[float, float]:
     return float(data["test_time_s"][np.argmax(above)]), float(data["test_time_s"][-1])
 
 
-def test_a_limit_with_a_delay_trips_once_the_reading_stays_beyond_it(tmp_path: Path) -> None:
-    result = run(tmp_path, CHARGE.format(limit="4.0 V for 30 s"), battery=CELL,
+def test_a_limit_with_a_delay_trips_once_the_reading_stays_beyond_it(
+        run_on_sim: RunOnSim) -> None:
+    result = run_on_sim(CHARGE.format(limit="4.0 V for 30 s"), battery=CELL,
                  initial_soc=0.6)
     assert result.outcome.status is TestStatus.STOPPED
     assert "safety limit voltage_max 4 V: measured 4.0" in result.outcome.reason
@@ -227,9 +177,9 @@ def test_a_limit_with_a_delay_trips_once_the_reading_stays_beyond_it(tmp_path: P
     ("4.3 V", 4.1),  # absolute: the battery's own is tighter
     ("4.05 V", 4.05),
 ])
-def test_limits_against_the_battery(tmp_path: Path, limit: str, trips_at: float) -> None:
+def test_limits_against_the_battery(run_on_sim: RunOnSim, limit: str, trips_at: float) -> None:
     plan = CHARGE.format(limit=limit).replace("until 4.3 V", "until 4.25 V")
-    result = run(tmp_path, plan, battery=CELL, initial_soc=0.6)
+    result = run_on_sim(plan, battery=CELL, initial_soc=0.6)
     assert f"voltage_max {trips_at:g} V" in result.outcome.reason
     data = result.samples["voltage_v"]
     assert data[-1] > trips_at >= data[:-1].max()
@@ -251,9 +201,10 @@ def test_limits_against_the_battery(tmp_path: Path, limit: str, trips_at: float)
      CELL, "the setpoint 4.5 A is beyond the safety limit current_max 4 A"),
 ])
 def test_plans_beyond_the_battery_are_refused_before_they_start(
-        tmp_path: Path, plan: str, battery: dict[str, Any] | None, message: str) -> None:
+        tmp_path: Path, plan: str, battery: dict[str, Any] | None, message: str,
+        run_on_sim: RunOnSim) -> None:
     with pytest.raises(RunError) as caught:
-        run(tmp_path, plan, battery=battery)
+        run_on_sim(plan, battery=battery)
     assert message in str(caught.value)
     assert open_database(f"sqlite:///{tmp_path / 'results.db'}").tests() == []
 
@@ -269,9 +220,9 @@ class GlitchingChannels(SimChannels):
         return batch
 
 
-def test_a_missing_reading_trips_at_once_whatever_the_delay(tmp_path: Path) -> None:
+def test_a_missing_reading_trips_at_once_whatever_the_delay(run_on_sim: RunOnSim) -> None:
     driver = GlitchingChannels(SimChannelSettings(count=1, **EXACT_CELL))
-    result = run(tmp_path, """
+    result = run_on_sim("""
 name: glitch
 limits: {voltage_max: 4.2 V for 1 h, voltage_min: 2.5 V for 1 h}
 steps: [Rest for 2 minutes]
@@ -284,8 +235,8 @@ steps: [Rest for 2 minutes]
 # --- ramps and profiles ----------------------------------------------------------------------
 
 
-def test_a_current_ramp_passes_the_charge_under_its_line(tmp_path: Path) -> None:
-    result = run(tmp_path, """
+def test_a_current_ramp_passes_the_charge_under_its_line(run_on_sim: RunOnSim) -> None:
+    result = run_on_sim("""
 name: ramp
 capacity: 2.5 Ah
 steps:
@@ -303,8 +254,8 @@ steps:
     assert duration(down) == pytest.approx(416, abs=5)
 
 
-def test_a_voltage_ramp_is_followed(tmp_path: Path) -> None:
-    result = run(tmp_path, """
+def test_a_voltage_ramp_is_followed(run_on_sim: RunOnSim) -> None:
+    result = run_on_sim("""
 name: voltage ramp
 steps:
   - Rest for 10 minutes
@@ -318,16 +269,16 @@ steps:
     assert (data["current_a"][ramp][3:] > 0).all()  # charging to follow the rising voltage
 
 
-def test_a_drive_cycle_profile_from_a_csv_table(tmp_path: Path, tables: TableLoader) -> None:
+def test_a_drive_cycle_profile_from_a_csv_table(tmp_path: Path, run_on_sim: RunOnSim) -> None:
     (tmp_path / "cycle.csv").write_text(
         "time [s],current [A]\n0,-2\n10,1\n20,-3\n30,0\n60,0\n", encoding="utf-8")
-    result = run(tmp_path, f"""
+    result = run_on_sim(f"""
 name: drive cycle
 steps:
   - repeat: 3
     steps:
       - {{mode: profile, table: {tmp_path / 'cycle.csv'}, hold: true, until: voltage <= 2.5 V}}
-""", initial_soc=0.8, tables=tables)
+""", initial_soc=0.8)
     steps = result.steps
     assert [duration(s) for s in steps] == [60.0] * 3
     per_cycle = (-2 * 10 + 1 * 10 - 3 * 10) / 3600
@@ -344,8 +295,8 @@ steps:
     ("step_charge_ah", "plan.yaml:6: set capacity: =step_charge_ah gives 0 Ah, not a capacity"),
 ])
 def test_a_capacity_the_plan_cannot_use_fails_the_test_safely(
-        tmp_path: Path, set_to: str, reason: str) -> None:
-    result = run(tmp_path, f"""
+        run_on_sim: RunOnSim, set_to: str, reason: str) -> None:
+    result = run_on_sim(f"""
 name: set
 capacity: 2.5 Ah
 steps:
@@ -380,8 +331,8 @@ steps:
 """, "plan.yaml:9: the step reads q, which no set step has set yet"),
 ])
 def test_a_variable_the_plan_cannot_use_fails_the_test_safely(
-        tmp_path: Path, steps: str, reason: str) -> None:
-    result = run(tmp_path, f"""
+        run_on_sim: RunOnSim, steps: str, reason: str) -> None:
+    result = run_on_sim(f"""
 name: set
 capacity: 2.5 Ah
 limits: {{voltage_max: 4.25 V}}
@@ -404,9 +355,9 @@ steps:
 """
 
 
-def test_a_chamber_that_is_not_stable_in_time_fails_the_test(tmp_path: Path) -> None:
+def test_a_chamber_that_is_not_stable_in_time_fails_the_test(run_on_sim: RunOnSim) -> None:
     chamber = SimChamber(SimChamberSettings(max_ramp_k_per_min=1.0))  # 35 K take 35 min
-    result = run(tmp_path, CHAMBER_PLAN, chamber=chamber)
+    result = run_on_sim(CHAMBER_PLAN, chamber=chamber)
     assert result.outcome.status is TestStatus.FAILED
     assert result.outcome.reason == "the chamber was not stable within 1200 s (line 4)"
     assert result.steps[0].end_reason == result.outcome.reason
@@ -419,7 +370,7 @@ def test_a_chamber_that_is_not_stable_in_time_fails_the_test(tmp_path: Path) -> 
      "plan.yaml:4: the chamber of channel 1 has no humidity control"),
 ])
 def test_chamber_steps_need_a_chamber_that_can_do_them(
-        tmp_path: Path, settings: dict[str, Any] | None, plan: str, message: str) -> None:
+        run_on_sim: RunOnSim, settings: dict[str, Any] | None, plan: str, message: str) -> None:
     chamber = None if settings is None else SimChamber(SimChamberSettings(**settings))
     with pytest.raises(RunError, match=message):
-        run(tmp_path, plan, chamber=chamber)
+        run_on_sim(plan, chamber=chamber)

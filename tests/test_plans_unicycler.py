@@ -4,9 +4,10 @@ is refused, naming its JSON path."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -27,13 +28,8 @@ from typer.testing import CliRunner
 
 from cellbench_core.cli import app
 from cellbench_core.events import TestStatus
-from cellbench_core.plan import parse_plan
 from cellbench_core.plan.model import PlanError
 from cellbench_core.plan.unicycler import from_unicycler
-from cellbench_core.runner import ChannelRef, Runner, TestRequest
-from cellbench_core.storage import SampleWriter, StepRecord, open_database
-from cellbench_hal import VirtualClock
-from cellbench_sim.channel import SimChannels, SimChannelSettings
 
 runner = CliRunner()
 
@@ -44,34 +40,8 @@ def protocol(*method: object, **safety: float) -> CyclingProtocol:
                            method=list(method))
 
 
-def run_steps(tmp_path: Path, plan_yaml: str) -> list[StepRecord]:
-    """Run a plan on one exact simulated 2.5 Ah cell; the finished test's steps."""
-    db = open_database(f"sqlite:///{tmp_path / 'results.db'}")
-    driver = SimChannels(SimChannelSettings(count=1, capacity_ah=2.5, capacity_spread=0.0,
-                                            resistance_spread=0.0, initial_soc=0.5))
-    clock, writer = VirtualClock(), SampleWriter(db)
-    engine = Runner(db, writer, clock, sample_period_s=5.0)
-    request = TestRequest(ChannelRef(1, driver, "sim", 0), parse_plan(plan_yaml, "plan.yaml"),
-                          None)
-
-    async def main() -> None:
-        await driver.open(clock)
-        try:
-            (outcome,) = await engine.run([request])
-        finally:
-            await driver.close()
-        assert outcome.status is TestStatus.FINISHED
-        steps.extend(db.steps(outcome.test_id))
-
-    steps: list[StepRecord] = []
-    try:
-        asyncio.run(main())
-    finally:
-        writer.close()
-    return steps
-
-
-def test_a_cycling_protocol_round_trips_and_runs(tmp_path: Path) -> None:
+def test_a_cycling_protocol_round_trips_and_runs(tmp_path: Path,
+                                                 run_on_sim: Callable[..., Any]) -> None:
     source = protocol(
         OpenCircuitVoltage(until_time_s=600),
         Tag(tag="cycle"),
@@ -94,7 +64,9 @@ def test_a_cycling_protocol_round_trips_and_runs(tmp_path: Path) -> None:
                   {"repeat": 2, "steps": ["Charge at 0.2C for 14400 s or until 4.1 V",
                                           "Hold at 4.1 V for 1800 s or until 0.05C",
                                           "Discharge at 1000 mA for 900 s"]}]}
-    steps = run_steps(tmp_path, result.output)
+    run = run_on_sim(result.output, initial_soc=0.5)
+    assert run.outcome.status is TestStatus.FINISHED
+    steps = run.steps
     assert [(step.cycle, step.mode) for step in steps][:4] == [
         (0, "rest"), (1, "cc"), (1, "cv"), (1, "cc")]
     assert len(steps) == 7

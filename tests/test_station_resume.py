@@ -10,7 +10,6 @@ import itertools
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +37,6 @@ STEPS = 9  # three cycles of three steps
 PATIENCE_S = 90.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path,
-        fresh_database: Callable[[str], str]) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'station.db'}"
-    else:
-        yield fresh_database(request.param)
-
-
-def wait_until(engine: sa.Engine, query: str, check: Callable[[Any], bool]) -> Any:
-    deadline = time.monotonic() + PATIENCE_S
-    while True:
-        with engine.connect() as connection:
-            found = connection.execute(sa.text(query)).fetchall()
-        if check(found):
-            return found
-        assert time.monotonic() < deadline, f"{query}: {found}"
-        time.sleep(0.05)
-
-
 def check_committed(engine: sa.Engine) -> None:
     """What any reader sees at any time: per test, seq from 1 without gaps or duplicates, and
     the committed plan position at or just after the last sample's step."""
@@ -77,7 +56,8 @@ def check_committed(engine: sa.Engine) -> None:
 
 
 def test_sigkill_at_random_points_then_resume_loses_and_repeats_nothing(
-        url: str, tmp_path: Path, start_serving: Any) -> None:
+        database_url: str, tmp_path: Path, start_serving: Any, wait_for_rows: Any) -> None:
+    url = database_url
     station = tmp_path / "station.toml"
     station.write_text(f"""\
 [station]
@@ -105,32 +85,28 @@ seed = 9
     engine = sa.create_engine(url)
     rng = random.Random(11)
     process = start_serving(station)
-    try:
-        seen = 0
-        for _ in range(ROUNDS):
-            # Let every test get further, then kill at a random moment (mid-step, at a step's
-            # end, mid-commit: wherever it falls).
-            wait_until(engine, "SELECT COUNT(*) FROM samples", lambda r, s=seen: r[0][0] > s + 40)
-            time.sleep(rng.uniform(0.0, 0.6))
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            check_committed(engine)
-            with engine.connect() as connection:
-                seen = connection.execute(sa.text("SELECT COUNT(*) FROM samples")).scalar_one()
-                running = connection.execute(sa.text(
-                    "SELECT COUNT(*) FROM tests WHERE status = 'running'")).scalar_one()
-            if running == 0:
-                break  # every test finished before the kill
-            process = start_serving(station)
-        else:
-            wait_until(engine, "SELECT COUNT(*) FROM test_queue WHERE status = 'running'",
-                       lambda r: r[0][0] == 0)
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(PATIENCE_S) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    seen = 0
+    for _ in range(ROUNDS):
+        # Let every test get further, then kill at a random moment (mid-step, at a step's
+        # end, mid-commit: wherever it falls).
+        wait_for_rows("SELECT COUNT(*) FROM samples", engine,
+                      lambda r, s=seen: r[0][0] > s + 40, timeout=PATIENCE_S)
+        time.sleep(rng.uniform(0.0, 0.6))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        check_committed(engine)
+        with engine.connect() as connection:
+            seen = connection.execute(sa.text("SELECT COUNT(*) FROM samples")).scalar_one()
+            running = connection.execute(sa.text(
+                "SELECT COUNT(*) FROM tests WHERE status = 'running'")).scalar_one()
+        if running == 0:
+            break  # every test finished before the kill
+        process = start_serving(station)
+    else:
+        wait_for_rows("SELECT COUNT(*) FROM test_queue WHERE status = 'running'", engine,
+                      [(0,)], timeout=PATIENCE_S)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(PATIENCE_S) == 0
     check_committed(engine)
     with engine.connect() as connection:
         assert connection.execute(sa.text(

@@ -6,8 +6,6 @@ from __future__ import annotations
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,19 +17,6 @@ from cellbench_core.cli import app
 
 cli = CliRunner()
 
-SHORT = """\
-name: short
-capacity: 2.5 Ah
-steps:
-  - Charge at 1C to 4.1 V for 2 minutes
-  - Discharge at 1C for 1 minute or until 2.5 V
-"""
-LONG = """\
-name: long
-capacity: 2.5 Ah
-steps:
-  - Discharge at 0.1C for 10 hours or until 2.5 V
-"""
 RESTING = """\
 name: resting
 steps:
@@ -42,7 +27,8 @@ PATIENCE_S = 60.0
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_runs_the_queue_and_stops_cleanly(tmp_path: Path, sig: signal.Signals,
-                                                wait_for: Any) -> None:
+                                                wait_for_rows: Any, serve_until_ready: Any,
+                                                shared_plan: Any) -> None:
     db = tmp_path / "station.db"
     station = tmp_path / "station.toml"
     result = cli.invoke(app, ["station", "init", "--channels", "2", "--db", f"sqlite:///{db}",
@@ -52,28 +38,19 @@ def test_serve_runs_the_queue_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
     assert "speed = 10 " in text
     station.write_text(text.replace("speed = 10 ", "speed = 1000 "), encoding="utf-8")
     short, long = tmp_path / "short.yaml", tmp_path / "long.yaml"
-    short.write_text(SHORT, encoding="utf-8")
-    long.write_text(LONG, encoding="utf-8")
+    short.write_text(shared_plan("short"), encoding="utf-8")
+    long.write_text(shared_plan("long"), encoding="utf-8")
     assert cli.invoke(app, ["queue", "add", str(short), "--channel", "1",
                             "--station", str(station)]).exit_code == 0
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from cellbench_core.cli import main; main()", "serve",
-         "--station", str(station)], stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stderr is not None
-        ready = process.stderr.readline()
-        assert "station 'station' ready: 2 channels (sim x2)" in ready, ready
-        assert "test queue by polling every 0.5 s" in ready
-        wait_for("SELECT status FROM test_queue", db, [("finished",)])
-        assert cli.invoke(app, ["queue", "add", str(long), "--channel", "2",
-                                "--station", str(station)]).exit_code == 0
-        wait_for("SELECT COUNT(*) > 0 FROM samples WHERE test_id = 2", db, [(1,)])
-        process.send_signal(sig)
-        assert process.wait(PATIENCE_S) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    process, ready = serve_until_ready(station)
+    assert "station 'station' ready: 2 channels (sim x2)" in ready, ready
+    assert "test queue by polling every 0.5 s" in ready
+    wait_for_rows("SELECT status FROM test_queue", db, [("finished",)])
+    assert cli.invoke(app, ["queue", "add", str(long), "--channel", "2",
+                            "--station", str(station)]).exit_code == 0
+    wait_for_rows("SELECT COUNT(*) > 0 FROM samples WHERE test_id = 2", db, [(1,)])
+    process.send_signal(sig)
+    assert process.wait(PATIENCE_S) == 0
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT id, status, error FROM test_queue ORDER BY id").fetchall() == [
             (1, "finished", None), (2, "stopped", "station stopped")]
@@ -86,7 +63,7 @@ def test_serve_runs_the_queue_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
 
 
 def test_sigkill_then_restart_ends_interrupted_tests_and_keeps_every_sample(
-        tmp_path: Path, wait_for: Any, start_serving: Any) -> None:
+        tmp_path: Path, wait_for_rows: Any, start_serving: Any) -> None:
     db = tmp_path / "station.db"
     station = tmp_path / "station.toml"
     assert cli.invoke(app, ["station", "init", "--channels", "3", "--db", f"sqlite:///{db}",
@@ -97,28 +74,23 @@ def test_sigkill_then_restart_ends_interrupted_tests_and_keeps_every_sample(
     long.write_text(RESTING, encoding="utf-8")
     rng = random.Random(4)
     process = start_serving(station)
-    try:
-        for kill in range(3):
-            for channel in (1, 2, 3):
-                assert cli.invoke(app, ["queue", "add", str(long), "--channel", str(channel),
-                                        "--station", str(station)]).exit_code == 0
-            first = 3 * kill + 1
-            wait_for(f"SELECT COUNT(DISTINCT test_id) FROM samples WHERE test_id >= {first}",
-                     db, [(3,)])
-            time.sleep(rng.uniform(0.0, 0.5))
-            process.kill()
-            process.wait()
-            with sqlite3.connect(db) as con:
-                assert con.execute("SELECT COUNT(*) FROM tests WHERE status = 'running'"
-                                   ).fetchone() == (3,)
-            process = start_serving(station)
-            wait_for("SELECT COUNT(*) FROM tests WHERE status = 'running'", db, [(0,)])
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(PATIENCE_S) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    for kill in range(3):
+        for channel in (1, 2, 3):
+            assert cli.invoke(app, ["queue", "add", str(long), "--channel", str(channel),
+                                    "--station", str(station)]).exit_code == 0
+        first = 3 * kill + 1
+        wait_for_rows(f"SELECT COUNT(DISTINCT test_id) FROM samples WHERE test_id >= {first}",
+                      db, [(3,)])
+        time.sleep(rng.uniform(0.0, 0.5))
+        process.kill()
+        process.wait()
+        with sqlite3.connect(db) as con:
+            assert con.execute("SELECT COUNT(*) FROM tests WHERE status = 'running'"
+                               ).fetchone() == (3,)
+        process = start_serving(station)
+        wait_for_rows("SELECT COUNT(*) FROM tests WHERE status = 'running'", db, [(0,)])
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(PATIENCE_S) == 0
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT DISTINCT status, error FROM test_queue").fetchall() == [
             ("interrupted", "interrupted: the station stopped while the test ran")]

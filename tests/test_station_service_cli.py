@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,6 @@ from cellbench_core.storage.queue import QueueStatus, TestQueue
 
 runner = CliRunner()
 
-PLAN = """\
-name: short cycle
-capacity: 2.5 Ah
-steps:
-  - Charge at 1C to 4.1 V for 2 minutes
-  - Discharge at 1C for 1 minute or until 2.5 V
-"""
-
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
@@ -31,9 +24,9 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def plan(tmp_path: Path) -> Path:
+def plan(tmp_path: Path, shared_plan: Callable[[str], str]) -> Path:
     path = tmp_path / "short.yaml"
-    path.write_text(PLAN, encoding="utf-8")
+    path.write_text(shared_plan("short"), encoding="utf-8")
     return path
 
 
@@ -132,7 +125,7 @@ def test_queue_add_list_cancel(url: str, plan: Path) -> None:
         [entry] = TestQueue(database).entries()
     finally:
         database.close()
-    assert entry.plan == PLAN and entry.status is QueueStatus.CANCELLED
+    assert entry.plan == plan.read_text(encoding="utf-8") and entry.status is QueueStatus.CANCELLED
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -123,12 +123,8 @@ async def samples_of(control: StationControl, channel: int, n: int) -> list[Live
     return got[:n]
 
 
-async def until(check: Callable[[], bool]) -> None:
-    while not check():
-        await asyncio.sleep(0.001)
-
-
-def test_pause_holds_the_step_and_resume_goes_on(db: Database, station_dir: Path) -> None:
+def test_pause_holds_the_step_and_resume_goes_on(db: Database, station_dir: Path,
+                                                 wait_until_async: Callable[..., Any]) -> None:
     service = make_service(db, station_dir)
     seen: dict[str, Any] = {}
 
@@ -143,7 +139,8 @@ def test_pause_holds_the_step_and_resume_goes_on(db: Database, station_dir: Path
         assert control.channel(1).state is ChannelState.PAUSED
         control.resume(1, identity="tester")
         assert control.channel(1).state is ChannelState.RUNNING
-        await until(lambda: control.channel(1).state is ChannelState.IDLE)
+        await wait_until_async(lambda: control.channel(1).state, "channel 1 to be idle",
+                               check=lambda state: state is ChannelState.IDLE, interval=0.001)
 
     drive(service, scenario)
     test_id = seen["test"]
@@ -163,7 +160,8 @@ def test_pause_holds_the_step_and_resume_goes_on(db: Database, station_dir: Path
                                            "tester: PAUSE 1", "tester: RESUME 1"]
 
 
-def test_next_ends_the_step_and_stop_ends_the_test(db: Database, station_dir: Path) -> None:
+def test_next_ends_the_step_and_stop_ends_the_test(db: Database, station_dir: Path,
+                                                   wait_until_async: Callable[..., Any]) -> None:
     service = make_service(db, station_dir)
     seen: dict[str, int] = {}
 
@@ -171,11 +169,13 @@ def test_next_ends_the_step_and_stop_ends_the_test(db: Database, station_dir: Pa
         seen["test"] = await control.start(2, "rest-then-charge", identity="lims")
         await samples_of(control, 2, 3)
         control.next_step(2, identity="lims")
-        await until(lambda: control.channel(2).step_no == 2)
+        await wait_until_async(lambda: control.channel(2).step_no, "step 2 on channel 2",
+                               check=lambda step: step == 2, interval=0.001)
         after = await samples_of(control, 2, 2)
         assert all(s.step_index == 1 and s.current_a > 0 for s in after)
         control.stop(2, identity="lims")
-        await until(lambda: control.channel(2).state is ChannelState.IDLE)
+        await wait_until_async(lambda: control.channel(2).state, "channel 2 to be idle",
+                               check=lambda state: state is ChannelState.IDLE, interval=0.001)
 
     drive(service, scenario)
     test = db.test(seen["test"])
@@ -266,8 +266,8 @@ def test_ring_buffer_and_subscriptions_match_the_database(db: Database,
         assert sample.test_time_s == pytest.approx(stored["test_time_s"][i])
 
 
-def test_queue_waits_for_a_channel_an_interface_started(db: Database,
-                                                        station_dir: Path) -> None:
+def test_queue_waits_for_a_channel_an_interface_started(
+        db: Database, station_dir: Path, wait_until_async: Callable[..., Any]) -> None:
     service = make_service(db, station_dir)
     queue = TestQueue(db)
     seen: dict[str, int] = {}
@@ -285,7 +285,10 @@ def test_queue_waits_for_a_channel_an_interface_started(db: Database,
             await control.queue_cancel(second, identity="x")
         assert caught.value.kind is ControlErrorKind.NOT_CANCELLABLE
         control.stop(1, identity="x")  # now the queued entry gets the channel
-        await until(lambda: queue.entry(seen["entry"]).status is QueueStatus.FINISHED)
+        await wait_until_async(lambda: queue.entry(seen["entry"]).status,
+                               "the queue entry to finish",
+                               check=lambda status: status is QueueStatus.FINISHED,
+                               interval=0.001)
 
     drive(service, scenario)
     assert db.test(seen["direct"]).status is TestStatus.STOPPED

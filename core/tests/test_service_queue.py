@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -19,22 +17,6 @@ from cellbench_core.storage import Database
 from cellbench_core.storage.queue import QueueStatus, TestQueue
 from cellbench_hal import Clock, VirtualClock
 
-SHORT = """\
-name: short
-capacity: 2.5 Ah
-steps:
-  - Charge at 1C to 4.1 V for 2 minutes
-  - Discharge at 1C for 1 minute or until 2.5 V
-"""
-LONG = """\
-name: long
-capacity: 2.5 Ah
-steps:
-  - Discharge at 0.1C for 10 hours or until 2.5 V
-"""
-#: Real seconds a test waits for the station before it fails (never reached when it works).
-PATIENCE_S = 60.0
-
 
 def make_service(db: Database, channels: int = 4, clock: Clock | None = None,
                  poll: str = "0.05 s") -> StationService:
@@ -48,45 +30,22 @@ def make_service(db: Database, channels: int = 4, clock: Clock | None = None,
     return StationService(Station(config, manager), db, clock or VirtualClock(), manager.hook)
 
 
-def serve_until(service: StationService, done: Callable[[], bool],
-                during: Callable[[], None] | None = None) -> None:
-    """Serve until ``done()`` holds (checked every 50 ms), calling ``during`` once ready."""
-
-    async def main() -> None:
-        task = asyncio.create_task(service.serve())
-        await asyncio.wait({task, asyncio.create_task(service.ready.wait())},
-                           return_when=asyncio.FIRST_COMPLETED)
-        if during is not None:
-            await asyncio.to_thread(during)
-        deadline = time.monotonic() + PATIENCE_S
-        while not await asyncio.to_thread(done):
-            assert not task.done(), "the station stopped by itself"
-            assert time.monotonic() < deadline, "the station did not get there"
-            await asyncio.sleep(0.05)
-        service.shutdown()
-        await task
-
-    asyncio.run(main())
-
-
-def settled(queue: TestQueue) -> Callable[[], bool]:
-    return lambda: not queue.entries([QueueStatus.QUEUED, QueueStatus.RUNNING])
-
-
-def test_queued_tests_run_and_bad_entries_fail_with_a_reason(db: Database) -> None:
+def test_queued_tests_run_and_bad_entries_fail_with_a_reason(
+        db: Database, serve_until: Callable[..., None], shared_plan: Callable[[str], str]) -> None:
+    short = shared_plan("short")
     db.add_battery("cell-A", "NMC", 2.5, voltage_max_v=4.25, voltage_min_v=2.45)
     queue = TestQueue(db)
-    first = queue.add(1, SHORT, plan_source="short.yaml", battery="cell-A", name="first")
-    second = queue.add(1, SHORT, plan_source="short.yaml", name="second")  # waits for ch 1
-    other = queue.add(2, SHORT)
+    first = queue.add(1, short, plan_source="short.yaml", battery="cell-A", name="first")
+    second = queue.add(1, short, plan_source="short.yaml", name="second")  # waits for ch 1
+    other = queue.add(2, short)
     bad_plan = queue.add(3, "name: x\nsteps:\n  - Discharge at 1C\n", plan_source="bad.yaml")
-    no_channel = queue.add(9, SHORT)
-    no_battery = queue.add(4, SHORT, battery="nope")
+    no_channel = queue.add(9, short)
+    no_battery = queue.add(4, short, battery="nope")
     # Starts in the same batch as the good ones and is refused there: they start regardless.
     too_big = queue.add(4, "name: big\nsteps:\n  - Charge at 500 A for 1 minute\n",
                         plan_source="big.yaml")
     service = make_service(db)
-    serve_until(service, settled(queue))
+    serve_until(service)
     entries = {e.id: e for e in queue.entries()}
     for entry_id in (first, second, other):
         entry = entries[entry_id]
@@ -114,13 +73,15 @@ def test_queued_tests_run_and_bad_entries_fail_with_a_reason(db: Database) -> No
         assert entries[entry_id].test_id is None
 
 
-def test_concurrent_queue_writers_start_every_entry_once(db: Database) -> None:
+def test_concurrent_queue_writers_start_every_entry_once(
+        db: Database, serve_until: Callable[..., None], shared_plan: Callable[[str], str]) -> None:
+    short = shared_plan("short")
     queue = TestQueue(db)
     per_writer = 4
 
     def write(k: int) -> None:
         for n in range(per_writer):
-            queue.add(1 + (k + n) % 4, SHORT, name=f"w{k}-{n}")
+            queue.add(1 + (k + n) % 4, short, name=f"w{k}-{n}")
 
     def writers() -> None:
         threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
@@ -130,7 +91,8 @@ def test_concurrent_queue_writers_start_every_entry_once(db: Database) -> None:
             t.join()
 
     service = make_service(db)
-    serve_until(service, lambda: len(queue.entries()) == 16 and settled(queue)(), writers)
+    serve_until(service, lambda: len(queue.entries()) == 16 and not queue.entries(
+        [QueueStatus.QUEUED, QueueStatus.RUNNING]), writers)
     entries = queue.entries()
     assert {e.status for e in entries} == {QueueStatus.FINISHED}
     test_ids = [e.test_id for e in entries]
@@ -139,7 +101,9 @@ def test_concurrent_queue_writers_start_every_entry_once(db: Database) -> None:
 
 
 @pytest.mark.server
-def test_postgres_notification_wakes_the_station(postgres_url: str) -> None:
+def test_postgres_notification_wakes_the_station(
+        postgres_url: str, serve_until: Callable[..., None],
+        shared_plan: Callable[[str], str]) -> None:
     from cellbench_core.storage import open_database
 
     db = open_database(postgres_url)
@@ -151,7 +115,7 @@ def test_postgres_notification_wakes_the_station(postgres_url: str) -> None:
             with db.engine.begin() as connection:
                 connection.execute(sa.text(
                     "INSERT INTO test_queue (channel, plan, created_unix_s) "
-                    "VALUES (1, :plan, 0)"), {"plan": SHORT})
+                    "VALUES (1, :plan, 0)"), {"plan": shared_plan("short")})
 
         serve_until(service, lambda: bool(queue.entries([QueueStatus.FINISHED])), insert)
     finally:
@@ -160,9 +124,10 @@ def test_postgres_notification_wakes_the_station(postgres_url: str) -> None:
         db.close()
 
 
-def test_shutdown_stops_running_tests_with_every_output_off(db: Database) -> None:
+def test_shutdown_stops_running_tests_with_every_output_off(
+        db: Database, serve_until: Callable[..., None], shared_plan: Callable[[str], str]) -> None:
     queue = TestQueue(db)
-    ids = [queue.add(channel, LONG) for channel in (1, 2, 3)]
+    ids = [queue.add(channel, shared_plan("long")) for channel in (1, 2, 3)]
     service = make_service(db, channels=3, clock=VirtualClock(speed=50.0))
     driver = service.station.drivers[0][1]
     measured: list[np.ndarray] = []

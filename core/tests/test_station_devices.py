@@ -8,7 +8,7 @@ import asyncio
 import logging
 import sys
 import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ name: rest
 steps:
   - Rest for 3 hours
 """
-PATIENCE_S = 60.0
 
 
 @pytest.fixture
@@ -121,7 +120,8 @@ class Flaky(OsiDevice):
 
 
 def test_chambers_and_devices_reach_the_tests_of_their_channels(
-        db: Database, caplog: pytest.LogCaptureFixture) -> None:
+        db: Database, caplog: pytest.LogCaptureFixture, serve_until: Callable[..., None]
+) -> None:
     data = config(db, chambers=[{"kind": "sim", "name": "climate", "channels": "1-2",
                                  "settings": {"max_ramp_k_per_min": 5.0}}],
                   devices=[{"kind": "sim", "name": "rig", "channels": "2-3"},
@@ -132,18 +132,8 @@ def test_chambers_and_devices_reach_the_tests_of_their_channels(
     for channel, plan in ((1, COOL_DOWN), (2, COOL_DOWN), (3, REST), (4, REST)):
         queue.add(channel, plan)
     service = StationService(station, db, VirtualClock(), PluginManager().hook)
-
-    async def main() -> None:
-        task = asyncio.create_task(service.serve())
-        while not service.ready.is_set() or queue.entries([QueueStatus.QUEUED,
-                                                           QueueStatus.RUNNING]):
-            assert not task.done(), task
-            await asyncio.sleep(0.02)
-        service.shutdown()
-        await task
-
     with caplog.at_level(logging.WARNING):
-        asyncio.run(asyncio.wait_for(main(), PATIENCE_S))
+        serve_until(service)
     tests = {e.channel: e.test_id for e in queue.entries()}
     assert all(e.status is QueueStatus.FINISHED for e in queue.entries()), queue.entries()
     assert all(db.test(t).status is TestStatus.FINISHED for t in tests.values())
@@ -173,7 +163,7 @@ steps:
 """
 
 
-def test_a_step_ends_on_a_device_signal(db: Database) -> None:
+def test_a_step_ends_on_a_device_signal(db: Database, serve_until: Callable[..., None]) -> None:
     station = build(config(db, devices=[{"kind": "sim", "name": "rig", "channels": "1-2"}]))
     queue = TestQueue(db)
     good = queue.add(1, SIGNAL_END, plan_source="watch.yaml")
@@ -182,17 +172,7 @@ def test_a_step_ends_on_a_device_signal(db: Database) -> None:
                                                  "rig.pressure_kpa >= 100 V"),
                            plan_source="units.yaml")
     service = StationService(station, db, VirtualClock(), PluginManager().hook)
-
-    async def main() -> None:
-        task = asyncio.create_task(service.serve())
-        while not service.ready.is_set() or queue.entries([QueueStatus.QUEUED,
-                                                           QueueStatus.RUNNING]):
-            assert not task.done(), task
-            await asyncio.sleep(0.02)
-        service.shutdown()
-        await task
-
-    asyncio.run(asyncio.wait_for(main(), PATIENCE_S))
+    serve_until(service)
     entry = queue.entry(good)
     assert entry is not None and entry.status is QueueStatus.FINISHED, entry
     first = db.steps(entry.test_id)[0]
@@ -269,7 +249,8 @@ class CollectPlugin:
 _MODULE = "cellbench_test_notifier"
 
 
-def test_notifiers_get_the_station_events(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notifiers_get_the_station_events(db: Database, monkeypatch: pytest.MonkeyPatch,
+                                          serve_until: Callable[..., None]) -> None:
     module = types.ModuleType(_MODULE)
     module.Collect = Collect  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, _MODULE, module)
@@ -287,17 +268,7 @@ def test_notifiers_get_the_station_events(db: Database, monkeypatch: pytest.Monk
     queue = TestQueue(db)
     entry = queue.add(2, REST)
     service = StationService(station, db, VirtualClock(), manager.hook)
-
-    async def main() -> None:
-        task = asyncio.create_task(service.serve())
-        while not service.ready.is_set() or queue.entries([QueueStatus.QUEUED,
-                                                           QueueStatus.RUNNING]):
-            assert not task.done(), task
-            await asyncio.sleep(0.02)
-        service.shutdown()
-        await task
-
-    asyncio.run(asyncio.wait_for(main(), PATIENCE_S))
+    serve_until(service)
     test_id = queue.entry(entry).test_id  # type: ignore[union-attr]
     assert notifier.events == [("lab", "started", test_id, "2"),
                                ("lab", "finished", test_id, "finished")]

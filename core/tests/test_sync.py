@@ -4,7 +4,6 @@ recovery when it has caught up; the change feed moves only past what a target co
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,14 +43,7 @@ class Flaky(SyncTarget):
         """Nothing to release."""
 
 
-def wait_for(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
-
-def test_alarm_while_behind_then_recovery(db: Database) -> None:
+def test_alarm_while_behind_then_recovery(db: Database, wait_until: Callable[..., Any]) -> None:
     target = Flaky()
     alarms: list[str] = []
     stop = threading.Event()
@@ -60,10 +52,12 @@ def test_alarm_while_behind_then_recovery(db: Database) -> None:
         "stop": stop, "on_alarm": alarms.append})
     runner.start()
     try:
-        wait_for(lambda: [e for e in db.events() if e.kind == "alarm"], "no alarm")
+        wait_until(lambda: [e for e in db.events() if e.kind == "alarm"], "an alarm",
+                   interval=0.01)
         assert target.opened > 1  # retried
         target.down.clear()
-        wait_for(lambda: [e for e in db.events() if e.kind == "sync_recovered"], "no recovery")
+        wait_until(lambda: [e for e in db.events() if e.kind == "sync_recovered"],
+                   "the recovery", interval=0.01)
     finally:
         stop.set()
         runner.join()

@@ -16,7 +16,6 @@ import trustme
 import typer
 from typer.testing import CliRunner
 
-from cellbench_rci.cli import register
 from cellbench_rci.client import AsyncRciClient, ErrorCode, RciClient, RciError, tls_context
 from cellbench_sdk.testing import HANG_UP, HangUp, ScriptedPeer
 
@@ -250,19 +249,6 @@ def test_async_parting_error_timeout_and_closed_connection() -> None:
 
 
 # --- cellbench rci ------------------------------------------------------------------------
-
-@pytest.fixture
-def app() -> typer.Typer:
-    """A command line holding ``rci`` as the plugin registers it."""
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """cellbench"""
-
-    register(app)
-    return app
-
 
 def test_cli_prints_the_payload_or_ok(app: typer.Typer) -> None:
     with peer([(b"IDN?\n", b"OK cellbench,lab-1,0.1.0\n"), (b"STOP 3\n", b"OK\n")]) as p:

@@ -11,7 +11,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cellbench_rci.cli import register
 from cellbench_rci.client import ReplyReader, encode_command, tls_context
 
 runner = CliRunner()
@@ -66,19 +65,6 @@ def test_tls_context_names_the_file_it_cannot_use(tmp_path: Path) -> None:
         tls_context(None, tmp_path / "c.pem", tmp_path / "k.pem")
     with pytest.raises(ValueError, match=r"client key .*k\.pem: needs the client certificate"):
         tls_context(None, None, tmp_path / "k.pem")
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    """A command line holding ``rci`` as the plugin registers it."""
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """cellbench"""
-
-    register(app)
-    return app
 
 
 def test_help_teaches_with_examples(app: typer.Typer) -> None:

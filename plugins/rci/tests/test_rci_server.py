@@ -148,13 +148,32 @@ def serve(db: Database, station_dir: Path) -> Callable[..., Running]:
     return make
 
 
+@pytest.fixture
+def read_until(wait_until: Callable[..., Any]) -> Callable[..., bytes]:
+    """``read_until(read, what, check)``: the chunks ``read()`` returns, joined, once ``check``
+    accepts them."""
+
+    def read_all(read: Callable[[], bytes], what: str, check: Callable[[bytes], object]
+                 ) -> bytes:
+        data = bytearray()
+
+        def more() -> bytes:
+            data.extend(read())
+            return bytes(data)
+
+        return wait_until(more, what, check=check, interval=0)
+
+    return read_all
+
+
 def err(client: RciClient, line: str) -> RciError:
     with pytest.raises(RciError) as caught:
         client.command(line)
     return caught.value
 
 
-def test_a_session_drives_a_channel_through_its_states(serve: Any, db: Database) -> None:
+def test_a_session_drives_a_channel_through_its_states(serve: Any, db: Database,
+                                                       wait_until: Any) -> None:
     with serve() as station, station.client() as rci:
         assert rci.command("PING").payload == "PONG"
         assert rci.command("idn?").payload == "cellbench,rig,1.2.3"
@@ -183,20 +202,16 @@ def test_a_session_drives_a_channel_through_its_states(serve: Any, db: Database)
             seqs.append(int(words[3]))
         assert seqs == list(range(seqs[0], seqs[0] + 3))
         rci.command("UNSUBSCRIBE 1")
-        deadline = time.monotonic() + PATIENCE_S
-        while len(samples := rci.command("SAMPLES? 1 5").records) < 5:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        samples = wait_until(lambda: rci.command("SAMPLES? 1 5").records, "five samples",
+                             check=lambda records: len(records) >= 5)
         assert len(samples) == 5 and all(s[0] == str(test_id) for s in samples)
         assert [int(s[1]) for s in samples] == sorted(int(s[1]) for s in samples)
         rci.command("NEXT 1")
-        while rci.command("STEP? 1").payload.split()[0] != "2":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: rci.command("STEP? 1").payload, "step 2",
+                   check=lambda step: step.split()[0] == "2")
         rci.command("STOP 1")
-        while rci.command("STATE? 1").records[0][1] != "idle":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: rci.command("STATE? 1").records[0], "channel 1 to be idle",
+                   check=lambda state: state[1] == "idle")
         assert err(rci, "STOP 1").code is ErrorCode.CHANNEL_IDLE
         assert rci.command("QUIT").payload == "BYE"
     events = [e.message for e in db.events(test_id) if e.kind == "control"]
@@ -206,7 +221,7 @@ def test_a_session_drives_a_channel_through_its_states(serve: Any, db: Database)
     assert db.test(test_id).end_reason.startswith("stopped by tcp:127.0.0.1:")
 
 
-def test_batteries_and_the_queue(serve: Any, db: Database) -> None:
+def test_batteries_and_the_queue(serve: Any, db: Database, wait_until: Any) -> None:
     with serve() as station, station.client() as rci:
         assert rci.command("BATTERY ADD cell-1 NMC 2.5Ah vmax=4.2V vmin=2.5 icharge=2A "
                            "IDISCHARGE=-5 tmax=55").payload == "cell-1"
@@ -223,10 +238,8 @@ def test_batteries_and_the_queue(serve: Any, db: Database) -> None:
         assert err(rci, "QUEUE ADD 2 nothing").code is ErrorCode.NO_SUCH_PLAN
         assert err(rci, "QUEUE ADD 2 charge ghost").code is ErrorCode.NO_SUCH_BATTERY
         assert err(rci, "QUEUE CANCEL 999").code is ErrorCode.NO_SUCH_ENTRY
-        deadline = time.monotonic() + PATIENCE_S
-        while rci.command("QUEUE?").records[0][4] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: rci.command("QUEUE?").records[0], "the entry to run",
+                   check=lambda entry: entry[4] == "running")
         assert err(rci, f"QUEUE CANCEL {entry}").code is ErrorCode.NOT_CANCELLABLE
         second = int(rci.command("QUEUE ADD 2 charge").payload)
         rci.command(f"QUEUE CANCEL {second}")
@@ -302,7 +315,7 @@ def test_a_flood_is_limited_and_does_not_slow_the_others(serve: Any) -> None:
             assert polite.command("PING").payload == "PONG"
 
 
-def test_limits_on_connections_and_idle_clients(serve: Any) -> None:
+def test_limits_on_connections_and_idle_clients(serve: Any, wait_until: Any) -> None:
     with serve(max_connections=2, idle_timeout="1 s") as station, station.client() as first, \
             socket.create_connection(("127.0.0.1", station.port)) as idle:
         idle.sendall(b"PING")  # a line that never ends
@@ -311,22 +324,23 @@ def test_limits_on_connections_and_idle_clients(serve: Any) -> None:
             assert third.recv(100).startswith(b"ERR 61 ")
             assert third.recv(100) == b""  # closed
         idle.settimeout(0.2)
-        got, deadline = b"", time.monotonic() + PATIENCE_S
-        while time.monotonic() < deadline:
+        got = bytearray()
+
+        def closed() -> bool:
             assert first.command("PING").payload == "PONG"  # the others go on (not idle)
             try:
                 chunk = idle.recv(100)
             except TimeoutError:
-                continue
-            if not chunk:
-                break  # closed
-            got += chunk
+                return False
+            got.extend(chunk)
+            return not chunk
+
+        wait_until(closed, "the idle client to be cut off", interval=0)
         assert got.startswith(b"ERR 62 ")
 
 
-def test_a_slow_reader_loses_pushes_and_is_told_how_many(serve: Any,
-                                                         monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
+def test_a_slow_reader_loses_pushes_and_is_told_how_many(
+        serve: Any, monkeypatch: pytest.MonkeyPatch, read_until: Any) -> None:
     monkeypatch.setattr("cellbench_rci.server.PUSH_BUFFER_BYTES", 1024)
     with serve(speed=None) as station, socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -347,10 +361,8 @@ def test_a_slow_reader_loses_pushes_and_is_told_how_many(serve: Any,
         sock.sendall(b"SUBSCRIBE 1\nSUBSCRIBE 2\nSUBSCRIBE 3\nSUBSCRIBE 4\n")
         time.sleep(1.0)  # not reading meanwhile
         sock.settimeout(PATIENCE_S)
-        data, deadline = b"", time.monotonic() + PATIENCE_S
-        while b"*DROPPED" not in data or not data.endswith(b"\n"):
-            assert time.monotonic() < deadline, data[-300:]
-            data += sock.recv(65536)
+        data = read_until(lambda: sock.recv(65536), "a *DROPPED line",
+                          lambda got: b"*DROPPED" in got and got.endswith(b"\n"))
         lines = data.splitlines()
         assert lines[:4] == [b"OK"] * 4
         dropped = [line for line in lines if line.startswith(b"*DROPPED ")]
@@ -419,7 +431,7 @@ def test_settings_are_checked() -> None:
             RciSettings.model_validate(values)
 
 
-def test_the_serial_port_answers_like_tcp(serve: Any) -> None:
+def test_the_serial_port_answers_like_tcp(serve: Any, read_until: Any) -> None:
     controller, port = os.openpty()
     try:
         with serve(tcp=None, serial=os.ttyname(port)) as station:
@@ -427,12 +439,8 @@ def test_the_serial_port_answers_like_tcp(serve: Any) -> None:
 
             def ask(line: bytes) -> bytes:
                 os.write(controller, line)
-                got = b""
-                deadline = time.monotonic() + PATIENCE_S
-                while not got.endswith(b"\n"):
-                    assert time.monotonic() < deadline
-                    got += os.read(controller, 4096)
-                return got
+                return read_until(lambda: os.read(controller, 4096), f"the reply to {line!r}",
+                                  lambda got: got.endswith(b"\n"))
 
             assert ask(b"PING\r\n") == b"OK PONG\n"
             test_id = ask(b"START 4 charge\n").strip().split()[1]

@@ -25,19 +25,6 @@ from cellbench_sdk import hookimpl
 
 cli = CliRunner()
 
-SHORT = """\
-name: short
-capacity: 2.5 Ah
-steps:
-  - Charge at 1C to 4.1 V for 2 minutes
-  - Discharge at 1C for 1 minute or until 2.5 V
-"""
-LONG = """\
-name: long
-capacity: 2.5 Ah
-steps:
-  - Discharge at 0.1C for 10 hours or until 2.5 V
-"""
 PATIENCE_S = 60.0
 STATION = """\
 [station]
@@ -79,13 +66,14 @@ def test_sync_keys_are_validated_before_anything_starts(tmp_path: Path, sync: st
 
 
 def test_serve_syncs_to_central_and_is_complete_after_sigterm(
-        tmp_path: Path, central_url: str, digest: Any, wait_for: Any) -> None:
+        tmp_path: Path, central_url: str, digest: Any, wait_for_rows: Any,
+        shared_plan: Any) -> None:
     station = station_file(tmp_path, f'[[sync]]\ntarget = "central-sql"\ninterval = "0.1 s"\n'
                                      f'settings = {{url = "{central_url}"}}\n')
     db = tmp_path / "station.db"
-    for plan, channel in ((SHORT, 1), (LONG, 2)):
+    for plan, channel in (("short", 1), ("long", 2)):
         path = tmp_path / f"plan{channel}.yaml"
-        path.write_text(plan, encoding="utf-8")
+        path.write_text(shared_plan(plan), encoding="utf-8")
         result = cli.invoke(app, ["queue", "add", str(path), "--channel", str(channel),
                                   "--station", str(station)])
         assert result.exit_code == 0, result.output
@@ -93,8 +81,9 @@ def test_serve_syncs_to_central_and_is_complete_after_sigterm(
         [sys.executable, "-c", "from cellbench_core.cli import main; main()", "serve",
          "--station", str(station)], stderr=subprocess.PIPE, text=True)
     try:
-        wait_for("SELECT status FROM test_queue ORDER BY id", db, [("finished",), ("running",)])
-        wait_for("SELECT COUNT(*) > 0 FROM samples WHERE test_id = 2", db, [(1,)])
+        wait_for_rows("SELECT status FROM test_queue ORDER BY id", db,
+                      [("finished",), ("running",)])
+        wait_for_rows("SELECT COUNT(*) > 0 FROM samples WHERE test_id = 2", db, [(1,)])
         process.send_signal(signal.SIGTERM)
         _, errors = process.communicate(timeout=PATIENCE_S)
         assert process.returncode == 0, errors
@@ -143,14 +132,15 @@ def samples(db: Path) -> int:
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("central_url", ["postgresql", "mysql"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)
 def test_sigkilled_serve_loses_and_duplicates_nothing_centrally(
-        tmp_path: Path, central_url: str, digest: Any, start_serving: Any) -> None:
+        tmp_path: Path, central_url: str, digest: Any, start_serving: Any, wait_until: Any,
+        shared_plan: Any) -> None:
     station = station_file(tmp_path, f'[[sync]]\ntarget = "central-sql"\ninterval = "50 ms"\n'
                                      f'settings = {{url = "{central_url}", max_rows = 500}}\n')
     db = tmp_path / "station.db"
     plan = tmp_path / "long.yaml"
-    plan.write_text(LONG, encoding="utf-8")
+    plan.write_text(shared_plan("long"), encoding="utf-8")
     rng = random.Random(5)
     for _ in range(3):
         for channel in ("1", "2"):  # waits if a resumed test still runs there
@@ -158,15 +148,11 @@ def test_sigkilled_serve_loses_and_duplicates_nothing_centrally(
                                     "--station", str(station)]).exit_code == 0
         before = samples(db)
         process = start_serving(station)
-        try:
-            deadline = time.monotonic() + PATIENCE_S
-            while samples(db) == before:
-                assert time.monotonic() < deadline and process.poll() is None, "no samples"
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0, 0.5))
-        finally:
-            process.kill()  # SIGKILL, wherever the runner and the sync threads are
-            process.wait()
+        wait_until(lambda: samples(db), "new samples", check=lambda n, b=before: n > b,
+                   alive=process, interval=0.01)
+        time.sleep(rng.uniform(0, 0.5))
+        process.kill()  # SIGKILL, wherever the runner and the sync threads are
+        process.wait()
     process = start_serving(station)
     process.send_signal(signal.SIGTERM)
     _, errors = process.communicate(timeout=PATIENCE_S)

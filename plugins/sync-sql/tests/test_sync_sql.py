@@ -4,6 +4,7 @@ catches a lost batch."""
 
 from __future__ import annotations
 
+import functools
 import random
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def test_comparison_catches_a_lost_batch(bench: Any, central_url: str, digest: A
 def test_two_stations_share_one_central_database(bench: Any, new_bench: Any, central_url: str,
                                                  digest: Any) -> None:
     bench.write(bench.start(2), 60)
-    other = new_bench("other")  # the same test ids, on another station
+    other = new_bench()  # the same test ids, on another station
     other.write(other.start(3), 30)
     sync(bench, central_url)
     run_sync(CentralSqlTarget(CentralSqlSettings(url=central_url, station="lab-2")),
@@ -108,9 +109,9 @@ def test_two_stations_share_one_central_database(bench: Any, new_bench: Any, cen
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("central_url", ["postgresql", "mysql"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)
 def test_server_going_away_mid_sync_raises_an_alarm_and_loses_nothing(
-        bench: Any, central_url: str, digest: Any, proxied: Any) -> None:
+        bench: Any, central_url: str, digest: Any, proxied: Any, wait_until: Any) -> None:
     proxy, url = proxied(central_url)
     target = CentralSqlTarget(CentralSqlSettings(url=url, station=STATION, max_rows=200,
                                                  connect_timeout_s=1))
@@ -127,16 +128,13 @@ def test_server_going_away_mid_sync_raises_an_alarm_and_loses_nothing(
         proxy.stop()  # mid-sync: connections cut, nothing listening
         for _ in range(10):
             bench.write(tests, 30)
-        deadline = time.monotonic() + 30
-        while not [e for e in bench.db.events() if e.kind == "alarm"]:
-            assert time.monotonic() < deadline, "no alarm event"
-            time.sleep(0.05)
+        wait_until(lambda: [e for e in bench.db.events() if e.kind == "alarm"], "an alarm event",
+                   interval=0.05)
         bench.finish(tests[:2])
         proxy.start()
         written = len(bench.db.events())
-        while not (reports and reports[-1].caught_up) or len(bench.db.events()) == written:
-            assert time.monotonic() < deadline, "did not recover"
-            time.sleep(0.05)
+        wait_until(lambda: reports and reports[-1].caught_up and len(bench.db.events()) > written,
+                   "the target to catch up with the new events", interval=0.05)
     finally:
         stop.set()
         runner.join()
@@ -173,19 +171,22 @@ def central_samples(url: str) -> int:
 
 
 def test_sigkilled_sync_processes_lose_and_duplicate_nothing(
-        bench: Any, central_url: str, digest: Any) -> None:
+        bench: Any, central_url: str, digest: Any, wait_until: Any) -> None:
     command = [sys.executable, "-c", SYNC_PROCESS, bench.db.url, central_url]
     tests = bench.start(3)
     rng = random.Random(5)
-    for _ in range(3):
+
+    def write_then_count(tests: list[int]) -> int:
+        """Write a few samples more (for the sync process to copy), then count those copied."""
+        bench.write(tests, rng.randint(1, 10))
+        return central_samples(central_url)
+
+    for _ in range(3):  # each time killed only once it is syncing
         before = central_samples(central_url)
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 30
-            while central_samples(central_url) == before:  # killed only once it is syncing
-                assert time.monotonic() < deadline and process.poll() is None, "no sync"
-                bench.write(tests, rng.randint(1, 10))
-                time.sleep(0.1)
+            wait_until(functools.partial(write_then_count, tests), "samples synced",
+                       check=lambda n, b=before: n > b, alive=process, interval=0.1)
             for _ in range(rng.randint(0, 20)):
                 bench.write(tests, rng.randint(1, 40))
         finally:
@@ -230,9 +231,9 @@ def local_samples(bench: Any) -> int:
 
 
 # The central side's part in this is the same on every backend (the other tests cover them).
-@pytest.mark.parametrize("central_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sigkilled_station_loses_nothing_centrally(bench: Any, central_url: str,
-                                                   digest: Any) -> None:
+                                                   digest: Any, wait_until: Any) -> None:
     tests = bench.start(3)
     target = CentralSqlTarget(CentralSqlSettings(url=central_url, station=STATION, max_rows=300))
     stop = threading.Event()
@@ -246,10 +247,9 @@ def test_sigkilled_station_loses_nothing_centrally(bench: Any, central_url: str,
             station = subprocess.Popen(
                 [sys.executable, "-c", STATION_PROCESS, bench.db.url, *map(str, tests)])
             try:
-                deadline = time.monotonic() + 30
-                while local_samples(bench) == before:
-                    assert time.monotonic() < deadline and station.poll() is None, "no samples"
-                    time.sleep(0.01)
+                wait_until(lambda: local_samples(bench), "samples from the station",
+                           check=lambda n, b=before: n > b,
+                           alive=station, interval=0.01)
                 time.sleep(rng.uniform(0, 0.3))
             finally:
                 station.kill()  # SIGKILL, wherever the station is

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,9 @@ def test_backup_equals_station_database(bench: Any, digest: Any, tmp_path: Path)
     backup(bench, path, max_rows=40)  # increments, several transactions
     found = digest(f"sqlite:///{path}")
     assert found == digest(bench.db.url)
-    assert found["samples"][0] == 3 * 170 + 30 and found["steps"][0] == 3 * 2 + 1
+    rows = {table: sum(n for (name, _), (n, _) in found.items() if name == table)
+            for table in ("samples", "steps")}
+    assert rows == {"samples": 3 * 170 + 30, "steps": 3 * 3}  # a step per 50 samples
 
     bench.db.add_event(kind="alarm", message="door open", unix_time_s=1.7e9)
     backup(bench, path)
@@ -105,7 +106,7 @@ def check_consistent(path: Path) -> int:
 
 
 def test_backup_is_consistent_whenever_another_connection_reads_it(
-        bench: Any, digest: Any, tmp_path: Path) -> None:
+        bench: Any, digest: Any, tmp_path: Path, wait_until: Any) -> None:
     path = tmp_path / "backup.sqlite3"
     tests = bench.start(4)
     bench.write(tests, 10)
@@ -115,17 +116,20 @@ def test_backup_is_consistent_whenever_another_connection_reads_it(
         "name": "backup", "interval_s": 0.005, "stop": stop})
     syncer.start()
     seen: set[int] = set()  # sizes of the backup the reader saw
-    deadline = time.monotonic() + 30
+
+    def read_while_writing() -> list[int]:
+        nonlocal tests
+        bench.write(tests, 15)
+        if len(seen) == 6 and len(tests) == 4:
+            bench.finish(tests[:2])
+            tests = tests[2:]
+        if path.exists():
+            seen.add(check_consistent(path))
+        return sorted(seen)
+
     try:
-        while len(seen) < 12:
-            assert time.monotonic() < deadline, f"the backup grew only through {sorted(seen)}"
-            bench.write(tests, 15)
-            if len(seen) == 6 and len(tests) == 4:
-                bench.finish(tests[:2])
-                tests = tests[2:]
-            if path.exists():
-                seen.add(check_consistent(path))
-            time.sleep(0.005)
+        wait_until(read_while_writing, "the backup to grow through 12 sizes",
+                   check=lambda sizes: len(sizes) >= 12, interval=0.005)
     finally:
         stop.set()
         syncer.join()
@@ -147,19 +151,23 @@ run_sync(target, open_database(sys.argv[1]), name="backup", interval_s=0.01)
 
 
 def test_sigkilled_backup_process_leaves_a_consistent_file_that_resumes(
-        bench: Any, digest: Any, tmp_path: Path) -> None:
+        bench: Any, digest: Any, tmp_path: Path, wait_until: Any) -> None:
     path = tmp_path / "backup.sqlite3"
     tests = bench.start(3)
     bench.write(tests, 20)
+
+    def backed_up() -> int:
+        """Samples in the backup, after writing a few more to the station."""
+        backed = check_consistent(path) if path.exists() else 0
+        bench.write(tests, 5)
+        return backed
+
     for kill_after in (20, 45):
         process = subprocess.Popen([sys.executable, "-c", BACKUP_PROCESS, bench.db.url,
                                     str(path)])
         try:
-            deadline = time.monotonic() + 30
-            while not path.exists() or check_consistent(path) < kill_after * 3:
-                assert time.monotonic() < deadline and process.poll() is None, "no backup"
-                bench.write(tests, 5)
-                time.sleep(0.01)
+            wait_until(backed_up, f"{kill_after * 3} samples in the backup",
+                       check=lambda n, k=kill_after: n >= k * 3, alive=process, interval=0.01)
         finally:
             process.kill()
             process.wait()
