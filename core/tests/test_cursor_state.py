@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from cellbench_core.plan import Quantity, parse_plan
+from cellbench_core.plan.program import Program
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
-from cellbench_core.runner.program import Cursor, Program
+from cellbench_core.runner.cursor import Cursor
 
 PLAN = """\
 name: flow

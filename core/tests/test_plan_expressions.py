@@ -23,7 +23,7 @@ from cellbench_core.plan.expr import (
     quotient,
 )
 from cellbench_core.plan.program import Program
-from cellbench_core.runner.program import Cursor
+from cellbench_core.runner.cursor import Cursor
 from cellbench_core.storage.records import BatteryRecord
 from cellbench_core.units import Dimension as D
 

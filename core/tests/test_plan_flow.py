@@ -34,7 +34,7 @@ from cellbench_core.plan import (
 from cellbench_core.plan.expr import Const, Name
 from cellbench_core.plan.program import END, Program
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
-from cellbench_core.runner.program import Cursor
+from cellbench_core.runner.cursor import Cursor
 from cellbench_core.units import Dimension
 
 GE, LE = Op.GE, Op.LE

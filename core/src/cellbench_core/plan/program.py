@@ -8,7 +8,7 @@ the program counter the walk continues at, so following one is the same as movin
 Compiling also checks the plan's flow: every goto names a label, jumps into no loop from outside
 it, ``end loop`` sits inside a loop, and every step the plan can reach has some way to the end.
 The parser compiles every plan it reads for that check; the cursor that walks a program for one
-channel is the runner's (:mod:`cellbench_core.runner.program`).
+channel is the runner's (:mod:`cellbench_core.runner.cursor`).
 """
 
 from __future__ import annotations

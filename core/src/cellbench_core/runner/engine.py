@@ -23,8 +23,9 @@ import numpy as np
 
 from cellbench_core.dispatch import EventDispatcher, Problem
 from cellbench_core.events import TestStarted, TestStatus
+from cellbench_core.plan.program import Program
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
-from cellbench_core.runner.program import Cursor, Program
+from cellbench_core.runner.cursor import Cursor
 from cellbench_core.runner.records import (
     ChannelState,
     ChannelStatus,

@@ -9,7 +9,7 @@ from typing import Any
 
 from cellbench_core.events import TestStatus
 from cellbench_core.plan.model import Condition, Plan
-from cellbench_core.runner.program import Cursor
+from cellbench_core.runner.cursor import Cursor
 from cellbench_core.storage import BatteryRecord
 from cellbench_hal import ChannelDriver, ChannelInfo, ClimateChamber, OsiDevice, Step
 from cellbench_hal.types import FloatArray

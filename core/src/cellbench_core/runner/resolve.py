@@ -15,9 +15,9 @@ from cellbench_core.plan.model import (
     StepSpec,
     Value,
 )
+from cellbench_core.plan.program import LoopEnd, Program
 from cellbench_core.runner.conditions import SIGNAL_SLOTS
 from cellbench_core.runner.limits import beyond_limits, extremes, limit_bounds
-from cellbench_core.runner.program import LoopEnd, Program
 from cellbench_core.runner.records import Resolved, RunError, TestRequest
 from cellbench_core.units import Dimension, UnitError, parse_quantity
 from cellbench_hal import Profile, Step

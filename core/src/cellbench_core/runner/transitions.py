@@ -14,9 +14,9 @@ import numpy as np
 from cellbench_core.events import Alarm, PlanMessage, StepChanged, TestFinished, TestStatus
 from cellbench_core.plan.expr import ExprError, Scope
 from cellbench_core.plan.model import ActionKind, ChamberSpec, Message, Quantity, StepSpec
+from cellbench_core.plan.program import Passed
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_core.runner.limits import limit_message
-from cellbench_core.runner.program import Passed
 from cellbench_core.runner.records import Resume, Run, RunError, TestOutcome
 from cellbench_core.runner.resolve import resolve_plan, resolve_steps, step_variables
 from cellbench_core.runner.resume import position, restore

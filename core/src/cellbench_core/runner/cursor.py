@@ -1,8 +1,7 @@
 """The cursor that walks a compiled plan for one channel.
 
 The program itself (loops flattened, actions turned into jumps, the flow checked) is compiled by
-the plan package, :mod:`cellbench_core.plan.program`; it is re-exported here for the runner's
-modules, which take program and cursor together.
+the plan package, :mod:`cellbench_core.plan.program`.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from cellbench_core.plan.model import Condition, Message, Op, Quantity, SetStep,
 from cellbench_core.plan.program import LoopBegin, LoopEnd, Passed, Program
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_hal.types import FloatArray
-
-__all__ = ["Cursor", "LoopEnd", "Passed", "Program"]
 
 
 @dataclass
