@@ -35,7 +35,9 @@ class Descriptor:
     """One capability offered by a plugin.
 
     ``factory`` is ``"package.module:attr"``; calling the loaded attribute with the validated
-    settings model returns the device, target, notifier or interface.
+    settings model returns the device, target, notifier or interface. ``emulator``, where the
+    plugin ships one, names likewise an ``async def serve(host, port, *, speed=1.0)`` that runs
+    an emulator of the device's peer on a socket until cancelled (``cellbench chamber emulate``).
     """
 
     kind: Kind
@@ -43,22 +45,35 @@ class Descriptor:
     factory: str
     description: str
     settings: type[BaseModel] = NoSettings
+    emulator: str = ""
     plugin: str = field(default="", compare=False)  # filled in by the registry
 
     def __post_init__(self) -> None:
-        module, sep, attr = self.factory.partition(":")
-        if not (module and sep and attr):
-            raise ValueError(f"factory of {self.kind} {self.name!r} must be 'module:attr', "
-                             f"not {self.factory!r}")
+        for what, reference in (("factory", self.factory), ("emulator", self.emulator)):
+            module, sep, attr = reference.partition(":")
+            if (reference or what == "factory") and not (module and sep and attr):
+                raise ValueError(f"{what} of {self.kind} {self.name!r} must be 'module:attr', "
+                                 f"not {reference!r}")
 
     def load(self) -> Any:
         """Import and return the factory named by ``factory``."""
-        module, _, attr = self.factory.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return _imported(self.factory)
+
+    def load_emulator(self) -> Any:
+        """Import and return the emulator's ``serve`` named by ``emulator`` (which must be set)."""
+        if not self.emulator:
+            raise ValueError(f"{self.kind} {self.name!r} ships no emulator")
+        return _imported(self.emulator)
 
     def create(self, settings: dict[str, Any] | None = None) -> Any:
         """Validate ``settings`` against the settings model and build the capability."""
         return self.load()(self.settings.model_validate(settings or {}))
+
+
+def _imported(reference: str) -> Any:
+    """The object a ``"module:attr"`` reference names, imported now."""
+    module, _, attr = reference.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -7,12 +7,22 @@ lives in :mod:`cellbench_core.service`.
 
 from __future__ import annotations
 
-from cellbench_core.cli import battery, database, plan, plot, queue, running, serve, sync
+from cellbench_core.cli import (
+    battery,
+    chamber,
+    database,
+    plan,
+    plot,
+    queue,
+    running,
+    serve,
+    sync,
+)
 from cellbench_core.cli.app import app
 from cellbench_core.plugins import loaded_plugins
 
-__all__ = ["app", "battery", "database", "main", "plan", "plot", "queue", "running", "serve",
-           "sync"]
+__all__ = ["app", "battery", "chamber", "database", "main", "plan", "plot", "queue", "running",
+           "serve", "sync"]
 
 
 def main() -> None:
