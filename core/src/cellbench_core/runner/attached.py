@@ -1,6 +1,7 @@
 """The station's devices and chambers that running tests see: their signals read once a tick
 (recorded as aux columns, compared by end conditions), chamber temperatures handed to the
-channels as ambient, and chamber steps that wait for a stable chamber.
+channels as ambient, and chamber steps: the channels in one chamber meet at their chamber
+steps before it changes (a barrier), then wait for it to be stable.
 
 Per-channel Python where it is per channel: chamber steps are rare, and a tick reads each
 device once whatever the number of channels it serves.
@@ -14,8 +15,10 @@ import math
 from collections.abc import Mapping
 from typing import cast
 
+from cellbench_core.plan.model import StepSpec
+from cellbench_core.runner.records import Run
 from cellbench_core.runner.state import RunState
-from cellbench_core.runner.transitions import advance, close_step, fail_wait
+from cellbench_core.runner.transitions import advance, close_step, fail_wait, set_chamber
 from cellbench_hal import (
     ChamberState,
     DeviceError,
@@ -29,17 +32,26 @@ log = logging.getLogger(__name__)
 
 
 async def check_chambers(st: RunState) -> None:
-    """Move on the channels whose chamber has been stable long enough; fail those whose
-    chamber did not get stable in time (per-channel Python: chamber steps are rare)."""
+    """Set the chambers whose channels have all reached their chamber steps; move on the
+    channels whose chamber has been stable long enough; fail those that waited too long for
+    either (per-channel Python: chamber steps are rare)."""
     t = st.clock.now()
+    await release_barriers(st, t)
     states: dict[int, ChamberState | DeviceError] = {}
-    for row, (since, began) in list(st.waits.items()):
+    for row, (since, began, applied) in list(st.waits.items()):
         run = st.runs[row]
-        if st.paused[row]:
-            continue  # the wait stands still with the step
+        if st.paused[row] or row not in st.waits:
+            continue  # the wait stands still with the step, or ended this tick
         chamber = run.request.chamber
         spec = run.cursor.step.chamber
         assert chamber is not None and spec is not None
+        if not applied:
+            if t - began >= spec.timeout_s:
+                await fail_wait(st, run, f"the other channels in chamber "
+                                         f"{_chamber_name(run)} did not reach their chamber "
+                                         f"steps within {spec.timeout_s:g} s "
+                                         f"(line {run.cursor.step.line})", t)
+            continue
         if id(chamber) not in states:
             try:
                 states[id(chamber)] = await call_with_timeout(
@@ -63,7 +75,58 @@ async def check_chambers(st: RunState) -> None:
             await fail_wait(st, run, f"the chamber was not stable within "
                                   f"{spec.timeout_s:g} s (line {run.cursor.step.line})", t)
         else:
-            st.waits[row] = (since, began)
+            st.waits[row] = (since, began, True)
+
+
+async def release_barriers(st: RunState, t: float) -> None:
+    """Set each chamber whose channels with chamber steps in their plans are all in one now;
+    when they ask for different climates, fail the ones that just arrived with an alarm that
+    names every channel's setpoint (no silent winner)."""
+    arrived: dict[int, list[Run]] = {}  # id(chamber) -> runs whose setpoint is not set yet
+    for row, (_, _, applied) in st.waits.items():
+        if not applied:
+            arrived.setdefault(id(st.runs[row].request.chamber), []).append(st.runs[row])
+    for runs in arrived.values():
+        chamber = runs[0].request.chamber
+        peers = [peer for peer in st.runs if st.active[peer.row]
+                 and peer.request.chamber is chamber and _has_chamber_steps(peer)]
+        if any(peer.row not in st.waits for peer in peers):
+            continue  # a channel is still on its way to its chamber step
+        asked = {_setpoint(peer) for peer in peers}
+        if len(asked) > 1:
+            wanted = "; ".join(f"channel {peer.request.channel.name}: {_setpoint(peer)}"
+                               for peer in peers)
+            for run in runs:
+                await fail_wait(st, run, f"the tests in chamber {_chamber_name(run)} ask for "
+                                         f"different climates at once ({wanted})", t)
+            continue
+        spec = runs[0].cursor.step.chamber
+        assert spec is not None
+        problem = await set_chamber(st, runs[0], spec)
+        for run in runs:
+            if problem:
+                await fail_wait(st, run, problem, t)
+            else:  # the step's timeout still counts from when the channel reached it
+                st.waits[run.row] = (None, st.waits[run.row][1], True)
+
+
+def _has_chamber_steps(run: Run) -> bool:
+    return any(isinstance(ins, StepSpec) and ins.chamber is not None
+               for ins in run.cursor.program.instructions)
+
+
+def _setpoint(run: Run) -> str:
+    """What ``run``'s chamber step (it is in one) asks of the chamber, for messages."""
+    spec = run.cursor.step.chamber
+    assert spec is not None
+    asked = [] if spec.temperature_c is None else [f"{spec.temperature_c:g} °C"]
+    asked += [] if spec.humidity_pct is None else [f"{spec.humidity_pct:g} %RH"]
+    return ", ".join(asked) or "the chamber running"
+
+
+def _chamber_name(run: Run) -> str:
+    chamber = run.request.chamber
+    return repr(run.request.chamber_name or (chamber.name if chamber is not None else ""))
 
 
 async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:

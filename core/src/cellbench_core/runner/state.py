@@ -39,9 +39,10 @@ class RunState:
         self.ended: list[TestEnd] = []  # tests ended this tick, recorded together
         self.stop: dict[int | None, str] = {}  # channel number (None: all) -> reason
         self.actions: list[tuple[Run, Control]] = []  # pause/resume/next, for the next tick
-        # Rows in a chamber step -> since when their chamber has been stable (None: it is not)
-        # and when the step began.
-        self.waits: dict[int, tuple[float | None, float]] = {}
+        # Rows in a chamber step -> since when their chamber has been stable (None: it is not),
+        # when the wait began, and whether the step's setpoint is set (False: the channel waits
+        # for the others in its chamber).
+        self.waits: dict[int, tuple[float | None, float, bool]] = {}
         self.observer: Callable[[IntArray, SampleRows], None] | None = None
         # The station's devices and chambers that running tests see, by name: the channels
         # each serves, and whether its last read failed (logged once per failure).

@@ -89,11 +89,9 @@ async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
     st.conditions.set(row, conditions, run.signal_columns)
     st.waits.pop(row, None)
     if spec.chamber is not None:
-        problem = await set_chamber(st, run, spec.chamber)
-        if problem:
-            await fail_wait(st, run, problem, t)
-            return False
-        st.waits[row] = (None, t)
+        # Not set yet: the chamber changes once every channel in it whose plan has chamber
+        # steps has reached one (attached.check_chambers), never under a neighbour's test.
+        st.waits[row] = (None, t, False)
     st.prev_t[row] = st.prev_v[row] = st.prev_temp[row] = np.nan
     st.step_index[row] = run.cursor.step_index
     st.plan_line[row] = spec.line
