@@ -145,6 +145,11 @@ class ChamberSection(AttachedSection):
     """``[[chambers]]``: a climate chamber holding the cells of its channels; their plans' chamber
     steps drive it, and its temperature is recorded with their samples."""
 
+    on_fault: Literal["pause", "end"] = Field(
+        default="pause", description="when the chamber reports a fault (door open, an alarm) or "
+                                     "stops answering: 'pause' the tests inside (output off "
+                                     "until it is back) or 'end' them with an alarm")
+
 
 class NotifierSection(_Strict):
     """``[[notifiers]]``: a notifier (mail, MQTT, ...) that receives the station's events; its
@@ -308,6 +313,7 @@ class Station:
                 raise StationError(f"{where}: {err}") from None
             self.notifiers.append((notifier_section.kind, notifier))
         self._chamber_of: dict[int, tuple[str, ClimateChamber]] = {}
+        self._chamber_policy = {section.name: section.on_fault for section in config.chambers}
         self._devices_of: dict[int, list[tuple[str, OsiDevice]]] = {}
 
     @property
@@ -364,10 +370,12 @@ class Station:
                 name: str = "", resume: Resume | None = None) -> TestRequest:
         """A test request on ``channel`` with the chamber and devices attached to it."""
         chamber = self.chamber_of(channel.number)
+        policy = "pause" if chamber is None else self._chamber_policy[chamber[0]]
         return TestRequest(channel, plan, battery, name=name,
                            chamber=None if chamber is None else chamber[1],
                            chamber_name=None if chamber is None else chamber[0],
-                           devices=tuple(self.devices_of(channel.number)), resume=resume)
+                           devices=tuple(self.devices_of(channel.number)), resume=resume,
+                           chamber_on_fault=policy)
 
     async def close(self) -> None:
         """Close every device and chamber, then every driver (outputs off), then the notifiers

@@ -214,3 +214,6 @@ class ChamberState:
     running: bool
     humidity_pct: float | None = None
     setpoint_humidity_pct: float | None = None
+    #: What the controller reports as wrong ("door open", "alarm 12: ..."); empty when all is
+    #: well. A fault ends or pauses the tests inside, by the station's ``on_fault``.
+    fault: str = ""

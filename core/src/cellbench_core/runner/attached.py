@@ -13,12 +13,21 @@ import asyncio
 import logging
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import cast
 
+from cellbench_core.events import TestStatus
 from cellbench_core.plan.model import StepSpec
-from cellbench_core.runner.records import Run
+from cellbench_core.runner.records import Control, Run
 from cellbench_core.runner.state import RunState
-from cellbench_core.runner.transitions import advance, close_step, fail_wait, set_chamber
+from cellbench_core.runner.transitions import (
+    advance,
+    alarm,
+    close_step,
+    fail_wait,
+    finish,
+    set_chamber,
+)
 from cellbench_hal import (
     ChamberState,
     DeviceError,
@@ -40,7 +49,7 @@ async def check_chambers(st: RunState) -> None:
     states: dict[int, ChamberState | DeviceError] = {}
     for row, (since, began, applied) in list(st.waits.items()):
         run = st.runs[row]
-        if st.paused[row] or row not in st.waits:
+        if st.paused[row] or row in st.fault_paused or row not in st.waits:
             continue  # the wait stands still with the step, or ended this tick
         chamber = run.request.chamber
         spec = run.cursor.step.chamber
@@ -148,12 +157,15 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
             values: dict[str, float] = {s.name: math.nan for s in getattr(
                 device, "signals", ())} if isinstance(device, OsiDevice) else {
                 "temperature": math.nan}
+            if not isinstance(device, OsiDevice):
+                await chamber_health(st, name, channels, str(result))
         elif isinstance(result, ChamberState):
             st.failing.discard(name)
             values = {"temperature": result.temperature_c}
             if result.humidity_pct is not None:
                 values["humidity"] = result.humidity_pct
             set_ambient(st, channels, result.temperature_c)
+            await chamber_health(st, name, channels, result.fault)
         else:
             st.failing.discard(name)
             readings = cast(Mapping[str, Reading], result)
@@ -161,6 +173,45 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
         for signal, value in values.items():
             signals[f"{name}.{signal}"] = (value, channels)
     return signals
+
+
+async def chamber_health(st: RunState, name: str, channels: set[int], fault: str) -> None:
+    """Act when chamber ``name`` starts or stops reporting a fault (``fault`` empty: it is
+    well): each running test inside is paused (output off, until the chamber is back) or ended
+    with an alarm, as its ``chamber_on_fault`` says."""
+    if fault == st.chamber_faults.get(name, ""):
+        return
+    t = st.clock.now()
+    runs = [run for number in sorted(channels) if (run := st.run_of.get(number)) is not None
+            and st.active[run.row]]
+    if fault:
+        st.chamber_faults[name] = fault
+        for run in runs:
+            what = f"channel {run.request.channel.name}: chamber {name!r}: {fault}"
+            if run.request.chamber_on_fault == "end":
+                reason = f"chamber {name!r}: {fault}"
+                close_step(st, run, float(st.last_t[run.row]), reason)
+                alarm(st, run, what, t)
+                await finish(st, run, TestStatus.FAILED, reason, t)
+            else:
+                alarm(st, run, f"{what}; the test is paused, output off, until the chamber is "
+                               f"back", t)
+                if not run.paused:  # an operator's pause stays the operator's to end
+                    st.fault_paused[run.row] = name
+                    st.actions.append((run, Control.PAUSE))
+        return
+    del st.chamber_faults[name]
+    log.info("chamber %r is back", name)
+    for row, chamber in list(st.fault_paused.items()):
+        if chamber == name:
+            del st.fault_paused[row]
+            run = st.runs[row]
+            if st.active[row]:
+                st.writer.submit_call(partial(
+                    st.db.add_event, kind="chamber_back", test_id=run.test_id,
+                    channel=run.request.channel.name, unix_time_s=st.clock.unix(t),
+                    message=f"chamber {name!r} is back: the test goes on"))
+                st.actions.append((run, Control.RESUME))
 
 
 def fill_signals(st: RunState, rows: IntArray, q: FloatArray) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from cellbench_core.events import TestStatus
 from cellbench_core.plan.model import Condition, Plan
@@ -13,6 +13,9 @@ from cellbench_core.runner.cursor import Cursor
 from cellbench_core.storage import BatteryRecord
 from cellbench_hal import ChannelDriver, ChannelInfo, ClimateChamber, OsiDevice, Step
 from cellbench_hal.types import FloatArray
+
+#: What a test does when its chamber reports a fault or stops answering.
+ChamberFaultPolicy = Literal["pause", "end"]
 
 
 class RunError(ValueError):
@@ -72,6 +75,9 @@ class TestRequest:
     chamber_name: str | None = None
     #: The OSI devices serving the channel, by station name (``<name>.<signal>`` is recorded).
     devices: tuple[tuple[str, OsiDevice], ...] = ()
+    #: When the chamber reports a fault or stops answering: ``"pause"`` the test (output off
+    #: until the chamber is back) or ``"end"`` it with an alarm.
+    chamber_on_fault: ChamberFaultPolicy = "pause"
 
     __test__ = False
 

@@ -48,6 +48,9 @@ class RunState:
         # each serves, and whether its last read failed (logged once per failure).
         self.attached: dict[str, tuple[OsiDevice | ClimateChamber, set[int]]] = {}
         self.failing: set[str] = set()
+        # Chambers reporting a fault now (name -> what), and the rows their faults paused.
+        self.chamber_faults: dict[str, str] = {}
+        self.fault_paused: dict[int, str] = {}
         self.signals_now: dict[str, float] = {}  # this tick's signal values
         # Per signal that running tests end steps on: their rows and its column in each row.
         self.signal_users: dict[str, dict[int, int]] = {}

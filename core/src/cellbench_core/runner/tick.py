@@ -58,9 +58,9 @@ async def tick_drivers(st: RunState) -> None:
     channel, and handle the samples (several of one channel in rounds, oldest first)."""
     if st.stop:
         await handle_stops(st)
-    if st.actions:
-        await handle_actions(st)
     signals = await read_attached(st) if st.attached else {}
+    if st.actions:  # after the devices were read: a chamber's fault pauses its tests at once
+        await handle_actions(st)
     st.signals_now = {name: value for name, (value, _) in signals.items()}
     drivers = [(d, name) for key, (d, name) in st.drivers.items()
                if st.active[st.row_of[key][st.row_of[key] >= 0]].any()]

@@ -1,0 +1,129 @@
+"""A chamber that reports a fault (door open, an alarm) or stops answering pauses the tests
+inside (output off, resumed when it is back, no sample lost) or ends them with an alarm, as the
+station's ``on_fault`` says."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellbench_core.events import TestStatus
+from cellbench_core.plan import parse_plan
+from cellbench_core.runner import ChannelRef, Runner, TestOutcome, TestRequest
+from cellbench_core.runner.records import ChamberFaultPolicy
+from cellbench_core.station import station_from_dict
+from cellbench_core.storage import Database, SampleWriter, open_database
+from cellbench_hal import ChamberState, DeviceTimeout, VirtualClock
+from cellbench_sim.chamber import SimChamber, SimChamberSettings
+from cellbench_sim.channel import SimChannels, SimChannelSettings
+
+PERIOD_S = 10.0
+FAULT = (10 * 60.0, 15 * 60.0)  # clock seconds from the start during which the chamber is wrong
+
+PLAN = """\
+name: discharge in a chamber
+capacity: 2.5 Ah
+steps:
+  - Discharge at 0.5C for 30 min
+"""
+
+
+class FaultyChamber(SimChamber):
+    """The simulated chamber, wrong during ``FAULT``: reporting ``fault``, or silent."""
+
+    def __init__(self, fault: str | None) -> None:
+        super().__init__(SimChamberSettings())
+        self.fault = fault  # None: it stops answering
+        self.clock: VirtualClock | None = None
+
+    async def read(self) -> ChamberState:
+        assert self.clock is not None
+        state = await super().read()
+        if not FAULT[0] <= self.clock.now() < FAULT[1]:
+            return state
+        if self.fault is None:
+            raise DeviceTimeout(self.name, "read: no answer within 1 s")
+        return dataclasses.replace(state, fault=self.fault)
+
+
+def run(tmp_path: Path, fault: str | None, policy: ChamberFaultPolicy, channels: int = 2) -> tuple[
+        Database, list[TestOutcome]]:
+    db = open_database(f"sqlite:///{tmp_path / 'faults.db'}")
+    clock = VirtualClock()
+    driver = SimChannels(SimChannelSettings(count=channels, capacity_spread=0.0,
+                                            resistance_spread=0.0))
+    chamber = FaultyChamber(fault)
+    chamber.clock = clock
+    writer = SampleWriter(db)
+    runner = Runner(db, writer, clock, sample_period_s=PERIOD_S)
+    plan = parse_plan(PLAN, "plan.yaml")
+    requests = [TestRequest(ChannelRef(n + 1, driver, "sim", n), plan, chamber=chamber,
+                            chamber_name="room", chamber_on_fault=policy)
+                for n in range(channels)]
+
+    async def main() -> list[TestOutcome]:
+        await driver.open(clock)
+        await chamber.open(clock)
+        try:
+            return await runner.run(requests)
+        finally:
+            await driver.close()
+
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        writer.close()
+    return db, outcomes
+
+
+@pytest.mark.parametrize("fault", ["door open", None], ids=["door open", "no answer"])
+def test_a_fault_pauses_the_tests_inside_and_they_go_on_when_it_is_back(
+        tmp_path: Path, fault: str | None) -> None:
+    db, outcomes = run(tmp_path, fault, "pause")
+    what = fault or "sim-chamber: read: no answer within 1 s"
+    for outcome in outcomes:
+        assert outcome.status is TestStatus.FINISHED, outcome
+        samples = db.samples(outcome.test_id)
+        seq, t, current = samples["seq"], samples["test_time_s"], samples["current_a"]
+        assert list(seq) == list(range(1, len(seq) + 1))  # no sample lost
+        inside = (t > FAULT[0] + PERIOD_S) & (t < FAULT[1])
+        assert inside.any() and np.all(current[inside] == 0.0)  # output off meanwhile
+        assert np.all(current[t < FAULT[0]] < 0)
+        # The step kept its planned length: 30 minutes of discharge, the pause not counted.
+        [step] = db.steps(outcome.test_id)
+        assert step.ah == pytest.approx(-1.25 * 0.5, rel=0.02)
+        assert 35 * 60 - 2 * PERIOD_S <= t[-1] <= 35 * 60 + 2 * PERIOD_S
+        events = [(e.kind, e.message) for e in db.events(outcome.test_id)
+                  if e.kind in ("alarm", "chamber_back")]
+        assert [kind for kind, _ in events] == ["alarm", "chamber_back"]
+        assert what in events[0][1] and "paused, output off" in events[0][1]
+        assert events[1][1] == "chamber 'room' is back: the test goes on"
+
+
+def test_a_fault_ends_the_tests_inside_when_the_station_says_so(tmp_path: Path) -> None:
+    db, outcomes = run(tmp_path, "alarm 12: heater", "end")
+    for outcome in outcomes:
+        assert outcome.status is TestStatus.FAILED
+        assert outcome.reason == "chamber 'room': alarm 12: heater"
+        t = db.samples(outcome.test_id)["test_time_s"]
+        assert FAULT[0] - PERIOD_S <= t[-1] <= FAULT[0] + PERIOD_S  # ended at the first read
+
+
+def test_the_station_file_sets_the_policy_per_chamber() -> None:
+    config = station_from_dict({
+        "station": {"name": "s", "database": "sqlite:///:memory:"},
+        "channels": [{"driver": "sim"}],
+        "chambers": [{"kind": "sim", "name": "hot"}, {"kind": "sim", "name": "cold",
+                                                       "on_fault": "end"}],
+    }, "station.toml")
+    assert [c.on_fault for c in config.chambers] == ["pause", "end"]
+    with pytest.raises(ValueError, match=r"chambers\[0\]\.on_fault"):
+        station_from_dict({
+            "station": {"name": "s", "database": "sqlite:///:memory:"},
+            "channels": [{"driver": "sim"}],
+            "chambers": [{"kind": "sim", "name": "hot", "on_fault": "ignore"}],
+        }, "station.toml")
