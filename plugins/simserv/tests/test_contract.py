@@ -1,6 +1,6 @@
 """The conformance checks of cellbench-sdk for a climate chamber, against the emulator."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -18,7 +18,7 @@ class TestSimservChamber(ClimateChamberContract):
     setpoint_c = -20.0
 
     @asynccontextmanager
-    async def peer(self, settings: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def peer(self, settings: Mapping[str, Any]) -> AsyncIterator[Mapping[str, Any]]:
         async with SimservEmulator(humidity=settings.get("humidity", False)) as emulator:
             yield {**settings, "port": emulator.port}
 
