@@ -15,21 +15,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from cellbench_simserv.protocol import (
-    DEFAULT_PORT,
-    ENCODING,
-    HUMIDITY,
-    MANUAL_OPERATION,
-    MESSAGE_ALARM,
-    OK,
-    SEPARATOR,
-    STATUS_ALARM,
-    STATUS_RUNNING,
-    TEMPERATURE,
-    TERMINATOR,
-    Command,
-    format_number,
-)
+from cellbench_simserv import protocol as simserv
+from cellbench_simserv.protocol import Command
 
 UNKNOWN_COMMAND = -5
 BAD_PARAMETERS = -6
@@ -97,7 +84,7 @@ class SimservEmulator:
         self.running = False
         self.temperature_c = ambient_c
         self.humidity_pct = ambient_humidity_pct
-        self.setpoints = {TEMPERATURE: ambient_c, HUMIDITY: ambient_humidity_pct}
+        self.setpoints = {simserv.TEMPERATURE: ambient_c, simserv.HUMIDITY: ambient_humidity_pct}
         self.received: list[str] = []
         """Every command line received, without its terminator."""
         self._model_time = 0.0
@@ -145,12 +132,13 @@ class SimservEmulator:
 
     def status(self) -> int:
         """The status word: 1, plus 2 while conditioning, plus 8 while an alarm is active."""
-        return 1 + STATUS_RUNNING * self.running + STATUS_ALARM * self._alarm_active()
+        return (1 + simserv.STATUS_RUNNING * self.running
+                + simserv.STATUS_ALARM * self._alarm_active())
 
     def handle(self, line: str) -> str:
         """The reply to one command line (both without the terminator)."""
         self._catch_up()
-        fields = line.split(SEPARATOR)
+        fields = line.split(simserv.SEPARATOR)
         try:
             command = Command(int(fields[0]))
         except ValueError:
@@ -162,7 +150,7 @@ class SimservEmulator:
             values = self._execute(command, arguments)
         except (ValueError, KeyError, IndexError):
             return str(BAD_PARAMETERS)
-        return SEPARATOR.join([str(OK), *values])
+        return simserv.SEPARATOR.join([str(simserv.OK), *values])
 
     def _execute(self, command: Command, args: list[str]) -> list[str]:
         """The reply's values; ValueError, KeyError or IndexError for bad parameters."""
@@ -176,12 +164,12 @@ class SimservEmulator:
             self._set(int(args[0]), float(args[1]))
             return []
         if command is Command.READ_SETPOINT:
-            return [format_number(self.setpoints[self._variable(args[0])])]
+            return [simserv.format_number(self.setpoints[self._variable(args[0])])]
         if command is Command.READ_ACTUAL:
-            variable = self._variable(args[0])
-            return [f"{self.temperature_c if variable == TEMPERATURE else self.humidity_pct:.1f}"]
+            temperature = self._variable(args[0]) == simserv.TEMPERATURE
+            return [f"{self.temperature_c if temperature else self.humidity_pct:.1f}"]
         if command is Command.SET_DIGITAL_OUTPUT:
-            if int(args[0]) != MANUAL_OPERATION or args[1] not in ("0", "1"):
+            if int(args[0]) != simserv.MANUAL_OPERATION or args[1] not in ("0", "1"):
                 raise ValueError("only manual operation is switched, on (1) or off (0)")
             self.running = args[1] == "1"
             return []
@@ -195,19 +183,20 @@ class SimservEmulator:
         active = {DOOR_MESSAGE: self.door_open, ALARM_MESSAGE: self.alarm is not None}
         if command is Command.MESSAGE_TYPE:
             texts[number]  # KeyError: no such message
-            return str(MESSAGE_ALARM)
+            return str(simserv.MESSAGE_ALARM)
         if command is Command.MESSAGE_STATUS:
             return str(int(active[number]))
         return texts[number]
 
     def _variable(self, text: str) -> int:
         variable = int(text)
-        if variable not in ((TEMPERATURE, HUMIDITY) if self.humidity else (TEMPERATURE,)):
+        if variable != simserv.TEMPERATURE and not (self.humidity
+                                                     and variable == simserv.HUMIDITY):
             raise ValueError(f"no controlled variable {variable}")
         return variable
 
     def _set(self, variable: int, value: float) -> None:
-        low, high = self.temperature_limits if variable == TEMPERATURE else (0.0, 100.0)
+        low, high = self.temperature_limits if variable == simserv.TEMPERATURE else (0.0, 100.0)
         if (self.faults.refuse_setpoints or self._variable(str(variable)) != variable
                 or not (math.isfinite(value) and low <= value <= high)):
             raise ValueError(f"setpoint {value} refused")
@@ -224,27 +213,27 @@ class SimservEmulator:
 
     def _step(self, dt: float) -> None:
         conditioning = self.running and not self.door_open
-        target = self.setpoints[TEMPERATURE] if conditioning else self.ambient_c
+        target = self.setpoints[simserv.TEMPERATURE] if conditioning else self.ambient_c
         self.temperature_c = follow(self.temperature_c, target, dt, self.time_constant_s,
                                     self.max_ramp_k_per_min / 60.0)
         if self.humidity:
-            target = self.setpoints[HUMIDITY] if conditioning else self.ambient_humidity_pct
+            target = self.setpoints[simserv.HUMIDITY] if conditioning else self.ambient_humidity_pct
             self.humidity_pct = follow(self.humidity_pct, target, dt,
                                        self.humidity_time_constant_s, math.inf)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        terminator = TERMINATOR.encode(ENCODING)
+        terminator = simserv.TERMINATOR.encode(simserv.ENCODING)
         self._writers.add(writer)
         try:
             while True:
-                line = (await reader.readuntil(terminator))[:-1].decode(ENCODING)
+                line = (await reader.readuntil(terminator))[:-1].decode(simserv.ENCODING)
                 self.received.append(line)
                 faults = self.faults
                 if faults.silent:
                     continue
                 if faults.delay_s > 0:
                     await asyncio.sleep(faults.delay_s)
-                data = GARBLED if faults.garbled else self.handle(line).encode(ENCODING)
+                data = GARBLED if faults.garbled else self.handle(line).encode(simserv.ENCODING)
                 data += terminator
                 if faults.drop_mid_reply:
                     faults.drop_mid_reply = False
@@ -262,7 +251,7 @@ class SimservEmulator:
                 await writer.wait_closed()
 
 
-async def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, **options: Any) -> None:
+async def serve(host: str = "127.0.0.1", port: int = simserv.DEFAULT_PORT, **options: Any) -> None:
     """Run an emulated controller on ``host``:``port`` until cancelled; ``options`` are
     :class:`SimservEmulator`'s."""
     async with SimservEmulator(host=host, port=port, **options) as emulator:
