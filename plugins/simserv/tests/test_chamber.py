@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -25,7 +26,7 @@ from cellbench_simserv.chamber import (
     SimservError,
     create_chamber,
 )
-from cellbench_simserv.emulator import SimservEmulator
+from cellbench_simserv.emulator import SimservEmulator, serve
 from cellbench_simserv.protocol import Command
 from cellbench_simserv.settings import SimservSettings
 
@@ -250,3 +251,31 @@ def test_emulator_answers_bad_commands_with_codes() -> None:
     assert emulator.handle("17009\xb61\xb63") == "-6"
     assert emulator.handle("17002\xb61") == "1\xb62"
     assert emulator.handle("17005\xb61\xb61") == "1\xb61"
+
+
+def test_alarm_without_scanning_messages() -> None:
+    async def body() -> None:
+        async with (expected_protocol([(STATUS, IDLE), (STATUS, b"1\xb69\r")]) as controller,
+                    opened(controller.port, alarm_messages=0) as chamber):
+            with pytest.raises(ChamberAlarm, match=r"alarm \(status 9\): no alarm message"):
+                await chamber.read()
+
+    run(body)
+
+
+def test_serve_runs_an_emulator_until_cancelled(unreachable_port: int) -> None:
+    async def body() -> None:
+        server = asyncio.create_task(serve("127.0.0.1", unreachable_port, humidity=True))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            with contextlib.suppress(DeviceConnectionError):
+                async with opened(unreachable_port, humidity=True) as chamber:
+                    assert (await chamber.read()).humidity_pct == 40.0
+                    break
+        else:
+            raise AssertionError("serve() did not answer")
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+
+    run(body)

@@ -164,9 +164,13 @@ class SimservChamber(ClimateChamber):
         return await self._integer(Command.STATUS)
 
     async def _alarms(self) -> list[tuple[int, str]]:
-        """The numbers and texts of the active alarm messages."""
-        alarms = []
-        for number in range(1, await self._integer(Command.MESSAGE_COUNT) + 1):
+        """The numbers and texts of the active alarm messages among the first
+        ``alarm_messages``."""
+        alarms: list[tuple[int, str]] = []
+        if not self.settings.alarm_messages:
+            return alarms
+        count = min(await self._integer(Command.MESSAGE_COUNT), self.settings.alarm_messages)
+        for number in range(1, count + 1):
             n = str(number)
             if (await self._integer(Command.MESSAGE_STATUS, n) == 1
                     and await self._integer(Command.MESSAGE_TYPE, n) & MESSAGE_ALARM):

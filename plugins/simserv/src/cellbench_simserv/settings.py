@@ -32,6 +32,9 @@ class SimservSettings(BaseModel):
     """Lowest humidity setpoint sent (%)."""
     humidity_max_pct: Annotated[float, Field(ge=0, le=100)] = 98.0
     """Highest humidity setpoint sent (%)."""
+    alarm_messages: Annotated[int, Field(ge=0)] = 32
+    """How many of the controller's messages ``read()`` scans for the texts of active alarms
+    when the status word reports an alarm (each takes two or three commands; 0: none)."""
     timeout_s: Annotated[float, Field(gt=0)] = 2.0
     """How long each command waits for its reply (s)."""
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
