@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cellbench_sdk.cli import console
+from cellbench_sdk.cli import console, fail
 from cellbench_simserv.emulator import serve
 from cellbench_simserv.protocol import DEFAULT_PORT
 
@@ -25,9 +25,14 @@ def register(main_app: typer.Typer) -> None:
         humidity: Annotated[bool, typer.Option(help="Control humidity as well.")] = False,
     ) -> None:
         """Run an emulated SIMSERV controller (one chamber, thermal model) until Ctrl-C."""
+        if not speed > 0:
+            fail(f"--speed must be positive, not {speed:g}", code=2)
         console.print(f"SIMSERV emulator on {host}:{port}, speed {speed:g}, "
                       f"humidity {'on' if humidity else 'off'}; Ctrl-C stops it")
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(host, port, speed=speed, humidity=humidity))
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(serve(host, port, speed=speed, humidity=humidity))
+        except OSError as err:  # the port is taken, the address is not ours
+            fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
 
     main_app.add_typer(app, name="simserv")
