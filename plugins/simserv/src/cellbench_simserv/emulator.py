@@ -161,7 +161,7 @@ class SimservEmulator:
         if command is Command.STATUS:
             return [str(self.status())]
         if command is Command.SET_SETPOINT:
-            self._set(int(args[0]), float(args[1]))
+            self._set(self._variable(args[0]), float(args[1]))
             return []
         if command is Command.READ_SETPOINT:
             return [simserv.format_number(self.setpoints[self._variable(args[0])])]
@@ -181,8 +181,9 @@ class SimservEmulator:
         """Messages: 1 is the open door, 2 the alarm; both are alarms."""
         texts = {DOOR_MESSAGE: "Door open", ALARM_MESSAGE: self.alarm or "Alarm"}
         active = {DOOR_MESSAGE: self.door_open, ALARM_MESSAGE: self.alarm is not None}
+        if number not in texts:
+            raise KeyError(f"no message {number}")
         if command is Command.MESSAGE_TYPE:
-            texts[number]  # KeyError: no such message
             return str(simserv.MESSAGE_ALARM)
         if command is Command.MESSAGE_STATUS:
             return str(int(active[number]))
@@ -197,8 +198,7 @@ class SimservEmulator:
 
     def _set(self, variable: int, value: float) -> None:
         low, high = self.temperature_limits if variable == simserv.TEMPERATURE else (0.0, 100.0)
-        if (self.faults.refuse_setpoints or self._variable(str(variable)) != variable
-                or not (math.isfinite(value) and low <= value <= high)):
+        if self.faults.refuse_setpoints or not (math.isfinite(value) and low <= value <= high):
             raise ValueError(f"setpoint {value} refused")
         self.setpoints[variable] = value
 
