@@ -279,3 +279,15 @@ def test_serve_runs_an_emulator_until_cancelled(unreachable_port: int) -> None:
             await server
 
     run(body)
+
+
+def test_speed_runs_the_model_faster_than_the_wall_clock() -> None:
+    async def body() -> None:
+        async with (SimservEmulator(speed=1e5) as emulator,
+                    opened(emulator.port) as chamber):
+            await chamber.set_temperature(80.0)
+            await chamber.start()
+            await asyncio.sleep(0.05)  # at least 5000 model seconds: settled
+            assert math.isclose((await chamber.read()).temperature_c, 80.0, abs_tol=0.1)
+
+    run(body)
