@@ -1,0 +1,1 @@
+"""cellbench climate chamber simserv: simulated chamber (replace with your chamber)."""
