@@ -64,7 +64,7 @@ class EspecEmulator:
         self._servers: list[asyncio.AbstractServer] = []
         self._ptys: list[tuple[int, int]] = []
         self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
 
     # -- the chamber --------------------------------------------------------------------------
@@ -167,9 +167,12 @@ class EspecEmulator:
         self._writers.add(writer)
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.append(task)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
-            await self._session(reader, write)
+            # stop() cancels a session that waits (slow, silent); the connection just ends.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._session(reader, write)
         finally:
             self._writers.discard(writer)
             writer.close()
@@ -204,7 +207,7 @@ class EspecEmulator:
         loop.add_reader(controller, readable)
         task = loop.create_task(self._session(reader, write))
         task.add_done_callback(lambda _: loop.remove_reader(controller))
-        self._tasks.append(task)
+        self._tasks.add(task)
         return os.ttyname(device)
 
     async def stop(self) -> None:
@@ -218,7 +221,7 @@ class EspecEmulator:
         self._servers.clear()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self._tasks.clear()
         for controller, device in self._ptys:
             os.close(controller)
