@@ -1,6 +1,6 @@
 """The conformance checks of cellbench-sdk, run against the ESPEC driver and its emulator."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -23,9 +23,9 @@ class TestEspecChamber(ClimateChamberContract):
     humidity_pct = 60.0
 
     @asynccontextmanager
-    async def peer(self, settings: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def peer(self, settings: Mapping[str, Any]) -> AsyncIterator[Mapping[str, Any]]:
         async with EspecEmulator(humidity=settings.get("humidity", False)) as emulator:
             yield {**settings, "address": f"127.0.0.1:{emulator.port}"}
 
-    def unreachable(self, port: int) -> dict[str, Any]:
+    def unreachable(self, port: int) -> Mapping[str, Any]:
         return {"address": f"127.0.0.1:{port}"}
