@@ -54,6 +54,20 @@ def test_a_fault_in_read_raises_its_typed_error(faults: Faults, error: type[Devi
     asyncio.run(with_chamber(emulator, scenario))
 
 
+def test_the_driver_recovers_when_a_late_reply_has_passed() -> None:
+    emulator = EspecEmulator()
+
+    async def scenario(device: EspecChamber) -> None:
+        emulator.faults.slow_s = 0.4
+        with pytest.raises(DeviceTimeout):
+            await device.set_temperature(30.0)
+        emulator.faults.slow_s = 0.0
+        state = await device.read()  # the late "OK: ..." is dropped, not read as MON?'s reply
+        assert (state.temperature_c, state.setpoint_c) == (23.0, 30.0)
+
+    asyncio.run(with_chamber(emulator, scenario))
+
+
 def test_a_refused_setpoint_names_the_chamber_command_and_message() -> None:
     emulator = EspecEmulator()
 
@@ -134,6 +148,6 @@ def test_the_contract_holds_over_a_serial_port() -> None:
             await check_climate_chamber(device, setpoint_c=40.0, humidity_pct=70.0)
         finally:
             await emulator.stop()
-        assert emulator.received[:3] == ["TEMP?", "MON?", "TEMP?"]
+        assert list(emulator.received)[:3] == ["TEMP?", "MON?", "TEMP?"]
 
     asyncio.run(run())

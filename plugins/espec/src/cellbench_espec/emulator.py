@@ -16,6 +16,7 @@ import os
 import re
 import time
 import tty
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -58,7 +59,7 @@ class EspecEmulator:
         self.setpoint_c = ambient_c
         self.setpoint_pct: float | None = ambient_pct if humidity else None
         self.mode = "STANDBY"
-        self.received: list[str] = []  # every command line, in order
+        self.received: deque[str] = deque(maxlen=1000)  # the last command lines, in order
         self._clock = clock
         self._since = clock()
         self._servers: list[asyncio.AbstractServer] = []
