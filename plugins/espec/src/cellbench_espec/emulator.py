@@ -17,7 +17,7 @@ import re
 import time
 import tty
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -139,7 +139,7 @@ class EspecEmulator:
 
     # -- serving ------------------------------------------------------------------------------
 
-    async def _answer(self, line: bytes, write: Callable[[bytes], Any]) -> bool:
+    async def _answer(self, line: bytes, write: Callable[[bytes], Awaitable[None]]) -> bool:
         """Answer one received line through ``write``; False to close the connection."""
         reply = self.respond(line.decode("ascii", "replace")).encode("ascii") + b"\r\n"
         faults = self.faults
@@ -154,8 +154,9 @@ class EspecEmulator:
         return True
 
     async def _session(self, reader: asyncio.StreamReader,
-                       write: Callable[[bytes], Any]) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                       write: Callable[[bytes], Awaitable[None]]) -> None:
+        # A line longer than the reader's limit (ValueError) ends the connection.
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ValueError):
             while line := await reader.readline():
                 if line.strip() and not await self._answer(line.rstrip(b"\r\n"), write):
                     return
