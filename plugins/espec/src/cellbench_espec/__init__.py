@@ -1,0 +1,1 @@
+"""cellbench climate chamber: ESPEC chambers (P300 / SCP-220 controllers)."""
