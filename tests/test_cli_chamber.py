@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -91,3 +95,64 @@ def test_a_descriptor_names_its_emulator_as_module_and_attribute() -> None:
         Descriptor(Kind.CLIMATE_CHAMBER, "x", "json:loads", "x", emulator="json.dumps")
     with pytest.raises(ValueError, match="ships no emulator"):
         Descriptor(Kind.CLIMATE_CHAMBER, "x", "json:loads", "x").load_emulator()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_status_of_emulated_chambers_and_one_that_is_not_there(
+        tmp_path: Path, wait_until: Any) -> None:
+    ports = {kind: _free_port() for kind in ("espec", "simserv", "nothing")}
+    emulators = [subprocess.Popen(
+        [sys.executable, "-c", "from cellbench_core.cli import main; main()", "chamber",
+         "emulate", "--kind", kind,
+         "--port", str(ports[kind]), "--speed", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for kind in ("espec", "simserv")]
+    try:
+        for process, kind in zip(emulators, ("espec", "simserv"), strict=True):
+            wait_until(lambda kind=kind: _listening(ports[kind]), f"the {kind} emulator",
+                       alive=process)
+        chambers = f"""
+[[chambers]]
+kind = "espec"
+name = "espec1"
+channels = "1"
+[chambers.settings]
+address = "127.0.0.1:{ports["espec"]}"
+
+[[chambers]]
+kind = "simserv"
+name = "weiss1"
+channels = "2"
+[chambers.settings]
+port = {ports["simserv"]}
+
+[[chambers]]
+kind = "simserv"
+name = "gone"
+channels = "3"
+[chambers.settings]
+port = {ports["nothing"]}
+"""
+        result = runner.invoke(app, ["chamber", "status", "--station",
+                                     str(station_file(tmp_path, chambers))],
+                               env={"COLUMNS": "200"})
+    finally:
+        for process in emulators:
+            process.terminate()
+            process.wait(10)
+    assert result.exit_code == 1, result.output
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in result.output.splitlines() if line.startswith("│")}
+    assert rows["espec1"][:3] == ["espec", "1", "stopped"]
+    assert rows["weiss1"][:3] == ["simserv", "2", "stopped"]
+    assert float(rows["espec1"][3]) == pytest.approx(23.0, abs=1.0)
+    assert rows["gone"][0] == "simserv" and "refused" in rows["gone"][2].lower()

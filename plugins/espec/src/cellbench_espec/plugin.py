@@ -19,7 +19,7 @@ def cellbench_climate_chambers() -> list[Descriptor]:
     return [
         Descriptor(Kind.CLIMATE_CHAMBER, "espec", "cellbench_espec.chamber:espec_chamber",
                    "ESPEC chamber (P300 / SCP-220 controller) over serial or a TCP serial "
-                   "server", EspecSettings)
+                   "server", EspecSettings, emulator="cellbench_espec.emulator:serve")
     ]
 
 

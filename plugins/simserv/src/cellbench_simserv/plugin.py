@@ -18,6 +18,7 @@ def cellbench_climate_chambers() -> list[Descriptor]:
             "cellbench_simserv.chamber:create_chamber",
             "Weiss Technik / Vötsch chamber controllers over SIMSERV (TCP port 2049)",
             SimservSettings,
+            emulator="cellbench_simserv.emulator:serve",
         )
     ]
 
