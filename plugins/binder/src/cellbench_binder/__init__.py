@@ -1,0 +1,1 @@
+"""cellbench climate chamber binder: simulated chamber (replace with your chamber)."""
