@@ -188,6 +188,11 @@ class _Link:
             what, lambda: self._client.write_registers(address, words, device_id=self.unit)
         )
 
+    async def write_word(self, address: int, word: int, what: str) -> None:
+        await self.request(
+            what, lambda: self._client.write_register(address, word, device_id=self.unit)
+        )
+
 
 class BinderChamber(ClimateChamber):
     """One Binder chamber with an MB1 or MB2 controller, without humidity control.
@@ -277,10 +282,10 @@ class BinderChamber(ClimateChamber):
         r = self.registers
         current = await self._mode_word(link) if r.family == "MB2" else 0
         word = encode_mode(r.family, running, current)
-        await link.write_words(r.mode_write, [word], self._what("write of", r.mode_write))
+        await link.write_word(r.mode_write, word, self._what("write of", r.mode_write))
 
     async def _mode_word(self, link: _Link) -> int:
-        return await self._read_word(link, self.registers.mode_read)
+        return await self._read_word(link, self.registers.mode)
 
     async def _read_word(self, link: _Link, address: int) -> int:
         (word,) = await link.read_words(address, 1, self._what("read of", address))

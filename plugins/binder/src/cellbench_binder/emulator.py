@@ -131,7 +131,7 @@ class BinderModel:
     def _words(self) -> dict[int, int]:
         r = self.registers
         return {
-            r.mode_read: self.mode_word,
+            r.mode: self.mode_word,
             r.mode_write: self.mode_word,
             r.door: int(self.faults.door_open),
             r.alarm: self.faults.alarm,
@@ -261,15 +261,18 @@ class BinderEmulator:
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        try:
-            b_reader, b_writer = await asyncio.open_connection("127.0.0.1", self._backend_port)
-        except OSError:
-            writer.close()
-            return
-        self._links.update((writer, b_writer))
         handler = asyncio.current_task()
         assert handler is not None
         self._handlers.add(handler)
+        self._links.add(writer)
+        try:
+            b_reader, b_writer = await asyncio.open_connection("127.0.0.1", self._backend_port)
+        except OSError:
+            self._links.discard(writer)
+            self._handlers.discard(handler)
+            writer.close()
+            return
+        self._links.add(b_writer)
         upstream = asyncio.create_task(self._pass_requests(reader, b_writer))
         try:
             await self._pass_replies(b_reader, writer)

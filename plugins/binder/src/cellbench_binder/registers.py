@@ -31,7 +31,7 @@ class RegisterMap:
     setpoint_humidity: int  # read back, float
     write_temperature: int  # manual setpoint, float
     write_humidity: int  # manual setpoint, float
-    mode_read: int  # one word
+    mode: int  # one word
     mode_write: int  # one word
     door: int  # one word, 0 closed (assumed address)
     alarm: int  # one word, 0 no alarm, else the alarm code (assumed address)
@@ -59,7 +59,7 @@ MB1 = RegisterMap(
     setpoint_humidity=0x1079,
     write_temperature=0x1077,
     write_humidity=0x1079,
-    mode_read=0x1A22,
+    mode=0x1A22,
     mode_write=0x1A22,
     door=0x1A30,
     alarm=0x1A31,
@@ -73,7 +73,7 @@ MB2 = RegisterMap(
     setpoint_humidity=0x10B4,
     write_temperature=0x114C,
     write_humidity=0x114E,
-    mode_read=0x1292,
+    mode=0x1292,
     mode_write=0x1158,
     door=0x1300,
     alarm=0x1301,
