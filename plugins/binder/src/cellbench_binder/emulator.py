@@ -56,16 +56,18 @@ class Faults:
 
 
 def approach(value: float, target: float, dt: float, tau: float, max_rate: float) -> float:
-    """``value`` after ``dt`` of dx/dt = (target - x)/tau with |dx/dt| at most ``max_rate``."""
-    gap = target - value
-    ramp_gap = max_rate * tau  # beyond this gap the ramp-rate limit holds
-    if abs(gap) > ramp_gap:
-        ramp_time = (abs(gap) - ramp_gap) / max_rate
-        if dt <= ramp_time:
-            return value + math.copysign(max_rate * dt, gap)
-        value = target - math.copysign(ramp_gap, gap)
-        dt -= ramp_time
-    return target + (value - target) * math.exp(-dt / tau)
+    """``value`` after ``dt`` of dx/dt = (target - x)/tau with |dx/dt| at most ``max_rate``.
+
+    While the gap is wider than ``max_rate * tau`` the rate limit holds (a straight ramp); the
+    rest of ``dt`` is the exponential approach.
+    """
+    gap = value - target
+    excess = abs(gap) - max_rate * tau
+    ramp_s = 0.0
+    if excess > 0:
+        ramp_s = min(dt, excess / max_rate)
+        gap -= math.copysign(max_rate * ramp_s, gap)
+    return target + gap * math.exp(-(dt - ramp_s) / tau)
 
 
 @dataclass
