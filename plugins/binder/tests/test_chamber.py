@@ -310,3 +310,15 @@ def test_settings_refuse_bad_addresses_and_a_serial_framing_without_port() -> No
     with pytest.raises(ValueError, match="needs the serial port"):
         BinderSettings(framing="rtu")
     assert BinderSettings(address="10.0.0.7:10001").host_port() == ("10.0.0.7", 10001)
+
+
+def test_concurrent_polls_are_serialised() -> None:
+    async def body() -> None:
+        async with BinderEmulator(model=BinderModel(family="MB2")) as emu:
+            c = chamber(emu.port, controller="MB2", has_humidity=True)
+            await c.open(RealClock())
+            states = await asyncio.gather(*(c.read() for _ in range(8)))
+            await c.close()
+        assert all(s.setpoint_humidity_pct == pytest.approx(40.0) for s in states)
+
+    run(body())

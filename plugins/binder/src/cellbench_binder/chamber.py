@@ -82,6 +82,7 @@ class _Link:
         self.unit = settings.unit
         self._received = bytearray()
         self._lost = asyncio.Event()
+        self._one_at_a_time = asyncio.Lock()  # the bookkeeping below is per request
         client_timeout = settings.timeout_s + 1.0  # ours fires first; the client's is a backstop
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient
         if settings.framing == "rtu":
@@ -133,6 +134,10 @@ class _Link:
 
     async def request(self, what: str, call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
         """Send one request; its reply, or the typed error that says what happened."""
+        async with self._one_at_a_time:
+            return await self._request(what, call)
+
+    async def _request(self, what: str, call: Callable[[], Awaitable[ModbusPDU]]) -> ModbusPDU:
         if not self._client.connected:
             await self.connect()
         self._received.clear()

@@ -34,7 +34,7 @@ def cellbench_cli(app: typer.Typer) -> None:
     @binder.command()
     def emulate(
         port: int = typer.Option(10001, help="TCP port to listen on (127.0.0.1)."),
-        speed: float = typer.Option(1.0, help="Model seconds per wall-clock second."),
+        speed: float = typer.Option(1.0, min=0.0, help="Model seconds per wall-clock second."),
         framing: str = typer.Option("rtu-over-tcp", help="rtu-over-tcp or modbus-tcp."),
         controller: str = typer.Option("MB1", help="Register map: MB1 or MB2."),
     ) -> None:
