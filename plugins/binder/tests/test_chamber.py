@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import pytest
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusTcpClient
 
 from cellbench_binder.chamber import ChamberFault, create_chamber
 from cellbench_binder.emulator import BinderEmulator, BinderModel, approach, serve
@@ -320,5 +322,20 @@ def test_concurrent_polls_are_serialised() -> None:
             states = await asyncio.gather(*(c.read() for _ in range(8)))
             await c.close()
         assert all(s.setpoint_humidity_pct == pytest.approx(40.0) for s in states)
+
+    run(body())
+
+
+def test_the_emulator_answers_other_functions_with_illegal_function() -> None:
+    async def body() -> None:
+        async with BinderEmulator() as emu:
+            client = AsyncModbusTcpClient("127.0.0.1", port=emu.port, framer=FramerType.RTU,
+                                          timeout=1, retries=0)
+            await client.connect()
+            reply = await client.read_input_registers(0x11A9, count=2, device_id=1)
+            coil = await client.write_coil(0x1A22, True, device_id=1)
+            client.close()
+        assert (reply.isError(), getattr(reply, "exception_code", None)) == (True, 1)
+        assert (coil.isError(), getattr(coil, "exception_code", None)) == (True, 1)
 
     run(body())

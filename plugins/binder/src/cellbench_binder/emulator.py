@@ -176,7 +176,7 @@ class BinderModel:
 class _Context(ModbusServerContext):
     """The pymodbus server's datastore: every request goes to the model."""
 
-    def __init__(self, model: BinderModel) -> None:  # pylint: disable=super-init-not-called
+    def __init__(self, model: BinderModel) -> None:
         # Not the base's __init__: that builds pymodbus's own datastore, which the model replaces.
         self.model = model
         self.old_simulator = True
@@ -185,13 +185,15 @@ class _Context(ModbusServerContext):
     async def async_getValues(
         self, device_id: int, func_code: int, address: int, count: int = 1
     ) -> list[int] | list[bool] | ExcCodes:
-        if func_code not in (3, 16, 6):
+        if func_code not in (3, 6):  # read holding registers; the echo of a single write
             return ExcCodes.ILLEGAL_FUNCTION
         return self.model.read(address, count)
 
     async def async_setValues(
         self, device_id: int, func_code: int, address: int, values: Sequence[int] | Sequence[bool]
     ) -> ExcCodes | None:
+        if func_code not in (6, 16):  # write single / multiple registers; no coils
+            return ExcCodes.ILLEGAL_FUNCTION
         return self.model.write(address, [int(v) for v in values])
 
     def device_ids(self) -> list[int]:
