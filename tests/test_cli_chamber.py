@@ -110,14 +110,15 @@ def _listening(port: int) -> bool:
 
 def test_status_of_emulated_chambers_and_one_that_is_not_there(
         tmp_path: Path, wait_until: Any) -> None:
-    ports = {kind: _free_port() for kind in ("espec", "simserv", "nothing")}
+    kinds = ("espec", "simserv", "binder")
+    ports = {kind: _free_port() for kind in (*kinds, "nothing")}
     emulators = [subprocess.Popen(
         [sys.executable, "-c", "from cellbench_core.cli import main; main()", "chamber",
          "emulate", "--kind", kind,
          "--port", str(ports[kind]), "--speed", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for kind in ("espec", "simserv")]
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for kind in kinds]
     try:
-        for process, kind in zip(emulators, ("espec", "simserv"), strict=True):
+        for process, kind in zip(emulators, kinds, strict=True):
             wait_until(lambda kind=kind: _listening(ports[kind]), f"the {kind} emulator",
                        alive=process)
         chambers = f"""
@@ -134,6 +135,13 @@ name = "weiss1"
 channels = "2"
 [chambers.settings]
 port = {ports["simserv"]}
+
+[[chambers]]
+kind = "binder"
+name = "binder1"
+channels = "4"
+[chambers.settings]
+address = "127.0.0.1:{ports["binder"]}"
 
 [[chambers]]
 kind = "simserv"
@@ -154,5 +162,6 @@ port = {ports["nothing"]}
             for line in result.output.splitlines() if line.startswith("│")}
     assert rows["espec1"][:3] == ["espec", "1", "stopped"]
     assert rows["weiss1"][:3] == ["simserv", "2", "stopped"]
+    assert rows["binder1"][:2] == ["binder", "4"]
     assert float(rows["espec1"][3]) == pytest.approx(23.0, abs=1.0)
     assert rows["gone"][0] == "simserv" and "refused" in rows["gone"][2].lower()
