@@ -24,16 +24,11 @@ from cellbench_espec.chamber import espec_chamber
 from cellbench_espec.emulator import serve
 from cellbench_espec.settings import EspecSettings
 from cellbench_sdk import RealClock
+from cellbench_sdk.testing import free_port
 
 
 def _emulate(port: int) -> None:
     asyncio.run(serve("127.0.0.1", port))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _connect(port: int) -> socket.socket:
@@ -78,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--polls", type=int, default=2000)
     polls = parser.parse_args().polls
-    port = _free_port()
+    port = free_port()
     emulator = multiprocessing.Process(target=_emulate, args=(port,), daemon=True)
     emulator.start()
     try:

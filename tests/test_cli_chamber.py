@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from cellbench_core.cli import app
 from cellbench_core.descriptors import Descriptor, Kind
+from cellbench_sdk.testing import free_port
 
 runner = CliRunner()
 
@@ -97,12 +98,6 @@ def test_a_descriptor_names_its_emulator_as_module_and_attribute() -> None:
         Descriptor(Kind.CLIMATE_CHAMBER, "x", "json:loads", "x").load_emulator()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -111,7 +106,7 @@ def _listening(port: int) -> bool:
 def test_status_of_emulated_chambers_and_one_that_is_not_there(
         tmp_path: Path, wait_until: Any) -> None:
     kinds = ("espec", "simserv", "binder")
-    ports = {kind: _free_port() for kind in (*kinds, "nothing")}
+    ports = {kind: free_port() for kind in (*kinds, "nothing")}
     emulators = [subprocess.Popen(
         [sys.executable, "-c", "from cellbench_core.cli import main; main()", "chamber",
          "emulate", "--kind", kind,

@@ -1,13 +1,13 @@
 """Settings refused where they enter, and the ``serve`` coroutine the command line runs."""
 
 import asyncio
-import socket
 
 import pytest
 from pydantic import ValidationError
 
 from cellbench_espec.emulator import serve
 from cellbench_espec.settings import EspecSettings
+from cellbench_sdk.testing import free_port
 
 
 @pytest.mark.parametrize(("settings", "problem"), [
@@ -34,9 +34,7 @@ def test_the_transport_url(settings: dict[str, object], url: str) -> None:
 
 def test_serve_answers_until_cancelled() -> None:
     async def run() -> bytes:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         task = asyncio.create_task(serve("127.0.0.1", port, humidity=True))
         for _ in range(100):
             try:

@@ -10,6 +10,7 @@ memory.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Sequence
 from enum import Enum
@@ -178,3 +179,11 @@ class ScriptedPeer:
             if not chunk:
                 return
             due = self.cursor.feed(chunk)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago), for a peer
+    or an emulator to listen on, or for a driver to fail to connect to."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

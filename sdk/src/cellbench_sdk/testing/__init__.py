@@ -17,7 +17,7 @@ message that states the rule and what the device did. :func:`expected_protocol` 
 bytes a driver sends and reads.
 """
 
-from cellbench_sdk.peer import HANG_UP, HangUp, ScriptedPeer
+from cellbench_sdk.peer import HANG_UP, HangUp, ScriptedPeer, free_port
 from cellbench_sdk.testing.channel import check_channel_driver
 from cellbench_sdk.testing.contracts import (
     ChannelDriverContract,
@@ -64,5 +64,6 @@ __all__ = [
     "check_plugin",
     "check_sync_target",
     "expected_protocol",
+    "free_port",
     "station_control",
 ]

@@ -8,10 +8,9 @@ use.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from cellbench_sdk.peer import free_port
 from cellbench_sdk.testing.contracts import Contract
 
 
@@ -29,7 +28,4 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def unreachable_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (it was free a moment ago)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    return free_port()
