@@ -55,6 +55,43 @@ class SimRun:
 
 
 RunOnSim = Callable[..., SimRun]
+RunRequests = Callable[..., tuple[list[TestOutcome], SampleBatch]]
+
+
+def _run_requests(db: Database, clock: VirtualClock, requests: list[TestRequest], *,
+                  sample_period_s: float, hooks: Any = None) -> tuple[list[TestOutcome],
+                                                                       SampleBatch]:
+    """Open every driver and chamber the requests name, run them to their ends, and return the
+    outcomes with what the first driver measured one sample period later; closes all."""
+    drivers = list({id(r.channel.driver): r.channel.driver for r in requests}.values())
+    chambers = list({id(r.chamber): r.chamber for r in requests
+                     if r.chamber is not None}.values())
+    writer = SampleWriter(db)
+    runner = Runner(db, writer, clock, sample_period_s=sample_period_s, hooks=hooks)
+
+    async def main() -> tuple[list[TestOutcome], SampleBatch]:
+        for device in [*drivers, *chambers]:
+            await device.open(clock)
+        try:
+            outcomes = await runner.run(requests)
+            await clock.sleep_until(clock.now() + sample_period_s)
+            return outcomes, await drivers[0].measure()
+        finally:
+            for device in [*drivers, *chambers]:
+                await device.close()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+def run_requests() -> RunRequests:
+    """``run_requests(db, clock, requests, *, sample_period_s, hooks=None)``: open every driver
+    and chamber of ``requests``, run them on ``clock`` into ``db``, close them; returns the
+    outcomes and what the first driver measured one sample period after the end."""
+    return _run_requests
 
 
 @pytest.fixture
@@ -83,29 +120,10 @@ def run_on_sim(tmp_path: Path, tables: TableLoader) -> RunOnSim:
             count=channels, **{"capacity_spread": 0.0, "resistance_spread": 0.0, **settings}))
         parsed = (load_plan(plan, tables=tables) if isinstance(plan, Path)
                   else parse_plan(plan, "plan.yaml", tables=tables))
-        clock = VirtualClock()
-        writer = SampleWriter(db)
-        runner = Runner(db, writer, clock, sample_period_s=sample_period_s, hooks=hooks)
         requests = [TestRequest(ChannelRef(n + 1, driver, "sim", n), parsed, record,
                                 chamber=chamber) for n in range(channels)]
-
-        async def main() -> tuple[list[TestOutcome], SampleBatch]:
-            await driver.open(clock)
-            if chamber is not None:
-                await chamber.open(clock)
-            try:
-                outcomes = await runner.run(requests)
-                await clock.sleep_until(clock.now() + sample_period_s)
-                return outcomes, await driver.measure()
-            finally:
-                await driver.close()
-                if chamber is not None:
-                    await chamber.close()
-
-        try:
-            outcomes, after = asyncio.run(main())
-        finally:
-            writer.close()
+        outcomes, after = _run_requests(db, VirtualClock(), requests,
+                                        sample_period_s=sample_period_s, hooks=hooks)
         return SimRun(db, outcomes, after)
 
     return run

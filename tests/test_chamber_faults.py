@@ -4,19 +4,20 @@ station's ``on_fault`` says."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from cellbench_core.events import TestStatus
 from cellbench_core.plan import parse_plan
-from cellbench_core.runner import ChannelRef, Runner, TestOutcome, TestRequest
+from cellbench_core.runner import ChannelRef, TestOutcome, TestRequest
 from cellbench_core.runner.records import ChamberFaultPolicy
 from cellbench_core.station import station_from_dict
-from cellbench_core.storage import Database, SampleWriter, open_database
+from cellbench_core.storage import Database, open_database
 from cellbench_hal import ChamberState, DeviceTimeout, VirtualClock
 from cellbench_sim.chamber import SimChamber, SimChamberSettings
 from cellbench_sim.channel import SimChannels, SimChannelSettings
@@ -50,40 +51,35 @@ class FaultyChamber(SimChamber):
         return dataclasses.replace(state, fault=self.fault)
 
 
-def run(tmp_path: Path, fault: str | None, policy: ChamberFaultPolicy, channels: int = 2) -> tuple[
-        Database, list[TestOutcome]]:
-    db = open_database(f"sqlite:///{tmp_path / 'faults.db'}")
-    clock = VirtualClock()
-    driver = SimChannels(SimChannelSettings(count=channels, capacity_spread=0.0,
-                                            resistance_spread=0.0))
-    chamber = FaultyChamber(fault)
-    chamber.clock = clock
-    writer = SampleWriter(db)
-    runner = Runner(db, writer, clock, sample_period_s=PERIOD_S)
-    plan = parse_plan(PLAN, "plan.yaml")
-    requests = [TestRequest(ChannelRef(n + 1, driver, "sim", n), plan, chamber=chamber,
-                            chamber_name="room", chamber_on_fault=policy)
-                for n in range(channels)]
+Run = Callable[[str | None, ChamberFaultPolicy], tuple[Database, list[TestOutcome]]]
 
-    async def main() -> list[TestOutcome]:
-        await driver.open(clock)
-        await chamber.open(clock)
-        try:
-            return await runner.run(requests)
-        finally:
-            await driver.close()
 
-    try:
-        outcomes = asyncio.run(main())
-    finally:
-        writer.close()
-    return db, outcomes
+@pytest.fixture
+def run(tmp_path: Path, run_requests: Any) -> Run:
+    """``run(fault, policy)``: two channels discharging in a chamber that is wrong during
+    ``FAULT``; returns the database and the outcomes."""
+
+    def go(fault: str | None, policy: ChamberFaultPolicy) -> tuple[Database, list[TestOutcome]]:
+        db = open_database(f"sqlite:///{tmp_path / 'faults.db'}")
+        clock = VirtualClock()
+        driver = SimChannels(SimChannelSettings(count=2, capacity_spread=0.0,
+                                                resistance_spread=0.0))
+        chamber = FaultyChamber(fault)
+        chamber.clock = clock
+        plan = parse_plan(PLAN, "plan.yaml")
+        requests = [TestRequest(ChannelRef(n + 1, driver, "sim", n), plan, chamber=chamber,
+                                chamber_name="room", chamber_on_fault=policy)
+                    for n in range(2)]
+        outcomes, _ = run_requests(db, clock, requests, sample_period_s=PERIOD_S)
+        return db, outcomes
+
+    return go
 
 
 @pytest.mark.parametrize("fault", ["door open", None], ids=["door open", "no answer"])
 def test_a_fault_pauses_the_tests_inside_and_they_go_on_when_it_is_back(
-        tmp_path: Path, fault: str | None) -> None:
-    db, outcomes = run(tmp_path, fault, "pause")
+        run: Run, fault: str | None) -> None:
+    db, outcomes = run(fault, "pause")
     what = fault or "sim-chamber: read: no answer within 1 s"
     for outcome in outcomes:
         assert outcome.status is TestStatus.FINISHED, outcome
@@ -104,8 +100,8 @@ def test_a_fault_pauses_the_tests_inside_and_they_go_on_when_it_is_back(
         assert events[1][1] == "chamber 'room' is back: the test goes on"
 
 
-def test_a_fault_ends_the_tests_inside_when_the_station_says_so(tmp_path: Path) -> None:
-    db, outcomes = run(tmp_path, "alarm 12: heater", "end")
+def test_a_fault_ends_the_tests_inside_when_the_station_says_so(run: Run) -> None:
+    db, outcomes = run("alarm 12: heater", "end")
     for outcome in outcomes:
         assert outcome.status is TestStatus.FAILED
         assert outcome.reason == "chamber 'room': alarm 12: heater"
