@@ -17,7 +17,6 @@ from functools import partial
 from typing import cast
 
 from cellbench_core.events import TestStatus
-from cellbench_core.plan.model import StepSpec
 from cellbench_core.runner.records import Control, Run
 from cellbench_core.runner.state import RunState
 from cellbench_core.runner.transitions import (
@@ -98,7 +97,7 @@ async def release_barriers(st: RunState, t: float) -> None:
     for runs in arrived.values():
         chamber = runs[0].request.chamber
         peers = [peer for peer in st.runs if st.active[peer.row]
-                 and peer.request.chamber is chamber and _has_chamber_steps(peer)]
+                 and peer.request.chamber is chamber and peer.chamber_steps]
         if any(peer.row not in st.waits for peer in peers):
             continue  # a channel is still on its way to its chamber step
         asked = {_setpoint(peer) for peer in peers}
@@ -117,11 +116,6 @@ async def release_barriers(st: RunState, t: float) -> None:
                 await fail_wait(st, run, problem, t)
             else:  # the step's timeout still counts from when the channel reached it
                 st.waits[run.row] = (None, st.waits[run.row][1], True)
-
-
-def _has_chamber_steps(run: Run) -> bool:
-    return any(isinstance(ins, StepSpec) and ins.chamber is not None
-               for ins in run.cursor.program.instructions)
 
 
 def _setpoint(run: Run) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from cellbench_core.dispatch import EventDispatcher, Problem
 from cellbench_core.events import TestStarted, TestStatus
+from cellbench_core.plan.model import StepSpec
 from cellbench_core.plan.program import Program
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_core.runner.cursor import Cursor
@@ -363,7 +364,10 @@ class Runner:
         steps, bounds, delays = _resolve_plan(req, program, capacity, cursor.variables)
         st.bound[row], st.delay[row], st.beyond_since[row] = bounds, delays, np.nan
         columns = {name: len(QUANTITY_COLUMN) + k for k, name in enumerate(plan_signals(program))}
-        st.runs.append(Run(row, req, 0, cursor, steps, signal_columns=columns))
+        chamber_steps = any(isinstance(ins, StepSpec) and ins.chamber is not None
+                            for ins in program.instructions)
+        st.runs.append(Run(row, req, 0, cursor, steps, signal_columns=columns,
+                           chamber_steps=chamber_steps))
 
     async def _abort_remaining(self) -> None:
         """Leave no channel running if the loop ends early (cancelled, or an error)."""

@@ -153,3 +153,4 @@ class Run:
     outcome: TestOutcome | None = None
     paused: bool = False  # as asked for: the runner applies it at its next tick
     signal_columns: dict[str, int] = field(default_factory=dict)  # signals its plan ends on
+    chamber_steps: bool = False  # its plan has chamber steps: its chamber waits for it
