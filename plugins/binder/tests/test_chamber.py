@@ -38,6 +38,11 @@ def run(coro: Awaitable[None]) -> None:
     asyncio.run(coro)  # type: ignore[arg-type]
 
 
+#: Byte-exact conversations check bytes, not timing: a generous timeout keeps a busy machine
+#: (the whole suite on two cores) from failing them at connect.
+CONVERSATION_TIMEOUT_S = 5.0
+
+
 def chamber(tcp_port: int, **settings: Any) -> ClimateChamber:
     base: dict[str, Any] = {"address": f"127.0.0.1:{tcp_port}", "timeout_s": 0.3}
     return create_chamber(BinderSettings(**{**base, **settings}))
@@ -86,7 +91,7 @@ def test_rtu_over_tcp_conversation() -> None:
             (rtu(3, 3, words(0x1A31, 1)), rtu(3, 3, 2, words(0))),  # alarm
         ]
         async with expected_protocol(pairs) as instrument:
-            c = chamber(instrument.port, unit=3)
+            c = chamber(instrument.port, unit=3, timeout_s=CONVERSATION_TIMEOUT_S)
             await c.open(RealClock())
             await c.set_temperature(40.0)
             await c.start()
@@ -110,7 +115,7 @@ def test_modbus_tcp_conversation_mb2_start_keeps_other_contacts() -> None:
             (mbap(3, bytes([6]) + words(0x1158, 0x40)), mbap(3, bytes([6]) + words(0x1158, 0x40))),
         ]
         async with expected_protocol(pairs) as instrument:
-            c = chamber(instrument.port, controller="MB2", framing="modbus-tcp")
+            c = chamber(instrument.port, controller="MB2", framing="modbus-tcp", timeout_s=CONVERSATION_TIMEOUT_S)
             await c.open(RealClock())
             await c.start()
             await c.close()
@@ -122,7 +127,7 @@ def test_setpoints_outside_the_range_are_refused_before_sending() -> None:
     async def body() -> None:
         pairs = [(rtu(1, 3, words(0x1A22, 1)), rtu(1, 3, 2, words(MB1_BASIC)))]
         async with expected_protocol(pairs) as instrument:  # nothing after open may be sent
-            c = chamber(instrument.port, has_humidity=True, temperature_max_c=100.0)
+            c = chamber(instrument.port, has_humidity=True, temperature_max_c=100.0, timeout_s=CONVERSATION_TIMEOUT_S)
             await c.open(RealClock())
             for bad in (100.5, -41.0, math.nan, math.inf):
                 with pytest.raises(OutOfRange, match=r"binder MB1@127\.0\.0\.1"):
