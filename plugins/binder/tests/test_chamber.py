@@ -115,7 +115,8 @@ def test_modbus_tcp_conversation_mb2_start_keeps_other_contacts() -> None:
             (mbap(3, bytes([6]) + words(0x1158, 0x40)), mbap(3, bytes([6]) + words(0x1158, 0x40))),
         ]
         async with expected_protocol(pairs) as instrument:
-            c = chamber(instrument.port, controller="MB2", framing="modbus-tcp", timeout_s=CONVERSATION_TIMEOUT_S)
+            c = chamber(instrument.port, controller="MB2", framing="modbus-tcp",
+                        timeout_s=CONVERSATION_TIMEOUT_S)
             await c.open(RealClock())
             await c.start()
             await c.close()
@@ -127,7 +128,8 @@ def test_setpoints_outside_the_range_are_refused_before_sending() -> None:
     async def body() -> None:
         pairs = [(rtu(1, 3, words(0x1A22, 1)), rtu(1, 3, 2, words(MB1_BASIC)))]
         async with expected_protocol(pairs) as instrument:  # nothing after open may be sent
-            c = chamber(instrument.port, has_humidity=True, temperature_max_c=100.0, timeout_s=CONVERSATION_TIMEOUT_S)
+            c = chamber(instrument.port, has_humidity=True, temperature_max_c=100.0,
+                        timeout_s=CONVERSATION_TIMEOUT_S)
             await c.open(RealClock())
             for bad in (100.5, -41.0, math.nan, math.inf):
                 with pytest.raises(OutOfRange, match=r"binder MB1@127\.0\.0\.1"):
