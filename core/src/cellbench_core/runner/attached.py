@@ -17,7 +17,7 @@ from functools import partial
 from typing import cast
 
 from cellbench_core.events import TestStatus
-from cellbench_core.runner.records import Control, Run
+from cellbench_core.runner.records import ChamberBand, Control, Run
 from cellbench_core.runner.state import RunState
 from cellbench_core.runner.transitions import (
     advance,
@@ -77,6 +77,9 @@ async def check_chambers(st: RunState) -> None:
         since = (since if since is not None else t) if stable else None
         if since is not None and t - since >= spec.stable_s:
             del st.waits[row]
+            if run.request.chamber_name is not None:
+                st.bands[run.request.chamber_name] = ChamberBand(
+                    spec, run.request.chamber_band_grace_s)
             close_step(st, run, t, "chamber stable")
             await advance(st, run, t, run.cursor.step.ends - 1)
         elif t - began >= spec.timeout_s:
@@ -110,6 +113,8 @@ async def release_barriers(st: RunState, t: float) -> None:
             continue
         spec = runs[0].cursor.step.chamber
         assert spec is not None
+        if runs[0].request.chamber_name is not None:  # a new climate: the old band is gone
+            st.bands.pop(runs[0].request.chamber_name, None)
         problem = await set_chamber(st, runs[0], spec)
         for run in runs:
             if problem:
@@ -159,7 +164,7 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
             if result.humidity_pct is not None:
                 values["humidity"] = result.humidity_pct
             set_ambient(st, channels, result.temperature_c)
-            await chamber_health(st, name, channels, result.fault)
+            await chamber_health(st, name, channels, result.fault or _band_fault(st, name, result))
         else:
             st.failing.discard(name)
             readings = cast(Mapping[str, Reading], result)
@@ -167,6 +172,20 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
         for signal, value in values.items():
             signals[f"{name}.{signal}"] = (value, channels)
     return signals
+
+
+def _band_fault(st: RunState, name: str, state: ChamberState) -> str:
+    """Whether chamber ``name`` has left the band its last chamber step found it stable in for
+    too long ('' if not, or if no test with chamber steps runs inside any more: the band dies
+    with them)."""
+    band = st.bands.get(name)
+    if band is None:
+        return ""
+    if not any(st.active[run.row] and run.chamber_steps for run in st.runs
+               if run.request.chamber_name == name):
+        del st.bands[name]
+        return ""
+    return band.fault(state, st.clock.now())
 
 
 async def chamber_health(st: RunState, name: str, channels: set[int], fault: str) -> None:

@@ -3,19 +3,60 @@ position a crashed test resumes from, and the per-channel bookkeeping touched on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, Literal
 
 from cellbench_core.events import TestStatus
-from cellbench_core.plan.model import Condition, Plan
+from cellbench_core.plan.model import ChamberSpec, Condition, Plan
 from cellbench_core.runner.cursor import Cursor
 from cellbench_core.storage import BatteryRecord
-from cellbench_hal import ChannelDriver, ChannelInfo, ClimateChamber, OsiDevice, Step
+from cellbench_hal import (
+    ChamberState,
+    ChannelDriver,
+    ChannelInfo,
+    ClimateChamber,
+    OsiDevice,
+    Step,
+)
 from cellbench_hal.types import FloatArray
 
 #: What a test does when its chamber reports a fault or stops answering.
 ChamberFaultPolicy = Literal["pause", "end"]
+
+
+@dataclass
+class ChamberBand:
+    """The climate a chamber step found its chamber stable in, watched until the chamber's next
+    setpoint: outside it for longer than ``grace_s`` is a chamber fault."""
+
+    spec: ChamberSpec
+    grace_s: float
+    #: When the chamber was last seen leaving the band (None: it is inside).
+    left_at: float | None = None
+
+    def fault(self, state: ChamberState, t: float) -> str:
+        """What is wrong with ``state`` at ``t`` as far as the band goes ('' when nothing)."""
+        spec = self.spec
+        inside = spec.temperature_c is None or abs(state.temperature_c - spec.temperature_c) \
+            <= spec.band_k
+        if spec.humidity_pct is not None:
+            humidity = math.nan if state.humidity_pct is None else state.humidity_pct
+            inside = inside and abs(humidity - spec.humidity_pct) <= (spec.band_pct or 0.0)
+        if inside:
+            self.left_at = None
+            return ""
+        if self.left_at is None:
+            self.left_at = t
+        if t - self.left_at < self.grace_s:
+            return ""
+        band = [] if spec.temperature_c is None else [f"{spec.temperature_c:g} °C ± "
+                                                      f"{spec.band_k:g} K"]
+        if spec.humidity_pct is not None:
+            band.append(f"{spec.humidity_pct:g} ± {spec.band_pct or 0.0:g} %RH")
+        return (f"the climate left the band it was stable in ({', '.join(band)}) for more than "
+                f"{self.grace_s:g} s")
 
 
 class RunError(ValueError):
@@ -78,6 +119,9 @@ class TestRequest:
     #: When the chamber reports a fault or stops answering: ``"pause"`` the test (output off
     #: until the chamber is back) or ``"end"`` it with an alarm.
     chamber_on_fault: ChamberFaultPolicy = "pause"
+    #: How long the chamber may stay outside the band a chamber step found it stable in before
+    #: that counts as a fault (acted on like ``chamber_on_fault`` says).
+    chamber_band_grace_s: float = 60.0
 
     __test__ = False
 
