@@ -169,6 +169,17 @@ class ChamberSpec:
     stable_s: float
     timeout_s: float
 
+    @property
+    def climate(self) -> tuple[float | None, float | None]:
+        """What the step asks of the chamber: temperature (°C) and humidity (%), None where not."""
+        return self.temperature_c, self.humidity_pct
+
+    def describe_climate(self) -> str:
+        """The climate the step asks for, in words: ``40 °C, 80 %RH``."""
+        asked = [] if self.temperature_c is None else [f"{self.temperature_c:g} °C"]
+        asked += [] if self.humidity_pct is None else [f"{self.humidity_pct:g} %RH"]
+        return ", ".join(asked) or "the chamber running"
+
 
 @dataclass(frozen=True)
 class StepSpec:

@@ -127,9 +127,7 @@ def _setpoint(run: Run) -> str:
     """What ``run``'s chamber step (it is in one) asks of the chamber, for messages."""
     spec = run.cursor.step.chamber
     assert spec is not None
-    asked = [] if spec.temperature_c is None else [f"{spec.temperature_c:g} °C"]
-    asked += [] if spec.humidity_pct is None else [f"{spec.humidity_pct:g} %RH"]
-    return ", ".join(asked) or "the chamber running"
+    return spec.describe_climate()
 
 
 def _chamber_name(run: Run) -> str:
