@@ -158,9 +158,10 @@ class ProfileSpec:
 
 @dataclass(frozen=True)
 class ChamberSpec:
-    """Set the climate chamber and wait, the channel resting, until it has been stable: within
-    ``band_k`` of the temperature setpoint (and ``band_pct`` of the humidity's) for ``stable_s``
-    seconds. Not stable after ``timeout_s``: the test fails."""
+    """Set the climate chamber (ramping its temperature at ``ramp_k_per_s`` if given) and wait,
+    the channel resting, until it has been stable: within ``band_k`` of the temperature setpoint
+    (and ``band_pct`` of the humidity's) for ``stable_s`` seconds. Not stable after
+    ``timeout_s``: the test fails."""
 
     temperature_c: float | None
     humidity_pct: float | None
@@ -168,6 +169,9 @@ class ChamberSpec:
     band_pct: float | None
     stable_s: float
     timeout_s: float
+    #: Move the temperature setpoint at this rate (K/s) from where the chamber is, instead of
+    #: at once; stability counts from when the ramp has reached the setpoint.
+    ramp_k_per_s: float | None = None
 
     @property
     def climate(self) -> tuple[float | None, float | None]:

@@ -117,6 +117,8 @@ def _chamber(step: StepSpec) -> _Data:
     data["within"] = f"{format_number(c.band_k)} K"
     data["stable"] = format_value(Value(c.stable_s), Dimension.TIME)
     data["timeout"] = format_value(Value(c.timeout_s), Dimension.TIME)
+    if c.ramp_k_per_s is not None:
+        data["ramp"] = f"{format_number(c.ramp_k_per_s * 60.0)} K/min"
     if step.label is not None:
         data["label"] = step.label
     return data

@@ -21,6 +21,7 @@ from cellbench_core.runner.records import ChamberBand, Control, Run
 from cellbench_core.runner.state import RunState
 from cellbench_core.runner.transitions import (
     advance,
+    advance_ramps,
     alarm,
     close_step,
     fail_wait,
@@ -45,6 +46,8 @@ async def check_chambers(st: RunState) -> None:
     either (per-channel Python: chamber steps are rare)."""
     t = st.clock.now()
     await release_barriers(st, t)
+    if st.ramps:
+        await advance_ramps(st, t)
     states: dict[int, ChamberState | DeviceError] = {}
     for row, (since, began, applied) in list(st.waits.items()):
         run = st.runs[row]
@@ -56,8 +59,8 @@ async def check_chambers(st: RunState) -> None:
         if not applied:
             if t - began >= spec.timeout_s:
                 await fail_wait(st, run, f"the other channels in chamber "
-                                         f"{_chamber_name(run)} did not reach their chamber "
-                                         f"steps within {spec.timeout_s:g} s "
+                                         f"{run.request.chamber_label!r} did not reach their "
+                                         f"chamber steps within {spec.timeout_s:g} s "
                                          f"(line {run.cursor.step.line})", t)
             continue
         if id(chamber) not in states:
@@ -70,7 +73,10 @@ async def check_chambers(st: RunState) -> None:
         if isinstance(state, DeviceError):
             await fail_wait(st, run, f"chamber error: {state}", t)
             continue
-        stable = abs(state.temperature_c - state.setpoint_c) <= spec.band_k
+        # Against the step's setpoint, not the controller's: a ramping one moves its own.
+        target = state.setpoint_c if spec.temperature_c is None else spec.temperature_c
+        stable = (abs(state.temperature_c - target) <= spec.band_k
+                  and run.request.chamber_label not in st.ramps)
         if spec.humidity_pct is not None:
             humidity = state.humidity_pct if state.humidity_pct is not None else math.nan
             stable &= abs(humidity - spec.humidity_pct) <= (spec.band_pct or 0.0)
@@ -108,8 +114,8 @@ async def release_barriers(st: RunState, t: float) -> None:
             wanted = "; ".join(f"channel {peer.request.channel.name}: {_setpoint(peer)}"
                                for peer in peers)
             for run in runs:
-                await fail_wait(st, run, f"the tests in chamber {_chamber_name(run)} ask for "
-                                         f"different climates at once ({wanted})", t)
+                await fail_wait(st, run, f"the tests in chamber {run.request.chamber_label!r} "
+                                         f"ask for different climates at once ({wanted})", t)
             continue
         spec = runs[0].cursor.step.chamber
         assert spec is not None
@@ -128,11 +134,6 @@ def _setpoint(run: Run) -> str:
     spec = run.cursor.step.chamber
     assert spec is not None
     return spec.describe_climate()
-
-
-def _chamber_name(run: Run) -> str:
-    chamber = run.request.chamber
-    return repr(run.request.chamber_name or (chamber.name if chamber is not None else ""))
 
 
 async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:

@@ -59,6 +59,27 @@ class ChamberBand:
                 f"{self.grace_s:g} s")
 
 
+@dataclass
+class SteppedRamp:
+    """A chamber temperature ramp the station runs itself for a controller that cannot: from
+    ``start_c`` (where the chamber was) at ``t0`` to ``final_c`` at ``kelvin_per_s``."""
+
+    start_c: float
+    final_c: float
+    kelvin_per_s: float
+    t0: float
+    set_c: float  # the setpoint last handed to the chamber
+
+    #: The smallest setpoint change worth a command (controllers show tenths of a kelvin).
+    RESOLUTION_K = 0.1
+
+    def setpoint(self, t: float) -> float:
+        """Where the setpoint should be at ``t``."""
+        span = self.final_c - self.start_c
+        moved = min(self.kelvin_per_s * max(t - self.t0, 0.0), abs(span))
+        return self.final_c if moved >= abs(span) else self.start_c + math.copysign(moved, span)
+
+
 class RunError(ValueError):
     """A test cannot start: the plan does not fit the channel, battery or clock."""
 
@@ -124,6 +145,13 @@ class TestRequest:
     chamber_band_grace_s: float = 60.0
 
     __test__ = False
+
+    @property
+    def chamber_label(self) -> str:
+        """The chamber's name in the station (its driver's name outside one); '' without one."""
+        if self.chamber_name is not None:
+            return self.chamber_name
+        return "" if self.chamber is None else self.chamber.name
 
 
 @dataclass(frozen=True)

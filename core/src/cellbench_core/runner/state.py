@@ -15,7 +15,7 @@ import numpy as np
 from cellbench_core.dispatch import EventDispatcher
 from cellbench_core.runner.conditions import COLUMNS, ConditionTable
 from cellbench_core.runner.limits import LIMITS
-from cellbench_core.runner.records import ChamberBand, Control, Run
+from cellbench_core.runner.records import ChamberBand, Control, Run, SteppedRamp
 from cellbench_core.storage import Database, SampleRows, SampleWriter, TestEnd
 from cellbench_hal import ChannelDriver, ClimateChamber, Clock, OsiDevice
 from cellbench_hal.types import FloatArray, IntArray
@@ -53,6 +53,8 @@ class RunState:
         self.fault_paused: dict[int, str] = {}
         # Chambers whose last chamber step found them stable: the band they are held to.
         self.bands: dict[str, ChamberBand] = {}
+        # Chambers ramping their temperature setpoint by the station's hand, by name.
+        self.ramps: dict[str, SteppedRamp] = {}
         self.signals_now: dict[str, float] = {}  # this tick's signal values
         # Per signal that running tests end steps on: their rows and its column in each row.
         self.signal_users: dict[str, dict[int, int]] = {}

@@ -83,6 +83,7 @@ class SimChamber(ClimateChamber):
         self._setpoint = s.ambient_c
         self._humidity = s.ambient_humidity_pct
         self._setpoint_humidity = s.ambient_humidity_pct
+        self._ramp: tuple[float, float] | None = None  # target and rate of a running ramp
 
     async def open(self, clock: Clock) -> None:
         self._clock.set(clock)
@@ -104,6 +105,16 @@ class SimChamber(ClimateChamber):
                 f"{s.temperature_min_c}..{s.temperature_max_c} °C",
             )
         self._setpoint = celsius
+        self._ramp = None
+
+    async def ramp_temperature(self, celsius: float, kelvin_per_s: float) -> None:
+        """Move the setpoint from the temperature the chamber has now to ``celsius`` at
+        ``kelvin_per_s``, as a controller's ramp program does."""
+        await self.set_temperature(celsius)
+        if not (math.isfinite(kelvin_per_s) and kelvin_per_s > 0):
+            raise OutOfRange(self.name, f"ramp rate {kelvin_per_s!r} K/s is not positive")
+        self._setpoint = self._temperature
+        self._ramp = (celsius, kelvin_per_s)
 
     async def start(self) -> None:
         self._advance()
@@ -130,6 +141,13 @@ class SimChamber(ClimateChamber):
         dt = now - self._t
         if dt > 0.0:
             s = self.settings
+            if self._ramp is not None and self._running:
+                target, rate = self._ramp
+                gap = target - self._setpoint
+                self._setpoint = target if abs(gap) <= rate * dt else (
+                    self._setpoint + math.copysign(rate * dt, gap))
+                if self._setpoint == target:
+                    self._ramp = None
             target = self._setpoint if self._running else s.ambient_c
             self._temperature = _approach(
                 self._temperature, target, dt, s.time_constant_s, s.max_ramp_k_per_min / 60.0
