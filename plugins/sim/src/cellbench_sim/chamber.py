@@ -8,6 +8,7 @@ from typing import Annotated, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cellbench_sdk import ChamberState, ClimateChamber, Clock, OutOfRange, WhileOpen
+from cellbench_sdk.emulation import approach
 
 
 class SimChamberSettings(BaseModel):
@@ -47,19 +48,6 @@ class SimChamberSettings(BaseModel):
 def create_chamber(settings: SimChamberSettings) -> SimChamber:
     """The simulated chamber that ``settings`` describe, with humidity control or without."""
     return SimHumidityChamber(settings) if settings.has_humidity else SimChamber(settings)
-
-
-def _approach(value: float, target: float, dt: float, tau: float, max_rate: float) -> float:
-    """``value`` after ``dt`` of dx/dt = (target - x)/tau with |dx/dt| at most ``max_rate``."""
-    gap = target - value
-    ramp_gap = max_rate * tau  # beyond this gap the rate limit holds
-    if abs(gap) > ramp_gap:
-        ramp_time = (abs(gap) - ramp_gap) / max_rate
-        if dt <= ramp_time:
-            return value + math.copysign(max_rate * dt, gap)
-        value = target - math.copysign(ramp_gap, gap)
-        dt -= ramp_time
-    return target + (value - target) * math.exp(-dt / tau)
 
 
 class SimChamber(ClimateChamber):
@@ -149,13 +137,13 @@ class SimChamber(ClimateChamber):
                 if self._setpoint == target:
                     self._ramp = None
             target = self._setpoint if self._running else s.ambient_c
-            self._temperature = _approach(
+            self._temperature = approach(
                 self._temperature, target, dt, s.time_constant_s, s.max_ramp_k_per_min / 60.0
             )
             if self.has_humidity:
                 target_rh = self._setpoint_humidity if self._running else s.ambient_humidity_pct
-                self._humidity = _approach(
-                    self._humidity, target_rh, dt, s.humidity_time_constant_s, math.inf
+                self._humidity = approach(
+                    self._humidity, target_rh, dt, s.humidity_time_constant_s
                 )
             self._t = now
         return now
