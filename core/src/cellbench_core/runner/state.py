@@ -98,6 +98,8 @@ class RunState:
         self.charged, self.discharged = np.zeros((n, 3, 2)), np.zeros((n, 3, 2))
         # The previous sample of the running step (NaN at a step's start), for dV/dt and dT/dt.
         self.prev_t, self.prev_v, self.prev_temp = (np.full(n, np.nan) for _ in range(3))
+        # The cell temperature's range over the running step (NaN until a reading).
+        self.step_temp_min, self.step_temp_max = np.full(n, np.nan), np.full(n, np.nan)
         # Every quantity of each channel's last sample, for loop conditions.
         self.q_last = np.full((n, COLUMNS), np.nan)
 
