@@ -205,7 +205,7 @@ def run_station(directory: Path, args: argparse.Namespace,
         finally:
             await station.close()
 
-    engine.tick = timed_tick(figures)  # type: ignore[attr-defined]
+    engine.tick = timed_tick(figures)  # type: ignore[attr-defined,assignment]
     try:
         asyncio.run(main())
     finally:
