@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 import cellbench_core.runner.engine as engine
-from cellbench_core.descriptors import Kind
+from cellbench_binder.emulator import BinderEmulator, BinderModel
 from cellbench_core.plan import parse_plan
 from cellbench_core.plugins import loaded_plugins
 from cellbench_core.runner import Runner
@@ -48,8 +48,10 @@ from cellbench_core.runner.state import RunState
 from cellbench_core.runner.tick import tick
 from cellbench_core.station import Station, station_from_dict
 from cellbench_core.storage import SampleWriter, open_database
+from cellbench_espec.emulator import EspecEmulator
 from cellbench_hal import ChamberState, RealClock
 from cellbench_sdk.testing import free_port
+from cellbench_simserv.emulator import SimservEmulator
 
 KINDS = ("binder", "simserv", "espec")
 #: A tick that starts later than this share of the period after it was due counts as late.
@@ -63,15 +65,33 @@ def chamber_settings(kind: str, port: int) -> dict[str, Any]:
     return {"address": f"127.0.0.1:{port}"}
 
 
-def _emulate(chambers: list[tuple[str, int]], speed: float) -> None:
+async def _serve(kind: str, port: int, speed: float, delay_s: float) -> None:
+    """Serve one emulated ``kind`` controller on ``port`` until cancelled, each reply
+    ``delay_s`` late (its emulator's "slow" fault)."""
+    emulator: Any
+    if kind == "binder":
+        emulator = BinderEmulator("127.0.0.1", port, model=BinderModel(speed=speed))
+        emulator.faults.slow_s = delay_s
+        await emulator.start()
+    elif kind == "simserv":
+        emulator = SimservEmulator(port=port, speed=speed)
+        emulator.faults.delay_s = delay_s
+        await emulator.start()
+    else:
+        emulator = EspecEmulator(speed=speed)
+        emulator.faults.slow_s = delay_s
+        await emulator.start("127.0.0.1", port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()
+
+
+def _emulate(chambers: list[tuple[str, int]], speed: float, delay_s: float) -> None:
     """Serve every chamber's emulator, one event loop for all, until killed."""
-    registry = loaded_plugins().registry
 
     async def main() -> None:
-        await asyncio.gather(*(
-            registry.get(Kind.CLIMATE_CHAMBER, kind).load_emulator()("127.0.0.1", port,
-                                                                     speed=speed)
-            for kind, port in chambers))
+        await asyncio.gather(*(_serve(kind, port, speed, delay_s) for kind, port in chambers))
 
     asyncio.run(main())
 
@@ -107,6 +127,7 @@ class Figures:
 
     starts: list[float] = field(default_factory=list)  # perf_counter at each tick's start
     durations: list[float] = field(default_factory=list)  # seconds each tick took
+    waiting: list[bool] = field(default_factory=list)  # whether channels waited for chambers
     reads: dict[str, list[float]] = field(default_factory=dict)  # kind -> read round trips
     overruns: int = 0
     samples: int = 0
@@ -138,6 +159,7 @@ def timed_tick(figures: Figures) -> Callable[[RunState], Coroutine[Any, Any, Non
     async def timed(st: RunState) -> None:
         start = time.perf_counter()
         figures.starts.append(start)
+        figures.waiting.append(bool(st.waits))
         await TICK(st)
         figures.durations.append(time.perf_counter() - start)
 
@@ -243,11 +265,15 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=1.0, help="sample period, s")
     parser.add_argument("--speed", type=float, default=60.0,
                         help="how much faster than the wall the chambers' models run")
+    parser.add_argument("--reply-delay-ms", type=float, default=0.0,
+                        help="every controller answers each request this much later, as over "
+                             "a serial line (the emulators' 'slow' fault)")
     args = parser.parse_args()
     if args.channels % args.chambers:
         parser.error("--channels must be a multiple of --chambers")
     chambers = [(KINDS[n % len(KINDS)], free_port()) for n in range(args.chambers)]
-    emulator = multiprocessing.Process(target=_emulate, args=(chambers, args.speed), daemon=True)
+    emulator = multiprocessing.Process(
+        target=_emulate, args=(chambers, args.speed, args.reply_delay_ms / 1e3), daemon=True)
     emulator.start()
     try:
         _wait_listening([port for _, port in chambers])
@@ -275,7 +301,17 @@ def main() -> None:
           f"{loaded.cpu_s / loaded.wall_s:.1%} against {baseline.cpu_s / baseline.wall_s:.1%} "
           f"of one core; the emulators' process {loaded.emulator_cpu_s / loaded.wall_s:.1%}")
     print(f"chamber steps done: {loaded.chamber_steps_done} of {args.channels} channels")
-    print(f"chamber read round trip inside the station, ms ({args.speed:g}x emulators):")
+    measured = slice(1, args.ticks + 1)
+    for phase, wanted in (("while channels waited for their chambers", True),
+                          ("with no chamber wait", False)):
+        durations = [d for d, waiting in zip(loaded.durations[measured],
+                                             loaded.waiting[measured], strict=True)
+                     if waiting is wanted]
+        if durations:
+            print(f"  {len(durations):>3} ticks {phase}: p50 {ms(durations, 0.5)} ms, "
+                  f"max {max(durations) * 1e3:7.2f} ms")
+    print(f"chamber read round trip inside the station, ms ({args.speed:g}x emulators, "
+          f"replies {args.reply_delay_ms:g} ms late):")
     everything = [t for times in loaded.reads.values() for t in times]
     for kind, times in [*sorted(loaded.reads.items()), ("all", everything)]:
         print(f"  {kind:<8} {len(times):>6} reads  p50 {ms(times, 0.5)}  p99 {ms(times, 0.99)}"
