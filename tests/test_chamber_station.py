@@ -397,9 +397,9 @@ def test_a_door_opened_mid_step_pauses_that_chamber_only_and_loses_no_sample(
 
 @pytest.mark.xfail(strict=True, reason="slow: check_chambers (runner/attached.py) reads the "
                    "chambers of waiting channels again, one chamber after the other, though the "
-                   "tick has just read them all at once: with 20 chambers answering in 20 ms a request, "
-                   "ticks take over 2 s while channels wait (bench/bench_chambers_station.py "
-                   "--reply-delay-ms 20)")
+                   "tick has just read them all at once: with 20 chambers answering in 20 ms a "
+                   "request, ticks take over 2 s while channels wait "
+                   "(bench/bench_chambers_station.py --reply-delay-ms 20)")
 def test_a_tick_reads_each_chamber_once(station_run: StationRun) -> None:
     [(most, times)] = Counter(station_run.reads).most_common(1)
     assert times == 1, f"chamber {most[0]} was read {times} times at {most[1]:g} s"
