@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -130,9 +131,10 @@ class StationClock(VirtualClock):
         await super().sleep_until(t)
 
 
-async def emulators(clock: StationClock) -> dict[str, Emulated]:
+@asynccontextmanager
+async def emulators(clock: StationClock) -> AsyncIterator[dict[str, Emulated]]:
     """The three emulated controllers, listening on free loopback ports, their models on
-    ``clock``."""
+    ``clock``; stopped afterwards."""
     binder = BinderEmulator(port=0, framing="rtu-over-tcp", model=BinderModel(
         ambient_c=AMBIENT_C, time_constant_s=TAU_S, max_ramp_k_per_min=RAMP_K_PER_S * 60,
         clock=clock.now))
@@ -141,24 +143,23 @@ async def emulators(clock: StationClock) -> dict[str, Emulated]:
                               max_ramp_k_per_min=RAMP_K_PER_S * 60)
     espec = EspecEmulator(ambient_c=AMBIENT_C, time_constant_s=TAU_S,
                           ramp_c_per_min=RAMP_K_PER_S * 60, clock=clock.now)
-    await binder.start()
-    await simserv.start()
-    await espec.start()
-    clock.follow.append(simserv)
-    return {
-        "alpha": Emulated(binder, lambda: binder.model.setpoint_c,
-                          lambda: binder.model.temperature_c,
-                          lambda is_open: setattr(binder.faults, "door_open", is_open)),
-        "beta": Emulated(simserv, lambda: simserv.setpoints[TEMPERATURE],
-                         lambda: simserv.temperature_c,
-                         lambda is_open: setattr(simserv, "door_open", is_open)),
-        "gamma": Emulated(espec, lambda: espec.setpoint_c, lambda: espec.temperature_c,
-                          lambda is_open: setattr(espec.faults, "door_open", is_open)),
-    }
+    async with binder, simserv, espec:
+        clock.follow.append(simserv)
+        yield {
+            "alpha": Emulated(binder, lambda: binder.model.setpoint_c,
+                              lambda: binder.model.temperature_c,
+                              lambda is_open: setattr(binder.faults, "door_open", is_open)),
+            "beta": Emulated(simserv, lambda: simserv.setpoints[TEMPERATURE],
+                             lambda: simserv.temperature_c,
+                             lambda is_open: setattr(simserv, "door_open", is_open)),
+            "gamma": Emulated(espec, lambda: espec.setpoint_c, lambda: espec.temperature_c,
+                              lambda is_open: setattr(espec.faults, "door_open", is_open)),
+        }
 
 
 def station_file(path: Path, chambers: dict[str, Emulated]) -> Path:
-    """The station: nine simulated channels, three in each emulated chamber."""
+    """The station: nine simulated channels, three in each emulated chamber (whose replies may
+    take seconds on a loaded machine: the wall clock runs on however fast the virtual one is)."""
     ports = {name: c.emulator.port for name, c in chambers.items()}
     path.write_text(f"""\
 [station]
@@ -176,20 +177,29 @@ settings = {{ count = 9, capacity_spread = 0.0, resistance_spread = 0.0 }}
 kind = "binder"
 name = "alpha"
 channels = "1-3"
-settings = {{ address = "127.0.0.1:{ports['alpha']}", framing = "rtu-over-tcp", unit = 1 }}
+[chambers.settings]
+address = "127.0.0.1:{ports['alpha']}"
+framing = "rtu-over-tcp"
+unit = 1
+timeout_s = 5.0
 
 [[chambers]]
 kind = "simserv"
 name = "beta"
 channels = "4-6"
-settings = {{ host = "127.0.0.1", port = {ports['beta']} }}
+[chambers.settings]
+host = "127.0.0.1"
+port = {ports['beta']}
+timeout_s = 5.0
 
 [[chambers]]
 kind = "espec"
 name = "gamma"
 channels = "7-9"
 on_fault = "pause"
-settings = {{ address = "127.0.0.1:{ports['gamma']}" }}
+[chambers.settings]
+address = "127.0.0.1:{ports['gamma']}"
+timeout_s = 5.0
 """, encoding="utf-8")
     return path
 
@@ -232,12 +242,11 @@ def run_station(directory: Path, doors: dict[str, tuple[float, float]]) -> Stati
     reads: list[tuple[str, float]] = []
 
     async def main() -> tuple[dict[str, Emulated], dict[int, TestOutcome], Database]:
-        chambers = await emulators(clock)
-        clock.chambers = chambers
-        for name, (opened, closed) in doors.items():
-            door = chambers[name].door
-            clock.script += [(opened, partial(door, True)), (closed, partial(door, False))]
-        try:
+        async with emulators(clock) as chambers:
+            clock.chambers = chambers
+            for name, (opened, closed) in doors.items():
+                door = chambers[name].door
+                clock.script += [(opened, partial(door, True)), (closed, partial(door, False))]
             config = load_station(station_file(directory / "station.toml", chambers))
             plugins = loaded_plugins().view(disable=config.plugins.disable,
                                             require=config.plugins.enable)
@@ -247,11 +256,11 @@ def run_station(directory: Path, doors: dict[str, tuple[float, float]]) -> Stati
             runner = Runner(db, writer, clock, sample_period_s=config.station.sample_period,
                             hooks=plugins.hook, station=config.station.name,
                             device_timeout_s=config.station.device_timeout)
-            await station.open(clock)
-            for section, chamber in station.chambers:
-                chamber.read = noting_reads(  # type: ignore[method-assign,assignment]
-                    section.name, chamber.read, clock, reads)
             try:
+                await station.open(clock)
+                for section, chamber in station.chambers:
+                    chamber.read = noting_reads(  # type: ignore[method-assign,assignment]
+                        section.name, chamber.read, clock, reads)
                 requests = []
                 for k, (name, numbers) in enumerate(CHANNELS.items()):
                     # A different channel arrives last in each chamber.
@@ -266,10 +275,6 @@ def run_station(directory: Path, doors: dict[str, tuple[float, float]]) -> Stati
                 await station.close()
                 writer.close()
             return chambers, {int(o.channel): o for o in outcomes}, db
-        finally:
-            await chambers["alpha"].emulator.stop()
-            await chambers["beta"].emulator.stop()
-            await chambers["gamma"].emulator.stop()
 
     chambers, outcomes, db = asyncio.run(main())
     return StationRun(db, outcomes, chambers, clock.noted, reads)
