@@ -1,9 +1,9 @@
 """A station with 20 climate chambers and 400 channels on the real clock: does it keep up?
 
 Twenty emulated chambers — Binder (Modbus RTU over TCP), Weiss/Vötsch (SIMSERV) and ESPEC
-(ASCII) in turn, each the plugin's own emulator (its descriptor's ``emulator``), all served by
-one subprocess on loopback, their thermal models ``--speed`` times faster than the wall — hold
-20 simulated channels each. Every channel rests a few seconds, meets the others of its chamber at
+(ASCII) in turn, each its plugin's emulator, all served by one subprocess on loopback, their
+thermal models ``--speed`` times faster than the wall, each reply ``--reply-delay-ms`` late
+(the emulators' "slow" fault; 0 by default) — hold 20 simulated channels each. Every channel rests a few seconds, meets the others of its chamber at
 a chamber step (30 °C, stable for 5 s), then discharges. The station (built from its
 configuration with the installed plugins, as ``cellbench run`` builds one) samples every channel
 each ``--period`` on the real clock and reads every chamber once a tick (twice while its channels
@@ -137,16 +137,17 @@ class Figures:
     emulator_cpu_s: float = 0.0
     chamber_steps_done: int = 0
 
-    def lateness(self, period: float) -> np.ndarray:
-        """How late each tick started after it was due (the runner's schedule: one period after
-        the last, or now once it is more than a period behind)."""
-        late, due = [], self.starts[0]
-        for start in self.starts:
-            if start - due > period:
-                due = start
-            late.append(start - due)
-            due += period
-        return np.array(late)
+
+def lateness(starts: list[float], period: float) -> np.ndarray:
+    """How late each tick started after it was due, on the runner's schedule: one period after
+    the one before, or at once when that is more than a period past."""
+    late, due = [], starts[0]
+    for start in starts:
+        if start - due > period:
+            due = start
+        late.append(start - due)
+        due += period
+    return np.array(late)
 
 
 #: The runner's own tick, which the benchmark puts in the runner's place wrapped (timed).
@@ -249,7 +250,7 @@ def ms(values: list[float] | np.ndarray, q: float) -> str:
 def report(name: str, figures: Figures, period: float, ticks: int) -> None:
     # The first tick (all tests starting) and the last (all stopping) are not steady state.
     starts, durations = figures.starts[1:ticks + 1], figures.durations[1:ticks + 1]
-    late = Figures(starts=starts).lateness(period)
+    late = lateness(starts, period)
     count = int((late > LATE_SHARE * period).sum())
     print(f"{name:<16} {len(durations):>5} {count:>5} {figures.overruns:>8} "
           f"{ms(durations, 0.5)} {ms(durations, 0.99)} {max(durations) * 1e3:7.2f} "
