@@ -3,8 +3,9 @@
 Twenty emulated chambers — Binder (Modbus RTU over TCP), Weiss/Vötsch (SIMSERV) and ESPEC
 (ASCII) in turn, each its plugin's emulator, all served by one subprocess on loopback, their
 thermal models ``--speed`` times faster than the wall, each reply ``--reply-delay-ms`` late
-(the emulators' "slow" fault; 0 by default) — hold 20 simulated channels each. Every channel rests a few seconds, meets the others of its chamber at
-a chamber step (30 °C, stable for 5 s), then discharges. The station (built from its
+(the emulators' "slow" fault; 0 by default) — hold 20 simulated channels each. Every channel
+rests a few seconds, meets the others of its chamber at a chamber step (30 °C, stable for
+5 s), then discharges. The station (built from its
 configuration with the installed plugins, as ``cellbench run`` builds one) samples every channel
 each ``--period`` on the real clock and reads every chamber once a tick (twice while its channels
 wait for it), every sample committed to SQLite.
