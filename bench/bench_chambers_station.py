@@ -5,10 +5,10 @@ Twenty emulated chambers — Binder (Modbus RTU over TCP), Weiss/Vötsch (SIMSER
 thermal models ``--speed`` times faster than the wall, each reply ``--reply-delay-ms`` late
 (the emulators' "slow" fault; 0 by default) — hold 20 simulated channels each. Every channel
 rests a few seconds, meets the others of its chamber at a chamber step (30 °C, stable for
-5 s), then discharges. The station (built from its
-configuration with the installed plugins, as ``cellbench run`` builds one) samples every channel
-each ``--period`` on the real clock and reads every chamber once a tick (twice while its channels
-wait for it), every sample committed to SQLite.
+5 s), then discharges. The station (built from its configuration with the installed plugins, as
+``cellbench run`` builds one) samples every channel each ``--period`` on the real clock and
+reads every chamber once a tick (twice while its channels wait for it), every sample committed
+to SQLite.
 
 Beside it, in the same run, the baseline: the same station and channels without chambers,
 running the same plans without the chamber step.
