@@ -12,6 +12,9 @@ SIMSERV emulator, whose model follows the wall clock, is run at a negligible wal
 moved on by the station's clock as virtual time passes (its ``advance``). Every chamber read then
 happens at the virtual time of its tick, so the models' states at each tick are exact and the
 run (several thousand simulated seconds) takes a few seconds of wall time.
+
+The expected failures at the end hold faults of the station found here (their reasons say
+which); each passes, and so fails as unexpected, once its fault is mended.
 """
 
 from __future__ import annotations
