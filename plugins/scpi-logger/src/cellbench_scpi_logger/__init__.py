@@ -1,0 +1,1 @@
+"""cellbench OSI device scpi-logger: simulated signals (replace with your device)."""
