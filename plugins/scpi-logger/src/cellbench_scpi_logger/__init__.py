@@ -1,1 +1,1 @@
-"""cellbench OSI device scpi-logger: simulated signals (replace with your device)."""
+"""cellbench OSI device: Keysight 34970A / DAQ970A-family data loggers over SCPI."""

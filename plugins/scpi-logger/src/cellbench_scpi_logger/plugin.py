@@ -1,26 +1,29 @@
-"""Registers the OSI device scpi-logger with cellbench.
+"""Registers the SCPI data logger with cellbench and adds ``cellbench scpi-logger emulate``.
 
-cellbench imports this module at every start, so it stays light: it names the factory as a
-"module:attr" string, which is imported only when a station uses the OSI device.
+cellbench imports this module at every start, so it stays light: the factory is named as a
+"module:attr" string.
 """
 
-from cellbench_sdk import Descriptor, Kind, hookimpl
+from __future__ import annotations
 
+import typer
+
+from cellbench_scpi_logger.cli import register
 from cellbench_scpi_logger.settings import ScpiLoggerSettings
+from cellbench_sdk import Descriptor, Kind, hookimpl
 
 
 @hookimpl
 def cellbench_osi_devices() -> list[Descriptor]:
-    """The OSI device of this plugin."""
+    """The data logger."""
     return [
-        Descriptor(
-            Kind.OSI_DEVICE,
-            # The name station files use; unique among the OSI devices of every plugin.
-            "scpi-logger",
-            # The factory: called with the validated settings, returns the OSI device.
-            "cellbench_scpi_logger.device:ScpiLoggerDevice",
-            # One line for `cellbench plugins`: say what it drives or does.
-            "simulated signals (replace with your device)",
-            ScpiLoggerSettings,
-        )
+        Descriptor(Kind.OSI_DEVICE, "scpi-logger", "cellbench_scpi_logger.logger:ScpiLogger",
+                   "Keysight 34970A / DAQ970A data logger: thermocouple and DC-voltage scan "
+                   "list over LAN or RS-232", ScpiLoggerSettings)
     ]
+
+
+@hookimpl
+def cellbench_cli(app: typer.Typer) -> None:
+    """``cellbench scpi-logger emulate``: an emulated logger on loopback."""
+    register(app)
