@@ -14,7 +14,6 @@ import pytest
 
 from cellbench_sdk import DeviceConnectionError, DeviceError, RealClock
 from cellbench_sdk.testing import check_osi_device
-from cellbench_smartbattery import cp2112
 from cellbench_smartbattery.battery import SmartBattery
 from cellbench_smartbattery.bus import BusError, BusNack, Smbus2Bus
 from cellbench_smartbattery.cp2112 import Cp2112Bus

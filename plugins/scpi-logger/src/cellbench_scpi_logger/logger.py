@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from cellbench_scpi_logger.scpi import MODELS, READING_UNITS, configuration, family, parse_scan
+from cellbench_scpi_logger.settings import ScpiLoggerSettings
 from cellbench_sdk import (
     BadReply,
     Clock,
@@ -24,9 +26,6 @@ from cellbench_sdk import (
     WhileOpen,
     transport_from_url,
 )
-
-from cellbench_scpi_logger.scpi import MODELS, READING_UNITS, configuration, family, parse_scan
-from cellbench_scpi_logger.settings import ScpiLoggerSettings
 
 #: The reply of SYSTem:ERRor? when the queue is empty starts with this (+0 or 0).
 _NO_ERROR = ("+0,", "0,")

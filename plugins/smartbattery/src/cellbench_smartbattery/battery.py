@@ -24,7 +24,6 @@ from cellbench_sdk import (
     SignalInfo,
     WhileOpen,
 )
-
 from cellbench_smartbattery import sbs
 from cellbench_smartbattery.bus import SbsClient, Smbus2Bus, SmbusBus
 from cellbench_smartbattery.settings import SmartBatterySettings
@@ -133,14 +132,16 @@ class SmartBattery(OsiDevice):
             self._scale = _Scale(0.001 * volts, 0.001 * amps, 0.001 * amps, "Ah")
         if self.settings.cells is None:
             self._cells = self._probe_cells()
+        scale = self._scale
+        design_capacity = client.read_word(sbs.DESIGN_CAPACITY) * scale.capacity
+        design_voltage = client.read_word(sbs.DESIGN_VOLTAGE) * scale.volts
         info = {"manufacturer": self._text(sbs.MANUFACTURER_NAME),
                 "device_name": self._text(sbs.DEVICE_NAME),
                 "chemistry": self._text(sbs.DEVICE_CHEMISTRY),
                 "serial_number": str(client.read_word(sbs.SERIAL_NUMBER)),
                 "manufacture_date": sbs.manufacture_date(client.read_word(sbs.MANUFACTURE_DATE)),
-                "design_capacity": f"{client.read_word(sbs.DESIGN_CAPACITY) * self._scale.capacity:g}"
-                                   f" {self._scale.capacity_unit}",
-                "design_voltage": f"{client.read_word(sbs.DESIGN_VOLTAGE) * self._scale.volts:g} V",
+                "design_capacity": f"{design_capacity:g} {scale.capacity_unit}",
+                "design_voltage": f"{design_voltage:g} V",
                 "specification_info": f"0x{specification:04X}"}
         self._info = info
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cellbench_sdk import BadReply, DeviceConnectionError, DeviceError
-
 from cellbench_smartbattery.sbs import MAX_BLOCK, pec, read_address, write_address
 
 T = TypeVar("T")

@@ -14,7 +14,6 @@ import time
 from typing import Any, Final, Protocol
 
 from cellbench_sdk import DeviceConnectionError
-
 from cellbench_smartbattery.bus import BusError, BusNack, SmbusBus
 
 #: USB ids of a CP2112 as it leaves the factory.

@@ -7,7 +7,6 @@ cellbench imports this module at every start, so it stays light: the factory is 
 from __future__ import annotations
 
 from cellbench_sdk import Descriptor, Kind, hookimpl
-
 from cellbench_smartbattery.settings import SmartBatterySettings
 
 
