@@ -39,7 +39,10 @@ def register(app: typer.Typer) -> None:
             fail(f"--slots {slots!r}: three counts of 0..40 channels, one per slot")
         cards = {slot: n for slot, n in enumerate(counts, 1) if n}
         console.print(f"{model} emulator on {host}:{port} (cards {cards}); Ctrl-C stops it")
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(host, port, model=model, cards=cards))
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(serve(host, port, model=model, cards=cards))
+        except OSError as err:  # the port is taken, the address is not ours
+            fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
 
     app.add_typer(logger, name="scpi-logger")
