@@ -14,6 +14,7 @@ import pytest
 
 from cellbench_sdk import DeviceConnectionError, DeviceError, RealClock
 from cellbench_sdk.testing import check_osi_device
+from cellbench_smartbattery import cp2112
 from cellbench_smartbattery.battery import SmartBattery
 from cellbench_smartbattery.bus import BusError, BusNack, Smbus2Bus
 from cellbench_smartbattery.cp2112 import Cp2112Bus
@@ -150,3 +151,65 @@ def test_a_missing_adapter_fails_to_open_with_its_path() -> None:
     bus = Smbus2Bus("/dev/i2c-does-not-exist")
     with pytest.raises(DeviceConnectionError, match="/dev/i2c-does-not-exist: cannot open"):
         bus.open()
+
+
+class UsbCable:
+    """Stands in for a pyusb device at the USB boundary: records control and interrupt
+    transfers, answers reads from a queue, and can be unplugged."""
+
+    def __init__(self) -> None:
+        self.transfers: list[tuple[Any, ...]] = []
+        self.replies: list[bytes] = []
+        self.unplugged = False
+        self.kernel_driver = True
+
+    def is_kernel_driver_active(self, interface: int) -> bool:
+        return self.kernel_driver
+
+    def detach_kernel_driver(self, interface: int) -> None:
+        self.kernel_driver = False
+
+    def set_configuration(self) -> None:
+        pass
+
+    def _check(self) -> None:
+        import usb.core
+
+        if self.unplugged:
+            raise usb.core.USBError("No such device", errno=errno.ENODEV)
+
+    def ctrl_transfer(self, *arguments: Any) -> None:
+        self._check()
+        self.transfers.append(("control", *arguments))
+
+    def write(self, endpoint: int, data: bytes, timeout: int) -> int:
+        self._check()
+        self.transfers.append(("out", endpoint, bytes(data)))
+        return len(data)
+
+    def read(self, endpoint: int, size: int, timeout: int) -> bytes:
+        import usb.core
+
+        self._check()
+        if not self.replies:
+            raise usb.core.USBTimeoutError("Operation timed out", errno=errno.ETIMEDOUT)
+        return self.replies.pop(0)
+
+
+def test_hid_reports_reach_the_right_usb_transfers() -> None:
+    cable = UsbCable()
+    hid = cp2112.PyUsbHid(cable, "CP2112 X")
+    assert not cable.kernel_driver  # detached from hid-cp2112
+    hid.send_feature_report(b"\x06" + bytes(13))
+    hid.write(b"\x15\x01".ljust(64, b"\0"))
+    assert cable.transfers == [
+        ("control", 0x21, 0x09, 0x0306, 0, b"\x06" + bytes(13), 1000),  # SET_REPORT, feature
+        ("out", 0x01, b"\x15\x01".ljust(64, b"\0"))]
+    assert hid.read(0.01) == b""  # nothing came: a timeout is no report, not an error
+    cable.replies.append(b"\x16\x02\x05")
+    assert hid.read(0.01) == b"\x16\x02\x05"
+    cable.unplugged = True
+    with pytest.raises(DeviceConnectionError, match="CP2112 X: writing report 0x15: "):
+        hid.write(b"\x15\x01".ljust(64, b"\0"))
+    with pytest.raises(DeviceConnectionError, match="reading a report"):
+        hid.read(0.01)

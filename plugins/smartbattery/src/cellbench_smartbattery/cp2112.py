@@ -9,8 +9,10 @@ feature report (SMBus Configuration, 0x06).
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any, Final, Protocol
 
 from cellbench_sdk import DeviceConnectionError
@@ -157,7 +159,8 @@ class Cp2112Bus(SmbusBus):
 
 class PyUsbHid:
     """A CP2112 as a raw USB device through pyusb (and libusb): the kernel's hid-cp2112 driver
-    is detached for as long as it is open."""
+    is detached for as long as it is open. A USB error (the bridge unplugged) is a
+    :class:`~cellbench_sdk.DeviceConnectionError`."""
 
     #: The interrupt endpoints of the CP2112's HID interface.
     ENDPOINT_OUT: Final = 0x01
@@ -166,9 +169,10 @@ class PyUsbHid:
     def __init__(self, device: Any, name: str) -> None:
         self.device = device
         self.name = name
-        if device.is_kernel_driver_active(0):
-            device.detach_kernel_driver(0)
-        device.set_configuration()
+        with self._usb("claiming the HID interface"):
+            if device.is_kernel_driver_active(0):
+                device.detach_kernel_driver(0)
+            device.set_configuration()
 
     @classmethod
     def find(cls, serial_number: str | None = None) -> PyUsbHid:
@@ -185,8 +189,18 @@ class PyUsbHid:
                                                   f"exactly one is needed")
         return cls(found[0], f"CP2112 {serial_number or ''}".strip())
 
+    @contextlib.contextmanager
+    def _usb(self, doing: str) -> Iterator[None]:
+        import usb.core
+
+        try:
+            yield
+        except usb.core.USBError as err:
+            raise DeviceConnectionError(self.name, f"{doing}: {err}") from None
+
     def write(self, report: bytes) -> None:
-        self.device.write(self.ENDPOINT_OUT, report, 1000)
+        with self._usb(f"writing report 0x{report[0]:02X}"):
+            self.device.write(self.ENDPOINT_OUT, report, 1000)
 
     def read(self, timeout_s: float) -> bytes:
         import usb.core
@@ -196,10 +210,13 @@ class PyUsbHid:
                                           max(1, round(timeout_s * 1000))))
         except usb.core.USBTimeoutError:
             return b""
+        except usb.core.USBError as err:
+            raise DeviceConnectionError(self.name, f"reading a report: {err}") from None
 
     def send_feature_report(self, report: bytes) -> None:
         # HID class SET_REPORT (0x09) of a feature report (type 3) to interface 0.
-        self.device.ctrl_transfer(0x21, 0x09, 0x0300 | report[0], 0, report, 1000)
+        with self._usb(f"setting feature report 0x{report[0]:02X}"):
+            self.device.ctrl_transfer(0x21, 0x09, 0x0300 | report[0], 0, report, 1000)
 
     def close(self) -> None:
         import usb.util
