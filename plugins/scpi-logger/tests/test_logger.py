@@ -168,14 +168,21 @@ def test_a_misbehaving_logger_raises_a_typed_error(fault: str, error: type[Excep
     with_emulator(scenario)
 
 
-def test_a_disconnect_is_a_connection_error_and_open_reconnects() -> None:
+def test_a_dropped_connection_is_an_error_and_the_next_read_reconnects() -> None:
     async def scenario(emulator: LoggerEmulator, logger: ScpiLogger) -> float:
         await emulator.disconnect()
         with pytest.raises(DeviceConnectionError):
             await logger.read()
-        await logger.close()
-        await logger.open(RealClock())
-        return (await logger.read())["v_cell"].value
+        port = emulator.port
+        await emulator.stop()  # the logger is off: the next read cannot reconnect
+        with pytest.raises(DeviceConnectionError):
+            await logger.read()
+        await emulator.start(port=port)  # back: reconnected, reconfigured, read
+        emulator.received.clear()
+        value = (await logger.read())["v_cell"].value
+        assert emulator.received[0] == "*IDN?"
+        assert list(emulator.received)[-2:] == ["SYST:ERR?", "READ?"]
+        return value
 
     assert 3 < with_emulator(scenario) < 4
 

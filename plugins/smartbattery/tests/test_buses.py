@@ -8,6 +8,7 @@ import asyncio
 import ctypes
 import errno
 import struct
+import types
 from typing import Any
 
 import pytest
@@ -162,6 +163,13 @@ class UsbCable:
         self.replies: list[bytes] = []
         self.unplugged = False
         self.kernel_driver = True
+        self.disposed = 0
+        # pyusb's usb.util.dispose_resources(device) asks the device's backend context.
+        self._ctx = types.SimpleNamespace(dispose=self._dispose)
+
+    def _dispose(self, device: Any) -> None:
+        self._check()
+        self.disposed += 1
 
     def is_kernel_driver_active(self, interface: int) -> bool:
         return self.kernel_driver
@@ -213,3 +221,56 @@ def test_hid_reports_reach_the_right_usb_transfers() -> None:
         hid.write(b"\x15\x01".ljust(64, b"\0"))
     with pytest.raises(DeviceConnectionError, match="reading a report"):
         hid.read(0.01)
+    hid.close()  # nothing to release on an unplugged bridge, and no error
+    cable.unplugged = False
+    hid.close()
+    assert cable.disposed == 1
+
+
+def test_an_unplugged_bridge_is_a_connection_error_until_it_is_back() -> None:
+    model = SbsBattery()
+    cables: list[UsbCable] = []
+
+    class Answering(UsbCable):
+        """A cable with a CP2112 at its end: reports go to an emulated bridge."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bridge = EmulatedCp2112(model)
+
+        def ctrl_transfer(self, *arguments: Any) -> None:
+            super().ctrl_transfer(*arguments)
+            self.bridge.send_feature_report(bytes(arguments[4]))
+
+        def write(self, endpoint: int, data: bytes, timeout: int) -> int:
+            super().write(endpoint, data, timeout)
+            self.bridge.write(bytes(data))
+            reply = self.bridge.read(0)
+            if reply:
+                self.replies.append(reply)
+            return len(data)
+
+    def plug_in() -> cp2112.PyUsbHid:
+        if cables and cables[-1].unplugged:
+            raise DeviceConnectionError("CP2112", "0 CP2112 with any serial number on USB")
+        cables.append(Answering())
+        return cp2112.PyUsbHid(cables[-1], "CP2112")
+
+    async def run() -> None:
+        battery = SmartBattery(SmartBatterySettings(bus="cp2112", retry_delay_s=0),
+                               bus=Cp2112Bus(plug_in, name="CP2112"))
+        await battery.open(RealClock())
+        try:
+            assert (await battery.read())["voltage"].value > 12
+            cables[-1].unplugged = True
+            with pytest.raises(DeviceConnectionError, match="No such device"):
+                await battery.read()
+            with pytest.raises(DeviceConnectionError, match="0 CP2112"):
+                await battery.read()  # still gone
+            cables[-1].unplugged = False
+            assert (await battery.read())["voltage"].value > 12  # plugged in again
+            assert len(cables) == 2
+        finally:
+            await battery.close()
+
+    asyncio.run(run())

@@ -16,6 +16,7 @@ from cellbench_scpi_logger.settings import ScpiLoggerSettings
 from cellbench_sdk import (
     BadReply,
     Clock,
+    DeviceConnectionError,
     DeviceError,
     LineTransport,
     NotSupported,
@@ -51,6 +52,7 @@ class ScpiLogger(OsiDevice):
                        description=f"ch {channel.ch} ({channel.kind})")
             for name, channel in settings.channels.items())
         self._info: dict[str, str] = {}
+        self._lost = False  # the connection dropped while open: read() reconnects
 
     @property
     def signals(self) -> Sequence[SignalInfo]:
@@ -62,6 +64,12 @@ class ScpiLogger(OsiDevice):
         return dict(self._info)
 
     async def open(self, clock: Clock) -> None:
+        await self._connect()
+        self._lost = False
+        self._clock.set(clock)
+
+    async def _connect(self) -> None:
+        """Connect, identify the logger and configure the scan list; closed again on error."""
         await self._io.open()
         try:
             await self._identify()
@@ -71,7 +79,6 @@ class ScpiLogger(OsiDevice):
         except BaseException:
             await self._io.close()
             raise
-        self._clock.set(clock)
 
     async def _identify(self) -> None:
         reply = (await self._io.query("*IDN?")).strip()
@@ -101,8 +108,17 @@ class ScpiLogger(OsiDevice):
         await self._io.close()
 
     async def read(self) -> Mapping[str, Reading]:
+        """One scan. After a lost connection, the next read connects and configures again
+        first (a logger that was restarted comes back), or raises why it cannot."""
         clock = self._clock.get()
-        reply = await self._io.query("READ?")
+        if self._lost:
+            await self._connect()
+            self._lost = False
+        try:
+            reply = await self._io.query("READ?")
+        except DeviceConnectionError:
+            self._lost = True
+            raise
         now = clock.now()
         try:
             values = parse_scan(reply, self.settings.channels)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from cellbench_sdk import (
     BadReply,
     Clock,
+    DeviceConnectionError,
     DeviceError,
     DeviceWorker,
     NotSupported,
@@ -75,6 +76,7 @@ class SmartBattery(OsiDevice):
                        else len(settings.cell_commands))
         self._scale = _Scale(0.001, 0.001, 0.001, "Ah")
         self._info: dict[str, str] = {}
+        self._lost = False  # the adapter went away while open: read() reaches it again
 
     @property
     def signals(self) -> Sequence[SignalInfo]:
@@ -116,6 +118,7 @@ class SmartBattery(OsiDevice):
             await self._release(worker)
             raise
         self._worker = worker
+        self._lost = False
         self._clock.set(clock)
 
     def _connect(self) -> None:
@@ -185,10 +188,24 @@ class SmartBattery(OsiDevice):
         return self._worker
 
     async def read(self) -> Mapping[str, Reading]:
+        """Every signal. After the adapter was lost (a USB bridge unplugged), the next read
+        reaches it again first (and reads the gauge's identity anew), or raises why it
+        cannot."""
         worker = self._worker_or_closed()
-        values = await worker.call(self._read_all)
+        try:
+            values = await worker.call(self._reconnecting_read)
+        except DeviceConnectionError:
+            self._lost = True
+            raise
         now = self._clock.get().now()
         return {name: Reading(value, now) for name, value in values.items()}
+
+    def _reconnecting_read(self) -> dict[str, float]:
+        if self._lost:
+            self.bus.close()
+            self._connect()
+            self._lost = False
+        return self._read_all()
 
     def _read_all(self) -> dict[str, float]:
         """On the worker: every signal, in SI units."""

@@ -219,6 +219,9 @@ class PyUsbHid:
             self.device.ctrl_transfer(0x21, 0x09, 0x0300 | report[0], 0, report, 1000)
 
     def close(self) -> None:
+        import usb.core
         import usb.util
 
-        usb.util.dispose_resources(self.device)
+        # Releasing a bridge that was unplugged fails; there is nothing left to release then.
+        with contextlib.suppress(usb.core.USBError):
+            usb.util.dispose_resources(self.device)
