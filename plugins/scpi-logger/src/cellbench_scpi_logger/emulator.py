@@ -107,9 +107,6 @@ class LoggerEmulator(LineEmulator):
             return self.errors.popleft() if self.errors else '+0,"No error"'
         if command == "READ?":
             return self._read()
-        if command == "ROUT:SCAN?":
-            return f"#{len(str(len(self.scan)))}{len(self.scan)}" if not self.scan else \
-                "(@" + ",".join(map(str, self.scan)) + ")"
         if (match := _CONF_TEMP.match(command)) is not None:
             self._configure(f"TC {match[1]}", match[2])
             return None

@@ -50,6 +50,7 @@ def make_bus(settings: SmartBatterySettings) -> SmbusBus:
     if settings.bus == "cp2112":
         from cellbench_smartbattery.cp2112 import Cp2112Bus, PyUsbHid
 
+        # The bridge's own timeout is per transaction; timeout_s bounds a whole read.
         return Cp2112Bus(lambda: PyUsbHid.find(settings.cp2112_serial),
                          name=f"CP2112 {settings.cp2112_serial or ''}".strip(),
                          clock_hz=settings.clock_hz, timeout_s=min(settings.timeout_s, 0.1))

@@ -57,8 +57,10 @@ class SmbusBus(ABC):
         """Release the adapter; idempotent."""
 
 
-#: errno values of i2c-dev adapters for a slave that does not acknowledge (drivers differ).
-_NACK_ERRNOS = frozenset({errno.ENXIO, errno.EREMOTEIO})
+#: errno values of i2c-dev adapters for a slave that does not acknowledge (drivers differ):
+#: ENXIO and EREMOTEIO (121 on Linux; the errno module lacks it elsewhere, where this module is
+#: imported for the CP2112 bus).
+_NACK_ERRNOS = frozenset({errno.ENXIO, getattr(errno, "EREMOTEIO", 121)})
 
 
 class Smbus2Bus(SmbusBus):
@@ -73,14 +75,19 @@ class Smbus2Bus(SmbusBus):
         self.name = bus if isinstance(bus, str) else f"/dev/i2c-{bus}"
         self._opener = opener
         self._smbus: Any = None
+        self._message: Any = None  # smbus2's i2c_msg
 
     def open(self) -> None:
-        if self._opener is None:
-            from smbus2 import SMBus  # imported here: the plugin module stays light
-
-            self._opener = SMBus
+        # smbus2 is imported here, not with the module: it needs fcntl, which Windows lacks,
+        # and the CP2112 bus of this plugin works there.
         try:
-            self._smbus = self._opener(self.bus)
+            from smbus2 import SMBus, i2c_msg
+        except ImportError as err:
+            raise DeviceConnectionError(self.name, f"smbus2 (Linux i2c-dev) is not usable "
+                                                   f"here: {err}") from None
+        self._message = i2c_msg
+        try:
+            self._smbus = (self._opener or SMBus)(self.bus)
         except OSError as err:
             raise DeviceConnectionError(self.name, f"cannot open the I2C adapter: "
                                                    f"{err.strerror or err}") from None
@@ -98,16 +105,12 @@ class Smbus2Bus(SmbusBus):
             raise BusError(f"{err.strerror or err}") from None
 
     def write_read(self, address: int, command: int, length: int) -> bytes:
-        from smbus2 import i2c_msg
-
-        read = i2c_msg.read(address, length)
-        self._transfer(i2c_msg.write(address, [command]), read)
+        read = self._message.read(address, length)
+        self._transfer(self._message.write(address, [command]), read)
         return bytes(read)
 
     def write(self, address: int, data: bytes) -> None:
-        from smbus2 import i2c_msg
-
-        self._transfer(i2c_msg.write(address, list(data)))
+        self._transfer(self._message.write(address, list(data)))
 
     def close(self) -> None:
         smbus, self._smbus = self._smbus, None
