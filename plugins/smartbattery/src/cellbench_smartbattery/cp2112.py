@@ -179,7 +179,14 @@ class PyUsbHid:
         """Open the CP2112 with ``serial_number`` (or the only one connected)."""
         import usb.core
 
-        found = list(usb.core.find(find_all=True, idVendor=VENDOR_ID, idProduct=PRODUCT_ID))
+        try:
+            found = list(usb.core.find(find_all=True, idVendor=VENDOR_ID,
+                                       idProduct=PRODUCT_ID))
+        except usb.core.NoBackendError:
+            raise DeviceConnectionError("CP2112", "pyusb finds no USB backend: install libusb "
+                                                  "(libusb-1.0)") from None
+        except usb.core.USBError as err:
+            raise DeviceConnectionError("CP2112", f"listing USB devices: {err}") from None
         if serial_number is not None:
             found = [d for d in found if d.serial_number == serial_number]
         if len(found) != 1:
