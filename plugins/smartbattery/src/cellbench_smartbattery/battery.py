@@ -84,7 +84,7 @@ class SmartBattery(OsiDevice):
         """The signals; the cells and the capacity unit are those the gauge reported at open
         (before it, every cell the settings allow, in Ah)."""
         unit = self._scale.capacity_unit
-        signals = [
+        return [
             SignalInfo("voltage", "V", description="pack voltage (Voltage)"),
             SignalInfo("current", "A", description="current, positive charging (Current)"),
             SignalInfo("average_current", "A", description="one-minute average current "
@@ -103,7 +103,6 @@ class SmartBattery(OsiDevice):
             SignalInfo(ALARM_SIGNAL, unit, writable=True,
                        description="RemainingCapacityAlarm: the gauge alarms below it"),
         ]
-        return signals
 
     @property
     def info(self) -> Mapping[str, str]:
@@ -219,6 +218,7 @@ class SmartBattery(OsiDevice):
             "voltage": read(sbs.VOLTAGE) * scale.volts,
             "current": sbs.signed16(read(sbs.CURRENT)) * scale.amps,
             "average_current": sbs.signed16(read(sbs.AVERAGE_CURRENT)) * scale.amps,
+            # 0.1 K steps; rounded so that 298.2 K reads 25.05 °C, not 25.049999999999955.
             "temperature": round(read(sbs.TEMPERATURE) * 0.1 - 273.15, 2),
             "relative_soc": float(rsoc),
             "remaining_capacity": read(sbs.REMAINING_CAPACITY) * scale.capacity,
