@@ -129,6 +129,19 @@ def test_a_refused_configuration_fails_open_with_the_loggers_errors() -> None:
     asyncio.run(run())
 
 
+def test_errors_left_from_before_are_cleared_and_do_not_fail_open() -> None:
+    async def run() -> float:
+        async with LoggerEmulator() as emulator:
+            emulator.push_error('-410,"Query INTERRUPTED"')  # someone else's
+            logger = logger_at(emulator.port)
+            await logger.open(RealClock())
+            value = (await logger.read())["v_cell"].value
+            await logger.close()
+            return value
+
+    assert 3 < asyncio.run(run()) < 4
+
+
 def test_another_instrument_is_refused() -> None:
     async def run() -> None:
         async with expected_protocol([(b"*IDN?\n", b"ACME,PSU-9,1,1.0\n")]) as instrument:
