@@ -5,7 +5,7 @@ error queue.
 The temperatures drift slowly around their base values (a cell warming and cooling); set
 :attr:`LoggerEmulator.values` to fix a channel's value and :attr:`LoggerEmulator.open_channels`
 for an open thermocouple (an overload reading). Faults of the line (slow, garbled, silent,
-dropped connection) come from :class:`cellbench_sdk.emulator.LineEmulator`;
+dropped connection) come from :class:`cellbench_sdk.emulation.LineEmulator`;
 :meth:`LoggerEmulator.push_error` puts an error into the queue as a misbehaving instrument
 would. Serve it on TCP or on a pseudo-terminal as an RS-232 line.
 """
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cellbench_scpi_logger.scpi import OVERLOAD, parse_channel_list
-from cellbench_sdk.emulator import LineEmulator
+from cellbench_sdk.emulation import LineEmulator
 
 _IDN = {"DAQ970A": "Keysight Technologies,DAQ970A,MY58000123,A.03.02-01.00-03.02-00.02-00.01",
         "34970A": "HEWLETT-PACKARD,34970A,0,13-2-2"}

@@ -1,5 +1,5 @@
-"""The SDK's line-emulator machinery: a tiny instrument served over TCP and a pty, with each
-fault of LineFaults seen from a real client."""
+"""The SDK's line-emulator machinery (``cellbench_sdk.emulation.LineEmulator``): a tiny
+instrument served over TCP and a pty, with each fault of LineFaults seen from a real client."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import termios
 
 import pytest
 
-from cellbench_sdk.emulator import LineEmulator
+from cellbench_sdk.emulation import LineEmulator
 
 
 class Echo(LineEmulator):
