@@ -244,6 +244,15 @@ def test_a_scan_over_a_serial_line() -> None:
     assert received[0] == "*IDN?" and received[-1] == "READ?"
 
 
+def test_serial_settings_make_the_transport_url() -> None:
+    settings = ScpiLoggerSettings.model_validate(
+        {"port": "/dev/ttyUSB0", "baudrate": 57600, "flow_control": "xonxoff",
+         "channels": CHANNELS})
+    assert settings.url == "serial:///dev/ttyUSB0?baudrate=57600&xonxoff=1"
+    assert ScpiLoggerSettings.model_validate(
+        {"address": "10.0.0.21:5025", "channels": CHANNELS}).url == "tcp://10.0.0.21:5025"
+
+
 def test_writes_are_refused() -> None:
     async def scenario(emulator: LoggerEmulator, logger: ScpiLogger) -> None:
         with pytest.raises(NotSupported, match="read-only"):

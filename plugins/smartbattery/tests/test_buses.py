@@ -274,3 +274,20 @@ def test_an_unplugged_bridge_is_a_connection_error_until_it_is_back() -> None:
             await battery.close()
 
     asyncio.run(run())
+
+
+class FailingReadBridge(EmulatedCp2112):
+    """A bridge that completes the transfer, then reports its Data Read Response as failed."""
+
+    def read(self, timeout_s: float) -> bytes:
+        report = super().read(timeout_s)
+        if report[:1] == bytes([cp2112.DATA_READ_RESPONSE]):
+            return bytes([report[0], cp2112.STATUS_ERROR, 0]) + report[3:]
+        return report
+
+
+def test_a_failed_data_read_response_is_a_bus_error() -> None:
+    bus = Cp2112Bus(lambda: FailingReadBridge(SbsBattery()))
+    bus.open()
+    with pytest.raises(BusError, match="the bridge failed the read after 0 bytes"):
+        bus.write_read(0x0B, 0x09, 3)

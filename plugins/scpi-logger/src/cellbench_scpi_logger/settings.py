@@ -50,6 +50,8 @@ class ScpiLoggerSettings(BaseModel):
     port: str | None = Field(default=None, min_length=1,
                              description="serial port of a 34970A, such as /dev/ttyUSB0")
     baudrate: int = Field(default=9600, gt=0, description="serial baud rate (port only)")
+    flow_control: Literal["none", "xonxoff", "rtscts"] = Field(
+        default="none", description="serial flow control, as set on the logger (port only)")
     timeout_s: float = Field(default=5.0, gt=0, le=120,
                              description="seconds a scan (READ?) or a reply may take")
     reset: bool = Field(default=True, description="send *RST before configuring (a known "
@@ -78,4 +80,5 @@ class ScpiLoggerSettings(BaseModel):
         """The transport URL of the logger."""
         if self.address is not None:
             return f"tcp://{self.address}"
-        return f"serial://{self.port}?baudrate={self.baudrate}"
+        flow = {"none": "", "xonxoff": "&xonxoff=1", "rtscts": "&rtscts=1"}[self.flow_control]
+        return f"serial://{self.port}?baudrate={self.baudrate}{flow}"

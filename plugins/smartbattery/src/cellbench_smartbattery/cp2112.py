@@ -111,6 +111,8 @@ class Cp2112Bus(SmbusBus):
         data = b""
         while len(data) < length:
             report = self._report(hid, DATA_READ_RESPONSE)
+            if report[1] == STATUS_ERROR:
+                raise BusError(f"the bridge failed the read after {len(data)} bytes")
             count = report[2]
             if count > REPORT_DATA:
                 raise BusError(f"Data Read Response of {count} bytes (at most {REPORT_DATA})")
