@@ -166,6 +166,26 @@ def test_a_block_that_is_not_text_is_refused() -> None:
     asyncio.run(run())
 
 
+def test_scaled_gauges_and_a_reserved_scale() -> None:
+    model = SbsBattery(current_a=-12.0)
+    model.specification_info = 0x1131  # VScale 10, IPScale 10: a big pack's gauge
+
+    async def run() -> tuple[float, float]:
+        battery = await opened(model)
+        readings = await battery.read()
+        await battery.close()
+        return readings["current"].value, readings["voltage"].value
+
+    current, voltage = asyncio.run(run())
+    # The model reports raw mA and mV; the gauge says each count is ten of them.
+    assert current == pytest.approx(-120.0)
+    assert voltage == pytest.approx(10 * sum(model.cell_voltage_v(n) for n in range(4)),
+                                    abs=0.03)
+    model.specification_info = 0x4031
+    with pytest.raises(DeviceError, match=r"SpecificationInfo 0x4031 has a reserved scale"):
+        asyncio.run(opened(model))
+
+
 def test_cells_the_gauge_lacks_are_not_offered() -> None:
     async def run() -> tuple[list[str], set[str]]:
         battery = await opened(SbsBattery(cells=2))

@@ -1,5 +1,7 @@
 """The SBS helpers: PEC, scales and dates."""
 
+import pytest
+
 from cellbench_smartbattery import sbs
 
 
@@ -15,7 +17,9 @@ def test_pec_is_the_smbus_crc8() -> None:
 def test_scales_and_signs() -> None:
     assert sbs.scales(0x0031) == (1, 1)
     assert sbs.scales(0x2131) == (10, 100)
-    assert sbs.scales(0xF031) == (1, 1000)  # reserved exponents count as 3
+    with pytest.raises(ValueError, match=r"0xF031 has a reserved scale \(VScale 10\^0, "
+                                         r"IPScale 10\^15"):
+        sbs.scales(0xF031)
     assert sbs.signed16(0xFB50) == -1200
     assert sbs.signed16(0x04B0) == 1200
 

@@ -128,7 +128,10 @@ class SmartBattery(OsiDevice):
         client = self.client
         specification = client.read_word(sbs.SPECIFICATION_INFO)
         mode = client.read_word(sbs.BATTERY_MODE)
-        volts, amps = sbs.scales(specification)
+        try:
+            volts, amps = sbs.scales(specification)
+        except ValueError as err:
+            raise BadReply(self.name, str(err)) from None
         if mode & sbs.CAPACITY_MODE_BIT:
             self._scale = _Scale(0.001 * volts, 0.001 * amps, 0.01 * volts * amps, "Wh")
         else:

@@ -99,11 +99,14 @@ def signed16(word: int) -> int:
 
 def scales(specification_info: int) -> tuple[int, int]:
     """The voltage and current/capacity multipliers (VScale, IPScale) of SpecificationInfo:
-    10 to the power of bits 8..11 and 12..15."""
-    # Exponents above 3 are reserved by the specification; such a gauge is treated as 3.
+    10 to the power of bits 8..11 and 12..15. ValueError for the exponents the specification
+    reserves (above 3)."""
     v_exponent = (specification_info >> 8) & 0x0F
     ip_exponent = (specification_info >> 12) & 0x0F
-    return 10 ** min(v_exponent, 3), 10 ** min(ip_exponent, 3)
+    if v_exponent > 3 or ip_exponent > 3:
+        raise ValueError(f"SpecificationInfo 0x{specification_info:04X} has a reserved scale "
+                         f"(VScale 10^{v_exponent}, IPScale 10^{ip_exponent}; at most 10^3)")
+    return 10 ** v_exponent, 10 ** ip_exponent
 
 
 def manufacture_date(word: int) -> str:
