@@ -12,6 +12,7 @@ import types
 from typing import Any
 
 import pytest
+from smbus2 import I2cFunc
 
 from cellbench_sdk import DeviceConnectionError, DeviceError, RealClock
 from cellbench_sdk.testing import check_osi_device
@@ -98,8 +99,10 @@ class I2cDev:
     """Stands in for smbus2's SMBus on /dev/i2c-N: carries out I2C_RDWR message lists against
     the register model, filling smbus2's own read buffers, or fails with an errno."""
 
-    def __init__(self, model: SbsBattery) -> None:
+    def __init__(self, model: SbsBattery, funcs: I2cFunc = I2cFunc.I2C | I2cFunc.SMBUS_PEC
+                 ) -> None:
         self.model = model
+        self.funcs = funcs
         self.fail_with: int | None = None
         self.closed = False
 
@@ -146,6 +149,15 @@ def test_i2c_dev_errors_are_typed(code: int, error: type[Exception]) -> None:
     device.fail_with = code
     with pytest.raises(error):
         bus.write_read(0x0B, 0x09, 3)
+
+
+def test_an_smbus_only_adapter_is_refused_at_open() -> None:
+    device = I2cDev(SbsBattery(), funcs=I2cFunc.SMBUS_READ_WORD_DATA | I2cFunc.SMBUS_PEC)
+    bus = Smbus2Bus(0, opener=lambda _: device)
+    with pytest.raises(DeviceConnectionError, match="/dev/i2c-0: the adapter makes SMBus "
+                                                    "transfers only"):
+        bus.open()
+    assert device.closed
 
 
 def test_a_missing_adapter_fails_to_open_with_its_path() -> None:

@@ -81,16 +81,25 @@ class Smbus2Bus(SmbusBus):
         # smbus2 is imported here, not with the module: it needs fcntl, which Windows lacks,
         # and the CP2112 bus of this plugin works there.
         try:
-            from smbus2 import SMBus, i2c_msg
+            from smbus2 import I2cFunc, SMBus, i2c_msg
         except ImportError as err:
             raise DeviceConnectionError(self.name, f"smbus2 (Linux i2c-dev) is not usable "
                                                    f"here: {err}") from None
         self._message = i2c_msg
         try:
-            self._smbus = (self._opener or SMBus)(self.bus)
+            smbus = (self._opener or SMBus)(self.bus)
         except OSError as err:
             raise DeviceConnectionError(self.name, f"cannot open the I2C adapter: "
                                                    f"{err.strerror or err}") from None
+        # The PEC is checked here over raw combined transfers, which SMBus-only controllers
+        # (such as a PC's i801) cannot make: refuse them now rather than fail every read.
+        if not smbus.funcs & I2cFunc.I2C:
+            smbus.close()
+            raise DeviceConnectionError(self.name, "the adapter makes SMBus transfers only, "
+                                                   "not the plain I2C transfers (I2C_RDWR) "
+                                                   "this driver needs: use an I2C adapter or "
+                                                   "a CP2112")
+        self._smbus = smbus
 
     def _transfer(self, *messages: Any) -> None:
         if self._smbus is None:
