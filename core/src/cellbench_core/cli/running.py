@@ -26,6 +26,7 @@ from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.station import Station, StationConfig, StationError, load_station
 from cellbench_core.storage import BatteryRecord, Database, SampleWriter, open_database
+from cellbench_core.storage.lease import LeaseHeld, StationLease
 from cellbench_hal import Clock, DeviceError, RealClock, VirtualClock
 
 #: Live display shows one bar per channel up to this many channels, then one bar for all.
@@ -127,7 +128,10 @@ def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bo
                     device_timeout_s=job.station.config.station.device_timeout)
     started = time.monotonic()
     try:
-        outcomes = asyncio.run(_execute(job, runner, live))
+        with StationLease(job.db, job.station.config.station.name):
+            outcomes = asyncio.run(_execute(job, runner, live))
+    except LeaseHeld as err:
+        fail(str(err), code=2)
     except (RunError, DeviceError, StationError) as err:
         fail(str(err), code=2 if isinstance(err, StationError) else 1)
     finally:
