@@ -215,5 +215,7 @@ class ChamberState:
     humidity_pct: float | None = None
     setpoint_humidity_pct: float | None = None
     #: What the controller reports as wrong ("door open", "alarm 12: ..."); empty when all is
-    #: well. A fault ends or pauses the tests inside, by the station's ``on_fault``.
+    #: well. A fault ends or pauses the tests inside, by the station's ``on_fault``. The same
+    #: fault must read the same from tick to tick (no live readings in it): a new text is a
+    #: new fault, with a new alarm.
     fault: str = ""

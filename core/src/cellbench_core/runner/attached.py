@@ -48,7 +48,6 @@ async def check_chambers(st: RunState) -> None:
     await release_barriers(st, t)
     if st.ramps:
         await advance_ramps(st, t)
-    states: dict[int, ChamberState | DeviceError] = {}
     for row, (since, began, applied) in list(st.waits.items()):
         run = st.runs[row]
         if st.paused[row] or row in st.fault_paused or row not in st.waits:
@@ -63,15 +62,19 @@ async def check_chambers(st: RunState) -> None:
                                          f"chamber steps within {spec.timeout_s:g} s "
                                          f"(line {run.cursor.step.line})", t)
             continue
-        if id(chamber) not in states:
+        name = run.request.chamber_label
+        if name not in st.chamber_reads:  # a chamber the station does not read each tick
             try:
-                states[id(chamber)] = await call_with_timeout(
+                st.chamber_reads[name] = await call_with_timeout(
                     chamber.read(), st.device_timeout_s, chamber.name, "read")
             except DeviceError as err:
-                states[id(chamber)] = err
-        state = states[id(chamber)]
-        if isinstance(state, DeviceError):
-            await fail_wait(st, run, f"chamber error: {state}", t)
+                st.chamber_reads[name] = err
+        state = st.chamber_reads[name]
+        if isinstance(state, DeviceError):  # a fault: the station's on_fault acts on it
+            st.waits[row] = (None, began, True)
+            if t - began >= spec.timeout_s:
+                await fail_wait(st, run, f"the chamber was not stable within "
+                                      f"{spec.timeout_s:g} s (line {run.cursor.step.line})", t)
             continue
         # Against the step's setpoint, not the controller's: a ramping one moves its own.
         target = state.setpoint_c if spec.temperature_c is None else spec.temperature_c
@@ -156,9 +159,11 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
                 device, "signals", ())} if isinstance(device, OsiDevice) else {
                 "temperature": math.nan}
             if not isinstance(device, OsiDevice):
+                st.chamber_reads[name] = result
                 await chamber_health(st, name, channels, str(result))
         elif isinstance(result, ChamberState):
             st.failing.discard(name)
+            st.chamber_reads[name] = result
             values = {"temperature": result.temperature_c}
             if result.humidity_pct is not None:
                 values["humidity"] = result.humidity_pct
