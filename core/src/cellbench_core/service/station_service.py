@@ -158,6 +158,13 @@ class StationService:
         entries = await asyncio.to_thread(self.queue.entries, [QueueStatus.QUEUED])
         starting: list[tuple[QueueEntry, asyncio.Future[int]]] = []
         for entry in entries:
+            if entry.problem is not None:  # a row no station can run: say why, once
+                now = self.clock.unix(self.clock.now())
+                if await asyncio.to_thread(self.queue.claim, entry.id, now):
+                    log.warning("queue entry %d failed: %s", entry.id, entry.problem)
+                    await asyncio.to_thread(self.queue.end, entry.id, QueueStatus.FAILED, now,
+                                            entry.problem)
+                continue
             if self._stopping or entry.channel in self._busy or (
                     self.runner.state(entry.channel) is not ChannelState.IDLE):
                 continue  # its channel runs a queued test, or one an interface started
