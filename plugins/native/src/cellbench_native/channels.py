@@ -1,0 +1,175 @@
+"""A vendor library's channel bank: channels with ranges that hold a step, switch off and are
+measured, through the library."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+
+import numpy as np
+
+from cellbench_native.handle import Handle, Library
+from cellbench_native.library import ChannelSpec, StepSpec
+from cellbench_native.settings import NativeSettings
+from cellbench_sdk import (
+    BadReply,
+    ChannelDriver,
+    ChannelInfo,
+    Clock,
+    OutOfRange,
+    ProfileQuantity,
+    SampleBatch,
+    Step,
+    StepMode,
+    WhileOpen,
+)
+
+_USES_CURRENT = frozenset({StepMode.CC, StepMode.CV, StepMode.CCCV})
+_USES_VOLTAGE = frozenset({StepMode.CV, StepMode.CCCV})
+_SAMPLE_FIELDS = {"channel": np.int32, "age_s": np.float64, "voltage_v": np.float64,
+                  "current_a": np.float64, "temperature_c": np.float64}
+
+
+class NativeChannels(ChannelDriver):
+    """The channels ``cb_describe_channel`` lists. Steps are checked against their ranges before
+    ``cb_apply``; ``cb_measure``'s samples are checked (channel, age) and stamped with the
+    station clock; every output is switched off before the library is closed."""
+
+    def __init__(self, settings: NativeSettings) -> None:
+        self.settings = settings
+        self.name = settings.device_name
+        self.handle = Handle(settings, "bank", self.name)
+        self._clock = WhileOpen[Clock](self)
+        self._channels: tuple[ChannelInfo, ...] = ()
+        self._sample = np.dtype([])
+        self._last = np.zeros(0)
+
+    @property
+    def channels(self) -> Sequence[ChannelInfo]:
+        self._clock.get()  # refuses unless open: the library describes them when it opens
+        return self._channels
+
+    async def open(self, clock: Clock) -> None:
+        def describe(library: Library) -> tuple[list[ChannelSpec], tuple[int, dict[str, int]]]:
+            return library.channels(), library.sample_layout()
+
+        specs, (size, offsets) = await self.handle.open(describe)
+        self._channels = tuple(ChannelInfo(s.name, s.voltage_min_v, s.voltage_max_v,
+                                           s.current_max_a, s.power_max_w) for s in specs)
+        # cb_sample as the library's process lays it out, to read cb_measure's bytes in place.
+        self._sample = np.dtype({"names": list(_SAMPLE_FIELDS),
+                                 "formats": list(_SAMPLE_FIELDS.values()),
+                                 "offsets": [offsets[name] for name in _SAMPLE_FIELDS],
+                                 "itemsize": size})
+        self._last = np.full(len(specs), -math.inf)
+        self._clock.set(clock)
+
+    async def close(self) -> None:
+        self._clock.clear()
+        count = len(self._channels)
+
+        def all_off(library: Library) -> None:
+            for channel in range(count):
+                library.output_off(channel)
+
+        await self.handle.close(all_off)
+
+    async def apply(self, channel: int, step: Step) -> None:
+        self._clock.get()
+        c = self._check_channel(channel)
+        problem = _range_problem(step, self._channels[c])
+        if problem:
+            raise OutOfRange(self.name, f"channel {c}, {step.mode.value} step: {problem}")
+        spec = _step_spec(step)
+        await self.handle.call(f"cb_apply({c}, {step.mode.value})",
+                               lambda library: library.apply(c, spec))
+
+    async def output_off(self, channel: int) -> None:
+        self._clock.get()
+        c = self._check_channel(channel)
+        await self.handle.call(f"cb_output_off({c})", lambda library: library.output_off(c))
+
+    async def measure(self) -> SampleBatch:
+        clock = self._clock.get()
+        raw = await self.handle.call("cb_measure", lambda library: library.measure())
+        now = clock.now()
+        if len(raw) % self._sample.itemsize:
+            raise BadReply(self.name, f"cb_measure gave {len(raw)} bytes, not a whole number "
+                           f"of {self._sample.itemsize}-byte samples")
+        samples = np.frombuffer(raw, self._sample)
+        channel = samples["channel"].astype(np.int64)
+        age = samples["age_s"]
+        self._check_samples(channel, age)
+        # Each row is stamped with the station clock; a row stamped before the channel's latest
+        # one of the previous call (the reply's transit time varies) is moved up to it.
+        time_s = np.maximum(now - age, self._last[channel])
+        np.maximum.at(self._last, channel, time_s)
+        return SampleBatch(channel, time_s, samples["voltage_v"].copy(),
+                           samples["current_a"].copy(), samples["temperature_c"].copy())
+
+    def _check_samples(self, channel: np.ndarray, age: np.ndarray) -> None:
+        count = len(self._channels)
+        outside = channel[(channel < 0) | (channel >= count)]
+        if outside.size:
+            raise BadReply(self.name, f"cb_measure gave a sample of channel {outside[0]}; the "
+                           f"channels are 0..{count - 1}")
+        bad_age = age[~(np.isfinite(age) & (age >= 0))]
+        if bad_age.size:
+            raise BadReply(self.name, f"cb_measure gave a sample aged {bad_age[0]!r} s; ages "
+                           "are finite and not negative")
+        missing = np.setdiff1d(np.arange(count), channel)
+        if missing.size:
+            raise BadReply(self.name, f"cb_measure gave no sample of channel {missing[0]}; "
+                           "every call returns at least the latest of every channel")
+        order = np.argsort(channel, kind="stable")
+        same = channel[order][1:] == channel[order][:-1]
+        younger_first = same & (age[order][1:] > age[order][:-1])
+        if younger_first.any():
+            c = channel[order][1:][younger_first][0]
+            raise BadReply(self.name, f"cb_measure gave the samples of channel {c} out of time "
+                           "order")
+
+    def _check_channel(self, channel: int) -> int:
+        c = operator.index(channel)
+        if not 0 <= c < len(self._channels):
+            raise OutOfRange(self.name, f"no channel {channel} (channels are "
+                             f"0..{len(self._channels) - 1})")
+        return c
+
+
+def _range_problem(step: Step, info: ChannelInfo) -> str:
+    """What in ``step`` lies beyond ``info``'s ranges; empty when nothing does."""
+    current = step.current_a if step.mode in _USES_CURRENT else None
+    voltage = step.voltage_v if step.mode in _USES_VOLTAGE else None
+    power = step.power_w if step.mode is StepMode.CP else None
+    if step.profile is not None:  # its extremes; a voltage profile keeps its current limit
+        values = step.profile.value
+        if step.profile.quantity is ProfileQuantity.VOLTAGE:
+            voltage = min(values) if min(values) < info.voltage_min_v else max(values)
+        elif step.profile.quantity is ProfileQuantity.CURRENT:
+            current = max(values, key=abs)
+        else:
+            power = max(values, key=abs)
+    if current is not None and abs(current) > info.current_max_a:
+        return f"current {current} A is beyond ±{info.current_max_a} A"
+    if voltage is not None and not info.voltage_min_v <= voltage <= info.voltage_max_v:
+        return f"voltage {voltage} V is outside {info.voltage_min_v}..{info.voltage_max_v} V"
+    if power is not None and abs(power) > info.power_max_w:
+        return f"power {power} W is beyond ±{info.power_max_w} W"
+    return ""
+
+
+def _step_spec(step: Step) -> StepSpec:
+    """``step`` as ``cb_step`` carries it."""
+    def value(v: float | None) -> float:
+        return math.nan if v is None else v
+
+    profile = step.profile
+    return StepSpec(
+        step.mode.name, value(step.current_a), value(step.voltage_v), value(step.power_w),
+        value(step.resistance_ohm),
+        profile.quantity.name if profile is not None else "CURRENT",
+        profile.hold if profile is not None else False,
+        profile.time_s if profile is not None else (),
+        profile.value if profile is not None else ())
