@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+from collections.abc import Awaitable, Mapping
+from typing import cast
 
 import pytest
 
@@ -13,13 +15,18 @@ from cellbench_sdk import (
     DeviceConnectionError,
     DeviceError,
     DeviceTimeout,
+    Reading,
     RealClock,
     Step,
     StepMode,
 )
 
+from .conftest import Faults, Libraries, Make
 
-def _gone(pid: int) -> bool:
+
+def _gone(pid: int | None) -> bool:
+    """Whether process ``pid`` has ended and been reaped."""
+    assert pid is not None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -27,7 +34,8 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_segfault_in_read_restarts_the_host(libraries, faults, make) -> None:
+def test_segfault_in_read_restarts_the_host(
+        libraries: Libraries, faults: Faults, make: Make) -> None:
     async def run() -> None:
         device = make.osi(libraries.faulty, config=faults.config)
         await device.open(RealClock())
@@ -47,8 +55,8 @@ def test_segfault_in_read_restarts_the_host(libraries, faults, make) -> None:
     asyncio.run(run())
 
 
-def test_abort_in_measure_switches_every_output_off_in_the_new_host(libraries, faults,
-                                                                    make) -> None:
+def test_abort_in_measure_switches_every_output_off_in_the_new_host(
+        libraries: Libraries, faults: Faults, make: Make) -> None:
     async def run() -> None:
         bank = make.bank(libraries.faulty, config=faults.config)
         await bank.open(RealClock())
@@ -73,7 +81,8 @@ def test_abort_in_measure_switches_every_output_off_in_the_new_host(libraries, f
     asyncio.run(run())
 
 
-def test_a_hang_times_out_and_the_host_is_killed(libraries, faults, make) -> None:
+def test_a_hang_times_out_and_the_host_is_killed(
+        libraries: Libraries, faults: Faults, make: Make) -> None:
     async def run() -> None:
         bank = make.bank(libraries.faulty, config=faults.config, call_timeout_s=0.3)
         await bank.open(RealClock())
@@ -94,7 +103,8 @@ def test_a_hang_times_out_and_the_host_is_killed(libraries, faults, make) -> Non
     asyncio.run(run())
 
 
-def test_a_failed_restart_is_tried_again_by_the_next_call(libraries, faults, make) -> None:
+def test_a_failed_restart_is_tried_again_by_the_next_call(
+        libraries: Libraries, faults: Faults, make: Make) -> None:
     async def run() -> None:
         bank = make.bank(libraries.faulty, config=faults.config)
         await bank.open(RealClock())
@@ -115,7 +125,8 @@ def test_a_failed_restart_is_tried_again_by_the_next_call(libraries, faults, mak
     asyncio.run(run())
 
 
-def test_a_crash_in_close_still_ends_the_host(libraries, faults, make) -> None:
+def test_a_crash_in_close_still_ends_the_host(
+        libraries: Libraries, faults: Faults, make: Make) -> None:
     async def run() -> None:
         device = make.osi(libraries.faulty, config=faults.config)
         await device.open(RealClock())
@@ -132,8 +143,8 @@ def test_a_crash_in_close_still_ends_the_host(libraries, faults, make) -> None:
     asyncio.run(run())
 
 
-def test_a_hang_in_open_fails_the_open_and_leaves_nothing_running(libraries, faults,
-                                                                  make) -> None:
+def test_a_hang_in_open_fails_the_open_and_leaves_nothing_running(
+        libraries: Libraries, faults: Faults, make: Make) -> None:
     async def run() -> None:
         device = make.osi(libraries.faulty, config=faults.config, start_timeout_s=0.5)
         faults.set("hang", "cb_open")
@@ -147,8 +158,8 @@ def test_a_hang_in_open_fails_the_open_and_leaves_nothing_running(libraries, fau
 
 
 @pytest.mark.parametrize("isolation", ["process", "in-process"])
-def test_a_failing_call_is_a_device_error_and_nothing_restarts(libraries, faults, make,
-                                                               isolation) -> None:
+def test_a_failing_call_is_a_device_error_and_nothing_restarts(
+        libraries: Libraries, faults: Faults, make: Make, isolation: str) -> None:
     async def run() -> None:
         device = make.osi(libraries.faulty, config=faults.config, isolation=isolation)
         await device.open(RealClock())
@@ -167,7 +178,7 @@ def test_a_failing_call_is_a_device_error_and_nothing_restarts(libraries, faults
     asyncio.run(run())
 
 
-def test_in_process_a_hang_is_a_timeout(libraries, faults, make) -> None:
+def test_in_process_a_hang_is_a_timeout(libraries: Libraries, faults: Faults, make: Make) -> None:
     """In-process the stuck call keeps its thread (the risk docs/native.md states); the device
     still reports the timeout, and later calls queue behind it."""
     async def run() -> None:
@@ -187,15 +198,19 @@ def test_in_process_a_hang_is_a_timeout(libraries, faults, make) -> None:
     asyncio.run(run())
 
 
-def test_calls_from_many_tasks_are_serialised_on_the_handle(libraries, faults, make) -> None:
+def test_calls_from_many_tasks_are_serialised_on_the_handle(
+        libraries: Libraries, faults: Faults, make: Make) -> None:
     async def run() -> None:
         device = make.osi(libraries.faulty, config=faults.config)
         await device.open(RealClock())
         try:
-            writes = [device.write("switch", k / 100) for k in range(50)]
-            readings = await asyncio.gather(*writes, *(device.read() for _ in range(50)))
-            assert all(r["v"].value == 3.7 for r in readings[50:])
-            assert (await device.read())["switch"].value == 0.49
+            calls: list[Awaitable[object]] = []
+            for k in range(50):
+                calls += [device.write("switch", k / 100), device.read()]
+            results = await asyncio.gather(*calls)
+            # One thread, in the order asked: each read sees the write just before it.
+            seen = [cast(Mapping[str, Reading], r)["switch"].value for r in results[1::2]]
+            assert seen == [k / 100 for k in range(50)]
         finally:
             await device.close()
 

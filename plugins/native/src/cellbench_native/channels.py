@@ -116,8 +116,8 @@ class NativeChannels(ChannelDriver):
                            f"channels are 0..{count - 1}")
         bad_age = age[~(np.isfinite(age) & (age >= 0))]
         if bad_age.size:
-            raise BadReply(self.name, f"cb_measure gave a sample aged {bad_age[0]!r} s; ages "
-                           "are finite and not negative")
+            raise BadReply(self.name, f"cb_measure gave a sample aged {float(bad_age[0])!r} "
+                           "s; ages are finite and not negative")
         missing = np.setdiff1d(np.arange(count), channel)
         if missing.size:
             raise BadReply(self.name, f"cb_measure gave no sample of channel {missing[0]}; "

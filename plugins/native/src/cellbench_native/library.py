@@ -133,8 +133,10 @@ class NativeLibrary:
         self.variant = variant
         self._ffi = ffi = cffi.FFI()
         ffi.cdef(declarations)
+        # Any: the library's functions come from the header at run time, not from a stub.
+        self._lib: Any
         try:
-            self._lib: Any = ffi.dlopen(path)
+            self._lib = ffi.dlopen(path)
         except OSError as err:
             raise NativeError(LOAD, f"cannot load {path}: {err}") from None
         needed = COMMON_FUNCTIONS + VARIANT_FUNCTIONS[variant]
@@ -165,12 +167,18 @@ class NativeLibrary:
             raise NativeError("CB_DISCONNECTED",
                               f"cb_open({config!r}) failed: {self._last_error(self._ffi.NULL)}")
         self._handle = handle
-        if self.variant == "osi":
-            self._count = self._counted("cb_signal_count", self._lib.cb_signal_count(handle))
-            self._values = self._ffi.new("double[]", self._count)
-        else:
-            self._count = self._counted("cb_channel_count", self._lib.cb_channel_count(handle))
-            self._samples = self._ffi.new("cb_sample[]", max_samples)
+        try:
+            if self.variant == "osi":
+                self._count = self._counted("cb_signal_count",
+                                            self._lib.cb_signal_count(handle))
+                self._values = self._ffi.new("double[]", self._count)
+            else:
+                self._count = self._counted("cb_channel_count",
+                                            self._lib.cb_channel_count(handle))
+                self._samples = self._ffi.new("cb_sample[]", max_samples)
+        except NativeError:
+            self.close()
+            raise
 
     def close(self) -> None:
         """``cb_close``, once; later calls do nothing."""
@@ -183,7 +191,7 @@ class NativeLibrary:
     def signals(self) -> list[SignalSpec]:
         """Every signal, described by the library."""
         handle = self._open_handle()
-        info = self._ffi.new("cb_signal_info *")
+        info: Any = self._ffi.new("cb_signal_info *")
         signals = []
         for index in range(self._count):
             self._checked(f"cb_describe_signal(device, {index})",
@@ -215,7 +223,7 @@ class NativeLibrary:
     def channels(self) -> list[ChannelSpec]:
         """Every channel with its ranges, described by the library."""
         handle = self._open_handle()
-        info = self._ffi.new("cb_channel_info *")
+        info: Any = self._ffi.new("cb_channel_info *")
         channels = []
         for index in range(self._count):
             self._checked(f"cb_describe_channel(device, {index})",
@@ -281,7 +289,9 @@ class NativeLibrary:
         pointer = self._lib.cb_last_error(handle)
         if pointer == self._ffi.NULL:
             return "(cb_last_error gave no reason)"
-        text: bytes = self._ffi.string(pointer, MAX_ERROR_BYTES)
+        text = self._ffi.string(pointer, MAX_ERROR_BYTES)
+        if isinstance(text, str):  # cffi gives str only for wchar_t, never for char
+            return text
         return text.decode("utf-8", "replace") or "(cb_last_error gave no reason)"
 
     def _checked(self, what: str, result: int, handle: Any) -> int:
