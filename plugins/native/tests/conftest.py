@@ -9,19 +9,17 @@ version 99. The faulty library reads what to do wrong from a folder (its config 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cellbench_native.build import CompilerMissing, compile_library
 from cellbench_native.channels import NativeChannels
 from cellbench_native.device import NativeDevice
 from cellbench_native.hosted import HostedLibrary
 from cellbench_native.settings import NativeSettings
-from cellbench_sdk.driver_header import INCLUDE_DIR
 
 EXAMPLE_SOURCE = Path(__file__).parents[1] / "examples" / "example_driver.c"
 FAULTY_SOURCE = Path(__file__).parent / "c" / "faulty_driver.c"
@@ -37,20 +35,13 @@ class Libraries:
     version_99: Path
 
 
-def compile_library(source: Path, target: Path, *defines: str) -> Path:
-    """``source`` compiled by gcc into the shared library ``target``, warnings as errors."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        reason = "gcc is needed to compile the test driver libraries"
+def _compiled(source: Path, target: Path, *defines: str) -> Path:
+    try:
+        return compile_library(source, target, *defines)
+    except CompilerMissing as missing:
         if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    command = [gcc, "-shared", "-fPIC", "-O1", "-std=c11", "-Wall", "-Wextra", "-Werror",
-               f"-I{INCLUDE_DIR}", *(f"-D{d}" for d in defines), "-o", str(target),
-               str(source), "-lm"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
-    return target
+            pytest.fail(str(missing))
+        pytest.skip(str(missing))
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +49,10 @@ def libraries(tmp_path_factory: pytest.TempPathFactory) -> Libraries:
     """The test libraries, compiled once per session."""
     folder = tmp_path_factory.mktemp("libraries")
     return Libraries(
-        example=compile_library(EXAMPLE_SOURCE, folder / "libexample.so"),
-        faulty=compile_library(FAULTY_SOURCE, folder / "libfaulty.so"),
-        without_write=compile_library(FAULTY_SOURCE, folder / "libnowrite.so", "OMIT_WRITE"),
-        version_99=compile_library(FAULTY_SOURCE, folder / "libv99.so",
-                                   "REPORTED_VERSION=99"))
+        example=_compiled(EXAMPLE_SOURCE, folder / "libexample.so"),
+        faulty=_compiled(FAULTY_SOURCE, folder / "libfaulty.so"),
+        without_write=_compiled(FAULTY_SOURCE, folder / "libnowrite.so", "OMIT_WRITE"),
+        version_99=_compiled(FAULTY_SOURCE, folder / "libv99.so", "REPORTED_VERSION=99"))
 
 
 class Faults:

@@ -51,8 +51,9 @@ class NativeChannels(ChannelDriver):
         return self._channels
 
     async def open(self, clock: Clock) -> None:
-        def describe(library: Library) -> tuple[list[ChannelSpec], tuple[int, dict[str, int]]]:
-            return library.channels(), library.sample_layout()
+        async def describe(library: Library
+                           ) -> tuple[list[ChannelSpec], tuple[int, dict[str, int]]]:
+            return await library.channels(), await library.sample_layout()
 
         specs, (size, offsets) = await self.handle.open(describe)
         self._channels = tuple(ChannelInfo(s.name, s.voltage_min_v, s.voltage_max_v,
@@ -67,13 +68,7 @@ class NativeChannels(ChannelDriver):
 
     async def close(self) -> None:
         self._clock.clear()
-        count = len(self._channels)
-
-        def all_off(library: Library) -> None:
-            for channel in range(count):
-                library.output_off(channel)
-
-        await self.handle.close(all_off)
+        await self.handle.close(channels_off=len(self._channels))
 
     async def apply(self, channel: int, step: Step) -> None:
         self._clock.get()
@@ -82,17 +77,16 @@ class NativeChannels(ChannelDriver):
         if problem:
             raise OutOfRange(self.name, f"channel {c}, {step.mode.value} step: {problem}")
         spec = _step_spec(step)
-        await self.handle.call(f"cb_apply({c}, {step.mode.value})",
-                               lambda library: library.apply(c, spec))
+        await self.handle.call(lambda library: library.apply(c, spec))
 
     async def output_off(self, channel: int) -> None:
         self._clock.get()
         c = self._check_channel(channel)
-        await self.handle.call(f"cb_output_off({c})", lambda library: library.output_off(c))
+        await self.handle.call(lambda library: library.output_off(c))
 
     async def measure(self) -> SampleBatch:
         clock = self._clock.get()
-        raw = await self.handle.call("cb_measure", lambda library: library.measure())
+        raw = await self.handle.call(lambda library: library.measure())
         now = clock.now()
         if len(raw) % self._sample.itemsize:
             raise BadReply(self.name, f"cb_measure gave {len(raw)} bytes, not a whole number "

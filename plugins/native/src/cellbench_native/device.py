@@ -51,7 +51,7 @@ class NativeDevice(OsiDevice):
 
     async def read(self) -> Mapping[str, Reading]:
         clock = self._clock.get()
-        raw = await self.handle.call("cb_read", lambda library: library.read())
+        raw = await self.handle.call(lambda library: library.read())
         now = clock.now()
         if len(raw) != self._values.size:
             raise BadReply(self.name, f"cb_read gave {len(raw)} bytes, not "
@@ -74,5 +74,4 @@ class NativeDevice(OsiDevice):
             raise NotSupported(self.name, f"signal {signal!r} is read-only")
         if not math.isfinite(value):
             raise OutOfRange(self.name, f"{signal} must be a finite number, not {value!r}")
-        await self.handle.call(f"cb_write({signal!r})",
-                               lambda library: library.write(index, float(value)))
+        await self.handle.call(lambda library: library.write(index, float(value)))

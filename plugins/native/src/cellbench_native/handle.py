@@ -1,15 +1,24 @@
-"""One open device of a vendor library, behind its worker thread: loading it (in a host process
-or in-process), every call with its timeout, and the library's failures as cellbench's typed
-errors."""
+"""One open device of a vendor library: loaded in a host process (:class:`HostedLibrary`) or
+in-process (:class:`InProcessLibrary`, on a worker thread of its own), every call with its
+timeout, and the library's failures as cellbench's typed errors."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from cellbench_native.hosted import HostedLibrary
-from cellbench_native.library import BAD_REPLY, LOAD, NativeError, NativeLibrary, Variant
+from cellbench_native.library import (
+    BAD_REPLY,
+    LOAD,
+    ChannelSpec,
+    NativeError,
+    NativeLibrary,
+    SignalSpec,
+    StepSpec,
+    Variant,
+)
 from cellbench_native.settings import NativeSettings
 from cellbench_sdk import (
     BadReply,
@@ -24,7 +33,6 @@ from cellbench_sdk import (
 from cellbench_sdk.driver_header import api_version, declarations
 
 T = TypeVar("T")
-Library = NativeLibrary | HostedLibrary
 
 log = logging.getLogger(__name__)
 
@@ -40,91 +48,144 @@ ERRORS: dict[str, type[DeviceError]] = {
 }
 
 
+class InProcessLibrary:
+    """A :class:`NativeLibrary` loaded into the station's own process, called on one worker
+    thread (vendor libraries are rarely thread-safe), each call within ``call_timeout_s``.
+
+    The risk: a crash in vendor code ends the station, and a call that hangs keeps its thread
+    (later calls queue behind it and time out)."""
+
+    def __init__(self, settings: NativeSettings, variant: Variant, name: str) -> None:
+        self.settings = settings
+        self.variant = variant
+        self._worker = DeviceWorker(name, settings.call_timeout_s)
+        self._library: NativeLibrary | None = None
+
+    async def open(self) -> None:
+        """Load the library and open the device (within ``start_timeout_s``)."""
+        s = self.settings
+
+        def load() -> NativeLibrary:
+            library = NativeLibrary(str(s.library), self.variant, declarations(), api_version())
+            library.open(s.config, s.max_samples)
+            return library
+
+        try:
+            self._library = await self._worker.run(load, s.start_timeout_s, "cb_open")
+        except BaseException:
+            self._worker.close()
+            raise
+
+    async def close(self, channels_off: int = 0) -> None:
+        """Switch outputs ``0 .. channels_off - 1`` off and close the device; the worker
+        thread ends once no call is left on it."""
+        library, self._library = self._library, None
+        try:
+            if library is not None:
+                def close() -> None:
+                    try:
+                        for channel in range(channels_off):
+                            library.output_off(channel)
+                    finally:
+                        library.close()
+
+                await self._worker.run(close, self.settings.call_timeout_s, "cb_close")
+        finally:
+            self._worker.close()
+
+    async def signals(self) -> list[SignalSpec]:
+        """Every signal, described by the library."""
+        return await self._call(lambda library: library.signals(), "cb_describe_signal")
+
+    async def channels(self) -> list[ChannelSpec]:
+        """Every channel with its ranges, described by the library."""
+        return await self._call(lambda library: library.channels(), "cb_describe_channel")
+
+    async def sample_layout(self) -> tuple[int, dict[str, int]]:
+        """``cb_sample``'s size and field offsets."""
+        return await self._call(lambda library: library.sample_layout(), "layout")
+
+    async def read(self) -> bytes:
+        """``cb_read``: every signal's value as native doubles."""
+        return await self._call(lambda library: library.read(), "cb_read")
+
+    async def write(self, index: int, value: float) -> None:
+        """``cb_write(index, value)``."""
+        await self._call(lambda library: library.write(index, value), "cb_write")
+
+    async def apply(self, channel: int, step: StepSpec) -> None:
+        """``cb_apply(channel, step)``."""
+        await self._call(lambda library: library.apply(channel, step), "cb_apply")
+
+    async def output_off(self, channel: int) -> None:
+        """``cb_output_off(channel)``."""
+        await self._call(lambda library: library.output_off(channel), "cb_output_off")
+
+    async def measure(self) -> bytes:
+        """``cb_measure``: the samples as native ``cb_sample`` structs."""
+        return await self._call(lambda library: library.measure(), "cb_measure")
+
+    async def _call(self, fn: Callable[[NativeLibrary], T], what: str) -> T:
+        library = self._library
+        if library is None:
+            raise NativeError("CB_DISCONNECTED", "the device is not open")
+        return await self._worker.run(lambda: fn(library), self.settings.call_timeout_s, what)
+
+
+Library = InProcessLibrary | HostedLibrary
+
+
 class Handle:
-    """A device of the library ``settings`` name, opened as ``variant``; ``name`` is the
-    device's name for errors. All calls run on one worker thread, in order."""
+    """A device of the library ``settings`` name, opened as ``variant``, isolated as the
+    settings say; ``name`` is the device's name in errors."""
 
     def __init__(self, settings: NativeSettings, variant: Variant, name: str) -> None:
         self.settings = settings
         self.variant = variant
         self.name = name
         self.library: Library | None = None
-        self._worker: DeviceWorker | None = None
 
-    @property
-    def call_timeout_s(self) -> float:
-        """Wall seconds one call may take on the worker thread. A hosted library enforces
-        ``call_timeout_s`` itself and may then restart its host, which this leaves time for."""
+    async def open(self, describe: Callable[[Library], Awaitable[T]]) -> T:
+        """Load the library, open the device and return ``await describe(library)``; on any
+        failure nothing stays loaded or running."""
         s = self.settings
+        library: Library
         if s.isolation == "in-process":
-            return s.call_timeout_s
-        return s.start_timeout_s + 3 * s.call_timeout_s + 1.0
-
-    async def open(self, describe: Callable[[Library], T]) -> T:
-        """Load the library, open the device and return ``describe(library)``; on any failure
-        nothing stays loaded or running."""
-        s = self.settings
-        self._worker = DeviceWorker(self.name, self.call_timeout_s)
-
-        def start() -> tuple[Library, T]:
-            library: Library
-            if s.isolation == "in-process":
-                library = NativeLibrary(str(s.library), self.variant, declarations(),
-                                        api_version())
-            else:
-                library = HostedLibrary(str(s.library), self.variant, declarations(),
-                                        api_version(), call_timeout_s=s.call_timeout_s,
-                                        start_timeout_s=s.start_timeout_s)
-            library.open(s.config, s.max_samples)
-            try:
-                return library, describe(library)
-            except BaseException:
-                library.close()
-                raise
-
+            library = InProcessLibrary(s, self.variant, self.name)
+        else:
+            library = HostedLibrary(str(s.library), self.variant, declarations(), api_version(),
+                                    config=s.config, max_samples=s.max_samples,
+                                    call_timeout_s=s.call_timeout_s,
+                                    start_timeout_s=s.start_timeout_s)
         try:
-            self.library, described = await self._run(
-                start, "open", s.start_timeout_s + self.call_timeout_s)
+            await self._typed(library.open())
+            described = await self._typed(describe(library))
         except BaseException:
-            self._release()
+            await library.close()  # also after a failed open: it releases what is left
             raise
+        self.library = library
         return described
 
-    async def call(self, what: str, fn: Callable[[Library], T]) -> T:
-        """``fn(library)`` on the worker thread, within the call timeout."""
+    async def call(self, fn: Callable[[Library], Awaitable[T]]) -> T:
+        """``await fn(library)``, its failure as a typed error."""
         library = self.library
         if library is None:
             raise DeviceClosed(self.name, "not open")
-        return await self._run(lambda: fn(library), what)
+        return await self._typed(fn(library))
 
-    async def close(self, first: Callable[[Library], None] | None = None) -> None:
-        """Run ``first`` (switching outputs off), close the device and end its host process;
-        failures are logged, since closing is the way out of them. Idempotent."""
+    async def close(self, channels_off: int = 0) -> None:
+        """Switch outputs ``0 .. channels_off - 1`` off, close the device and end its host
+        process or worker thread; failures are logged, since closing is the way out of them.
+        Idempotent."""
         library, self.library = self.library, None
         if library is not None:
-            def close() -> None:
-                try:
-                    if first is not None:
-                        first(library)
-                finally:
-                    library.close()
-
             try:
-                await self._run(close, "close")
+                await self._typed(library.close(channels_off))
             except DeviceError as err:
-                log.error("%s", err)
-        self._release()
+                log.error("closing %s", err)
 
-    async def _run(self, fn: Callable[[], T], what: str, timeout: float | None = None) -> T:
-        worker = self._worker
-        if worker is None:
-            raise DeviceClosed(self.name, "not open")
+    async def _typed(self, call: Awaitable[T]) -> T:
         try:
-            return await worker.run(fn, timeout or self.call_timeout_s, what)
+            return await call
         except NativeError as err:
             raise ERRORS.get(err.status, DeviceError)(self.name, err.message) from None
-
-    def _release(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None

@@ -1,15 +1,23 @@
 """A vendor library in a host process of its own: the calls of :class:`NativeLibrary`, made over
-a socketpair, so that a crash or a hang in vendor code cannot take the station with it.
+a socketpair from the station's event loop, so that a crash or a hang in vendor code cannot take
+the station with it.
+
+The host process serves the library on its one thread, in order: it is the device's worker
+thread, and this side only writes a request and awaits the reply (an ``asyncio.Lock`` keeps the
+requests of concurrent tasks in order). No thread of the station ever waits on vendor code.
 
 When the host process dies in a call (a segfault, an abort) or a call does not answer within
 ``call_timeout_s`` (then the host is killed), :class:`HostedLibrary` starts a new host, opens the
 device again and switches every output of a channel bank off, then raises the failure as a
 :class:`NativeError` saying all of that. If the new host cannot be started, every later call
-tries once more before it fails.
+tries once more before it fails. A call cancelled while it waits for its reply (the station's
+own device timeout) kills the host too, since a late reply would answer the next request; the
+next call starts a new one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -27,7 +35,7 @@ from cellbench_native.library import (
     StepSpec,
     Variant,
 )
-from cellbench_native.wire import OK, HungUp, Op, receive, send
+from cellbench_native.wire import OK, HungUp, Op, frame, read_frame
 
 log = logging.getLogger(__name__)
 
@@ -38,190 +46,213 @@ class HostFailure(NativeError):
 
 class HostedLibrary:
     """One device of a vendor library, opened in a host process (``python -m
-    cellbench_native.host``). Call it from one thread, like :class:`NativeLibrary`."""
+    cellbench_native.host``), called from one event loop."""
 
     def __init__(self, path: str, variant: Variant, declarations: str, version: int, *,
-                 call_timeout_s: float, start_timeout_s: float) -> None:
+                 config: str, max_samples: int, call_timeout_s: float,
+                 start_timeout_s: float) -> None:
         self.path = path
         self.variant = variant
         self.call_timeout_s = call_timeout_s
         self.start_timeout_s = start_timeout_s
-        self._request_open: dict[str, Any] = {
+        self._open_request = json.dumps({
             "path": path, "variant": variant, "declarations": declarations,
-            "version": version}
-        self._process: subprocess.Popen[bytes] | None = None
-        self._sock: socket.socket | None = None
+            "version": version, "config": config, "max_samples": max_samples}).encode()
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
         self._channel_count = 0
         self._wanted = False
         #: How many times a failed host process was replaced by a new one.
         self.restarts = 0
 
     @property
-    def is_open(self) -> bool:
-        """True between :meth:`open` and :meth:`close`."""
-        return self._wanted
-
-    @property
     def pid(self) -> int | None:
         """The host process's id while one runs."""
         return self._process.pid if self._process is not None else None
 
-    def open(self, config: str, max_samples: int = 1024) -> None:
-        """Start the host process and open the device ``config`` describes in it."""
-        self._request_open.update(config=config, max_samples=max_samples)
-        self._start()
-        self._wanted = True
+    async def open(self) -> None:
+        """Start the host process and open the device in it."""
+        async with self._lock:
+            await self._start()
+            self._wanted = True
 
-    def close(self) -> None:
-        """Close the device and end the host process (killed if it does not end in time)."""
-        self._wanted = False
-        if self._process is None:
-            return
-        try:
-            self._exchange(Op.CLOSE, b"", "cb_close")
-        finally:
-            self._stop()
+    async def close(self, channels_off: int = 0) -> None:
+        """Switch outputs ``0 .. channels_off - 1`` off, close the device and end the host
+        process (killed if it does not end in time). Failures are raised after all of that."""
+        async with self._lock:
+            self._wanted = False
+            if self._process is None:
+                return
+            try:
+                for channel in range(channels_off):
+                    await self._exchange(Op.OUTPUT_OFF, struct.pack("<i", channel),
+                                         f"cb_output_off(device, {channel})")
+                await self._exchange(Op.CLOSE, b"", "cb_close")
+            finally:
+                await self._stop()
 
-    def signals(self) -> list[SignalSpec]:
+    async def signals(self) -> list[SignalSpec]:
         """Every signal, described by the library."""
-        described = self._json(self._request(Op.SIGNALS, b"", "cb_describe_signal"))
+        described = _json(await self._request(Op.SIGNALS, b"", "cb_describe_signal"))
         return [SignalSpec(str(name), str(unit), bool(writable))
                 for name, unit, writable in described]
 
-    def channels(self) -> list[ChannelSpec]:
+    async def channels(self) -> list[ChannelSpec]:
         """Every channel with its ranges, described by the library."""
-        described = self._json(self._request(Op.CHANNELS, b"", "cb_describe_channel"))
+        described = _json(await self._request(Op.CHANNELS, b"", "cb_describe_channel"))
         return [ChannelSpec(str(name), *map(float, ranges)) for name, *ranges in described]
 
-    def sample_layout(self) -> tuple[int, dict[str, int]]:
+    async def sample_layout(self) -> tuple[int, dict[str, int]]:
         """``cb_sample``'s size and field offsets, as the host's cffi lays it out."""
-        size, offsets = self._json(self._request(Op.LAYOUT, b"", "layout"))
+        size, offsets = _json(await self._request(Op.LAYOUT, b"", "layout"))
         return int(size), {str(k): int(v) for k, v in offsets.items()}
 
-    def read(self) -> bytes:
+    async def read(self) -> bytes:
         """``cb_read``: every signal's value as native doubles."""
-        return self._request(Op.READ, b"", "cb_read")
+        return await self._request(Op.READ, b"", "cb_read")
 
-    def write(self, index: int, value: float) -> None:
+    async def write(self, index: int, value: float) -> None:
         """``cb_write(index, value)``."""
-        self._request(Op.WRITE, struct.pack("<id", index, value), "cb_write")
+        await self._request(Op.WRITE, struct.pack("<id", index, value), "cb_write")
 
-    def apply(self, channel: int, step: StepSpec) -> None:
+    async def apply(self, channel: int, step: StepSpec) -> None:
         """``cb_apply(channel, step)``."""
-        self._request(Op.APPLY, struct.pack("<i", channel) + step.pack(), "cb_apply")
+        await self._request(Op.APPLY, struct.pack("<i", channel) + step.pack(), "cb_apply")
 
-    def output_off(self, channel: int) -> None:
+    async def output_off(self, channel: int) -> None:
         """``cb_output_off(channel)``."""
-        self._request(Op.OUTPUT_OFF, struct.pack("<i", channel), "cb_output_off")
+        await self._request(Op.OUTPUT_OFF, struct.pack("<i", channel), "cb_output_off")
 
-    def measure(self) -> bytes:
+    async def measure(self) -> bytes:
         """``cb_measure``: the samples as native ``cb_sample`` structs."""
-        return self._request(Op.MEASURE, b"", "cb_measure")
+        return await self._request(Op.MEASURE, b"", "cb_measure")
 
     # --- the host process ----------------------------------------------------------------
 
-    def _request(self, op: Op, payload: bytes, what: str) -> bytes:
-        if not self._wanted:
-            raise NativeError("CB_DISCONNECTED", "the device is not open")
-        if self._process is None:  # an earlier restart failed: try again
+    async def _request(self, op: Op, payload: bytes, what: str) -> bytes:
+        async with self._lock:
+            if not self._wanted:
+                raise NativeError("CB_DISCONNECTED", "the device is not open")
+            if self._process is None:  # an earlier restart failed, or a call was cancelled
+                try:
+                    await self._start_safe()
+                except NativeError as err:
+                    raise NativeError("CB_DISCONNECTED", f"{what}: the host process is not "
+                                      f"running and could not be restarted: "
+                                      f"{err.message}") from None
             try:
-                self._start_safe()
-            except NativeError as err:
-                raise NativeError("CB_DISCONNECTED", f"{what}: the host process is not "
-                                  f"running and could not be restarted: {err.message}") from None
-        try:
-            return self._exchange(op, payload, what)
-        except HostFailure as failure:
-            raise self._recovered(failure) from None
+                return await self._exchange(op, payload, what)
+            except HostFailure as failure:
+                raise await self._recovered(failure) from None
 
-    def _recovered(self, failure: HostFailure) -> NativeError:
+    async def _recovered(self, failure: HostFailure) -> NativeError:
         """Replace the failed host and switch the outputs off; the error to raise for it."""
         try:
-            self._start_safe()
+            await self._start_safe()
         except NativeError as err:
             log.error("%s: %s; restarting the host process failed: %s", self.path,
                       failure.message, err.message)
             return NativeError(failure.status, f"{failure.message}; restarting the host "
                                f"process failed: {err.message}")
         self.restarts += 1
-        done = (" and switched every output off" if self.variant == "bank" else "")
+        done = " and switched every output off" if self.variant == "bank" else ""
         log.warning("%s: %s; restarted the host process (pid %s)%s", self.path,
                     failure.message, self.pid, done)
         return NativeError(failure.status, f"{failure.message}; the host process was "
                            f"restarted (pid {self.pid}){done}")
 
-    def _start_safe(self) -> None:
+    async def _start_safe(self) -> None:
         """Start a host and, for a channel bank, switch every output off in it."""
-        self._start()
+        await self._start()
         try:
             for channel in range(self._channel_count):
-                self._exchange(Op.OUTPUT_OFF, struct.pack("<i", channel), "cb_output_off")
+                await self._exchange(Op.OUTPUT_OFF, struct.pack("<i", channel),
+                                     "cb_output_off")
         except NativeError as err:
-            self._stop()
+            await self._stop()
             raise NativeError(err.status, f"switching the outputs off after the restart: "
                               f"{err.message}") from None
 
-    def _start(self) -> None:
+    async def _start(self) -> None:
         parent, child = socket.socketpair()
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "cellbench_native.host", str(child.fileno())],
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cellbench_native.host", str(child.fileno()),
                 pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
+            self._reader, self._writer = await asyncio.open_unix_connection(sock=parent)
         except OSError as err:
             parent.close()
+            await self._stop(kill=True)
             raise NativeError("CB_DISCONNECTED",
                               f"cannot start the host process: {err}") from None
         finally:
             child.close()
-        self._process, self._sock = process, parent
         try:
-            self._exchange(Op.OPEN, json.dumps(self._request_open).encode(), "cb_open",
-                           self.start_timeout_s)
+            await self._exchange(Op.OPEN, self._open_request, "cb_open", self.start_timeout_s)
             if self.variant == "bank":
-                self._channel_count = len(self._json(self._exchange(
+                self._channel_count = len(_json(await self._exchange(
                     Op.CHANNELS, b"", "cb_describe_channel")))
         except NativeError:
-            self._stop()
+            await self._stop()  # the host closes what it opened when its input ends
+            raise
+        except BaseException:
+            self._kill_now()
             raise
 
-    def _exchange(self, op: Op, payload: bytes, what: str,
-                  timeout: float | None = None) -> bytes:
+    async def _exchange(self, op: Op, payload: bytes, what: str,
+                        timeout: float | None = None) -> bytes:
         """One request and its reply; :class:`HostFailure` when the host dies or is late."""
-        sock = self._sock
-        if sock is None:
+        reader, writer = self._reader, self._writer
+        if reader is None or writer is None:
             raise NativeError("CB_DISCONNECTED", f"{what}: the host process is not running")
-        sock.settimeout(self.call_timeout_s if timeout is None else timeout)
+        limit = self.call_timeout_s if timeout is None else timeout
         try:
-            send(sock, op, payload)
-            code, reply = receive(sock)
+            async with asyncio.timeout(limit):
+                writer.write(frame(op, payload))
+                await writer.drain()
+                code, reply = await read_frame(reader)
         except TimeoutError:
-            limit = self.call_timeout_s if timeout is None else timeout
-            self._stop(kill=True)
+            await self._stop(kill=True)
             raise HostFailure("CB_TIMEOUT", f"{what} did not return within {limit:g} s; "
                               "the host process was killed") from None
-        except (HungUp, OSError):
-            ending = self._stop()
+        except (HungUp, ConnectionError):
+            ending = await self._stop()
             raise HostFailure("CB_ERROR", f"the library crashed in {what}: the host process "
                               f"{ending}") from None
+        except asyncio.CancelledError:
+            self._kill_now()  # its late reply would answer the next request
+            raise
         if code != OK:
             raise NativeError.decode(reply)
         return reply
 
-    def _stop(self, kill: bool = False) -> str:
+    def _kill_now(self) -> None:
+        """Kill the host at once, without waiting (asyncio reaps it)."""
+        process, writer = self._process, self._writer
+        self._process = self._reader = self._writer = None
+        if writer is not None:
+            writer.close()
+        if process is not None and process.returncode is None:
+            process.kill()
+
+    async def _stop(self, kill: bool = False) -> str:
         """End the host process (killing it if asked or if it lingers); how it ended."""
-        process, sock = self._process, self._sock
-        self._process = self._sock = None
-        if sock is not None:
-            sock.close()  # the host sees the end of its input and exits, unless stuck
+        process, writer = self._process, self._writer
+        self._process = self._reader = self._writer = None
+        if writer is not None:
+            writer.close()  # the host sees the end of its input and exits, unless stuck
         if process is None:
             return "was not running"
-        if kill:
+        if kill and process.returncode is None:
             process.kill()
         try:
-            code = process.wait(self.call_timeout_s)
-        except subprocess.TimeoutExpired:
+            async with asyncio.timeout(self.call_timeout_s):
+                code = await process.wait()
+        except TimeoutError:
             process.kill()
-            process.wait()
+            await process.wait()
             return "stopped answering and was killed"
         if code < 0:
             try:
@@ -230,9 +261,10 @@ class HostedLibrary:
                 return f"was killed by signal {-code}"
         return f"exited with status {code}"
 
-    def _json(self, reply: bytes) -> Any:
-        try:
-            return json.loads(reply)
-        except ValueError:
-            raise NativeError(BAD_REPLY, f"the host process sent garbled JSON: "
-                              f"{reply[:200]!r}") from None
+
+def _json(reply: bytes) -> Any:
+    try:
+        return json.loads(reply)
+    except ValueError:
+        raise NativeError(BAD_REPLY, f"the host process sent garbled JSON: "
+                          f"{reply[:200]!r}") from None

@@ -8,6 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Where a library runs: a host process of its own, or the station's process.
+Isolation = Literal["process", "in-process"]
+
 
 class NativeSettings(BaseModel):
     """Which library to load, what to open with it, and how it is isolated and timed."""
@@ -18,7 +21,7 @@ class NativeSettings(BaseModel):
                           "cellbench_driver.h")
     config: str = Field(default="", description="text handed to cb_open: which instrument, "
                         "port or address the library should open")
-    isolation: Literal["process", "in-process"] = Field(
+    isolation: Isolation = Field(
         default="process", description="process: the library runs in a host process of its "
         "own, so a crash or hang becomes a device error; in-process: loaded into the station "
         "itself (faster, but a crash takes the station down)")

@@ -9,6 +9,7 @@ safe to send; nothing received is ever evaluated, only unpacked and checked.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 from enum import IntEnum
@@ -38,18 +39,38 @@ class HungUp(Exception):
     """The other end closed the connection (for the station: the host process is gone)."""
 
 
+def frame(code: int, payload: bytes = b"") -> bytes:
+    """One frame's bytes."""
+    return HEADER.pack(len(payload), code) + payload
+
+
 def send(sock: socket.socket, code: int, payload: bytes = b"") -> None:
-    """Send one frame."""
-    sock.sendall(HEADER.pack(len(payload), code) + payload)
+    """Send one frame (the host's side, blocking)."""
+    sock.sendall(frame(code, payload))
 
 
 def receive(sock: socket.socket) -> tuple[int, bytes]:
-    """Receive one frame: its code and payload. :class:`HungUp` when the other end closed;
-    ``TimeoutError`` when the socket's timeout passes first."""
+    """Receive one frame (the host's side, blocking): its code and payload. :class:`HungUp`
+    when the other end closed."""
     length, code = HEADER.unpack(_exactly(sock, HEADER.size))
+    _check_length(length)
+    return code, _exactly(sock, length) if length else b""
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Receive one frame (the station's side, on its event loop): its code and payload.
+    :class:`HungUp` when the other end closed, also in the middle of a frame."""
+    try:
+        length, code = HEADER.unpack(await reader.readexactly(HEADER.size))
+        _check_length(length)
+        return code, await reader.readexactly(length) if length else b""
+    except (asyncio.IncompleteReadError, ConnectionError) as err:
+        raise HungUp(f"the connection was closed ({err})") from None
+
+
+def _check_length(length: int) -> None:
     if length > MAX_PAYLOAD:
         raise HungUp(f"a frame of {length} bytes, beyond the {MAX_PAYLOAD} allowed")
-    return code, _exactly(sock, length) if length else b""
 
 
 def _exactly(sock: socket.socket, size: int) -> bytes:
