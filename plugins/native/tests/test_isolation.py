@@ -198,6 +198,23 @@ def test_in_process_a_hang_is_a_timeout(libraries: Libraries, faults: Faults, ma
     asyncio.run(run())
 
 
+def test_what_vendor_code_prints_does_not_garble_the_protocol(
+        libraries: Libraries, faults: Faults, make: Make,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    async def run() -> None:
+        device = make.osi(libraries.faulty, config=faults.config)
+        await device.open(RealClock())
+        try:
+            faults.set("print", "cb_read")
+            assert (await device.read())["v"].value == 3.7
+            assert (await device.read())["v"].value == 3.7
+        finally:
+            await device.close()
+
+    asyncio.run(run())
+    assert capfd.readouterr().err.count("cb_read: vendor chatter on standard output") == 2
+
+
 def test_calls_from_many_tasks_are_serialised_on_the_handle(
         libraries: Libraries, faults: Faults, make: Make) -> None:
     async def run() -> None:

@@ -3,9 +3,10 @@ host answers what it cannot do with an error instead of dying."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import socket
+import os
 import struct
 import threading
 from collections.abc import Iterator
@@ -37,28 +38,41 @@ def test_errors_survive_the_trip_and_garbled_ones_are_bad_replies() -> None:
     assert garbled.status == BAD_REPLY and "garbled error" in garbled.message
 
 
+class Station:
+    """The station's ends of the two pipes a host loop serves."""
+
+    def __init__(self, requests: io.RawIOBase, replies: io.RawIOBase) -> None:
+        self.requests, self.replies = requests, replies
+
+
+def _pipe() -> tuple[io.RawIOBase, io.RawIOBase]:
+    read, write = os.pipe()
+    return os.fdopen(read, "rb", buffering=0), os.fdopen(write, "wb", buffering=0)
+
+
 @pytest.fixture
-def host() -> Iterator[socket.socket]:
-    """The station's end of a socketpair whose other end the host's loop serves (on a
-    thread here, so that the test sees the loop itself)."""
-    station, hosted = socket.socketpair()
-    station.settimeout(10)
-    thread = threading.Thread(target=serve, args=(hosted,), daemon=True)
+def host() -> Iterator[Station]:
+    """A host loop serving two pipes (on a thread here, so that the test sees the loop
+    itself), and the station's ends of them."""
+    requests_in, requests_out = _pipe()
+    replies_in, replies_out = _pipe()
+    thread = threading.Thread(target=serve, args=(requests_in, replies_out), daemon=True)
     thread.start()
-    yield station
-    station.close()
+    yield Station(requests_out, replies_in)
+    requests_out.close()
     thread.join(10)
-    hosted.close()
-    assert not thread.is_alive(), "the host loop ends when the station hangs up"
+    for end in (requests_in, replies_out, replies_in):
+        end.close()
+    assert not thread.is_alive(), "the host loop ends when the station closes its input"
 
 
-def _ask(sock: socket.socket, op: int, payload: bytes = b"") -> tuple[int, bytes]:
-    send(sock, op, payload)
-    return receive(sock)
+def _ask(station: Station, op: int, payload: bytes = b"") -> tuple[int, bytes]:
+    send(station.requests, op, payload)
+    return receive(station.replies)
 
 
 def test_the_host_refuses_calls_before_open_and_unknown_requests(
-        host: socket.socket, libraries: Libraries, faults: Faults) -> None:
+        host: Station, libraries: Libraries, faults: Faults) -> None:
     code, reply = _ask(host, Op.READ)
     assert code == FAILED
     assert NativeError.decode(reply).message == "the library is not loaded yet"
@@ -76,11 +90,11 @@ def test_the_host_refuses_calls_before_open_and_unknown_requests(
 
 
 def test_a_frame_beyond_the_limit_is_refused() -> None:
-    left, right = socket.socketpair()
-    with left, right:
-        left.sendall(HEADER.pack(MAX_PAYLOAD + 1, OK))
+    source, sink = _pipe()
+    with source, sink:
+        sink.write(HEADER.pack(MAX_PAYLOAD + 1, OK))
         with pytest.raises(HungUp, match="beyond the"):
-            receive(right)
-        left.close()
+            receive(source)
+        sink.close()
         with pytest.raises(HungUp, match="closed"):
-            receive(right)
+            receive(source)

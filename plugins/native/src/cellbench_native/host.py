@@ -1,29 +1,31 @@
-"""The host process: one vendor library, served over the socketpair the station handed over.
+"""The host process: one vendor library, served over the standard input and output pipes the
+station opened.
 
-``python -m cellbench_native.host FD`` serves requests (:mod:`cellbench_native.wire`) one at a
-time until the station closes the connection or sends CLOSE. A crash or a hang in the vendor
-code takes down or stalls only this process; the station notices, kills it if need be and
-starts another.
+``python -m cellbench_native.host`` serves requests (:mod:`cellbench_native.wire`) one at a
+time until the station closes its input or sends CLOSE. A crash or a hang in the vendor code
+takes down or stalls only this process; the station notices, kills it if need be and starts
+another. What vendor code prints goes to standard error, never into the protocol.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import socket
+import os
 import struct
-import sys
 
 from cellbench_native.library import NativeError, NativeLibrary, StepSpec
 from cellbench_native.wire import FAILED, OK, HungUp, Op, receive, send
 
 
-def serve(sock: socket.socket) -> None:
-    """Answer requests on ``sock`` until it closes or CLOSE arrives; close the device then."""
+def serve(requests: io.RawIOBase, replies: io.RawIOBase) -> None:
+    """Answer ``requests`` on ``replies`` until the requests end or CLOSE arrives; close the
+    device then."""
     library: NativeLibrary | None = None
     try:
         while True:
             try:
-                code, payload = receive(sock)
+                code, payload = receive(requests)
             except HungUp:
                 return
             try:
@@ -35,11 +37,11 @@ def serve(sock: socket.socket) -> None:
                 else:
                     reply = _answer(library, code, payload)
             except NativeError as err:
-                send(sock, FAILED, err.encode())
+                send(replies, FAILED, err.encode())
             except Exception as err:  # a bug on this side: reported, not hidden, and served on
-                send(sock, FAILED, NativeError("CB_ERROR", f"host process: {err!r}").encode())
+                send(replies, FAILED, NativeError("CB_ERROR", f"host process: {err!r}").encode())
             else:
-                send(sock, OK, reply)
+                send(replies, OK, reply)
             if code == Op.CLOSE:
                 return
     finally:
@@ -82,11 +84,19 @@ def _answer(library: NativeLibrary, code: int, payload: bytes) -> bytes:
     return b""
 
 
-def main(argv: list[str]) -> None:
-    """Serve the socket whose file descriptor is ``argv[0]``."""
-    with socket.socket(fileno=int(argv[0])) as sock:
-        serve(sock)
+def main() -> None:
+    """Serve the station on this process's standard input and output."""
+    requests = os.fdopen(os.dup(0), "rb", buffering=0)
+    replies = os.fdopen(os.dup(1), "wb", buffering=0)
+    # From here on, file descriptor 1 is standard error and 0 reads nothing: a vendor library
+    # that prints or reads the console cannot garble the protocol.
+    os.dup2(2, 1)
+    nothing = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(nothing, 0)
+    os.close(nothing)
+    with requests, replies:
+        serve(requests, replies)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,6 +1,6 @@
 """A vendor library in a host process of its own: the calls of :class:`NativeLibrary`, made over
-a socketpair from the station's event loop, so that a crash or a hang in vendor code cannot take
-the station with it.
+the host's standard input and output pipes from the station's event loop, so that a crash or a
+hang in vendor code cannot take the station with it.
 
 The host process serves the library on its one thread, in order: it is the device's worker
 thread, and this side only writes a request and awaits the reply (an ``asyncio.Lock`` keeps the
@@ -21,9 +21,7 @@ import asyncio
 import json
 import logging
 import signal
-import socket
 import struct
-import subprocess
 import sys
 from typing import Any
 
@@ -176,19 +174,14 @@ class HostedLibrary:
                               f"{err.message}") from None
 
     async def _start(self) -> None:
-        parent, child = socket.socketpair()
         try:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cellbench_native.host", str(child.fileno()),
-                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
-            self._reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+                sys.executable, "-m", "cellbench_native.host",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         except OSError as err:
-            parent.close()
-            await self._stop(kill=True)
             raise NativeError("CB_DISCONNECTED",
                               f"cannot start the host process: {err}") from None
-        finally:
-            child.close()
+        self._writer, self._reader = self._process.stdin, self._process.stdout
         try:
             await self._exchange(Op.OPEN, self._open_request, "cb_open", self.start_timeout_s)
             if self.variant == "bank":
@@ -259,7 +252,9 @@ class HostedLibrary:
                 return f"was killed by {signal.Signals(-code).name}"
             except ValueError:
                 return f"was killed by signal {-code}"
-        return f"exited with status {code}"
+        # Windows reports a crash as an NTSTATUS exit code, 0xC0000005 for an access violation.
+        return f"exited with status {code}" if code < 0x10000 else \
+            f"exited with status {code:#010x}"
 
 
 def _json(reply: bytes) -> Any:

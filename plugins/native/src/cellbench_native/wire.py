@@ -1,4 +1,5 @@
-"""The host process's protocol: frames over a socketpair, one request and one reply at a time.
+"""The host process's protocol: frames over its standard input and output pipes, one request
+and one reply at a time.
 
 A frame is a 5-byte header, the payload's length (``<I``) and a code (``B``: the operation in a
 request, :data:`OK` or :data:`FAILED` in a reply), then the payload. Payloads are the bytes the
@@ -10,7 +11,7 @@ safe to send; nothing received is ever evaluated, only unpacked and checked.
 from __future__ import annotations
 
 import asyncio
-import socket
+import io
 import struct
 from enum import IntEnum
 
@@ -44,17 +45,20 @@ def frame(code: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(len(payload), code) + payload
 
 
-def send(sock: socket.socket, code: int, payload: bytes = b"") -> None:
+def send(sink: io.RawIOBase, code: int, payload: bytes = b"") -> None:
     """Send one frame (the host's side, blocking)."""
-    sock.sendall(frame(code, payload))
+    view = memoryview(frame(code, payload))
+    while view:
+        written = sink.write(view)
+        view = view[written or 0:]
 
 
-def receive(sock: socket.socket) -> tuple[int, bytes]:
+def receive(source: io.RawIOBase) -> tuple[int, bytes]:
     """Receive one frame (the host's side, blocking): its code and payload. :class:`HungUp`
     when the other end closed."""
-    length, code = HEADER.unpack(_exactly(sock, HEADER.size))
+    length, code = HEADER.unpack(_exactly(source, HEADER.size))
     _check_length(length)
-    return code, _exactly(sock, length) if length else b""
+    return code, _exactly(source, length) if length else b""
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -73,12 +77,12 @@ def _check_length(length: int) -> None:
         raise HungUp(f"a frame of {length} bytes, beyond the {MAX_PAYLOAD} allowed")
 
 
-def _exactly(sock: socket.socket, size: int) -> bytes:
+def _exactly(source: io.RawIOBase, size: int) -> bytes:
     buffer = bytearray(size)
     view, got = memoryview(buffer), 0
     while got < size:
-        n = sock.recv_into(view[got:])
-        if n == 0:
+        n = source.readinto(view[got:])
+        if not n:
             raise HungUp("the connection was closed")
         got += n
     return bytes(buffer)

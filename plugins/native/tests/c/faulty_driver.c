@@ -6,6 +6,7 @@
  * FOLDER/calls.log and then reads FOLDER/fault, if it exists, for one line "ACTION FUNCTION":
  *   segv F | abort F | hang F | fail F   crash, abort, hang until the fault file changes, or
  *                                         fail (CB_ERROR) in F
+ *   print F                               print to standard output in F, then work
  *   garbage KIND                          return garbage of one KIND (see the code below)
  * Built with -DOMIT_WRITE it lacks cb_write; with -DREPORTED_VERSION=N it claims version N.
  */
@@ -55,6 +56,10 @@ static int injected(const char *folder, const char *function, int argument) {
     }
     fault_of(folder, action, target);
     if (strcmp(target, function) != 0) return CB_OK;
+    if (strcmp(action, "print") == 0) {  /* vendor chatter on the console */
+        printf("%s: vendor chatter on standard output\n", function);
+        fflush(stdout);
+    }
     if (strcmp(action, "segv") == 0) raise(SIGSEGV);
     if (strcmp(action, "abort") == 0) abort();
     /* Hang until the fault is cleared, so that a thread stuck in-process can end with the test. */
