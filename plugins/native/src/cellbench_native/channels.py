@@ -8,6 +8,7 @@ import operator
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from cellbench_native.handle import Handle, Library
 from cellbench_native.library import ChannelSpec, StepSpec
@@ -94,15 +95,21 @@ class NativeChannels(ChannelDriver):
         samples = np.frombuffer(raw, self._sample)
         channel = samples["channel"].astype(np.int64)
         age = samples["age_s"]
-        self._check_samples(channel, age)
+        once = self._check_samples(channel, age)
         # Each row is stamped with the station clock; a row stamped before the channel's latest
         # one of the previous call (the reply's transit time varies) is moved up to it.
         time_s = np.maximum(now - age, self._last[channel])
-        np.maximum.at(self._last, channel, time_s)
+        if once:  # the usual case: one sample per channel
+            self._last[channel] = time_s
+        else:
+            np.maximum.at(self._last, channel, time_s)
         return SampleBatch(channel, time_s, samples["voltage_v"].copy(),
                            samples["current_a"].copy(), samples["temperature_c"].copy())
 
-    def _check_samples(self, channel: np.ndarray, age: np.ndarray) -> None:
+    def _check_samples(self, channel: npt.NDArray[np.int64], age: npt.NDArray[np.float64]
+                       ) -> bool:
+        """Refuse samples of unknown channels, bad ages, channels missing or out of time
+        order; whether every channel has exactly one sample."""
         count = len(self._channels)
         outside = channel[(channel < 0) | (channel >= count)]
         if outside.size:
@@ -112,10 +119,13 @@ class NativeChannels(ChannelDriver):
         if bad_age.size:
             raise BadReply(self.name, f"cb_measure gave a sample aged {float(bad_age[0])!r} "
                            "s; ages are finite and not negative")
-        missing = np.setdiff1d(np.arange(count), channel)
+        per_channel = np.bincount(channel, minlength=count)
+        missing = np.flatnonzero(per_channel == 0)
         if missing.size:
             raise BadReply(self.name, f"cb_measure gave no sample of channel {missing[0]}; "
                            "every call returns at least the latest of every channel")
+        if len(channel) == count:
+            return True
         order = np.argsort(channel, kind="stable")
         same = channel[order][1:] == channel[order][:-1]
         younger_first = same & (age[order][1:] > age[order][:-1])
@@ -123,6 +133,7 @@ class NativeChannels(ChannelDriver):
             c = channel[order][1:][younger_first][0]
             raise BadReply(self.name, f"cb_measure gave the samples of channel {c} out of time "
                            "order")
+        return False
 
     def _check_channel(self, channel: int) -> int:
         c = operator.index(channel)
