@@ -33,7 +33,7 @@ from cellbench_native.library import (
     StepSpec,
     Variant,
 )
-from cellbench_native.wire import OK, HungUp, Op, frame, read_frame
+from cellbench_native.wire import HEADER, OK, HungUp, Op, check_length, frame
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class HostedLibrary:
             async with asyncio.timeout(limit):
                 writer.write(frame(op, payload))
                 await writer.drain()
-                code, reply = await read_frame(reader)
+                code, reply = await _read_frame(reader)
         except TimeoutError:
             await self._stop(kill=True)
             raise HostFailure("CB_TIMEOUT", f"{what} did not return within {limit:g} s; "
@@ -255,6 +255,17 @@ class HostedLibrary:
         # Windows reports a crash as an NTSTATUS exit code, 0xC0000005 for an access violation.
         return f"exited with status {code}" if code < 0x10000 else \
             f"exited with status {code:#010x}"
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Receive one frame (the station's side, on its event loop): its code and payload.
+    :class:`HungUp` when the other end closed, also in the middle of a frame."""
+    try:
+        length, code = HEADER.unpack(await reader.readexactly(HEADER.size))
+        check_length(length)
+        return code, await reader.readexactly(length) if length else b""
+    except (asyncio.IncompleteReadError, ConnectionError) as err:
+        raise HungUp(f"the connection was closed ({err})") from None
 
 
 def _json(reply: bytes) -> Any:

@@ -6,11 +6,13 @@ request, :data:`OK` or :data:`FAILED` in a reply), then the payload. Payloads ar
 operation needs: native doubles, ``cb_sample`` structs, a packed step, or JSON for the rare
 descriptive calls and errors. Both ends are the same machine and build, so native layouts are
 safe to send; nothing received is ever evaluated, only unpacked and checked.
+
+The host's side is blocking and imports little (the host process starts on every restart); the
+station's side, on its event loop, is in :mod:`cellbench_native.hosted`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import struct
 from enum import IntEnum
@@ -57,22 +59,12 @@ def receive(source: io.RawIOBase) -> tuple[int, bytes]:
     """Receive one frame (the host's side, blocking): its code and payload. :class:`HungUp`
     when the other end closed."""
     length, code = HEADER.unpack(_exactly(source, HEADER.size))
-    _check_length(length)
+    check_length(length)
     return code, _exactly(source, length) if length else b""
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """Receive one frame (the station's side, on its event loop): its code and payload.
-    :class:`HungUp` when the other end closed, also in the middle of a frame."""
-    try:
-        length, code = HEADER.unpack(await reader.readexactly(HEADER.size))
-        _check_length(length)
-        return code, await reader.readexactly(length) if length else b""
-    except (asyncio.IncompleteReadError, ConnectionError) as err:
-        raise HungUp(f"the connection was closed ({err})") from None
-
-
-def _check_length(length: int) -> None:
+def check_length(length: int) -> None:
+    """Refuse a frame longer than :data:`MAX_PAYLOAD` with :class:`HungUp`."""
     if length > MAX_PAYLOAD:
         raise HungUp(f"a frame of {length} bytes, beyond the {MAX_PAYLOAD} allowed")
 
