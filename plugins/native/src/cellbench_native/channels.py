@@ -19,15 +19,12 @@ from cellbench_sdk import (
     ChannelInfo,
     Clock,
     OutOfRange,
-    ProfileQuantity,
     SampleBatch,
     Step,
-    StepMode,
     WhileOpen,
+    step_beyond,
 )
 
-_USES_CURRENT = frozenset({StepMode.CC, StepMode.CV, StepMode.CCCV})
-_USES_VOLTAGE = frozenset({StepMode.CV, StepMode.CCCV})
 _SAMPLE_FIELDS = {"channel": np.int32, "age_s": np.float64, "voltage_v": np.float64,
                   "current_a": np.float64, "temperature_c": np.float64}
 
@@ -74,7 +71,7 @@ class NativeChannels(ChannelDriver):
     async def apply(self, channel: int, step: Step) -> None:
         self._clock.get()
         c = self._check_channel(channel)
-        problem = _range_problem(step, self._channels[c])
+        problem = step_beyond(step, self._channels[c])
         if problem:
             raise OutOfRange(self.name, f"channel {c}, {step.mode.value} step: {problem}")
         spec = _step_spec(step)
@@ -141,28 +138,6 @@ class NativeChannels(ChannelDriver):
             raise OutOfRange(self.name, f"no channel {channel} (channels are "
                              f"0..{len(self._channels) - 1})")
         return c
-
-
-def _range_problem(step: Step, info: ChannelInfo) -> str:
-    """What in ``step`` lies beyond ``info``'s ranges; empty when nothing does."""
-    current = step.current_a if step.mode in _USES_CURRENT else None
-    voltage = step.voltage_v if step.mode in _USES_VOLTAGE else None
-    power = step.power_w if step.mode is StepMode.CP else None
-    if step.profile is not None:  # its extremes; a voltage profile keeps its current limit
-        values = step.profile.value
-        if step.profile.quantity is ProfileQuantity.VOLTAGE:
-            voltage = min(values) if min(values) < info.voltage_min_v else max(values)
-        elif step.profile.quantity is ProfileQuantity.CURRENT:
-            current = max(values, key=abs)
-        else:
-            power = max(values, key=abs)
-    if current is not None and abs(current) > info.current_max_a:
-        return f"current {current} A is beyond ±{info.current_max_a} A"
-    if voltage is not None and not info.voltage_min_v <= voltage <= info.voltage_max_v:
-        return f"voltage {voltage} V is outside {info.voltage_min_v}..{info.voltage_max_v} V"
-    if power is not None and abs(power) > info.power_max_w:
-        return f"power {power} W is beyond ±{info.power_max_w} W"
-    return ""
 
 
 def _step_spec(step: Step) -> StepSpec:
