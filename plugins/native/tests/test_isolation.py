@@ -198,6 +198,34 @@ def test_in_process_a_hang_is_a_timeout(libraries: Libraries, faults: Faults, ma
     asyncio.run(run())
 
 
+def test_a_call_the_station_gives_up_on_kills_the_host(
+        libraries: Libraries, faults: Faults, make: Make) -> None:
+    """The station's own device_timeout cancels a call before call_timeout_s: the reply that
+    would come late must not answer the next call, so the host goes, and the next call starts
+    another (switching the outputs off first)."""
+    async def run() -> None:
+        bank = make.bank(libraries.faulty, config=faults.config, call_timeout_s=30.0)
+        await bank.open(RealClock())
+        try:
+            host = make.hosted(bank)
+            first = host.pid
+            faults.set("hang", "cb_measure")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(bank.measure(), 0.3)
+            assert host.pid is None
+            faults.clear()
+            batch = await bank.measure()
+            assert list(batch.channel) == [0, 1] and host.restarts == 1
+            second = host.pid
+            assert second != first and _gone(first)
+            assert [f for pid, f, _ in faults.calls() if pid == second][-3:] == [
+                "cb_output_off", "cb_output_off", "cb_measure"]
+        finally:
+            await bank.close()
+
+    asyncio.run(run())
+
+
 def test_what_vendor_code_prints_does_not_garble_the_protocol(
         libraries: Libraries, faults: Faults, make: Make,
         capfd: pytest.CaptureFixture[str]) -> None:

@@ -154,7 +154,6 @@ class HostedLibrary:
                       failure.message, err.message)
             return NativeError(failure.status, f"{failure.message}; restarting the host "
                                f"process failed: {err.message}")
-        self.restarts += 1
         done = " and switched every output off" if self.variant == "bank" else ""
         log.warning("%s: %s; restarted the host process (pid %s)%s", self.path,
                     failure.message, self.pid, done)
@@ -162,7 +161,8 @@ class HostedLibrary:
                            f"restarted (pid {self.pid}){done}")
 
     async def _start_safe(self) -> None:
-        """Start a host and, for a channel bank, switch every output off in it."""
+        """Start a host in place of one that failed and, for a channel bank, switch every
+        output off in it."""
         await self._start()
         try:
             for channel in range(self._channel_count):
@@ -172,6 +172,7 @@ class HostedLibrary:
             await self._stop()
             raise NativeError(err.status, f"switching the outputs off after the restart: "
                               f"{err.message}") from None
+        self.restarts += 1
 
     async def _start(self) -> None:
         try:
