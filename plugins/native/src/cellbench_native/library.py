@@ -139,8 +139,7 @@ class NativeLibrary:
             self._lib = ffi.dlopen(path)
         except OSError as err:
             raise NativeError(LOAD, f"cannot load {path}: {err}") from None
-        needed = COMMON_FUNCTIONS + VARIANT_FUNCTIONS[variant]
-        missing = [name for name in needed if not _exports(self._lib, name)]
+        missing = _missing(self._lib, variant)
         if missing:
             kind = "an OSI device" if variant == "osi" else "a channel bank"
             raise NativeError(LOAD, f"{path} lacks {', '.join(missing)}, which "
@@ -323,6 +322,26 @@ class NativeLibrary:
             return raw[:end].decode("utf-8")
         except UnicodeDecodeError:
             raise NativeError(BAD_REPLY, f"{what} is not UTF-8: {raw[:end]!r}") from None
+
+
+def missing_functions(path: str, declarations: str) -> dict[Variant, list[str]]:
+    """The functions of each variant that the library at ``path`` lacks (an empty list for a
+    variant it offers); :data:`LOAD` when it cannot be loaded at all."""
+    ffi = cffi.FFI()
+    ffi.cdef(declarations)
+    try:
+        lib = ffi.dlopen(path)
+    except OSError as err:
+        raise NativeError(LOAD, f"cannot load {path}: {err}") from None
+    try:
+        return {variant: _missing(lib, variant) for variant in VARIANT_FUNCTIONS}
+    finally:
+        ffi.dlclose(lib)
+
+
+def _missing(lib: Any, variant: Variant) -> list[str]:
+    return [name for name in COMMON_FUNCTIONS + VARIANT_FUNCTIONS[variant]
+            if not _exports(lib, name)]
 
 
 def _exports(lib: Any, name: str) -> bool:

@@ -7,6 +7,9 @@ cellbench imports this module at every start, so it stays light: the factories a
 
 from __future__ import annotations
 
+import typer
+
+from cellbench_native.cli import register
 from cellbench_native.settings import NativeSettings
 from cellbench_sdk import Descriptor, Kind, hookimpl
 
@@ -25,3 +28,9 @@ def cellbench_channel_drivers() -> list[Descriptor]:
     return [Descriptor(Kind.CHANNEL_DRIVER, "native", "cellbench_native.channels:NativeChannels",
                        "vendor driver library (cellbench_driver.h) with cycler channels, "
                        "isolated in a host process", NativeSettings)]
+
+
+@hookimpl
+def cellbench_cli(app: typer.Typer) -> None:
+    """``cellbench native check``: try a library without a station."""
+    register(app)
