@@ -30,7 +30,8 @@ def app() -> typer.Typer:
 
 def test_the_example_passes_both_contracts(app: typer.Typer, libraries: Libraries) -> None:
     result = runner.invoke(app, ["native", "check", str(libraries.example),
-                                 "--config", "channels=3", "--write", "fan_pct=40"])
+                                 "--config", "channels=3", "--write", "fan_pct=40",
+                                 "--isolation", "in-process"])
     assert result.exit_code == 0, result.output
     assert "OSI device native:libexample.so: 4 signals" in result.output
     assert "fan_pct" in result.output and "writable" in result.output

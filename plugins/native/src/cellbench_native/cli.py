@@ -83,9 +83,14 @@ async def _check(settings: NativeSettings, offer: Offer, values: dict[str, float
                  settle_s: float) -> bool:
     """Show and check each half of the header the library offers (or ``offer`` names);
     whether all went well."""
-    # Imported here: the kit needs pytest, which a station without the testing extra lacks.
     from cellbench_native.library import NativeError, Variant, missing_functions
     from cellbench_sdk.driver_header import api_version, declarations
+
+    try:  # the conformance kit needs pytest, which a station without the testing extra lacks
+        import cellbench_sdk.testing  # noqa: F401
+    except ImportError as err:
+        fail(f"the checks need cellbench-sdk[testing] (pip install 'cellbench-sdk[testing]'): "
+             f"{err}", code=2)
 
     try:
         missing = missing_functions(str(settings.library), declarations())
