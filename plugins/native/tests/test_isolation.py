@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Mapping
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -224,6 +227,52 @@ def test_a_call_the_station_gives_up_on_kills_the_host(
             await bank.close()
 
     asyncio.run(run())
+
+
+STATION = """
+import asyncio, sys
+from pathlib import Path
+from cellbench_native.device import NativeDevice
+from cellbench_native.settings import NativeSettings
+from cellbench_sdk import RealClock
+
+async def main():
+    device = NativeDevice(NativeSettings(library=Path(sys.argv[1]), config=sys.argv[2],
+                                         call_timeout_s=60))
+    await device.open(RealClock())
+    await device.read()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_host_stuck_in_vendor_code_dies_with_the_station(
+        libraries: Libraries, faults: Faults, wait_until: Any) -> None:
+    faults.set("hang", "cb_read")
+    station = subprocess.Popen([sys.executable, "-c", STATION, str(libraries.faulty),
+                                faults.config])
+    try:
+        calls = wait_until(lambda: [c for c in faults.calls() if c[1] == "cb_read"],
+                           "the host to hang in cb_read", alive=station)
+        host = calls[0][0]
+        station.kill()  # as SIGKILL or a crash would end a station
+        station.wait()
+        wait_until(lambda: _gone(host) or _zombie(host), "the host process to end",
+                   timeout=10)
+    finally:
+        faults.clear()
+        if station.poll() is None:
+            station.kill()
+            station.wait()
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended but is not reaped yet (its parent, init, reaps it soon)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def test_what_vendor_code_prints_does_not_garble_the_protocol(

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import struct
+import sys
 
 from cellbench_native.library import NativeError, NativeLibrary, StepSpec
 from cellbench_native.wire import FAILED, OK, HungUp, Op, receive, send
@@ -86,6 +87,7 @@ def _answer(library: NativeLibrary, code: int, payload: bytes) -> bytes:
 
 def main() -> None:
     """Serve the station on this process's standard input and output."""
+    _die_with_the_station()
     requests = os.fdopen(os.dup(0), "rb", buffering=0)
     replies = os.fdopen(os.dup(1), "wb", buffering=0)
     # From here on, file descriptor 1 is standard error and 0 reads nothing: a vendor library
@@ -96,6 +98,19 @@ def main() -> None:
     os.close(nothing)
     with requests, replies:
         serve(requests, replies)
+
+
+def _die_with_the_station() -> None:
+    """On Linux, have the kernel kill this process when the station's process ends: a station
+    that is killed while vendor code hangs here must not leave it holding the instrument. (A
+    host that is not stuck sees the end of its input and exits by itself, on every system.)"""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    set_parent_death_signal = 1  # PR_SET_PDEATHSIG of <sys/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(set_parent_death_signal, signal.SIGKILL)
 
 
 if __name__ == "__main__":
