@@ -146,6 +146,22 @@ def test_a_crash_in_close_still_ends_the_host(
     asyncio.run(run())
 
 
+@pytest.mark.parametrize("isolation", ["process", "in-process"])
+def test_closing_switches_every_output_off_whatever_fails(
+        libraries: Libraries, faults: Faults, make: Make, isolation: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def run() -> None:
+        bank = make.bank(libraries.faulty, config=faults.config, isolation=isolation)
+        await bank.open(RealClock())
+        faults.set("fail", "cb_output_off")
+        await bank.close()
+
+    asyncio.run(run())
+    assert [(f, a) for _, f, a in faults.calls()][-3:] == [
+        ("cb_output_off", 0), ("cb_output_off", 1), ("cb_close", 0)]
+    assert "cb_output_off(device, 0) returned -1 (CB_ERROR)" in caplog.text
+
+
 def test_a_hang_in_open_fails_the_open_and_leaves_nothing_running(
         libraries: Libraries, faults: Faults, make: Make) -> None:
     async def run() -> None:

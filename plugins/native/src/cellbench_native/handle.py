@@ -77,19 +77,28 @@ class InProcessLibrary:
             raise
 
     async def close(self, channels_off: int = 0) -> None:
-        """Switch outputs ``0 .. channels_off - 1`` off and close the device; the worker
-        thread ends once no call is left on it."""
+        """Switch outputs ``0 .. channels_off - 1`` off (each one, whatever the others did)
+        and close the device, raising the first failure after that; the worker thread ends
+        once no call is left on it."""
         library, self._library = self._library, None
         try:
             if library is not None:
                 def close() -> None:
-                    try:
-                        for channel in range(channels_off):
+                    first: NativeError | None = None
+                    for channel in range(channels_off):
+                        try:
                             library.output_off(channel)
-                    finally:
+                        except NativeError as err:
+                            first = first or err
+                    try:
                         library.close()
+                    except NativeError as err:
+                        first = first or err
+                    if first is not None:
+                        raise first
 
-                await self._worker.run(close, self.settings.call_timeout_s, "cb_close")
+                timeout = (channels_off + 1) * self.settings.call_timeout_s
+                await self._worker.run(close, timeout, "close")
         finally:
             self._worker.close()
 

@@ -77,19 +77,32 @@ class HostedLibrary:
             self._wanted = True
 
     async def close(self, channels_off: int = 0) -> None:
-        """Switch outputs ``0 .. channels_off - 1`` off, close the device and end the host
-        process (killed if it does not end in time). Failures are raised after all of that."""
+        """Switch outputs ``0 .. channels_off - 1`` off (each one, whatever the others did),
+        close the device and end the host process (killed if it does not end in time). The
+        first failure is raised after all of that."""
         async with self._lock:
             self._wanted = False
             if self._process is None:
                 return
-            try:
-                for channel in range(channels_off):
+            first: NativeError | None = None
+            for channel in range(channels_off):
+                try:
                     await self._exchange(Op.OUTPUT_OFF, struct.pack("<i", channel),
                                          f"cb_output_off(device, {channel})")
-                await self._exchange(Op.CLOSE, b"", "cb_close")
+                except HostFailure as failure:  # a new host switches every output off
+                    first = first or await self._recovered(failure)
+                    break
+                except NativeError as err:
+                    first = first or err
+            try:
+                if self._process is not None:
+                    await self._exchange(Op.CLOSE, b"", "cb_close")
+            except NativeError as err:
+                first = first or err
             finally:
                 await self._stop()
+            if first is not None:
+                raise first
 
     async def signals(self) -> list[SignalSpec]:
         """Every signal, described by the library."""
