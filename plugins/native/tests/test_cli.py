@@ -31,7 +31,7 @@ def app() -> typer.Typer:
 def test_the_example_passes_both_contracts(app: typer.Typer, libraries: Libraries) -> None:
     result = runner.invoke(app, ["native", "check", str(libraries.example),
                                  "--config", "channels=3", "--write", "fan_pct=40",
-                                 "--isolation", "in-process"])
+                                 "--isolation", "in-process", "--settle", "0.02"])
     assert result.exit_code == 0, result.output
     assert "OSI device native:libexample.so: 4 signals" in result.output
     assert "fan_pct" in result.output and "writable" in result.output
@@ -44,7 +44,8 @@ def test_the_example_passes_both_contracts(app: typer.Typer, libraries: Librarie
 def test_a_missing_half_is_named_and_a_broken_contract_fails(
         app: typer.Typer, libraries: Libraries, faults: Faults) -> None:
     result = runner.invoke(app, ["native", "check", str(libraries.without_write),
-                                 "--config", faults.config, "--isolation", "in-process"])
+                                 "--config", faults.config, "--isolation", "in-process",
+                                 "--settle", "0.02"])
     assert result.exit_code == 0, result.output  # as a channel bank it is fine
     assert "not an OSI device: libnowrite.so lacks cb_write (cellbench_driver.h version 1)" \
         in result.output
