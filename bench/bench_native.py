@@ -13,7 +13,9 @@ with gcc, then called three ways:
 
 Calls: ``cb_read`` of the OSI device's 4 signals, ``cb_measure`` of an 8-channel bank, and
 ``cb_apply`` of a CC step. The ways take turns in rounds of ``--round`` calls, so that other work
-on the machine falls on all of them alike. Target: host-process call p99 < 1 ms.
+on the machine falls on all of them alike; the CPU time each call costs (this process, and the
+host processes read from Linux's /proc) does not depend on that other work. Target:
+host-process call p99 < 1 ms.
 
     .venv/bin/python bench/bench_native.py [--calls 20000] [--round 500]
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +37,7 @@ import numpy as np
 from cellbench_native.build import compile_library
 from cellbench_native.channels import NativeChannels
 from cellbench_native.device import NativeDevice
+from cellbench_native.hosted import HostedLibrary
 from cellbench_native.library import NativeLibrary, StepSpec, Variant
 from cellbench_native.settings import Isolation, NativeSettings
 from cellbench_sdk import RealClock, Step, StepMode
@@ -59,9 +63,24 @@ def synchronous(call: Callable[[], object]) -> Call:
     return run
 
 
-async def devices(path: str, isolation: Isolation
-                  ) -> tuple[dict[str, Call], Callable[[], Awaitable[None]]]:
-    """The three calls through the plugin's devices, as a station makes them, and a close."""
+class Way:
+    """The three calls one way, a close, and the host processes' CPU time so far."""
+
+    def __init__(self, calls: dict[str, Call], hosts: list[int] | None = None,
+                 close: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.calls, self.hosts, self.close = calls, hosts or [], close
+
+    def host_cpu_s(self) -> float:
+        """CPU seconds the host processes have used (Linux's /proc; 0 without hosts)."""
+        total = 0
+        for pid in self.hosts:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
+
+
+async def devices(path: str, isolation: Isolation) -> Way:
+    """The three calls through the plugin's devices, as a station makes them."""
     device = NativeDevice(NativeSettings(library=Path(path), isolation=isolation))
     bank = NativeChannels(NativeSettings(library=Path(path), isolation=isolation,
                                          config=BANK_CONFIG))
@@ -73,8 +92,10 @@ async def devices(path: str, isolation: Isolation
         await device.close()
         await bank.close()
 
-    return {"cb_read": device.read, "cb_measure": bank.measure,
-            "cb_apply": lambda: bank.apply(0, step)}, close
+    hosts = [d.handle.library.pid for d in (device, bank)
+             if isinstance(d.handle.library, HostedLibrary) and d.handle.library.pid]
+    return Way({"cb_read": device.read, "cb_measure": bank.measure,
+                "cb_apply": lambda: bank.apply(0, step)}, hosts, close)
 
 
 async def timed(call: Call, calls: int) -> list[float]:
@@ -87,34 +108,40 @@ async def timed(call: Call, calls: int) -> list[float]:
     return times
 
 
-async def run(path: str, calls: int, round_: int) -> dict[str, dict[str, np.ndarray]]:
-    """Seconds per call, by way and call."""
+async def run(path: str, calls: int, round_: int
+              ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float]]]:
+    """Seconds per call, and CPU seconds per call (this process and the hosts), by way and
+    call."""
     osi, bank = direct(path, "osi", ""), direct(path, "bank", BANK_CONFIG)
     step = StepSpec("CC", current_a=1.0)
-    in_process, close_in_process = await devices(path, "in-process")
-    hosted, close_hosted = await devices(path, "process")
-    ways: dict[str, dict[str, Call]] = {
-        "cffi direct": {"cb_read": synchronous(osi.read),
-                        "cb_measure": synchronous(bank.measure),
-                        "cb_apply": synchronous(lambda: bank.apply(0, step))},
-        "in-process": in_process,
-        "host process": hosted,
+    ways = {
+        "cffi direct": Way({"cb_read": synchronous(osi.read),
+                            "cb_measure": synchronous(bank.measure),
+                            "cb_apply": synchronous(lambda: bank.apply(0, step))}),
+        "in-process": await devices(path, "in-process"),
+        "host process": await devices(path, "process"),
     }
     times: dict[str, dict[str, list[float]]] = {w: {c: [] for c in CALLS} for w in ways}
+    cpu = {w: dict.fromkeys(CALLS, 0.0) for w in ways}
     try:
         for way in ways.values():  # warm up
-            for warm_up in way.values():
+            for warm_up in way.calls.values():
                 await timed(warm_up, 200)
         for _ in range(max(1, calls // round_)):
             for name, way in ways.items():
                 for call in CALLS:
-                    times[name][call] += await timed(way[call], round_)
+                    used = time.process_time() + way.host_cpu_s()
+                    times[name][call] += await timed(way.calls[call], round_)
+                    cpu[name][call] += time.process_time() + way.host_cpu_s() - used
     finally:
         osi.close()
         bank.close()
-        await close_in_process()
-        await close_hosted()
-    return {w: {c: np.array(t) for c, t in by_call.items()} for w, by_call in times.items()}
+        for way in ways.values():
+            if way.close is not None:
+                await way.close()
+    counts = {w: {c: len(t) for c, t in by_call.items()} for w, by_call in times.items()}
+    return ({w: {c: np.array(t) for c, t in by_call.items()} for w, by_call in times.items()},
+            {w: {c: cpu[w][c] / counts[w][c] for c in CALLS} for w in ways})
 
 
 def main() -> None:
@@ -124,17 +151,18 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = str(compile_library(EXAMPLE, Path(folder) / "libexample.so"))
-        ways = asyncio.run(run(path, args.calls, args.round))
+        ways, cpu = asyncio.run(run(path, args.calls, args.round))
     print(f"native driver library calls, {args.calls} each in rounds of {args.round} "
           "(example driver; bank of 8 channels)")
     print(f"{'call':<11} {'way':<13} {'calls/s':>10} {'p50 µs':>8} {'p99 µs':>8} "
-          f"{'max µs':>8} {'> 1 ms':>7}")
+          f"{'max µs':>8} {'> 1 ms':>7} {'CPU µs':>7}")
     for call in CALLS:
         for way, results in ways.items():
             t = results[call]
             print(f"{call:<11} {way:<13} {1 / t.mean():>10,.0f} {np.median(t) * 1e6:>8.1f} "
                   f"{np.percentile(t, 99) * 1e6:>8.1f} {t.max() * 1e6:>8.1f} "
-                  f"{(t > 1e-3).mean():>7.2%}")
+                  f"{(t > 1e-3).mean():>7.2%} {cpu[way][call] * 1e6:>7.1f}")
+    print("(CPU µs: CPU time per call of this process and, for the host process, of the hosts)")
     print()
     for call in CALLS:
         host, local = ways["host process"][call], ways["in-process"][call]

@@ -106,10 +106,10 @@ def test_a_hang_times_out_and_the_host_is_killed(
     asyncio.run(run())
 
 
-def test_a_failed_restart_is_tried_again_by_the_next_call(
+def test_a_failed_restart_is_tried_again_after_a_delay(
         libraries: Libraries, faults: Faults, make: Make) -> None:
     async def run() -> None:
-        bank = make.bank(libraries.faulty, config=faults.config)
+        bank = make.bank(libraries.faulty, config=faults.config, restart_delay_s=0.3)
         await bank.open(RealClock())
         try:
             faults.set("segv", "cb_output_off")  # the new host crashes switching off too
@@ -119,9 +119,16 @@ def test_a_failed_restart_is_tried_again_by_the_next_call(
                 await bank.output_off(0)
             assert make.hosted(bank).pid is None
             faults.clear()
+            hosts = len({pid for pid, _, _ in faults.calls()})
+            with pytest.raises(DeviceConnectionError, match=r"cb_measure: the host process is "
+                               r"not running \(restarting it failed: .*\); the next attempt is "
+                               r"in 0\.\d s"):
+                await bank.measure()  # at once: no new process yet
+            assert len({pid for pid, _, _ in faults.calls()}) == hosts
+            await asyncio.sleep(0.35)
             batch = await bank.measure()  # restarts the host, outputs off, then measures
             assert list(batch.current_a) == [0.0, 0.0]
-            assert make.hosted(bank).pid is not None
+            assert make.hosted(bank).restarts == 1
         finally:
             await bank.close()
 

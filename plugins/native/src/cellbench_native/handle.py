@@ -165,7 +165,8 @@ class Handle:
             library = HostedLibrary(str(s.library), self.variant, declarations(), api_version(),
                                     config=s.config, max_samples=s.max_samples,
                                     call_timeout_s=s.call_timeout_s,
-                                    start_timeout_s=s.start_timeout_s)
+                                    start_timeout_s=s.start_timeout_s,
+                                    restart_delay_s=s.restart_delay_s)
         try:
             await self._typed(library.open())
             described = await self._typed(describe(library))

@@ -9,10 +9,13 @@ requests of concurrent tasks in order). No thread of the station ever waits on v
 When the host process dies in a call (a segfault, an abort) or a call does not answer within
 ``call_timeout_s`` (then the host is killed), :class:`HostedLibrary` starts a new host, opens the
 device again and switches every output of a channel bank off, then raises the failure as a
-:class:`NativeError` saying all of that. If the new host cannot be started, every later call
-tries once more before it fails. A call cancelled while it waits for its reply (the station's
-own device timeout) kills the host too, since a late reply would answer the next request; the
-next call starts a new one.
+:class:`NativeError` saying all of that. If the new host cannot be started, the next call after
+``restart_delay_s`` tries again (the delay doubles with each failed attempt, up to
+:data:`MAX_RESTART_DELAY_S`); calls in between fail at once, so that a library that cannot
+start does not cost a new process at every sample period.
+
+A call cancelled while it waits for its reply (the station's own device timeout) kills the host
+too, since a late reply would answer the next request; the next call starts a new one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import signal
 import struct
 import sys
+import time
 from typing import Any
 
 from cellbench_native.library import (
@@ -37,6 +41,9 @@ from cellbench_native.wire import HEADER, OK, HungUp, Op, check_length, frame
 
 log = logging.getLogger(__name__)
 
+#: The longest wait between two attempts to restart a host that failed to start.
+MAX_RESTART_DELAY_S = 60.0
+
 
 class HostFailure(NativeError):
     """The host process died in a call, or did not answer in time and was killed."""
@@ -48,11 +55,12 @@ class HostedLibrary:
 
     def __init__(self, path: str, variant: Variant, declarations: str, version: int, *,
                  config: str, max_samples: int, call_timeout_s: float,
-                 start_timeout_s: float) -> None:
+                 start_timeout_s: float, restart_delay_s: float = 1.0) -> None:
         self.path = path
         self.variant = variant
         self.call_timeout_s = call_timeout_s
         self.start_timeout_s = start_timeout_s
+        self.restart_delay_s = restart_delay_s
         self._open_request = json.dumps({
             "path": path, "variant": variant, "declarations": declarations,
             "version": version, "config": config, "max_samples": max_samples}).encode()
@@ -64,6 +72,10 @@ class HostedLibrary:
         self._wanted = False
         #: How many times a failed host process was replaced by a new one.
         self.restarts = 0
+        # After a failed restart: when the next may be tried, the wait after that, and why.
+        self._retry_at = 0.0
+        self._retry_delay_s = restart_delay_s
+        self._retry_reason = ""
 
     @property
     def pid(self) -> int | None:
@@ -147,6 +159,11 @@ class HostedLibrary:
             if not self._wanted:
                 raise NativeError("CB_DISCONNECTED", "the device is not open")
             if self._process is None:  # an earlier restart failed, or a call was cancelled
+                wait_s = self._retry_at - time.monotonic()
+                if wait_s > 0:
+                    raise NativeError("CB_DISCONNECTED", f"{what}: the host process is not "
+                                      f"running (restarting it failed: {self._retry_reason}); "
+                                      f"the next attempt is in {wait_s:.1f} s")
                 try:
                     await self._start_safe()
                 except NativeError as err:
@@ -175,16 +192,23 @@ class HostedLibrary:
 
     async def _start_safe(self) -> None:
         """Start a host in place of one that failed and, for a channel bank, switch every
-        output off in it."""
-        await self._start()
+        output off in it. A failure puts the next attempt off (see the module's docstring)."""
         try:
-            for channel in range(self._channel_count):
-                await self._exchange(Op.OUTPUT_OFF, struct.pack("<i", channel),
-                                     "cb_output_off")
+            await self._start()
+            try:
+                for channel in range(self._channel_count):
+                    await self._exchange(Op.OUTPUT_OFF, struct.pack("<i", channel),
+                                         "cb_output_off")
+            except NativeError as err:
+                await self._stop()
+                raise NativeError(err.status, f"switching the outputs off after the restart: "
+                                  f"{err.message}") from None
         except NativeError as err:
-            await self._stop()
-            raise NativeError(err.status, f"switching the outputs off after the restart: "
-                              f"{err.message}") from None
+            self._retry_at = time.monotonic() + self._retry_delay_s
+            self._retry_delay_s = min(MAX_RESTART_DELAY_S, 2 * self._retry_delay_s)
+            self._retry_reason = err.message
+            raise
+        self._retry_at, self._retry_delay_s = 0.0, self.restart_delay_s
         self.restarts += 1
 
     async def _start(self) -> None:

@@ -30,6 +30,10 @@ class NativeSettings(BaseModel):
     start_timeout_s: float = Field(default=10.0, gt=0, le=120,
                                    description="seconds the host process may take to start and "
                                    "open the library")
+    restart_delay_s: float = Field(default=1.0, ge=0, le=60,
+                                   description="after a host process failed to restart, "
+                                   "seconds before the next attempt (doubling with each "
+                                   "failure, up to 60 s)")
     max_samples: int = Field(default=1024, ge=1, le=1_000_000,
                              description="channel banks: most samples one cb_measure may return")
 
