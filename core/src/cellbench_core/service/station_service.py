@@ -73,7 +73,8 @@ class StationService:
 
     async def serve(self) -> None:
         """Open the channels, end tests a previous run left behind, log the ready line, and
-        run queued tests until :meth:`shutdown`; everything is committed when it returns."""
+        run queued tests until :meth:`shutdown`; everything is committed when it returns.
+        The caller holds the database's station lease (storage/lease.py) meanwhile."""
         try:
             await self.station.open(self.clock)
             runner = asyncio.create_task(self.runner.run([], serve=True))
