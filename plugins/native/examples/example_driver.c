@@ -186,6 +186,12 @@ CB_EXPORT int cb_write(cb_device *device, int index, double value) {
     return fail(device, CB_NOT_SUPPORTED, "this signal is read-only");
 }
 
+CB_EXPORT int cb_describe_device(cb_device *device, char *text, int capacity) {
+    (void)device;
+    snprintf(text, (size_t)capacity, "maker=cellbench\nmodel=example driver\nfirmware=1.0");
+    return CB_OK;
+}
+
 /* --- the channel bank --- */
 
 CB_EXPORT int cb_channel_count(cb_device *device) { return device->channel_count; }

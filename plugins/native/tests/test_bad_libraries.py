@@ -101,6 +101,8 @@ AT_OPEN = [
     ("osi", "unterminated", r"the name of signal 1 fills all 64 bytes without the "
                             r"terminating NUL"),
     ("osi", "duplicate", r"signal names appear more than once: \['v'\]"),
+    ("osi", "info", r"cb_describe_device gave the line 'no equals sign'; each line is a new "
+                    r"name=value"),
     ("bank", "ranges", r"cb_describe_channel\(device, 0\) gave channel 'a' the voltage range "
                        r"0.0..nan V"),
     ("bank", "name", r"the name of channel 1 is not UTF-8: b'b\\xc3'"),

@@ -125,7 +125,9 @@ async def _check_osi(settings: NativeSettings, values: dict[str, float]) -> bool
         await device.open(RealClock())
         try:
             readings = await device.read()
-            console.print(f"OSI device {device.name}: {len(device.signals)} signals")
+            said = ", ".join(f"{name}={value}" for name, value in device.info.items())
+            console.print(f"OSI device {device.name}: {len(device.signals)} signals"
+                          + (f"; {said}" if said else ""), highlight=False)
             for info in device.signals:
                 reading = readings.get(info.name)
                 shown = "(not read)" if reading is None else f"{reading.value:g} {info.unit}"

@@ -6,7 +6,8 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 
-from cellbench_native.handle import Handle
+from cellbench_native.handle import Handle, Library
+from cellbench_native.library import SignalSpec
 from cellbench_native.settings import NativeSettings
 from cellbench_sdk import (
     BadReply,
@@ -22,7 +23,7 @@ from cellbench_sdk import (
 
 class NativeDevice(OsiDevice):
     """The signals ``cb_describe_signal`` lists, read with ``cb_read`` (NaN for a failed sensor)
-    and written with ``cb_write``."""
+    and written with ``cb_write``; ``info`` is what ``cb_describe_device`` said at open."""
 
     def __init__(self, settings: NativeSettings) -> None:
         self.settings = settings
@@ -32,14 +33,22 @@ class NativeDevice(OsiDevice):
         self._signals: tuple[SignalInfo, ...] = ()
         self._index: dict[str, int] = {}
         self._values = struct.Struct("")
+        self._info: dict[str, str] = {}
 
     @property
     def signals(self) -> Sequence[SignalInfo]:
         self._clock.get()  # refuses unless open: the library describes them when it opens
         return self._signals
 
+    @property
+    def info(self) -> Mapping[str, str]:
+        return self._info
+
     async def open(self, clock: Clock) -> None:
-        specs = await self.handle.open(lambda library: library.signals())
+        async def describe(library: Library) -> tuple[list[SignalSpec], dict[str, str]]:
+            return await library.signals(), await library.device_info()
+
+        specs, self._info = await self.handle.open(describe)
         self._signals = tuple(SignalInfo(s.name, s.unit, s.writable) for s in specs)
         self._index = {s.name: n for n, s in enumerate(specs)}
         self._values = struct.Struct(f"={len(specs)}d")

@@ -106,6 +106,10 @@ class InProcessLibrary:
         """Every signal, described by the library."""
         return await self._call(lambda library: library.signals(), "cb_describe_signal")
 
+    async def device_info(self) -> dict[str, str]:
+        """What the device says about itself, by name."""
+        return await self._call(lambda library: library.device_info(), "cb_describe_device")
+
     async def channels(self) -> list[ChannelSpec]:
         """Every channel with its ranges, described by the library."""
         return await self._call(lambda library: library.channels(), "cb_describe_channel")

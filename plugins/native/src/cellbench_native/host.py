@@ -78,6 +78,8 @@ def _answer(library: NativeLibrary, code: int, payload: bytes) -> bytes:
                             c.power_max_w] for c in library.channels()]).encode()
     elif code == Op.LAYOUT:
         return json.dumps(library.sample_layout()).encode()
+    elif code == Op.INFO:
+        return json.dumps(library.device_info()).encode()
     elif code == Op.CLOSE:
         library.close()
     else:

@@ -122,6 +122,11 @@ class HostedLibrary:
         return [SignalSpec(str(name), str(unit), bool(writable))
                 for name, unit, writable in described]
 
+    async def device_info(self) -> dict[str, str]:
+        """What the device says about itself, by name."""
+        described = _json(await self._request(Op.INFO, b"", "cb_describe_device"))
+        return {str(name): str(value) for name, value in described.items()}
+
     async def channels(self) -> list[ChannelSpec]:
         """Every channel with its ranges, described by the library."""
         described = _json(await self._request(Op.CHANNELS, b"", "cb_describe_channel"))

@@ -24,7 +24,8 @@ Variant = Literal["osi", "bank"]
 #: The functions every library exports, and those of each variant, as the header declares them.
 COMMON_FUNCTIONS = ("cb_api_version", "cb_open", "cb_close", "cb_last_error")
 VARIANT_FUNCTIONS: dict[Variant, tuple[str, ...]] = {
-    "osi": ("cb_signal_count", "cb_describe_signal", "cb_read", "cb_write"),
+    "osi": ("cb_signal_count", "cb_describe_signal", "cb_read", "cb_write",
+            "cb_describe_device"),
     "bank": ("cb_channel_count", "cb_describe_channel", "cb_apply", "cb_output_off",
              "cb_measure"),
 }
@@ -39,6 +40,8 @@ LOAD, BAD_REPLY = "LOAD", "BAD_REPLY"
 MAX_ITEMS = 100_000
 #: Longest text taken from cb_last_error.
 MAX_ERROR_BYTES = 2000
+#: Room handed to cb_describe_device.
+INFO_BYTES = 4096
 
 
 class NativeError(Exception):
@@ -216,6 +219,23 @@ class NativeLibrary:
         handle = self._open_handle()
         self._status_only(f"cb_write(device, {index}, {value!r})",
                           self._lib.cb_write(handle, index, value), handle)
+
+    def device_info(self) -> dict[str, str]:
+        """``cb_describe_device``: what the device says about itself, by name."""
+        handle = self._open_handle()
+        text = self._ffi.new("char[]", INFO_BYTES)
+        self._status_only("cb_describe_device",
+                          self._lib.cb_describe_device(handle, text, INFO_BYTES), handle)
+        info: dict[str, str] = {}
+        for line in self._text(text, "cb_describe_device's text").splitlines():
+            name, equals, value = line.partition("=")
+            if not line.strip():
+                continue
+            if not (equals and name.strip()) or name.strip() in info:
+                raise NativeError(BAD_REPLY, f"cb_describe_device gave the line {line!r}; "
+                                  "each line is a new name=value")
+            info[name.strip()] = value.strip()
+        return info
 
     # --- a channel bank ------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class Op(IntEnum):
     MEASURE = 8  # -> cb_sample structs
     CLOSE = 9  # -> nothing; the host exits after replying
     LAYOUT = 10  # -> JSON [size, {field: offset}] of cb_sample
+    INFO = 11  # -> JSON {name: value} of cb_describe_device
 
 
 class HungUp(Exception):

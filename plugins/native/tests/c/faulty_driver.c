@@ -139,6 +139,13 @@ CB_EXPORT int cb_write(cb_device *device, int index, double value) {
 }
 #endif
 
+CB_EXPORT int cb_describe_device(cb_device *device, char *text, int capacity) {
+    if (injected(device->folder, "cb_describe_device", capacity)) return failed(device, CB_ERROR, "cb_describe_device");
+    if (garbage(device, "info")) snprintf(text, (size_t)capacity, "model=faulty\nno equals sign");
+    else snprintf(text, (size_t)capacity, "model=faulty\n\nserial=0001");
+    return CB_OK;
+}
+
 CB_EXPORT int cb_channel_count(cb_device *device) {
     if (injected(device->folder, "cb_channel_count", 0)) return failed(device, CB_ERROR, "cb_channel_count");
     return 2;

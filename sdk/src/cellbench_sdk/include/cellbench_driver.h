@@ -133,6 +133,10 @@ CB_EXPORT int cb_describe_signal(cb_device *device, int index, cb_signal_info *i
 CB_EXPORT int cb_read(cb_device *device, double *values, int capacity);
 /* Set writable signal `index` to `value` (finite; cellbench checks before calling). */
 CB_EXPORT int cb_write(cb_device *device, int index, double value);
+/* What the device says about itself (maker, model, serial number, firmware), as lines
+   "name=value" joined by '\n', NUL-terminated UTF-8 in text[0 .. capacity - 1] ("" when it says
+   nothing); cellbench records it with every test the device serves. */
+CB_EXPORT int cb_describe_device(cb_device *device, char *text, int capacity);
 
 /* --- a channel bank --- */
 
