@@ -109,9 +109,17 @@ AT_OPEN = [
 ]
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS)
-@pytest.mark.parametrize(("variant", "kind", "message"), AT_OPEN,
-                         ids=[f"{v}-{k}" for v, k, _ in AT_OPEN])
+def _isolations(cases: list[tuple[Any, ...]], hosted: set[str]) -> list[Any]:
+    """Every case in-process, and those of the kinds ``hosted`` in a host process too: the
+    checks are the same code in both, the host only carries their errors over."""
+    return [pytest.param("in-process", *case, id=f"in-process-{case[0]}-{case[1]}")
+            for case in cases] + [
+        pytest.param("process", *case, id=f"process-{case[0]}-{case[1]}")
+        for case in cases if case[1] in hosted]
+
+
+@pytest.mark.parametrize(("isolation", "variant", "kind", "message"),
+                         _isolations(AT_OPEN, {"name", "ranges"}))
 def test_garbage_descriptions_fail_the_open(
         libraries: Libraries, faults: Faults, make: Make, isolation: str, variant: str, kind: str,
         message: str) -> None:
@@ -156,9 +164,8 @@ IN_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS)
-@pytest.mark.parametrize(("variant", "kind", "call", "message"), IN_CALLS,
-                         ids=[f"{v}-{k}" for v, k, _, _ in IN_CALLS])
+@pytest.mark.parametrize(("isolation", "variant", "kind", "call", "message"),
+                         _isolations(IN_CALLS, {"count", "order"}))
 def test_garbage_replies_are_bad_replies(
         libraries: Libraries, faults: Faults, make: Make, isolation: str, variant: str, kind: str,
         call: Call, message: str) -> None:
