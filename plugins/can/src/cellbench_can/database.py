@@ -92,6 +92,10 @@ def load(path: Path, *, strict: bool = True) -> Database:
 def layout(settings: CanSettings, database: Database) -> Layout:
     """The messages and device signals of ``settings`` over ``database``."""
     path = settings.database
+    nodes = [node.name for node in database.nodes]
+    if settings.node is not None and settings.node not in nodes:
+        raise CanConfigError(f"{path}: node: no node {settings.node!r} (its nodes: "
+                             f"{', '.join(nodes) or 'none'})")
     sent = {name: _sent(path, database, name, spec.period_s, spec.values, spec.counter)
             for name, spec in settings.transmit.items()}
     for name in settings.timeouts:
@@ -105,6 +109,10 @@ def layout(settings: CanSettings, database: Database) -> Layout:
     readable: dict[str, Received] = {}
     writable: dict[str, tuple[Sent, str]] = {}
     for alias, (message, signal) in chosen.items():
+        if message.name not in sent and _stations(settings, message):
+            raise CanConfigError(f"{path}: signals: {alias!r} is {message.name}.{signal.name}, "
+                                 f"which node {settings.node} (the station) sends: list "
+                                 f"{message.name} in transmit")
         if message.name in sent:
             entry = sent[message.name]
             entry.signals[signal.name] = alias
@@ -154,11 +162,17 @@ def _chosen(settings: CanSettings, database: Database,
             chosen[alias] = (message, signal)
         return chosen
     pairs = [(message, signal) for message in database.messages for signal in message.signals
-             if _offered(message, signal, sent)]
+             if _offered(message, signal, sent) and (message.name in sent
+                                                      or not _stations(settings, message))]
     repeated = Counter(signal.name for _, signal in pairs)
     return {(signal.name if repeated[signal.name] == 1 and signal.name not in RESERVED
              else f"{message.name}_{signal.name}"): (message, signal)
             for message, signal in pairs}
+
+
+def _stations(settings: CanSettings, message: Message) -> bool:
+    """Whether the station's node sends ``message`` (so it is never received)."""
+    return settings.node is not None and settings.node in (message.senders or [])
 
 
 def _offered(message: Message, signal: Signal, sent: dict[str, Sent]) -> bool:

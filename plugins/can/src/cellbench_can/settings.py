@@ -57,6 +57,9 @@ class CanSettings(BaseModel):
     bus: BusSettings
     database: Path = Field(description="the DBC, KCD, SYM or ARXML file")
     strict: bool = Field(default=True, description="refuse databases whose signals overlap")
+    node: str | None = Field(
+        default=None, description="the database's node that the station is: its messages are "
+                                  "sent (see transmit), never received")
     signals: dict[SignalName, str] | None = Field(
         default=None,
         description="device signal name -> 'Message.Signal' (or a signal name unique in the "
