@@ -1,0 +1,61 @@
+"""The CAN device in a station file: `cellbench run` records its signals as aux columns and
+ends a step on one, with a BMS node on a python-can virtual bus of the same process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from cellbench_can.emulator import BMS_DBC, BmsNode
+from cellbench_core.cli import app
+from cellbench_core.storage import open_database
+
+PLAN = """\
+name: bms watch
+steps:
+  - mode: rest
+    until: bms.Cell1_V >= 3 V or step_time >= 60 s
+  - Rest for 1 second
+"""
+
+
+def test_a_run_records_the_bms_and_ends_a_step_on_its_signal(
+        tmp_path: Path, channel: str, node: BmsNode) -> None:
+    plan = tmp_path / "watch.yaml"
+    plan.write_text(PLAN)
+    station = tmp_path / "station.toml"
+    station.write_text(f"""
+[station]
+name = "can-bench"
+database = "sqlite:///{tmp_path / 'run.db'}"
+sample_period = "100 ms"
+[[channels]]
+driver = "sim"
+settings = {{count = 2}}
+[[devices]]
+kind = "can"
+name = "bms"
+channels = "1-2"
+settings = {{bus = {{interface = "virtual", channel = "{channel}"}}, database = "{BMS_DBC}", \
+node = "STATION", transmit = {{STATION_Heartbeat = {{counter = "AliveCounter"}}}}}}
+""")
+    result = CliRunner().invoke(app, ["run", str(plan), "--station", str(station)])
+    assert result.exit_code == 0, result.output
+    assert node.received["STATION_Heartbeat"]["AliveCounter"] >= 0  # the station spoke
+    db = open_database(f"sqlite:///{tmp_path / 'run.db'}")
+    try:
+        tests = db.tests()
+        assert len(tests) == 2  # one per channel, both seeing the one BMS
+        for test in tests:
+            on_bms = db.samples(test.id)
+            assert {"bms.Cell1_V", "bms.PackVoltage", "bms.CellTempMax", "bms.alarm",
+                    "bms.StationState"} <= set(on_bms)
+            ending = db.steps(test.id)[0]
+            assert ending.end_reason == "end condition"
+            cell = on_bms["bms.Cell1_V"][on_bms["seq"] >= ending.end_seq]
+            assert np.all(cell > 3.0) and np.all(cell < 4.2)
+            assert np.all(on_bms["bms.alarm"][on_bms["seq"] >= ending.end_seq] == 0)
+    finally:
+        db.close()
