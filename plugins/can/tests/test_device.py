@@ -155,10 +155,16 @@ def test_the_station_sends_a_counting_heartbeat_and_writes_at_once(
         assert "AliveCounter" not in infos  # the device counts it itself
         await bms.open(RealClock())
         try:
-            counts = set()
-            await wait_until_async(
-                lambda: counts.add(node.received.get("STATION_Heartbeat", {}).get(
-                    "AliveCounter")) or len(counts - {None}) >= 3, "the alive counter counting")
+            counts: set[float] = set()
+
+            def counted() -> int:
+                heartbeat = node.received.get("STATION_Heartbeat")
+                if heartbeat is not None:
+                    counts.add(heartbeat["AliveCounter"])
+                return len(counts)
+
+            await wait_until_async(counted, "the alive counter counting",
+                                   check=lambda n: n >= 3)
             await bms.write("ContactorRequest", 1)
             await bms.write("ChargeCurrentLimit", 2.5)
             await bms.write("ChargeEnable", 1)

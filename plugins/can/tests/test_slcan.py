@@ -109,7 +109,8 @@ def test_a_bms_behind_the_adapter_in_this_process(emulated: Emulated,
             assert adapter.commands[:4] == ["C", "S6", "", "O"]
         finally:
             await bms.close()
-        assert adapter.commands[-1] == "C"
+        await wait_until_async(lambda: adapter.commands[-1], "the channel closed",
+                               check=lambda last: last == "C")
 
     asyncio.run(body())
 
