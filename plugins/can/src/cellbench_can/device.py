@@ -71,6 +71,8 @@ class CanDevice(OsiDevice):
         self._latest: dict[str, tuple[float, float]] = {}  # signal -> (value, clock time)
         self._seen: dict[FrameKey, float] = {}  # message -> clock time of its last good frame
         self._bad_frames = 0
+        #: Frames decoded since open (for diagnostics and benchmarks).
+        self.frames_decoded = 0
         self._warned: set[FrameKey] = set()
         self._reported: dict[str, float] = {}  # signal -> time_s of its last reading
         self._overdue: list[str] = []
@@ -94,6 +96,7 @@ class CanDevice(OsiDevice):
         opened_at = clock.now()
         self._now = clock.now
         self._latest, self._reported, self._bad_frames, self._warned = {}, {}, 0, set()
+        self.frames_decoded = 0
         self._seen = {key: opened_at for key in self.layout.received}  # a grace of one timeout
         self._overdue, self._send_error = [], None
         self._commanded = {name: dict(sent.initial) for name, sent in self.layout.sent.items()}
@@ -175,8 +178,8 @@ class CanDevice(OsiDevice):
         await self._worker.call(self._send, sent)
 
     def _on_frame(self, received: Received, frame: can.Message) -> None:
-        """On the reader thread: decode one frame of ``received``'s id and keep its values."""
-        now = self._now()
+        """On the reader thread: decode one frame of ``received``'s id and keep its values,
+        stamped with the clock's time once they are available."""
         message = received.message
         if len(frame.data) != message.length:
             self._bad(received, f"{len(frame.data)} bytes instead of {message.length}")
@@ -188,6 +191,8 @@ class CanDevice(OsiDevice):
         except (DecodeError, ValueError, KeyError) as error:  # an unknown multiplexer value
             self._bad(received, str(error))
             return
+        now = self._now()
+        self.frames_decoded += 1
         self._seen[received.key] = now
         names, latest = received.signals, self._latest
         for dbc_name, value in decoded.items():
