@@ -65,6 +65,18 @@ def cantools_rate(frames: list[can.Message]) -> float:
     return len(frames) / (time.perf_counter() - start)
 
 
+def handler_rate(frames: list[can.Message]) -> float:
+    """Frames per second through the device's own frame handler (decode and keep the values),
+    called directly, without a bus or threads: its share of the per-frame cost."""
+    bms = device(BMS_DBC, channel())
+    handled = [(bms.layout.received[(f.arbitration_id, f.is_extended_id)], f) for f in frames]
+    bms._seen = dict.fromkeys(bms.layout.received, 0.0)
+    start = time.perf_counter()
+    for received, frame in handled:
+        bms._on_frame(received, frame)
+    return len(frames) / (time.perf_counter() - start)
+
+
 def bus_rate(frames: list[can.Message]) -> float:
     """Frames per second through the virtual bus from one Bus to another, not decoded."""
     name = channel()
@@ -122,9 +134,10 @@ async def latency(samples: int) -> np.ndarray:
     return np.array(delays)
 
 
-def bus_latency(samples: int) -> np.ndarray:
-    """Seconds from ``send()`` to ``recv()`` returning the frame on a thread of its own: the
-    virtual bus and the thread switch alone, the floor under the device's latency."""
+async def bus_latency(samples: int) -> np.ndarray:
+    """Seconds from ``send()`` to ``recv()`` returning the frame on a thread of its own, sent
+    from an event loop as :func:`latency` sends: the virtual bus and the thread switch alone,
+    the floor under the device's latency."""
     name = channel()
     sender, receiver = (can.Bus(interface="virtual", channel=name) for _ in range(2))
     arrived: list[float] = []
@@ -140,11 +153,12 @@ def bus_latency(samples: int) -> np.ndarray:
     for _ in range(samples):
         sent.append(time.monotonic())
         sender.send(can.Message(arbitration_id=0x100, is_extended_id=False, data=bytes(8)))
-        time.sleep(0.002)
-    thread.join()
+        await asyncio.sleep(0.002)
+    await asyncio.to_thread(thread.join)
     sender.shutdown()
     receiver.shutdown()
-    return np.array(arrived) - np.array(sent)
+    delays: np.ndarray = np.array(arrived) - np.array(sent)
+    return delays
 
 
 def hundred_signals(path: Path) -> Path:
@@ -217,15 +231,18 @@ def main() -> None:
 
     frames = mixed_frames(args.frames)
     raw = cantools_rate(frames)
+    handler = handler_rate(frames)
     bus = bus_rate(frames)
     decoded = asyncio.run(device_rate(frames))
     print(f"decode rate, {args.frames} frames of {', '.join(MIX)}:")
     print(f"  cantools decode alone     {raw:>10,.0f} frames/s")
+    print(f"  CanDevice handler alone   {handler:>10,.0f} frames/s  "
+          f"({handler / raw:.2f}x cantools)")
     print(f"  virtual bus alone         {bus:>10,.0f} frames/s")
     print(f"  CanDevice (bus + decode)  {decoded:>10,.0f} frames/s  "
           f"({decoded / raw:.2f}x cantools, {decoded / bus:.2f}x the bus)")
 
-    floor = bus_latency(args.latency) * 1e3
+    floor = asyncio.run(bus_latency(args.latency)) * 1e3
     delays = asyncio.run(latency(args.latency)) * 1e3
     print(f"latency, {args.latency} frames 2 ms apart (p50 / p99 / max, ms):")
     for label, values in (("virtual bus send->recv  ", floor), ("CanDevice frame->signal", delays)):
