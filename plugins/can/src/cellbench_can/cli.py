@@ -35,10 +35,11 @@ def register(app: typer.Typer) -> None:
     channel = "PATH"}}. With --interface and --channel it is on that python-can bus
     (udp_multicast, socketcan vcan0, ...).
 
-    Commands on standard input, one a line, each answered `ok` or `error: ...`:\n\n{COMMANDS}""")
+    Commands on standard input, one a line, each answered `ok` or `error: ...`:\n\n
+    {COMMANDS.replace(chr(10), chr(10) * 2)}""")
     def emulate(
-        database: Annotated[Path, typer.Option(help="DBC/KCD/SYM file (default: the bundled "
-                                                    "bms.dbc)")] = Path(),
+        database: Annotated[Path | None, typer.Option(
+            help="DBC/KCD/SYM file (default: the bundled bms.dbc)")] = None,
         interface: Annotated[str | None, typer.Option(help="python-can interface")] = None,
         channel: Annotated[str | None, typer.Option(help="python-can channel")] = None,
         node: Annotated[str, typer.Option(help="the database's node to be")] = "BMS",
@@ -47,8 +48,7 @@ def register(app: typer.Typer) -> None:
         soc: Annotated[float, typer.Option(min=0.0, max=1.0, help="state of charge")] = 0.5,
         speed: Annotated[float, typer.Option(min=0.0, help="pack time per wall second")] = 1.0,
     ) -> None:
-        run(database if database != Path() else None, interface, channel, node, cells,
-            capacity, soc, speed)
+        run(database, interface, channel, node, cells, capacity, soc, speed)
 
     app.add_typer(can_app, name="can")
 
