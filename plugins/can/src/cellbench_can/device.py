@@ -175,7 +175,8 @@ class CanDevice(OsiDevice):
             self._commanded[sent.message.name][name] = float(value)
             self._written_at[signal] = now
         assert self._worker is not None  # set while open
-        await self._worker.call(self._send, sent)
+        await self._worker.run(functools.partial(self._send, sent), 2 * SEND_TIMEOUT_S,
+                               f"sending {sent.message.name}")
 
     def _on_frame(self, received: Received, frame: can.Message) -> None:
         """On the reader thread: decode one frame of ``received``'s id and keep its values,
@@ -221,6 +222,7 @@ class CanDevice(OsiDevice):
                 self._counts[name] += 1
             frame = can.Message(arbitration_id=sent.message.frame_id,
                                 is_extended_id=sent.message.is_extended_frame,
+                                is_fd=sent.message.is_fd,
                                 data=frame_values(sent.message, values))
             bus.send(frame, SEND_TIMEOUT_S)
 
