@@ -89,6 +89,18 @@ def test_settings_naming_what_the_database_lacks_are_refused(settings: dict[str,
         build(**settings)
 
 
+def test_timeouts_come_from_the_cycle_times_unless_given(tmp_path: Path) -> None:
+    received = build(timeout_cycles=2.5, timeouts={"BMS_Pack": 0.05}).layout.received
+    assert received[(0x100, False)].timeout_s == 0.05
+    assert received[(0x101, False)].timeout_s == pytest.approx(0.25)  # 2.5 x 100 ms
+    assert received[(0x18FF50E5, True)].timeout_s == pytest.approx(0.5)  # extended, 200 ms
+    no_cycle_times = tmp_path / "plain.dbc"
+    no_cycle_times.write_text(BMS_DBC.read_text().replace('BA_ "GenMsgCycleTime" BO_ 256 100;',
+                                                          ""))
+    received = build(database=str(no_cycle_times), timeout_s=2.0).layout.received
+    assert received[(0x100, False)].timeout_s == 2.0
+
+
 def test_a_signal_in_two_messages_must_be_named_with_its_message(tmp_path: Path) -> None:
     twice = tmp_path / "twice.dbc"
     twice.write_text(BMS_DBC.read_text().replace("SG_ CellVoltageMin ", "SG_ PackVoltage "))

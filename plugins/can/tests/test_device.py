@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import can
+import cantools
 import pytest
 
+from cellbench_can.database import load
 from cellbench_can.device import CanDevice
-from cellbench_can.emulator import BmsNode
+from cellbench_can.emulator import BMS_DBC, BmsNode
 from cellbench_sdk import (
     DeviceClosed,
     DeviceConnectionError,
@@ -56,6 +59,34 @@ def test_signals_carry_the_database_units_and_decode_every_kind_of_frame(
             assert readings["StateOfCharge"].value == pytest.approx(50.5, abs=0.5)
             assert readings["CellTempMax"].value == 25.0
             assert readings["alarm"].value == 0.0 and readings["bad_frames"].value == 0.0
+        finally:
+            await bms.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("suffix", ["kcd", "sym"])
+def test_kcd_and_sym_databases_decode_as_the_dbc(suffix: str, tmp_path: Path,
+                                                 make_device: Make, node: BmsNode,
+                                                 wait_until_async: Wait) -> None:
+    """The bundled DBC written as KCD and SYM by cantools: the same signals, decoded alike."""
+    converted = tmp_path / f"bms.{suffix}"
+    cantools.database.dump_file(load(BMS_DBC), converted)
+    # SYM files have no nodes: the station's messages are named as sent instead.
+    bms = make_device(database=str(converted), node=None,
+                      transmit={"STATION_Heartbeat": {}, "STATION_ChargeControl": {}})
+
+    async def body() -> None:
+        await bms.open(RealClock())
+        try:
+            readings = await readings_where(
+                wait_until_async, bms, "every message decoded",
+                lambda r: not any(math.isnan(r[n].value) for n in ("Cell6_V", "CellTempMin",
+                                                                    "PackVoltage")))
+            pack = node.pack.values()
+            assert readings["Cell6_V"].value == pytest.approx(pack["Cell6_V"], abs=0.0011)
+            assert readings["CellTempMin"].value == 25.0
+            assert readings["alarm"].value == 0.0
         finally:
             await bms.close()
 
