@@ -31,6 +31,7 @@ def test_the_emulator_answers_each_command(app: typer.Typer, channel: str) -> No
     assert lines[5] == ("error: the node does not send Nope (it sends BMS_Pack, "
                         "BMS_CellVoltages, BMS_CellSummary)")
     assert lines[6].startswith("error: unknown command 'hangup'")  # no adapter on this bus
+    assert lines[7].startswith("ok ") and int(lines[7][3:]) >= 1  # the bad frame at least
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -6,11 +6,14 @@ from __future__ import annotations
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cellbench_sdk.cli import fail
+
+if TYPE_CHECKING:  # imported when the emulator runs, not at every cellbench start
+    from cellbench_can.emulator import BmsNode, SlcanAdapter
 
 #: What the emulator understands on its standard input, one command a line.
 COMMANDS = """\
@@ -18,6 +21,7 @@ silence [MESSAGE ...]   stop sending these messages (all when none is named)
 resume [MESSAGE ...]    send them again
 bad MESSAGE LENGTH      send one frame of MESSAGE with LENGTH bytes (a wrong length)
 set SIGNAL VALUE        send VALUE for SIGNAL from now on (over the pack's)
+count                   answer `ok N`: the frames sent so far
 hangup                  unplug the SLCAN adapter (the station's port fails)
 quit                    stop"""
 
@@ -94,11 +98,11 @@ def run(database_path: Path | None, interface: str | None, channel: str | None, 
             if words == ["quit"]:
                 break
             try:
-                _command(bms, adapter, words)
+                answer = _command(bms, adapter, words)
             except (ValueError, KeyError, IndexError, can.CanError) as error:
                 print(f"error: {error}", flush=True)
             else:
-                print("ok", flush=True)
+                print(f"ok {answer}" if answer else "ok", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
@@ -109,11 +113,9 @@ def run(database_path: Path | None, interface: str | None, channel: str | None, 
         node_bus.shutdown()
 
 
-def _command(bms: object, adapter: object, words: list[str]) -> None:
-    """Carry out one command line of :data:`COMMANDS`; ValueError says what is wrong."""
-    from cellbench_can.emulator import BmsNode, SlcanAdapter
-
-    assert isinstance(bms, BmsNode)
+def _command(bms: BmsNode, adapter: SlcanAdapter | None, words: list[str]) -> str:
+    """Carry out one command line of :data:`COMMANDS`; returns what the answer carries besides
+    `ok` (mostly nothing); ValueError says what is wrong."""
     verb, args = (words[0], words[1:]) if words else ("", [])
     if verb == "silence":
         bms.silence(*args)
@@ -123,7 +125,12 @@ def _command(bms: object, adapter: object, words: list[str]) -> None:
         bms.send_frame(args[0], int(args[1]))
     elif verb == "set" and len(args) == 2:
         bms.overrides[args[0]] = float(args[1])
-    elif verb == "hangup" and isinstance(adapter, SlcanAdapter):
+    elif verb == "hangup" and adapter is not None:
         adapter.hang_up()
+    elif words == ["count"]:
+        return str(bms.frames_sent)
     else:
-        raise ValueError(f"unknown command {' '.join(words)!r}; the commands:\n{COMMANDS}")
+        verbs = ", ".join(line.split()[0] for line in COMMANDS.splitlines())
+        raise ValueError(f"unknown command {' '.join(words)!r} (the commands: {verbs}; see "
+                         "--help)")
+    return ""
