@@ -23,7 +23,7 @@ def test_the_emulator_answers_each_command(app: typer.Typer, channel: str) -> No
     result = CliRunner().invoke(
         app, ["can", "emulate", "--interface", "virtual", "--channel", channel],
         input="silence BMS_Pack\nresume\nbad BMS_Pack 3\nset CellTempMax 61\nsilence Nope\n"
-              "hangup\nquit\n")
+              "hangup\ncount\nquit\n")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith(f"BMS emulator: virtual:{channel} (node BMS, sends BMS_Pack, ")
