@@ -1,7 +1,8 @@
 """CAN device: frames decoded per second on python-can's virtual bus against cantools' raw decode
 rate (and the bare virtual bus) in the same run; latency from a frame's send to its signal
-being available to the runner (p50/p99); a BMS with 100 signals at 100 Hz for a while: frames
-dropped and the CPU the device's reader thread takes.
+being available to the runner (p50/p99); a BMS with 100 signals at 100 Hz for a while, on the
+virtual bus and behind an emulated SLCAN adapter in another process: frames dropped and the CPU
+the device's reader thread takes.
 
     .venv/bin/python bench/bench_can.py [--frames 100000] [--latency 2000] [--seconds 10]
 
@@ -13,11 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import can
@@ -182,41 +187,82 @@ def thread_cpu_s(native_id: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def bms_at_100_hz(seconds: float) -> dict[str, float]:
-    """A node sending 100 signals at 100 Hz (2,500 frames/s); the device read every 100 ms as
-    the runner does. Frames sent, decoded, and the CPU share of the device's reader thread and
-    of its read() calls."""
+async def watch(bms: CanDevice, sent: Callable[[], int], seconds: float) -> dict[str, float]:
+    """Read ``bms`` every 100 ms, as the runner does, for ``seconds``: frames ``sent()`` by its
+    peer and decoded meanwhile, the CPU share of the bus's reader thread and of the read()
+    calls, and how many reads had a missing signal."""
+    reader = next(t for t in threading.enumerate()
+                  if t.name == f"cellbench-can-{bms.settings.bus.interface}:"
+                               f"{bms.settings.bus.channel}")
+    assert reader.native_id is not None
+    await asyncio.sleep(0.5)  # settle
+    sent0, decoded0 = sent(), bms.frames_decoded
+    cpu0, wall0 = thread_cpu_s(reader.native_id), time.perf_counter()
+    read_cpu = 0.0
+    nan_reads = 0
+    while time.perf_counter() - wall0 < seconds:
+        start = time.thread_time()
+        readings = await bms.read()
+        read_cpu += time.thread_time() - start
+        nan_reads += any(math.isnan(r.value) for r in readings.values())
+        await asyncio.sleep(0.1)
+    wall = time.perf_counter() - wall0
+    cpu = thread_cpu_s(reader.native_id) - cpu0
+    # Frames on their way at the end were on their way at the start too: the two cancel.
+    sent1, decoded1 = sent(), bms.frames_decoded
+    return {"signals": len(bms.signals) - 2, "sent": sent1 - sent0,
+            "decoded": decoded1 - decoded0, "wall": wall, "reader_cpu": cpu / wall,
+            "read_cpu": read_cpu / wall, "nan_reads": nan_reads}
+
+
+async def bms_on_virtual_bus(seconds: float) -> dict[str, float]:
+    """A node sending 100 signals at 100 Hz (2,500 frames/s) on the virtual bus, in this
+    process."""
     with tempfile.TemporaryDirectory() as folder:
         database_path = hundred_signals(Path(folder) / "hundred.dbc")
         name = channel()
         bms = device(database_path, name)
-        signals = len(bms.signals) - 2  # without alarm and bad_frames
         node = BmsNode(can.Bus(interface="virtual", channel=name), load(database_path))
         await bms.open(RealClock())
-        reader = next(t for t in threading.enumerate()
-                      if t.name == f"cellbench-can-virtual:{name}")
-        assert reader.native_id is not None
         node.start()
-        await asyncio.sleep(0.5)  # settle
-        sent0, decoded0 = node.frames_sent, bms.frames_decoded
-        cpu0, wall0 = thread_cpu_s(reader.native_id), time.perf_counter()
-        read_cpu = 0.0
-        nan_reads = 0
-        while time.perf_counter() - wall0 < seconds:
-            start = time.thread_time()
-            readings = await bms.read()
-            read_cpu += time.thread_time() - start
-            nan_reads += any(r.value != r.value for r in readings.values())
-            await asyncio.sleep(0.1)
-        wall = time.perf_counter() - wall0
-        cpu = thread_cpu_s(reader.native_id) - cpu0
-        node.stop()
-        await asyncio.sleep(0.2)  # the frames on their way
-        sent, decoded = node.frames_sent - sent0, bms.frames_decoded - decoded0
-        await bms.close()
-        node.bus.shutdown()
-    return {"signals": signals, "sent": sent, "decoded": decoded, "wall": wall,
-            "reader_cpu": cpu / wall, "read_cpu": read_cpu / wall, "nan_reads": nan_reads}
+        try:
+            return await watch(bms, lambda: node.frames_sent, seconds)
+        finally:
+            node.stop()
+            await bms.close()
+            node.bus.shutdown()
+
+
+async def bms_over_slcan(seconds: float) -> dict[str, float]:
+    """The same node in another process (`cellbench can emulate`) behind an emulated SLCAN
+    adapter on a pty, read through python-can's slcan interface."""
+    with tempfile.TemporaryDirectory() as folder:
+        database_path = hundred_signals(Path(folder) / "hundred.dbc")
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("cellbench")), "can", "emulate", "--database",
+             str(database_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert process.stdin is not None and process.stdout is not None
+        stdin, stdout = process.stdin, process.stdout
+
+        def sent() -> int:
+            stdin.write("count\n")
+            stdin.flush()
+            return int(stdout.readline().split()[1])
+
+        try:
+            path = stdout.readline().split(" on ", 1)[1].split(" ", 1)[0]
+            bms = CanDevice(CanSettings.model_validate({
+                "bus": {"interface": "slcan", "channel": path, "bitrate": 500000,
+                        "options": {"sleep_after_open": 0}},
+                "database": str(database_path)}))
+            await bms.open(RealClock())
+            try:
+                return await watch(bms, sent, seconds)
+            finally:
+                await bms.close()
+        finally:
+            process.kill()
+            process.wait()
 
 
 def main() -> None:
@@ -249,13 +295,15 @@ def main() -> None:
         print(f"  {label} {np.percentile(values, 50):.3f} / {np.percentile(values, 99):.3f} / "
               f"{values.max():.3f}")
 
-    figures = asyncio.run(bms_at_100_hz(args.seconds))
-    dropped = figures["sent"] - figures["decoded"]
-    print(f"BMS, {figures['signals']:.0f} signals at 100 Hz for {figures['wall']:.1f} s: "
-          f"{figures['sent']:.0f} frames sent, {figures['decoded']:.0f} decoded, "
-          f"{dropped:.0f} dropped; reader thread {100 * figures['reader_cpu']:.1f} % of a core, "
-          f"read() every 100 ms {100 * figures['read_cpu']:.2f} %; reads with a missing "
-          f"signal: {figures['nan_reads']:.0f}")
+    print("BMS of 100 signals in 25 messages at 100 Hz, read every 100 ms:")
+    for label, run in (("virtual bus, this process", bms_on_virtual_bus),
+                       ("SLCAN pty, BMS in another process", bms_over_slcan)):
+        figures = asyncio.run(run(args.seconds))
+        print(f"  {label}: {figures['wall']:.1f} s, {figures['sent']:.0f} frames sent, "
+              f"{figures['decoded']:.0f} decoded ({figures['sent'] - figures['decoded']:+.0f}); "
+              f"reader thread {100 * figures['reader_cpu']:.1f} % of a core, read() "
+              f"{100 * figures['read_cpu']:.2f} %; reads with a missing signal: "
+              f"{figures['nan_reads']:.0f}")
 
 
 if __name__ == "__main__":
