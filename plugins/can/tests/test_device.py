@@ -224,8 +224,9 @@ def test_bad_writes_are_refused_and_change_nothing(make_device: Make, node: BmsN
                 await bms.write("ChargeEnable", 2)
             with pytest.raises(OutOfRange, match="not a finite number"):
                 await bms.write("ChargeCurrentLimit", math.inf)
-            with pytest.raises(OutOfRange, match="no signal 'Charge'"):
-                await bms.write("Charge", 1)
+            with pytest.raises(OutOfRange, match=r"no signal 'ChargeEnabled' \(did you mean "
+                                                 r"'ChargeEnable'\?\)"):
+                await bms.write("ChargeEnabled", 1)
             with pytest.raises(NotSupported, match="received, not sent"):
                 await bms.write("PackVoltage", 20)
             with pytest.raises(NotSupported):

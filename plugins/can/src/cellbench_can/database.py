@@ -132,7 +132,7 @@ def layout(settings: CanSettings, database: Database) -> Layout:
     for alias, value in settings.on_close.items():
         if alias not in writable:
             raise CanConfigError(f"{path}: on_close names {alias!r}, which is not a writable "
-                                 f"signal{_close(alias, writable)}")
+                                 f"signal{close_matches(alias, writable)}")
         entry, signal_name = writable[alias]
         _encode(path, entry.message, {**entry.initial, signal_name: value}, "on_close")
     return Layout(received, sent, tuple(infos), readable, writable)
@@ -192,7 +192,7 @@ def _sent(path: Path, database: Database, name: str, period_s: float | None,
     for signal_name in [*values, *([counter] if counter else [])]:
         if signal_name not in names:
             raise CanConfigError(f"{path}: {where}: message {message.name} has no signal "
-                                 f"{signal_name!r}{_close(signal_name, names)}")
+                                 f"{signal_name!r}{close_matches(signal_name, names)}")
     initial = {signal.name: values.get(signal.name, _initial(signal))
                for signal in message.signals}
     _encode(path, message, initial, where)
@@ -232,7 +232,7 @@ def _message(path: Path, database: Database, name: str, where: str) -> Message:
         if message.name == name:
             return message
     names = [message.name for message in database.messages]
-    raise CanConfigError(f"{path}: {where}: no message {name!r}{_close(name, names)}")
+    raise CanConfigError(f"{path}: {where}: no message {name!r}{close_matches(name, names)}")
 
 
 def _signal(path: Path, database: Database, reference: str) -> tuple[Message, Signal]:
@@ -249,10 +249,11 @@ def _signal(path: Path, database: Database, reference: str) -> tuple[Message, Si
                              "write Message.Signal")
     known = [f"{message.name}.{signal.name}" for message, signal in every]
     known += [signal.name for _, signal in every]
-    raise CanConfigError(f"{path}: signals: no signal {reference!r}{_close(reference, known)}")
+    raise CanConfigError(f"{path}: signals: no signal {reference!r}"
+                         f"{close_matches(reference, known)}")
 
 
-def _close(name: str, known: Any) -> str:
+def close_matches(name: str, known: Any) -> str:
     """`` (did you mean ...?)`` with the names of ``known`` closest to ``name``, if any."""
     matches = difflib.get_close_matches(name, list(dict.fromkeys(known)), n=3, cutoff=0.6)
     return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""

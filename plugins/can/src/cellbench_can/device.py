@@ -28,6 +28,7 @@ from cellbench_can.database import (
     FrameKey,
     Received,
     Sent,
+    close_matches,
     frame_values,
     layout,
     load,
@@ -161,7 +162,8 @@ class CanDevice(OsiDevice):
             if signal in self.layout.readable or signal in (ALARM, BAD_FRAMES):
                 raise NotSupported(self.name, f"{signal} is received, not sent: it cannot be "
                                               "written")
-            raise OutOfRange(self.name, f"no signal {signal!r}")
+            raise OutOfRange(self.name, f"no signal {signal!r}"
+                                        f"{close_matches(signal, self.layout.writable)}")
         if not math.isfinite(value):
             raise OutOfRange(self.name, f"{signal} = {value}: not a finite number")
         sent, name = target
