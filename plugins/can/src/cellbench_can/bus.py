@@ -34,6 +34,7 @@ class SharedBus:
         self._bus = bus
         self._send_lock = threading.Lock()  # one frame at a time on interfaces that write bytes
         self._handlers: dict[tuple[int, bool], list[FrameHandler]] = {}
+        self._handlers_lock = threading.Lock()
         self._users = 0
         self._stop = threading.Event()
         #: Why the bus failed (the reader stopped), or None while it works.
@@ -43,13 +44,13 @@ class SharedBus:
 
     def subscribe(self, key: tuple[int, bool], handler: FrameHandler) -> None:
         """Call ``handler`` with every frame whose (arbitration id, extended) is ``key``."""
-        with _registry_lock:
+        with self._handlers_lock:
             # Copy on write: the reader thread iterates the lists without a lock.
             self._handlers[key] = [*self._handlers.get(key, []), handler]
 
     def unsubscribe(self, key: tuple[int, bool], handler: FrameHandler) -> None:
         """Stop calling ``handler`` for ``key``."""
-        with _registry_lock:
+        with self._handlers_lock:
             rest = [h for h in self._handlers.get(key, []) if h is not handler]
             if rest:
                 self._handlers[key] = rest
