@@ -101,6 +101,13 @@ def test_timeouts_come_from_the_cycle_times_unless_given(tmp_path: Path) -> None
     assert received[(0x100, False)].timeout_s == 2.0
 
 
+def test_periods_come_from_the_cycle_times_unless_given() -> None:
+    sent = build(transmit={"STATION_Heartbeat": {},
+                           "STATION_ChargeControl": {"period_s": 0}}).layout.sent
+    assert sent["STATION_Heartbeat"].period_s == pytest.approx(0.1)  # GenMsgCycleTime 100
+    assert sent["STATION_ChargeControl"].period_s == 0  # on demand only
+
+
 def test_a_signal_in_two_messages_must_be_named_with_its_message(tmp_path: Path) -> None:
     twice = tmp_path / "twice.dbc"
     twice.write_text(BMS_DBC.read_text().replace("SG_ CellVoltageMin ", "SG_ PackVoltage "))

@@ -207,8 +207,12 @@ def test_the_station_sends_a_counting_heartbeat_and_writes_at_once(
                 "ChargeEnable": 1.0, "ContactorRequest": 1.0, "ChargeCurrentLimit": 2.5}
         finally:
             await bms.close()
-        # Closing sent the on_close value once.
+        # Closing sent the on_close value once, and stopped the heartbeat: the BMS opens its
+        # contactor.
         assert node.received["STATION_ChargeControl"]["ChargeEnable"] == 0.0
+        assert node.contactor_closed()
+        await wait_until_async(node.contactor_closed, "the contactor open",
+                               check=lambda closed: not closed)
 
     asyncio.run(body())
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import select
 import threading
@@ -154,7 +155,7 @@ class BmsNode:
     def frames(self, message: Message) -> list[can.Message]:
         """The frames that send ``message`` now: one, or one per multiplexer value."""
         values = {s.name: float(s.initial if isinstance(s.initial, int | float) else 0)
-                  for s in message.signals} | self._state()
+                  for s in message.signals} | self.values()
         groups: list[dict[str, float]] = [{}]
         selector = next((s for s in message.signals if s.is_multiplexer), None)
         if selector is not None:
@@ -167,17 +168,28 @@ class BmsNode:
                                       is_extended_id=message.is_extended_frame, data=data))
         return frames
 
-    def _state(self) -> dict[str, float]:
-        request = self.received.get("STATION_ChargeControl", {})
-        alive = time.monotonic() - self.received_at.get("STATION_Heartbeat", -1e9) \
+    def contactor_closed(self) -> bool:
+        """Whether the contactor is closed: the station asks for it, and its heartbeat is
+        fresh."""
+        alive = time.monotonic() - self.received_at.get("STATION_Heartbeat", -math.inf) \
             <= HEARTBEAT_TIMEOUT_S
-        closed = alive and request.get("ContactorRequest", 0) >= 1
-        charging = closed and request.get("ChargeEnable", 0) >= 1
-        self.pack.current_a = request.get("ChargeCurrentLimit", 0.0) if charging else \
-            self.overrides.get("PackCurrent", 0.0)
-        return {**self.pack.values(), "ContactorClosed": float(closed),
+        request = self.received.get("STATION_ChargeControl", {})
+        return alive and request.get("ContactorRequest", 0) >= 1
+
+    def values(self) -> dict[str, float]:
+        """The values the node sends now, by signal name: the pack's, the contactor's, the
+        overrides."""
+        return {**self.pack.values(), "ContactorClosed": float(self.contactor_closed()),
                 "ChargeAllowed": float(self.pack.cell_voltages()[-1] < 4.15),
                 "PackCounter": float(self._count % 16), **self.overrides}
+
+    def _follow_requests(self) -> None:
+        """Set the pack's current: the station's charge current limit while it enables
+        charging through a closed contactor, else the PackCurrent override (0 without)."""
+        request = self.received.get("STATION_ChargeControl", {})
+        charging = self.contactor_closed() and request.get("ChargeEnable", 0) >= 1
+        self.pack.current_a = request.get("ChargeCurrentLimit", 0.0) if charging else \
+            self.overrides.get("PackCurrent", 0.0)
 
     def _names(self, names: Iterable[str]) -> list[str]:
         known = [m.name for m in self.sends]
@@ -195,6 +207,7 @@ class BmsNode:
         while not self._stop.is_set():
             now = time.monotonic()
             self.pack.advance((now - last) * self.speed)
+            self._follow_requests()
             last = now
             for n, message in enumerate(self.sends):
                 if now < due[n]:
