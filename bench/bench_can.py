@@ -275,6 +275,8 @@ def main() -> None:
     # expected, not news.
     logging.getLogger("cellbench_can").setLevel(logging.ERROR)
 
+    # Tails depend on what else the machine runs: say how busy it was.
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     frames = mixed_frames(args.frames)
     raw = cantools_rate(frames)
     handler = handler_rate(frames)
