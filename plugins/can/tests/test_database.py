@@ -80,6 +80,8 @@ def test_overlapping_signals_are_refused_unless_strict_is_off(tmp_path: Path) ->
     ({"transmit": {"STATION_ChargeControl": {}}, "on_close": {"ChargeEnable": 3}},
      "on_close: cannot encode STATION_ChargeControl"),
     ({"node": "STATIN"}, "node: no node 'STATIN' .*BMS, STATION"),
+    ({"bus": {"interface": "socketcna", "channel": "can0"}},
+     r"bus.interface: python-can has no interface 'socketcna' \(did you mean 'socketcan'"),
     ({"node": "STATION", "signals": {"enable": "ChargeEnable"}},
      "which node STATION .*sends: list STATION_ChargeControl in transmit"),
 ])

@@ -14,6 +14,7 @@ from typing import Any
 
 import can
 
+from cellbench_can.database import CanConfigError, close_matches
 from cellbench_can.settings import BusSettings
 from cellbench_sdk import DeviceConnectionError
 
@@ -92,6 +93,14 @@ class SharedBus:
             self._bus.shutdown()
         except Exception as error:  # closing must not fail: the bus is gone either way
             log.warning("CAN bus %s: shutdown failed: %s", self.name, error)
+
+
+def check_interface(interface: str) -> None:
+    """Refuse, when the station file is read, an interface python-can does not have (a typo, a
+    plugin of python-can that is not installed), naming the closest it has."""
+    if interface not in can.VALID_INTERFACES:
+        raise CanConfigError(f"bus.interface: python-can has no interface {interface!r}"
+                             f"{close_matches(interface, sorted(can.VALID_INTERFACES))}")
 
 
 _registry_lock = threading.Lock()

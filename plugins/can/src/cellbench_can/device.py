@@ -21,7 +21,7 @@ from typing import cast
 import can
 from cantools.database.errors import DecodeError, EncodeError
 
-from cellbench_can.bus import SharedBus, acquire, release
+from cellbench_can.bus import SharedBus, acquire, check_interface, release
 from cellbench_can.database import (
     ALARM,
     BAD_FRAMES,
@@ -61,6 +61,7 @@ class CanDevice(OsiDevice):
     def __init__(self, settings: CanSettings) -> None:
         self.settings = settings
         self.name = f"can:{settings.bus.interface}:{settings.bus.channel}"
+        check_interface(settings.bus.interface)
         database = load(settings.database, strict=settings.strict)
         self.layout = layout(settings, database)
         self._clock = WhileOpen[Clock](self)
