@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from cellbench_core.storage import schema
 from cellbench_core.storage.reading import sample_arrays
 from cellbench_core.storage.records import (
     BatteryRecord,
+    CycleRecord,
     EventRecord,
     PositionRecord,
     StepRecord,
@@ -146,6 +148,17 @@ def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
         yield values[start:start + _IN_LIST_SIZE]
 
 
+_CYCLE_FLOATS = frozenset(f.name for f in fields(CycleRecord) if f.type == "float")
+
+
+def _cycle(row: sa.RowMapping) -> CycleRecord:
+    values: dict[str, Any] = {str(name): value for name, value in row.items()}
+    for name in _CYCLE_FLOATS:
+        values[name] = _nan_if_null(values[name])
+    values["end_reasons"] = values["end_reasons"] or ""
+    return CycleRecord(**values)
+
+
 def _nan_if_null(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -264,6 +277,25 @@ class Database:
         with self.engine.connect() as connection:
             return [_battery_record(row) for row in connection.execute(query).mappings()]
 
+    def delete_battery(self, name: str, *, keep_tests: bool = False) -> int:
+        """Remove battery ``name``; return how many tests ran on it. A battery with tests is
+        refused (StorageError) unless ``keep_tests``: the tests stay, without a battery."""
+        batteries, tests = schema.batteries, schema.tests
+        with self.engine.begin() as connection:
+            battery_id = connection.execute(
+                sa.select(batteries.c.id).where(batteries.c.name == name)).scalar()
+            if battery_id is None:
+                raise StorageError(f"no battery called {name!r}")
+            used = connection.execute(sa.select(sa.func.count()).select_from(tests)
+                                      .where(tests.c.battery_id == battery_id)).scalar_one()
+            if used and not keep_tests:
+                raise StorageError(f"battery {name!r} has {used} test(s); delete them first, "
+                                   "or keep them without a battery")
+            connection.execute(tests.update().where(tests.c.battery_id == battery_id)
+                               .values(battery_id=None))
+            connection.execute(batteries.delete().where(batteries.c.id == battery_id))
+        return int(used)
+
     # --- channels and tests --------------------------------------------------------------------
 
     def ensure_channel(self, name: str, driver: str, settings: Mapping[str, Any]) -> int:
@@ -381,11 +413,45 @@ class Database:
                  "channel": channel_of[row["tid"]], "unix_time_s": row["end_unix_s"],
                  "data": json.dumps({"status": row["status"]})} for row in rows])
 
-    def tests(self) -> list[TestRecord]:
-        """All tests, oldest first."""
+    def tests(self, *, station: str | None = None, battery: str | None = None,
+              status: TestStatus | None = None, since_unix_s: float | None = None,
+              newest_first: bool = False, limit: int | None = None) -> list[TestRecord]:
+        """The tests (all, or those of ``station``, on ``battery``, with ``status``, started
+        at or after ``since_unix_s``), oldest first unless ``newest_first``; at most
+        ``limit``."""
+        t = schema.tests
+        query = _TESTS_QUERY
+        if station is not None:
+            query = query.where(t.c.station == station)
+        if battery is not None:
+            query = query.where(schema.batteries.c.name == battery)
+        if status is not None:
+            query = query.where(t.c.status == status.value)
+        if since_unix_s is not None:
+            query = query.where(t.c.start_unix_s >= since_unix_s)
+        query = query.order_by(t.c.id.desc() if newest_first else t.c.id).limit(limit)
         with self.engine.connect() as connection:
-            rows = connection.execute(_TESTS_QUERY.order_by(schema.tests.c.id)).mappings()
-            return [_test_record(row) for row in rows]
+            return [_test_record(row) for row in connection.execute(query).mappings()]
+
+    def delete_test(self, test_id: int) -> None:
+        """Remove test ``test_id`` and every row of it (samples, aux values, steps, events, its
+        plan position), in one transaction; a queue entry that started it forgets it. A
+        running test is refused (StorageError), as is an unknown one."""
+        t = schema.tests
+        with self.engine.begin() as connection:
+            status = connection.execute(sa.select(t.c.status).where(t.c.id == int(test_id))
+                                        ).scalar()
+            if status is None:
+                raise StorageError(f"no test {test_id}")
+            if status == TestStatus.RUNNING.value:
+                raise StorageError(f"test {test_id} is running; stop it first")
+            for table in (schema.sample_aux, schema.samples, schema.steps, schema.events,
+                          schema.test_positions):
+                connection.execute(table.delete().where(table.c.test_id == int(test_id)))
+            queue = schema.test_queue
+            connection.execute(queue.update().where(queue.c.test_id == int(test_id))
+                               .values(test_id=None))
+            connection.execute(t.delete().where(t.c.id == int(test_id)))
 
     def test(self, test_id: int) -> TestRecord | None:
         """The test with this id, or None."""
@@ -495,6 +561,13 @@ class Database:
         return PositionRecord(row.test_id, row.step_no, row.start_seq, row.unix_time_s,
                               json.loads(row.state))
 
+    def cycles(self, test_id: int) -> list[CycleRecord]:
+        """The cycles of a test so far (its finished steps summed per cycle), in order."""
+        view = sa.table("cycles", *(sa.column(f.name) for f in fields(CycleRecord)))
+        query = sa.select(view).where(view.c.test_id == int(test_id)).order_by(view.c.cycle)
+        with self.engine.connect() as connection:
+            return [_cycle(row._mapping) for row in connection.execute(query)]
+
     def steps(self, test_id: int) -> list[StepRecord]:
         """The finished steps of a test in the order they ran."""
         table = schema.steps
@@ -516,6 +589,12 @@ class Database:
                     ah=_nan_if_null(row.ah),
                     wh=_nan_if_null(row.wh),
                     end_reason=row.end_reason,
+                    charge_ah=_nan_if_null(row.charge_ah),
+                    discharge_ah=_nan_if_null(row.discharge_ah),
+                    charge_wh=_nan_if_null(row.charge_wh),
+                    discharge_wh=_nan_if_null(row.discharge_wh),
+                    temperature_min_c=_nan_if_null(row.temperature_min_c),
+                    temperature_max_c=_nan_if_null(row.temperature_max_c),
                 )
                 for row in connection.execute(query)
             ]
