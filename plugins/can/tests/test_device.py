@@ -5,6 +5,7 @@ length, periodic and on-demand sending, the values sent on close, one bus for se
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -47,6 +48,9 @@ def test_signals_carry_the_database_units_and_decode_every_kind_of_frame(
         assert "CellGroup" not in infos  # a multiplexer's selector is not a measurement
         assert "CellGroup 1" in infos["Cell4_V"].description
         await bms.open(RealClock())
+        assert bms.info == {"bus": f"virtual:{bms.settings.bus.channel}", "database": "bms.dbc",
+                            "database_sha256": hashlib.sha256(BMS_DBC.read_bytes()).hexdigest(
+                            )[:16]}
         try:
             readings = await readings_where(wait_until_async, bms, "every signal decoded",
                                             lambda r: not math.isnan(r["CellTempMin"].value))

@@ -1,5 +1,6 @@
-"""The CAN device in a station file: `cellbench run` records its signals as aux columns and
-ends a step on one, with a BMS node on a python-can virtual bus of the same process."""
+"""The CAN device in a station file: `cellbench run` records its signals as aux columns, ends
+a step on one and records the device's info, with a BMS node on a python-can virtual bus of the
+same process."""
 
 from __future__ import annotations
 
@@ -53,9 +54,12 @@ node = "STATION", transmit = {{STATION_Heartbeat = {{counter = "AliveCounter"}}}
             assert {"bms.Cell1_V", "bms.PackVoltage", "bms.CellTempMax", "bms.alarm",
                     "bms.StationState"} <= set(on_bms)
             ending = db.steps(test.id)[0]
-            assert ending.end_reason == "end condition"
+            assert ending.end_reason == "bms.Cell1_V >= 3 V"  # the BMS ended the step
             cell = on_bms["bms.Cell1_V"][on_bms["seq"] >= ending.end_seq]
             assert np.all(cell > 3.0) and np.all(cell < 4.2)
             assert np.all(on_bms["bms.alarm"][on_bms["seq"] >= ending.end_seq] == 0)
+            info = {e.data["device"]: e.data["info"] for e in db.events(test.id)
+                    if e.kind == "device_info"}
+            assert info["bms"]["database"] == "bms.dbc"  # which frames meant what
     finally:
         db.close()

@@ -8,6 +8,7 @@ database file and the message or signal (and the closest names it does have).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -73,6 +74,16 @@ class Layout:
     infos: tuple[SignalInfo, ...]
     readable: dict[str, Received]  # device signal -> its message
     writable: dict[str, tuple[Sent, str]]  # device signal -> its message and DBC signal
+
+
+def describe(path: Path, database: Database) -> dict[str, str]:
+    """What identifies a database in a test's record: its file name, the first 16 hex digits of
+    its SHA-256 (a changed file shows) and its version, where it gives one."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    described = {"database": path.name, "database_sha256": digest}
+    if database.version:
+        described["database_version"] = database.version
+    return described
 
 
 def load(path: Path, *, strict: bool = True) -> Database:

@@ -29,6 +29,7 @@ from cellbench_can.database import (
     Received,
     Sent,
     close_matches,
+    describe,
     frame_values,
     layout,
     load,
@@ -64,6 +65,10 @@ class CanDevice(OsiDevice):
         check_interface(settings.bus.interface)
         database = load(settings.database, strict=settings.strict)
         self.layout = layout(settings, database)
+        bitrate = settings.bus.bitrate
+        self._info = {"bus": f"{settings.bus.interface}:{settings.bus.channel}",
+                      **({"bitrate": str(bitrate)} if bitrate else {}),
+                      **describe(settings.database, database)}
         self._clock = WhileOpen[Clock](self)
         self._now = time.monotonic  # the open clock's now(), for the reader thread
         self._bus: SharedBus | None = None
@@ -91,6 +96,12 @@ class CanDevice(OsiDevice):
     @property
     def signals(self) -> Sequence[SignalInfo]:
         return self.layout.infos
+
+    @property
+    def info(self) -> Mapping[str, str]:
+        """The bus and bit rate, and the database's file name, hash and version: the station
+        records them with every test, so a result says which frames meant what."""
+        return dict(self._info)
 
     async def open(self, clock: Clock) -> None:
         self._worker = DeviceWorker(self.name, OPEN_TIMEOUT_S)
