@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         cells: Annotated[int, typer.Option(min=1, max=96, help="cells in series")] = 6,
         capacity: Annotated[float, typer.Option(min=0.001, help="cell capacity (Ah)")] = 2.5,
         soc: Annotated[float, typer.Option(min=0.0, max=1.0, help="state of charge")] = 0.5,
-        speed: Annotated[float, typer.Option(min=0.0, help="pack time per wall second")] = 1.0,
+        speed: Annotated[float, typer.Option(min=0.001, help="pack time per wall second")] = 1.0,
     ) -> None:
         run(database, interface, channel, node, cells, capacity, soc, speed)
 

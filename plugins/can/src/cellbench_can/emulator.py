@@ -36,6 +36,8 @@ from typing import cast
 import can
 from cantools.database import Database, Message
 
+from cellbench_sdk.emulation import ModelTime, approach
+
 log = logging.getLogger(__name__)
 
 #: The example database shipped with the plugin, which the node's pack fills in by name.
@@ -56,7 +58,8 @@ def _ocv(soc: float) -> float:
 @dataclass
 class Pack:
     """Cells in series: each with its state of charge, a resistance and a temperature that
-    rises with the I²R heat it makes. Current is positive when charging."""
+    approaches the ambient plus the rise its I²R heat causes (through a thermal resistance, with
+    a time constant). Current is positive when charging."""
 
     cells: int = 6
     capacity_ah: float = 2.5
@@ -64,30 +67,34 @@ class Pack:
     resistance_ohm: float = 0.02
     ambient_c: float = 25.0
     current_a: float = 0.0
+    kelvin_per_watt: float = 10.0  # a cell's thermal resistance to the ambient
+    time_constant_s: float = 600.0  # how fast its temperature follows
     spread: float = 0.01  # cell n starts at soc + n * spread / cells: min and max differ
     socs: list[float] = field(default_factory=list)
+    temps: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.socs = [min(1.0, self.soc + n * self.spread / self.cells)
                      for n in range(self.cells)]
+        self.temps = [self.ambient_c] * self.cells
 
     def advance(self, dt_s: float) -> None:
         """Let ``dt_s`` seconds pass at :attr:`current_a`."""
         step = self.current_a * dt_s / 3600 / self.capacity_ah
         self.socs = [min(1.0, max(0.0, soc + step)) for soc in self.socs]
+        heat_w = self.current_a ** 2 * self.resistance_ohm
+        # The cells further along the pack cool a little worse: the extremes differ.
+        self.temps = [approach(t, self.ambient_c + heat_w * self.kelvin_per_watt
+                               * (1 + 0.05 * n), dt_s, self.time_constant_s)
+                      for n, t in enumerate(self.temps)]
 
     def cell_voltages(self) -> list[float]:
         """Each cell's terminal voltage (V)."""
         return [_ocv(soc) + self.current_a * self.resistance_ohm for soc in self.socs]
 
-    def temperatures(self) -> list[float]:
-        """Each cell's temperature (°C): ambient plus a rise with the heat it makes."""
-        rise = 2.0 * self.current_a ** 2 * self.resistance_ohm
-        return [self.ambient_c + rise * (1 + 0.05 * n) for n in range(self.cells)]
-
     def values(self) -> dict[str, float]:
         """The bundled database's signal values for this pack now."""
-        volts, temps = self.cell_voltages(), self.temperatures()
+        volts, temps = self.cell_voltages(), self.temps
         values = {"PackVoltage": sum(volts), "PackCurrent": self.current_a,
                   "StateOfCharge": 100 * sum(self.socs) / self.cells,
                   "CellVoltageMax": max(volts), "CellVoltageMin": min(volts),
@@ -102,7 +109,8 @@ class BmsNode:
 
     def __init__(self, bus: can.BusABC, database: Database, *, node: str = "BMS",
                  pack: Pack | None = None, speed: float = 1.0) -> None:
-        self.bus, self.database, self.speed = bus, database, speed
+        self.bus, self.database = bus, database
+        self.time = ModelTime(speed)
         self.pack = pack or Pack()
         self.sends = [m for m in database.messages if node in (m.senders or [])]
         if not self.sends:
@@ -203,12 +211,11 @@ class BmsNode:
     def _send_loop(self) -> None:
         periods = [(m.cycle_time or 100) / 1000 for m in self.sends]
         due = [time.monotonic()] * len(self.sends)
-        last = time.monotonic()
+        self.time.restart()
         while not self._stop.is_set():
             now = time.monotonic()
-            self.pack.advance((now - last) * self.speed)
+            self.pack.advance(self.time.elapsed())
             self._follow_requests()
-            last = now
             for n, message in enumerate(self.sends):
                 if now < due[n]:
                     continue
