@@ -289,3 +289,21 @@ def test_devices_on_one_bus_must_agree_on_its_settings(channel: str, make_device
             await first.close()
 
     asyncio.run(body())
+
+
+def test_a_closed_device_opens_again(make_device: Make, node: BmsNode,
+                                     wait_until_async: Wait) -> None:
+    async def body() -> None:
+        bms = make_device(transmit={"STATION_ChargeControl": {"period_s": 0}})
+        for _ in range(2):
+            await bms.open(RealClock())
+            try:
+                await readings_where(wait_until_async, bms, "the pack",
+                                     lambda r: not math.isnan(r["PackVoltage"].value))
+                await bms.write("ChargeEnable", 1)
+            finally:
+                await bms.close()
+            with pytest.raises(DeviceClosed):
+                await bms.read()
+
+    asyncio.run(body())

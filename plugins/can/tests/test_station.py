@@ -63,3 +63,40 @@ node = "STATION", transmit = {{STATION_Heartbeat = {{counter = "AliveCounter"}}}
             assert info["bms"]["database"] == "bms.dbc"  # which frames meant what
     finally:
         db.close()
+
+
+def test_one_bus_serves_a_device_section_per_channel(tmp_path: Path, channel: str,
+                                                     node: BmsNode) -> None:
+    """Two sections on one bus, each mapping its channel's cell to the same name."""
+    plan = tmp_path / "rest.yaml"
+    plan.write_text("name: rest\nsteps:\n  - Rest for 1 second\n")
+    station = tmp_path / "station.toml"
+    sections = "".join(f"""
+[[devices]]
+kind = "can"
+name = "cell{n}"
+channels = "{n}"
+settings = {{bus = {{interface = "virtual", channel = "{channel}"}}, database = "{BMS_DBC}", \
+node = "STATION", signals = {{v = "Cell{n}_V", t_max = "CellTempMax"}}}}
+""" for n in (1, 2))
+    station.write_text(f"""
+[station]
+database = "sqlite:///{tmp_path / 'run.db'}"
+sample_period = "100 ms"
+[[channels]]
+driver = "sim"
+settings = {{count = 2}}
+{sections}""")
+    result = CliRunner().invoke(app, ["run", str(plan), "--station", str(station)])
+    assert result.exit_code == 0, result.output
+    db = open_database(f"sqlite:///{tmp_path / 'run.db'}")
+    try:
+        first, second = (db.samples(test.id) for test in db.tests())
+    finally:
+        db.close()
+    assert {name for name in first if "." in name} == {"cell1.v", "cell1.t_max", "cell1.alarm",
+                                                      "cell1.bad_frames"}
+    assert {name for name in second if "." in name} == {"cell2.v", "cell2.t_max",
+                                                       "cell2.alarm", "cell2.bad_frames"}
+    one, two = first["cell1.v"][-1], second["cell2.v"][-1]
+    assert 3.0 < one < two < 4.2  # each its own cell: the pack's spread
