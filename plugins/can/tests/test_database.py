@@ -3,6 +3,7 @@ file is read, naming the file and the message or signal, with the closest names 
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,13 @@ def test_a_station_file_error_names_the_section_and_the_file(tmp_path: Path) -> 
     with pytest.raises(ValueError, match=r"bms\.dbc: signals: no signal 'cell1'"):
         descriptors[0].create({"bus": BUS, "database": str(BMS_DBC),
                                "signals": {"v": "cell1"}})
+
+
+def test_the_example_in_the_docs_builds_against_the_bundled_database() -> None:
+    """docs/can.md's station file example names what bms.dbc has."""
+    docs = (Path(__file__).parents[3] / "docs" / "can.md").read_text(encoding="utf-8")
+    example = tomllib.loads(docs.split("```toml\n", 1)[1].split("```", 1)[0])
+    settings = example["devices"][0]["settings"]
+    assert settings["database"] == "bms.dbc"
+    bms = build(**{**settings, "database": str(BMS_DBC)})
+    assert {"ChargeEnable", "ChargeCurrentLimit", "StationState"} <= set(bms.layout.writable)
