@@ -18,11 +18,12 @@ import can
 import pytest
 import serial
 
+import cellbench_can.device as device_module
 from cellbench_can.database import load
 from cellbench_can.device import CanDevice
 from cellbench_can.emulator import BMS_DBC, BmsNode, SlcanAdapter
 from cellbench_can.settings import CanSettings
-from cellbench_sdk import DeviceConnectionError, RealClock
+from cellbench_sdk import DeviceConnectionError, DeviceTimeout, RealClock
 
 Wait = Callable[..., Awaitable[Any]]
 CONTROL = {"STATION_Heartbeat": {"counter": "AliveCounter"},
@@ -130,6 +131,38 @@ def test_an_unplugged_adapter_is_a_device_error(emulated: Emulated,
                 await wait_until_async(bms.read, "a failed read", check=lambda _: False)
         finally:
             await bms.close()
+
+    asyncio.run(body())
+
+
+def test_an_open_that_times_out_gives_the_bus_back(emulated: Emulated,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   wait_until_async: Wait) -> None:
+    """An adapter slower to open than the device waits: the open fails with DeviceTimeout,
+    and the bus, opened after all, is closed again (another device can open it its way)."""
+    path = emulated.adapter.path
+
+    async def body() -> None:
+        monkeypatch.setattr(device_module, "OPEN_TIMEOUT_S", 0.1)
+        slow = CanDevice(CanSettings.model_validate({
+            "bus": {"interface": "slcan", "channel": path,
+                    "options": {"sleep_after_open": 0.5}}, "database": str(BMS_DBC)}))
+        with pytest.raises(DeviceTimeout, match="opening the bus did not answer"):
+            await slow.open(RealClock())
+        await slow.close()
+        monkeypatch.setattr(device_module, "OPEN_TIMEOUT_S", 10.0)
+        quick = slcan_device(path)
+
+        async def opens() -> bool:
+            try:
+                await quick.open(RealClock())
+            except DeviceConnectionError as error:
+                assert "already open with other settings" in str(error)
+                return False
+            return True
+
+        await wait_until_async(opens, "the late bus given back")
+        await quick.close()
 
     asyncio.run(body())
 

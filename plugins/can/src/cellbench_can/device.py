@@ -45,6 +45,7 @@ from cellbench_sdk import (
     Reading,
     SignalInfo,
     WhileOpen,
+    call_with_timeout,
 )
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,16 @@ class CanDevice(OsiDevice):
         return dict(self._info)
 
     async def open(self, clock: Clock) -> None:
-        self._worker = DeviceWorker(self.name, OPEN_TIMEOUT_S)
-        self._bus = await self._worker.call(acquire, self.settings.bus, self.name)
+        self._worker = DeviceWorker(self.name, 2 * SEND_TIMEOUT_S)
+        opening = asyncio.get_running_loop().run_in_executor(
+            None, acquire, self.settings.bus, self.name)
+        try:
+            self._bus = await call_with_timeout(asyncio.shield(opening), OPEN_TIMEOUT_S,
+                                                self.name, "opening the bus")
+        except BaseException:
+            # Given up on (a timeout, a cancelled open): a bus opened later is given back.
+            opening.add_done_callback(_release_late)
+            raise
         opened_at = clock.now()
         self._now = clock.now
         self._latest, self._reported, self._bad_frames, self._warned = {}, {}, 0, set()
@@ -290,6 +299,12 @@ class CanDevice(OsiDevice):
             bus.unsubscribe(key, handler)
         self._handlers.clear()
         release(bus)
+
+
+def _release_late(opening: asyncio.Future[SharedBus]) -> None:
+    """Give back a bus whose opening finished after its device gave up waiting."""
+    if not opening.cancelled() and opening.exception() is None:
+        release(opening.result())
 
 
 def _wrapped(sent: Sent, count: int) -> float:
