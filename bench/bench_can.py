@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import can
 import numpy as np
@@ -181,22 +182,35 @@ def hundred_signals(path: Path) -> Path:
     return path
 
 
+class Peer(NamedTuple):
+    """What the benchmark asks of the BMS: how many frames it sent, to fall silent, to send
+    again."""
+
+    sent: Callable[[], int]
+    silence: Callable[[], None]
+    resume: Callable[[], None]
+
+
 def thread_cpu_s(native_id: int) -> float:
     """CPU seconds (user + system) a thread of this process has used (Linux /proc)."""
     fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def watch(bms: CanDevice, sent: Callable[[], int], seconds: float) -> dict[str, float]:
-    """Read ``bms`` every 100 ms, as the runner does, for ``seconds``: frames ``sent()`` by its
-    peer and decoded meanwhile, the CPU share of the bus's reader thread and of the read()
-    calls, and how many reads had a missing signal."""
+async def watch(bms: CanDevice, peer: Peer, seconds: float) -> dict[str, float]:
+    """Read ``bms`` every 100 ms, as the runner does, for ``seconds``: frames its ``peer`` sent
+    and the device decoded between two moments when nothing was on its way (the peer silent);
+    the CPU share of the bus's reader thread and of the read() calls while reading, and how
+    many reads had a missing signal."""
     reader = next(t for t in threading.enumerate()
                   if t.name == f"cellbench-can-{bms.settings.bus.interface}:"
                                f"{bms.settings.bus.channel}")
     assert reader.native_id is not None
-    await asyncio.sleep(0.5)  # settle
-    sent0, decoded0 = sent(), bms.frames_decoded
+    peer.silence()
+    await asyncio.sleep(1.0)  # what is on its way arrives
+    sent0, decoded0 = peer.sent(), bms.frames_decoded
+    peer.resume()
+    await asyncio.sleep(0.3)  # every message back
     cpu0, wall0 = thread_cpu_s(reader.native_id), time.perf_counter()
     read_cpu = 0.0
     nan_reads = 0
@@ -208,10 +222,10 @@ async def watch(bms: CanDevice, sent: Callable[[], int], seconds: float) -> dict
         await asyncio.sleep(0.1)
     wall = time.perf_counter() - wall0
     cpu = thread_cpu_s(reader.native_id) - cpu0
-    # Frames on their way at the end were on their way at the start too: the two cancel.
-    sent1, decoded1 = sent(), bms.frames_decoded
-    return {"signals": len(bms.signals) - 2, "sent": sent1 - sent0,
-            "decoded": decoded1 - decoded0, "wall": wall, "reader_cpu": cpu / wall,
+    peer.silence()
+    await asyncio.sleep(1.0)
+    return {"signals": len(bms.signals) - 2, "sent": peer.sent() - sent0,
+            "decoded": bms.frames_decoded - decoded0, "wall": wall, "reader_cpu": cpu / wall,
             "read_cpu": read_cpu / wall, "nan_reads": nan_reads}
 
 
@@ -226,7 +240,8 @@ async def bms_on_virtual_bus(seconds: float) -> dict[str, float]:
         await bms.open(RealClock())
         node.start()
         try:
-            return await watch(bms, lambda: node.frames_sent, seconds)
+            return await watch(bms, Peer(lambda: node.frames_sent, node.silence, node.resume),
+                               seconds)
         finally:
             node.stop()
             await bms.close()
@@ -244,11 +259,21 @@ async def bms_over_slcan(seconds: float) -> dict[str, float]:
         assert process.stdin is not None and process.stdout is not None
         stdin, stdout = process.stdin, process.stdout
 
-        def sent() -> int:
-            stdin.write("count\n")
+        def ask(command: str) -> str:
+            stdin.write(f"{command}\n")
             stdin.flush()
-            return int(stdout.readline().split()[1])
+            answer = stdout.readline()
+            if not answer.startswith("ok"):
+                raise SystemExit(f"the emulator refused {command!r}: {answer!r}")
+            return answer
 
+        def say(command: str) -> Callable[[], None]:
+            def tell() -> None:
+                ask(command)
+
+            return tell
+
+        peer = Peer(lambda: int(ask("count").split()[1]), say("silence"), say("resume"))
         try:
             path = stdout.readline().split(" on ", 1)[1].split(" ", 1)[0]
             bms = CanDevice(CanSettings.model_validate({
@@ -257,7 +282,7 @@ async def bms_over_slcan(seconds: float) -> dict[str, float]:
                 "database": str(database_path)}))
             await bms.open(RealClock())
             try:
-                return await watch(bms, sent, seconds)
+                return await watch(bms, peer, seconds)
             finally:
                 await bms.close()
         finally:
