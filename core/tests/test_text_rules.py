@@ -101,3 +101,13 @@ def test_the_station_name_is_an_identifier() -> None:
     with pytest.raises(ValueError, match=re.escape("the station's name must not hold ','")):
         station_from_dict({"station": {"name": "lab,1", "database": "sqlite:///x.db"},
                            "channels": [{"driver": "sim"}]}, "station.toml")
+
+
+def test_errors_print_what_people_wrote_literally(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from cellbench_core.cli.console import fail
+
+    with pytest.raises(typer.Exit):
+        fail("column 'Time [s]' of [[devices]] :x: [bold]")
+    assert "column 'Time [s]' of [[devices]] :x: [bold]" in capsys.readouterr().err
