@@ -253,6 +253,10 @@ class StationService:
         station last died, and their queue entries."""
         interrupted, entries = await asyncio.to_thread(self._interrupted)
         resume = self.station.config.station.on_restart == "resume"
+        if resume and interrupted:  # time stamps go on from the last stored, never back
+            last = await asyncio.to_thread(self.db.last_sample_unix, [t.id for t in interrupted])
+            if last is not None:
+                self.clock.continue_after(last)
         resuming: list[tuple[TestRecord, QueueEntry | None, asyncio.Future[int]]] = []
         for test in interrupted:
             entry = entries.pop(test.id, None)

@@ -560,6 +560,19 @@ class Database:
         return PositionRecord(row.test_id, row.step_no, row.start_seq, row.unix_time_s,
                               json.loads(row.state))
 
+    def last_sample_unix(self, test_ids: Sequence[int]) -> float | None:
+        """The latest ``unix_time_s`` of the last samples of ``test_ids`` (None: no sample)."""
+        samples = schema.samples
+        latest: float | None = None
+        with self.engine.connect() as connection:
+            for test_id in test_ids:  # the last sample by the primary key: no scan
+                value = connection.execute(
+                    sa.select(samples.c.unix_time_s).where(samples.c.test_id == int(test_id))
+                    .order_by(samples.c.seq.desc()).limit(1)).scalar()
+                if value is not None and (latest is None or value > latest):
+                    latest = float(value)
+        return latest
+
     def cycles(self, test_id: int) -> list[CycleRecord]:
         """The cycles of a test so far (its finished steps summed per cycle), in order."""
         view = sa.table("cycles", *(sa.column(f.name) for f in fields(CycleRecord)))
