@@ -37,6 +37,7 @@ from cellbench_hal.types import (
     SampleBatch,
     SignalInfo,
     Step,
+    StepLimits,
     StepMode,
 )
 
@@ -67,6 +68,7 @@ __all__ = [
     "SerialLineTransport",
     "SignalInfo",
     "Step",
+    "StepLimits",
     "StepMode",
     "TcpLineTransport",
     "TransportOptions",

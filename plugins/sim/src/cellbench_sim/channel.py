@@ -24,7 +24,7 @@ from cellbench_sdk import (
     StepMode,
     WhileOpen,
 )
-from cellbench_sim.cell import (
+from cellbench_sdk.cell import (
     CellBank,
     CellOutputs,
     CellParameters,

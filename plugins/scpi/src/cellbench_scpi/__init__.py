@@ -1,0 +1,1 @@
+"""cellbench channel driver scpi: simulated channels (replace with your cycler)."""
