@@ -1,26 +1,37 @@
-"""Registers the channel driver scpi with cellbench.
+"""Registers the SCPI channel drivers with cellbench and adds ``cellbench scpi``.
 
-cellbench imports this module at every start, so it stays light: it names the factory as a
-"module:attr" string, which is imported only when a station uses the channel driver.
+cellbench imports this module at every start, so it stays light: the factories are named as
+"module:attr" strings, imported (with pyvisa) only when a station uses them.
 """
 
-from cellbench_sdk import Descriptor, Kind, hookimpl
+from __future__ import annotations
 
-from cellbench_scpi.settings import ScpiSettings
+import typer
+
+from cellbench_scpi.settings import BidirectionalSettings, PairSettings, SmuSettings
+from cellbench_sdk import Descriptor, Kind, hookimpl
 
 
 @hookimpl
 def cellbench_channel_drivers() -> list[Descriptor]:
-    """The channel driver of this plugin."""
+    """A channel on a source-measure unit, on a bidirectional supply, on a supply + load."""
     return [
-        Descriptor(
-            Kind.CHANNEL_DRIVER,
-            # The name station files use; unique among the channel drivers of every plugin.
-            "scpi",
-            # The factory: called with the validated settings, returns the channel driver.
-            "cellbench_scpi.driver:ScpiDriver",
-            # One line for `cellbench plugins`: say what it drives or does.
-            "simulated channels (replace with your cycler)",
-            ScpiSettings,
-        )
+        Descriptor(Kind.CHANNEL_DRIVER, "scpi-smu", "cellbench_scpi.driver:smu_channel",
+                   "SCPI source-measure unit (Keithley 2400/2450, Keysight B2900) as one "
+                   "channel", SmuSettings),
+        Descriptor(Kind.CHANNEL_DRIVER, "scpi-bidirectional",
+                   "cellbench_scpi.driver:bidirectional_channel",
+                   "SCPI bidirectional DC supply (EA PSB) as one channel",
+                   BidirectionalSettings),
+        Descriptor(Kind.CHANNEL_DRIVER, "scpi-pair", "cellbench_scpi.driver:pair_channel",
+                   "SCPI supply + SCPI electronic load as one channel, never both on",
+                   PairSettings),
     ]
+
+
+@hookimpl
+def cellbench_cli(app: typer.Typer) -> None:
+    """``cellbench scpi emulate`` and ``cellbench scpi identify``."""
+    from cellbench_scpi.cli import register  # typer only: cheap, but only when asked
+
+    register(app)
