@@ -45,7 +45,7 @@ ACTIONS = (
     "voltage_compliance", "current_compliance",  # SMU compliance
     "sink_current", "sink_power", "power",  # bidirectional sink side, and power limits
     "function_current", "function_voltage", "function_power", "function_resistance",  # loads
-    "resistance",  # loads
+    "resistance", "current_limit",  # loads (current_limit: of their constant voltage)
     "over_voltage", "over_current", "sink_over_current", "over_power", "under_voltage",
     "watchdog_time", "watchdog_on", "watchdog_off",
     "measure", "error", "nominal_voltage", "nominal_current", "nominal_power",
@@ -267,6 +267,7 @@ SCPI_LOAD = CommandSet(
         "function_current": "FUNC CURR", "function_voltage": "FUNC VOLT",
         "function_power": "FUNC POW", "function_resistance": "FUNC RES",
         "current": "CURR {}", "voltage": "VOLT {}", "power": "POW {}", "resistance": "RES {}",
+        "current_limit": "VOLT:ILIM {}",
         "over_current": "CURR:PROT {}", "under_voltage": "VOLT:PROT:LOW {}",
         "measure": "MEAS:VOLT?;:MEAS:CURR?", "error": "SYST:ERR?",
         "nominal_voltage": "VOLT? MAX", "nominal_current": "CURR? MAX",

@@ -214,7 +214,7 @@ class ScpiChannel(ChannelDriver):
                 raise OutOfRange(self.name, f"{what}: {watts:g} W is beyond the instrument's "
                                             f"{r.power_max_w:g} W")
         target, follow = self._targets(what, step)
-        envelope = self._envelope(what, step, limits, currents, voltages, follow is not None)
+        envelope = self._envelope(what, step, limits, currents, voltages)
         return Plan(step, target, follow, envelope)
 
     def _targets(self, what: str, step: Step) -> tuple[Target, Follow | None]:
@@ -261,7 +261,7 @@ class ScpiChannel(ChannelDriver):
         return REST_TARGET, follow
 
     def _envelope(self, what: str, step: Step, limits: StepLimits, currents: list[float],
-                  voltages: list[float], followed: bool) -> Envelope:
+                  voltages: list[float]) -> Envelope:
         """Regulation voltages, current caps and protection levels for ``step``; for SMUs the
         one source range it runs in (OutOfRange when it would need a range change)."""
         s, r = self.settings, self._ratings
@@ -275,8 +275,9 @@ class ScpiChannel(ChannelDriver):
         if r.ranges:
             needed_v = max([*voltages, high if math.isfinite(limits.voltage_max_v) else 0.0])
             # A followed step's current is not known in advance: it gets the largest range.
-            needed_a = math.inf if followed and step.mode in (StepMode.CP, StepMode.CR) else (
-                max((abs(a) for a in currents), default=0.0))
+            unknown = step.mode in (StepMode.CP, StepMode.CR) or (
+                step.profile is not None and step.profile.quantity is ProfileQuantity.POWER)
+            needed_a = math.inf if unknown else max((abs(a) for a in currents), default=0.0)
             source_range = self._source_range(what, r.ranges, needed_a, needed_v)
             high = min(high, source_range.voltage_v)
             over_voltage = min(over_voltage, source_range.voltage_v)
@@ -284,11 +285,14 @@ class ScpiChannel(ChannelDriver):
 
     def _source_range(self, what: str, ranges: tuple[SourceRange, ...], amps: float,
                       volts: float) -> SourceRange:
-        fitting = [r for r in ranges if r.voltage_v >= volts
-                   and (r.current_a >= amps or math.isinf(amps))]
+        def fits(top: float, value: float) -> bool:  # 1.05 / 10 is a little over 0.105
+            return value <= top * (1 + 1e-9)
+
+        fitting = [r for r in ranges if fits(r.voltage_v, volts)
+                   and (fits(r.current_a, amps) or math.isinf(amps))]
         if not fitting:
-            need_a = next((r for r in ranges if r.current_a >= amps), None)
-            need_v = next((r for r in ranges if r.voltage_v >= volts), None)
+            need_a = next((r for r in ranges if fits(r.current_a, amps)), None)
+            need_v = next((r for r in ranges if fits(r.voltage_v, volts)), None)
             raise OutOfRange(self.name, f"{what}: {amps:g} A needs the ±{_show(need_a)} range "
                                         f"and {volts:g} V the ±{_show(need_v)} range: the "
                                         "step would need a range change")
@@ -313,13 +317,17 @@ class ScpiChannel(ChannelDriver):
             raise
 
     def _safe_state(self) -> None:
-        """Output off on every instrument that can still be reached; never raises."""
+        """Output off on every instrument that can still be reached, each confirmed by a
+        reply to the error query; never raises."""
         for instrument in self._output.instruments:
             with contextlib.suppress(DeviceError):
                 if not instrument.link.is_open:
                     instrument.link.reopen()
                     instrument.forget()
                 instrument.off()
+                # The reply says the instrument has read the command (what it says about
+                # earlier errors does not matter any more).
+                instrument.link.query(instrument.cs.command("error"))
 
     def _start(self, plan: Plan) -> None:
         def start() -> None:

@@ -175,6 +175,7 @@ class EmulatedInstrument:
             "voltage_compliance": self.voltage_max, "current_compliance": self.current_max,
             "over_voltage": big, "over_current": self.current_max * 1.1,
             "sink_over_current": self.current_max * 1.1, "under_voltage": 0.0,
+            "current_limit": self.current_max,
             "watchdog_time": 0.0,
         }
         self.watchdog_on = False
@@ -221,7 +222,7 @@ class EmulatedInstrument:
             case "voltage" if v["voltage"] >= rest_voltage:
                 return Setpoints.rest(1), wide
             case "voltage":
-                return (_setpoints(Mode.CV, current=self.current_max, voltage=v["voltage"]),
+                return (_setpoints(Mode.CV, current=v["current_limit"], voltage=v["voltage"]),
                         wide)
             case "power":
                 return _setpoints(Mode.CP, power=-v["power"]), wide
@@ -322,6 +323,7 @@ class EmulatedInstrument:
         limit = {
             "current": amps, "voltage": volts, "sink_current": self.current_max,
             "current_compliance": self.current_max, "voltage_compliance": self.voltage_max,
+            "current_limit": self.current_max,
             "power": self.power_max, "sink_power": self.power_max,
             "current_range": self.current_max, "voltage_range": self.voltage_max,
         }.get(action, math.inf)
@@ -329,7 +331,7 @@ class EmulatedInstrument:
         low = -limit if signed else 0.0
         if action == "resistance":
             low = 1e-3
-        return low <= value <= limit
+        return low <= value <= limit * (1 + 1e-9)  # 1.05 / 10 is a little over 0.105
 
     def _measurement(self) -> str:
         v, i = self.cell.voltage_v, self.cell.current_a if self.output_on else 0.0
@@ -503,23 +505,30 @@ class Emulator:
     async def _serve_pty(self, instrument: EmulatedInstrument, controller: int,
                          device: int) -> None:
         loop = asyncio.get_running_loop()
-        readable = asyncio.Event()
-        loop.add_reader(controller, readable.set)
-        pending = b""
+        reader = asyncio.StreamReader(limit=MAX_LINE)
+        os.set_blocking(controller, False)
+
+        def readable() -> None:
+            try:
+                reader.feed_data(os.read(controller, 4096))
+            except BlockingIOError:
+                pass  # woken for nothing
+            except OSError:
+                loop.remove_reader(controller)
+                reader.feed_eof()
+
+        loop.add_reader(controller, readable)
         try:
             while True:
-                await readable.wait()
-                readable.clear()
                 try:
-                    pending += os.read(controller, 4096)
-                except OSError:
+                    raw = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    continue  # a line too long: dropped, as a serial instrument would
+                if not raw.endswith(b"\n"):
                     return
-                while b"\n" in pending:
-                    raw, pending = pending.split(b"\n", 1)
-                    reply = await self._reply(instrument, raw.decode("ascii", "replace"))
-                    if reply is not None:
-                        os.write(controller, reply)
-                pending = pending[-MAX_LINE:]
+                reply = await self._reply(instrument, raw.decode("ascii", "replace"))
+                if reply is not None:
+                    os.write(controller, reply)
         finally:
             loop.remove_reader(controller)
             os.close(controller)

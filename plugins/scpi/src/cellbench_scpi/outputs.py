@@ -423,8 +423,13 @@ class PairOutput(Output):
                 "power": ("function_power", "power", -target.value),
                 "resistance": ("function_resistance", "resistance", target.value),
             }[target.kind]
-            unit.configure(function, check=check)
+            # The level before the function: a load switched to a function first would
+            # briefly hold whatever level that function had before.
+            if target.kind == "voltage" and unit.cs.can("current_limit"):
+                limit = envelope.discharge_a if target.limit is None else target.limit
+                unit.configure("current_limit", min(limit, envelope.discharge_a), check=check)
             unit.configure(action, value, check=check)
+            unit.configure(function, check=check)
         if not unit.on:
             unit.output(True, check=check)
 
