@@ -17,7 +17,12 @@ from cellbench_core.runner import ChannelRef, Runner, TestOutcome, TestRequest
 from cellbench_core.storage import Database, SampleWriter, open_database
 from cellbench_scpi.driver import ScpiChannel, bidirectional_channel, pair_channel, smu_channel
 from cellbench_scpi.emulator import Emulator
-from cellbench_scpi.settings import BidirectionalSettings, PairSettings, SmuSettings
+from cellbench_scpi.settings import (
+    BidirectionalSettings,
+    InstrumentSettings,
+    PairSettings,
+    SmuSettings,
+)
 from cellbench_sdk import ChannelDriver, Clock
 
 #: The drivers, by the emulator model that stands in for their instruments.
@@ -31,8 +36,9 @@ def driver_for(emulator: Emulator, model: str, **settings: Any) -> ScpiChannel:
     if model == "bidirectional":
         return bidirectional_channel(BidirectionalSettings(resource=emulator.resource(),
                                                            **settings))
-    return pair_channel(PairSettings(supply={"resource": emulator.resource(0)},
-                                     load={"resource": emulator.resource(1)}, **settings))
+    return pair_channel(PairSettings(supply=InstrumentSettings(resource=emulator.resource(0)),
+                                     load=InstrumentSettings(resource=emulator.resource(1)),
+                                     **settings))
 
 
 @dataclass

@@ -48,6 +48,9 @@ TICK_S = 0.02
 #: Longest command line the emulator reads; longer ends the connection.
 MAX_LINE = 4096
 
+#: The emulator's stand-in for a temperature sensor input: the cell's temperature (°C).
+TEMPERATURE_QUERY = "MEAS:TEMP?"
+
 #: SCPI errors the emulator queues.
 UNDEFINED_HEADER = '-113,"Undefined header"'
 DATA_OUT_OF_RANGE = '-222,"Data out of range"'
@@ -260,6 +263,8 @@ class EmulatedInstrument:
         upper = text.upper()
         if upper == "*IDN?":
             return self.idn
+        if upper == TEMPERATURE_QUERY:
+            return f"{float(self.cell.bank.temperature_c[0]):.3f}"
         if upper in ("*RST", "*CLS") or upper in self._plain:
             if upper == "*RST":
                 self.reset()
