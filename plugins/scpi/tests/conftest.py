@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from cellbench_core.plan import load_plan, parse_plan
-from cellbench_core.plan.tables import TableLoader
 from cellbench_core.runner import ChannelRef, Runner, TestOutcome, TestRequest
-from cellbench_core.storage import Database, SampleWriter, open_database
+from cellbench_core.storage import Database, SampleRows, SampleWriter, open_database
 from cellbench_scpi.driver import ScpiChannel, bidirectional_channel, pair_channel, smu_channel
 from cellbench_scpi.emulator import Emulator
 from cellbench_scpi.settings import (
@@ -57,15 +56,16 @@ RunPlan = Callable[..., Awaitable[PlanRun]]
 
 
 @pytest.fixture
-def run_plan(tmp_path: Path, tables: TableLoader) -> RunPlan:
+def run_plan(tmp_path: Path) -> RunPlan:
     """``await run_plan(plan, driver, clock, *, sample_period_s, battery=None,
-    name="scpi")``: run ``plan`` (YAML text or a plan file) on channel 0 of the open
-    ``driver`` into a database of its own; the caller opens and closes the driver."""
+    name="scpi", stop_at_step=None)``: run ``plan`` (YAML text or a plan file) on channel 0 of
+    the open ``driver`` into a database of its own, until it ends or reaches the step of index
+    ``stop_at_step``; the caller opens and closes the driver."""
     runs = 0
 
     async def run(plan: str | Path, driver: ChannelDriver, clock: Clock, *,
                   sample_period_s: float, battery: dict[str, Any] | None = None,
-                  name: str = "scpi") -> PlanRun:
+                  name: str = "scpi", stop_at_step: int | None = None) -> PlanRun:
         nonlocal runs
         runs += 1
         db = open_database(f"sqlite:///{tmp_path / f'run-{runs}.db'}")
@@ -73,11 +73,16 @@ def run_plan(tmp_path: Path, tables: TableLoader) -> RunPlan:
         if battery is not None:
             db.add_battery(**battery)
             record = db.battery(battery["name"])
-        parsed = (load_plan(plan, tables=tables) if isinstance(plan, Path)
-                  else parse_plan(plan, "plan.yaml", tables=tables))
+        parsed = load_plan(plan) if isinstance(plan, Path) else parse_plan(plan, "plan.yaml")
         writer = SampleWriter(db)
         try:
             runner = Runner(db, writer, clock, sample_period_s=sample_period_s)
+            if stop_at_step is not None:
+                def stop_there(channels: object, rows: SampleRows) -> None:
+                    if (rows.step_index >= stop_at_step).any():
+                        runner.stop(reason=f"reached step {stop_at_step}")
+
+                runner.observer = stop_there
             outcomes = await runner.run([TestRequest(ChannelRef(1, driver, name, 0), parsed,
                                                      record)])
         finally:
