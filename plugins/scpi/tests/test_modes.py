@@ -118,3 +118,27 @@ def test_smu_over_a_serial_port() -> None:
     charge, power = asyncio.run(run())
     assert charge == pytest.approx(0.3, abs=1e-4)
     assert power == pytest.approx(-1.0, abs=0.03)
+
+
+def test_a_slow_instrument_holds_up_no_other() -> None:
+    """Each channel talks on its own worker thread: a measurement of a fast instrument
+    completes while a slow one's is still waiting for its reply."""
+    async def run() -> bool:
+        async with Emulator.create("smu") as slow_emu, Emulator.create("smu") as fast_emu:
+            slow, fast = driver_for(slow_emu, "smu"), driver_for(fast_emu, "smu")
+            await slow.open(RealClock())
+            await fast.open(RealClock())
+            try:
+                slow_emu.instruments[0].faults.slow_s = 0.5
+                waiting = asyncio.create_task(slow.measure())
+                await asyncio.sleep(0.05)  # the slow query is on its way
+                quick = asyncio.create_task(fast.measure())
+                done, _ = await asyncio.wait({waiting, quick},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                await waiting
+                return done == {quick}
+            finally:
+                await slow.close()
+                await fast.close()
+
+    assert asyncio.run(run())

@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         except Exception as err:  # a device error: say what happened
             fail(str(err))
         for line in lines:
-            console.print(line, highlight=False, markup=False)
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     app.add_typer(scpi, name="scpi")
 

@@ -84,8 +84,13 @@ class EmulatedCell:
         self._clock = clock
         self._t = clock()
         self.instruments: list[EmulatedInstrument] = []
-        #: Times (cell seconds) at which more than one output was on.
+        #: How many times more than one output was found on.
         self.both_on = 0
+
+    def count_overlap(self) -> None:
+        """Count a moment at which more than one output is on (a pair must never)."""
+        if sum(i.output_on for i in self.instruments) > 1:
+            self.both_on += 1
 
     @property
     def rest_voltage(self) -> float:
@@ -109,9 +114,8 @@ class EmulatedCell:
         self._t = now
         for instrument in self.instruments:
             instrument.watch()
+        self.count_overlap()
         on = [i for i in self.instruments if i.output_on]
-        if len(on) > 1:
-            self.both_on += 1
         if dt <= 0:
             return
         setpoints, limits = Setpoints.rest(1), OutputRange(-1e3, 1e3, 1e3)
@@ -255,11 +259,16 @@ class EmulatedInstrument:
     # --- commands ------------------------------------------------------------------------
 
     def handle(self, line: str) -> str | None:
-        """Carry out one command line; the reply of a query, None for a command."""
+        """Carry out one command line; the reply of a query, None for a command (and for a
+        query it does not know, which queues -113 as an instrument would)."""
         self._last_heard = time.monotonic()
         self.log.append(line)
         self.cell.advance()
-        text = line.strip()
+        reply = self._command(line.strip())
+        self.cell.count_overlap()
+        return reply
+
+    def _command(self, text: str) -> str | None:
         upper = text.upper()
         if upper == "*IDN?":
             return self.idn
@@ -276,7 +285,7 @@ class EmulatedInstrument:
             if found is not None:
                 return self._action(action, found.group(1) if found.groups() else None)
         self.errors.append(UNDEFINED_HEADER)
-        return "" if text.endswith("?") else None
+        return None
 
     def _action(self, action: str, argument: str | None) -> str | None:
         if action in self.faults.refuse:

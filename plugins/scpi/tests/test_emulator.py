@@ -1,0 +1,80 @@
+"""The emulated instruments on their own: error queue, range limits, protection, pairs."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cellbench_scpi.commands import KEITHLEY_2400, SCPI_LOAD, SCPI_SUPPLY
+from cellbench_scpi.emulator import (
+    DATA_OUT_OF_RANGE,
+    SETTINGS_CONFLICT,
+    UNDEFINED_HEADER,
+    EmulatedCell,
+    EmulatedInstrument,
+    Emulator,
+)
+from cellbench_sdk.cell import CellParameters
+
+
+def _smu(speed: float = 1.0) -> EmulatedInstrument:
+    return EmulatedInstrument(KEITHLEY_2400, EmulatedCell(speed=speed))
+
+
+def test_the_error_queue_says_what_was_wrong_then_no_error() -> None:
+    smu = _smu()
+    assert smu.handle(":SOUR:CURR:LEVEL 1\n") is None
+    assert smu.handle(":SOUR:CURR:RANG 0.105") is None
+    assert smu.handle(":SOUR:CURR:LEV 0.5") is None  # beyond the 0.105 A range
+    assert [smu.handle(":SYST:ERR?") for _ in range(3)] == [
+        UNDEFINED_HEADER, DATA_OUT_OF_RANGE, '0,"No error"']
+    assert smu.values["current"] == 0.0
+
+
+def test_over_voltage_protection_switches_the_output_off_until_reset() -> None:
+    clock = [0.0]
+    cell = EmulatedCell(CellParameters(capacity_ah=0.1, initial_soc=0.9), speed=1.0,
+                        clock=lambda: clock[0])
+    smu = EmulatedInstrument(KEITHLEY_2400, cell)
+    for line in (":SOUR:VOLT:PROT 4.1", ":SOUR:CURR:LEV 1", ":OUTP ON"):
+        smu.handle(line)
+    clock[0] += 120.0  # a 10C charge for two minutes: far beyond 4.1 V
+    volts = float(smu.handle(":READ?").split(",")[0])  # type: ignore[union-attr]
+    assert smu.tripped == "over-voltage" and not smu.output_on
+    assert volts > 4.1
+    assert smu.handle(":SYST:ERR?").startswith("-310")  # type: ignore[union-attr]
+    smu.handle(":OUTP ON")
+    assert not smu.output_on and smu.handle(":SYST:ERR?") == SETTINGS_CONFLICT
+    smu.handle("*RST")
+    smu.handle(":OUTP ON")
+    assert smu.output_on
+
+
+def test_a_pair_counts_the_moments_both_outputs_were_on() -> None:
+    cell = EmulatedCell()
+    supply = EmulatedInstrument(SCPI_SUPPLY, cell)
+    load = EmulatedInstrument(SCPI_LOAD, cell)
+    supply.handle("OUTP ON")
+    load.handle("INP ON")
+    assert cell.both_on >= 1
+
+
+def test_the_emulator_serves_until_stopped_and_again_with_its_state() -> None:
+    async def run() -> tuple[str, str]:
+        async with Emulator.create("load") as emulator:
+            port = emulator.ports[0]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"CURR 2\n*IDN?\n")
+            idn = (await reader.readline()).decode()
+            await emulator.stop()
+            assert await reader.read() == b""  # dropped
+            await emulator.start(ports=[port])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"CURR?\nCURR? MAX\n")
+            reply = (await reader.readline()).decode()
+            writer.close()
+            assert emulator.instruments[0].values["current"] == 2.0  # kept across the drop
+            return idn, reply
+
+    idn, reply = asyncio.run(run())
+    assert idn.startswith("RIGOL TECHNOLOGIES,DL3021")
+    assert reply == "10.00 A\n"  # CURR? is not a command of the table: no reply to it
