@@ -11,7 +11,7 @@ import pytest
 
 from cellbench_scpi.driver import pair_channel
 from cellbench_scpi.emulator import Emulator, Faults
-from cellbench_scpi.settings import InstrumentSettings, PairSettings
+from cellbench_scpi.settings import PairSettings
 from cellbench_sdk import (
     BadReply,
     DeviceConnectionError,
@@ -66,8 +66,8 @@ def test_a_mode_the_channel_cannot_do_is_refused() -> None:
     """A discharge-only channel (a load without a supply) cannot charge."""
     async def run() -> tuple[str, bool]:
         async with Emulator.create("load") as emulator:
-            driver = pair_channel(PairSettings(
-                supply=None, load=InstrumentSettings(resource=emulator.resource())))
+            driver = pair_channel(PairSettings.model_validate(
+                {"only": "load", "load": {"resource": emulator.resource()}}))
             await driver.open(RealClock())
             try:
                 with pytest.raises(NotSupported) as refused:

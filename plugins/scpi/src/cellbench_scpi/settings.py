@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -101,6 +101,17 @@ class PairSettings(ChannelSettings):
         resource="TCPIP::127.0.0.1::5025::SOCKET"))
     load: InstrumentSettings | None = Field(default_factory=lambda: InstrumentSettings(
         resource="TCPIP::127.0.0.1::5026::SOCKET"))
+    only: Literal["supply", "load"] | None = Field(
+        default=None, description="a charge-only (supply) or discharge-only (load) channel: "
+                                  "the other instrument is left out")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("only") in ("supply", "load"):
+            left_out = "load" if values["only"] == "supply" else "supply"
+            values = {**values, left_out: None}
+        return values
 
     @model_validator(mode="after")
     def _instruments(self) -> Self:
