@@ -27,8 +27,8 @@ steps:
 
 def test_resolved_steps_carry_the_tighter_limits(tmp_path: Path) -> None:
     db = open_database(f"sqlite:///{tmp_path / 'limits.db'}")
-    db.add_battery("cell-7", chemistry="NMC", nominal_capacity_ah=2.0, voltage_max_v=4.2, voltage_min_v=2.8,
-                   current_max_charge_a=1.5, current_max_discharge_a=3.0)
+    db.add_battery("cell-7", chemistry="NMC", nominal_capacity_ah=2.0, voltage_max_v=4.2,
+                   voltage_min_v=2.8, current_max_charge_a=1.5, current_max_discharge_a=3.0)
     battery = db.battery("cell-7")
     plan = parse_plan(PLAN, "plan.yaml")
     request = TestRequest(ChannelRef(1, SimChannels(), "sim", 0), plan, battery)
