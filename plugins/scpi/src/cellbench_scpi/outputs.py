@@ -398,7 +398,10 @@ class PairOutput(Output):
         unit = self.unit_for(target, voltage_v)
         for other in self.instruments:
             if other is not unit and other.on:
-                other.output(False, check=check)  # confirmed off before the other goes on
+                # Confirmed (by the reply to the error query) even while the driver follows a
+                # setpoint: the two instruments are two connections, and the other may not go
+                # on before this one has read its output-off.
+                other.output(False, check=True)
         if unit is None:
             return
         r = self.ratings()
