@@ -33,14 +33,14 @@ LIMITS = StepLimits(voltage_max_v=4.2, voltage_min_v=2.5, charge_current_max_a=0
 
 @pytest.mark.parametrize(("step", "error", "reason"), [
     (Step(StepMode.CC, current_a=1.5), OutOfRange,
-     "channel 0, cc step (current 1.5): 1.5 A is beyond the instrument's range ±1.05 A"),
+     "channel 0, cc step (1.5 A): 1.5 A is beyond the instrument's range ±1.05 A"),
     (Step(StepMode.CC, current_a=-0.9, limits=LIMITS), OutOfRange,
-     "channel 0, cc step (current -0.9): -0.9 A is beyond the battery's and the plan's "
+     "channel 0, cc step (-0.9 A): -0.9 A is beyond the battery's and the plan's "
      "current limit 0.8 A"),
     (Step(StepMode.CV, voltage_v=4.3, current_a=0.1, limits=LIMITS), OutOfRange,
      "4.3 V is beyond the safety limits 2.5..4.2 V"),
     (Step(StepMode.CV, voltage_v=30.0, current_a=0.5), OutOfRange,
-     "channel 0, cv step (current 0.5, voltage 30): 0.5 A needs the ±1.05 A / 21 V range and "
+     "channel 0, cv step (0.5 A, 30 V): 0.5 A needs the ±1.05 A / 21 V range and "
      "30 V the ±0.105 A / 210 V range: the step would need a range change"),
 ])
 def test_a_step_beyond_what_may_be_done_is_refused_before_the_output_goes_on(

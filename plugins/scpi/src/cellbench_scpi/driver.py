@@ -89,9 +89,13 @@ class Plan:
     envelope: Envelope
 
 
+#: A step's values as the errors show them.
+_VALUES = (("current_a", "A"), ("voltage_v", "V"), ("power_w", "W"), ("resistance_ohm", "Ω"))
+
+
 def _what(channel: int, step: Step) -> str:
-    values = ", ".join(f"{k.removesuffix('_a').removesuffix('_v').removesuffix('_w')} {v:g}"
-                       for k in ("current_a", "voltage_v", "power_w", "resistance_ohm")
+    """``channel 0, cc step (1.5 A)``: the channel and the step, for errors."""
+    values = ", ".join(f"{v:g} {unit}" for k, unit in _VALUES
                        if (v := getattr(step, k)) is not None)
     profile = f" of {step.profile.quantity.value}" if step.profile is not None else ""
     return f"channel {channel}, {step.mode.value}{profile} step" + (f" ({values})" if values
@@ -120,11 +124,6 @@ class ScpiChannel(ChannelDriver):
     @property
     def channels(self) -> Sequence[ChannelInfo]:
         return self._info
-
-    @property
-    def output(self) -> Output:
-        """The channel's output and instruments (for tests and `scpi identify`)."""
-        return self._output
 
     async def open(self, clock: Clock) -> None:
         paced = self.settings.paced_speed
