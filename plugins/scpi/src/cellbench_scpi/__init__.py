@@ -1,1 +1,2 @@
-"""cellbench channel driver scpi: simulated channels (replace with your cycler)."""
+"""cellbench channel drivers for SCPI instruments: source-measure units, bidirectional
+supplies, and supply + load pairs, with emulated instruments that have a cell behind them."""
