@@ -407,6 +407,9 @@ class Emulator:
         defaults = {"smu": KEITHLEY_2400, "bidirectional": EA_PSB, "supply": SCPI_SUPPLY,
                     "load": SCPI_LOAD}
         if model == "pair":
+            if family is not None:
+                raise ValueError("a pair is a scpi-supply and a scpi-load: --family applies "
+                                 "to one instrument")
             return cls([EmulatedInstrument(SCPI_SUPPLY, cell, ratings=ratings),
                         EmulatedInstrument(SCPI_LOAD, cell, ratings=ratings)], cell)
         if model not in defaults:
