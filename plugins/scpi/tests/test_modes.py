@@ -76,7 +76,7 @@ def test_every_mode(model: str) -> None:
             try:
                 for what, step, holds in CASES:
                     await driver.apply(0, step)
-                    samples = []
+                    samples: list[tuple[float, float]] = []
                     since = clock.now()
                     # Past the profiles' change at 0.1 s by a few periods, however loaded.
                     while len(samples) < 6 or clock.now() - since < 0.2:
