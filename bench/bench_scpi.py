@@ -39,33 +39,22 @@ from cellbench_scpi.settings import (
     SmuSettings,
 )
 from cellbench_sdk import RealClock, Step, StepMode
-from cellbench_sdk.testing import free_port
 
 
-def _emulate(models: list[str], ports: list[list[int]]) -> None:
+def _emulate(models: list[str], ports: multiprocessing.SimpleQueue[list[list[int]]]) -> None:
     async def run() -> None:
-        emulators = [Emulator.create(model) for model in models]
-        for emulator, wanted in zip(emulators, ports, strict=True):
-            await emulator.start("127.0.0.1", wanted)
+        emulators = [await Emulator.create(model).start() for model in models]
+        ports.put([emulator.ports for emulator in emulators])  # free ones, chosen by the OS
         await asyncio.Event().wait()
 
     asyncio.run(run())
 
 
 def _start(models: list[str]) -> tuple[multiprocessing.Process, list[list[int]]]:
-    ports = [[free_port() for _ in range(2 if model == "pair" else 1)] for model in models]
-    process = multiprocessing.Process(target=_emulate, args=(models, ports), daemon=True)
+    queue: multiprocessing.SimpleQueue[list[list[int]]] = multiprocessing.SimpleQueue()
+    process = multiprocessing.Process(target=_emulate, args=(models, queue), daemon=True)
     process.start()
-    for port in (p for group in ports for p in group):
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise SystemExit(f"the emulator on port {port} did not start")
-    return process, ports
+    return process, queue.get()
 
 
 def _resource(port: int) -> str:
@@ -141,6 +130,18 @@ def per_instrument(seconds: float) -> None:
         process.terminate()
 
 
+class TickClock(RealClock):
+    """The wall clock, recording how late the runner's tick loop wakes for each tick."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lateness: list[float] = []
+
+    async def sleep_until(self, t: float) -> None:
+        await super().sleep_until(t)
+        self.lateness.append(self.now() - t)
+
+
 PLAN = """\
 name: bench
 steps:
@@ -155,7 +156,7 @@ def station(channels: int, seconds: float, period: float) -> None:
     with tempfile.TemporaryDirectory() as folder:
         db = open_database(f"sqlite:///{Path(folder) / 'bench.db'}")
         writer = SampleWriter(db)
-        clock = RealClock()
+        clock = TickClock()
 
         async def run() -> tuple[float, float]:
             for driver in drivers:
@@ -180,10 +181,14 @@ def station(channels: int, seconds: float, period: float) -> None:
             process.terminate()
         intervals = np.concatenate([np.diff(db.samples(t)["test_time_s"])
                                     for t in range(1, channels + 1)])
-        late = int((intervals > 1.5 * period).sum())
+        lateness = np.array(clock.lateness)
+        late = int((lateness > period / 2).sum())
         print(f"\n{channels} SMUs at {period * 1e3:.0f} ms for {seconds:g} s: "
-              f"{len(intervals) + channels} samples, {late} late ticks "
-              f"(longest interval {intervals.max() * 1e3:.0f} ms), "
+              f"{len(intervals) + channels} samples in {len(lateness)} ticks; "
+              f"{late} ticks woke more than half a period late (p99 "
+              f"{np.percentile(lateness, 99) * 1e3:.1f} ms, worst {lateness.max() * 1e3:.0f} ms); "
+              f"a channel's sample intervals p1..p99 {np.percentile(intervals, 1) * 1e3:.0f}.."
+              f"{np.percentile(intervals, 99) * 1e3:.0f} ms; "
               f"station CPU {cpu / wall:.0%} of one core")
 
 
