@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import pytest
+
+from cellbench_scpi import plugin
 from cellbench_scpi.commands import KEITHLEY_2400, SCPI_LOAD, SCPI_SUPPLY
 from cellbench_scpi.emulator import (
     DATA_OUT_OF_RANGE,
@@ -13,7 +17,9 @@ from cellbench_scpi.emulator import (
     EmulatedInstrument,
     Emulator,
 )
+from cellbench_sdk import DeviceConnectionError, RealClock
 from cellbench_sdk.cell import CellParameters
+from cellbench_sdk.testing import free_port
 
 
 def _smu(speed: float = 1.0) -> EmulatedInstrument:
@@ -78,3 +84,33 @@ def test_the_emulator_serves_until_stopped_and_again_with_its_state() -> None:
     idn, reply = asyncio.run(run())
     assert idn.startswith("RIGOL TECHNOLOGIES,DL3021")
     assert reply == "10.00 A\n"  # CURR? is not a command of the table: no reply to it
+
+
+@pytest.mark.parametrize("name", ["scpi-smu", "scpi-bidirectional", "scpi-pair"])
+def test_each_descriptor_names_an_emulator_its_driver_reaches(name: str) -> None:
+    descriptor = next(d for d in plugin.cellbench_channel_drivers() if d.name == name)
+    port = free_port()
+    resources: dict[str, object] = {"resource": f"TCPIP::127.0.0.1::{port}::SOCKET"}
+    if name == "scpi-pair":
+        resources = {"supply": {"resource": f"TCPIP::127.0.0.1::{port}::SOCKET"},
+                     "load": {"resource": f"TCPIP::127.0.0.1::{port + 1}::SOCKET"}}
+
+    async def run() -> str:
+        serving = asyncio.create_task(descriptor.load_emulator()("127.0.0.1", port, speed=2.0))
+        try:
+            driver = descriptor.load()(descriptor.settings.model_validate(resources))
+            for _ in range(100):  # until it listens
+                try:
+                    await driver.open(RealClock())
+                    break
+                except DeviceConnectionError:
+                    await asyncio.sleep(0.02)
+            info: str = driver.channels[0].name
+            await driver.close()
+            return info
+        finally:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+
+    assert asyncio.run(run()).startswith(f"{name}@TCPIP::127.0.0.1::{port}::SOCKET")

@@ -26,7 +26,7 @@ import tty
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 
@@ -552,18 +552,29 @@ class Emulator:
             os.close(device)
 
 
-async def serve(host: str, port: int, *, model: str = "smu", family: str | None = None,
-                speed: float = 1.0, params: CellParameters | None = None,
-                ratings: tuple[float, float, float] = (20.0, 10.0, 200.0),
-                ready: Callable[[Emulator], Any] | None = None) -> None:
-    """Serve an emulator of ``model`` on ``host``:``port`` (a pair: the supply there, the load
-    on the next port) until cancelled; ``ready`` is called once it listens."""
-    emulator = Emulator.create(model, family=family, speed=speed, params=params,
-                               ratings=ratings)
+async def serve(host: str, port: int, *, model: str = "smu", speed: float = 1.0) -> None:
+    """Serve an emulator of ``model`` (with a 2.5 Ah NMC cell at half charge) on
+    ``host``:``port`` until cancelled; a pair serves its supply there and its load on the next
+    port."""
+    emulator = Emulator.create(model, speed=speed)
     await emulator.start(host, [port + k for k in range(len(emulator.instruments))])
     try:
-        if ready is not None:
-            ready(emulator)
         await asyncio.Event().wait()
     finally:
         await emulator.close()
+
+
+async def serve_smu(host: str, port: int, *, speed: float = 1.0) -> None:
+    """The emulator of the ``scpi-smu`` descriptor: a Keithley 2400 (see :func:`serve`)."""
+    await serve(host, port, model="smu", speed=speed)
+
+
+async def serve_bidirectional(host: str, port: int, *, speed: float = 1.0) -> None:
+    """The emulator of the ``scpi-bidirectional`` descriptor: an EA PSB (see :func:`serve`)."""
+    await serve(host, port, model="bidirectional", speed=speed)
+
+
+async def serve_pair(host: str, port: int, *, speed: float = 1.0) -> None:
+    """The emulator of the ``scpi-pair`` descriptor: a supply on ``port`` and a load on the
+    next one, sharing a cell (see :func:`serve`)."""
+    await serve(host, port, model="pair", speed=speed)

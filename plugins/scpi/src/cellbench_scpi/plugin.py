@@ -18,14 +18,15 @@ def cellbench_channel_drivers() -> list[Descriptor]:
     return [
         Descriptor(Kind.CHANNEL_DRIVER, "scpi-smu", "cellbench_scpi.driver:smu_channel",
                    "SCPI source-measure unit (Keithley 2400/2450, Keysight B2900) as one "
-                   "channel", SmuSettings),
+                   "channel", SmuSettings, emulator="cellbench_scpi.emulator:serve_smu"),
         Descriptor(Kind.CHANNEL_DRIVER, "scpi-bidirectional",
                    "cellbench_scpi.driver:bidirectional_channel",
                    "SCPI bidirectional DC supply (EA PSB) as one channel",
-                   BidirectionalSettings),
+                   BidirectionalSettings,
+                   emulator="cellbench_scpi.emulator:serve_bidirectional"),
         Descriptor(Kind.CHANNEL_DRIVER, "scpi-pair", "cellbench_scpi.driver:pair_channel",
                    "SCPI supply + SCPI electronic load as one channel, never both on",
-                   PairSettings),
+                   PairSettings, emulator="cellbench_scpi.emulator:serve_pair"),
     ]
 
 
