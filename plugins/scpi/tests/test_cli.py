@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import typer
 from typer.testing import CliRunner
@@ -15,7 +14,9 @@ from cellbench_scpi.cli import register
 from cellbench_sdk.testing import free_port
 
 PATIENCE_S = 60.0
-CELLBENCH = str(Path(sys.executable).with_name("cellbench"))
+#: `cellbench` with only this plugin's commands: the same code, without importing every plugin.
+SCPI_COMMANDS = ("import typer; from cellbench_scpi.cli import register; app = typer.Typer(); "
+                 "register(app); app()")
 
 
 def _app() -> typer.Typer:
@@ -39,7 +40,7 @@ def _listening(port: int, process: subprocess.Popen[str]) -> None:
 def test_identify_an_emulated_smu() -> None:
     port = free_port()
     emulator = subprocess.Popen(
-        [CELLBENCH, "scpi", "emulate", "--model", "smu",
+        [sys.executable, "-c", SCPI_COMMANDS, "scpi", "emulate", "--model", "smu",
          "--family", "keysight-b2900", "--port", str(port), "--capacity", "3 Ah"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -164,11 +164,11 @@ def test_the_watchdog_switches_the_output_off_when_the_station_goes_silent() -> 
                 await driver.apply(0, Step(StepMode.CC, current_a=1.0))
                 unit = emu.instruments[0]
                 on = unit.output_on
-                for _ in range(10):  # talking: the watchdog stays quiet
+                for _ in range(6):  # talking: the watchdog stays quiet
                     await asyncio.sleep(0.05)
                     await driver.measure()
                 still_on = unit.output_on
-                await asyncio.sleep(0.5)  # silence
+                await asyncio.sleep(0.4)  # silence, twice the watchdog's time
                 return on, still_on, unit.output_on
             finally:
                 await driver.close()
