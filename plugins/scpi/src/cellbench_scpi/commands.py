@@ -282,11 +282,6 @@ COMMAND_SETS: dict[str, CommandSet] = {
 }
 
 
-def families(kind: Kind) -> list[CommandSet]:
-    """The command sets of ``kind``."""
-    return [c for c in COMMAND_SETS.values() if c.kind is kind]
-
-
 def identify(idn: str, kind: Kind | None = None) -> CommandSet | None:
     """The command set whose ``*IDN?`` pattern matches ``idn`` (of ``kind`` if given), or None.
 

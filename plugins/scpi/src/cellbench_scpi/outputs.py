@@ -242,10 +242,6 @@ class Output(ABC):
         for instrument in self.instruments:
             instrument.off()
 
-    def describe(self) -> str:
-        """Which instruments and command sets, for errors and `scpi identify`."""
-        return ", ".join(f"{i.role} {i.cs.name}" for i in self.instruments)
-
 
 class SmuOutput(Output):
     """A four-quadrant SMU: a current source with a voltage compliance, or a voltage source
