@@ -121,6 +121,12 @@ class NoSignals(SimOsiDevice):
         return []
 
 
+class InfoNotText(SimOsiDevice):
+    @property
+    def info(self) -> Mapping[str, str]:
+        return {"serial_number": 4660}  # type: ignore[dict-item]
+
+
 BROKEN_OSI: list[tuple[type[SimOsiDevice], list[str]]] = [
     (MissesPressure, ["every read-only signal", "missing ['pressure_kpa']"]),
     (ReadsUnknownSignal, ["and no other name", "unknown ['humidity']"]),
@@ -133,6 +139,8 @@ BROKEN_OSI: list[tuple[type[SimOsiDevice], list[str]]] = [
     (ReadsWhenClosed, ["read() before open()", "raise DeviceConnectionError"]),
     (WritesWhenClosed, ["write('heater_power_w', 0) after close()", "DeviceConnectionError"]),
     (NoSignals, ["at least one signal", "[]"]),
+    (InfoNotText, ["info after open()", "info maps non-empty names to text",
+                   "{'serial_number': 4660}"]),
 ]
 
 
@@ -190,6 +198,16 @@ class ReadsWhenNotOpen(SimChamber):
         return await super().read()
 
 
+class RampFailsWrongly(SimChamber):
+    async def ramp_temperature(self, celsius: float, kelvin_per_s: float) -> None:
+        raise ValueError("no ramps here")
+
+
+class RampsAnywhere(SimChamber):
+    async def ramp_temperature(self, celsius: float, kelvin_per_s: float) -> None:
+        self._advance()
+
+
 BROKEN_CHAMBERS: list[tuple[type[SimChamber], list[str]]] = [
     (StartIgnored, ["read() after start()", "running is True after start()",
                     "running is False"]),
@@ -199,6 +217,9 @@ BROKEN_CHAMBERS: list[tuple[type[SimChamber], list[str]]] = [
     (ReportsHumidityItHasNot, ["exactly when the chamber has_humidity", "(40.0, None)"]),
     (AcceptsAnyHumidity, ["set_humidity(nan)", "outside 0..100 % is refused with OutOfRange"]),
     (ReadsWhenNotOpen, ["read() before open()", "returned without an error"]),
+    (RampFailsWrongly, ["ramp_temperature(25, 1 K/min)", "refuses with NotSupported",
+                        "raised ValueError: no ramps here"]),
+    (RampsAnywhere, ["ramp_temperature(1000, 1 K/min)", "impossible ramp target is refused"]),
 ]
 
 

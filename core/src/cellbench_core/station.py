@@ -10,12 +10,14 @@ from __future__ import annotations
 import inspect
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pluggy
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -29,6 +31,7 @@ from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import ChannelRef, Resume, TestRequest
 from cellbench_core.storage import BatteryRecord
+from cellbench_core.text import check_identifier
 from cellbench_core.units import parse_duration
 from cellbench_hal import (
     ChannelDriver,
@@ -57,17 +60,21 @@ def _duration(value: Any) -> float:
     return parse_duration(value)
 
 
+#: A duration a person writes with its unit ('5 s', '2 min'), held in seconds.
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
 class StationSection(_Strict):
     """``[station]``: identity, database, timing, and how ``cellbench serve`` runs."""
 
     name: str = "station"
     database: str = "sqlite:///cellbench.db"
-    sample_period: float = Field(default=1.0, description="e.g. '1 s', '100 ms'")
-    device_timeout: float = Field(default=5.0, description="e.g. '5 s'")
+    sample_period: Duration = Field(default=1.0, description="e.g. '1 s', '100 ms'")
+    device_timeout: Duration = Field(default=5.0, description="e.g. '5 s'")
     clock: Literal["real", "virtual"] = "real"
     speed: float | None = Field(default=None, gt=0, allow_inf_nan=False,
                                 description="virtual clock: times faster than the wall")
-    queue_poll_interval: float = Field(default=0.5, description="e.g. '0.5 s'")
+    queue_poll_interval: Duration = Field(default=0.5, description="e.g. '0.5 s'")
     on_restart: Literal["end", "resume"] = Field(
         default="end", description="what `serve` does with the tests a crash interrupted")
     plans_dir: str = Field(default="plans", min_length=1,
@@ -77,10 +84,10 @@ class StationSection(_Strict):
                            description="newest samples kept in memory per channel for "
                                        "interfaces")
 
-    @field_validator("sample_period", "device_timeout", "queue_poll_interval", mode="before")
+    @field_validator("name")
     @classmethod
-    def _parse_duration(cls, value: Any) -> float:
-        return _duration(value)
+    def _name_is_an_identifier(cls, value: str) -> str:
+        return check_identifier(value, "the station's name")
 
     @model_validator(mode="after")
     def _speed_needs_virtual_clock(self) -> StationSection:
@@ -113,15 +120,10 @@ class SyncSection(_Strict):
 
     target: str
     settings: dict[str, Any] = {}
-    interval: float = Field(default=0.5, description="between batches once caught up, e.g. "
+    interval: Duration = Field(default=0.5, description="between batches once caught up, e.g. "
                                                      "'0.5 s'")
-    alarm_after: float = Field(default=300.0, description="alarm when not caught up this "
+    alarm_after: Duration = Field(default=300.0, description="alarm when not caught up this "
                                                           "long, e.g. '5 min'")
-
-    @field_validator("interval", "alarm_after", mode="before")
-    @classmethod
-    def _parse_duration(cls, value: Any) -> float:
-        return _duration(value)
 
 
 class AttachedSection(_Strict):
@@ -149,6 +151,9 @@ class ChamberSection(AttachedSection):
         default="pause", description="when the chamber reports a fault (door open, an alarm) or "
                                      "stops answering: 'pause' the tests inside (output off "
                                      "until it is back) or 'end' them with an alarm")
+    band_grace: Duration = Field(
+        default=60.0, description="how long the climate may stay outside the band a chamber "
+                                  "step found it stable in before that is a fault, e.g. '2 min'")
 
 
 class NotifierSection(_Strict):
@@ -313,7 +318,7 @@ class Station:
                 raise StationError(f"{where}: {err}") from None
             self.notifiers.append((notifier_section.kind, notifier))
         self._chamber_of: dict[int, tuple[str, ClimateChamber]] = {}
-        self._chamber_policy = {section.name: section.on_fault for section in config.chambers}
+        self._chamber_sections = {section.name: section for section in config.chambers}
         self._devices_of: dict[int, list[tuple[str, OsiDevice]]] = {}
 
     @property
@@ -369,13 +374,15 @@ class Station:
     def request(self, channel: ChannelRef, plan: Plan, battery: BatteryRecord | None = None,
                 name: str = "", resume: Resume | None = None) -> TestRequest:
         """A test request on ``channel`` with the chamber and devices attached to it."""
+        request = TestRequest(channel, plan, battery, name=name,
+                              devices=tuple(self.devices_of(channel.number)), resume=resume)
         chamber = self.chamber_of(channel.number)
-        policy = "pause" if chamber is None else self._chamber_policy[chamber[0]]
-        return TestRequest(channel, plan, battery, name=name,
-                           chamber=None if chamber is None else chamber[1],
-                           chamber_name=None if chamber is None else chamber[0],
-                           devices=tuple(self.devices_of(channel.number)), resume=resume,
-                           chamber_on_fault=policy)
+        if chamber is None:
+            return request
+        section = self._chamber_sections[chamber[0]]
+        return replace(request, chamber=chamber[1], chamber_name=chamber[0],
+                       chamber_on_fault=section.on_fault,
+                       chamber_band_grace_s=section.band_grace)
 
     async def close(self) -> None:
         """Close every device and chamber, then every driver (outputs off), then the notifiers

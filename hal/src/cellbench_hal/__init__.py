@@ -31,6 +31,7 @@ from cellbench_hal.types import (
     REST,
     ChamberState,
     ChannelInfo,
+    OutputRanges,
     Profile,
     ProfileQuantity,
     Reading,
@@ -39,6 +40,7 @@ from cellbench_hal.types import (
     Step,
     StepLimits,
     StepMode,
+    step_beyond,
 )
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "NotSupported",
     "OsiDevice",
     "OutOfRange",
+    "OutputRanges",
     "Profile",
     "ProfileQuantity",
     "Reading",
@@ -77,5 +80,6 @@ __all__ = [
     "WhileOpen",
     "call_with_timeout",
     "open_transport",
+    "step_beyond",
     "transport_from_url",
 ]

@@ -89,6 +89,13 @@ class OsiDevice(Device):
     async def write(self, signal: str, value: float) -> None:
         """Set a writable signal."""
 
+    @property
+    def info(self) -> Mapping[str, str]:
+        """What the device says about itself once open (maker, model, serial number, firmware),
+        as text by name; the station records it with every test the device serves. Empty for a
+        device that says nothing."""
+        return {}
+
 
 class ClimateChamber(Device):
     """A climate chamber; one chamber may hold the cells of several channels."""
@@ -103,6 +110,12 @@ class ClimateChamber(Device):
     async def set_humidity(self, percent: float) -> None:
         """Set the relative-humidity setpoint (%); chambers without humidity refuse."""
         raise NotSupported(self.name, "this chamber has no humidity control")
+
+    async def ramp_temperature(self, celsius: float, kelvin_per_s: float) -> None:
+        """Move the temperature setpoint to ``celsius`` at ``kelvin_per_s`` in the controller.
+        Chambers whose controllers cannot ramp refuse (the default), and the station ramps them
+        itself, by setting a moving setpoint every sample period."""
+        raise NotSupported(self.name, "this controller does not ramp its setpoint")
 
     @abstractmethod
     async def start(self) -> None:

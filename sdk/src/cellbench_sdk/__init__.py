@@ -55,6 +55,7 @@ from cellbench_hal import (
     NotSupported,
     OsiDevice,
     OutOfRange,
+    OutputRanges,
     Profile,
     ProfileQuantity,
     Reading,
@@ -72,6 +73,7 @@ from cellbench_hal import (
     WhileOpen,
     call_with_timeout,
     open_transport,
+    step_beyond,
     transport_from_url,
 )
 
@@ -98,6 +100,7 @@ __all__ = [
     "NotSupported",
     "OsiDevice",
     "OutOfRange",
+    "OutputRanges",
     "PlanMessage",
     "Profile",
     "ProfileQuantity",
@@ -121,5 +124,6 @@ __all__ = [
     "call_with_timeout",
     "hookimpl",
     "open_transport",
+    "step_beyond",
     "transport_from_url",
 ]

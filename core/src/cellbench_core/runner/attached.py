@@ -17,10 +17,12 @@ from functools import partial
 from typing import cast
 
 from cellbench_core.events import TestStatus
-from cellbench_core.runner.records import Control, Run
+from cellbench_core.plan.model import ChamberSpec
+from cellbench_core.runner.records import ChamberBand, Control, Run
 from cellbench_core.runner.state import RunState
 from cellbench_core.runner.transitions import (
     advance,
+    advance_ramps,
     alarm,
     close_step,
     fail_wait,
@@ -45,7 +47,8 @@ async def check_chambers(st: RunState) -> None:
     either (per-channel Python: chamber steps are rare)."""
     t = st.clock.now()
     await release_barriers(st, t)
-    states: dict[int, ChamberState | DeviceError] = {}
+    if st.ramps:
+        await advance_ramps(st, t)
     for row, (since, began, applied) in list(st.waits.items()):
         run = st.runs[row]
         if st.paused[row] or row in st.fault_paused or row not in st.waits:
@@ -56,27 +59,37 @@ async def check_chambers(st: RunState) -> None:
         if not applied:
             if t - began >= spec.timeout_s:
                 await fail_wait(st, run, f"the other channels in chamber "
-                                         f"{_chamber_name(run)} did not reach their chamber "
-                                         f"steps within {spec.timeout_s:g} s "
+                                         f"{run.request.chamber_label!r} did not reach their "
+                                         f"chamber steps within {spec.timeout_s:g} s "
                                          f"(line {run.cursor.step.line})", t)
             continue
-        if id(chamber) not in states:
+        name = run.request.chamber_label
+        if name not in st.chamber_reads:  # a chamber the station does not read each tick
             try:
-                states[id(chamber)] = await call_with_timeout(
+                st.chamber_reads[name] = await call_with_timeout(
                     chamber.read(), st.device_timeout_s, chamber.name, "read")
             except DeviceError as err:
-                states[id(chamber)] = err
-        state = states[id(chamber)]
-        if isinstance(state, DeviceError):
-            await fail_wait(st, run, f"chamber error: {state}", t)
+                st.chamber_reads[name] = err
+        state = st.chamber_reads[name]
+        if isinstance(state, DeviceError):  # a fault: the station's on_fault acts on it
+            st.waits[row] = (None, began, True)
+            if t - began >= spec.timeout_s:
+                await fail_wait(st, run, f"the chamber was not stable within "
+                                      f"{spec.timeout_s:g} s (line {run.cursor.step.line})", t)
             continue
-        stable = abs(state.temperature_c - state.setpoint_c) <= spec.band_k
+        # Against the step's setpoint, not the controller's: a ramping one moves its own.
+        target = state.setpoint_c if spec.temperature_c is None else spec.temperature_c
+        stable = (abs(state.temperature_c - target) <= spec.band_k
+                  and run.request.chamber_label not in st.ramps)
         if spec.humidity_pct is not None:
             humidity = state.humidity_pct if state.humidity_pct is not None else math.nan
             stable &= abs(humidity - spec.humidity_pct) <= (spec.band_pct or 0.0)
         since = (since if since is not None else t) if stable else None
         if since is not None and t - since >= spec.stable_s:
             del st.waits[row]
+            if run.request.chamber_name is not None:
+                st.bands[run.request.chamber_name] = ChamberBand(
+                    spec, run.request.chamber_band_grace_s)
             close_step(st, run, t, "chamber stable")
             await advance(st, run, t, run.cursor.step.ends - 1)
         elif t - began >= spec.timeout_s:
@@ -94,6 +107,7 @@ async def release_barriers(st: RunState, t: float) -> None:
     for row, (_, _, applied) in st.waits.items():
         if not applied:
             arrived.setdefault(id(st.runs[row].request.chamber), []).append(st.runs[row])
+    released: list[list[Run]] = []
     for runs in arrived.values():
         chamber = runs[0].request.chamber
         peers = [peer for peer in st.runs if st.active[peer.row]
@@ -105,12 +119,16 @@ async def release_barriers(st: RunState, t: float) -> None:
             wanted = "; ".join(f"channel {peer.request.channel.name}: {_setpoint(peer)}"
                                for peer in peers)
             for run in runs:
-                await fail_wait(st, run, f"the tests in chamber {_chamber_name(run)} ask for "
-                                         f"different climates at once ({wanted})", t)
+                await fail_wait(st, run, f"the tests in chamber {run.request.chamber_label!r} "
+                                         f"ask for different climates at once ({wanted})", t)
             continue
-        spec = runs[0].cursor.step.chamber
-        assert spec is not None
-        problem = await set_chamber(st, runs[0], spec)
+        if runs[0].request.chamber_name is not None:  # a new climate: the old band is gone
+            st.bands.pop(runs[0].request.chamber_name, None)
+        released.append(runs)
+    # Every chamber released this tick is set at once: controllers answer in tens of ms each.
+    problems = await asyncio.gather(*(set_chamber(st, runs[0], _spec(runs[0]))
+                                      for runs in released))
+    for runs, problem in zip(released, problems, strict=True):
         for run in runs:
             if problem:
                 await fail_wait(st, run, problem, t)
@@ -118,18 +136,16 @@ async def release_barriers(st: RunState, t: float) -> None:
                 st.waits[run.row] = (None, st.waits[run.row][1], True)
 
 
-def _setpoint(run: Run) -> str:
-    """What ``run``'s chamber step (it is in one) asks of the chamber, for messages."""
+def _spec(run: Run) -> ChamberSpec:
+    """The chamber step ``run`` is in."""
     spec = run.cursor.step.chamber
     assert spec is not None
-    asked = [] if spec.temperature_c is None else [f"{spec.temperature_c:g} °C"]
-    asked += [] if spec.humidity_pct is None else [f"{spec.humidity_pct:g} %RH"]
-    return ", ".join(asked) or "the chamber running"
+    return spec
 
 
-def _chamber_name(run: Run) -> str:
-    chamber = run.request.chamber
-    return repr(run.request.chamber_name or (chamber.name if chamber is not None else ""))
+def _setpoint(run: Run) -> str:
+    """What ``run``'s chamber step (it is in one) asks of the chamber, for messages."""
+    return _spec(run).describe_climate()
 
 
 async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
@@ -152,14 +168,16 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
                 device, "signals", ())} if isinstance(device, OsiDevice) else {
                 "temperature": math.nan}
             if not isinstance(device, OsiDevice):
+                st.chamber_reads[name] = result
                 await chamber_health(st, name, channels, str(result))
         elif isinstance(result, ChamberState):
             st.failing.discard(name)
+            st.chamber_reads[name] = result
             values = {"temperature": result.temperature_c}
             if result.humidity_pct is not None:
                 values["humidity"] = result.humidity_pct
             set_ambient(st, channels, result.temperature_c)
-            await chamber_health(st, name, channels, result.fault)
+            await chamber_health(st, name, channels, result.fault or _band_fault(st, name, result))
         else:
             st.failing.discard(name)
             readings = cast(Mapping[str, Reading], result)
@@ -167,6 +185,20 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
         for signal, value in values.items():
             signals[f"{name}.{signal}"] = (value, channels)
     return signals
+
+
+def _band_fault(st: RunState, name: str, state: ChamberState) -> str:
+    """Whether chamber ``name`` has left the band its last chamber step found it stable in for
+    too long ('' if not, or if no test with chamber steps runs inside any more: the band dies
+    with them)."""
+    band = st.bands.get(name)
+    if band is None:
+        return ""
+    if not any(st.active[run.row] and run.chamber_steps for run in st.runs
+               if run.request.chamber_name == name):
+        del st.bands[name]
+        return ""
+    return band.fault(state, st.clock.now())
 
 
 async def chamber_health(st: RunState, name: str, channels: set[int], fault: str) -> None:
