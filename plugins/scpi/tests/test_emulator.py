@@ -28,10 +28,10 @@ def _smu(speed: float = 1.0) -> EmulatedInstrument:
 
 def test_the_error_queue_says_what_was_wrong_then_no_error() -> None:
     smu = _smu()
-    assert smu.handle(":SOUR:CURR:LEVEL 1\n") is None
-    assert smu.handle(":SOUR:CURR:RANG 0.105") is None
-    assert smu.handle(":SOUR:CURR:LEV 0.5") is None  # beyond the 0.105 A range
-    assert [smu.handle(":SYST:ERR?") for _ in range(3)] == [
+    assert smu.respond(":SOUR:CURR:LEVEL 1\n") is None
+    assert smu.respond(":SOUR:CURR:RANG 0.105") is None
+    assert smu.respond(":SOUR:CURR:LEV 0.5") is None  # beyond the 0.105 A range
+    assert [smu.respond(":SYST:ERR?") for _ in range(3)] == [
         UNDEFINED_HEADER, DATA_OUT_OF_RANGE, '0,"No error"']
     assert smu.values["current"] == 0.0
 
@@ -42,16 +42,16 @@ def test_over_voltage_protection_switches_the_output_off_until_reset() -> None:
                         clock=lambda: clock[0])
     smu = EmulatedInstrument(KEITHLEY_2400, cell)
     for line in (":SOUR:VOLT:PROT 4.1", ":SOUR:CURR:LEV 1", ":OUTP ON"):
-        smu.handle(line)
+        smu.respond(line)
     clock[0] += 120.0  # a 10C charge for two minutes: far beyond 4.1 V
-    volts = float(smu.handle(":READ?").split(",")[0])  # type: ignore[union-attr]
+    volts = float(smu.respond(":READ?").split(",")[0])  # type: ignore[union-attr]
     assert smu.tripped == "over-voltage" and not smu.output_on
     assert volts > 4.1
-    assert smu.handle(":SYST:ERR?").startswith("-310")  # type: ignore[union-attr]
-    smu.handle(":OUTP ON")
-    assert not smu.output_on and smu.handle(":SYST:ERR?") == SETTINGS_CONFLICT
-    smu.handle("*RST")
-    smu.handle(":OUTP ON")
+    assert smu.respond(":SYST:ERR?").startswith("-310")  # type: ignore[union-attr]
+    smu.respond(":OUTP ON")
+    assert not smu.output_on and smu.respond(":SYST:ERR?") == SETTINGS_CONFLICT
+    smu.respond("*RST")
+    smu.respond(":OUTP ON")
     assert smu.output_on
 
 
@@ -59,8 +59,8 @@ def test_a_pair_counts_the_moments_both_outputs_were_on() -> None:
     cell = EmulatedCell()
     supply = EmulatedInstrument(SCPI_SUPPLY, cell)
     load = EmulatedInstrument(SCPI_LOAD, cell)
-    supply.handle("OUTP ON")
-    load.handle("INP ON")
+    supply.respond("OUTP ON")
+    load.respond("INP ON")
     assert cell.both_on >= 1
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cellbench_scpi.driver import pair_channel
-from cellbench_scpi.emulator import Emulator, Faults
+from cellbench_scpi.emulator import Emulator
 from cellbench_scpi.settings import PairSettings
 from cellbench_sdk import (
     BadReply,
@@ -24,6 +24,7 @@ from cellbench_sdk import (
     StepLimits,
     StepMode,
 )
+from cellbench_sdk.emulation import LineFaults
 
 from .conftest import driver_for
 
@@ -54,12 +55,12 @@ def test_a_step_beyond_what_may_be_done_is_refused_before_the_output_goes_on(
                     await driver.apply(0, step)
             finally:
                 await driver.close()
-            return str(refused.value), list(emulator.instruments[0].log)
+            return str(refused.value), list(emulator.instruments[0].received)
 
     message, log = asyncio.run(run())
     assert message.endswith(reason)
     assert message.startswith("scpi-smu@TCPIP::127.0.0.1::")
-    assert ":OUTP ON\n" not in log
+    assert ":OUTP ON" not in log
 
 
 def test_a_mode_the_channel_cannot_do_is_refused() -> None:
@@ -141,7 +142,7 @@ def test_a_failing_instrument_ends_with_its_output_off(
                 with pytest.raises(error) as failed:
                     await driver.measure()
                 on_at_once = unit.output_on
-                unit.faults = Faults()  # the instrument is back
+                unit.faults = LineFaults()  # the instrument is back
             finally:
                 await driver.close()
             return str(failed.value), on_at_once, unit.output_on
@@ -157,7 +158,7 @@ def test_a_refused_setting_is_a_device_error_and_the_output_stays_off() -> None:
         async with Emulator.create("bidirectional") as emulator:
             driver = driver_for(emulator, "bidirectional")
             await driver.open(RealClock())
-            emulator.instruments[0].faults.refuse = {"output_on"}
+            emulator.instruments[0].refuse = {"output_on"}
             try:
                 with pytest.raises(DeviceError) as refused:
                     await driver.apply(0, Step(StepMode.CC, current_a=1.0))

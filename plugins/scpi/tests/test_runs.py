@@ -141,7 +141,7 @@ def test_an_emulator_gone_mid_step_ends_the_test_with_an_alarm_and_the_output_of
                                   parse_plan(plan_text, "plan.yaml"), None)
             running = asyncio.create_task(runner.run([request]))
             smu = emu.instruments[0]
-            while sum(line.startswith(":READ?") for line in smu.log) < 5:
+            while sum(line.startswith(":READ?") for line in smu.received) < 5:
                 await asyncio.sleep(0.01)
             on_before = smu.output_on
             await emu.stop()  # the instrument's connections are gone, its output still on

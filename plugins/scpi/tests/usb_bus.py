@@ -117,7 +117,8 @@ class Device:
         self._incoming += data[12:12 + size]
         if end & 1:
             for line in self._incoming.decode("ascii").splitlines():
-                reply = self.instrument.handle(line)
+                self.instrument.received.append(line)
+                reply = self.instrument.respond(line)
                 if reply is not None:
                     self._replies.append(reply.encode("ascii") + b"\n")
             self._incoming = b""
@@ -157,7 +158,7 @@ async def drive() -> dict[str, Any]:
         await driver.close()
     return {"idn": instrument.idn, "on": on, "off_after_close": not instrument.output_on,
             "current_a": float(batch.current_a[0]), "voltage_v": float(batch.voltage_v[0]),
-            "commands": list(instrument.log)}
+            "commands": list(instrument.received)}
 
 
 if __name__ == "__main__":

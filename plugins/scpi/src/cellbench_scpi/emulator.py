@@ -8,24 +8,21 @@ terminals hold an :class:`EmulatedCell`, the SDK's equivalent-circuit cell model
 ``speed`` times faster than the wall clock; a supply and a load can share one cell (a pair),
 and the cell counts every moment both had their outputs on.
 
-:class:`Faults` makes an instrument misbehave for tests: answer slowly, garble, stay silent,
-drop the connection, or refuse commands. Serve instruments on TCP (:meth:`Emulator.start`,
-:func:`serve`) or on a pseudo-terminal as a serial port (:meth:`Emulator.start_pty`).
+An instrument is the SDK's :class:`~cellbench_sdk.emulation.LineEmulator`: it serves on TCP or
+a pseudo-terminal, and its ``faults`` make it answer slowly, garble, stay silent or drop the
+connection; ``refuse`` makes it refuse commands. :class:`Emulator` serves the instruments of
+one cell together (:meth:`Emulator.start`, :meth:`Emulator.start_pty`, :func:`serve`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import math
-import os
 import re
 import time
-import tty
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Self
 
 import numpy as np
@@ -40,14 +37,12 @@ from cellbench_scpi.commands import (
     Kind,
 )
 from cellbench_sdk.cell import CellBank, CellParameters, Mode, OutputRange, Setpoints
+from cellbench_sdk.emulation import LineEmulator, ModelTime
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 #: How often the emulator looks at its cell without being asked (wall seconds): protection
 #: trips and the watchdog act within this.
 TICK_S = 0.02
-#: Longest command line the emulator reads; longer ends the connection.
-MAX_LINE = 4096
-
 #: The emulator's stand-in for a temperature sensor input: the cell's temperature (°C).
 TEMPERATURE_QUERY = "MEAS:TEMP?"
 
@@ -59,30 +54,15 @@ PROTECTION_TRIPPED = '-310,"System error; {} protection tripped, output off"'
 WATCHDOG_EXPIRED = '-310,"System error; communication watchdog expired, output off"'
 
 
-@dataclass
-class Faults:
-    """How an instrument misbehaves; change the fields while it runs."""
-
-    slow_s: float = 0.0  # wait this long (wall) before each reply
-    garbled: bool = False  # answer bytes that are not ASCII
-    silent: bool = False  # answer queries with nothing
-    drop: bool = False  # close the connection at the next command
-    refuse: set[str] = field(default_factory=set)  # actions answered with -221 in the queue
-
-
 class EmulatedCell:
     """One cell on the terminals of one or more instruments, ``speed`` times faster than the
     wall clock. The instrument whose output is on drives it; with none on it rests."""
 
     def __init__(self, params: CellParameters | None = None, *, speed: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if not (math.isfinite(speed) and speed > 0):
-            raise ValueError(f"speed must be a positive number, not {speed!r}")
         self.bank = CellBank(1, params or CellParameters(capacity_spread=0.0,
                                                          resistance_spread=0.0))
-        self.speed = speed
-        self._clock = clock
-        self._t = clock()
+        self.time = ModelTime(speed, clock)
         self.instruments: list[EmulatedInstrument] = []
         #: How many times more than one output was found on.
         self.both_on = 0
@@ -109,9 +89,7 @@ class EmulatedCell:
 
     def advance(self) -> None:
         """Run the cell up to now under the output that is on."""
-        now = self._clock()
-        dt = (now - self._t) * self.speed
-        self._t = now
+        dt = self.time.elapsed()
         for instrument in self.instruments:
             instrument.watch()
         self.count_overlap()
@@ -135,7 +113,7 @@ def _setpoints(mode: Mode, current: float = 0.0, voltage: float = 0.0, power: fl
                      np.array([power]), np.array([resistance]))
 
 
-class EmulatedInstrument:
+class EmulatedInstrument(LineEmulator):
     """One instrument of ``command_set`` on ``cell``'s terminals.
 
     ``ratings`` are the highest voltage, current and power it reports (bidirectional
@@ -145,6 +123,7 @@ class EmulatedInstrument:
     def __init__(self, command_set: CommandSet, cell: EmulatedCell, *,
                  ratings: tuple[float, float, float] = (20.0, 10.0, 200.0),
                  idn: str | None = None) -> None:
+        super().__init__()
         self.cs = command_set
         self.cell = cell
         cell.instruments.append(self)
@@ -154,9 +133,9 @@ class EmulatedInstrument:
             self.voltage_max = max(r.voltage_v for r in command_set.ranges)
             self.current_max = max(r.current_a for r in command_set.ranges)
             self.power_max = max(r.voltage_v * r.current_a for r in command_set.ranges)
-        self.faults = Faults()
+        #: Actions refused with -221 in the error queue (on top of ``faults``).
+        self.refuse: set[str] = set()
         self.errors: deque[str] = deque(maxlen=32)
-        self.log: deque[str] = deque(maxlen=1000)  # the last commands received
         self.tripped = ""  # which protection switched the output off, until *RST
         self.watchdog_tripped = False
         self.in_compliance = False  # an SMU limited by its compliance at the last update
@@ -258,11 +237,10 @@ class EmulatedInstrument:
 
     # --- commands ------------------------------------------------------------------------
 
-    def handle(self, line: str) -> str | None:
+    def respond(self, line: str) -> str | None:
         """Carry out one command line; the reply of a query, None for a command (and for a
         query it does not know, which queues -113 as an instrument would)."""
         self._last_heard = time.monotonic()
-        self.log.append(line)
         self.cell.advance()
         reply = self._command(line.strip())
         self.cell.count_overlap()
@@ -288,7 +266,7 @@ class EmulatedInstrument:
         return None
 
     def _action(self, action: str, argument: str | None) -> str | None:
-        if action in self.faults.refuse:
+        if action in self.refuse:
             self.errors.append(SETTINGS_CONFLICT)
             return None
         match action:
@@ -379,11 +357,12 @@ def _value(argument: str | None) -> float | None:
 
 
 class Emulator:
-    """Instruments on the same cell, served on TCP ports or pseudo-terminals.
+    """The instruments on one cell, each served on a TCP port or a pseudo-terminal, and the
+    cell's own ticking (protection trips and the watchdog act without a command).
 
-    ``async with Emulator.smu(...) as emu``: serves until the block ends. :meth:`stop` and
-    :meth:`start` again drop and restore the connections with the instruments' state kept, as
-    when a network goes away and comes back.
+    ``async with Emulator.create("smu") as emulator`` serves on free ports until the block
+    ends. :meth:`stop` and :meth:`start` again drop and restore the connections with the
+    instruments' state kept, as when a network goes away and comes back.
     """
 
     def __init__(self, instruments: list[EmulatedInstrument], cell: EmulatedCell) -> None:
@@ -391,9 +370,6 @@ class Emulator:
         self.cell = cell
         self.ports: list[int] = []
         self.pty_paths: list[str] = []
-        self._servers: list[asyncio.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
 
     @classmethod
@@ -421,25 +397,16 @@ class Emulator:
         return cls([EmulatedInstrument(command_set, cell, ratings=ratings, idn=idn)], cell)
 
     async def start(self, host: str = "127.0.0.1", ports: list[int] | None = None) -> Self:
-        """Serve every instrument on TCP (ports: the given ones, or free ones)."""
+        """Serve every instrument on TCP (ports: the given ones, the last ones, or free)."""
         wanted = ports or self.ports or [0] * len(self.instruments)
-        self._servers = []
-        for instrument, port in zip(self.instruments, wanted, strict=True):
-            server = await asyncio.start_server(
-                functools.partial(self._connection, instrument), host, port, limit=MAX_LINE)
-            self._servers.append(server)
-        self.ports = [s.sockets[0].getsockname()[1] for s in self._servers]
+        self.ports = [await instrument.start(host, port)
+                      for instrument, port in zip(self.instruments, wanted, strict=True)]
         self._tick()
         return self
 
     async def start_pty(self) -> Self:
         """Serve every instrument on a pseudo-terminal (its path in :attr:`pty_paths`)."""
-        for instrument in self.instruments:
-            controller, device = os.openpty()
-            tty.setraw(device)
-            self.pty_paths.append(os.ttyname(device))
-            task = asyncio.create_task(self._serve_pty(instrument, controller, device))
-            self._tasks.add(task)
+        self.pty_paths = [await instrument.start_pty() for instrument in self.instruments]
         self._tick()
         return self
 
@@ -454,27 +421,20 @@ class Emulator:
 
     async def stop(self) -> None:
         """Stop serving and drop every connection; the instruments keep their state."""
-        for server in self._servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
-        self._servers = []
+        for instrument in self.instruments:
+            await instrument.stop()
 
     async def close(self) -> None:
-        """Stop everything, the cell's ticking and the ptys included."""
+        """Stop serving and stop the cell's ticking."""
         await self.stop()
-        for task in [*self._tasks, *([self._ticker] if self._ticker else [])]:
-            task.cancel()
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        self._ticker = None
+                await ticker
 
     async def __aenter__(self) -> Self:
-        if not self._servers and not self.pty_paths:
+        if not self.ports and not self.pty_paths:
             await self.start()
         return self
 
@@ -486,70 +446,6 @@ class Emulator:
         if self.pty_paths:
             return f"ASRL{self.pty_paths[index]}::INSTR"
         return f"TCPIP::127.0.0.1::{self.ports[index]}::SOCKET"
-
-    async def _reply(self, instrument: EmulatedInstrument, line: str) -> bytes | None:
-        """What to send back for ``line``, after the faults; None for nothing."""
-        reply = instrument.handle(line)
-        if reply is None or instrument.faults.silent:
-            return None
-        if instrument.faults.slow_s:
-            await asyncio.sleep(instrument.faults.slow_s)
-        if instrument.faults.garbled:
-            return b"\xff\xfe" + reply.encode("ascii") + b"\n"
-        return reply.encode("ascii") + b"\n"
-
-    async def _connection(self, instrument: EmulatedInstrument, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while True:
-                try:
-                    raw = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError, ConnectionError):
-                    break  # a line too long, or a connection reset
-                if not raw.endswith(b"\n") or instrument.faults.drop:
-                    break
-                reply = await self._reply(instrument, raw.decode("ascii", "replace"))
-                if reply is not None:
-                    writer.write(reply)
-                    await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-
-    async def _serve_pty(self, instrument: EmulatedInstrument, controller: int,
-                         device: int) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=MAX_LINE)
-        os.set_blocking(controller, False)
-
-        def readable() -> None:
-            try:
-                reader.feed_data(os.read(controller, 4096))
-            except BlockingIOError:
-                pass  # woken for nothing
-            except OSError:
-                loop.remove_reader(controller)
-                reader.feed_eof()
-
-        loop.add_reader(controller, readable)
-        try:
-            while True:
-                try:
-                    raw = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
-                    continue  # a line too long: dropped, as a serial instrument would
-                if not raw.endswith(b"\n"):
-                    return
-                reply = await self._reply(instrument, raw.decode("ascii", "replace"))
-                if reply is not None:
-                    os.write(controller, reply)
-        finally:
-            loop.remove_reader(controller)
-            os.close(controller)
-            os.close(device)
 
 
 async def serve(host: str, port: int, *, model: str = "smu", speed: float = 1.0) -> None:
