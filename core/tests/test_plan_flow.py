@@ -262,7 +262,8 @@ def test_messages_and_set_steps() -> None:
     ("- set: {capacity: step_dischage_ah}\n", 3, "steps[0].set.capacity",
      "did you mean 'step_discharge_ah'?"),
     ("- set: {}\n", 3, "steps[0].set", "expected variables to set, like 'q_meas: "
-     "cycle_discharge_ah', or counters to reset, like 'reset: [cycle]'"),
+     "cycle_discharge_ah', counters to reset, like 'reset: [cycle]', or device signals to "
+     "write, like 'bms.charge_enable: 1'"),
     ("- repeat: 2\n  steps: [{message: hi}]\n", 4, "steps[0].steps",
      "a loop needs at least one step that runs the channel"),
     ("- {message: hi, for: 1 s}\n", 3, "steps[0].for", "unknown key 'for'"),
