@@ -92,14 +92,17 @@ def _check_against(plan: Plan, station: Path, config: StationConfig, manager: Pl
             refs += [ChannelRef(len(refs) + 1, driver, name, local) for local in range(count)]
         built.channels = refs
         built.attach()
+        built.check_device_writes(opened=False)
         selected = built.select(channels)
     except StationError as err:
         fail(str(err), code=2)
     capacity = record.nominal_capacity_ah if record else plan.capacity_ah
     program = Program.compile(plan)
     for ref in selected:
+        request = built.request(ref, plan, record)
         try:
-            Runner.resolve_plan(built.request(ref, plan, record), program, capacity)
+            Runner.resolve_plan(request, program, capacity)
+            Runner.resolve_signals(request, program)
         except RunError as err:
             fail(str(err), code=2)
 
