@@ -385,7 +385,7 @@ class Station:
                             f"{did_you_mean(signal, infos)} (its signals: "
                             f"{', '.join(infos) or 'none'})")
                     try:
-                        check_writable(infos[signal], value)
+                        check_writable(infos[signal], value, signal)
                     except ValueError as err:
                         raise StationError(f"{where}: {err}") from None
 

@@ -255,21 +255,22 @@ def _device_write(catalogue: SignalCatalogue, name: str, signal: Signal, value: 
             if device is None:
                 raise ValueError(f"{name} is a chamber's signal; chambers are set by chamber "
                                  "steps")
-            check_writable(info, own)
+            check_writable(info, own, name)
     except ValueError as err:
         raise RunError(f"{where}: {err}") from None
     return DeviceWrite(name, device, own, info.unit if info is not None else "", why)
 
 
-def check_writable(info: SignalInfo, value: float) -> None:
+def check_writable(info: SignalInfo, value: float, name: str) -> None:
     """A ValueError if ``value`` (in the signal's own unit) may not be written to the signal
-    ``info`` describes: it is read-only, or the value is not finite or beyond its range."""
+    ``info`` describes (``name`` in messages): it is read-only, or the value is not finite or
+    beyond its range."""
     if not info.writable:
-        raise ValueError(f"signal {info.name!r} is read-only")
+        raise ValueError(f"signal {name!r} is read-only")
     low = -math.inf if info.minimum is None else info.minimum
     high = math.inf if info.maximum is None else info.maximum
     if not (math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{value:g} {info.unit} is beyond the range of signal {info.name!r} "
+        raise ValueError(f"{value:g} {info.unit} is beyond the range of signal {name!r} "
                          f"({low:g}..{high:g} {info.unit})")
 
 
