@@ -31,10 +31,10 @@ from cellbench_core.plan import (
     load_plan,
     parse_plan,
 )
-from cellbench_core.plan.model import Signal, SignalWrite
-from cellbench_core.plan.show import show_plan
 from cellbench_core.plan.expr import Const, Name
+from cellbench_core.plan.model import Signal, SignalWrite
 from cellbench_core.plan.program import END, Program
+from cellbench_core.plan.show import show_plan
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_core.runner.cursor import Cursor
 from cellbench_core.units import Dimension

@@ -89,8 +89,8 @@ def test_limits_on_device_signals_say_which_way_they_bound() -> None:
         SignalLimit(Signal("logger.pressure_kpa", Dimension.COUNT), maximum=Value(110),
                     minimum=Value(90)))
     assert [limit.line for limit in parsed.signals] == [4, 5, 6, 7]
-    plan = parse_plan(f"name: t\nlimits:\n  bms.cell_max_v: {{max: 4.25 V, for: 1 s}}\n"
-                      f"  logger.pressure_kpa: {{min: 90, max: 110}}\nsteps: [Rest for 1 s]\n")
+    plan = parse_plan("name: t\nlimits:\n  bms.cell_max_v: {max: 4.25 V, for: 1 s}\n"
+                      "  logger.pressure_kpa: {min: 90, max: 110}\nsteps: [Rest for 1 s]\n")
     assert parse_plan(dump_plan(plan)).limits == plan.limits
     assert ("limits: bms.cell_max_v max 4.25 V for 1 s, logger.pressure_kpa max 110 min 90"
             in show_plan(plan))
