@@ -89,7 +89,8 @@ def _check_against(plan: Plan, station: Path, config: StationConfig, manager: Pl
             if not count:
                 fail(f"{station}: channels[{index}] ({name}): its channel ranges are known only "
                      "once it is open; the check at test start covers it", code=2)
-            refs += [ChannelRef(len(refs) + 1, driver, name, local) for local in range(count)]
+            refs += [ChannelRef(len(refs) + 1 + local, driver, name, local)
+                     for local in range(count)]
         built.channels = refs
         built.attach()
         built.check_device_writes(opened=False)
