@@ -104,7 +104,7 @@ def run_station(tmp: Path, channels: int, sim_seconds: float, period: float,
     writer.close()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     latencies = writer.commit_latency_s()
-    with sqlite3.connect(tmp / f"runner-{channels}-{period}.db") as check:
+    with sqlite3.connect(tmp / f"runner-{channels}-{period}-{device}.db") as check:
         stored = check.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
     db.close()
     assert stored == runner.samples, (stored, runner.samples)
