@@ -1,7 +1,8 @@
 """Device signals through whole stations: ``cellbench plan check --station`` checks a plan's
 signal limits and device writes, and the station file's ``on_start`` and ``on_stop``, against
 the devices the station builds (nothing opened); a station killed in a test writes ``on_stop``
-when it starts again, and records it with the test the crash interrupted."""
+when it starts again, records it with the test the crash interrupted, and writes ``on_start``
+again as the test resumes."""
 
 from __future__ import annotations
 
@@ -80,9 +81,9 @@ def test_a_station_killed_in_a_test_writes_on_stop_when_it_starts_again(
     station = station_file(tmp_path, "on_start = {heater_power_w = 20}\n"
                                      "on_stop = {heater_power_w = 0}",
                            'sample_period = "1 s"\nclock = "virtual"\nspeed = 100\n'
-                           'queue_poll_interval = "0.05 s"\n')
-    plan = tmp_path / "long.yaml"
-    plan.write_text("name: long\nsteps: [Rest for 100 hours]\n", encoding="utf-8")
+                           'queue_poll_interval = "0.05 s"\non_restart = "resume"\n')
+    plan = tmp_path / "rest.yaml"
+    plan.write_text("name: rest\nsteps: [Rest for 3 minutes]\n", encoding="utf-8")
     url = f"sqlite:///{tmp_path / 'lab.db'}"
     assert cli.invoke(app, ["db", "upgrade", "--db", url]).exit_code == 0
     result = cli.invoke(app, ["queue", "add", str(plan), "--channel", "1", "--db", url])
@@ -95,17 +96,27 @@ def test_a_station_killed_in_a_test_writes_on_stop_when_it_starts_again(
     with engine.connect() as connection:
         heater = connection.execute(sa.text(
             "SELECT DISTINCT value FROM sample_aux WHERE name = 'rig.heater_power_w'")).fetchall()
-        before = connection.execute(sa.text(
-            "SELECT message FROM events WHERE kind = 'device_write' ORDER BY id")).fetchall()
+        running = connection.execute(sa.text("SELECT status FROM tests")).fetchall()
     assert heater == [(20.0,)]  # on_start was written before the test's first sample
-    assert before == [("rig.heater_power_w = 20 W (on_start)",)]  # no on_stop: it was killed
+    assert running == [("running",)]
     process = start_serving(station)
-    rows = wait_for_rows("SELECT status FROM tests", engine, [("interrupted",)])
+    wait_for_rows("SELECT status FROM tests", engine, [("finished",)])
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0
     with engine.connect() as connection:
-        after = connection.execute(sa.text(
+        written = connection.execute(sa.text(
             "SELECT test_id, message FROM events WHERE kind = 'device_write' ORDER BY id"
         )).fetchall()
-    assert rows and after[1:] == [
-        (1, "rig.heater_power_w = 0 (on_stop, as the station opened after the crash)")]
+    assert written == [(1, message) for message in (
+        "rig.heater_power_w = 20 W (on_start)",  # no on_stop after it: the station was killed
+        "rig.heater_power_w = 0 (on_stop, as the station opened after the crash)",
+        "rig.heater_power_w = 20 W (on_start)",  # resumed
+        "rig.heater_power_w = 0 W (on_stop)")]
+
+
+def test_a_plan_limits_and_ends_on_at_most_eight_signals(tmp_path: Path) -> None:
+    limits = ", ".join(f"rig.s{n}: {{max: 1}}" for n in range(9))
+    code, output = check(tmp_path, f"name: t\nlimits: {{{limits}}}\nsteps: [Rest for 1 s]\n",
+                         station_file(tmp_path), "--channels", "1")
+    assert code == 2
+    assert "plan.yaml: the plan ends steps on and limits more than 8 different signals" in output
