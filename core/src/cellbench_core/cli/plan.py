@@ -33,7 +33,7 @@ def plan_check(
     plan: Annotated[Path, typer.Argument(help="Plan file (YAML).", show_default=False)],
     station: Annotated[Path | None, typer.Option(
         "--station", help="Station file (TOML): also check the plan against its channels' "
-        "ranges (nothing is opened).", show_default=False)] = None,
+        "ranges and devices' signals (nothing is opened).", show_default=False)] = None,
     channels: Annotated[str | None, typer.Option(
         help="With --station: the channels to check against, e.g. 1-8 or 1,3 (default all).",
         show_default=False)] = None,
@@ -46,7 +46,8 @@ def plan_check(
 ) -> None:
     """Check a plan and print it normalised; on an error name file, line and field, exit 2.
     With --station (and --battery), also check every step against each channel's ranges and the
-    battery's limits, as a test start would."""
+    battery's limits, and the signals the plan limits, ends on and writes against the channel's
+    devices, as a test start would."""
     if station is None and battery is not None:
         fail("plan check: --battery needs --station (the channels to check against)", code=2)
     config: StationConfig | None = None
