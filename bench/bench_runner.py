@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import sqlite3
 import statistics
@@ -71,6 +72,9 @@ steps:
 """
 
 
+_RUNS = itertools.count()
+
+
 def run_station(tmp: Path, channels: int, sim_seconds: float, period: float,
                 clock: Clock, stop_after_s: float | None = None, *,
                 device: str = "") -> dict[str, float]:
@@ -78,7 +82,8 @@ def run_station(tmp: Path, channels: int, sim_seconds: float, period: float,
     wall time); return figures. ``device``: "recorded" attaches a simulated OSI device to
     every channel (its three signals recorded with each sample), "limited" also runs
     DEVICE_PLAN, which limits and ends steps on its signals."""
-    db = open_database(f"sqlite:///{tmp / f'runner-{channels}-{period}-{device}.db'}")
+    path = tmp / f"runner-{next(_RUNS)}.db"  # a database of its own
+    db = open_database(f"sqlite:///{path}")
     text = DEVICE_PLAN if device == "limited" else PLAN
     plan = parse_plan(text.format(half_hours=max(1, round(sim_seconds / 1800))), "bench.yaml")
     driver = SimChannels(SimChannelSettings(count=channels, seed=1, initial_soc=0.5))
@@ -104,7 +109,7 @@ def run_station(tmp: Path, channels: int, sim_seconds: float, period: float,
     writer.close()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     latencies = writer.commit_latency_s()
-    with sqlite3.connect(tmp / f"runner-{channels}-{period}-{device}.db") as check:
+    with sqlite3.connect(path) as check:
         stored = check.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
     db.close()
     assert stored == runner.samples, (stored, runner.samples)

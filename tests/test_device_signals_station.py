@@ -51,7 +51,8 @@ def check(tmp_path: Path, plan: str, station: Path, *options: str) -> tuple[int,
      "plan.yaml:2: limits.rig.temperature_c: signal 'rig.temperature_c' is in '°C'; give it a "
      "bare number in '°C' or a value of its kind, not voltage"),
     ("name: t\nsteps: [{set: {rig.heater_power_w: 80 W}}, Rest for 1 s]\n", "",
-     "plan.yaml:2: 80 W is beyond the range of signal 'rig.heater_power_w' (0..50 W)"),
+     "plan.yaml:2: set rig.heater_power_w: 80 W is beyond the range of signal "
+     "'rig.heater_power_w' (0..50 W)"),
     ("name: t\nlimits: {rig.pressure_kpa: {min: 90}}\nsteps: [Rest for 1 s]\n", "",
      "plan.yaml:2: limits.rig.pressure_kpa: signal 'rig.pressure_kpa' is not recorded on "
      "channel 2 (its signals: none; see [[devices]] and [[chambers]])"),

@@ -473,18 +473,22 @@ def test_a_failed_write_fails_the_test_with_its_output_off(
     # A plan writing a read-only signal does not start.
     refused = TestQueue(db).entry(entries[1])
     assert refused is not None and refused.status is QueueStatus.FAILED
-    assert refused.error == "plan.yaml:4: signal 'rig.temperature_c' is read-only"
+    assert refused.error == ("plan.yaml:4: set rig.temperature_c: signal 'rig.temperature_c' is "
+                             "read-only")
 
 
 @pytest.mark.parametrize(("step", "message"), [
     ("{rig.heater_power_w: 60 W}",
-     "plan.yaml:2: 60 W is beyond the range of signal 'rig.heater_power_w' (0..50 W)"),
-    ("{rig.heater_power_w: 5 V}", "plan.yaml:2: signal 'rig.heater_power_w' is in 'W'; give it "
-     "a bare number in 'W' or a value of its kind, not voltage"),
-    ("{rig.heater: 5}", "plan.yaml:2: signal 'rig.heater' is not recorded on channel 1 (its "
-     "signals: climate.temperature, rig.heater_power_w, rig.pressure_kpa, rig.temperature_c"),
-    ("{climate.temperature: 5 °C}", "plan.yaml:2: climate.temperature is a chamber's signal; "
-     "chambers are set by chamber steps"),
+     "plan.yaml:2: set rig.heater_power_w: 60 W is beyond the range of signal "
+     "'rig.heater_power_w' (0..50 W)"),
+    ("{rig.heater_power_w: 5 V}", "plan.yaml:2: set rig.heater_power_w: signal "
+     "'rig.heater_power_w' is in 'W'; give it a bare number in 'W' or a value of its kind, not "
+     "voltage"),
+    ("{rig.heater: 5}", "plan.yaml:2: set rig.heater: signal 'rig.heater' is not recorded on "
+     "channel 1 (its signals: climate.temperature, rig.heater_power_w, rig.pressure_kpa, "
+     "rig.temperature_c"),
+    ("{climate.temperature: 5 °C}", "plan.yaml:2: set climate.temperature: climate.temperature "
+     "is a chamber's signal; chambers are set by chamber steps"),
 ])
 def test_plan_writes_are_checked_against_the_devices_before_a_test_starts(
         db: Database, serve_until: Callable[..., None], step: str, message: str) -> None:

@@ -226,7 +226,7 @@ def resolve_signals(req: TestRequest, program: Program) -> SignalPlan:
         if isinstance(ins, SetStep) and ins.writes:
             writes[pc] = tuple(
                 _device_write(catalogue, w.signal.name, w.signal, w.value,
-                              f"{where}:{w.line}", f"plan line {w.line}")
+                              f"{where}:{w.line}: set {w.signal.name}", f"plan line {w.line}")
                 for w in ins.writes)
     return SignalPlan(columns, bound, delay, units, writes,
                       _station_writes(catalogue, "on_start", req.on_start),
