@@ -109,17 +109,74 @@ def test_a_fault_ends_the_tests_inside_when_the_station_says_so(run: Run) -> Non
         assert FAULT[0] - PERIOD_S <= t[-1] <= FAULT[0] + PERIOD_S  # ended at the first read
 
 
-def test_the_station_file_sets_the_policy_per_chamber() -> None:
+def test_the_station_file_sets_the_policy_and_band_grace_per_chamber() -> None:
     config = station_from_dict({
         "station": {"name": "s", "database": "sqlite:///:memory:"},
         "channels": [{"driver": "sim"}],
         "chambers": [{"kind": "sim", "name": "hot"}, {"kind": "sim", "name": "cold",
-                                                       "on_fault": "end"}],
+                                                       "on_fault": "end", "band_grace": "2 min"}],
     }, "station.toml")
     assert [c.on_fault for c in config.chambers] == ["pause", "end"]
+    assert [c.band_grace for c in config.chambers] == [60.0, 120.0]
     with pytest.raises(ValueError, match=r"chambers\[0\]\.on_fault"):
         station_from_dict({
             "station": {"name": "s", "database": "sqlite:///:memory:"},
             "channels": [{"driver": "sim"}],
             "chambers": [{"kind": "sim", "name": "hot", "on_fault": "ignore"}],
         }, "station.toml")
+
+
+BAND_PLAN = """\
+name: discharge at 40 °C
+capacity: 2.5 Ah
+steps:
+  - chamber: 40 °C
+    within: 1 K
+    stable: 5 min
+    timeout: 2 h
+  - Discharge at 0.5C for 30 min
+"""
+DRIFT = (1500.0, 1800.0)  # clock seconds during which the chamber runs 3 K warm
+
+
+class DriftingChamber(SimChamber):
+    """The simulated chamber, 3 K warmer than its model during ``DRIFT``."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__(SimChamberSettings())
+        self.clock = clock
+
+    async def read(self) -> ChamberState:
+        state = await super().read()
+        if DRIFT[0] <= self.clock.now() < DRIFT[1]:
+            return dataclasses.replace(state, temperature_c=state.temperature_c + 3.0)
+        return state
+
+
+@pytest.mark.parametrize("policy", ["pause", "end"])
+def test_a_climate_that_leaves_its_stable_band_is_a_fault_after_the_grace(
+        tmp_path: Path, run_requests: Any, policy: ChamberFaultPolicy) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'band.db'}")
+    clock = VirtualClock()
+    driver = SimChannels(SimChannelSettings(count=1))
+    request = TestRequest(ChannelRef(1, driver, "sim", 0), parse_plan(BAND_PLAN, "plan.yaml"),
+                          chamber=DriftingChamber(clock), chamber_name="room",
+                          chamber_on_fault=policy, chamber_band_grace_s=60.0)
+    [outcome], _ = run_requests(db, clock, [request], sample_period_s=PERIOD_S)
+    samples = db.samples(outcome.test_id)
+    t, current = samples["test_time_s"], samples["current_a"]
+    assert np.all(current[t < DRIFT[0]][-10:] < 0)  # discharging when the drift began
+    alarms = [e.message for e in db.events(outcome.test_id) if e.kind == "alarm"]
+    band = ("chamber 'room': the climate left the band it was stable in (40 °C ± 1 K) for more "
+            "than 60 s")
+    assert len(alarms) == 1 and band in alarms[0], alarms
+    if policy == "end":
+        assert outcome.status is TestStatus.FAILED
+        # Within the grace the test went on; after it the test ended.
+        assert abs(t[-1] - (DRIFT[0] + 60.0)) <= 2 * PERIOD_S
+        return
+    assert outcome.status is TestStatus.FINISHED, outcome
+    off = (t > DRIFT[0] + 60.0 + PERIOD_S) & (t < DRIFT[1])
+    assert off.any() and np.all(current[off] == 0.0)  # paused while out of its band
+    assert np.all(current[(t > DRIFT[1] + PERIOD_S) & (t < DRIFT[1] + 600.0)] < 0)
+    assert [e.kind for e in db.events(outcome.test_id)].count("chamber_back") == 1

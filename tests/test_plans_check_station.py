@@ -73,3 +73,100 @@ def test_battery_needs_a_station(tmp_path: Path) -> None:
     code, output = check(tmp_path, "  - Rest for 1 s\n", "--battery", "nmc-2.5")
     assert code == 2
     assert "--battery needs --station" in output
+
+
+CHAMBER_STATION = """\
+[station]
+name = "climate-lab"
+database = "sqlite:///{db}"
+[[channels]]
+driver = "sim"
+settings = {{count = 6}}
+[[chambers]]
+kind = "sim"
+name = "oven"
+channels = "1-4"
+[[chambers]]
+kind = "sim"
+name = "fridge"
+channels = "5-6"
+"""
+
+
+def chamber_plan(tmp_path: Path, name: str, *temperatures: str, loop: bool = False) -> Path:
+    """A plan whose chamber steps ask for ``temperatures`` in order (inside a loop of two
+    passes when ``loop``), each followed by a short rest."""
+    steps = "".join(f"{'  ' if loop else ''}  - chamber: {t}\n{'  ' if loop else ''}    "
+                    f"timeout: 2 h\n{'  ' if loop else ''}  - Rest for 1 min\n"
+                    for t in temperatures)
+    if loop:
+        steps = "  - repeat: 2\n    steps:\n" + steps
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\nsteps:\n{steps}", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def climate_station(tmp_path: Path) -> Path:
+    """Channels 1-4 in the oven, 5-6 in the fridge."""
+    path = tmp_path / "climate.toml"
+    path.write_text(CHAMBER_STATION.format(db=tmp_path / "lab.db"), encoding="utf-8")
+    return path
+
+
+def check_plans(tmp_path: Path, station: Path, plan: Path, *options: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["plan", "check", str(plan), "--station", str(station),
+                                 *options])
+    return result.exit_code, " ".join(result.output.replace(f"{tmp_path}/", "").split())
+
+
+def test_plans_asking_one_chamber_for_different_climates_at_once_are_refused(
+        tmp_path: Path, climate_station: Path) -> None:
+    hot = chamber_plan(tmp_path, "hot", "25 °C", "45 °C")
+    cold = chamber_plan(tmp_path, "cold", "25 °C", "0 °C")
+    code, output = check_plans(tmp_path, climate_station, hot, "--channels", "1-2",
+                               "--alongside", f"{cold}@3-4")
+    assert code == 2
+    assert ("plan check: chamber 'oven': at their chamber step 2 hot.yaml:6 (channels 1,2) asks "
+            "for 45 °C and cold.yaml:6 (channels 3,4) for 0 °C") in output, output
+
+
+def test_plans_in_different_chambers_or_agreeing_on_their_climates_pass(
+        tmp_path: Path, climate_station: Path) -> None:
+    hot = chamber_plan(tmp_path, "hot", "25 °C", "45 °C")
+    cold = chamber_plan(tmp_path, "cold", "25 °C", "0 °C")
+    same = chamber_plan(tmp_path, "same", "25 °C", "45 °C", "60 °C")
+    # cold runs in the fridge (5-6); same meets hot's climates and has one more, met alone
+    code, output = check_plans(tmp_path, climate_station, hot, "--channels", "1-2",
+                               "--alongside", f"{cold}@5-6", "--alongside", f"{same}@3-4")
+    assert code == 0, output
+    assert output.startswith("name: hot")
+
+
+def test_only_the_chamber_steps_known_before_running_are_compared(
+        tmp_path: Path, climate_station: Path) -> None:
+    """A loop's second pass meets its chamber steps again: past the first pass the order
+    depends on the run, so plans are compared over their first pass only."""
+    looped = chamber_plan(tmp_path, "looped", "25 °C", "45 °C", loop=True)
+    longer = chamber_plan(tmp_path, "longer", "25 °C", "45 °C", "10 °C")
+    code, output = check_plans(tmp_path, climate_station, looped, "--channels", "1",
+                               "--alongside", f"{longer}@2")
+    assert code == 0, output
+    other = chamber_plan(tmp_path, "other", "25 °C", "30 °C")
+    code, output = check_plans(tmp_path, climate_station, looped, "--channels", "1",
+                               "--alongside", f"{other}@2")
+    assert code == 2 and "asks for 45 °C and other.yaml:6 (channels 2) for 30 °C" in output
+
+
+@pytest.mark.parametrize(("alongside", "message"), [
+    ("nothing", "--alongside 'nothing': expected PLAN@CHANNELS, like cold.yaml@5-8"),
+    ("{plan}@9", "--alongside '{plan}@9': channel 9 does not exist"),
+    ("{plan}@1", "channel 1 is given to hot.yaml and to hot.yaml (--alongside)"),
+])
+def test_bad_alongside_values_are_named(tmp_path: Path, climate_station: Path, alongside: str,
+                                        message: str) -> None:
+    hot = chamber_plan(tmp_path, "hot", "25 °C")
+    code, output = check_plans(tmp_path, climate_station, hot, "--channels", "1-2",
+                               "--alongside", alongside.format(plan=hot))
+    assert code == 2
+    assert message.format(plan="hot.yaml") in output, output

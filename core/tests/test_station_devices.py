@@ -178,7 +178,7 @@ def test_a_step_ends_on_a_device_signal(db: Database, serve_until: Callable[...,
     entry = queue.entry(good)
     assert entry is not None and entry.status is QueueStatus.FINISHED, entry
     first = db.steps(entry.test_id)[0]
-    assert first.end_reason == "end condition"
+    assert first.end_reason == "rig.temperature_c >= 26.5 °C"
     assert first.end_test_time_s < 3600  # the sine of the sensor got there in its first quarter
     samples = db.samples(entry.test_id, ["seq", "rig.temperature_c"])
     at_end = samples["rig.temperature_c"][samples["seq"] == first.end_seq]

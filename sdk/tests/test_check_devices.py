@@ -197,6 +197,16 @@ class ReadsWhenNotOpen(SimChamber):
         return await super().read()
 
 
+class RampFailsWrongly(SimChamber):
+    async def ramp_temperature(self, celsius: float, kelvin_per_s: float) -> None:
+        raise ValueError("no ramps here")
+
+
+class RampsAnywhere(SimChamber):
+    async def ramp_temperature(self, celsius: float, kelvin_per_s: float) -> None:
+        self._advance()
+
+
 BROKEN_CHAMBERS: list[tuple[type[SimChamber], list[str]]] = [
     (StartIgnored, ["read() after start()", "running is True after start()",
                     "running is False"]),
@@ -206,6 +216,9 @@ BROKEN_CHAMBERS: list[tuple[type[SimChamber], list[str]]] = [
     (ReportsHumidityItHasNot, ["exactly when the chamber has_humidity", "(40.0, None)"]),
     (AcceptsAnyHumidity, ["set_humidity(nan)", "outside 0..100 % is refused with OutOfRange"]),
     (ReadsWhenNotOpen, ["read() before open()", "returned without an error"]),
+    (RampFailsWrongly, ["ramp_temperature(25, 1 K/min)", "refuses with NotSupported",
+                        "raised ValueError: no ramps here"]),
+    (RampsAnywhere, ["ramp_temperature(1000, 1 K/min)", "impossible ramp target is refused"]),
 ]
 
 

@@ -11,16 +11,17 @@ import inspect
 import logging
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pluggy
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -66,17 +67,21 @@ def _duration(value: Any) -> float:
     return parse_duration(value)
 
 
+#: A duration a person writes with its unit ('5 s', '2 min'), held in seconds.
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
 class StationSection(_Strict):
     """``[station]``: identity, database, timing, and how ``cellbench serve`` runs."""
 
     name: str = "station"
     database: str = "sqlite:///cellbench.db"
-    sample_period: float = Field(default=1.0, description="e.g. '1 s', '100 ms'")
-    device_timeout: float = Field(default=5.0, description="e.g. '5 s'")
+    sample_period: Duration = Field(default=1.0, description="e.g. '1 s', '100 ms'")
+    device_timeout: Duration = Field(default=5.0, description="e.g. '5 s'")
     clock: Literal["real", "virtual"] = "real"
     speed: float | None = Field(default=None, gt=0, allow_inf_nan=False,
                                 description="virtual clock: times faster than the wall")
-    queue_poll_interval: float = Field(default=0.5, description="e.g. '0.5 s'")
+    queue_poll_interval: Duration = Field(default=0.5, description="e.g. '0.5 s'")
     on_restart: Literal["end", "resume"] = Field(
         default="end", description="what `serve` does with the tests a crash interrupted")
     plans_dir: str = Field(default="plans", min_length=1,
@@ -85,11 +90,6 @@ class StationSection(_Strict):
     ring_size: int = Field(default=1000, ge=1, le=100_000,
                            description="newest samples kept in memory per channel for "
                                        "interfaces")
-
-    @field_validator("sample_period", "device_timeout", "queue_poll_interval", mode="before")
-    @classmethod
-    def _parse_duration(cls, value: Any) -> float:
-        return _duration(value)
 
     @model_validator(mode="after")
     def _speed_needs_virtual_clock(self) -> StationSection:
@@ -122,15 +122,10 @@ class SyncSection(_Strict):
 
     target: str
     settings: dict[str, Any] = {}
-    interval: float = Field(default=0.5, description="between batches once caught up, e.g. "
+    interval: Duration = Field(default=0.5, description="between batches once caught up, e.g. "
                                                      "'0.5 s'")
-    alarm_after: float = Field(default=300.0, description="alarm when not caught up this "
+    alarm_after: Duration = Field(default=300.0, description="alarm when not caught up this "
                                                           "long, e.g. '5 min'")
-
-    @field_validator("interval", "alarm_after", mode="before")
-    @classmethod
-    def _parse_duration(cls, value: Any) -> float:
-        return _duration(value)
 
 
 class AttachedSection(_Strict):
@@ -166,6 +161,9 @@ class ChamberSection(AttachedSection):
         default="pause", description="when the chamber reports a fault (door open, an alarm) or "
                                      "stops answering: 'pause' the tests inside (output off "
                                      "until it is back) or 'end' them with an alarm")
+    band_grace: Duration = Field(
+        default=60.0, description="how long the climate may stay outside the band a chamber "
+                                  "step found it stable in before that is a fault, e.g. '2 min'")
 
 
 class NotifierSection(_Strict):
@@ -330,7 +328,7 @@ class Station:
                 raise StationError(f"{where}: {err}") from None
             self.notifiers.append((notifier_section.kind, notifier))
         self._chamber_of: dict[int, tuple[str, ClimateChamber]] = {}
-        self._chamber_policy = {section.name: section.on_fault for section in config.chambers}
+        self._chamber_sections = {section.name: section for section in config.chambers}
         self._devices_of: dict[int, list[tuple[str, OsiDevice]]] = {}
         #: What :meth:`open` wrote as the devices' ``on_stop``, by device name.
         self.opening_writes: dict[str, dict[str, float]] = {}
@@ -435,18 +433,21 @@ class Station:
     def request(self, channel: ChannelRef, plan: Plan, battery: BatteryRecord | None = None,
                 name: str = "", resume: Resume | None = None) -> TestRequest:
         """A test request on ``channel`` with the chamber and devices attached to it."""
-        chamber = self.chamber_of(channel.number)
-        policy = "pause" if chamber is None else self._chamber_policy[chamber[0]]
         devices = self.devices_of(channel.number)
         sections = {section.name: section for section, _ in self.devices}
-        return TestRequest(channel, plan, battery, name=name,
-                           chamber=None if chamber is None else chamber[1],
-                           chamber_name=None if chamber is None else chamber[0],
-                           devices=tuple(devices), resume=resume, chamber_on_fault=policy,
-                           on_start=tuple((device, signal, value) for device, _ in devices
-                                          for signal, value in sections[device].on_start.items()),
-                           on_stop=tuple((device, signal, value) for device, _ in devices
-                                         for signal, value in sections[device].on_stop.items()))
+        request = TestRequest(
+            channel, plan, battery, name=name, devices=tuple(devices), resume=resume,
+            on_start=tuple((device, signal, value) for device, _ in devices
+                           for signal, value in sections[device].on_start.items()),
+            on_stop=tuple((device, signal, value) for device, _ in devices
+                          for signal, value in sections[device].on_stop.items()))
+        chamber = self.chamber_of(channel.number)
+        if chamber is None:
+            return request
+        section = self._chamber_sections[chamber[0]]
+        return replace(request, chamber=chamber[1], chamber_name=chamber[0],
+                       chamber_on_fault=section.on_fault,
+                       chamber_band_grace_s=section.band_grace)
 
     async def close(self) -> None:
         """Write every device's ``on_stop`` values if the station is open, close every device

@@ -102,6 +102,12 @@ class ClimateChamber(Device):
         """Set the relative-humidity setpoint (%); chambers without humidity refuse."""
         raise NotSupported(self.name, "this chamber has no humidity control")
 
+    async def ramp_temperature(self, celsius: float, kelvin_per_s: float) -> None:
+        """Move the temperature setpoint to ``celsius`` at ``kelvin_per_s`` in the controller.
+        Chambers whose controllers cannot ramp refuse (the default), and the station ramps them
+        itself, by setting a moving setpoint every sample period."""
+        raise NotSupported(self.name, "this controller does not ramp its setpoint")
+
     @abstractmethod
     async def start(self) -> None:
         """Start conditioning."""

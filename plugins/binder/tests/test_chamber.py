@@ -17,7 +17,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusTcpClient
 
 from cellbench_binder.chamber import ChamberFault, create_chamber
-from cellbench_binder.emulator import BinderEmulator, BinderModel, approach, serve
+from cellbench_binder.emulator import BinderEmulator, BinderModel, serve
 from cellbench_binder.registers import MB1_BASIC, MB1_MANUAL, float_to_words, words_to_float
 from cellbench_binder.settings import BinderSettings
 from cellbench_sdk import (
@@ -255,7 +255,6 @@ def test_thermal_model_ramp_limit_and_first_order_approach() -> None:
     now[0] = 60.0
     model.advance()
     assert model.temperature_c == pytest.approx(31.0)  # 6 K/min while the gap is large
-    assert approach(0.0, 1.0, 100.0, 100.0, math.inf) == pytest.approx(1 - math.exp(-1))
     model.faults.door_open = True  # no conditioning: drifts back towards ambient
     now[0] = 120.0
     model.advance()

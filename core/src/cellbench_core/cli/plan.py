@@ -13,11 +13,11 @@ from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import console, fail
 from cellbench_core.cli.database import database_url, opened
 from cellbench_core.plan import PlanError, dump_plan, load_plan
-from cellbench_core.plan.model import Plan
+from cellbench_core.plan.model import ChamberSpec, Plan
 from cellbench_core.plan.program import Program
 from cellbench_core.plan.pybamm import from_pybamm, pybamm_steps
 from cellbench_core.plan.show import show_plan
-from cellbench_core.plan.tables import lookup_tables
+from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plan.unicycler import from_unicycler
 from cellbench_core.plugins import PluginManager, loaded_plugins
 from cellbench_core.runner import ChannelRef, RunError, Runner
@@ -43,13 +43,21 @@ def plan_check(
     db: Annotated[str | None, typer.Option(
         "--db", help="Database URL holding --battery (default: the station file's).",
         show_default=False)] = None,
+    alongside: Annotated[list[str] | None, typer.Option(
+        "--alongside", metavar="PLAN@CHANNELS",
+        help="With --station: another plan started at the same time on CHANNELS, e.g. "
+        "cold.yaml@5-8 (repeatable; PLAN then runs on the other channels unless --channels "
+        "says). Checked like PLAN, and plans sharing a climate chamber must ask it for the same "
+        "climates in the same order.", show_default=False)] = None,
 ) -> None:
     """Check a plan and print it normalised; on an error name file, line and field, exit 2.
     With --station (and --battery), also check every step against each channel's ranges and the
     battery's limits, and the signals the plan limits, ends on and writes against the channel's
-    devices, as a test start would."""
-    if station is None and battery is not None:
-        fail("plan check: --battery needs --station (the channels to check against)", code=2)
+    devices, as a test start would; with --alongside, also that the tests in one chamber would
+    not ask it for different climates at once."""
+    if station is None and (battery is not None or alongside):
+        option = "--battery" if battery is not None else "--alongside"
+        fail(f"plan check: {option} needs --station (the channels to check against)", code=2)
     config: StationConfig | None = None
     if station is not None:
         try:
@@ -57,20 +65,34 @@ def plan_check(
         except StationError as err:
             fail(str(err), code=2)
     manager = loaded_plugins() if config is None else station_plugins(config)
+    tables = lookup_tables(manager.registry)
     try:
-        parsed = load_plan(plan, tables=lookup_tables(manager.registry))
+        parsed = load_plan(plan, tables=tables)
+        others = [(_alongside(text, tables), text) for text in alongside or ()]
     except PlanError as err:
         fail(str(err), code=2)
     if station is not None and config is not None:
-        _check_against(parsed, station, config, manager, channels, battery, db)
+        _check_against(parsed, station, config, manager, channels, battery, db, others)
     console.print(dump_plan(parsed), markup=False, highlight=False, end="")
 
 
+def _alongside(text: str, tables: TableLoader) -> tuple[Plan, str]:
+    """An ``--alongside`` value: its plan, and the channels it runs on."""
+    path, at, channels = text.rpartition("@")
+    if not at or not path or not channels.strip():
+        fail(f"plan check: --alongside {text!r}: expected PLAN@CHANNELS, like cold.yaml@5-8",
+             code=2)
+    return load_plan(Path(path), tables=tables), channels
+
+
 def _check_against(plan: Plan, station: Path, config: StationConfig, manager: PluginManager,
-                   channels: str | None, battery: str | None, db: str | None) -> None:
+                   channels: str | None, battery: str | None, db: str | None,
+                   others: list[tuple[tuple[Plan, str], str]]) -> None:
     """Resolve ``plan`` for each selected channel of the station ``config`` of file ``station``
-    (constructed, not opened) and ``battery`` as the runner does before a test starts; the
-    first misfit ends with exit 2."""
+    (constructed, not opened) and ``battery`` as the runner does before a test starts, and the
+    plans ``others`` (with their channels, and the ``--alongside`` text naming them) on theirs;
+    then check that the plans sharing a chamber agree on its climates. The first misfit ends
+    with exit 2."""
     record = None
     if battery is not None:
         with opened(database_url(db, station)) as database:
@@ -95,18 +117,69 @@ def _check_against(plan: Plan, station: Path, config: StationConfig, manager: Pl
         built.channels = refs
         built.attach()
         built.check_device_writes(opened=False)
-        selected = built.select(channels)
+        placed: list[tuple[Plan, list[ChannelRef]]] = []
+        for (other, numbers), text in others:
+            try:
+                placed.append((other, built.select(numbers)))
+            except StationError as err:
+                fail(f"plan check: --alongside {text!r}: "
+                     f"{str(err).removeprefix('--channels: ')}", code=2)
+        taken = {ref.number: other for other, refs in placed for ref in refs}
+        mine = built.select(channels)
+        if channels is None:  # the channels the other plans leave
+            mine = [ref for ref in mine if ref.number not in taken]
     except StationError as err:
         fail(str(err), code=2)
-    capacity = record.nominal_capacity_ah if record else plan.capacity_ah
-    program = Program.compile(plan)
-    for ref in selected:
-        request = built.request(ref, plan, record)
-        try:
-            Runner.resolve_plan(request, program, capacity)
-            Runner.resolve_signals(request, program)
-        except RunError as err:
-            fail(str(err), code=2)
+    for ref in mine:
+        if ref.number in taken:
+            fail(f"plan check: channel {ref.number} is given to {plan.source} and to "
+                 f"{taken[ref.number].source} (--alongside)", code=2)
+    placed.insert(0, (plan, mine))
+    for each, refs in placed:
+        capacity = record.nominal_capacity_ah if record else each.capacity_ah
+        program = Program.compile(each)
+        for ref in refs:
+            request = built.request(ref, each, record)
+            try:
+                Runner.resolve_plan(request, program, capacity)
+                Runner.resolve_signals(request, program)
+            except RunError as err:
+                fail(str(err), code=2)
+    _check_chamber_climates(built, placed)
+
+
+def _check_chamber_climates(station: Station, placed: list[tuple[Plan, list[ChannelRef]]]) -> None:
+    """Fail when plans started together in one chamber would ask it for different climates at
+    once: its channels meet at their chamber steps in order (the first with the first, ...), as
+    far as the plans' leading chamber steps are known without running them."""
+    met: dict[str, list[tuple[Plan, list[int], list[tuple[int, ChamberSpec]]]]] = {}
+    for plan, refs in placed:
+        steps = [(step.line, step.chamber) for step in
+                 Program.compile(plan).leading_chamber_steps() if step.chamber is not None]
+        for ref in refs:
+            inside = station.chamber_of(ref.number)
+            if inside is None or not steps:
+                continue
+            plans = met.setdefault(inside[0], [])
+            if plans and plans[-1][0] is plan:
+                plans[-1][1].append(ref.number)
+            else:
+                plans.append((plan, [ref.number], steps))
+    for chamber, plans in met.items():
+        first, first_channels, first_steps = plans[0]
+        for plan, numbers, steps in plans[1:]:
+            for n, ((line_a, a), (line_b, b)) in enumerate(zip(first_steps, steps, strict=False)):
+                if a.climate != b.climate:
+                    fail(f"plan check: chamber {chamber!r}: at their chamber step {n + 1} "
+                         f"{first.source}:{line_a} (channels {_numbers(first_channels)}) asks "
+                         f"for {a.describe_climate()} and {plan.source}:{line_b} (channels "
+                         f"{_numbers(numbers)}) for {b.describe_climate()}: the channels in a "
+                         "chamber meet at their chamber steps in order, and it holds one "
+                         "climate at a time", code=2)
+
+
+def _numbers(numbers: list[int]) -> str:
+    return ",".join(str(n) for n in numbers)
 
 
 class ImportFormat(StrEnum):

@@ -158,9 +158,10 @@ class ProfileSpec:
 
 @dataclass(frozen=True)
 class ChamberSpec:
-    """Set the climate chamber and wait, the channel resting, until it has been stable: within
-    ``band_k`` of the temperature setpoint (and ``band_pct`` of the humidity's) for ``stable_s``
-    seconds. Not stable after ``timeout_s``: the test fails."""
+    """Set the climate chamber (ramping its temperature at ``ramp_k_per_s`` if given) and wait,
+    the channel resting, until it has been stable: within ``band_k`` of the temperature setpoint
+    (and ``band_pct`` of the humidity's) for ``stable_s`` seconds. Not stable after
+    ``timeout_s``: the test fails."""
 
     temperature_c: float | None
     humidity_pct: float | None
@@ -168,6 +169,20 @@ class ChamberSpec:
     band_pct: float | None
     stable_s: float
     timeout_s: float
+    #: Move the temperature setpoint at this rate (K/s) from where the chamber is, instead of
+    #: at once; stability counts from when the ramp has reached the setpoint.
+    ramp_k_per_s: float | None = None
+
+    @property
+    def climate(self) -> tuple[float | None, float | None]:
+        """What the step asks of the chamber: temperature (°C) and humidity (%), None where not."""
+        return self.temperature_c, self.humidity_pct
+
+    def describe_climate(self) -> str:
+        """The climate the step asks for, in words: ``40 °C, 80 %RH``."""
+        asked = [] if self.temperature_c is None else [f"{self.temperature_c:g} °C"]
+        asked += [] if self.humidity_pct is None else [f"{self.humidity_pct:g} %RH"]
+        return ", ".join(asked) or "the chamber running"
 
 
 @dataclass(frozen=True)

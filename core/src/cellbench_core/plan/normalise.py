@@ -135,6 +135,8 @@ def _chamber(step: StepSpec) -> _Data:
     data["within"] = f"{format_number(c.band_k)} K"
     data["stable"] = format_value(Value(c.stable_s), Dimension.TIME)
     data["timeout"] = format_value(Value(c.timeout_s), Dimension.TIME)
+    if c.ramp_k_per_s is not None:
+        data["ramp"] = f"{format_number(c.ramp_k_per_s * 60.0)} K/min"
     if step.label is not None:
         data["label"] = step.label
     return data
@@ -150,6 +152,14 @@ def _profile(profile: ProfileSpec) -> _Data:
     start, end = (format_value(Value(v, profile.per_capacity), dimension) for v in profile.values)
     over = format_value(Value(profile.time_s[-1]), Dimension.TIME)
     return {"mode": "ramp", "from": start, "to": end, "over": over}
+
+
+def end_reason(step: StepSpec, group: int) -> str:
+    """Why ``step`` ended when its end condition group ``group`` held, in the normal form's
+    words (``voltage <= 2.5 V``); one past its groups, a profile step's profile ran out."""
+    if group < len(step.until):
+        return " and ".join(_condition(c) for c in step.until[group])
+    return "profile done"
 
 
 def _groups(groups: tuple[tuple[Condition, ...], ...]) -> str:

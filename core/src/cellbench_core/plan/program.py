@@ -139,6 +139,32 @@ class Program:
                 todo.append(pc + 1)
         return found
 
+    def leading_chamber_steps(self) -> tuple[StepSpec, ...]:
+        """The chamber steps every run of the plan meets first, in the order it meets them, as
+        far as that is known without running it: the walk follows the plan until a jump (a
+        goto, an ``end loop``, a loop's next pass) could skip or repeat a chamber step."""
+        chamber_at = [pc for pc, ins in enumerate(self.instructions)
+                      if isinstance(ins, StepSpec) and ins.chamber is not None]
+
+        def skips_none(a: int, b: int) -> bool:  # no chamber step between two pcs (a < b)
+            return not any(a < pc < b for pc in chamber_at)
+
+        met: list[StepSpec] = []
+        pc = 0
+        while pc < len(self.instructions):
+            ins = self.instructions[pc]
+            if isinstance(ins, StepSpec):
+                if ins.chamber is not None:
+                    met.append(ins)
+                if not all(skips_none(min(pc, t - 1), max(pc + 1, t)) for t in
+                           self.continue_at[pc] if t != END):
+                    break
+            elif (isinstance(ins, LoopEnd) and (ins.count is None or ins.count > 1)
+                  and not skips_none(ins.begin - 1, pc)):
+                break  # the next pass meets the body's chamber steps again
+            pc += 1
+        return tuple(met)
+
     def _check_exits(self) -> None:
         """Every step the plan can reach must have a way to the end."""
         successors = {pc: set().union(*(self.landings(target) for target in targets))

@@ -99,6 +99,8 @@ def _chamber(step: StepSpec) -> str:
     c = step.chamber
     assert c is not None
     text = f"Chamber to {format_number(c.temperature_c or 0.0)} °C"
+    if c.ramp_k_per_s is not None:
+        text += f" at {format_number(c.ramp_k_per_s * 60.0)} K/min"
     if c.humidity_pct is not None:
         text += f" and {format_number(c.humidity_pct)} % (±{format_number(c.band_pct or 0.0)} %)"
     return (f"{text}, rest until within ±{format_number(c.band_k)} K for "

@@ -181,7 +181,8 @@ def _message(ctx: ParseContext, entries: Entries, line: int, path: str) -> Messa
     return Message(text, line)
 
 
-_CHAMBER_KEYS = ("chamber", "humidity", "within", "humidity_within", "stable", "timeout", "label")
+_CHAMBER_KEYS = ("chamber", "humidity", "within", "humidity_within", "stable", "timeout", "ramp",
+                 "label")
 _BAND = re.compile(r"\s*(?P<number>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*K\s*",
                    re.ASCII)
 
@@ -220,10 +221,12 @@ def _chamber(ctx: ParseContext, entries: Entries, line: int, path: str) -> StepS
     if timeout < stable:
         ctx.fail(entries["timeout"][0], join_path(path, "timeout"),
                  "must be at least as long as 'stable'")
+    ramp = (node_positive(ctx, entries["ramp"][1], join_path(path, "ramp"),
+                          Dimension.TEMPERATURE_RATE).si if "ramp" in entries else None)
     return ctx.origin(StepSpec(
         StepMode.REST, (), text=mapping_text(entries), label=step_label(ctx, entries, path),
-        line=line,
-        chamber=ChamberSpec(temperature, humidity, band_k, band_pct, stable, timeout)), line, path)
+        line=line, chamber=ChamberSpec(temperature, humidity, band_k, band_pct, stable, timeout,
+                                       ramp)), line, path)
 
 
 # What ``reset`` takes: a scope (all its counters) or one counter.

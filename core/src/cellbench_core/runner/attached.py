@@ -19,10 +19,11 @@ from typing import cast
 import numpy as np
 
 from cellbench_core.events import TestStatus
-from cellbench_core.runner.records import Control, Run
+from cellbench_core.runner.records import ChamberBand, Control, Run
 from cellbench_core.runner.state import RunState
 from cellbench_core.runner.transitions import (
     advance,
+    advance_ramps,
     alarm,
     close_step,
     fail_wait,
@@ -47,6 +48,8 @@ async def check_chambers(st: RunState) -> None:
     either (per-channel Python: chamber steps are rare)."""
     t = st.clock.now()
     await release_barriers(st, t)
+    if st.ramps:
+        await advance_ramps(st, t)
     states: dict[int, ChamberState | DeviceError] = {}
     for row, (since, began, applied) in list(st.waits.items()):
         run = st.runs[row]
@@ -58,8 +61,8 @@ async def check_chambers(st: RunState) -> None:
         if not applied:
             if t - began >= spec.timeout_s:
                 await fail_wait(st, run, f"the other channels in chamber "
-                                         f"{_chamber_name(run)} did not reach their chamber "
-                                         f"steps within {spec.timeout_s:g} s "
+                                         f"{run.request.chamber_label!r} did not reach their "
+                                         f"chamber steps within {spec.timeout_s:g} s "
                                          f"(line {run.cursor.step.line})", t)
             continue
         if id(chamber) not in states:
@@ -72,13 +75,19 @@ async def check_chambers(st: RunState) -> None:
         if isinstance(state, DeviceError):
             await fail_wait(st, run, f"chamber error: {state}", t)
             continue
-        stable = abs(state.temperature_c - state.setpoint_c) <= spec.band_k
+        # Against the step's setpoint, not the controller's: a ramping one moves its own.
+        target = state.setpoint_c if spec.temperature_c is None else spec.temperature_c
+        stable = (abs(state.temperature_c - target) <= spec.band_k
+                  and run.request.chamber_label not in st.ramps)
         if spec.humidity_pct is not None:
             humidity = state.humidity_pct if state.humidity_pct is not None else math.nan
             stable &= abs(humidity - spec.humidity_pct) <= (spec.band_pct or 0.0)
         since = (since if since is not None else t) if stable else None
         if since is not None and t - since >= spec.stable_s:
             del st.waits[row]
+            if run.request.chamber_name is not None:
+                st.bands[run.request.chamber_name] = ChamberBand(
+                    spec, run.request.chamber_band_grace_s)
             close_step(st, run, t, "chamber stable")
             await advance(st, run, t, run.cursor.step.ends - 1)
         elif t - began >= spec.timeout_s:
@@ -107,11 +116,13 @@ async def release_barriers(st: RunState, t: float) -> None:
             wanted = "; ".join(f"channel {peer.request.channel.name}: {_setpoint(peer)}"
                                for peer in peers)
             for run in runs:
-                await fail_wait(st, run, f"the tests in chamber {_chamber_name(run)} ask for "
-                                         f"different climates at once ({wanted})", t)
+                await fail_wait(st, run, f"the tests in chamber {run.request.chamber_label!r} "
+                                         f"ask for different climates at once ({wanted})", t)
             continue
         spec = runs[0].cursor.step.chamber
         assert spec is not None
+        if runs[0].request.chamber_name is not None:  # a new climate: the old band is gone
+            st.bands.pop(runs[0].request.chamber_name, None)
         problem = await set_chamber(st, runs[0], spec)
         for run in runs:
             if problem:
@@ -124,14 +135,7 @@ def _setpoint(run: Run) -> str:
     """What ``run``'s chamber step (it is in one) asks of the chamber, for messages."""
     spec = run.cursor.step.chamber
     assert spec is not None
-    asked = [] if spec.temperature_c is None else [f"{spec.temperature_c:g} °C"]
-    asked += [] if spec.humidity_pct is None else [f"{spec.humidity_pct:g} %RH"]
-    return ", ".join(asked) or "the chamber running"
-
-
-def _chamber_name(run: Run) -> str:
-    chamber = run.request.chamber
-    return repr(run.request.chamber_name or (chamber.name if chamber is not None else ""))
+    return spec.describe_climate()
 
 
 async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
@@ -162,7 +166,7 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
             if result.humidity_pct is not None:
                 values["humidity"] = result.humidity_pct
             set_ambient(st, channels, result.temperature_c)
-            await chamber_health(st, name, channels, result.fault)
+            await chamber_health(st, name, channels, result.fault or _band_fault(st, name, result))
         else:
             st.failing.discard(name)
             readings = cast(Mapping[str, Reading], result)
@@ -174,6 +178,20 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
         for signal, value in values.items():
             signals[f"{name}.{signal}"] = (value, channels)
     return signals
+
+
+def _band_fault(st: RunState, name: str, state: ChamberState) -> str:
+    """Whether chamber ``name`` has left the band its last chamber step found it stable in for
+    too long ('' if not, or if no test with chamber steps runs inside any more: the band dies
+    with them)."""
+    band = st.bands.get(name)
+    if band is None:
+        return ""
+    if not any(st.active[run.row] and run.chamber_steps for run in st.runs
+               if run.request.chamber_name == name):
+        del st.bands[name]
+        return ""
+    return band.fault(state, st.clock.now())
 
 
 async def chamber_health(st: RunState, name: str, channels: set[int], fault: str) -> None:

@@ -3,19 +3,81 @@ position a crashed test resumes from, and the per-channel bookkeeping touched on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, Literal
 
 from cellbench_core.events import TestStatus
-from cellbench_core.plan.model import Condition, Plan
+from cellbench_core.plan.model import ChamberSpec, Condition, Plan
 from cellbench_core.runner.cursor import Cursor
 from cellbench_core.storage import BatteryRecord
-from cellbench_hal import ChannelDriver, ChannelInfo, ClimateChamber, OsiDevice, Step
+from cellbench_hal import (
+    ChamberState,
+    ChannelDriver,
+    ChannelInfo,
+    ClimateChamber,
+    OsiDevice,
+    Step,
+)
 from cellbench_hal.types import FloatArray
 
 #: What a test does when its chamber reports a fault or stops answering.
 ChamberFaultPolicy = Literal["pause", "end"]
+
+
+@dataclass
+class ChamberBand:
+    """The climate a chamber step found its chamber stable in, watched until the chamber's next
+    setpoint: outside it for longer than ``grace_s`` is a chamber fault."""
+
+    spec: ChamberSpec
+    grace_s: float
+    #: When the chamber was last seen leaving the band (None: it is inside).
+    left_at: float | None = None
+
+    def fault(self, state: ChamberState, t: float) -> str:
+        """What is wrong with ``state`` at ``t`` as far as the band goes ('' when nothing)."""
+        spec = self.spec
+        inside = spec.temperature_c is None or abs(state.temperature_c - spec.temperature_c) \
+            <= spec.band_k
+        if spec.humidity_pct is not None:
+            humidity = math.nan if state.humidity_pct is None else state.humidity_pct
+            inside = inside and abs(humidity - spec.humidity_pct) <= (spec.band_pct or 0.0)
+        if inside:
+            self.left_at = None
+            return ""
+        if self.left_at is None:
+            self.left_at = t
+        if t - self.left_at < self.grace_s:
+            return ""
+        band = [] if spec.temperature_c is None else [f"{spec.temperature_c:g} °C ± "
+                                                      f"{spec.band_k:g} K"]
+        if spec.humidity_pct is not None:
+            band.append(f"{spec.humidity_pct:g} ± {spec.band_pct or 0.0:g} %RH")
+        return (f"the climate left the band it was stable in ({', '.join(band)}) for more than "
+                f"{self.grace_s:g} s")
+
+
+@dataclass
+class SteppedRamp:
+    """A chamber temperature ramp the station runs itself for a controller that cannot: from
+    ``start_c`` (where the chamber was) at ``t0`` to ``final_c`` at ``kelvin_per_s``."""
+
+    start_c: float
+    final_c: float
+    kelvin_per_s: float
+    t0: float
+    set_c: float  # the setpoint last handed to the chamber
+
+    #: The smallest setpoint change worth a command (controllers show tenths of a kelvin).
+    RESOLUTION_K = 0.1
+
+    def setpoint(self, t: float) -> float:
+        """Where the setpoint should be at ``t``."""
+        span = self.final_c - self.start_c
+        moved = min(self.kelvin_per_s * max(t - self.t0, 0.0), abs(span))
+        return self.final_c if moved >= abs(span) else self.start_c + math.copysign(moved, span)
 
 
 class RunError(ValueError):
@@ -57,6 +119,8 @@ class Resume:
     charged: FloatArray  # the step's charge and energy, charging and discharging: [Ah, Wh]
     discharged: FloatArray
     down_s: float  # how long the test was without a station
+    #: The cell temperature's range over the step's committed samples (NaN: no reading).
+    step_temperatures: tuple[float, float] = (math.nan, math.nan)
 
 
 @dataclass(frozen=True)
@@ -78,6 +142,9 @@ class TestRequest:
     #: When the chamber reports a fault or stops answering: ``"pause"`` the test (output off
     #: until the chamber is back) or ``"end"`` it with an alarm.
     chamber_on_fault: ChamberFaultPolicy = "pause"
+    #: How long the chamber may stay outside the band a chamber step found it stable in before
+    #: that counts as a fault (acted on like ``chamber_on_fault`` says).
+    chamber_band_grace_s: float = 60.0
     #: What to write to the devices (their station names, the signals, the values in the
     #: signals' own units) as the test starts, before its first step, and as it ends, after
     #: its output is off.
@@ -85,6 +152,13 @@ class TestRequest:
     on_stop: tuple[tuple[str, str, float], ...] = ()
 
     __test__ = False
+
+    @property
+    def chamber_label(self) -> str:
+        """The chamber's name in the station (its driver's name outside one); '' without one."""
+        if self.chamber_name is not None:
+            return self.chamber_name
+        return "" if self.chamber is None else self.chamber.name
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 from cellbench_core.dispatch import EventDispatcher
 from cellbench_core.runner.conditions import COLUMNS, SIGNAL_SLOTS, ConditionTable
 from cellbench_core.runner.limits import LIMITS
-from cellbench_core.runner.records import Control, Run
+from cellbench_core.runner.records import ChamberBand, Control, Run, SteppedRamp
 from cellbench_core.storage import Database, SampleRows, SampleWriter, TestEnd
 from cellbench_hal import ChannelDriver, ClimateChamber, Clock, OsiDevice
 from cellbench_hal.types import FloatArray, IntArray
@@ -62,6 +62,10 @@ class RunState:
         # Chambers reporting a fault now (name -> what), and the rows their faults paused.
         self.chamber_faults: dict[str, str] = {}
         self.fault_paused: dict[int, str] = {}
+        # Chambers whose last chamber step found them stable: the band they are held to.
+        self.bands: dict[str, ChamberBand] = {}
+        # Chambers ramping their temperature setpoint by the station's hand, by name.
+        self.ramps: dict[str, SteppedRamp] = {}
         self.signals_now: dict[str, float] = {}  # this tick's signal values
         # Per signal that running tests end steps on or limit: their rows and its column in
         # each row; and the same as arrays for the tick (None: to be made again, see
@@ -144,6 +148,8 @@ class RunState:
         self.charged, self.discharged = np.zeros((n, 3, 2)), np.zeros((n, 3, 2))
         # The previous sample of the running step (NaN at a step's start), for dV/dt and dT/dt.
         self.prev_t, self.prev_v, self.prev_temp = (np.full(n, np.nan) for _ in range(3))
+        # The cell temperature's range over the running step (NaN until a reading).
+        self.step_temp_min, self.step_temp_max = np.full(n, np.nan), np.full(n, np.nan)
         # Every quantity of each channel's last sample, for loop conditions.
         self.q_last = np.full((n, COLUMNS), np.nan)
 

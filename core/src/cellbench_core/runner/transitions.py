@@ -17,12 +17,19 @@ from cellbench_core.plan.model import ActionKind, ChamberSpec, Message, Quantity
 from cellbench_core.plan.program import Passed
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_core.runner.limits import limit_message, signal_limit_message
-from cellbench_core.runner.records import DeviceWrite, Resume, Run, RunError, TestOutcome
+from cellbench_core.runner.records import (
+    DeviceWrite,
+    Resume,
+    Run,
+    RunError,
+    SteppedRamp,
+    TestOutcome,
+)
 from cellbench_core.runner.resolve import resolve_plan, resolve_steps, step_variables
 from cellbench_core.runner.resume import position, restore
 from cellbench_core.runner.state import RunState
 from cellbench_core.storage import PositionRow, StepRow, TestEnd
-from cellbench_hal import DeviceError, call_with_timeout
+from cellbench_hal import ClimateChamber, DeviceError, NotSupported, call_with_timeout
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,7 @@ async def advance(st: RunState, run: Run, t: float, group: int | None = None) ->
     st.step_t0[row] = t
     st.step_ah[row] = st.step_wh[row] = 0.0
     st.charged[row, 0] = st.discharged[row, 0] = 0.0
+    st.step_temp_min[row] = st.step_temp_max[row] = np.nan
     run.step_no += 1
     run.step_start_seq = int(st.seq[row]) + 1
     run.step_start_time = t - st.test_t0[row]
@@ -119,8 +127,12 @@ async def set_chamber(st: RunState, run: Run, spec: ChamberSpec) -> str:
     """Hand the chamber step's setpoints to the chamber; return why that failed, or ''."""
     chamber = run.request.chamber
     assert chamber is not None  # checked before the test started
+    name = run.request.chamber_label
+    st.ramps.pop(name, None)
     try:
-        if spec.temperature_c is not None:
+        if spec.temperature_c is not None and spec.ramp_k_per_s is not None:
+            await _start_ramp(st, name, chamber, spec.temperature_c, spec.ramp_k_per_s)
+        elif spec.temperature_c is not None:
             await call_with_timeout(chamber.set_temperature(spec.temperature_c),
                                     st.device_timeout_s, chamber.name, "set_temperature")
         if spec.humidity_pct is not None:
@@ -130,6 +142,50 @@ async def set_chamber(st: RunState, run: Run, spec: ChamberSpec) -> str:
     except DeviceError as err:
         return f"chamber error: {err}"
     return ""
+
+
+async def _start_ramp(st: RunState, name: str, chamber: ClimateChamber, celsius: float,
+                      kelvin_per_s: float) -> None:
+    """Ramp chamber ``name`` to ``celsius``: in its controller where it can, else by the
+    station's hand from the temperature it has now (:func:`advance_ramps` moves it on)."""
+    try:
+        await call_with_timeout(chamber.ramp_temperature(celsius, kelvin_per_s),
+                                st.device_timeout_s, chamber.name, "ramp_temperature")
+        return
+    except NotSupported:
+        pass
+    state = await call_with_timeout(chamber.read(), st.device_timeout_s, chamber.name, "read")
+    start = state.temperature_c
+    st.ramps[name] = SteppedRamp(start, celsius, kelvin_per_s, st.clock.now(), start)
+    await call_with_timeout(chamber.set_temperature(start), st.device_timeout_s, chamber.name,
+                            "set_temperature")
+
+
+async def advance_ramps(st: RunState, t: float) -> None:
+    """Move the setpoint of each chamber the station ramps by hand to where its ramp is at
+    ``t`` (a change under the ramp's resolution waits for the next tick); a chamber that
+    refuses fails the tests waiting for it."""
+    for name, ramp in list(st.ramps.items()):
+        target = ramp.setpoint(t)
+        if abs(target - ramp.set_c) < ramp.RESOLUTION_K and target != ramp.final_c:
+            continue
+        runs = [st.runs[row] for row in st.waits if st.runs[row].request.chamber_label == name]
+        if not runs:  # every test that waited for it has gone: the ramp stops where it is
+            del st.ramps[name]
+            continue
+        chamber = runs[0].request.chamber
+        assert chamber is not None
+        try:
+            await call_with_timeout(chamber.set_temperature(target), st.device_timeout_s,
+                                    chamber.name, "set_temperature")
+        except DeviceError as err:
+            del st.ramps[name]
+            for run in runs:
+                await fail_wait(st, run, f"chamber error while ramping: {err}", t)
+            continue
+        ramp.set_c = target
+        if target == ramp.final_c:
+            del st.ramps[name]
 
 
 async def pass_step(st: RunState, run: Run, passed: Passed, t: float) -> str:
@@ -241,7 +297,11 @@ def close_step(st: RunState, run: Run, t: float, reason: str) -> None:
         plan_line=spec.line, cycle=int(st.cycle[row]), mode=spec.mode.value,
         text=spec.text, start_seq=run.step_start_seq, end_seq=int(st.seq[row]),
         start_test_time_s=run.step_start_time, end_test_time_s=t - st.test_t0[row],
-        ah=float(st.step_ah[row]), wh=float(st.step_wh[row]), end_reason=reason))
+        ah=float(st.step_ah[row]), wh=float(st.step_wh[row]), end_reason=reason,
+        charge_ah=float(st.charged[row, 0, 0]), discharge_ah=float(st.discharged[row, 0, 0]),
+        charge_wh=float(st.charged[row, 0, 1]), discharge_wh=float(st.discharged[row, 0, 1]),
+        temperature_min_c=float(st.step_temp_min[row]),
+        temperature_max_c=float(st.step_temp_max[row])))
 
 
 async def finish(st: RunState, run: Run, status: TestStatus, reason: str, t: float) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from cellbench_core.storage import schema
 from cellbench_core.storage.reading import sample_arrays
 from cellbench_core.storage.records import (
     BatteryRecord,
+    CycleRecord,
     EventRecord,
     PositionRecord,
     StepRecord,
@@ -144,6 +146,17 @@ def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
     """``values`` in slices of at most ``_IN_LIST_SIZE``."""
     for start in range(0, len(values), _IN_LIST_SIZE):
         yield values[start:start + _IN_LIST_SIZE]
+
+
+_CYCLE_FLOATS = frozenset(f.name for f in fields(CycleRecord) if f.type == "float")
+
+
+def _cycle(row: sa.RowMapping) -> CycleRecord:
+    values: dict[str, Any] = {str(name): value for name, value in row.items()}
+    for name in _CYCLE_FLOATS:
+        values[name] = _nan_if_null(values[name])
+    values["end_reasons"] = values["end_reasons"] or ""
+    return CycleRecord(**values)
 
 
 def _nan_if_null(value: float | None) -> float:
@@ -495,6 +508,13 @@ class Database:
         return PositionRecord(row.test_id, row.step_no, row.start_seq, row.unix_time_s,
                               json.loads(row.state))
 
+    def cycles(self, test_id: int) -> list[CycleRecord]:
+        """The cycles of a test so far (its finished steps summed per cycle), in order."""
+        view = sa.table("cycles", *(sa.column(f.name) for f in fields(CycleRecord)))
+        query = sa.select(view).where(view.c.test_id == int(test_id)).order_by(view.c.cycle)
+        with self.engine.connect() as connection:
+            return [_cycle(row._mapping) for row in connection.execute(query)]
+
     def steps(self, test_id: int) -> list[StepRecord]:
         """The finished steps of a test in the order they ran."""
         table = schema.steps
@@ -516,6 +536,12 @@ class Database:
                     ah=_nan_if_null(row.ah),
                     wh=_nan_if_null(row.wh),
                     end_reason=row.end_reason,
+                    charge_ah=_nan_if_null(row.charge_ah),
+                    discharge_ah=_nan_if_null(row.discharge_ah),
+                    charge_wh=_nan_if_null(row.charge_wh),
+                    discharge_wh=_nan_if_null(row.discharge_wh),
+                    temperature_min_c=_nan_if_null(row.temperature_min_c),
+                    temperature_max_c=_nan_if_null(row.temperature_max_c),
                 )
                 for row in connection.execute(query)
             ]

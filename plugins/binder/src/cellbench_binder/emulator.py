@@ -31,6 +31,7 @@ from cellbench_binder.registers import (
     float_to_words,
     words_to_float,
 )
+from cellbench_sdk.emulation import ModelTime, approach
 
 EmulatedFraming = Literal["modbus-tcp", "rtu-over-tcp"]
 
@@ -53,21 +54,6 @@ class Faults:
     """The door is open: the door register reads 1 and the chamber drifts to ambient."""
     alarm: int = 0
     """An alarm code (0: none); while set the chamber stops conditioning."""
-
-
-def approach(value: float, target: float, dt: float, tau: float, max_rate: float) -> float:
-    """``value`` after ``dt`` of dx/dt = (target - x)/tau with |dx/dt| at most ``max_rate``.
-
-    While the gap is wider than ``max_rate * tau`` the rate limit holds (a straight ramp); the
-    rest of ``dt`` is the exponential approach.
-    """
-    gap = value - target
-    excess = abs(gap) - max_rate * tau
-    ramp_s = 0.0
-    if excess > 0:
-        ramp_s = min(dt, excess / max_rate)
-        gap -= math.copysign(max_rate * ramp_s, gap)
-    return target + gap * math.exp(-(dt - ramp_s) / tau)
 
 
 @dataclass
@@ -94,7 +80,7 @@ class BinderModel:
         self.setpoint_c = self.ambient_c
         self.setpoint_humidity_pct = self.ambient_humidity_pct
         self.mode_word = encode_mode(self.family, False, 0)
-        self._t = self.clock()
+        self._time = ModelTime(self.speed, self.clock)
 
     @property
     def conditioning(self) -> bool:
@@ -104,11 +90,7 @@ class BinderModel:
 
     def advance(self) -> None:
         """Bring temperature and humidity to the present."""
-        now = self.clock()
-        dt = (now - self._t) * self.speed
-        self._t = now
-        if dt <= 0:
-            return
+        dt = self._time.elapsed()
         on = self.conditioning
         target = self.setpoint_c if on else self.ambient_c
         self.temperature_c = approach(
@@ -116,7 +98,7 @@ class BinderModel:
         )
         target_rh = self.setpoint_humidity_pct if on else self.ambient_humidity_pct
         self.humidity_pct = approach(
-            self.humidity_pct, target_rh, dt, self.humidity_time_constant_s, math.inf
+            self.humidity_pct, target_rh, dt, self.humidity_time_constant_s
         )
 
     def _floats(self) -> dict[int, float]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import re
 import time
@@ -20,6 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
+
+from cellbench_sdk.emulation import ModelTime, approach
 
 #: The alarm code the emulator reports for an open door (an emulator choice, see the docs).
 DOOR_OPEN = 1
@@ -49,7 +50,6 @@ class EspecEmulator:
                  lower_c: float = -40.0, upper_c: float = 150.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.humidity = humidity
-        self.speed = speed
         self.time_constant_s = time_constant_s
         self.ramp_c_per_min = ramp_c_per_min
         self.ambient_c, self.ambient_pct = ambient_c, ambient_pct
@@ -60,8 +60,7 @@ class EspecEmulator:
         self.setpoint_pct: float | None = ambient_pct if humidity else None
         self.mode = "STANDBY"
         self.received: deque[str] = deque(maxlen=1000)  # the last command lines, in order
-        self._clock = clock
-        self._since = clock()
+        self._time = ModelTime(speed, clock)
         self._servers: list[asyncio.AbstractServer] = []
         self._ptys: list[tuple[int, int]] = []
         self._writers: set[asyncio.StreamWriter] = set()
@@ -72,20 +71,14 @@ class EspecEmulator:
 
     def advance(self) -> None:
         """Bring the thermal model to now."""
-        now = self._clock()
-        dt = (now - self._since) * self.speed
-        self._since = now
-        if dt <= 0:
-            return
+        dt = self._time.elapsed()
         running = self.mode == "CONSTANT"
-        weight = 1.0 - math.exp(-dt / self.time_constant_s)
         target = self.setpoint_c if running else self.ambient_c
-        step = (target - self.temperature_c) * weight
-        limit = self.ramp_c_per_min * dt / 60.0
-        self.temperature_c += max(-limit, min(limit, step))
+        self.temperature_c = approach(self.temperature_c, target, dt, self.time_constant_s,
+                                      self.ramp_c_per_min / 60.0)
         wanted = self.setpoint_pct if running and self.setpoint_pct is not None \
             else self.ambient_pct
-        self.humidity_pct += (wanted - self.humidity_pct) * weight
+        self.humidity_pct = approach(self.humidity_pct, wanted, dt, self.time_constant_s)
 
     def active_alarms(self) -> list[int]:
         """The alarm codes ALARM? reports."""

@@ -8,6 +8,7 @@ from typing import Annotated, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cellbench_sdk import ChamberState, ClimateChamber, Clock, OutOfRange, WhileOpen
+from cellbench_sdk.emulation import approach
 
 
 class SimChamberSettings(BaseModel):
@@ -49,19 +50,6 @@ def create_chamber(settings: SimChamberSettings) -> SimChamber:
     return SimHumidityChamber(settings) if settings.has_humidity else SimChamber(settings)
 
 
-def _approach(value: float, target: float, dt: float, tau: float, max_rate: float) -> float:
-    """``value`` after ``dt`` of dx/dt = (target - x)/tau with |dx/dt| at most ``max_rate``."""
-    gap = target - value
-    ramp_gap = max_rate * tau  # beyond this gap the rate limit holds
-    if abs(gap) > ramp_gap:
-        ramp_time = (abs(gap) - ramp_gap) / max_rate
-        if dt <= ramp_time:
-            return value + math.copysign(max_rate * dt, gap)
-        value = target - math.copysign(ramp_gap, gap)
-        dt -= ramp_time
-    return target + (value - target) * math.exp(-dt / tau)
-
-
 class SimChamber(ClimateChamber):
     """A chamber that approaches its setpoint while running and drifts to ambient when stopped.
 
@@ -83,6 +71,7 @@ class SimChamber(ClimateChamber):
         self._setpoint = s.ambient_c
         self._humidity = s.ambient_humidity_pct
         self._setpoint_humidity = s.ambient_humidity_pct
+        self._ramp: tuple[float, float] | None = None  # target and rate of a running ramp
 
     async def open(self, clock: Clock) -> None:
         self._clock.set(clock)
@@ -104,6 +93,16 @@ class SimChamber(ClimateChamber):
                 f"{s.temperature_min_c}..{s.temperature_max_c} °C",
             )
         self._setpoint = celsius
+        self._ramp = None
+
+    async def ramp_temperature(self, celsius: float, kelvin_per_s: float) -> None:
+        """Move the setpoint from the temperature the chamber has now to ``celsius`` at
+        ``kelvin_per_s``, as a controller's ramp program does."""
+        await self.set_temperature(celsius)
+        if not (math.isfinite(kelvin_per_s) and kelvin_per_s > 0):
+            raise OutOfRange(self.name, f"ramp rate {kelvin_per_s!r} K/s is not positive")
+        self._setpoint = self._temperature
+        self._ramp = (celsius, kelvin_per_s)
 
     async def start(self) -> None:
         self._advance()
@@ -130,14 +129,21 @@ class SimChamber(ClimateChamber):
         dt = now - self._t
         if dt > 0.0:
             s = self.settings
+            if self._ramp is not None and self._running:
+                target, rate = self._ramp
+                gap = target - self._setpoint
+                self._setpoint = target if abs(gap) <= rate * dt else (
+                    self._setpoint + math.copysign(rate * dt, gap))
+                if self._setpoint == target:
+                    self._ramp = None
             target = self._setpoint if self._running else s.ambient_c
-            self._temperature = _approach(
+            self._temperature = approach(
                 self._temperature, target, dt, s.time_constant_s, s.max_ramp_k_per_min / 60.0
             )
             if self.has_humidity:
                 target_rh = self._setpoint_humidity if self._running else s.ambient_humidity_pct
-                self._humidity = _approach(
-                    self._humidity, target_rh, dt, s.humidity_time_constant_s, math.inf
+                self._humidity = approach(
+                    self._humidity, target_rh, dt, s.humidity_time_constant_s
                 )
             self._t = now
         return now

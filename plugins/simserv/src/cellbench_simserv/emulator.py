@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
+from cellbench_sdk.emulation import ModelTime, approach
 from cellbench_simserv import protocol as simserv
 from cellbench_simserv.protocol import Command
 
@@ -41,20 +41,6 @@ class Faults:
     """Every setpoint is answered with code -6 (incorrect parameters)."""
 
 
-def follow(value: float, target: float, dt: float, tau: float, max_rate: float) -> float:
-    """``value`` after ``dt`` seconds of dx/dt = (target - x)/tau, limited to ``max_rate``/s."""
-    if dt <= 0.0:
-        return value
-    steps = math.ceil(dt / (tau / 50.0))
-    if steps > 10_000:  # thousands of time constants: settled
-        return target
-    h = dt / steps
-    for _ in range(steps):
-        rate = (target - value) / tau
-        value += h * max(-max_rate, min(max_rate, rate))
-    return value
-
-
 class SimservEmulator:
     """A SIMSERV controller of one chamber on ``host``:``port`` (0: any free port)."""
 
@@ -68,7 +54,6 @@ class SimservEmulator:
             raise ValueError("speed, time constants and the ramp limit must be positive")
         self.host = host
         self._requested_port = port
-        self.speed = speed
         self.humidity = humidity
         self.ambient_c = ambient_c
         self.ambient_humidity_pct = ambient_humidity_pct
@@ -87,8 +72,7 @@ class SimservEmulator:
         self.setpoints = {simserv.TEMPERATURE: ambient_c, simserv.HUMIDITY: ambient_humidity_pct}
         self.received: list[str] = []
         """Every command line received, without its terminator."""
-        self._model_time = 0.0
-        self._wall = time.monotonic()
+        self._time = ModelTime(speed)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -100,7 +84,7 @@ class SimservEmulator:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._wall = time.monotonic()
+        self._time.restart()
         self._server = await asyncio.start_server(self._client, self.host, self._requested_port)
 
     async def stop(self) -> None:
@@ -127,7 +111,6 @@ class SimservEmulator:
 
     def advance(self, model_seconds: float) -> None:
         """Run the thermal model ``model_seconds`` further (on top of the wall clock)."""
-        self._model_time += model_seconds
         self._step(model_seconds)
 
     def status(self) -> int:
@@ -207,19 +190,17 @@ class SimservEmulator:
 
     def _catch_up(self) -> None:
         """Run the model up to the present wall-clock time, times ``speed``."""
-        now = time.monotonic()
-        self._step((now - self._wall) * self.speed)
-        self._wall = now
+        self._step(self._time.elapsed())
 
     def _step(self, dt: float) -> None:
         conditioning = self.running and not self.door_open
         target = self.setpoints[simserv.TEMPERATURE] if conditioning else self.ambient_c
-        self.temperature_c = follow(self.temperature_c, target, dt, self.time_constant_s,
-                                    self.max_ramp_k_per_min / 60.0)
+        self.temperature_c = approach(self.temperature_c, target, dt, self.time_constant_s,
+                                      self.max_ramp_k_per_min / 60.0)
         if self.humidity:
             target = self.setpoints[simserv.HUMIDITY] if conditioning else self.ambient_humidity_pct
-            self.humidity_pct = follow(self.humidity_pct, target, dt,
-                                       self.humidity_time_constant_s, math.inf)
+            self.humidity_pct = approach(self.humidity_pct, target, dt,
+                                         self.humidity_time_constant_s)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         terminator = simserv.TERMINATOR.encode(simserv.ENCODING)

@@ -28,6 +28,7 @@ from cellbench_sdk.testing._checker import (
     close_checked,
     closing_on_error,
     open_checked,
+    raised,
 )
 from cellbench_sdk.testing.channel import check_channel_driver
 
@@ -184,8 +185,9 @@ async def check_climate_chamber(
     ``humidity_pct`` if it has humidity) as setpoints it accepts.
 
     Setpoints read back as set; ``start``/``stop`` show in ``running``; non-finite and impossible
-    setpoints are refused with :class:`~cellbench_hal.OutOfRange`; a chamber without humidity
-    refuses humidity setpoints with :class:`~cellbench_hal.NotSupported`.
+    setpoints are refused with :class:`~cellbench_hal.OutOfRange`; ``ramp_temperature`` ramps
+    (refusing impossible targets the same way) or raises :class:`~cellbench_hal.NotSupported`;
+    a chamber without humidity refuses humidity setpoints with NotSupported.
     """
     check = Checker(chamber, timeout_s)
     clock = clock_for(chamber, clock)
@@ -218,6 +220,19 @@ async def _chamber_body(check: Checker, chamber: ClimateChamber, clock: Clock,
         await check.refused(f"set_temperature({bad:g})", chamber.set_temperature(bad),
                             OutOfRange, "a non-finite or impossible setpoint is refused with "
                             "OutOfRange")
+    ramp = f"ramp_temperature({setpoint_c:g}, 1 K/min)"
+    try:
+        await check.run(ramp, chamber.ramp_temperature(setpoint_c, 1 / 60))
+    except NotSupported:
+        pass  # the controller cannot ramp: the station ramps it with moving setpoints
+    except Exception as err:
+        raise check.fail(ramp, "ramp_temperature ramps, or refuses with NotSupported when the "
+                               "controller cannot", raised(err)) from err
+    else:
+        await check.refused("ramp_temperature(1000, 1 K/min)",
+                            chamber.ramp_temperature(1000.0, 1 / 60), OutOfRange,
+                            "an impossible ramp target is refused with OutOfRange")
+        await check.ok(f"set_temperature({setpoint_c:g})", chamber.set_temperature(setpoint_c))
     for call, running in ((chamber.start, True), (chamber.stop, False)):
         what = f"{call.__name__}()"
         await check.ok(what, call())
