@@ -78,6 +78,15 @@ def test_real_clock_is_monotonic_and_maps_to_unix_time() -> None:
     assert abs(clock.unix(clock.now()) - time.time()) < 1.0
 
 
+def test_a_clock_continues_after_the_last_stored_time_stamp() -> None:
+    clock = VirtualClock()
+    ahead = clock.unix(clock.now()) + 3600.0  # a previous run's virtual time ran ahead
+    clock.continue_after(ahead)
+    assert clock.unix(clock.now()) == pytest.approx(ahead)
+    clock.continue_after(ahead - 7200.0)  # an earlier one changes nothing
+    assert clock.unix(clock.now()) == pytest.approx(ahead)
+
+
 def test_call_with_timeout_names_device_and_call() -> None:
     async def hang() -> None:
         await asyncio.sleep(10)

@@ -31,6 +31,7 @@ from cellbench_hal.types import (
     REST,
     ChamberState,
     ChannelInfo,
+    OutputRanges,
     Profile,
     ProfileQuantity,
     Reading,
@@ -38,6 +39,7 @@ from cellbench_hal.types import (
     SignalInfo,
     Step,
     StepMode,
+    step_beyond,
 )
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "NotSupported",
     "OsiDevice",
     "OutOfRange",
+    "OutputRanges",
     "Profile",
     "ProfileQuantity",
     "Reading",
@@ -75,5 +78,6 @@ __all__ = [
     "WhileOpen",
     "call_with_timeout",
     "open_transport",
+    "step_beyond",
     "transport_from_url",
 ]

@@ -87,6 +87,13 @@ class OsiDevice(Device):
     async def write(self, signal: str, value: float) -> None:
         """Set a writable signal."""
 
+    @property
+    def info(self) -> Mapping[str, str]:
+        """What the device says about itself once open (maker, model, serial number, firmware),
+        as text by name; the station records it with every test the device serves. Empty for a
+        device that says nothing."""
+        return {}
+
 
 class ClimateChamber(Device):
     """A climate chamber; one chamber may hold the cells of several channels."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -166,6 +167,48 @@ class ChannelInfo:
     power_max_w: float = math.inf
 
 
+class OutputRanges(Protocol):
+    """What a channel's output can do: a :class:`ChannelInfo`, or a driver's own record of it."""
+
+    @property
+    def voltage_min_v(self) -> float: ...
+    @property
+    def voltage_max_v(self) -> float: ...
+    @property
+    def current_max_a(self) -> float: ...
+    @property
+    def power_max_w(self) -> float: ...
+
+
+_USES_CURRENT = frozenset({StepMode.CC, StepMode.CV, StepMode.CCCV})
+_USES_VOLTAGE = frozenset({StepMode.CV, StepMode.CCCV})
+
+
+def step_beyond(step: Step, ranges: OutputRanges) -> str:
+    """What in ``step`` lies beyond ``ranges`` ("current 6 A is beyond ±5 A"), for a driver's
+    :class:`~cellbench_hal.errors.OutOfRange`; empty when nothing does. A profile is judged by
+    its extremes."""
+    current = step.current_a if step.mode in _USES_CURRENT else None
+    voltage = step.voltage_v if step.mode in _USES_VOLTAGE else None
+    power = step.power_w if step.mode is StepMode.CP else None
+    if step.profile is not None:
+        values = step.profile.value
+        if step.profile.quantity is ProfileQuantity.VOLTAGE:
+            voltage = min(values) if min(values) < ranges.voltage_min_v else max(values)
+        elif step.profile.quantity is ProfileQuantity.CURRENT:
+            current = max(values, key=abs)
+        else:
+            power = max(values, key=abs)
+    r = ranges
+    if current is not None and abs(current) > r.current_max_a:
+        return f"current {current} A is beyond ±{r.current_max_a} A"
+    if voltage is not None and not r.voltage_min_v <= voltage <= r.voltage_max_v:
+        return f"voltage {voltage} V is outside {r.voltage_min_v}..{r.voltage_max_v} V"
+    if power is not None and abs(power) > r.power_max_w:
+        return f"power {power} W is beyond ±{r.power_max_w} W"
+    return ""
+
+
 @dataclass(slots=True)
 class SampleBatch:
     """Measurements from a channel driver: one row per sample, columns as numpy arrays.
@@ -222,5 +265,7 @@ class ChamberState:
     humidity_pct: float | None = None
     setpoint_humidity_pct: float | None = None
     #: What the controller reports as wrong ("door open", "alarm 12: ..."); empty when all is
-    #: well. A fault ends or pauses the tests inside, by the station's ``on_fault``.
+    #: well. A fault ends or pauses the tests inside, by the station's ``on_fault``. The same
+    #: fault must read the same from tick to tick (no live readings in it): a new text is a
+    #: new fault, with a new alarm.
     fault: str = ""

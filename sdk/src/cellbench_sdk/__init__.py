@@ -54,6 +54,7 @@ from cellbench_hal import (
     NotSupported,
     OsiDevice,
     OutOfRange,
+    OutputRanges,
     Profile,
     ProfileQuantity,
     Reading,
@@ -70,6 +71,7 @@ from cellbench_hal import (
     WhileOpen,
     call_with_timeout,
     open_transport,
+    step_beyond,
     transport_from_url,
 )
 
@@ -96,6 +98,7 @@ __all__ = [
     "NotSupported",
     "OsiDevice",
     "OutOfRange",
+    "OutputRanges",
     "PlanMessage",
     "Profile",
     "ProfileQuantity",
@@ -118,5 +121,6 @@ __all__ = [
     "call_with_timeout",
     "hookimpl",
     "open_transport",
+    "step_beyond",
     "transport_from_url",
 ]
