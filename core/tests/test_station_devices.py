@@ -403,35 +403,6 @@ def test_a_missing_signal_trips_its_limit_after_the_delay(
     assert not alarms(db, ending)
 
 
-class Frozen(Flaky):
-    """A device that keeps answering with the reading it took when it was opened."""
-
-    async def open(self, clock: Clock) -> None:
-        self.opened_at = clock.now()
-
-    @property
-    def signals(self) -> Sequence[SignalInfo]:
-        return (SignalInfo("temperature_c", "°C"),)
-
-    async def read(self) -> Mapping[str, Reading]:
-        return {"temperature_c": Reading(25.0, self.opened_at)}
-
-
-def test_a_stale_reading_is_missing_and_trips_a_limit(
-        db: Database, serve_until: Callable[..., None]) -> None:
-    station = build(config(db, devices=[{"kind": "sim", "name": "stuck", "channels": "1"}]))
-    station.devices[0] = (station.devices[0][0], Frozen())
-    plan = ("name: p\nlimits: {stuck.temperature_c: {max: 100 °C, for: 60 s}}\n"
-            "steps: [Rest for 10 minutes]\n")
-    test_id = started_test(db, serve_queue(db, station, [(1, plan)], serve_until)[0])
-    assert alarms(db, test_id) == ["channel 1: safety limit stuck.temperature_c max 100 °C "
-                                   "(device 'stuck'): no reading (missing or not a number) for "
-                                   "60 s"]
-    samples = db.samples(test_id)
-    assert samples["test_time_s"].tolist() == [30, 60, 90]
-    assert not any(name.startswith("stuck.") for name in samples)  # nothing old is stored
-
-
 HEAT = """\
 name: heat
 steps:

@@ -152,8 +152,7 @@ def _setpoint(run: Run) -> str:
 
 async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
     """Read every attached device and chamber once: each signal's value (NaN if its device
-    failed or its reading is stale) and the channels that see it. Chambers also set their
-    channels' ambient."""
+    failed) and the channels that see it. Chambers also set their channels' ambient."""
     names = list(st.attached)
     results = await asyncio.gather(*(call_with_timeout(
         st.attached[n][0].read(), st.device_timeout_s, n, "read") for n in names),
@@ -184,11 +183,7 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
         else:
             st.failing.discard(name)
             readings = cast(Mapping[str, Reading], result)
-            # A reading measured longer than a device call may take ago is stale: missing,
-            # like that of a device that did not answer (never an old value).
-            oldest = st.clock.now() - st.device_timeout_s
-            values = {signal: reading.value if reading.time_s >= oldest else math.nan
-                      for signal, reading in readings.items()}
+            values = {signal: reading.value for signal, reading in readings.items()}
         for signal, value in values.items():
             signals[f"{name}.{signal}"] = (value, channels)
     return signals
