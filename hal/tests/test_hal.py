@@ -14,6 +14,7 @@ from cellbench_hal import (
     DeviceWorker,
     RealClock,
     Step,
+    StepLimits,
     StepMode,
     VirtualClock,
     call_with_timeout,
@@ -122,3 +123,11 @@ def test_worker_serialises_calls_on_one_thread_and_times_out() -> None:
         worker.close()  # idempotent
     assert len(set(seen)) == 1
     assert seen[0].startswith("cellbench-usb-logger")
+
+
+def test_step_limits_default_to_none_and_refuse_nan_and_negative_currents() -> None:
+    assert StepLimits() == StepLimits(math.inf, -math.inf, math.inf, math.inf)
+    with pytest.raises(ValueError, match="voltage_max_v must be a number or inf, not nan"):
+        StepLimits(voltage_max_v=math.nan)
+    with pytest.raises(ValueError, match="current limits are magnitudes"):
+        StepLimits(charge_current_max_a=-1.0)

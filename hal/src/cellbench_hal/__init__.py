@@ -38,6 +38,7 @@ from cellbench_hal.types import (
     SampleBatch,
     SignalInfo,
     Step,
+    StepLimits,
     StepMode,
     step_beyond,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "SerialLineTransport",
     "SignalInfo",
     "Step",
+    "StepLimits",
     "StepMode",
     "TcpLineTransport",
     "TransportOptions",

@@ -113,12 +113,38 @@ def _finite(name: str, value: float | None) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class StepLimits:
+    """The safety limits a step runs under: the plan's and the battery's, the tighter of the
+    two, as the runner checks them on every sample (``inf`` where there is none).
+
+    The runner's check in software comes first; a driver whose instrument has protection of its
+    own (over-voltage, over-current, compliance) programs these into it before the step starts,
+    as a backstop that holds when the PC stalls. Currents are magnitudes.
+    """
+
+    voltage_max_v: float = math.inf
+    voltage_min_v: float = -math.inf
+    charge_current_max_a: float = math.inf
+    discharge_current_max_a: float = math.inf
+
+    def __post_init__(self) -> None:
+        for name in ("voltage_max_v", "voltage_min_v", "charge_current_max_a",
+                     "discharge_current_max_a"):
+            if math.isnan(getattr(self, name)):
+                raise ValueError(f"{name} must be a number or inf, not nan")
+        if self.charge_current_max_a < 0 or self.discharge_current_max_a < 0:
+            raise ValueError("current limits are magnitudes and must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """A setpoint handed to a channel: the mode and the values the mode needs.
 
     The core evaluates end conditions; the channel only holds the setpoint until it is given the
     next one (or switched off). A profile step follows ``profile`` from the moment it is
     applied; a voltage profile limits the current to ``current_a`` if given, like CV.
+    ``limits`` are the safety limits of the test the step belongs to (the runner sets them),
+    for drivers that program them into the instrument's own protection.
     """
 
     mode: StepMode
@@ -127,6 +153,7 @@ class Step:
     power_w: float | None = None
     resistance_ohm: float | None = None
     profile: Profile | None = None
+    limits: StepLimits | None = None
 
     def __post_init__(self) -> None:
         for name in ("current_a", "voltage_v", "power_w", "resistance_ohm"):

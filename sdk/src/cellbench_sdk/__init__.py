@@ -19,6 +19,7 @@ The rest of the plugin surface, one module per kind of plugin:
 - :mod:`cellbench_sdk.notify`: the notifier base class;
 - :mod:`cellbench_sdk.cli`: consoles, errors and ``--db``/``--station`` for plugin commands;
 - :mod:`cellbench_sdk.units`: quantities with units as people write them;
+- :mod:`cellbench_sdk.cell`: the equivalent-circuit cell model (simulators, emulators);
 - :mod:`cellbench_sdk.testing`: checks a plugin against its contract without hardware.
 
 A plugin imports these (and :mod:`cellbench_hal`), never ``cellbench_core``: a lint rule
@@ -63,6 +64,7 @@ from cellbench_hal import (
     SerialLineTransport,
     SignalInfo,
     Step,
+    StepLimits,
     StepMode,
     TcpLineTransport,
     TransportOptions,
@@ -109,6 +111,7 @@ __all__ = [
     "SignalInfo",
     "Step",
     "StepChanged",
+    "StepLimits",
     "StepMode",
     "TcpLineTransport",
     "TestFinished",

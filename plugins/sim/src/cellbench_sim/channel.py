@@ -25,7 +25,7 @@ from cellbench_sdk import (
     WhileOpen,
     step_beyond,
 )
-from cellbench_sim.cell import (
+from cellbench_sdk.cell import (
     CellBank,
     CellOutputs,
     CellParameters,
