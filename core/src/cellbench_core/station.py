@@ -8,6 +8,7 @@ across the whole station in file order.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import tomllib
 from dataclasses import replace
@@ -28,8 +29,10 @@ from pydantic import (
 from cellbench_core.descriptors import Kind
 from cellbench_core.plan import Plan
 from cellbench_core.plan.tables import TableLoader, lookup_tables
+from cellbench_core.plan.yaml_source import did_you_mean
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import ChannelRef, Resume, TestRequest
+from cellbench_core.runner.resolve import check_writable
 from cellbench_core.storage import BatteryRecord
 from cellbench_core.text import check_identifier
 from cellbench_core.units import parse_duration
@@ -45,9 +48,15 @@ from cellbench_hal import (
     call_with_timeout,
 )
 
+log = logging.getLogger(__name__)
+
 
 class StationError(ValueError):
     """The station file or a channel selection is invalid; the message names the key."""
+
+
+#: A number that is neither NaN nor infinite (TOML has both).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -140,7 +149,15 @@ class AttachedSection(_Strict):
 
 class DeviceSection(AttachedSection):
     """``[[devices]]``: an OSI device (CAN/BMS, SMBus battery, data logger, lookup table) whose
-    signals the tests of its channels record and may end steps or trip limits on."""
+    signals the tests of its channels record and may end steps or trip limits on; ``on_start``
+    and ``on_stop`` are values (in each signal's own unit) written to it when a test on its
+    channels starts and when one stops (and ``on_stop`` also when the station opens, after a
+    crash, and when it closes)."""
+
+    on_start: dict[str, FiniteFloat] = Field(
+        default={}, description="signal = value to write before a test's first step")
+    on_stop: dict[str, FiniteFloat] = Field(
+        default={}, description="signal = value to write after every stop (output off first)")
 
 
 class ChamberSection(AttachedSection):
@@ -320,6 +337,8 @@ class Station:
         self._chamber_of: dict[int, tuple[str, ClimateChamber]] = {}
         self._chamber_sections = {section.name: section for section in config.chambers}
         self._devices_of: dict[int, list[tuple[str, OsiDevice]]] = {}
+        #: What :meth:`open` wrote as the devices' ``on_stop``, by device name.
+        self.opening_writes: dict[str, dict[str, float]] = {}
 
     @property
     def plans_dir(self) -> Path:
@@ -341,11 +360,58 @@ class Station:
             for section, device in [*self.devices, *self.chambers]:
                 await call_with_timeout(device.open(clock), timeout, section.name, "open")
                 opened.append(device)
+            self.check_device_writes()
         except (DeviceError, StationError):
             for device in reversed(opened):
                 await device.close()
             self.channels.clear()
             raise
+        # A crash (or a station stopped while a device did not answer) may have left a device
+        # as a test had it: the state after a stop is where a station starts from.
+        self.opening_writes = await self.write_on_stop("the station opened")
+
+    def check_device_writes(self, opened: bool = True) -> None:
+        """Check every device's ``on_start`` and ``on_stop``: each names a writable signal of
+        the device, and its value is within the signal's range (StationError names the key).
+        Unless ``opened``, devices that know their signals only once open are left out."""
+        for n, (section, device) in enumerate(self.devices):
+            try:
+                infos = {info.name: info for info in device.signals}
+            except DeviceError:
+                infos = {}
+            if not infos and not opened:
+                continue
+            for which, values in (("on_start", section.on_start), ("on_stop", section.on_stop)):
+                for signal, value in values.items():
+                    where = f"devices[{n}].{which}.{signal}"
+                    if signal not in infos:
+                        raise StationError(
+                            f"{where}: device {section.name!r} has no signal {signal!r}"
+                            f"{did_you_mean(signal, infos)} (its signals: "
+                            f"{', '.join(infos) or 'none'})")
+                    try:
+                        check_writable(infos[signal], value, signal)
+                    except ValueError as err:
+                        raise StationError(f"{where}: {err}") from None
+
+    async def write_on_stop(self, why: str) -> dict[str, dict[str, float]]:
+        """Write every device's ``on_stop`` values, each under the device timeout, whatever
+        became of the others; a device that refuses or does not answer is logged. Returns what
+        was written: by device name, each signal's value."""
+        timeout = self.config.station.device_timeout
+        written: dict[str, dict[str, float]] = {}
+        for section, device in self.devices:
+            for signal, value in section.on_stop.items():
+                text = f"{section.name}.{signal} = {value:g}"
+                try:
+                    await call_with_timeout(device.write(signal, value), timeout, section.name,
+                                            "write")
+                except DeviceError as err:
+                    log.warning("on_stop as %s: writing %s failed: %s", why, text, err)
+                    continue
+                log.info("on_stop as %s: %s", why, text)
+                written.setdefault(section.name, {})[signal] = value
+        return written
 
     def attach(self) -> None:
         """Attach the devices and chambers to the numbered channels (StationError names the
@@ -374,8 +440,14 @@ class Station:
     def request(self, channel: ChannelRef, plan: Plan, battery: BatteryRecord | None = None,
                 name: str = "", resume: Resume | None = None) -> TestRequest:
         """A test request on ``channel`` with the chamber and devices attached to it."""
-        request = TestRequest(channel, plan, battery, name=name,
-                              devices=tuple(self.devices_of(channel.number)), resume=resume)
+        devices = self.devices_of(channel.number)
+        sections = {section.name: section for section, _ in self.devices}
+        request = TestRequest(
+            channel, plan, battery, name=name, devices=tuple(devices), resume=resume,
+            on_start=tuple((device, signal, value) for device, _ in devices
+                           for signal, value in sections[device].on_start.items()),
+            on_stop=tuple((device, signal, value) for device, _ in devices
+                          for signal, value in sections[device].on_stop.items()))
         chamber = self.chamber_of(channel.number)
         if chamber is None:
             return request
@@ -385,8 +457,11 @@ class Station:
                        chamber_band_grace_s=section.band_grace)
 
     async def close(self) -> None:
-        """Close every device and chamber, then every driver (outputs off), then the notifiers
-        that have a ``close``; idempotent."""
+        """Write every device's ``on_stop`` values if the station is open, close every device
+        and chamber, then every driver (outputs off), then the notifiers that have a
+        ``close``; idempotent."""
+        if self.channels:
+            await self.write_on_stop("the station closed")
         for _, device in [*self.devices, *self.chambers]:
             await device.close()
         for _, driver in self.drivers:

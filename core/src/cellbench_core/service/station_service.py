@@ -259,6 +259,7 @@ class StationService:
                 self.clock.continue_after(last)
         resuming: list[tuple[TestRecord, QueueEntry | None, asyncio.Future[int]]] = []
         for test in interrupted:
+            await asyncio.to_thread(self._record_opening_writes, test)
             entry = entries.pop(test.id, None)
             reason = "interrupted: the station stopped while the test ran"
             if resume:
@@ -284,6 +285,19 @@ class StationService:
         for entry in entries.values():  # claimed, and the station died before the test began
             await asyncio.to_thread(self._end_interrupted, None, entry,
                                     "interrupted: the station stopped before the test began")
+
+    def _record_opening_writes(self, test: TestRecord) -> None:
+        """Record, with a test the crash interrupted, the ``on_stop`` values the station wrote
+        to its channel's devices as it opened (``device_write`` events)."""
+        number = int(test.channel) if test.channel.isdigit() else 0
+        for name, _ in self.station.devices_of(number):
+            for signal, value in self.station.opening_writes.get(name, {}).items():
+                self.db.add_event(kind="device_write", test_id=test.id, channel=test.channel,
+                                  message=f"{name}.{signal} = {value:g} (on_stop, as the "
+                                          "station opened after the crash)",
+                                  unix_time_s=self.clock.unix(self.clock.now()),
+                                  data={"signal": f"{name}.{signal}", "value": value,
+                                        "source": "on_stop"})
 
     def _interrupted(self) -> tuple[list[TestRecord], dict[int, QueueEntry]]:
         """This station's tests still marked running, and the running queue entries by test."""
