@@ -37,10 +37,16 @@ from cellbench_sdk.testing.devices import (
 )
 from cellbench_sdk.testing.plugin import check_plugin
 from cellbench_sdk.testing.protocol import Conversation, MemoryStream, expected_protocol
-from cellbench_sdk.testing.services import check_notifier, check_sync_target
+from cellbench_sdk.testing.services import (
+    EVENTS,
+    NotifierStation,
+    check_notifier,
+    check_sync_target,
+)
 from cellbench_sdk.testing.station import check_interface, station_control
 
 __all__ = [
+    "EVENTS",
     "HANG_UP",
     "ChannelDriverContract",
     "ClimateChamberContract",
@@ -51,6 +57,7 @@ __all__ = [
     "InterfaceContract",
     "MemoryStream",
     "NotifierContract",
+    "NotifierStation",
     "OsiDeviceContract",
     "ScriptedPeer",
     "SyncTargetContract",

@@ -1,0 +1,1 @@
+"""cellbench notifier mqtt: writes events to a log (replace it)."""

@@ -1,0 +1,1 @@
+"""cellbench notifier webhook: writes events to a log (replace it)."""
