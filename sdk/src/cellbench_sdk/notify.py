@@ -431,10 +431,11 @@ class OutboxNotifier(Notifier):
 
     def retry_now(self) -> None:
         """Try what waits in the outbox now rather than at its next retry (the peer is known
-        to be back: ``cellbench notify test`` reached it)."""
+        to be back: it reconnected, or ``cellbench notify test`` reached it); nothing before
+        :meth:`start`."""
         outbox = self._outbox
         if outbox is None:
-            raise RuntimeError("the notifier has not been started")
+            return
         outbox.due_now(time.time())
         with self._lock:
             self._wake.notify_all()

@@ -1,1 +1,1 @@
-"""cellbench notifier mqtt: writes events to a log (replace it)."""
+"""cellbench notifier mqtt: channel states, live samples and events to an MQTT broker."""

@@ -1,26 +1,13 @@
-"""Registers the notifier mqtt with cellbench.
-
-cellbench imports this module at every start, so it stays light: it names the factory as a
-"module:attr" string, which is imported only when a station uses the notifier.
-"""
-
-from cellbench_sdk import Descriptor, Kind, hookimpl
+"""Registers the MQTT notifier with cellbench (the factory is imported only when a station
+uses it)."""
 
 from cellbench_mqtt.settings import MqttSettings
+from cellbench_sdk import Descriptor, Kind, hookimpl
 
 
 @hookimpl
 def cellbench_notifiers() -> list[Descriptor]:
-    """The notifier of this plugin."""
-    return [
-        Descriptor(
-            Kind.NOTIFIER,
-            # The name station files use; unique among the notifiers of every plugin.
-            "mqtt",
-            # The factory: called with the validated settings, returns the notifier.
-            "cellbench_mqtt.notifier:MqttNotifier",
-            # One line for `cellbench plugins`: say what it drives or does.
-            "writes events to a log (replace it)",
-            MqttSettings,
-        )
-    ]
+    """The MQTT notifier."""
+    return [Descriptor(Kind.NOTIFIER, "mqtt", "cellbench_mqtt.notifier:MqttNotifier",
+                       "channel states, live samples and events to an MQTT broker; an outbox "
+                       "keeps the events the broker did not take", MqttSettings)]
