@@ -1,1 +1,1 @@
-"""cellbench notifier webhook: writes events to a log (replace it)."""
+"""cellbench notifier webhook: notifications POSTed as signed JSON to a URL."""

@@ -1,26 +1,13 @@
-"""Registers the notifier webhook with cellbench.
-
-cellbench imports this module at every start, so it stays light: it names the factory as a
-"module:attr" string, which is imported only when a station uses the notifier.
-"""
+"""Registers the webhook notifier with cellbench (the factory is imported only when a station
+uses it)."""
 
 from cellbench_sdk import Descriptor, Kind, hookimpl
-
 from cellbench_webhook.settings import WebhookSettings
 
 
 @hookimpl
 def cellbench_notifiers() -> list[Descriptor]:
-    """The notifier of this plugin."""
-    return [
-        Descriptor(
-            Kind.NOTIFIER,
-            # The name station files use; unique among the notifiers of every plugin.
-            "webhook",
-            # The factory: called with the validated settings, returns the notifier.
-            "cellbench_webhook.notifier:WebhookNotifier",
-            # One line for `cellbench plugins`: say what it drives or does.
-            "writes events to a log (replace it)",
-            WebhookSettings,
-        )
-    ]
+    """The webhook notifier."""
+    return [Descriptor(Kind.NOTIFIER, "webhook", "cellbench_webhook.notifier:WebhookNotifier",
+                       "notifications POSTed as signed JSON (or a chat service's format) to a "
+                       "URL; an outbox keeps what it did not take", WebhookSettings)]
