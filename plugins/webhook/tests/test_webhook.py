@@ -8,9 +8,7 @@ from __future__ import annotations
 import hmac
 import json
 import ssl
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,55 +22,17 @@ from cellbench_core.station import Station, station_from_dict
 from cellbench_core.storage import open_database
 from cellbench_core.storage.queue import QueueStatus, TestQueue
 from cellbench_sdk import Alarm, PlanMessage, VirtualClock
-from cellbench_sdk.testing import NotifierContract, NotifierStation
+from cellbench_sdk.testing import HttpReceiver, NotifierContract, NotifierStation
 from cellbench_webhook.notifier import WebhookNotifier, signature
 from cellbench_webhook.settings import WebhookSettings
 
 SECRET = "a long random signing key"
 
 
-class Hook:
-    """An HTTP server on 127.0.0.1 that records every POST (headers, parsed body) and answers
-    with the next status of ``statuses`` (then 200)."""
-
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self.requests: list[tuple[dict[str, str], Any]] = []
-        self.statuses: list[int] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = hook.statuses.pop(0) if hook.statuses else 200
-                if status == 200:
-                    hook.requests.append((dict(self.headers), body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # the test asserts on what arrived, not on a log
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def bodies(self) -> list[Any]:
-        return [json.loads(body) for _, body in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def hook() -> Iterator[Hook]:
-    server = Hook()
-    yield server
-    server.close()
+def hook() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as server:
+        yield server
 
 
 @pytest.fixture
@@ -90,7 +50,7 @@ def settings(url: str, **changes: Any) -> WebhookSettings:
 
 
 def test_each_notification_is_posted_signed_with_its_event_id(
-        station: NotifierStation, hook: Hook, wait_until: Callable[..., Any]) -> None:
+        station: NotifierStation, hook: HttpReceiver, wait_until: Callable[..., Any]) -> None:
     notifier = station.start(WebhookNotifier(settings(f"http://127.0.0.1:{hook.port}/in")))
     notifier.alarm(Alarm("bench/1", station.test_id, "voltage above 4.25 V"))
     wait_until(lambda: hook.requests, "the alarm's POST")
@@ -107,7 +67,7 @@ def test_each_notification_is_posted_signed_with_its_event_id(
 
 
 def test_failures_are_retried_with_back_off_in_order_and_a_refusal_is_final(
-        station: NotifierStation, hook: Hook, wait_until: Callable[..., Any]) -> None:
+        station: NotifierStation, hook: HttpReceiver, wait_until: Callable[..., Any]) -> None:
     hook.statuses = [503, 503, 429, 404]  # three "later", then "this request is wrong"
     notifier = station.start(WebhookNotifier(settings(f"http://127.0.0.1:{hook.port}/in")))
     for n in range(3):
@@ -129,7 +89,7 @@ def test_https_is_verified_against_the_given_ca(
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_tls)
-    secure = Hook(server_tls)
+    secure = HttpReceiver(server_tls)
     try:
         good = station.start(WebhookNotifier(settings(f"https://127.0.0.1:{secure.port}/",
                                                       ca_file="ca.pem")))
@@ -147,8 +107,8 @@ def test_https_is_verified_against_the_given_ca(
 
 @pytest.mark.parametrize(("template", "key"), [("slack", "text"), ("mattermost", "text"),
                                                ("teams", "text"), ("discord", "content")])
-def test_chat_templates_post_text(station: NotifierStation, hook: Hook, template: str, key: str,
-                                  wait_until: Callable[..., Any]) -> None:
+def test_chat_templates_post_text(station: NotifierStation, hook: HttpReceiver, template: str,
+                                  key: str, wait_until: Callable[..., Any]) -> None:
     notifier = station.start(WebhookNotifier(settings(f"http://localhost:{hook.port}/",
                                                       template=template)))
     notifier.message(PlanMessage(station.test_id, "bench/1", 7, "check the probe"))
@@ -194,7 +154,7 @@ steps:
 
 
 def test_a_station_sends_exactly_the_notifications_configured(
-        tmp_path: Path, hook: Hook, serve_until: Callable[..., None],
+        tmp_path: Path, hook: HttpReceiver, serve_until: Callable[..., None],
         wait_until: Callable[..., Any]) -> None:
     db = open_database(f"sqlite:///{tmp_path / 'station.db'}")
     manager = PluginManager()

@@ -429,6 +429,11 @@ class OutboxNotifier(Notifier):
             self.deliver(destination, [notification])
         return destinations
 
+    def waiting(self) -> int:
+        """How many messages wait in the outbox (0 before :meth:`start`)."""
+        outbox = self._outbox
+        return 0 if outbox is None else outbox.count()
+
     def retry_now(self) -> None:
         """Try what waits in the outbox now rather than at its next retry (the peer is known
         to be back: it reconnected, or ``cellbench notify test`` reached it); nothing before

@@ -11,6 +11,7 @@ from cellbench_core.cli import (
     battery,
     chamber,
     database,
+    notify,
     plan,
     plot,
     queue,
@@ -21,8 +22,8 @@ from cellbench_core.cli import (
 from cellbench_core.cli.app import app
 from cellbench_core.plugins import loaded_plugins
 
-__all__ = ["app", "battery", "chamber", "database", "main", "plan", "plot", "queue", "running",
-           "serve", "sync"]
+__all__ = ["app", "battery", "chamber", "database", "main", "notify", "plan", "plot", "queue",
+           "running", "serve", "sync"]
 
 
 def main() -> None:

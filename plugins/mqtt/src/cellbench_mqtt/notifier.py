@@ -75,6 +75,7 @@ class MqttNotifier(OutboxNotifier):
         self._counts: dict[int, int] = {}
         self._state_due: dict[int, float] = {}
         self._control: StationControl | None = None
+        self._connected = threading.Event()
 
     # ---- connection --------------------------------------------------------------------------
 
@@ -123,6 +124,7 @@ class MqttNotifier(OutboxNotifier):
                         self.mqtt.host, self.mqtt.port, reason)
             return
         log.info("notifier %s: connected to %s:%d", self._name, self.mqtt.host, self.mqtt.port)
+        self._connected.set()
         client.publish(self._status_topic, "online", qos=1, retain=True)
         with self._states_lock:
             states = list(self._states.items())
@@ -132,6 +134,7 @@ class MqttNotifier(OutboxNotifier):
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
+        self._connected.clear()
         if reason.is_failure:
             log.warning("notifier %s: lost the broker %s:%d (%s); reconnecting", self._name,
                         self.mqtt.host, self.mqtt.port, reason)
@@ -158,6 +161,17 @@ class MqttNotifier(OutboxNotifier):
                 info.wait_for_publish(self.mqtt.timeout)
         client.disconnect()
         client.loop_stop()
+
+    def send_test(self) -> list[str]:
+        """Wait for the connection (at most ``timeout``), then publish a test event to
+        ``events/test``."""
+        if not self._connected.wait(self.mqtt.timeout):
+            raise DeliveryError(f"no connection to the broker {self.mqtt.host}:{self.mqtt.port} "
+                                f"within {self.mqtt.timeout:g} s")
+        return super().send_test()
+
+    def test_destinations(self) -> list[str]:
+        return [f"{self._base}/events/test"]  # where deliver() publishes it
 
     # ---- events ------------------------------------------------------------------------------
 

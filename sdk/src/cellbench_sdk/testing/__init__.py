@@ -35,6 +35,7 @@ from cellbench_sdk.testing.devices import (
     check_failed_open,
     check_osi_device,
 )
+from cellbench_sdk.testing.http import HttpReceiver
 from cellbench_sdk.testing.plugin import check_plugin
 from cellbench_sdk.testing.protocol import Conversation, MemoryStream, expected_protocol
 from cellbench_sdk.testing.services import (
@@ -54,6 +55,7 @@ __all__ = [
     "Conversation",
     "DeviceContract",
     "HangUp",
+    "HttpReceiver",
     "InterfaceContract",
     "MemoryStream",
     "NotifierContract",
