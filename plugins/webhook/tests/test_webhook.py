@@ -73,7 +73,7 @@ def test_failures_are_retried_with_back_off_in_order_and_a_refusal_is_final(
     for n in range(3):
         notifier.message(PlanMessage(station.test_id, "bench/1", n, f"message {n}"))
     wait_until(lambda: [row[1] for row in station.outbox()], "every message settled",
-               check=lambda statuses: "pending" not in statuses)
+               check=lambda statuses: len(statuses) == 3 and "pending" not in statuses)
     # The first waited behind three answers that said "later" (the others behind it), then
     # the 404 was final for it alone.
     assert [(row[1], row[2]) for row in station.outbox()] == [

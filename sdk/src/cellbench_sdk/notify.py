@@ -333,14 +333,26 @@ class OutboxNotifier(Notifier):
     messages go as one digest when the window has room. When messages have waited longer than
     ``alarm_after``, the station raises an alarm (once, until a delivery succeeds again).
 
-    Events that come before :meth:`start` (no database yet) wait in memory until it.
+    An event method only notes the event (it runs on the station's one event thread, which
+    must keep up with a thousand tests starting at once); the worker describes what it noted
+    and puts it in the outbox in one transaction, then delivers. Events that come before
+    :meth:`start` (no database yet) wait in memory until it.
+
+    :attr:`batch_max` is how many waiting messages to one destination :meth:`deliver` may take
+    at once when no rate limit holds them (1: each alone, so that a list of several is always
+    a digest); a notifier whose peer takes each message on its own (MQTT) raises it.
     """
+
+    batch_max = 1
+
 
     def __init__(self, settings: OutboxSettings) -> None:
         self.settings = settings
         self.context: NotifierContext | None = None
         self._outbox: Outbox | None = None
-        self._early: list[Callable[[], Notification]] = []  # events before start()
+        # Events noted, to be described and put in the outbox by the worker (or at start).
+        self._intake: deque[Callable[[], Notification]] = deque()
+        self._tests: dict[int, tuple[str, str | None, str] | None] = {}  # id -> name, battery, plan
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
@@ -371,9 +383,11 @@ class OutboxNotifier(Notifier):
         return [""]
 
     def deliver(self, destination: str, notifications: list[Notification]) -> None:
-        """Send ``notifications`` to ``destination``: one message, or a digest of several
-        (oldest first) when the rate limit was reached. Return once the peer has taken it;
-        raise otherwise. Runs on the notifier's worker thread, within ``settings.timeout``."""
+        """Send ``notifications`` to ``destination``, oldest first: one message, or a digest of
+        several when the rate limit was reached (or, with :attr:`batch_max` above 1, several
+        messages each on its own). Return once the peer has taken them all; raise otherwise
+        (all of them are then tried again). Runs on the notifier's worker thread, within
+        ``settings.timeout``."""
         raise NotImplementedError
 
     # ---- the station's calls -----------------------------------------------------------------
@@ -386,9 +400,7 @@ class OutboxNotifier(Notifier):
         outbox.prune(time.time() - KEEP_FINISHED_S)
         with self._lock:
             self.context, self._outbox = context, outbox
-            early, self._early = self._early, []
-        for describe in early:
-            self._put(describe())
+        self._take_in()
         waiting = outbox.count()
         if waiting:
             log.info("notifier %s: %d messages wait in the outbox", context.name, waiting)
@@ -404,9 +416,9 @@ class OutboxNotifier(Notifier):
                 return
             self._stopping = True
             self._wake.notify_all()
-            if self._early:
+            if self._outbox is None and self._intake:
                 log.warning("notifier: %d messages were never put in an outbox (the notifier "
-                            "was not started)", len(self._early))
+                            "was not started)", len(self._intake))
         if self._thread is not None:
             self._thread.join(CLOSE_TIMEOUT_S + self.settings.timeout)
             if self._thread.is_alive():
@@ -518,28 +530,29 @@ class OutboxNotifier(Notifier):
         """Describe a selected event and put it in the outbox (or keep it until start)."""
         if kind not in self.settings.events:
             return
-        describe = partial(self._describe, kind, test_id, channel, severity, title, summary,
-                           station_action, advice, status, time.time())
+        step = self._steps.get(test_id) if test_id is not None else None
+        self._intake.append(partial(self._describe, kind, test_id, channel, severity, title,
+                                    summary, station_action, advice, status, step, time.time()))
         with self._lock:
-            if self._outbox is None:  # described at start, when the station is known
-                if not self._stopping:
-                    self._early.append(describe)
-                return
-        self._put(describe())
+            self._wake.notify_all()
 
     def _describe(self, kind: str, test_id: int | None, channel: str | None, severity: str,
                   title: str, summary: str, station_action: str, advice: str,
-                  status: str | None, unix_time_s: float) -> Notification:
-        context = self.context
-        station = context.station if context is not None else "?"
+                  status: str | None, step: tuple[str, int, int] | None,
+                  unix_time_s: float) -> Notification:
+        context = self._started()
+        station = context.station
         test_name = battery = plan = None
         values: dict[str, float] = {}
-        if context is not None and test_id is not None:
-            record = context.database.test(test_id)
-            if record is not None:
-                test_name, battery, plan = record.name, record.battery, record.plan_name
+        if test_id is not None:
+            if test_id not in self._tests:  # a test's name, battery and plan never change
+                record = context.database.test(test_id)
+                self._tests[test_id] = None if record is None else (
+                    record.name, record.battery, record.plan_name)
+            known = self._tests[test_id]
+            if known is not None:
+                test_name, battery, plan = known
             values = self._values(context, test_id, channel)
-        step = self._steps.get(test_id) if test_id is not None else None
         test = "?" if test_id is None else (f"{test_name} (id {test_id})" if test_name
                                             else f"id {test_id}")
         names = {"test": test, "channel": channel, "station": station}
@@ -573,14 +586,18 @@ class OutboxNotifier(Notifier):
                 latest = {name: float(column[-1]) for name, column in rows.items()}
         return {name: value for name, value in latest.items() if math.isfinite(value)}
 
-    def _put(self, notification: Notification) -> None:
+    def _take_in(self) -> None:
+        """Describe the events noted so far and put them in the outbox, in one transaction."""
         outbox = self._outbox
         assert outbox is not None
-        for destination in self.destinations(notification):
-            outbox.put(destination, notification.event_id, notification.to_dict(),
-                       notification.unix_time_s)
-        with self._lock:
-            self._wake.notify_all()
+        messages: list[tuple[str, str, dict[str, Any], float]] = []
+        while self._intake:
+            notification = self._intake.popleft()()
+            payload = notification.to_dict()
+            messages.extend((destination, notification.event_id, payload,
+                             notification.unix_time_s)
+                            for destination in self.destinations(notification))
+        outbox.put_many(messages)
 
     # ---- delivering --------------------------------------------------------------------------
 
@@ -593,21 +610,33 @@ class OutboxNotifier(Notifier):
                 log.exception("notifier %s: reading the outbox failed", self._name)
                 wait_s = self.settings.retry_first
             with self._lock:
+                noted = bool(self._intake)  # an event noted meanwhile is taken in at once
                 if self._stopping:
                     if close_deadline is None:
                         close_deadline = time.monotonic() + CLOSE_TIMEOUT_S
-                    if wait_s > 0 or time.monotonic() >= close_deadline:
-                        return  # what is not due now waits in the outbox for the next start
-                    continue
-                if wait_s > 0:
+                    # What is not due now waits in the outbox for the next start.
+                    done = (wait_s > 0 and not noted) or time.monotonic() >= close_deadline
+                elif wait_s > 0 and not noted:
                     self._wake.wait(min(wait_s, 3600.0))
+                    continue
+                else:
+                    continue
+            if done:
+                try:
+                    self._take_in()  # nothing noted is left out of the outbox
+                except Exception:
+                    log.exception("notifier %s: %d events could not be put in the outbox",
+                                  self._name, len(self._intake))
+                return
 
     def _pump(self) -> float:
-        """Deliver the next message (or digest) if it is due; return how long to wait before
-        the next call (0: call again at once)."""
+        """Put what was noted in the outbox, then deliver the next message (or digest, or
+        batch) if it is due; return how long to wait before the next call (0: call again at
+        once)."""
         outbox = self._outbox
         assert outbox is not None and self.context is not None
-        entries = outbox.pending(DIGEST_MAX + 1)
+        self._take_in()
+        entries = outbox.pending(max(DIGEST_MAX, self.batch_max) + 1)
         if not entries:
             return math.inf
         head = entries[0]
@@ -624,6 +653,14 @@ class OutboxNotifier(Notifier):
             return sent[0] + window - now
         if head.destination in self._held:  # what was held back goes as one digest
             batch = [e for e in entries if e.destination == head.destination][:DIGEST_MAX]
+        elif self.batch_max > 1:  # the due ones from the head on, as long as they go there
+            batch = []
+            for entry in entries[:self.batch_max]:
+                if entry.destination != head.destination or entry.next_attempt_unix_s > now:
+                    break
+                batch.append(entry)
+            if limit:
+                batch = batch[:max(1, limit - len(sent))]
         ids = [e.id for e in batch]
         notifications = [Notification.from_dict(e.payload) for e in batch]
         try:
@@ -643,7 +680,7 @@ class OutboxNotifier(Notifier):
             self._failed(head.created_unix_s, head.destination, error, outbox)
             return delay
         outbox.delivered(ids, time.time())
-        sent.append(now)
+        sent.extend([now] * (1 if head.destination in self._held else len(batch)))
         self._held.discard(head.destination)
         if self._failing_since is not None:
             log.info("notifier %s: delivering again", self._name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,23 +53,40 @@ class Outbox:
             created_unix_s: float) -> bool:
         """Add a message for ``destination`` ('' where the notifier has one peer); False if the
         outbox had it already (by ``event_id``), and then nothing changes."""
-        _check_name("event_id", event_id, schema.EVENT_ID_LENGTH)
-        if len(destination) > schema.NAME_LENGTH:
-            raise ValueError(f"destination is longer than {schema.NAME_LENGTH} characters")
-        if not math.isfinite(created_unix_s):
-            raise ValueError(f"created_unix_s must be finite, not {created_unix_s!r}")
+        return self.put_many([(destination, event_id, payload, created_unix_s)]) == 1
+
+    def put_many(self, messages: Sequence[tuple[str, str, Mapping[str, Any], float]]) -> int:
+        """Add several messages, each (destination, event_id, payload, created_unix_s) as
+        :meth:`put` takes them, in one transaction and in this order; return how many were
+        new (those the outbox had already are left as they are)."""
+        rows = []
+        for destination, event_id, payload, created_unix_s in messages:
+            _check_name("event_id", event_id, schema.EVENT_ID_LENGTH)
+            if len(destination) > schema.NAME_LENGTH:
+                raise ValueError(f"destination is longer than {schema.NAME_LENGTH} characters")
+            if not math.isfinite(created_unix_s):
+                raise ValueError(f"created_unix_s must be finite, not {created_unix_s!r}")
+            rows.append({"notifier": self.notifier, "destination": destination,
+                         "event_id": event_id, "created_unix_s": created_unix_s,
+                         "payload": json.dumps(payload), "status": "pending", "attempts": 0,
+                         "next_attempt_unix_s": created_unix_s})
+        if not rows:
+            return 0
         table = schema.notify_outbox
-        row = {"notifier": self.notifier, "destination": destination, "event_id": event_id,
-               "created_unix_s": created_unix_s, "payload": json.dumps(payload),
-               "status": "pending", "attempts": 0, "next_attempt_unix_s": created_unix_s}
         with self.db.engine.begin() as connection:
-            exists = connection.execute(sa.select(table.c.id).where(
-                table.c.notifier == self.notifier, table.c.destination == destination,
-                table.c.event_id == event_id)).first()
-            if exists is not None:
-                return False
-            connection.execute(sa.insert(table).values(row))
-        return True
+            have = {(row.destination, row.event_id) for row in connection.execute(
+                sa.select(table.c.destination, table.c.event_id).where(
+                    table.c.notifier == self.notifier,
+                    table.c.event_id.in_({row["event_id"] for row in rows})))}
+            new = []
+            for row in rows:  # a message given twice is put once
+                key = (row["destination"], row["event_id"])
+                if key not in have:
+                    have.add(key)
+                    new.append(row)
+            if new:
+                connection.execute(sa.insert(table), new)
+        return len(new)
 
     def pending(self, limit: int = 100) -> list[OutboxEntry]:
         """The oldest ``limit`` messages not yet delivered, in the order they were put in."""

@@ -60,6 +60,10 @@ def _finite(value: float) -> float | None:
 class MqttNotifier(OutboxNotifier):
     """Publishes the station's channels and events to an MQTT broker."""
 
+    #: Events go out many at a time (each its own QoS 1 message): a thousand tests starting
+    #: at once must not wait for a thousand round trips one after another.
+    batch_max = 100
+
     def __init__(self, settings: MqttSettings) -> None:
         super().__init__(settings)
         self.mqtt = settings
@@ -210,16 +214,18 @@ class MqttNotifier(OutboxNotifier):
 
     def deliver(self, destination: str, notifications: list[Notification]) -> None:
         """Publish each notification to ``events/<kind>`` at QoS 1 and wait for the broker's
-        acknowledgement."""
+        acknowledgements."""
         client = self._client
         settings = self.mqtt
         if client is None or not client.is_connected():
             raise DeliveryError(f"not connected to the broker {settings.host}:{settings.port}")
-        for notification in notifications:
-            info = client.publish(f"{self._base}/events/{notification.kind}",
-                                  json.dumps(notification.to_dict()), qos=1)
+        published = [client.publish(f"{self._base}/events/{notification.kind}",
+                                    json.dumps(notification.to_dict()), qos=1)
+                     for notification in notifications]
+        deadline = time.monotonic() + settings.timeout
+        for info in published:
             try:
-                info.wait_for_publish(settings.timeout)
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as err:
                 raise DeliveryError(f"{settings.host}:{settings.port}: {err}") from err
             if not info.is_published():
@@ -246,21 +252,26 @@ class MqttNotifier(OutboxNotifier):
             self._samples.put((sample, now, live, state))
 
     def _publish_samples(self) -> None:
+        topics: dict[int, str] = {}  # channel number -> its live topic
         while True:
             item = self._samples.get()
             if item is None:
                 return
-            sample, unix_time_s, live, state = item
             client = self._client
             if client is None or not client.is_connected():
                 continue  # live data: the next sample replaces it
+            sample, unix_time_s, live, state = item
             channel = str(sample.channel)
             values = {"voltage_v": _finite(sample.voltage_v),
                       "current_a": _finite(sample.current_a),
                       "temperature_c": _finite(sample.temperature_c),
                       "test_time_s": _finite(sample.test_time_s)}
             if live:
-                client.publish(f"{self._base}/channel/{topic_part(channel)}/live", json.dumps({
+                topic = topics.get(sample.channel)
+                if topic is None:
+                    topic = topics[sample.channel] = \
+                        f"{self._base}/channel/{topic_part(channel)}/live"
+                client.publish(topic, json.dumps({
                     "channel": channel, "test_id": sample.test_id, "seq": sample.seq,
                     **values, "step_index": sample.step_index, "cycle": sample.cycle,
                     "step_ah": _finite(sample.step_ah), "unix_time_s": unix_time_s}))
