@@ -8,8 +8,9 @@ An exception in one plugin is logged and reported to ``on_problem`` (the runner 
 
 An event no plugin implements is not queued. A full queue (``max_pending`` events waiting:
 the plugins are far behind; it holds the starts and first steps of thousands of tests begun at
-once) never blocks the caller: the event is dropped and counted, and once the worker catches up (or at :meth:`close`)
-it reports how many were dropped as one ``events_dropped`` problem, with a warning in the log.
+once) never blocks the caller: the event is dropped and counted, and once the worker catches
+up (or at :meth:`close`) it reports how many were dropped as one ``events_dropped`` problem,
+with a warning in the log.
 :meth:`close` delivers what is queued, waiting at most its timeout; what is left then is
 reported as dropped, and a hookimpl still running is left to finish on its own (the thread is a
 daemon: it cannot keep the process alive).
