@@ -222,7 +222,8 @@ def test_events_wait_for_a_restarted_broker_and_arrive_in_order_with_their_ids(
             seen.append(payload)
     assert [json.loads(p)["summary"].rsplit(": ", 1)[1] for p in seen] == [
         "while down 0", "while down 1", "while down 2"]
-    assert [row[1] for row in station.outbox()] == ["delivered"] * 4
+    wait_until(lambda: [row[1] for row in station.outbox()], "the outbox marked",
+               check=lambda statuses: statuses == ["delivered"] * 4)
     wait_until(lambda: second.on(f"{prefix}/bench/status"), "online again",
                check=lambda s: s and s[-1] == "online")
 

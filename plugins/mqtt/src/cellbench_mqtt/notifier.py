@@ -71,7 +71,10 @@ class MqttNotifier(OutboxNotifier):
         self._base = ""
         self._states: dict[str, dict[str, Any]] = {}  # channel -> its retained state
         self._states_lock = threading.Lock()
-        # (sample, when, publish it live, the channel's state to publish or None); None: stop
+        self._ended: set[int] = set()  # tests whose end was published: no sample revives them
+        # (sample, when, publish it live, the channel's state to publish or None); None: stop.
+        # Handed over one by one: the publisher publishes while the tick goes on (gathering a
+X
         self._samples: queue.SimpleQueue[tuple[LiveSample, float, bool, str | None] | None] = \
             queue.SimpleQueue()
         self._publisher: threading.Thread | None = None
@@ -182,19 +185,23 @@ class MqttNotifier(OutboxNotifier):
     def _state_topic(self, channel: str) -> str:
         return f"{self._base}/channel/{topic_part(channel)}/state"
 
-    def _set_state(self, channel: str, **changes: Any) -> None:
-        """Change what the channel's retained state says, and publish it."""
+    def _set_state(self, channel: str, sample_of: int | None = None, **changes: Any) -> None:
+        """Change what the channel's retained state says, and publish it (under the lock: two
+        threads' states reach the broker in the order they were made). A sample's change
+        (``sample_of`` its test) is dropped once that test's end was published."""
         with self._states_lock:
+            if sample_of is not None and sample_of in self._ended:
+                return
             state = self._states.setdefault(channel, {
                 "station": self.context.station if self.context else None, "channel": channel,
                 "state": IDLE, "test_id": None, "test_name": None, "step": None,
                 "plan_line": None, "cycle": None, "voltage_v": None, "current_a": None,
                 "temperature_c": None, "test_time_s": None, "status": None})
             state.update(changes, unix_time_s=time.time())
-            payload = json.dumps(state)
-        client = self._client
-        if client is not None and client.is_connected():
-            client.publish(self._state_topic(channel), payload, qos=1, retain=True)
+            client = self._client
+            if client is not None and client.is_connected():
+                client.publish(self._state_topic(channel), json.dumps(state), qos=1,
+                               retain=True)
 
     def test_started(self, event: TestStarted) -> None:
         self._set_state(event.channel, state=RUNNING, test_id=event.test_id,
@@ -208,6 +215,8 @@ class MqttNotifier(OutboxNotifier):
         super().step_changed(event)
 
     def test_finished(self, event: TestFinished) -> None:
+        with self._states_lock:
+            self._ended.add(event.test_id)
         self._set_state(event.channel, state=IDLE, test_id=event.test_id,
                         status=event.status.value)
         super().test_finished(event)
@@ -276,5 +285,5 @@ class MqttNotifier(OutboxNotifier):
                     **values, "step_index": sample.step_index, "cycle": sample.cycle,
                     "step_ah": _finite(sample.step_ah), "unix_time_s": unix_time_s}))
             if state is not None:
-                self._set_state(channel, state=state, test_id=sample.test_id,
+                self._set_state(channel, sample.test_id, state=state, test_id=sample.test_id,
                                 cycle=sample.cycle, **values)
