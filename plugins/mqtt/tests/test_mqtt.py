@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
 import pytest
+import trustme
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
@@ -29,6 +30,7 @@ from cellbench_core.storage.queue import TestQueue
 from cellbench_mqtt.notifier import MqttNotifier, topic_part
 from cellbench_mqtt.settings import MqttSettings
 from cellbench_sdk import PlanMessage, VirtualClock
+from cellbench_sdk.notify import DeliveryError
 from cellbench_sdk.testing import NotifierContract, NotifierStation, free_port
 
 PLAN = """\
@@ -89,19 +91,44 @@ def subscribe() -> Iterator[Callable[[str, int, str], Subscriber]]:
         subscriber.close()
 
 
-class Mosquitto:
-    """A Mosquitto broker of the test's own on 127.0.0.1:``port``, without persistence."""
+def _installed(name: str) -> str:
+    """The path of a Mosquitto program; skips the test when it is missing (fails it under CI)."""
+    binary = shutil.which(name) or shutil.which(name, path="/usr/sbin")
+    if binary is None:
+        reason = f"{name} is not installed (apt-get install mosquitto)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return binary
 
-    def __init__(self, folder: Path, port: int) -> None:
-        binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
-        if binary is None:
-            reason = "mosquitto is not installed (apt-get install mosquitto)"
-            if os.environ.get("CI"):
-                pytest.fail(reason)
-            pytest.skip(reason)
+
+class Mosquitto:
+    """A Mosquitto broker of the test's own on 127.0.0.1:``port``, without persistence; with
+    ``tls`` (a server certificate by ``ca``) and ``login`` (user, password) it speaks TLS only
+    and lets in only that user."""
+
+    def __init__(self, folder: Path, port: int, *, ca: trustme.CA | None = None,
+                 login: tuple[str, str] | None = None) -> None:
+        binary = _installed("mosquitto")
+        lines = [f"listener {port} 127.0.0.1", "persistence false"]
+        if os.geteuid() == 0:  # else Mosquitto becomes user mosquitto, who cannot read tmp_path
+            lines.append("user root")
+        if ca is not None:
+            issued = ca.issue_cert("127.0.0.1", "localhost")
+            ca.cert_pem.write_to_path(str(folder / "broker-ca.pem"))
+            issued.cert_chain_pems[0].write_to_path(str(folder / "broker.pem"))
+            issued.private_key_pem.write_to_path(str(folder / "broker.key"))
+            lines += [f"cafile {folder / 'broker-ca.pem'}", f"certfile {folder / 'broker.pem'}",
+                      f"keyfile {folder / 'broker.key'}"]
+        if login is not None:
+            passwords = folder / "passwords"
+            subprocess.run([_installed("mosquitto_passwd"), "-c", "-b", str(passwords), *login],
+                           check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {passwords}"]
+        else:
+            lines.append("allow_anonymous true")
         self.config = folder / "mosquitto.conf"
-        self.config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                               "persistence false\n", encoding="utf-8")
+        self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.binary, self.port = binary, port
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -263,6 +290,34 @@ def test_the_last_will_marks_a_station_that_died_offline(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_tls_and_a_login_from_a_file(
+        station: NotifierStation, tmp_path: Path, prefix: str,
+        wait_until: Callable[..., Any]) -> None:
+    ca = trustme.CA()
+    broker = Mosquitto(tmp_path, free_port(), ca=ca, login=("station", "s3cret broker"))
+    broker.start(wait_until)
+    try:
+        (tmp_path / "mqtt-password").write_text("s3cret broker\n", encoding="utf-8")
+        common = {"tls": True, "ca_file": "broker-ca.pem", "username": "station"}
+        good = station.start(MqttNotifier(settings(broker.port, prefix, **common,
+                                                   password={"file": "mqtt-password"})))
+        good.message(PlanMessage(station.test_id, "bench/1", 1, "over TLS"))
+        wait_until(lambda: station.outbox(), "the event delivered over TLS",
+                   check=lambda rows: rows and rows[0][1] == "delivered")
+        (tmp_path / "wrong").write_text("guess\n", encoding="utf-8")
+        refused = station.start(MqttNotifier(settings(
+            broker.port, prefix, **common, password={"file": "wrong"}, timeout="1 s")),
+            name="wrong")
+        untrusting = station.start(MqttNotifier(settings(  # the system's CAs know no trustme CA
+            broker.port, prefix, tls=True, username="station",
+            password={"file": "mqtt-password"}, timeout="1 s")), name="untrusting")
+        for notifier in (refused, untrusting):
+            with pytest.raises(DeliveryError, match="no connection to the broker"):
+                notifier.send_test()
+    finally:
+        broker.stop()
 
 
 def test_a_broker_that_is_not_there_keeps_the_events_and_alarms(
