@@ -312,8 +312,10 @@ def tls_context(ca_file: str | None, base_dir: Path, what: str) -> ssl.SSLContex
 
 # --- the notifier with an outbox -------------------------------------------------------------
 
-#: Delivered and rejected messages are kept this long in the outbox for people to look at.
+#: Delivered and rejected messages are kept this long in the outbox for people to look at, and
+#: deleted from it this often.
 KEEP_FINISHED_S = 7 * 86400.0
+PRUNE_EVERY_S = 3600.0
 #: The most waiting messages one digest gathers.
 DIGEST_MAX = 200
 #: How long close() goes on delivering what is due before it leaves the rest for next time.
@@ -345,7 +347,6 @@ class OutboxNotifier(Notifier):
 
     batch_max = 1
 
-
     def __init__(self, settings: OutboxSettings) -> None:
         self.settings = settings
         self.context: NotifierContext | None = None
@@ -362,6 +363,7 @@ class OutboxNotifier(Notifier):
         self._failing_since: float | None = None  # when the current run of failures began
         self._alarmed = False
         self._steps: dict[int, tuple[str, int, int]] = {}  # test id -> its step's text, line, cycle
+        self._pruned_at = 0.0  # when finished messages were last deleted from the outbox
 
     # ---- for subclasses ----------------------------------------------------------------------
 
@@ -397,7 +399,6 @@ class OutboxNotifier(Notifier):
         delivering."""
         self.open(context)
         outbox = Outbox(context.database, context.name)
-        outbox.prune(time.time() - KEEP_FINISHED_S)
         with self._lock:
             self.context, self._outbox = context, outbox
         self._take_in()
@@ -513,8 +514,9 @@ class OutboxNotifier(Notifier):
     def alarm(self, event: Alarm) -> None:
         where = f"channel {_literal(event.channel)}" if event.channel else "station {station}"
         if event.test_id is not None:
-            action = ("The station switched the channel's output off and ended the test; a "
-                      "second message tells how it ended.")
+            action = ("The station switched the channel's output off and ended the test, or "
+                      "paused it where the alarm says so; a test that ended gets a second "
+                      "message telling how.")
             advice = ("Check the cell, its cables and the channel before starting another test. "
                       "The values below are the last ones measured.")
         else:
@@ -549,7 +551,8 @@ class OutboxNotifier(Notifier):
                 record = context.database.test(test_id)
                 self._tests[test_id] = None if record is None else (
                     record.name, record.battery, record.plan_name)
-            known = self._tests[test_id]
+            known = self._tests.pop(test_id) if kind == "test_finished" else \
+                self._tests[test_id]  # a test's last notification forgets it
             if known is not None:
                 test_name, battery, plan = known
             values = self._values(context, test_id, channel)
@@ -636,6 +639,9 @@ class OutboxNotifier(Notifier):
         outbox = self._outbox
         assert outbox is not None and self.context is not None
         self._take_in()
+        if time.time() - self._pruned_at > PRUNE_EVERY_S:
+            self._pruned_at = time.time()
+            outbox.prune(self._pruned_at - KEEP_FINISHED_S)
         entries = outbox.pending(max(DIGEST_MAX, self.batch_max) + 1)
         if not entries:
             return math.inf
