@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import socket
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -197,6 +198,35 @@ def test_a_station_sends_exactly_the_notifications_configured(
     assert by_kind["1", "message"]["step"] == "Rest for 2 minutes"
     assert by_kind["1", "message"]["values"]["voltage_v"] > 3
     db.close()
+
+
+def test_a_peer_that_never_answers_stalls_neither_the_tests_nor_the_station(
+        tmp_path: Path, serve_until: Callable[..., None]) -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        db = open_database(f"sqlite:///{tmp_path / 'station.db'}")
+        manager = PluginManager()
+        manager.load()
+        station = Station(station_from_dict({
+            "station": {"name": "lab", "database": db.url, "sample_period": "10 s",
+                        "queue_poll_interval": "0.02 s"},
+            "channels": [{"driver": "sim", "settings": {"count": 2, "seed": 1}}],
+            "notifiers": [{"kind": "webhook", "settings": {
+                "url": f"http://127.0.0.1:{silent.getsockname()[1]}/",
+                "events": ["test_started", "step_changed", "message", "test_finished"],
+                "timeout": "300 ms", "retry_first": "1 h"}}]}), manager, base_dir=tmp_path)
+        queue = TestQueue(db)
+        entries = [queue.add(n, MESSAGE_PLAN) for n in (1, 2)]
+        serve_until(StationService(station, db, VirtualClock(1000.0), manager.hook))
+        assert [queue.entry(e).status for e in entries] == [  # type: ignore[union-attr]
+            QueueStatus.FINISHED, QueueStatus.FINISHED]
+        with db.engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT status, last_error FROM notify_outbox ORDER BY id").all()
+        assert len(rows) == 2 * 5 and {status for status, _ in rows} == {"pending"}
+        assert "timed out" in rows[0][1]  # the first tried once; the rest wait behind it
+        db.close()
 
 
 class TestWebhookContract(NotifierContract):
