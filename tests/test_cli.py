@@ -188,3 +188,27 @@ settings = {{count = 40}}
     rows = [line for line in result.output.splitlines() if line.startswith("│")]
     assert [row.split("│")[1].strip() for row in rows] == ["1", "2"]  # one row per cycle
     assert all(row.split("│")[2].strip() == "40" for row in rows)
+
+
+@pytest.mark.parametrize(("steps", "expected"), [
+    ("  - repeat: 8\n    steps:\n      - Charge at 2C for 2 minutes\n"
+     "      - Discharge at 2C for 2 minutes\n",
+     ["0.167 … 0.167 (+0.0 % over 8)", "100.0", "discharge capacity of each cycle"]),
+    ("  - repeat: 3\n    steps:\n      - Charge at 2C for 2 minutes\n"
+     "      - Discharge at 2C for 1 minute\n",
+     ["0.083 0.083 0.083", "50.0"]),
+    ("  - Discharge at 1C for 6 minutes\n  - Rest for 1 minute\n"
+     "  - Discharge at 2C for 3 minutes\n",
+     ["0.250 0.250", "(the plan counts no cycles)"]),
+])
+def test_the_run_summary_shows_what_the_plan_measured(
+        tmp_path: Path, steps: str, expected: list[str]) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"name: p\ncapacity: 2.5 Ah\nsteps:\n{steps}", encoding="utf-8")
+    result = runner.invoke(app, ["run", str(plan), "--channels", "1", "--speed", "max", "--db",
+                                 f"sqlite:///{tmp_path / 'x.db'}"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    summary = result.output[result.output.index("Summary"):]
+    for text in expected:
+        assert text in summary, summary
+    assert "total discharged [Wh]" in summary

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from cellbench_core.cli import app
+from cellbench_core.storage import open_database
 
 cli = CliRunner()
 
@@ -127,6 +128,11 @@ seed = 9
             "GROUP BY st.test_id, st.step_no")))
         last = dict(connection.execute(sa.text(
             "SELECT test_id, MAX(seq) FROM samples GROUP BY test_id")).fetchall())
+        # On the virtual clock (time ahead of the wall) too, time stamps never go backwards
+        # across a restart: the restarted clock goes on from the last stored sample.
+        assert connection.execute(sa.text(
+            "SELECT COUNT(*) FROM samples a JOIN samples b ON b.test_id = a.test_id "
+            "AND b.seq = a.seq + 1 WHERE b.unix_time_s < a.unix_time_s")).scalar() == 0
     by_test: dict[int, list[Any]] = {}
     for row in steps:
         by_test.setdefault(row[0], []).append(row)
@@ -144,3 +150,18 @@ seed = 9
                 assert ah == pytest.approx(2.5 * 120 / 3600, rel=0.02), (test_id, step_no)
             elif index == 1:
                 assert 60 <= duration <= 62, (test_id, step_no, duration)
+    # The per-cycle results add up the resumed steps as if nothing had happened.
+    db = open_database(url)
+    try:
+        for test_id in by_test:
+            cycles = db.cycles(test_id)
+            assert [c.cycle for c in cycles] == [1, 2, 3], test_id
+            for c in cycles:
+                assert c.steps == 3
+                assert c.charge_ah == pytest.approx(2.5 * 120 / 3600, rel=0.02), (test_id, c)
+                assert c.discharge_ah == pytest.approx(2.5 * 120 / 3600, rel=0.02), (test_id, c)
+                assert c.coulombic_efficiency == pytest.approx(1.0, abs=0.02)
+                assert 3.0 < c.mean_discharge_v < c.mean_charge_v < 4.3
+                assert c.temperature_min_c <= c.temperature_max_c
+    finally:
+        db.close()

@@ -151,7 +151,7 @@ def test_pause_holds_the_step_and_resume_goes_on(db: Database, station_dir: Path
     held = np.isin(step_times["seq"], [s.seq for s in paused])
     assert len(set(step_times["step_time_s"][held].tolist())) == 1  # the step's time stood still
     charge = db.steps(test_id)[0]
-    assert charge.end_reason == "end condition"
+    assert charge.end_reason == "step_time >= 600 s"
     # the charge ran its 10 minutes of step time, and the pause came on top of them
     assert charge.end_test_time_s - charge.start_test_time_s >= 600 + 20 * 10 - 10
     assert abs(charge.ah - 0.5 * 2.5 * 600 / 3600) < 0.02

@@ -154,6 +154,41 @@ def test_chambers_and_devices_reach_the_tests_of_their_channels(
     assert sum("broken: " in w and "no answer" in w for w in warnings) == 1  # logged once
 
 
+class Identified(Flaky):
+    """An OSI device that says who it is and reads a steady level."""
+
+    name = "identified"
+
+    @property
+    def info(self) -> Mapping[str, str]:
+        return {"manufacturer": "ACME", "serial_number": "42"}
+
+    async def read(self) -> Mapping[str, Reading]:
+        return {"level": Reading(1.5, 0.0)}
+
+
+def test_what_devices_say_about_themselves_is_recorded_with_each_test(
+        db: Database, serve_until: Callable[..., None]) -> None:
+    data = config(db, devices=[{"kind": "sim", "name": "pack", "channels": "1"},
+                               {"kind": "sim", "name": "rig", "channels": "1-2"}])
+    station = build(data)
+    station.devices[0] = (station.devices[0][0], Identified())
+    queue = TestQueue(db)
+    first, second = queue.add(1, REST), queue.add(2, REST)
+    serve_until(StationService(station, db, VirtualClock(), PluginManager().hook))
+    tests = []
+    for number in (first, second):
+        entry = queue.entry(number)
+        assert entry is not None and entry.status is QueueStatus.FINISHED, entry
+        tests.append(entry.test_id)
+    one = [e for e in db.events(tests[0]) if e.kind == "device_info"]
+    assert [(e.message, e.data, e.channel) for e in one] == [
+        ("pack: manufacturer ACME, serial_number 42",
+         {"device": "pack", "info": {"manufacturer": "ACME", "serial_number": "42"}}, "1")]
+    # The sim rig says nothing about itself, and channel 2 has no pack.
+    assert not [e for e in db.events(tests[1]) if e.kind == "device_info"]
+
+
 SIGNAL_END = """\
 name: warm-up watch
 steps:
@@ -176,7 +211,7 @@ def test_a_step_ends_on_a_device_signal(db: Database, serve_until: Callable[...,
     entry = queue.entry(good)
     assert entry is not None and entry.status is QueueStatus.FINISHED, entry
     first = db.steps(entry.test_id)[0]
-    assert first.end_reason == "end condition"
+    assert first.end_reason == "rig.temperature_c >= 26.5 °C"
     assert first.end_test_time_s < 3600  # the sine of the sensor got there in its first quarter
     samples = db.samples(entry.test_id, ["seq", "rig.temperature_c"])
     at_end = samples["rig.temperature_c"][samples["seq"] == first.end_seq]

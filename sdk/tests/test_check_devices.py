@@ -121,6 +121,12 @@ class NoSignals(SimOsiDevice):
         return []
 
 
+class InfoNotText(SimOsiDevice):
+    @property
+    def info(self) -> Mapping[str, str]:
+        return {"serial_number": 4660}  # type: ignore[dict-item]
+
+
 BROKEN_OSI: list[tuple[type[SimOsiDevice], list[str]]] = [
     (MissesPressure, ["every read-only signal", "missing ['pressure_kpa']"]),
     (ReadsUnknownSignal, ["and no other name", "unknown ['humidity']"]),
@@ -133,6 +139,8 @@ BROKEN_OSI: list[tuple[type[SimOsiDevice], list[str]]] = [
     (ReadsWhenClosed, ["read() before open()", "raise DeviceConnectionError"]),
     (WritesWhenClosed, ["write('heater_power_w', 0) after close()", "DeviceConnectionError"]),
     (NoSignals, ["at least one signal", "[]"]),
+    (InfoNotText, ["info after open()", "info maps non-empty names to text",
+                   "{'serial_number': 4660}"]),
 ]
 
 

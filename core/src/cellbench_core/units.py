@@ -10,6 +10,7 @@ current        ``A`` ``mA``; C-rates ``1C``, ``0.5 C``, ``C/20`` (amperes per Ah
 power          ``W`` ``mW`` ``kW``
 resistance     ``Ohm`` ``ohm`` ``Ω`` ``mOhm`` ``mΩ``
 duration       ``ms`` ``s`` ``sec`` ``second(s)`` ``min`` ``minute(s)`` ``h`` ``hr`` ``hour(s)``
+               ``d`` ``day(s)``
 charge         ``Ah`` ``mAh``
 energy         ``Wh`` ``mWh`` ``kWh``
 temperature    ``°C`` ``degC``
@@ -130,6 +131,7 @@ _SYMBOLS: dict[str, _Unit] = {
     "ms": (Dimension.TIME, 1, 1000),
     "s": (Dimension.TIME, 1, 1),
     "h": (Dimension.TIME, 3600, 1),
+    "d": (Dimension.TIME, 86400, 1),
     "Ah": (Dimension.CHARGE, 1, 1),
     "mAh": (Dimension.CHARGE, 1, 1000),
     "Wh": (Dimension.ENERGY, 1, 1),
@@ -157,6 +159,7 @@ _WORDS: dict[str, _Unit] = {
     **dict.fromkeys(("sec", "secs", "second", "seconds"), (Dimension.TIME, 1, 1)),
     **dict.fromkeys(("min", "mins", "minute", "minutes"), (Dimension.TIME, 60, 1)),
     **dict.fromkeys(("hr", "hrs", "hour", "hours"), (Dimension.TIME, 3600, 1)),
+    **dict.fromkeys(("day", "days"), (Dimension.TIME, 86400, 1)),
 }
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"

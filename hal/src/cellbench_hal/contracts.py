@@ -54,7 +54,9 @@ class ChannelDriver(Device):
 
     @abstractmethod
     async def apply(self, channel: int, step: Step) -> None:
-        """Start holding ``step`` on ``channel`` from now on."""
+        """Start holding ``step`` on ``channel`` from now on. ``step.limits``, where the runner
+        set them, are the test's safety limits, for an instrument with protection of its own
+        to be given before the step starts (the runner checks them on every sample anyway)."""
 
     @abstractmethod
     async def output_off(self, channel: int) -> None:
@@ -86,6 +88,13 @@ class OsiDevice(Device):
     @abstractmethod
     async def write(self, signal: str, value: float) -> None:
         """Set a writable signal."""
+
+    @property
+    def info(self) -> Mapping[str, str]:
+        """What the device says about itself once open (maker, model, serial number, firmware),
+        as text by name; the station records it with every test the device serves. Empty for a
+        device that says nothing."""
+        return {}
 
 
 class ClimateChamber(Device):

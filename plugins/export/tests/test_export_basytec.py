@@ -62,6 +62,12 @@ def test_a_simulated_test_round_trips_through_import(sim_run: tuple[Database, in
         assert b.end_test_time_s == a.end_test_time_s
         assert b.ah == pytest.approx(a.ah, rel=1e-9, abs=1e-12)
         assert b.mode == ("rest" if a.mode == "rest" else "charge" if a.ah > 0 else "discharge")
+        # and so do the per-cycle results: what flowed each way, and the temperature's range
+        for name in ("charge_ah", "discharge_ah", "charge_wh", "discharge_wh",
+                     "temperature_min_c", "temperature_max_c"):
+            assert getattr(b, name) == pytest.approx(getattr(a, name), rel=1e-6, abs=1e-9), name
+    assert [c.discharge_ah for c in db.cycles(imported)] == pytest.approx(
+        [c.discharge_ah for c in db.cycles(test_id)], rel=1e-6)
 
 
 def test_aux_signals_and_missing_values_round_trip_through_the_commands(

@@ -263,3 +263,29 @@ def test_sigkilled_station_loses_nothing_centrally(bench: Any, central_url: str,
         for count, last in connection.exec_driver_sql(
                 "SELECT COUNT(*), MAX(seq) FROM samples GROUP BY test_id"):
             assert count == last
+
+
+def test_a_central_database_of_an_older_cellbench_gets_the_new_columns_and_the_view(
+        bench: Any, central_url: str) -> None:
+    """Centrals made before steps had charge, discharge and temperature columns (and before
+    the cycles view) are brought up to date when a station connects, rows kept."""
+    engine = sa.create_engine(central_url)
+    new = ("charge_ah", "discharge_ah", "charge_wh", "discharge_wh", "temperature_min_c",
+           "temperature_max_c")
+    with engine.begin() as connection:
+        central.metadata.create_all(connection)
+        connection.execute(sa.text("DROP VIEW IF EXISTS cycles"))
+        for name in new:
+            connection.execute(sa.text(f"ALTER TABLE steps DROP COLUMN {name}"))
+    tests = bench.start(1)
+    bench.write(tests, 60)
+    bench.finish(tests)
+    sync(bench, central_url)
+    with engine.connect() as connection:
+        columns = {c["name"] for c in sa.inspect(connection).get_columns("steps")}
+        assert set(new) <= columns
+        rows = connection.execute(sa.text(
+            "SELECT origin, test_id, cycle, steps FROM cycles")).fetchall()
+    engine.dispose()
+    local = bench.db.cycles(tests[0])
+    assert [(r[0], r[2], r[3]) for r in rows] == [(STATION, c.cycle, c.steps) for c in local]

@@ -20,6 +20,7 @@ from cellbench_core.events import TestStatus
 from cellbench_core.storage import (
     CHUNK_ROWS,
     BatteryRecord,
+    CycleRecord,
     Database,
     EventRecord,
     SampleChunk,
@@ -46,6 +47,7 @@ __all__ = [
     "AUX_NAME_LENGTH",
     "CHUNK_ROWS",
     "BatteryRecord",
+    "CycleRecord",
     "Database",
     "EventRecord",
     "SampleChunk",

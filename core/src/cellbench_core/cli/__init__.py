@@ -18,12 +18,13 @@ from cellbench_core.cli import (
     running,
     serve,
     sync,
+    tests,
 )
 from cellbench_core.cli.app import app
 from cellbench_core.plugins import loaded_plugins
 
 __all__ = ["app", "battery", "chamber", "database", "main", "notify", "plan", "plot", "queue",
-           "running", "serve", "sync"]
+           "running", "serve", "sync", "tests"]
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""``cellbench battery add/list/show``: the battery registry of a station's database."""
+"""``cellbench battery add/list/show/delete``: the battery registry of a station's database."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def show_command(
         if record is None:
             known = ", ".join(b.name for b in database.batteries()) or "none registered"
             fail(f"no battery called {name!r} (known: {known})", code=2)
-        tests = [t for t in database.tests() if t.battery == name]
+        tests = database.tests(battery=name)
     console.print(_details(record))
     if tests:
         table = Table(title=f"Tests on {name}", title_justify="left")
@@ -153,6 +153,36 @@ def show_command(
         for t in tests:
             table.add_row(str(t.id), t.channel, t.plan_name, t.status.value, t.end_reason or "")
         console.print(table)
+
+
+@battery_app.command("delete")
+def delete_command(
+    name: Annotated[str, typer.Argument(help="The battery's name.", show_default=False)],
+    keep_tests: Annotated[bool, typer.Option(
+        "--keep-tests", help="Delete it even though tests ran on it; they stay, without a "
+                             "battery.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask first.")] = False,
+    db: DbOption = None,
+    station: StationOption = None,
+) -> None:
+    """Remove a battery from the registry. A battery that tests ran on is refused unless
+    --keep-tests (delete the tests first with cellbench test delete to remove them too)."""
+    with opened(database_url(db, station)) as database:
+        if database.battery(name) is None:
+            known = ", ".join(b.name for b in database.batteries()) or "none registered"
+            fail(f"no battery called {name!r} (known: {known})", code=2)
+        used = len(database.tests(battery=name))
+        if used and not keep_tests:
+            fail(f"battery {name!r} has {used} test(s): delete them first (cellbench test "
+                 "delete), or give --keep-tests to keep them without a battery", code=2)
+        if not yes and not typer.confirm(f"Delete battery {name!r}?"):
+            fail("nothing deleted", code=1)
+        try:
+            database.delete_battery(name, keep_tests=keep_tests)
+        except StorageError as err:
+            fail(str(err), code=2)
+    console.print(f"deleted battery {name}" + (f"; its {used} test(s) kept without a battery"
+                                                 if used else ""))
 
 
 def _details(b: BatteryRecord) -> Table:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +26,7 @@ from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.station import Station, StationConfig, StationError, load_station
 from cellbench_core.storage import BatteryRecord, Database, SampleWriter, open_database
+from cellbench_core.storage.lease import LeaseHeld, StationLease
 from cellbench_hal import Clock, DeviceError, RealClock, VirtualClock
 
 #: Live display shows one bar per channel up to this many channels, then one bar for all.
@@ -127,7 +129,10 @@ def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bo
                     device_timeout_s=job.station.config.station.device_timeout)
     started = time.monotonic()
     try:
-        outcomes = asyncio.run(_execute(job, runner, live))
+        with StationLease(job.db, job.station.config.station.name):
+            outcomes = asyncio.run(_execute(job, runner, live))
+    except LeaseHeld as err:
+        fail(str(err), code=2)
     except (RunError, DeviceError, StationError) as err:
         fail(str(err), code=2 if isinstance(err, StationError) else 1)
     finally:
@@ -143,46 +148,86 @@ def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bo
 _SUMMARY_ROWS_PER_CHANNEL_UP_TO = 32
 
 
-def _discharge_per_cycle(db: Database, test_id: int) -> tuple[dict[int, float], float]:
-    """Discharge capacity (Ah) of each counted cycle, and the discharge energy (Wh) in all."""
-    per_cycle: dict[int, float] = defaultdict(float)
-    energy = 0.0
-    for step in db.steps(test_id):
-        if step.ah < 0:
-            per_cycle[step.cycle] += -step.ah
-            energy += -step.wh
-    return {c: per_cycle[c] for c in sorted(per_cycle) if c > 0}, energy
+#: Up to this many capacities a summary row lists them all; beyond, first, last and the fade.
+_CAPACITIES_LISTED_UP_TO = 6
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """What a test measured, for its summary row: the discharge capacity of each counted
+    cycle (or, without a counting loop, of each discharging step), the mean coulombic
+    efficiency of its cycles, and the energy discharged in all."""
+
+    per_cycle: bool
+    capacities: list[float]
+    coulombic_efficiency: float
+    discharged_wh: float
+
+    def capacities_text(self) -> str:
+        """The capacities, summarised as first, last and fade when there are many."""
+        values = self.capacities
+        if not values:
+            return "-"
+        if len(values) <= _CAPACITIES_LISTED_UP_TO:
+            return " ".join(f"{ah:.3f}" for ah in values)
+        fade = 100.0 * (values[-1] - values[0]) / values[0] if values[0] else math.nan
+        return f"{values[0]:.3f} … {values[-1]:.3f} ({fade:+.1f} % over {len(values)})"
+
+
+def _measured(db: Database, test_id: int) -> _Measured:
+    cycles = [c for c in db.cycles(test_id) if c.cycle > 0]
+    steps = db.steps(test_id)
+    discharged_wh = sum(s.discharge_wh for s in steps if not math.isnan(s.discharge_wh))
+    if cycles:
+        efficiencies = [c.coulombic_efficiency for c in cycles
+                        if not math.isnan(c.coulombic_efficiency)]
+        return _Measured(True, [c.discharge_ah for c in cycles],
+                         float(np.mean(efficiencies)) if efficiencies else math.nan,
+                         discharged_wh)
+    return _Measured(False, [s.discharge_ah for s in steps
+                             if s.discharge_ah > 0 and not s.charge_ah > 0],
+                     math.nan, discharged_wh)
 
 
 def _summary(db: Database, outcomes: list[TestOutcome]) -> None:
-    results = [(o, *_discharge_per_cycle(db, o.test_id)) for o in outcomes]
+    results = [(o, _measured(db, o.test_id)) for o in outcomes]
     if len(outcomes) > _SUMMARY_ROWS_PER_CHANNEL_UP_TO:
         _summary_by_cycle(results)
         return
-    table = Table(title="Summary", title_justify="left")
+    by_cycle = any(m.per_cycle for _, m in results)
+    table = Table(title="Summary", title_justify="left",
+                  caption="discharge capacity of each cycle" if by_cycle else
+                  "discharge capacity of each discharging step (the plan counts no cycles)",
+                  caption_justify="left")
     for column, justify in (("ch", "right"), ("test", "right"), ("cycles", "right"),
-                            ("discharge capacity per cycle [Ah]", "left"),
-                            ("discharged [Wh]", "right"), ("end", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for outcome, per_cycle, energy in results:
-        capacities = " ".join(f"{ah:.3f}" for ah in per_cycle.values()) or "-"
+                            ("discharge capacity [Ah]", "left"), ("mean CE [%]", "right"),
+                            ("total discharged [Wh]", "right"), ("end", "left")):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for outcome, measured in results:
         colour = {"finished": "green", "stopped": "yellow"}.get(outcome.status.value, "red")
-        table.add_row(outcome.channel, str(outcome.test_id), str(len(per_cycle)), capacities,
-                      f"{energy:.2f}", f"[{colour}]{outcome.reason}[/{colour}]")
+        efficiency = measured.coulombic_efficiency
+        table.add_row(outcome.channel, str(outcome.test_id),
+                      str(len(measured.capacities)) if measured.per_cycle else "-",
+                      measured.capacities_text(),
+                      "-" if math.isnan(efficiency) else f"{100 * efficiency:.1f}",
+                      f"{measured.discharged_wh:.2f}",
+                      f"[{colour}]{outcome.reason}[/{colour}]")
     console.print(table)
 
 
-def _summary_by_cycle(results: list[tuple[TestOutcome, dict[int, float], float]]) -> None:
-    table = Table(title=f"Summary of {len(results)} channels", title_justify="left")
+def _summary_by_cycle(results: list[tuple[TestOutcome, _Measured]]) -> None:
+    table = Table(title=f"Summary of {len(results)} channels: discharge capacity per cycle",
+                  title_justify="left")
     for column in ("cycle", "channels", "mean [Ah]", "min [Ah]", "max [Ah]", "spread (sd) [Ah]"):
         table.add_column(column, justify="right")
-    cycles = sorted({c for _, per_cycle, _ in results for c in per_cycle})
-    for cycle in cycles:
-        values = np.array([p[cycle] for _, p, _ in results if cycle in p])
-        table.add_row(str(cycle), str(len(values)), f"{values.mean():.3f}", f"{values.min():.3f}",
+    longest = max((len(m.capacities) for _, m in results if m.per_cycle), default=0)
+    for n in range(longest):
+        values = np.array([m.capacities[n] for _, m in results
+                           if m.per_cycle and n < len(m.capacities)])
+        table.add_row(str(n + 1), str(len(values)), f"{values.mean():.3f}", f"{values.min():.3f}",
                       f"{values.max():.3f}", f"{values.std():.4f}")
     console.print(table)
-    reasons = Counter(f"{o.status.value}: {o.reason}" for o, _, _ in results)
+    reasons = Counter(f"{o.status.value}: {o.reason}" for o, _ in results)
     for reason, count in reasons.most_common():
         console.print(f"{count:>6} × {reason}")
 

@@ -136,6 +136,14 @@ def _profile(profile: ProfileSpec) -> _Data:
     return {"mode": "ramp", "from": start, "to": end, "over": over}
 
 
+def end_reason(step: StepSpec, group: int) -> str:
+    """Why ``step`` ended when its end condition group ``group`` held, in the normal form's
+    words (``voltage <= 2.5 V``); one past its groups, a profile step's profile ran out."""
+    if group < len(step.until):
+        return " and ".join(_condition(c) for c in step.until[group])
+    return "profile done"
+
+
 def _groups(groups: tuple[tuple[Condition, ...], ...]) -> str:
     return " or ".join(" and ".join(_condition(c) for c in group) for group in groups)
 

@@ -331,7 +331,22 @@ class Runner:
                 run.test_id, run.request.channel.name, run.request.name or run.request.plan.name,
                 run.request.plan.name, run.request.battery.name if run.request.battery else None,
                 self.clock.unix(t)))
+            self._record_device_info(run, t)
             await advance(st, run, t)
+
+    def _record_device_info(self, run: Run, t: float) -> None:
+        """Record with ``run``'s new test what each of its OSI devices says about itself (a
+        smart battery's maker and serial number, a logger's *IDN?): one ``device_info`` event
+        per device that says something."""
+        for name, device in run.request.devices:
+            info = {str(key): str(value) for key, value in device.info.items()}
+            if not info:
+                continue
+            text = ", ".join(f"{key} {value}" for key, value in info.items())
+            self._st.writer.submit_call(partial(
+                self.db.add_event, kind="device_info", message=f"{name}: {text}",
+                test_id=run.test_id, channel=run.request.channel.name,
+                unix_time_s=self.clock.unix(t), data={"device": name, "info": info}))
 
     def _check(self, requests: Sequence[TestRequest]) -> None:
         st = self._st

@@ -119,6 +119,8 @@ class Resume:
     charged: FloatArray  # the step's charge and energy, charging and discharging: [Ah, Wh]
     discharged: FloatArray
     down_s: float  # how long the test was without a station
+    #: The cell temperature's range over the step's committed samples (NaN: no reading).
+    step_temperatures: tuple[float, float] = (math.nan, math.nan)
 
 
 @dataclass(frozen=True)

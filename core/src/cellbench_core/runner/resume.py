@@ -3,6 +3,7 @@ test goes on from (that position and the step's committed samples), and its row 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,8 @@ def resume_point(db: Database, test_id: int, unix_now_s: float) -> Resume | None
     if saved is None or test is None:
         return None
     rows = db.samples(test_id, ["seq", "test_time_s", "unix_time_s", "step_time_s",
-                                "current_a", "power_w"], from_seq=saved.start_seq - 1)
+                                "current_a", "power_w", "temperature_c"],
+                      from_seq=saved.start_seq - 1)
     seq, times = rows["seq"], rows["test_time_s"]
     if len(seq):
         last_seq, last_time = int(seq[-1]), float(times[-1])
@@ -42,6 +44,7 @@ def resume_point(db: Database, test_id: int, unix_now_s: float) -> Resume | None
     mine = seq >= saved.start_seq
     charged, discharged = np.zeros(2), np.zeros(2)
     step_time = 0.0
+    temperatures = (math.nan, math.nan)
     if mine.any():
         # Step time counts what the runner integrated over (it stands still while paused
         # and while the station is down), so its steps are the runner's dt.
@@ -52,9 +55,13 @@ def resume_point(db: Database, test_id: int, unix_now_s: float) -> Resume | None
         charged = np.where(amounts > 0, amounts, 0.0).sum(axis=0)
         discharged = -np.where(amounts < 0, amounts, 0.0).sum(axis=0)
         step_time = float(rows["step_time_s"][-1])
+        temperature = rows["temperature_c"][mine]
+        if not np.isnan(temperature).all():
+            temperatures = (float(np.nanmin(temperature)), float(np.nanmax(temperature)))
     down = max(0.0, unix_now_s - last_unix)
     return Resume(test_id, saved.step_no, saved.start_seq, dict(saved.state),
-                  last_seq, last_time + down, step_time, charged, discharged, down)
+                  last_seq, last_time + down, step_time, charged, discharged, down,
+                  temperatures)
 
 
 def restore(st: RunState, run: Run, resume: Resume, t: float) -> None:
@@ -74,6 +81,7 @@ def restore(st: RunState, run: Run, resume: Resume, t: float) -> None:
     st.cycle_wh[row] = state["cycle_wh"] + net[1]
     st.total_ah[row] = state["test_ah"] + net[0]
     st.total_wh[row] = state["test_wh"] + net[1]
+    st.step_temp_min[row], st.step_temp_max[row] = resume.step_temperatures
     st.charged[row, 1:] += resume.charged
     st.discharged[row, 1:] += resume.discharged
     run.step_no, run.step_start_seq = resume.step_no, resume.start_seq

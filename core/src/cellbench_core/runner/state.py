@@ -17,7 +17,14 @@ from cellbench_core.runner.conditions import COLUMNS, ConditionTable
 from cellbench_core.runner.limits import LIMITS
 from cellbench_core.runner.records import ChamberBand, Control, Run, SteppedRamp
 from cellbench_core.storage import Database, SampleRows, SampleWriter, TestEnd
-from cellbench_hal import ChannelDriver, ClimateChamber, Clock, OsiDevice
+from cellbench_hal import (
+    ChamberState,
+    ChannelDriver,
+    ClimateChamber,
+    Clock,
+    DeviceError,
+    OsiDevice,
+)
 from cellbench_hal.types import FloatArray, IntArray
 
 
@@ -50,6 +57,8 @@ class RunState:
         self.failing: set[str] = set()
         # Chambers reporting a fault now (name -> what), and the rows their faults paused.
         self.chamber_faults: dict[str, str] = {}
+        # This tick's read of each attached chamber, by name: what chamber waits go by.
+        self.chamber_reads: dict[str, ChamberState | DeviceError] = {}
         self.fault_paused: dict[int, str] = {}
         # Chambers whose last chamber step found them stable: the band they are held to.
         self.bands: dict[str, ChamberBand] = {}
@@ -98,6 +107,8 @@ class RunState:
         self.charged, self.discharged = np.zeros((n, 3, 2)), np.zeros((n, 3, 2))
         # The previous sample of the running step (NaN at a step's start), for dV/dt and dT/dt.
         self.prev_t, self.prev_v, self.prev_temp = (np.full(n, np.nan) for _ in range(3))
+        # The cell temperature's range over the running step (NaN until a reading).
+        self.step_temp_min, self.step_temp_max = np.full(n, np.nan), np.full(n, np.nan)
         # Every quantity of each channel's last sample, for loop conditions.
         self.q_last = np.full((n, COLUMNS), np.nan)
 

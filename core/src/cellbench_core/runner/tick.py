@@ -17,6 +17,7 @@ import numpy as np
 
 from cellbench_core.events import TestStatus
 from cellbench_core.plan.model import Quantity
+from cellbench_core.plan.normalise import end_reason
 from cellbench_core.runner.attached import check_chambers, fill_signals, read_attached
 from cellbench_core.runner.conditions import COLUMNS, QUANTITY_COLUMN
 from cellbench_core.runner.records import Control
@@ -58,6 +59,7 @@ async def tick_drivers(st: RunState) -> None:
     channel, and handle the samples (several of one channel in rounds, oldest first)."""
     if st.stop:
         await handle_stops(st)
+    st.chamber_reads.clear()
     signals = await read_attached(st) if st.attached else {}
     if st.actions:  # after the devices were read: a chamber's fault pauses its tests at once
         await handle_actions(st)
@@ -156,6 +158,8 @@ async def process(st: RunState, rows: IntArray, cols: dict[str, FloatArray]) -> 
         dv_dt = (v - st.prev_v[rows]) / since
         dtemp_dt = (temp - st.prev_temp[rows]) / since
     st.prev_t[rows], st.prev_v[rows], st.prev_temp[rows] = t, v, temp
+    st.step_temp_min[rows] = np.fmin(st.step_temp_min[rows], temp)  # fmin: NaN is no reading
+    st.step_temp_max[rows] = np.fmax(st.step_temp_max[rows], temp)
     st.seq[rows] += 1
     st.v[rows], st.i[rows], st.temp[rows] = v, i, temp
     step_time = t - st.step_t0[rows]
@@ -224,7 +228,7 @@ async def process(st: RunState, rows: IntArray, cols: dict[str, FloatArray]) -> 
         for row, g in zip(rows[ended], group[ended], strict=True):
             run = st.runs[row]
             t_row = float(st.last_t[row])
-            close_step(st, run, t_row, "end condition")
+            close_step(st, run, t_row, end_reason(run.cursor.step, int(g)))
             await advance(st, run, t_row, int(g))
 
 

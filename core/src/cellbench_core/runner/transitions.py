@@ -64,6 +64,7 @@ async def advance(st: RunState, run: Run, t: float, group: int | None = None) ->
     st.step_t0[row] = t
     st.step_ah[row] = st.step_wh[row] = 0.0
     st.charged[row, 0] = st.discharged[row, 0] = 0.0
+    st.step_temp_min[row] = st.step_temp_max[row] = np.nan
     run.step_no += 1
     run.step_start_seq = int(st.seq[row]) + 1
     run.step_start_time = t - st.test_t0[row]
@@ -251,7 +252,11 @@ def close_step(st: RunState, run: Run, t: float, reason: str) -> None:
         plan_line=spec.line, cycle=int(st.cycle[row]), mode=spec.mode.value,
         text=spec.text, start_seq=run.step_start_seq, end_seq=int(st.seq[row]),
         start_test_time_s=run.step_start_time, end_test_time_s=t - st.test_t0[row],
-        ah=float(st.step_ah[row]), wh=float(st.step_wh[row]), end_reason=reason))
+        ah=float(st.step_ah[row]), wh=float(st.step_wh[row]), end_reason=reason,
+        charge_ah=float(st.charged[row, 0, 0]), discharge_ah=float(st.discharged[row, 0, 0]),
+        charge_wh=float(st.charged[row, 0, 1]), discharge_wh=float(st.discharged[row, 0, 1]),
+        temperature_min_c=float(st.step_temp_min[row]),
+        temperature_max_c=float(st.step_temp_max[row])))
 
 
 async def finish(st: RunState, run: Run, status: TestStatus, reason: str, t: float) -> None:

@@ -16,6 +16,7 @@ from cellbench_core.storage.reading import (
 )
 from cellbench_core.storage.records import (
     BatteryRecord,
+    CycleRecord,
     EventRecord,
     PositionRecord,
     PositionRow,
@@ -32,6 +33,7 @@ from cellbench_core.storage.writer import SampleWriter
 __all__ = [
     "CHUNK_ROWS",
     "BatteryRecord",
+    "CycleRecord",
     "Database",
     "EventRecord",
     "Outbox",

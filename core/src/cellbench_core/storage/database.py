@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from cellbench_core.storage import schema
 from cellbench_core.storage.reading import sample_arrays
 from cellbench_core.storage.records import (
     BatteryRecord,
+    CycleRecord,
     EventRecord,
     PositionRecord,
     StepRecord,
@@ -31,6 +33,7 @@ from cellbench_core.storage.records import (
     TestRecord,
     TestStart,
 )
+from cellbench_core.text import check_identifier, check_name, printable
 
 T = TypeVar("T")
 
@@ -120,12 +123,6 @@ def _optional_float(name: str, value: float | None) -> float | None:
     return None if value is None else _float(name, value)
 
 
-def _name(what: str, value: str, length: int = schema.NAME_LENGTH) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty string, not {value!r}")
-    if len(value) > length:
-        raise ValueError(f"{what} is longer than {length} characters: {value!r}")
-    return value
 
 
 def _json(what: str, value: Mapping[str, Any] | None) -> str:
@@ -144,6 +141,17 @@ def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
     """``values`` in slices of at most ``_IN_LIST_SIZE``."""
     for start in range(0, len(values), _IN_LIST_SIZE):
         yield values[start:start + _IN_LIST_SIZE]
+
+
+_CYCLE_FLOATS = frozenset(f.name for f in fields(CycleRecord) if f.type == "float")
+
+
+def _cycle(row: sa.RowMapping) -> CycleRecord:
+    values: dict[str, Any] = {str(name): value for name, value in row.items()}
+    for name in _CYCLE_FLOATS:
+        values[name] = _nan_if_null(values[name])
+    values["end_reasons"] = values["end_reasons"] or ""
+    return CycleRecord(**values)
 
 
 def _nan_if_null(value: float | None) -> float:
@@ -213,8 +221,8 @@ class Database:
         Current limits are magnitudes in A; ``created_unix_s`` defaults to now.
         """
         row: dict[str, Any] = {
-            "name": _name("battery name", name),
-            "chemistry": _name("battery chemistry", chemistry, schema.KIND_LENGTH),
+            "name": check_identifier(name, "battery name"),
+            "chemistry": check_name(chemistry, "battery chemistry", length=schema.KIND_LENGTH),
             "nominal_capacity_ah": _float("nominal_capacity_ah", nominal_capacity_ah),
             "nominal_voltage_v": _optional_float("nominal_voltage_v", nominal_voltage_v),
             "voltage_max_v": _optional_float("voltage_max_v", voltage_max_v),
@@ -264,14 +272,33 @@ class Database:
         with self.engine.connect() as connection:
             return [_battery_record(row) for row in connection.execute(query).mappings()]
 
+    def delete_battery(self, name: str, *, keep_tests: bool = False) -> int:
+        """Remove battery ``name``; return how many tests ran on it. A battery with tests is
+        refused (StorageError) unless ``keep_tests``: the tests stay, without a battery."""
+        batteries, tests = schema.batteries, schema.tests
+        with self.engine.begin() as connection:
+            battery_id = connection.execute(
+                sa.select(batteries.c.id).where(batteries.c.name == name)).scalar()
+            if battery_id is None:
+                raise StorageError(f"no battery called {name!r}")
+            used = connection.execute(sa.select(sa.func.count()).select_from(tests)
+                                      .where(tests.c.battery_id == battery_id)).scalar_one()
+            if used and not keep_tests:
+                raise StorageError(f"battery {name!r} has {used} test(s); delete them first, "
+                                   "or keep them without a battery")
+            connection.execute(tests.update().where(tests.c.battery_id == battery_id)
+                               .values(battery_id=None))
+            connection.execute(batteries.delete().where(batteries.c.id == battery_id))
+        return int(used)
+
     # --- channels and tests --------------------------------------------------------------------
 
     def ensure_channel(self, name: str, driver: str, settings: Mapping[str, Any]) -> int:
         """Return the id of the channel with this name, creating it or updating its driver and
         settings."""
         values = {
-            "name": _name("channel name", name),
-            "driver": _name("channel driver", driver),
+            "name": check_identifier(name, "channel name"),
+            "driver": check_name(driver, "channel driver"),
             "settings": _json(f"settings of channel {name!r}", settings),
         }
         table = schema.channels
@@ -297,11 +324,12 @@ class Database:
             if period <= 0:
                 raise ValueError(f"sample_period_s must be positive, not {t.sample_period_s!r}")
             rows.append({
-                "name": _name("test name", t.name), "plan_name": _name("plan name", t.plan_name),
+                "name": check_name(t.name, "test name"),
+                "plan_name": check_name(t.plan_name, "plan name"),
                 "plan_source": t.plan_source, "plan_text": t.plan_text,
                 "status": TestStatus.RUNNING.value,
                 "start_unix_s": _float("start_unix_s", t.start_unix_s),
-                "sample_period_s": period, "station": _name("station name", t.station),
+                "sample_period_s": period, "station": check_identifier(t.station, "station name"),
             })
         channels, batteries, tests_table = schema.channels, schema.batteries, schema.tests
         with self._transaction() as connection:
@@ -313,8 +341,9 @@ class Database:
 
             ids = channel_ids()
             drivers = {t.channel: t.driver for t in tests}
-            missing = [{"name": _name("channel name", n), "driver": _name("channel driver",
-                        drivers[n]), "settings": "{}"} for n in names if n not in ids]
+            missing = [{"name": check_identifier(n, "channel name"),
+                        "driver": check_name(drivers[n], "channel driver"), "settings": "{}"}
+                       for n in names if n not in ids]
             if missing:
                 connection.execute(sa.insert(channels), missing)
                 ids = channel_ids()
@@ -381,11 +410,45 @@ class Database:
                  "channel": channel_of[row["tid"]], "unix_time_s": row["end_unix_s"],
                  "data": json.dumps({"status": row["status"]})} for row in rows])
 
-    def tests(self) -> list[TestRecord]:
-        """All tests, oldest first."""
+    def tests(self, *, station: str | None = None, battery: str | None = None,
+              status: TestStatus | None = None, since_unix_s: float | None = None,
+              newest_first: bool = False, limit: int | None = None) -> list[TestRecord]:
+        """The tests (all, or those of ``station``, on ``battery``, with ``status``, started
+        at or after ``since_unix_s``), oldest first unless ``newest_first``; at most
+        ``limit``."""
+        t = schema.tests
+        query = _TESTS_QUERY
+        if station is not None:
+            query = query.where(t.c.station == station)
+        if battery is not None:
+            query = query.where(schema.batteries.c.name == battery)
+        if status is not None:
+            query = query.where(t.c.status == status.value)
+        if since_unix_s is not None:
+            query = query.where(t.c.start_unix_s >= since_unix_s)
+        query = query.order_by(t.c.id.desc() if newest_first else t.c.id).limit(limit)
         with self.engine.connect() as connection:
-            rows = connection.execute(_TESTS_QUERY.order_by(schema.tests.c.id)).mappings()
-            return [_test_record(row) for row in rows]
+            return [_test_record(row) for row in connection.execute(query).mappings()]
+
+    def delete_test(self, test_id: int) -> None:
+        """Remove test ``test_id`` and every row of it (samples, aux values, steps, events, its
+        plan position), in one transaction; a queue entry that started it forgets it. A
+        running test is refused (StorageError), as is an unknown one."""
+        t = schema.tests
+        with self.engine.begin() as connection:
+            status = connection.execute(sa.select(t.c.status).where(t.c.id == int(test_id))
+                                        ).scalar()
+            if status is None:
+                raise StorageError(f"no test {test_id}")
+            if status == TestStatus.RUNNING.value:
+                raise StorageError(f"test {test_id} is running; stop it first")
+            for table in (schema.sample_aux, schema.samples, schema.steps, schema.events,
+                          schema.test_positions):
+                connection.execute(table.delete().where(table.c.test_id == int(test_id)))
+            queue = schema.test_queue
+            connection.execute(queue.update().where(queue.c.test_id == int(test_id))
+                               .values(test_id=None))
+            connection.execute(t.delete().where(t.c.id == int(test_id)))
 
     def test(self, test_id: int) -> TestRecord | None:
         """The test with this id, or None."""
@@ -408,8 +471,10 @@ class Database:
     ) -> None:
         """Record an event (a test started, a limit tripped, an operator command...)."""
         row = {
-            "kind": _name("event kind", kind, schema.KIND_LENGTH),
-            "message": message,
+            "kind": check_name(kind, "event kind", length=schema.KIND_LENGTH),
+            # Messages quote devices and libraries too: stored, with what text may not hold
+            # written as escapes.
+            "message": printable(message),
             "test_id": None if test_id is None else int(test_id),
             "channel": channel,
             "unix_time_s": _float("unix_time_s", unix_time_s),
@@ -495,6 +560,26 @@ class Database:
         return PositionRecord(row.test_id, row.step_no, row.start_seq, row.unix_time_s,
                               json.loads(row.state))
 
+    def last_sample_unix(self, test_ids: Sequence[int]) -> float | None:
+        """The latest ``unix_time_s`` of the last samples of ``test_ids`` (None: no sample)."""
+        samples = schema.samples
+        latest: float | None = None
+        with self.engine.connect() as connection:
+            for test_id in test_ids:  # the last sample by the primary key: no scan
+                value = connection.execute(
+                    sa.select(samples.c.unix_time_s).where(samples.c.test_id == int(test_id))
+                    .order_by(samples.c.seq.desc()).limit(1)).scalar()
+                if value is not None and (latest is None or value > latest):
+                    latest = float(value)
+        return latest
+
+    def cycles(self, test_id: int) -> list[CycleRecord]:
+        """The cycles of a test so far (its finished steps summed per cycle), in order."""
+        view = sa.table("cycles", *(sa.column(f.name) for f in fields(CycleRecord)))
+        query = sa.select(view).where(view.c.test_id == int(test_id)).order_by(view.c.cycle)
+        with self.engine.connect() as connection:
+            return [_cycle(row._mapping) for row in connection.execute(query)]
+
     def steps(self, test_id: int) -> list[StepRecord]:
         """The finished steps of a test in the order they ran."""
         table = schema.steps
@@ -516,6 +601,12 @@ class Database:
                     ah=_nan_if_null(row.ah),
                     wh=_nan_if_null(row.wh),
                     end_reason=row.end_reason,
+                    charge_ah=_nan_if_null(row.charge_ah),
+                    discharge_ah=_nan_if_null(row.discharge_ah),
+                    charge_wh=_nan_if_null(row.charge_wh),
+                    discharge_wh=_nan_if_null(row.discharge_wh),
+                    temperature_min_c=_nan_if_null(row.temperature_min_c),
+                    temperature_max_c=_nan_if_null(row.temperature_max_c),
                 )
                 for row in connection.execute(query)
             ]

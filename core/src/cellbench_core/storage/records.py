@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,10 +115,49 @@ class StepRow:
     ah: float
     wh: float
     end_reason: str
+    # Charge and energy in and out over the step (both positive) and the cell temperature's
+    # range; NaN when not known (rows written before they were recorded).
+    charge_ah: float = math.nan
+    discharge_ah: float = math.nan
+    charge_wh: float = math.nan
+    discharge_wh: float = math.nan
+    temperature_min_c: float = math.nan
+    temperature_max_c: float = math.nan
 
 
 #: A step read back from the database.
 StepRecord = StepRow
+
+
+@dataclass(frozen=True, slots=True)
+class CycleRecord:
+    """One cycle of a test: the sums of its steps (a row of the ``cycles`` view). Charge and
+    energy are positive both ways; efficiencies are discharge over charge (NaN without
+    charge); mean voltages are energy over charge; NaN where the steps did not record it."""
+
+    test_id: int
+    cycle: int
+    steps: int
+    start_seq: int
+    end_seq: int
+    start_test_time_s: float
+    end_test_time_s: float
+    charge_ah: float
+    discharge_ah: float
+    charge_wh: float
+    discharge_wh: float
+    coulombic_efficiency: float
+    energy_efficiency: float
+    mean_charge_v: float
+    mean_discharge_v: float
+    temperature_min_c: float
+    temperature_max_c: float
+    end_reasons: str
+
+    @property
+    def duration_s(self) -> float:
+        """How long the cycle took."""
+        return self.end_test_time_s - self.start_test_time_s
 
 
 @dataclass(frozen=True, slots=True)

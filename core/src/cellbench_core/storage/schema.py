@@ -151,6 +151,14 @@ steps = Table(
     Column("ah", Double),
     Column("wh", Double),
     Column("end_reason", Text, nullable=False),
+    # What flowed in and out over the step (both positive) and the cell temperature's range;
+    # NULL in rows written before schema revision 0004. The ``cycles`` view adds them up.
+    Column("charge_ah", Double),
+    Column("discharge_ah", Double),
+    Column("charge_wh", Double),
+    Column("discharge_wh", Double),
+    Column("temperature_min_c", Double),
+    Column("temperature_max_c", Double),
 )
 
 test_positions = Table(
@@ -223,8 +231,53 @@ notify_outbox = Table(
     Index(None, "notifier", "status", "id"),
 )
 
-#: Read-only views for live data (created by migration 0002; not tables, so not in ``metadata``).
-VIEWS = ("live_samples",)
+#: Who holds the database's station lease (one row; see storage/lease.py): the lock itself is
+#: the backend's, this only names its holder.
+station_leases = Table(
+    "station_leases",
+    metadata,
+    Column("station", String(NAME_LENGTH), primary_key=True),
+    Column("host", String(NAME_LENGTH), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("since_unix_s", Double, nullable=False),
+)
+
+#: Read-only views (created by migrations 0002 and 0004; not tables, so not in ``metadata``).
+VIEWS = ("live_samples", "cycles")
+
+
+def cycles_view(dialect: str, keys: tuple[str, ...] = ("test_id",)) -> str:
+    """The ``CREATE VIEW cycles`` statement for a database of ``dialect``: one row per test
+    (``keys``: a central database adds ``origin``) and cycle, summing its steps (docs/schema.md).
+
+    Views hold no data, so a migration may take this text as it is today.
+    """
+    listed = {  # each step's end reason, in step order, joined by '; '
+        "postgresql": "string_agg(end_reason, '; ' ORDER BY step_no)",
+        "mysql": "GROUP_CONCAT(end_reason ORDER BY step_no SEPARATOR '; ')",
+        "mariadb": "GROUP_CONCAT(end_reason ORDER BY step_no SEPARATOR '; ')",
+    }.get(dialect, "group_concat(end_reason, '; ')")
+    # SQLite's group_concat takes rows in the order its input has them.
+    source = ("(SELECT * FROM steps ORDER BY step_no) AS steps" if dialect == "sqlite"
+              else "steps")
+    key = ", ".join(keys)
+    return f"""
+CREATE VIEW cycles AS
+SELECT {key}, cycle,
+       COUNT(*) AS steps,
+       MIN(start_seq) AS start_seq, MAX(end_seq) AS end_seq,
+       MIN(start_test_time_s) AS start_test_time_s, MAX(end_test_time_s) AS end_test_time_s,
+       SUM(charge_ah) AS charge_ah, SUM(discharge_ah) AS discharge_ah,
+       SUM(charge_wh) AS charge_wh, SUM(discharge_wh) AS discharge_wh,
+       SUM(discharge_ah) / NULLIF(SUM(charge_ah), 0) AS coulombic_efficiency,
+       SUM(discharge_wh) / NULLIF(SUM(charge_wh), 0) AS energy_efficiency,
+       SUM(charge_wh) / NULLIF(SUM(charge_ah), 0) AS mean_charge_v,
+       SUM(discharge_wh) / NULLIF(SUM(discharge_ah), 0) AS mean_discharge_v,
+       MIN(temperature_min_c) AS temperature_min_c, MAX(temperature_max_c) AS temperature_max_c,
+       {listed} AS end_reasons
+FROM {source}
+GROUP BY {key}, cycle
+"""
 
 #: Sample columns in table order, and which of them hold integers.
 SAMPLE_COLUMNS = tuple(c.name for c in samples.columns)

@@ -340,8 +340,24 @@ def _steps(test_id: int, data: BasytecFile) -> list[StepRow]:
             start_test_time_s=float(c["test_time_s"][first] - c["step_time_s"][first]),
             end_test_time_s=float(c["test_time_s"][last]),
             ah=float(c["ah"][last]), wh=float(c["wh"][last]),
-            end_reason="imported from a BaSyTec file"))
+            end_reason="imported from a BaSyTec file",
+            **_flows(c, first, last)))
     return steps
+
+
+def _flows(columns: dict[str, np.ndarray], first: int, last: int) -> dict[str, float]:
+    """What went in and out over the samples ``first..last`` of one step (from their counts
+    since the step began, which start at zero), and the temperature's range."""
+    flows: dict[str, float] = {}
+    for unit in ("ah", "wh"):
+        moved = np.diff(np.r_[0.0, np.nan_to_num(columns[unit][first:last + 1])])
+        flows[f"charge_{unit}"] = float(moved[moved > 0].sum())
+        flows[f"discharge_{unit}"] = float(-moved[moved < 0].sum())
+    temperature = columns["temperature_c"][first:last + 1]
+    if not np.isnan(temperature).all():
+        flows["temperature_min_c"] = float(np.nanmin(temperature))
+        flows["temperature_max_c"] = float(np.nanmax(temperature))
+    return flows
 
 
 def import_basytec(db: Database, path: Path, *, battery: str | None = None,

@@ -4,7 +4,9 @@ each station got (docs/sync.md)."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from sqlalchemy import BigInteger, Boolean, Column, Double, Index, MetaData, String, Table
+from sqlalchemy.engine import Connection
 
 from cellbench_sdk.storage import schema
 
@@ -52,3 +54,26 @@ sync_tests = Table(
 
 #: The copied tables by name.
 TABLES = {t.name: t for t in (batteries, channels, tests, samples, sample_aux, steps, events)}
+
+
+def ensure_schema(connection: Connection) -> None:
+    """Create the central tables and the ``cycles`` view where missing, and add the columns a
+    newer cellbench has added to the station tables (new columns are nullable, so the rows
+    already there stay valid): a central database follows the stations' upgrades."""
+    metadata.create_all(connection)
+    inspector = sa.inspect(connection)
+    dialect = connection.dialect
+    for table in metadata.sorted_tables:
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable:
+                raise ValueError(f"central-sql: table {table.name} lacks column {column.name}, "
+                                 "which cannot be added to the rows there: migrate it by hand")
+            connection.execute(sa.text(
+                f"ALTER TABLE {dialect.identifier_preparer.quote(table.name)} ADD COLUMN "
+                f"{dialect.identifier_preparer.quote(column.name)} "
+                f"{column.type.compile(dialect=dialect)}"))
+    if "cycles" not in inspector.get_view_names():
+        connection.execute(sa.text(schema.cycles_view(dialect.name, ("origin", "test_id"))))

@@ -58,7 +58,7 @@ class CentralSqlTarget(SyncTarget):
                         f"central-sql: {url.render_as_string(hide_password=True)} is a station "
                         "database (it has a cellbench schema); give the central database its "
                         "own database")
-                central.metadata.create_all(connection)
+                central.ensure_schema(connection)
                 positions = self._positions(connection)
         except BaseException:
             engine.dispose()

@@ -105,6 +105,12 @@ async def _osi_body(check: Checker, device: OsiDevice, clock: Clock,
                     values: Mapping[str, float]) -> dict[str, float]:
     """The open-device part of :func:`check_osi_device`; returns the value written per signal."""
     signals = _check_signals(check, device.signals)
+    info: object = device.info
+    if not (isinstance(info, Mapping) and all(
+            isinstance(key, str) and key and isinstance(value, str)
+            for key, value in info.items())):
+        raise check.fail("info after open()", "info maps non-empty names to text (empty when "
+                         "the device says nothing about itself)", repr(info))
     wrong = sorted(set(values) - {info.name for info in signals if info.writable})
     if wrong:
         raise ValueError(f"values names {wrong}, which are not writable signals of "

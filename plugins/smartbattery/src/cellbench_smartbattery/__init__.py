@@ -1,0 +1,1 @@
+"""cellbench OSI device: smart batteries (Smart Battery Data Specification 1.1) over SMBus."""
