@@ -297,8 +297,11 @@ def test_notifiers_get_the_station_events(db: Database, monkeypatch: pytest.Monk
     with pytest.raises(StationError, match=r"notifiers\[0\]\.settings\.colour: Extra inputs"):
         Station(station_from_dict(config(db, notifiers=[
             {"kind": "collect", "settings": {"prefix": "a", "colour": 1}}])), manager)
-    with pytest.raises(StationError, match=r"notifiers\[0\]: no notifier called 'mail'"):
-        Station(station_from_dict(config(db, notifiers=[{"kind": "mail"}])), manager)
+    with pytest.raises(StationError, match=r"notifiers\[0\]: no notifier called 'pager'"):
+        Station(station_from_dict(config(db, notifiers=[{"kind": "pager"}])), manager)
+    with pytest.raises(StationError, match=r"notifiers\[1\]: 'collect' is also the name of "
+                                           r"notifiers\[0\]: give each a name ="):
+        station_from_dict(config(db, notifiers=[{"kind": "collect"}, {"kind": "collect"}]))
     station = Station(station_from_dict(config(db, notifiers=[
         {"kind": "collect", "settings": {"prefix": "lab"}}])), manager)
     notifier = station.notifiers[0][1]

@@ -7,13 +7,16 @@ across the whole station in file order.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
 import re
+import time
 import tomllib
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pluggy
 from pydantic import (
@@ -27,13 +30,16 @@ from pydantic import (
 )
 
 from cellbench_core.descriptors import Kind
+from cellbench_core.dispatch import EventDispatcher, Problem
+from cellbench_core.events import Alarm
+from cellbench_core.notifying import NotifierContext
 from cellbench_core.plan import Plan
 from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plan.yaml_source import did_you_mean
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import ChannelRef, Resume, TestRequest
 from cellbench_core.runner.resolve import check_writable
-from cellbench_core.storage import BatteryRecord
+from cellbench_core.storage import BatteryRecord, Database
 from cellbench_core.text import check_identifier
 from cellbench_core.units import parse_duration
 from cellbench_hal import (
@@ -49,6 +55,9 @@ from cellbench_hal import (
 )
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # the control API imports the station's runner
+    from cellbench_core.service.control import StationControl
 
 
 class StationError(ValueError):
@@ -175,10 +184,18 @@ class ChamberSection(AttachedSection):
 
 class NotifierSection(_Strict):
     """``[[notifiers]]``: a notifier (mail, MQTT, ...) that receives the station's events; its
-    settings are validated by the notifier."""
+    settings are validated by the notifier. ``name`` (by default its kind) names it in the log
+    and keeps its outbox apart from the other notifiers'."""
 
     kind: str
+    name: str = Field(default="", pattern=r"^([a-z][a-z0-9_-]{0,63})?$",
+                      description="lower-case letters, digits, - and _; by default the kind")
     settings: dict[str, Any] = {}
+
+    @property
+    def label(self) -> str:
+        """The notifier's name in the station."""
+        return self.name or self.kind
 
 
 class InterfaceSection(_Strict):
@@ -210,6 +227,13 @@ class StationConfig(_Strict):
                 if section.name in seen:
                     raise ValueError(f"{where}: {section.name!r} is also {seen[section.name]}")
                 seen[section.name] = where
+        named: dict[str, int] = {}
+        for n, notifier in enumerate(self.notifiers):
+            if notifier.label in named:
+                raise ValueError(f"notifiers[{n}]: {notifier.label!r} is also the name of "
+                                 f"notifiers[{named[notifier.label]}]: give each a name = "
+                                 "of its own")
+            named[notifier.label] = n
         return self
 
 
@@ -322,7 +346,8 @@ class Station:
             (section, _create(plugins, Kind.CLIMATE_CHAMBER, section.kind, section.settings,
                               f"chambers[{n}]"))
             for n, section in enumerate(config.chambers)]
-        self.notifiers: list[tuple[str, Any]] = []
+        self.notifiers: list[tuple[str, Any]] = []  # (name, notifier)
+        self._notifier_events: EventDispatcher | None = None  # once started
         for n, notifier_section in enumerate(config.notifiers):
             where = f"notifiers[{n}]"
             notifier = _create(plugins, Kind.NOTIFIER, notifier_section.kind,
@@ -333,7 +358,7 @@ class Station:
                 plugins.hooks.register(notifier, name=f"{where} ({notifier_section.kind})")
             except (ValueError, pluggy.PluginValidationError) as err:
                 raise StationError(f"{where}: {err}") from None
-            self.notifiers.append((notifier_section.kind, notifier))
+            self.notifiers.append((notifier_section.label, notifier))
         self._chamber_of: dict[int, tuple[str, ClimateChamber]] = {}
         self._chamber_sections = {section.name: section for section in config.chambers}
         self._devices_of: dict[int, list[tuple[str, OsiDevice]]] = {}
@@ -456,6 +481,38 @@ class Station:
                        chamber_on_fault=section.on_fault,
                        chamber_band_grace_s=section.band_grace)
 
+    async def start_notifiers(self, database: Database,
+                              control: StationControl | None = None) -> None:
+        """Start every notifier that has a ``start(context)`` (see
+        :class:`~cellbench_core.notifying.NotifierContext`) on ``database``; one that refuses
+        (a password file that is not there) raises StationError naming it, after those already
+        started were closed. Alarms the notifiers raise are recorded in ``database``."""
+        name = self.config.station.name
+
+        def record(problem: Problem) -> None:
+            database.add_event(kind=problem.kind, message=problem.message,
+                               unix_time_s=time.time(), data=problem.data)
+
+        events = EventDispatcher(self.plugins.hook, on_problem=record)
+
+        def raise_alarm(message: str) -> None:
+            database.add_event(kind="alarm", message=message, unix_time_s=time.time())
+            with contextlib.suppress(RuntimeError):  # the station is closing: the event has it
+                events.fire("cellbench_alarm", Alarm(channel=None, test_id=None,
+                                                     message=message))
+
+        self._notifier_events = events
+        for n, (label, notifier) in enumerate(self.notifiers):
+            start = getattr(notifier, "start", None)
+            if start is None:
+                continue
+            context = NotifierContext(label, name, database, self.base_dir, raise_alarm, control)
+            try:
+                start(context)
+            except (ValueError, OSError) as err:
+                await self._close_notifiers()
+                raise StationError(f"notifiers[{n}] ({label}) did not start: {err}") from None
+
     async def close(self) -> None:
         """Write every device's ``on_stop`` values if the station is open, close every device
         and chamber, then every driver (outputs off), then the notifiers that have a
@@ -466,6 +523,11 @@ class Station:
             await device.close()
         for _, driver in self.drivers:
             await driver.close()
+        await self._close_notifiers()
+
+    async def _close_notifiers(self) -> None:
+        if self._notifier_events is not None:
+            await asyncio.to_thread(self._notifier_events.close)
         for _, notifier in self.notifiers:
             close = getattr(notifier, "close", None)
             if close is not None:
@@ -476,3 +538,4 @@ class Station:
     def select(self, text: str | None) -> list[ChannelRef]:
         """The channels named by a ``--channels`` value (all when ``None``)."""
         return [self.channels[n - 1] for n in parse_channels(text or "all", len(self.channels))]
+

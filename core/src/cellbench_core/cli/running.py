@@ -106,6 +106,7 @@ async def _execute(job: _Job, runner: Runner, live: bool) -> list[TestOutcome]:
         loop.add_signal_handler(sig, runner.stop, None, "stopped by operator")
     try:
         await job.station.open(job.clock)
+        await job.station.start_notifiers(job.db)
         task = asyncio.create_task(runner.run(job.requests(job.station)))
         if live:
             display = _Live(runner)

@@ -6,6 +6,7 @@ its sample stream between them. The Runner starts added tests at its next tick.
 
 The station's interfaces (``[[interfaces]]``: rci, web) start once the channels are open and
 before the ready line, and stop first on shutdown; they act through :class:`StationControl`.
+Its notifiers start just before them, on the station's database (their outbox).
 
 The queue is read every ``queue_poll_interval``; on PostgreSQL a ``LISTEN cellbench_queue``
 connection wakes the station at once when a row is inserted. Rows are claimed with a conditional
@@ -88,6 +89,9 @@ class StationService:
                     plans_dir=self.station.plans_dir, base_dir=self.station.base_dir,
                     make_request=self.station.request, tables=self.station.tables,
                     ring_size=self.station.config.station.ring_size)
+                # Notifiers start with the control API (live samples for MQTT); events fired
+                # before (tests resumed above) wait inside them until then.
+                await self.station.start_notifiers(self.db, self.control)
                 served = await self._start_interfaces(self.control)
                 listener = await self._listen()
                 self._log_ready(listener is not None, served)
