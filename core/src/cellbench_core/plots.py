@@ -1,0 +1,420 @@
+"""What ``cellbench plot`` draws: the series of a stored test, then the figure.
+
+Each figure is made in two parts: a function that reads what will be drawn from the database
+(:func:`cycle_series`, :func:`signal_series`), and one that draws it (:func:`draw_cycles`,
+:func:`draw_signals`), so what a plot shows can be checked against the database.
+
+Signals over time are decimated in the database: the samples are grouped into at most
+``max_points / 2`` buckets of consecutive ``seq`` and each bucket's minimum, maximum and mean
+come back from one aggregate query, so a test of ten million samples costs one scan of its
+rows and a few thousand rows to Python, and every peak still shows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from cellbench_core.events import TestStatus
+from cellbench_core.storage import Database, TestRecord, schema
+from cellbench_core.storage.reading import aux_names
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+#: Short names of the sample columns a plot shows; ``--signals`` takes these, column names and
+#: aux signal names.
+SIGNAL_ALIASES = {"U": "voltage_v", "I": "current_a", "T": "temperature_c", "P": "power_w",
+                  "Ah": "ah", "Wh": "wh"}
+#: Axis label of each plottable sample column.
+COLUMN_LABELS = {"voltage_v": "Voltage [V]", "current_a": "Current [A]",
+                 "temperature_c": "Temperature [°C]", "power_w": "Power [W]",
+                 "ah": "Charge [Ah]", "wh": "Energy [Wh]", "step_time_s": "Step time [s]"}
+DEFAULT_SIGNALS = ("U", "I", "T")
+#: Points drawn per signal at most (two per bucket): about two per pixel of a figure's width.
+MAX_POINTS = 4000
+#: At most this many labels along the top of a signal plot; more would overlap each other.
+MAX_TOP_LABELS = 16
+#: Above this many steps only cycle boundaries are drawn; step lines would hide the data.
+MAX_STEP_LINES = 400
+
+
+class PlotError(LookupError):
+    """What was asked cannot be plotted from this database (no such test, cycle or signal)."""
+
+
+# --- Per-cycle results -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CycleSeries:
+    """A test's counted cycles (1, 2, ...; the steps before a plan's first loop, cycle 0, are
+    left out) as arrays, one entry per cycle, from the ``cycles`` view. Efficiencies in %."""
+
+    test: TestRecord
+    cycle: np.ndarray
+    charge_ah: np.ndarray
+    discharge_ah: np.ndarray
+    coulombic_efficiency_pct: np.ndarray
+    energy_efficiency_pct: np.ndarray
+
+    @property
+    def fade_pct(self) -> float:
+        """Discharge capacity of the last cycle against the first, in % (negative: faded)."""
+        first, last = self.discharge_ah[0], self.discharge_ah[-1]
+        return float(100.0 * (last - first) / first) if first > 0 else math.nan
+
+
+def _test(db: Database, test_id: int) -> TestRecord:
+    test = db.test(test_id)
+    if test is None:
+        raise PlotError(f"no test {test_id} in {db.url}")
+    return test
+
+
+def cycle_series(db: Database, test_id: int) -> CycleSeries:
+    """The per-cycle results of ``test_id`` that the fade plot draws; PlotError for an unknown
+    test or one whose plan counts no cycles."""
+    test = _test(db, test_id)
+    cycles = [c for c in db.cycles(test_id) if c.cycle > 0]
+    if not cycles:
+        raise PlotError(f"test {test_id} has no finished cycle yet (or its plan has no counting "
+                        "loop); plot its signals without --cycles")
+    return CycleSeries(
+        test,
+        np.array([c.cycle for c in cycles], dtype=np.int64),
+        np.array([c.charge_ah for c in cycles]),
+        np.array([c.discharge_ah for c in cycles]),
+        100.0 * np.array([c.coulombic_efficiency for c in cycles]),
+        100.0 * np.array([c.energy_efficiency for c in cycles]),
+    )
+
+
+# --- Signals over time -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A labelled instant on a signal plot: a cycle's or step's start (s from the plot's zero)."""
+
+    time_s: float
+    label: str
+
+
+@dataclass(frozen=True)
+class SignalSeries:
+    """Signals of one test over time, decimated for drawing.
+
+    ``time_s`` counts from ``zero_s`` of the test's time (0, or the start of the cycle shown);
+    ``values`` holds one array per signal, aligned with ``time_s`` (NaN where a signal has no
+    value). ``marks`` are the cycle starts (a whole test) or step starts (one cycle);
+    ``step_starts_s`` every step start; ``running`` the step running now, for a running test.
+    """
+
+    test: TestRecord
+    signals: tuple[str, ...]
+    time_s: np.ndarray
+    values: dict[str, np.ndarray]
+    zero_s: float = 0.0
+    cycle: int | None = None
+    marks: tuple[Mark, ...] = ()
+    step_starts_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    running: Mark | None = None
+    samples: int = 0
+    """How many samples the drawn points stand for."""
+
+
+def resolve_signals(db: Database, test_id: int, names: Sequence[str]) -> tuple[str, ...]:
+    """The sample columns and aux signals ``names`` mean (U, I, T, P, Ah, Wh, a column name or
+    an aux signal's name); PlotError naming the first unknown one and what the test has."""
+    aux = aux_names(db, test_id)
+    resolved = []
+    for name in names:
+        column = SIGNAL_ALIASES.get(name, name)
+        if column not in COLUMN_LABELS and column not in aux:
+            known = ", ".join([*SIGNAL_ALIASES, *aux])
+            raise PlotError(f"--signals: test {test_id} has no signal {name!r}; it has {known}")
+        resolved.append(column)
+    return tuple(dict.fromkeys(resolved))
+
+
+def signal_series(db: Database, test_id: int, signals: Sequence[str] = DEFAULT_SIGNALS,
+                  cycle: int | None = None, max_points: int = MAX_POINTS) -> SignalSeries:
+    """The signals of ``test_id`` (all of it, or only cycle ``cycle``) as drawn: at most
+    ``max_points`` points per signal, each bucket of samples kept as its minimum and maximum."""
+    test = _test(db, test_id)
+    columns = resolve_signals(db, test_id, signals)
+    steps = db.steps(test_id)
+    position = db.position(test_id) if test.status is TestStatus.RUNNING else None
+    running_cycle = None if position is None else int(position.state.get("cycle", -1))
+    first_seq, last_seq = _seq_range(db, test_id)
+    running_start = None if position is None else _sample_time(db, test_id, position.start_seq)
+    zero = 0.0
+    if cycle is not None:
+        steps = [s for s in steps if s.cycle == cycle]
+        if steps:
+            first_seq, zero = steps[0].start_seq, steps[0].start_test_time_s
+        elif position is not None and running_cycle == cycle:  # its first step is running
+            first_seq, zero = position.start_seq, running_start or 0.0
+        else:
+            known = {s.cycle for s in db.steps(test_id)} | (
+                set() if running_cycle is None else {running_cycle})
+            has = f"cycles {min(known)}..{max(known)}" if known else "no finished step yet"
+            raise PlotError(f"--cycle: test {test_id} has no cycle {cycle} (it has {has})")
+        if running_cycle != cycle:
+            last_seq = steps[-1].end_seq
+    if last_seq < first_seq:
+        raise PlotError(f"test {test_id} has no samples yet")
+    bucket = max(1, math.ceil((last_seq - first_seq + 1) / max(1, max_points // 2)))
+    time_s, values, samples = _decimated(db, test_id, columns, first_seq, last_seq, bucket)
+    if cycle is None:
+        marks = [Mark(s.start_test_time_s, f"{s.cycle}") for n, s in enumerate(steps)
+                 if s.cycle > 0 and (n == 0 or steps[n - 1].cycle != s.cycle)]
+    else:
+        marks = [Mark(s.start_test_time_s - zero, f"S{s.step_no}") for s in steps]
+    running = None
+    if (position is not None and running_start is not None
+            and (cycle is None or running_cycle == cycle)):
+        running = Mark(running_start - zero, f"step {position.step_no} running")
+    return SignalSeries(test, columns, time_s - zero, values, zero, cycle, tuple(marks),
+                        np.array([s.start_test_time_s - zero for s in steps]), running,
+                        samples)
+
+
+def _seq_range(db: Database, test_id: int) -> tuple[int, int]:
+    """The first and last ``seq`` of the test's committed samples ((1, 0) when none); both
+    come from the primary key's index."""
+    s = schema.samples
+    query = sa.select(sa.func.min(s.c.seq), sa.func.max(s.c.seq)).where(
+        s.c.test_id == int(test_id))
+    with db.engine.connect() as connection:
+        low, high = connection.execute(query).one()
+    return (1, 0) if low is None else (int(low), int(high))
+
+
+def _sample_time(db: Database, test_id: int, seq: int) -> float | None:
+    """Test time of the first committed sample at or after ``seq`` (None: none yet)."""
+    s = schema.samples
+    query = (sa.select(s.c.test_time_s).where(s.c.test_id == int(test_id), s.c.seq >= seq)
+             .order_by(s.c.seq).limit(1))
+    with db.engine.connect() as connection:
+        value = connection.execute(query).scalar()
+    return None if value is None else float(value)
+
+
+def _decimated(db: Database, test_id: int, columns: Sequence[str], first_seq: int,
+               last_seq: int, bucket: int) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """Time and each column's values over samples ``first_seq..last_seq``, ``bucket``
+    consecutive samples folded into two points (their minimum and maximum, in the order the
+    signal moves); and how many samples there were."""
+    s, aux = schema.samples, schema.sample_aux
+    base = [c for c in columns if c in COLUMN_LABELS]
+    key = (s.c.seq - s.c.seq % bucket).label("bucket")
+    aggregates: list[Any] = [sa.func.count(), sa.func.min(s.c.test_time_s),
+                             sa.func.max(s.c.test_time_s)]
+    for column in base:
+        aggregates += [sa.func.min(s.c[column]), sa.func.max(s.c[column]),
+                       sa.func.avg(s.c[column])]
+    where = (s.c.test_id == int(test_id), s.c.seq >= first_seq, s.c.seq <= last_seq)
+    query = sa.select(key, *aggregates).where(*where).group_by(key).order_by(key)
+    with db.engine.connect() as connection:
+        rows = np.array(connection.execute(query).all(), dtype=np.float64).reshape(
+            -1, 4 + 3 * len(base))
+        keys = rows[:, 0]
+        stats = {column: rows[:, 4 + 3 * n: 7 + 3 * n] for n, column in enumerate(base)}
+        for name in (c for c in columns if c not in COLUMN_LABELS):
+            aux_key = (aux.c.seq - aux.c.seq % bucket).label("bucket")
+            query = (sa.select(aux_key, sa.func.min(aux.c.value), sa.func.max(aux.c.value),
+                               sa.func.avg(aux.c.value))
+                     .where(aux.c.test_id == int(test_id), aux.c.name == name,
+                            aux.c.seq >= first_seq, aux.c.seq <= last_seq)
+                     .group_by(aux_key))
+            found = np.array(connection.execute(query).all(), dtype=np.float64).reshape(-1, 4)
+            column = np.full((len(keys), 3), np.nan)
+            column[np.searchsorted(keys, found[:, 0])] = found[:, 1:]
+            stats[name] = column
+    samples = int(rows[:, 1].sum())
+    if bucket == 1:
+        return rows[:, 2], {c: stats[c][:, 0] for c in columns}, samples
+    # Two points a bucket: at its first and last time, minimum first where the signal rises
+    # (its mean climbs from the bucket before to the one after), maximum first where it falls.
+    time_s = np.column_stack([rows[:, 2], rows[:, 3]]).ravel()
+    values = {}
+    for column in columns:
+        low, high, mean = stats[column].T
+        before = np.concatenate(([mean[0]], mean[:-1]))
+        after = np.concatenate((mean[1:], [mean[-1]]))
+        falling = after < before
+        values[column] = np.column_stack([np.where(falling, high, low),
+                                          np.where(falling, low, high)]).ravel()
+    return time_s, values, samples
+
+
+# --- Drawing -----------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    # Imported on first use: matplotlib takes longer to import than most commands take to run.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _describe(test: TestRecord) -> str:
+    battery = f", {test.battery}" if test.battery else ""
+    return f"test {test.id} (channel {test.channel}{battery})"
+
+
+def _title(tests: Sequence[TestRecord], what: str) -> str:
+    if len(tests) == 1:
+        test = tests[0]
+        return (f"Test {test.id}: {test.name} — channel {test.channel}, {test.status.value} "
+                f"({test.end_reason or 'running'}){what}")
+    return f"Tests {', '.join(str(t.id) for t in tests)}{what}"
+
+
+def draw_cycles(series: Sequence[CycleSeries], output: Path) -> None:
+    """The fade plot: discharge (and charge) capacity per cycle above, coulombic and energy
+    efficiency below, one colour per test."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (capacity, efficiency) = plt.subplots(2, 1, sharex=True, figsize=(11, 7),
+                                               constrained_layout=True)
+    single = len(series) == 1
+    for n, s in enumerate(series):
+        colour = f"C{n}"
+        marker = "o" if len(s.cycle) <= 60 else None
+        capacity.plot(s.cycle, s.discharge_ah, color=colour, marker=marker, markersize=3,
+                      linewidth=1.2, label="discharge" if single else _describe(s.test))
+        capacity.plot(s.cycle, s.charge_ah, color=colour, linestyle=":", linewidth=0.9,
+                      label="charge" if single else None)
+        efficiency.plot(s.cycle, s.coulombic_efficiency_pct, color=colour, linewidth=1.2,
+                        label="coulombic" if single else _describe(s.test))
+        efficiency.plot(s.cycle, s.energy_efficiency_pct, color=colour, linestyle="--",
+                        linewidth=1.0, label="energy" if single else None)
+    if single:
+        capacity.set_ylabel("Capacity [Ah]")
+        efficiency.set_ylabel("Efficiency [%]")
+    else:  # the colours are the tests; the line styles say which quantity
+        capacity.set_ylabel("Capacity [Ah]\n(— discharge, ··· charge)")
+        efficiency.set_ylabel("Efficiency [%]\n(— coulombic, - - energy)")
+    efficiency.set_xlabel("Cycle")
+    efficiency.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (capacity, efficiency):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    # A first cycle that started from a part-charged cell has an efficiency far from the
+    # rest; the axis follows the bulk of the cycles so the trend stays readable.
+    bulk = np.concatenate([s.coulombic_efficiency_pct[1:] if len(s.cycle) > 2 else
+                           s.coulombic_efficiency_pct for s in series]
+                          + [s.energy_efficiency_pct[1:] if len(s.cycle) > 2 else
+                             s.energy_efficiency_pct for s in series])
+    bulk = bulk[np.isfinite(bulk)]
+    if len(bulk):
+        low, high = float(bulk.min()), float(bulk.max())
+        pad = max(0.5, 0.1 * (high - low))
+        efficiency.set_ylim(low - pad, high + pad)
+    fades = "" if not single or len(series[0].cycle) < 2 else (
+        f"; discharge capacity {series[0].discharge_ah[0]:.3f} → "
+        f"{series[0].discharge_ah[-1]:.3f} Ah ({series[0].fade_pct:+.1f} % over "
+        f"{len(series[0].cycle)} cycles)")
+    capacity.set_title(_title([s.test for s in series], fades), fontsize=10)
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+
+
+def _time_unit(span_s: float) -> tuple[float, str]:
+    """Seconds per unit and the unit's name for a time axis spanning ``span_s``."""
+    if span_s <= 2 * 3600:
+        return 60.0, "min"
+    if span_s <= 72 * 3600:
+        return 3600.0, "h"
+    return 86_400.0, "d"
+
+
+def _thinned(marks: Sequence[Mark]) -> list[Mark]:
+    """Every k-th mark, k from 1, 2, 5, 10, 20, 50..., so that at most MAX_TOP_LABELS remain."""
+    step = 1
+    while len(marks) > MAX_TOP_LABELS * step:
+        step = step * 5 // 2 if str(step).startswith("2") else step * 2
+    return list(marks[::step])
+
+
+def top_labels(ax: Axes, marks: Sequence[Mark], unit_s: float, title: str) -> Axes:
+    """Label ``marks`` along a second x axis above ``ax``: outside the plotting area, so that
+    no label sits on a curve. Return that axis."""
+    shown = marks
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([m.time_s / unit_s for m in shown], [m.label for m in shown], fontsize=7)
+    top.set_xlabel(title, fontsize=8)
+    return top
+
+
+def draw_signals(series: Sequence[SignalSeries], output: Path) -> None:
+    """One panel per signal over time, one colour per test; for a single test its steps as
+    thin lines, cycle (or step) starts labelled above the top panel, and the running step of a
+    running test marked."""
+    plt = _pyplot()
+    signals = list(dict.fromkeys(name for s in series for name in s.signals))
+    span = max(float(s.time_s[-1] - s.time_s[0]) for s in series if len(s.time_s))
+    unit_s, unit = _time_unit(span)
+    fig, axes = plt.subplots(len(signals), 1, sharex=True, squeeze=False,
+                             figsize=(11, 1.2 + 2.1 * len(signals)), constrained_layout=True)
+    single = len(series) == 1
+    for n, s in enumerate(series):
+        for ax, name in zip(axes[:, 0], signals, strict=True):
+            if name in s.values:
+                ax.plot(s.time_s / unit_s, s.values[name],
+                        color=f"C{n}" if not single else _SIGNAL_COLOURS.get(name, "C0"),
+                        linewidth=0.8, label=_describe(s.test))
+    for ax, name in zip(axes[:, 0], signals, strict=True):
+        ax.set_ylabel(COLUMN_LABELS.get(name, name))
+        ax.grid(True, alpha=0.3)
+    if single:
+        _mark_steps(axes[:, 0], series[0], unit_s)
+    else:
+        axes[0, 0].legend(fontsize=8, loc="best")
+    first = series[0]
+    if first.cycle is None:
+        axes[-1, 0].set_xlabel(f"Test time [{unit}]")
+        what = ""
+    else:
+        axes[-1, 0].set_xlabel(f"Time since the start of cycle {first.cycle} [{unit}]")
+        what = f" — cycle {first.cycle}"
+    fig.suptitle(_title([s.test for s in series], what), fontsize=10)
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+
+
+_SIGNAL_COLOURS = {"voltage_v": "tab:blue", "current_a": "tab:red",
+                   "temperature_c": "tab:orange", "power_w": "tab:purple"}
+
+
+def _mark_steps(axes: Sequence[Axes], s: SignalSeries, unit_s: float) -> None:
+    for ax in axes:
+        if len(s.step_starts_s) <= MAX_STEP_LINES:
+            for start in s.step_starts_s:
+                ax.axvline(start / unit_s, color="0.8", linewidth=0.5, zorder=0)
+        for mark in s.marks:
+            ax.axvline(mark.time_s / unit_s, color="0.35", linewidth=0.8, linestyle="--",
+                       zorder=0)
+        if s.running is not None:
+            ax.axvline(s.running.time_s / unit_s, color="tab:green", linewidth=1.2,
+                       linestyle="-.", zorder=0)
+    shown = _thinned(s.marks)
+    if s.running is not None:
+        # The running step's label wins over the cycle or step labels next to it.
+        room = 0.06 * max(float(s.time_s[-1] - s.time_s[0]), 1.0)
+        shown = [m for m in shown if abs(m.time_s - s.running.time_s) > room] + [s.running]
+    if shown:
+        top_labels(axes[0], shown, unit_s, "cycle" if s.cycle is None else "step")
