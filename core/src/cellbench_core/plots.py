@@ -27,6 +27,7 @@ from cellbench_core.storage.reading import aux_names
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Short names of the sample columns a plot shows; ``--signals`` takes these, column names and
 #: aux signal names.
@@ -283,6 +284,23 @@ def _title(tests: Sequence[TestRecord], what: str) -> str:
 
 
 def draw_cycles(series: Sequence[CycleSeries], output: Path) -> None:
+    """Save :func:`cycles_figure` of ``series`` to ``output``."""
+    _save(cycles_figure(series), output)
+
+
+def draw_signals(series: Sequence[SignalSeries], output: Path) -> None:
+    """Save :func:`signals_figure` of ``series`` to ``output``."""
+    _save(signals_figure(series), output)
+
+
+def _save(fig: Figure, output: Path) -> None:
+    try:
+        fig.savefig(output, dpi=110)
+    finally:
+        _pyplot().close(fig)
+
+
+def cycles_figure(series: Sequence[CycleSeries]) -> Figure:
     """The fade plot: discharge (and charge) capacity per cycle above, coulombic and energy
     efficiency below, one colour per test."""
     plt = _pyplot()
@@ -329,8 +347,7 @@ def draw_cycles(series: Sequence[CycleSeries], output: Path) -> None:
         f"{series[0].discharge_ah[-1]:.3f} Ah ({series[0].fade_pct:+.1f} % over "
         f"{len(series[0].cycle)} cycles)")
     capacity.set_title(_title([s.test for s in series], fades), fontsize=10)
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _time_unit(span_s: float) -> tuple[float, str]:
@@ -360,7 +377,7 @@ def top_labels(ax: Axes, marks: Sequence[Mark], unit_s: float, title: str) -> Ax
     return top
 
 
-def draw_signals(series: Sequence[SignalSeries], output: Path) -> None:
+def signals_figure(series: Sequence[SignalSeries]) -> Figure:
     """One panel per signal over time, one colour per test; for a single test its steps as
     thin lines, cycle (or step) starts labelled above the top panel, and the running step of a
     running test marked."""
@@ -392,8 +409,7 @@ def draw_signals(series: Sequence[SignalSeries], output: Path) -> None:
         axes[-1, 0].set_xlabel(f"Time since the start of cycle {first.cycle} [{unit}]")
         what = f" — cycle {first.cycle}"
     fig.suptitle(_title([s.test for s in series], what), fontsize=10)
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 _SIGNAL_COLOURS = {"voltage_v": "tab:blue", "current_a": "tab:red",

@@ -371,7 +371,9 @@ def demo_command(
             except PlotError as err:
                 fail(f"no fade plot: {err}", code=1)
             ids = " ".join(map(str, compared))
-            console.print(f"fade plot of tests {ids}: [bold]{fade_plot}[/bold] (again: "
-                          f"cellbench plot {ids} --cycles --db {db})")
+            console.print(f"draw it again or other tests: cellbench plot {ids} --cycles "
+                          f"--db {db}", soft_wrap=True, highlight=False)
+            console.print(f"fade plot of tests {ids}: [bold]{fade_plot}[/bold]",
+                          soft_wrap=True, highlight=False)
     finally:
         database.close()
