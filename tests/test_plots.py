@@ -4,6 +4,7 @@ it is in; and ``cellbench demo --cycles`` ends with a fade plot of ageing cells.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.axes._secondary_axes import SecondaryAxis
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
@@ -148,7 +150,9 @@ def test_the_fade_plot_draws_the_cycles_view(lab: tuple[str, Database]) -> None:
     assert np.array_equal(efficiency.lines[0].get_ydata(), series.coulombic_efficiency_pct)
     assert np.array_equal(efficiency.lines[1].get_ydata(), series.energy_efficiency_pct)
     assert np.array_equal(capacity.lines[0].get_xdata(), [1, 2, 3])
-    assert [t.get_text() for t in capacity.get_legend().get_texts()] == [
+    legend = capacity.get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == [
         "test 1 (channel 1)", "test 2 (channel 2)"]
 
 
@@ -203,8 +207,7 @@ def top_axis_labels(fig: Figure) -> tuple[list[str], list[object], object]:
     """The texts and window extents of the labels above the top panel, and that panel's."""
     fig.canvas.draw()
     top = fig.axes[0]
-    [secondary] = [child for child in top.get_children()
-                   if type(child).__name__ == "SecondaryAxis"]
+    [secondary] = [child for child in top.get_children() if isinstance(child, SecondaryAxis)]
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     labels = [t for t in secondary.get_xticklabels() if t.get_text()]
     return ([t.get_text() for t in labels], [t.get_window_extent(renderer) for t in labels],
@@ -222,7 +225,7 @@ def test_cycle_labels_sit_above_the_curves_and_apart(tmp_path: Path) -> None:
     assert texts[:3] == ["1", "11", "21"]  # every 10th of 120
     for box in boxes:
         assert box.y0 >= panel.y1  # type: ignore[attr-defined]
-    for left, right in zip(boxes, boxes[1:], strict=False):
+    for left, right in itertools.pairwise(boxes):
         assert left.x1 < right.x0  # type: ignore[attr-defined]
     db.close()
 
@@ -237,11 +240,10 @@ def write_test(db: Database, cycles: int, steps_per_cycle: int, running: bool,
         plan_source="p.yaml", plan_text="steps: []", sample_period_s=1.0, station="lab",
         start_unix_s=1.7e9)])
     writer = SampleWriter(db)
-    step_no, seq = 0, 1
+    seq = 1
     plan = [(cycle, index) for cycle in range(first_cycle, first_cycle + cycles)
             for index in range(steps_per_cycle)]
-    for n, (cycle, index) in enumerate(plan):
-        step_no += 1
+    for step_no, (cycle, index) in enumerate(plan, start=1):
         seqs = np.arange(seq, seq + step_samples, dtype=np.int64)
         t = (seqs - 1).astype(np.float64)
         current = np.full(step_samples, 1.0 if index == 0 else -1.0)
@@ -254,7 +256,7 @@ def write_test(db: Database, cycles: int, steps_per_cycle: int, running: bool,
             current_a=current, power_w=current * 3.6, temperature_c=np.full(step_samples, 25.0),
             step_index=ones * index, plan_line=ones * (3 + index), cycle=ones * cycle,
             ah=current * (t - t[0]) / 3600, wh=3.6 * current * (t - t[0]) / 3600))
-        if not (running and n == len(plan) - 1):
+        if not (running and step_no == len(plan)):
             writer.submit_step(StepRow(
                 test_id=test_id, step_no=step_no, step_index=index, plan_line=3 + index,
                 cycle=cycle, mode="cc", text="Charge" if index == 0 else "Discharge",

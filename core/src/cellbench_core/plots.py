@@ -27,6 +27,7 @@ from cellbench_core.storage.reading import aux_names
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.axes._secondary_axes import SecondaryAxis
     from matplotlib.figure import Figure
 
 #: Short names of the sample columns a plot shows; ``--signals`` takes these, column names and
@@ -237,9 +238,9 @@ def _decimated(db: Database, test_id: int, columns: Sequence[str], first_seq: in
                             aux.c.seq >= first_seq, aux.c.seq <= last_seq)
                      .group_by(aux_key))
             found = np.array(connection.execute(query).all(), dtype=np.float64).reshape(-1, 4)
-            column = np.full((len(keys), 3), np.nan)
-            column[np.searchsorted(keys, found[:, 0])] = found[:, 1:]
-            stats[name] = column
+            aux_stats = np.full((len(keys), 3), np.nan)
+            aux_stats[np.searchsorted(keys, found[:, 0])] = found[:, 1:]
+            stats[name] = aux_stats
     samples = int(rows[:, 1].sum())
     if bucket == 1:
         return rows[:, 2], {c: stats[c][:, 0] for c in columns}, samples
@@ -260,7 +261,7 @@ def _decimated(db: Database, test_id: int, columns: Sequence[str], first_seq: in
 # --- Drawing -----------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
+def _pyplot() -> Any:  # matplotlib.pyplot, whose functions are untyped
     # Imported on first use: matplotlib takes longer to import than most commands take to run.
     import matplotlib
 
@@ -347,7 +348,8 @@ def cycles_figure(series: Sequence[CycleSeries]) -> Figure:
         f"{series[0].discharge_ah[-1]:.3f} Ah ({series[0].fade_pct:+.1f} % over "
         f"{len(series[0].cycle)} cycles)")
     capacity.set_title(_title([s.test for s in series], fades), fontsize=10)
-    return fig
+    figure: Figure = fig
+    return figure
 
 
 def _time_unit(span_s: float) -> tuple[float, str]:
@@ -367,7 +369,7 @@ def _thinned(marks: Sequence[Mark]) -> list[Mark]:
     return list(marks[::step])
 
 
-def top_labels(ax: Axes, marks: Sequence[Mark], unit_s: float, title: str) -> Axes:
+def top_labels(ax: Axes, marks: Sequence[Mark], unit_s: float, title: str) -> SecondaryAxis:
     """Label ``marks`` along a second x axis above ``ax``: outside the plotting area, so that
     no label sits on a curve. Return that axis."""
     shown = marks
@@ -409,7 +411,8 @@ def signals_figure(series: Sequence[SignalSeries]) -> Figure:
         axes[-1, 0].set_xlabel(f"Time since the start of cycle {first.cycle} [{unit}]")
         what = f" — cycle {first.cycle}"
     fig.suptitle(_title([s.test for s in series], what), fontsize=10)
-    return fig
+    figure: Figure = fig
+    return figure
 
 
 _SIGNAL_COLOURS = {"voltage_v": "tab:blue", "current_a": "tab:red",
