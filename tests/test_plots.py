@@ -190,6 +190,21 @@ def test_decimation_keeps_every_peak_and_bounds_the_points(lab: tuple[str, Datab
     assert series.time_s[-1] == raw["test_time_s"][-1]
 
 
+def test_every_database_decimates_alike(database_url: str) -> None:
+    """The buckets are aggregated in SQL: SQLite, PostgreSQL and MariaDB return the same."""
+    db = open_database(database_url)
+    test_id = write_test(db, cycles=60, steps_per_cycle=2, running=False)
+    raw = db.samples(test_id, ["test_time_s", "voltage_v", "probe_c"])
+    series = signal_series(db, test_id, ["U", "probe_c"], max_points=100)
+    assert len(raw["test_time_s"]) == 1200 and len(series.time_s) == 100
+    for name, signal in (("voltage_v", "voltage_v"), ("probe_c", "probe_c")):
+        assert np.nanmax(series.values[signal]) == pytest.approx(np.nanmax(raw[name]))
+        assert np.nanmin(series.values[signal]) == pytest.approx(np.nanmin(raw[name]))
+    # Bucket k holds seq 24k+1..24k+24 (times 24k..24k+23): its first and last time are drawn
+    assert series.time_s[:4].tolist() == [0.0, 23.0, 24.0, 47.0]
+    db.close()
+
+
 def test_one_cycle_counts_from_its_start(lab: tuple[str, Database]) -> None:
     _, db = lab
     steps = [s for s in db.steps(2) if s.cycle == 2]
@@ -255,7 +270,8 @@ def write_test(db: Database, cycles: int, steps_per_cycle: int, running: bool,
             step_time_s=t - t[0], voltage_v=3.6 + 0.01 * current * (t - t[0]),
             current_a=current, power_w=current * 3.6, temperature_c=np.full(step_samples, 25.0),
             step_index=ones * index, plan_line=ones * (3 + index), cycle=ones * cycle,
-            ah=current * (t - t[0]) / 3600, wh=3.6 * current * (t - t[0]) / 3600))
+            ah=current * (t - t[0]) / 3600, wh=3.6 * current * (t - t[0]) / 3600,
+            aux={"probe_c": np.where(seqs % 2 == 0, 20.0 + np.sin(seqs / 5.0), np.nan)}))
         if not (running and step_no == len(plan)):
             writer.submit_step(StepRow(
                 test_id=test_id, step_no=step_no, step_index=index, plan_line=3 + index,
@@ -272,8 +288,8 @@ def write_test(db: Database, cycles: int, steps_per_cycle: int, running: bool,
     return test_id
 
 
-def test_a_running_test_shows_the_step_it_is_in(tmp_path: Path) -> None:
-    db = open_database(f"sqlite:///{tmp_path / 'running.db'}")
+def test_a_running_test_shows_the_step_it_is_in(tmp_path: Path, database_url: str) -> None:
+    db = open_database(database_url)
     test_id = write_test(db, cycles=3, steps_per_cycle=2, running=True)
     assert db.test(test_id).status is TestStatus.RUNNING  # type: ignore[union-attr]
     series = signal_series(db, test_id)
@@ -290,8 +306,8 @@ def test_a_running_test_shows_the_step_it_is_in(tmp_path: Path) -> None:
     assert [m.label for m in cycle.marks] == ["S5"]
     assert cycle.running is not None and cycle.running.time_s == 10.0
     assert cycle.time_s[-1] == 19.0
-    code, output = plot(f"sqlite:///{tmp_path / 'running.db'}", str(test_id), "--cycle", "3",
-                        "-o", str(tmp_path / "now.png"))
+    code, output = plot(database_url, str(test_id), "--cycle", "3", "-o",
+                        str(tmp_path / "now.png"))
     assert code == 0, output
     assert_image(tmp_path / "now.png", 1210, 825)
     db.close()

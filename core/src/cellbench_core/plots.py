@@ -217,7 +217,8 @@ def _decimated(db: Database, test_id: int, columns: Sequence[str], first_seq: in
     signal moves); and how many samples there were."""
     s, aux = schema.samples, schema.sample_aux
     base = [c for c in columns if c in COLUMN_LABELS]
-    key = (s.c.seq - s.c.seq % bucket).label("bucket")
+    # Buckets of ``bucket`` samples from first_seq on, each named by its first seq.
+    key = (s.c.seq - (s.c.seq - first_seq) % bucket).label("bucket")
     aggregates: list[Any] = [sa.func.count(), sa.func.min(s.c.test_time_s),
                              sa.func.max(s.c.test_time_s)]
     for column in base:
@@ -231,7 +232,7 @@ def _decimated(db: Database, test_id: int, columns: Sequence[str], first_seq: in
         keys = rows[:, 0]
         stats = {column: rows[:, 4 + 3 * n: 7 + 3 * n] for n, column in enumerate(base)}
         for name in (c for c in columns if c not in COLUMN_LABELS):
-            aux_key = (aux.c.seq - aux.c.seq % bucket).label("bucket")
+            aux_key = (aux.c.seq - (aux.c.seq - first_seq) % bucket).label("bucket")
             query = (sa.select(aux_key, sa.func.min(aux.c.value), sa.func.max(aux.c.value),
                                sa.func.avg(aux.c.value))
                      .where(aux.c.test_id == int(test_id), aux.c.name == name,
