@@ -173,8 +173,11 @@ def signal_series(db: Database, test_id: int, signals: Sequence[str] = DEFAULT_S
             last_seq = steps[-1].end_seq
     if last_seq < first_seq:
         raise PlotError(f"test {test_id} has no samples yet")
-    bucket = max(1, math.ceil((last_seq - first_seq + 1) / max(1, max_points // 2)))
-    time_s, values, samples = _decimated(db, test_id, columns, first_seq, last_seq, bucket)
+    if last_seq - first_seq < max_points:
+        time_s, values, samples = _every_sample(db, test_id, columns, first_seq, last_seq)
+    else:
+        bucket = math.ceil((last_seq - first_seq + 1) / max(1, max_points // 2))
+        time_s, values, samples = _decimated(db, test_id, columns, first_seq, last_seq, bucket)
     if cycle is None:
         marks = [Mark(s.start_test_time_s, f"{s.cycle}") for n, s in enumerate(steps)
                  if s.cycle > 0 and (n == 0 or steps[n - 1].cycle != s.cycle)]
@@ -190,14 +193,15 @@ def signal_series(db: Database, test_id: int, signals: Sequence[str] = DEFAULT_S
 
 
 def _seq_range(db: Database, test_id: int) -> tuple[int, int]:
-    """The first and last ``seq`` of the test's committed samples ((1, 0) when none); both
-    come from the primary key's index."""
+    """The first and last ``seq`` of the test's committed samples ((1, 0) when none), each
+    from one end of the primary key's index (SQLite reads the whole index for a query that
+    asks for both at once)."""
     s = schema.samples
-    query = sa.select(sa.func.min(s.c.seq), sa.func.max(s.c.seq)).where(
-        s.c.test_id == int(test_id))
+    mine = s.c.test_id == int(test_id)
     with db.engine.connect() as connection:
-        low, high = connection.execute(query).one()
-    return (1, 0) if low is None else (int(low), int(high))
+        low = connection.execute(sa.select(sa.func.min(s.c.seq)).where(mine)).scalar()
+        high = connection.execute(sa.select(sa.func.max(s.c.seq)).where(mine)).scalar()
+    return (1, 0) if low is None or high is None else (int(low), int(high))
 
 
 def _sample_time(db: Database, test_id: int, seq: int) -> float | None:
@@ -210,53 +214,75 @@ def _sample_time(db: Database, test_id: int, seq: int) -> float | None:
     return None if value is None else float(value)
 
 
+def _every_sample(db: Database, test_id: int, columns: Sequence[str], first_seq: int,
+                  last_seq: int) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """Time and each column's values of samples ``first_seq..last_seq``, and their number."""
+    s, aux = schema.samples, schema.sample_aux
+    base = [c for c in columns if c in COLUMN_LABELS]
+    query = (sa.select(s.c.seq, s.c.test_time_s, *(s.c[c] for c in base))
+             .where(s.c.test_id == int(test_id), s.c.seq.between(first_seq, last_seq))
+             .order_by(s.c.seq))
+    values: dict[str, np.ndarray] = {}
+    with db.engine.connect() as connection:
+        rows = np.array(connection.execute(query).all(), dtype=np.float64).reshape(
+            -1, 2 + len(base))
+        for n, column in enumerate(base):
+            values[column] = rows[:, 2 + n]
+        for name in (c for c in columns if c not in COLUMN_LABELS):
+            query = sa.select(aux.c.seq, aux.c.value).where(
+                aux.c.test_id == int(test_id), aux.c.name == name,
+                aux.c.seq.between(first_seq, last_seq))
+            found = np.array(connection.execute(query).all(), dtype=np.float64).reshape(-1, 2)
+            values[name] = np.full(len(rows), np.nan)
+            values[name][np.searchsorted(rows[:, 0], found[:, 0])] = found[:, 1]
+    return rows[:, 1], {c: values[c] for c in columns}, len(rows)
+
+
 def _decimated(db: Database, test_id: int, columns: Sequence[str], first_seq: int,
                last_seq: int, bucket: int) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """Time and each column's values over samples ``first_seq..last_seq``, ``bucket``
     consecutive samples folded into two points (their minimum and maximum, in the order the
-    signal moves); and how many samples there were."""
+    signal moves); and how many samples there were.
+
+    One aggregate query per bucket, each a range of the primary key: a single ``GROUP BY``
+    over the whole range would have the database sort every row by bucket first, which takes
+    SQLite twice as long.
+    """
     s, aux = schema.samples, schema.sample_aux
     base = [c for c in columns if c in COLUMN_LABELS]
-    # Buckets of ``bucket`` samples from first_seq on, each named by its first seq.
-    key = (s.c.seq - (s.c.seq - first_seq) % bucket).label("bucket")
-    aggregates: list[Any] = [sa.func.count(), sa.func.min(s.c.test_time_s),
-                             sa.func.max(s.c.test_time_s)]
-    for column in base:
-        aggregates += [sa.func.min(s.c[column]), sa.func.max(s.c[column]),
-                       sa.func.avg(s.c[column])]
-    where = (s.c.test_id == int(test_id), s.c.seq >= first_seq, s.c.seq <= last_seq)
-    query = sa.select(key, *aggregates).where(*where).group_by(key).order_by(key)
+    others = [c for c in columns if c not in COLUMN_LABELS]
+    low, high = sa.bindparam("low", type_=sa.BigInteger), sa.bindparam("high", type_=sa.BigInteger)
+    query = sa.select(
+        sa.func.count(), sa.func.min(s.c.test_time_s), sa.func.max(s.c.test_time_s),
+        *(aggregate(s.c[c]) for c in base for aggregate in (sa.func.min, sa.func.max)),
+    ).where(s.c.test_id == int(test_id), s.c.seq.between(low, high))
+    aux_query = sa.select(sa.func.min(aux.c.value), sa.func.max(aux.c.value)).where(
+        aux.c.test_id == int(test_id), aux.c.name == sa.bindparam("name"),
+        aux.c.seq.between(low, high))
+    starts = range(first_seq, last_seq + 1, bucket)
+    rows = np.full((len(starts), 3 + 2 * len(columns)), np.nan)
     with db.engine.connect() as connection:
-        rows = np.array(connection.execute(query).all(), dtype=np.float64).reshape(
-            -1, 4 + 3 * len(base))
-        keys = rows[:, 0]
-        stats = {column: rows[:, 4 + 3 * n: 7 + 3 * n] for n, column in enumerate(base)}
-        for name in (c for c in columns if c not in COLUMN_LABELS):
-            aux_key = (aux.c.seq - (aux.c.seq - first_seq) % bucket).label("bucket")
-            query = (sa.select(aux_key, sa.func.min(aux.c.value), sa.func.max(aux.c.value),
-                               sa.func.avg(aux.c.value))
-                     .where(aux.c.test_id == int(test_id), aux.c.name == name,
-                            aux.c.seq >= first_seq, aux.c.seq <= last_seq)
-                     .group_by(aux_key))
-            found = np.array(connection.execute(query).all(), dtype=np.float64).reshape(-1, 4)
-            aux_stats = np.full((len(keys), 3), np.nan)
-            aux_stats[np.searchsorted(keys, found[:, 0])] = found[:, 1:]
-            stats[name] = aux_stats
-    samples = int(rows[:, 1].sum())
-    if bucket == 1:
-        return rows[:, 2], {c: stats[c][:, 0] for c in columns}, samples
-    # Two points a bucket: at its first and last time, minimum first where the signal rises
-    # (its mean climbs from the bucket before to the one after), maximum first where it falls.
-    time_s = np.column_stack([rows[:, 2], rows[:, 3]]).ravel()
+        for n, start in enumerate(starts):
+            bounds = {"low": start, "high": start + bucket - 1}
+            rows[n, :3 + 2 * len(base)] = connection.execute(query, bounds).one()
+            for k, name in enumerate(others):
+                rows[n, 3 + 2 * (len(base) + k):5 + 2 * (len(base) + k)] = connection.execute(
+                    aux_query, {**bounds, "name": name}).one()
+    rows = rows[rows[:, 0] > 0]  # a bucket can be empty when samples are missing
+    # Two points a bucket, at its first and last time: the minimum first where the signal
+    # rises (the middle of its range climbs from the bucket before to the one after), the
+    # maximum first where it falls.
+    time_s = np.column_stack([rows[:, 1], rows[:, 2]]).ravel()
     values = {}
-    for column in columns:
-        low, high, mean = stats[column].T
-        before = np.concatenate(([mean[0]], mean[:-1]))
-        after = np.concatenate((mean[1:], [mean[-1]]))
+    for n, column in enumerate([*base, *others]):
+        smallest, largest = rows[:, 3 + 2 * n], rows[:, 4 + 2 * n]
+        middle = 0.5 * (smallest + largest)
+        before = np.concatenate((middle[:1], middle[:-1]))
+        after = np.concatenate((middle[1:], middle[-1:]))
         falling = after < before
-        values[column] = np.column_stack([np.where(falling, high, low),
-                                          np.where(falling, low, high)]).ravel()
-    return time_s, values, samples
+        values[column] = np.column_stack([np.where(falling, largest, smallest),
+                                          np.where(falling, smallest, largest)]).ravel()
+    return time_s, {c: values[c] for c in columns}, int(rows[:, 0].sum())
 
 
 # --- Drawing -----------------------------------------------------------------------------------
