@@ -164,10 +164,9 @@ def fade_at(params: AgeingParameters, seconds: float, efc: float, temperature_c:
     """Closed form at a constant temperature: the capacity fraction left and the resistance
     factor after ``seconds`` and ``efc`` equivalent full cycles (what a benchmark or a plan
     author compares a simulated cycle-life test with)."""
-    years = math.sqrt(seconds / SECONDS_PER_YEAR) * float(
-        arrhenius(np.array([temperature_c]), params.calendar_activation_j_per_mol)[0])
-    kilo_efc = efc / 1000.0 * float(
-        arrhenius(np.array([temperature_c]), params.cycle_activation_j_per_mol)[0])
+    years = math.sqrt(seconds / SECONDS_PER_YEAR) * arrhenius(
+        temperature_c, params.calendar_activation_j_per_mol)
+    kilo_efc = efc / 1000.0 * arrhenius(temperature_c, params.cycle_activation_j_per_mol)
     fade = params.calendar_fade_first_year * years + params.cycle_fade_per_1000_efc * kilo_efc
     growth = (params.calendar_growth_first_year * years
               + params.cycle_growth_per_1000_efc * kilo_efc)
