@@ -306,8 +306,9 @@ def _describe(test: TestRecord) -> str:
 def _title(tests: Sequence[TestRecord], what: str) -> str:
     if len(tests) == 1:
         test = tests[0]
-        return (f"Test {test.id}: {test.name} — channel {test.channel}, {test.status.value} "
-                f"({test.end_reason or 'running'}){what}")
+        ended = f" ({test.end_reason})" if test.end_reason else ""
+        return (f"Test {test.id}: {test.name} — channel {test.channel}, "
+                f"{test.status.value}{ended}{what}")
     return f"Tests {', '.join(str(t.id) for t in tests)}{what}"
 
 
