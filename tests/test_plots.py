@@ -230,14 +230,14 @@ def top_axis_labels(fig: Figure) -> tuple[list[str], list[object], object]:
 
 
 def test_cycle_labels_sit_above_the_curves_and_apart(tmp_path: Path) -> None:
-    """A test of 120 short cycles: labels are thinned to a readable number, all of them in the
+    """A test of 60 short cycles: labels are thinned to a readable number, all of them in the
     margin above the top panel (where no curve is drawn) and none on another."""
     db = open_database(f"sqlite:///{tmp_path / 'many.db'}")
-    test_id = write_test(db, cycles=120, steps_per_cycle=2, running=False)
+    test_id = write_test(db, cycles=60, steps_per_cycle=2, running=False)
     fig = signals_figure([signal_series(db, test_id)])
     texts, boxes, panel = top_axis_labels(fig)
     assert 5 <= len(texts) <= MAX_TOP_LABELS
-    assert texts[:3] == ["1", "11", "21"]  # every 10th of 120
+    assert texts[:3] == ["1", "6", "11"]  # every 5th of 60
     for box in boxes:
         assert box.y0 >= panel.y1  # type: ignore[attr-defined]
     for left, right in itertools.pairwise(boxes):
