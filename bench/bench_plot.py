@@ -42,7 +42,7 @@ from cellbench_core.storage import (
     TestStart,
     open_database,
 )
-from cellbench_sim.cell import CellBank, CellParameters, Mode, OutputRange, Setpoints
+from cellbench_sdk.cell import CellBank, CellParameters, Mode, OutputRange, Setpoints
 
 BATCH = 100_000
 STEP_S = 3000  # a step of the written tests: 50 minutes

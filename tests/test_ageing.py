@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cellbench_core.events import TestStatus
-from cellbench_sim.ageing import CHEMISTRY_AGEING
+from cellbench_sdk.ageing import CHEMISTRY_AGEING
 
 # Precise check-ups (the constant-voltage tail takes the charge a voltage cut-off would leave
 # to the sample period) between five 1C cycles each.

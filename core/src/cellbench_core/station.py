@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -30,6 +31,7 @@ from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import ChannelRef, Resume, TestRequest
 from cellbench_core.storage import BatteryRecord
+from cellbench_core.text import check_identifier
 from cellbench_core.units import parse_duration
 from cellbench_hal import (
     ChannelDriver,
@@ -81,6 +83,11 @@ class StationSection(_Strict):
     ring_size: int = Field(default=1000, ge=1, le=100_000,
                            description="newest samples kept in memory per channel for "
                                        "interfaces")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_an_identifier(cls, value: str) -> str:
+        return check_identifier(value, "the station's name")
 
     @model_validator(mode="after")
     def _speed_needs_virtual_clock(self) -> StationSection:

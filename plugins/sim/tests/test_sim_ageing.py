@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from cellbench_sdk import REST, Step, StepMode, VirtualClock
-from cellbench_sim.ageing import CHEMISTRY_AGEING, AgeingSettings, fade_at
-from cellbench_sim.cell import CellBank, CellParameters, Mode, OutputRange, Setpoints
+from cellbench_sdk.ageing import CHEMISTRY_AGEING, AgeingSettings, fade_at
+from cellbench_sdk.cell import CellBank, CellParameters, Mode, OutputRange, Setpoints
 from cellbench_sim.channel import SimChannels, SimChannelSettings
 
 CHANNEL = OutputRange(voltage_min_v=0.0, voltage_max_v=5.0, current_max_a=10.0)

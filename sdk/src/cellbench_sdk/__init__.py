@@ -19,6 +19,8 @@ The rest of the plugin surface, one module per kind of plugin:
 - :mod:`cellbench_sdk.notify`: the notifier base class;
 - :mod:`cellbench_sdk.cli`: consoles, errors and ``--db``/``--station`` for plugin commands;
 - :mod:`cellbench_sdk.units`: quantities with units as people write them;
+- :mod:`cellbench_sdk.cell`: the equivalent-circuit cell model (simulators, emulators), which
+  ages as :mod:`cellbench_sdk.ageing` describes;
 - :mod:`cellbench_sdk.testing`: checks a plugin against its contract without hardware.
 
 A plugin imports these (and :mod:`cellbench_hal`), never ``cellbench_core``: a lint rule
@@ -54,6 +56,7 @@ from cellbench_hal import (
     NotSupported,
     OsiDevice,
     OutOfRange,
+    OutputRanges,
     Profile,
     ProfileQuantity,
     Reading,
@@ -62,6 +65,7 @@ from cellbench_hal import (
     SerialLineTransport,
     SignalInfo,
     Step,
+    StepLimits,
     StepMode,
     TcpLineTransport,
     TransportOptions,
@@ -70,6 +74,7 @@ from cellbench_hal import (
     WhileOpen,
     call_with_timeout,
     open_transport,
+    step_beyond,
     transport_from_url,
 )
 
@@ -96,6 +101,7 @@ __all__ = [
     "NotSupported",
     "OsiDevice",
     "OutOfRange",
+    "OutputRanges",
     "PlanMessage",
     "Profile",
     "ProfileQuantity",
@@ -106,6 +112,7 @@ __all__ = [
     "SignalInfo",
     "Step",
     "StepChanged",
+    "StepLimits",
     "StepMode",
     "TcpLineTransport",
     "TestFinished",
@@ -118,5 +125,6 @@ __all__ = [
     "call_with_timeout",
     "hookimpl",
     "open_transport",
+    "step_beyond",
     "transport_from_url",
 ]

@@ -6,6 +6,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 console = Console()
 error_console = Console(stderr=True)
@@ -13,6 +14,8 @@ error_console = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as an error on stderr and exit with ``code``."""
-    error_console.print(f"[bold red]error:[/bold red] {message}", highlight=False,
+    # The message quotes what people wrote ("Time [s]", "[[devices]]", ":x:"): printed as it
+    # is, never read as markup or emoji codes.
+    error_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False,
                         soft_wrap=True)
     raise typer.Exit(code)

@@ -17,6 +17,7 @@ from functools import partial
 from typing import cast
 
 from cellbench_core.events import TestStatus
+from cellbench_core.plan.model import ChamberSpec
 from cellbench_core.runner.records import ChamberBand, Control, Run
 from cellbench_core.runner.state import RunState
 from cellbench_core.runner.transitions import (
@@ -106,6 +107,7 @@ async def release_barriers(st: RunState, t: float) -> None:
     for row, (_, _, applied) in st.waits.items():
         if not applied:
             arrived.setdefault(id(st.runs[row].request.chamber), []).append(st.runs[row])
+    released: list[list[Run]] = []
     for runs in arrived.values():
         chamber = runs[0].request.chamber
         peers = [peer for peer in st.runs if st.active[peer.row]
@@ -120,11 +122,13 @@ async def release_barriers(st: RunState, t: float) -> None:
                 await fail_wait(st, run, f"the tests in chamber {run.request.chamber_label!r} "
                                          f"ask for different climates at once ({wanted})", t)
             continue
-        spec = runs[0].cursor.step.chamber
-        assert spec is not None
         if runs[0].request.chamber_name is not None:  # a new climate: the old band is gone
             st.bands.pop(runs[0].request.chamber_name, None)
-        problem = await set_chamber(st, runs[0], spec)
+        released.append(runs)
+    # Every chamber released this tick is set at once: controllers answer in tens of ms each.
+    problems = await asyncio.gather(*(set_chamber(st, runs[0], _spec(runs[0]))
+                                      for runs in released))
+    for runs, problem in zip(released, problems, strict=True):
         for run in runs:
             if problem:
                 await fail_wait(st, run, problem, t)
@@ -132,11 +136,16 @@ async def release_barriers(st: RunState, t: float) -> None:
                 st.waits[run.row] = (None, st.waits[run.row][1], True)
 
 
-def _setpoint(run: Run) -> str:
-    """What ``run``'s chamber step (it is in one) asks of the chamber, for messages."""
+def _spec(run: Run) -> ChamberSpec:
+    """The chamber step ``run`` is in."""
     spec = run.cursor.step.chamber
     assert spec is not None
-    return spec.describe_climate()
+    return spec
+
+
+def _setpoint(run: Run) -> str:
+    """What ``run``'s chamber step (it is in one) asks of the chamber, for messages."""
+    return _spec(run).describe_climate()
 
 
 async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from cellbench_sim.physics import AS_PER_AH, arrhenius
+from cellbench_sdk.physics import AS_PER_AH, arrhenius
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -1,5 +1,9 @@
 """An equivalent-circuit model of a bank of lithium-ion cells, vectorised across all cells.
 
+The SDK holds it so that every plugin that needs a cell uses the same one: the simulated
+channels of cellbench-sim, and the emulators that put a cell behind an instrument's terminals
+(cellbench-scpi), whose results can then be compared with the simulation's.
+
 Each cell is an open-circuit voltage source OCV(SOC) in series with a resistance R0 and one RC
 pair (R1 parallel to a capacitance, time constant tau), with a lumped thermal mass that exchanges
 heat with its ambient::
@@ -17,7 +21,7 @@ Assumptions, chosen to keep the model readable:
   tau does not change;
 * coulombic efficiency applies to charging: SOC rises by η·I·dt/Q, falls by I·dt/Q;
 * heat is the Joule loss in R0 and R1 (no entropic heat), exchanged with the ambient through h·A;
-* the cells age (see :mod:`cellbench_sim.ageing`): capacity fades and R0, R1 grow with time and
+* the cells age (see :mod:`cellbench_sdk.ageing`): capacity fades and R0, R1 grow with time and
   charge passed; the state of charge is kept as capacity fades (the charge lost is lost from
   the cell's content too).
 """
@@ -33,8 +37,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from cellbench_sim.ageing import Ageing, CellAgeing, ageing_parameters
-from cellbench_sim.physics import AS_PER_AH, arrhenius
+from cellbench_sdk.ageing import Ageing, CellAgeing, ageing_parameters
+from cellbench_sdk.physics import AS_PER_AH, arrhenius
 
 FloatArray = npt.NDArray[np.float64]
 ModeArray = npt.NDArray[np.int8]
@@ -172,7 +176,7 @@ class CellParameters(BaseModel):
     """Seed of the cell-to-cell spread: the same seed gives the same cells."""
     ageing: Ageing = "default"
     """Capacity fade and resistance growth: "none", "default" (the chemistry's figures), or a
-    table of the parameters to change (see :class:`cellbench_sim.ageing.AgeingParameters`)."""
+    table of the parameters to change (see :class:`cellbench_sdk.ageing.AgeingParameters`)."""
 
 
 # --- Inputs and outputs of one update ----------------------------------------------------------
