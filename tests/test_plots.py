@@ -359,3 +359,15 @@ def test_demo_cycles_ends_with_the_fade_plot_of_ageing_cells(
         fade = 1 - capacities[-1] / capacities[0]
         assert 0.0005 < fade < 0.005 and not math.isnan(fade)
     db.close()
+
+
+def test_a_test_that_has_just_started_has_nothing_to_draw_yet(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    db = open_database(url)
+    test_id = write_test(db, cycles=0, steps_per_cycle=0, running=True)
+    db.close()
+    code, output = plot(url, str(test_id), "-o", str(tmp_path / "x.png"))
+    assert code == 2 and f"test {test_id} has no samples yet" in output, output
+    code, output = plot(url, str(test_id), "--cycles", "-o", str(tmp_path / "x.png"))
+    assert code == 2 and "has no finished cycle yet" in output, output
+    assert not (tmp_path / "x.png").exists()

@@ -171,13 +171,17 @@ def signal_series(db: Database, test_id: int, signals: Sequence[str] = DEFAULT_S
             raise PlotError(f"--cycle: test {test_id} has no cycle {cycle} (it has {has})")
         if running_cycle != cycle:
             last_seq = steps[-1].end_seq
+    nothing = PlotError(f"test {test_id} has no samples"
+                        f"{'' if cycle is None else f' in cycle {cycle}'} yet")
     if last_seq < first_seq:
-        raise PlotError(f"test {test_id} has no samples yet")
+        raise nothing
     if last_seq - first_seq < max_points:
         time_s, values, samples = _every_sample(db, test_id, columns, first_seq, last_seq)
     else:
         bucket = math.ceil((last_seq - first_seq + 1) / max(1, max_points // 2))
         time_s, values, samples = _decimated(db, test_id, columns, first_seq, last_seq, bucket)
+    if not samples:  # seq numbers without samples: none committed in the range yet
+        raise nothing
     if cycle is None:
         marks = [Mark(s.start_test_time_s, f"{s.cycle}") for n, s in enumerate(steps)
                  if s.cycle > 0 and (n == 0 or steps[n - 1].cycle != s.cycle)]
