@@ -20,7 +20,8 @@ The rest of the plugin surface, one module per kind of plugin:
   rate-limited delivery to a peer);
 - :mod:`cellbench_sdk.cli`: consoles, errors and ``--db``/``--station`` for plugin commands;
 - :mod:`cellbench_sdk.units`: quantities with units as people write them;
-- :mod:`cellbench_sdk.cell`: the equivalent-circuit cell model (simulators, emulators);
+- :mod:`cellbench_sdk.cell`: the equivalent-circuit cell model (simulators, emulators), which
+  ages as :mod:`cellbench_sdk.ageing` describes;
 - :mod:`cellbench_sdk.testing`: checks a plugin against its contract without hardware.
 
 A plugin imports these (and :mod:`cellbench_hal`), never ``cellbench_core``: a lint rule
