@@ -72,10 +72,21 @@ class StationLease:
                  traceback: TracebackType | None) -> None:
         self.release()
 
-    def acquire(self) -> None:
-        """Take the lease, or raise :class:`LeaseHeld` naming who holds it."""
+    def acquire(self, wait_s: float = 5.0) -> None:
+        """Take the lease, trying for up to ``wait_s`` (a server notices a killed holder's
+        session going in its own time), or raise :class:`LeaseHeld` naming who holds it."""
+        deadline = time.monotonic() + wait_s
+        while not self._try():
+            if time.monotonic() >= deadline:
+                raise LeaseHeld(self.db.engine.url.render_as_string(hide_password=True),
+                                self.holder())
+            time.sleep(0.2)
+        self._record()
+
+    def _try(self) -> bool:
+        """Take the lease if it is free; whether it is held now."""
         if self._file is not None or self._connection is not None:
-            return
+            return True
         backend = self.db.engine.dialect.name
         if backend == "sqlite":
             held = self._lock_file()
@@ -94,10 +105,7 @@ class StationLease:
                 self._connection = connection
             else:
                 connection.close()
-        if not held:
-            raise LeaseHeld(self.db.engine.url.render_as_string(hide_password=True),
-                            self.holder())
-        self._record()
+        return held
 
     def release(self) -> None:
         """Give the lease up (idempotent); ending the process does the same."""
