@@ -1,26 +1,77 @@
-"""The conformance checks of cellbench-sdk for an interface, run against web."""
+"""The SDK's interface checks against the web interface, its settings, and its refusal to
+serve beyond loopback without tokens."""
 
 import asyncio
 from typing import Any, ClassVar
 
+import httpx
+import pytest
+from pydantic import ValidationError
+
 from cellbench_sdk.control import StationControl
 from cellbench_sdk.testing import InterfaceContract
+from cellbench_sdk.testing.station import station_control
+from cellbench_web.interface import WebInterface
+from cellbench_web.settings import WebSettings
 
 
 class TestWebInterface(InterfaceContract):
-    """Every check of an interface against what the descriptor builds, served by a small
-    station of the kit. The classes' attributes and hooks: docs/plugins.md of cellbench."""
+    """Every check of an interface, against the web interface of the kit's station."""
 
-    # The module the entry point names, and the descriptor's name.
     plugin = "cellbench_web.plugin"
     name = "web"
-    # Settings to check with, by a name that shows in the test ids (port 0: any free port).
-    cases: ClassVar[dict[str, dict[str, Any]]] = {"any port": {"port": 0}}
+    cases: ClassVar[dict[str, dict[str, Any]]] = {
+        "loopback": {"listen": "127.0.0.1:0"},
+        "tokens": {"listen": "127.0.0.1:0", "tokens": {"a-viewer-token-0123": "viewer"}}}
 
     async def exercise(self, interface: Any, control: StationControl) -> None:
-        # Talk to the started interface as its clients do.
-        reader, writer = await asyncio.open_connection(*interface.address)
-        writer.write(b"PING\nCHANNELS?\nWHAT\n")
-        replies = [await reader.readline() for _ in range(3)]
-        writer.close()
-        assert replies == [b"OK PONG\n", b"OK 1,2\n", b"ERR unknown command\n"]
+        host, port = interface.address
+        headers = {"Authorization": "Bearer a-viewer-token-0123"} \
+            if interface.settings.tokens else {}
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as http:
+            channels = (await http.get("/api/channels", headers=headers)).json()
+        assert [c["number"] for c in channels] == control.channel_numbers()
+
+
+@pytest.mark.parametrize(("settings", "error"), [
+    ({"listen": "8080"}, "expected host:port"),
+    ({"listen": "127.0.0.1:99999"}, "expected host:port"),
+    ({"tokens": {"short": "operator"}}, "at least 16"),
+    ({"tokens": {"a-long-enough-token": "admin"}}, "'viewer' or 'operator'"),
+    ({"tls_cert": "cert.pem"}, "tls_cert and tls_key go together"),
+    ({"session_lifetime": 60}, "a duration with its unit"),
+    ({"listen_on": "127.0.0.1:0"}, "listen_on"),
+])
+def test_bad_settings_name_the_field(settings: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValidationError, match=error):
+        WebSettings.model_validate(settings)
+
+
+def test_beyond_loopback_needs_tokens() -> None:
+    async def main() -> None:
+        async with station_control(1) as control:
+            interface = WebInterface(WebSettings(listen="0.0.0.0:0"))
+            with pytest.raises(ValueError, match="reachable from other machines: set tokens"):
+                await interface.start(control)
+            await interface.stop()
+            served = WebInterface(WebSettings(listen="0.0.0.0:0", tokens={
+                "operator-token-0123456789": "operator"}))
+            assert (await served.start(control)).startswith("web http://0.0.0.0:")
+            await served.stop()
+
+    asyncio.run(main())
+
+
+def test_a_taken_port_is_an_error_naming_it() -> None:
+    async def main() -> None:
+        async with station_control(1) as control:
+            first = WebInterface(WebSettings(listen="127.0.0.1:0"))
+            await first.start(control)
+            assert first.address is not None
+            port = first.address[1]
+            second = WebInterface(WebSettings(listen=f"127.0.0.1:{port}"))
+            with pytest.raises(OSError, match=f"web: cannot listen on 127.0.0.1:{port}"):
+                await second.start(control)
+            await first.stop()
+
+    asyncio.run(main())
