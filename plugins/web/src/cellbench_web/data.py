@@ -176,7 +176,7 @@ class Reader:
                 .replace("_", "\\_") + "%"
             query = query.where(sa.or_(t.c.name.ilike(pattern, escape="\\"),
                                        t.c.plan_name.ilike(pattern, escape="\\")))
-        query = (query.order_by(t.c.start_unix_s.desc(), t.c.id.desc())
+        query = (query.order_by(t.c.start_unix_s.desc(), t.c.id.desc(), station)
                  .limit(where.limit).offset(where.offset))
         with self.engine.connect() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
