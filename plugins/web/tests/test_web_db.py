@@ -12,10 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from cellbench_core.cli import app as cellbench
 from cellbench_sdk.peer import free_port
+from cellbench_web.cli import register
 
 PATIENCE_S = 60.0
+runner = CliRunner()
 CLI = [sys.executable, "-c", "from cellbench_core.cli import main; main()"]
 
 
@@ -42,11 +47,24 @@ def web_db() -> Iterator[Callable[..., str]]:
         assert process.wait(PATIENCE_S) == 0
 
 
+@pytest.fixture(scope="module")
+def web_cli() -> typer.Typer:
+    """A command line holding ``web`` as the plugin registers it."""
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """cellbench"""
+
+    register(app)
+    return app
+
+
 def _sync(station_db: str, central: str, station: str) -> None:
-    done = subprocess.run([*CLI, "sync", "--db", station_db, "--target", "central-sql",
-                           "-s", f"url={central}", "-s", f"station={station}", "--once"],
-                          capture_output=True, text=True, timeout=PATIENCE_S, check=False)
-    assert done.returncode == 0, done.stderr
+    done = runner.invoke(cellbench, ["sync", "--db", station_db, "--target", "central-sql",
+                                     "-s", f"url={central}", "-s", f"station={station}",
+                                     "--once"])
+    assert done.exit_code == 0, done.output
 
 
 def test_central_database_of_two_stations(tmp_path: Path, new_bench: Callable[..., Any],
@@ -92,15 +110,18 @@ def test_central_database_of_two_stations(tmp_path: Path, new_bench: Callable[..
         assert "Test 2: cycle Ölbad 1" in detail
 
 
-def test_station_database_needs_tokens_beyond_loopback(tmp_path: Path,
-                                                       bench: Any) -> None:
-    refused = subprocess.run([*CLI, "web", "--db", bench.db.url, "--listen", "0.0.0.0:0"],
-                             capture_output=True, text=True, timeout=PATIENCE_S, check=False)
-    assert refused.returncode == 2
-    assert "reachable from other machines: give --token-file" in refused.stderr
-    missing = subprocess.run([*CLI, "web", "--db", f"sqlite:///{tmp_path / 'none.db'}"],
-                             capture_output=True, text=True, timeout=PATIENCE_S, check=False)
-    assert missing.returncode == 2 and "no cellbench database" in missing.stderr
+def test_station_database_needs_tokens_beyond_loopback(tmp_path: Path, bench: Any,
+                                                       web_cli: typer.Typer) -> None:
+    refused = runner.invoke(web_cli, ["web", "--db", bench.db.url, "--listen", "0.0.0.0:0"])
+    assert refused.exit_code == 2
+    assert "reachable from other machines: give --token-file" in refused.output
+    missing = runner.invoke(web_cli, ["web", "--db", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert missing.exit_code == 2 and "no cellbench database" in missing.output
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("a-token-of-some-length admin\n", encoding="utf-8")
+    bad_file = runner.invoke(web_cli, ["web", "--db", bench.db.url, "--token-file",
+                                       str(tokens)])
+    assert bad_file.exit_code == 2 and "tokens.txt:1: expected" in bad_file.output
 
 
 def test_token_file_logins_and_viewers(tmp_path: Path, bench: Any,
