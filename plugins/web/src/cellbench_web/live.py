@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from cellbench_sdk.control import ChannelView, LiveSample, StationControl, Subscription
 
 #: The fields of a sample row, in order.
@@ -156,14 +158,14 @@ class LiveHub:
         for client in self.clients:
             if client.channels is None:
                 if everything is None:
-                    everything = json.dumps({"type": "samples", "sent_unix_s": sent_at,
-                                             "rows": rows})
+                    everything = orjson.dumps({"type": "samples", "sent_unix_s": sent_at,
+                                               "rows": rows}).decode()
                 client.put(everything)
                 continue
             mine = [row for row in rows if row[0] in client.channels]
             if mine:
-                client.put(json.dumps({"type": "samples", "sent_unix_s": sent_at,
-                                       "rows": mine}))
+                client.put(orjson.dumps({"type": "samples", "sent_unix_s": sent_at,
+                                         "rows": mine}).decode())
 
     async def _watch_states(self) -> None:
         while True:
