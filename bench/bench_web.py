@@ -123,15 +123,17 @@ def stop(process: subprocess.Popen[str]) -> None:
 
 # ---- the WebSocket clients (run in their own process) ------------------------------------------
 
-async def _clients(url: str, clients: int, seconds: float) -> dict[str, object]:
+async def _clients(url: str, clients: int, seconds: float) -> dict[str, float]:
+    import orjson
     from websockets.asyncio.client import connect
 
     starts = {t["id"]: t["start_unix_s"] for t in httpx.get(
         url + "/api/tests", params={"limit": 1000, "status": "running"}, timeout=60).json()}
-    ids = np.zeros(max(starts) + 1)
+    start_of = np.zeros(max(starts) + 1)
     for test_id, start in starts.items():
-        ids[test_id] = start
-    latencies: list[np.ndarray] = []
+        start_of[test_id] = start
+    to_client: list[np.ndarray] = []  # per sample: sample time to arrival
+    to_send: list[np.ndarray] = []  # per sample: sample time to the hub's send
     dropped = 0
     messages = 0
 
@@ -140,22 +142,24 @@ async def _clients(url: str, clients: int, seconds: float) -> dict[str, object]:
         async with connect(url.replace("http", "ws") + "/api/live", max_size=None) as socket:
             until = time.monotonic() + seconds
             while time.monotonic() < until:
-                data = json.loads(await socket.recv())
+                data = orjson.loads(await socket.recv())
                 now = time.time()
                 if data["type"] == "samples":
-                    rows = np.array([(r[1], r[3]) for r in data["rows"]])
-                    latencies.append(now - (ids[rows[:, 0].astype(int)] + rows[:, 1]))
+                    rows = np.array(data["rows"], dtype=np.float64)
+                    sampled = start_of[rows[:, 1].astype(np.int64)] + rows[:, 3]
+                    to_client.append(now - sampled)
+                    to_send.append(data["sent_unix_s"] - sampled)
                     messages += 1
                 elif data["type"] == "dropped":
                     dropped += data["count"]
 
     await asyncio.gather(*(one() for _ in range(clients)))
-    every = np.concatenate(latencies) if latencies else np.zeros(1)
+    every = np.concatenate(to_client)
+    sent = np.concatenate(to_send)
     return {"samples": len(every), "messages": messages, "dropped": dropped,
-            "p50_ms": float(np.percentile(every, 50) * 1e3),
-            "p95_ms": float(np.percentile(every, 95) * 1e3),
-            "p99_ms": float(np.percentile(every, 99) * 1e3),
-            "max_ms": float(every.max() * 1e3)}
+            **{f"p{q}_ms": float(np.percentile(every, q) * 1e3) for q in (50, 95, 99)},
+            "max_ms": float(every.max() * 1e3),
+            **{f"send_p{q}_ms": float(np.percentile(sent, q) * 1e3) for q in (50, 95)}}
 
 
 def _client_main(url: str, clients: int, seconds: float) -> None:
@@ -235,6 +239,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--samples", type=int, default=1_000_000)
+    parser.add_argument("--skip-stream", action="store_true", help="live figures only")
     parser.add_argument("--client", help=argparse.SUPPRESS)  # internal: run the clients
     args = parser.parse_args()
     if args.client:
@@ -251,6 +256,7 @@ def main() -> None:
 
         process, url = start_station(Path(folder), args.channels, args.period, web=True)
         assert url is not None
+        time.sleep(2)  # past the start of every test, as for the baseline
         idle = cpu_share(process.pid, args.seconds / 2)
         print(f"station with web, no client: {idle:.1%} of a core")
         clients = subprocess.Popen(
@@ -267,7 +273,11 @@ def main() -> None:
               f"dropped {live['dropped']}; sample to client p50 {live['p50_ms']:.1f} ms, "
               f"p95 {live['p95_ms']:.1f} ms, p99 {live['p99_ms']:.1f} ms, "
               f"max {live['max_ms']:.1f} ms")
+        print(f"      of which sample to the hub's send: p50 {live['send_p50_ms']:.1f} ms, "
+              f"p95 {live['send_p95_ms']:.1f} ms")
 
+        if args.skip_stream:
+            return
         database = Path(folder) / "stream.db"
         write_test(database, args.samples)
         rows, seconds = plain_read(database)

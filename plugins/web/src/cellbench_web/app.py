@@ -4,6 +4,7 @@ live WebSocket and the pages, for a serving station (``live``: read and control 
 
 import asyncio
 import json
+import logging
 import math
 import pathlib
 from collections.abc import Awaitable, Callable, Iterator
@@ -12,6 +13,7 @@ from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
+import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -20,7 +22,14 @@ from starlette.websockets import WebSocketDisconnect
 
 from cellbench_sdk.control import ControlError, ControlErrorKind, StationControl
 from cellbench_web import models, pages
-from cellbench_web.auth import CSRF_HEADER, SESSION_COOKIE, Access, Identity, Role
+from cellbench_web.auth import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Access,
+    Identity,
+    Refused,
+    Role,
+)
 from cellbench_web.data import (
     MAX_BUCKETS,
     MAX_PAGE,
@@ -33,6 +42,7 @@ from cellbench_web.data import (
 from cellbench_web.live import LiveClient, LiveHub, view_json
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 StationName = Annotated[str, Path(min_length=1, max_length=255)]
 TestNo = Annotated[int, Path(ge=1, le=2**62)]
@@ -51,17 +61,10 @@ STATIC = pathlib.Path(__file__).parent / "static"
 #: Error responses every route may give, for the OpenAPI document.
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"model": models.Problem}, 403: {"model": models.Problem},
-    404: {"model": models.Problem}, 422: {"model": models.Problem}}
+    404: {"model": models.Problem}, 422: {"model": models.Problem},
+    503: {"model": models.Problem}}
 CONTROL_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    **PROBLEMS, 409: {"model": models.Problem}, 503: {"model": models.Problem}}
-
-
-class Refused(Exception):
-    """A request refused with ``status``: ``error`` for programs, ``message`` for people."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
+    **PROBLEMS, 409: {"model": models.Problem}}
 
 
 @dataclass
@@ -88,6 +91,10 @@ async def _in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T
         return await asyncio.to_thread(partial(function, *args, **kwargs))
     except NotFound as err:
         raise Refused(404, "not_found", str(err)) from None
+    except sa.exc.SQLAlchemyError as err:
+        log.error("web: the database failed", exc_info=err)
+        raise Refused(503, "unavailable", "the database failed (logged by the server)"
+                      ) from None
 
 
 def build_app(backend: Backend) -> FastAPI:
@@ -420,13 +427,14 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
         client = LiveClient(wanted, websocket.send_text)
         hub.add(client)
         sender = asyncio.create_task(client.run())
-        try:
-            receiver = asyncio.create_task(_drain(websocket))
+        receiver = asyncio.create_task(_drain(websocket))
+        try:  # until the client goes (receiver) or cannot be sent to (sender)
             await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            receiver.cancel()
         finally:
             hub.remove(client)
-            sender.cancel()
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
 
 
 def _without_action(handler: Callable[..., Awaitable[dict[str, Any]]]

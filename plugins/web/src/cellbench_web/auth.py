@@ -49,6 +49,15 @@ class _Session:
     expires: float
 
 
+class Refused(Exception):
+    """A request refused with HTTP ``status``: ``error`` for programs, ``message`` for
+    people."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a name or an address) only listens on this machine."""
     if host == "localhost":

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from cellbench_web.auth import SESSION_COOKIE, Identity, Role
+from cellbench_web.auth import SESSION_COOKIE, Identity, Refused, Role
 from cellbench_web.data import NotFound, TestFilter
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def add_routes(app: FastAPI, backend: Backend) -> None:
     def who(request: Request) -> Identity | None:
         try:
             result: Identity = identify(request)
-        except Exception:  # not authenticated: the page sends to the login
+        except Refused:  # not authenticated: the page sends to the login
             return None
         return result
 
