@@ -1,6 +1,6 @@
 """The HTTP API and the live WebSocket against a real ``cellbench serve`` on loopback: reading,
 control with roles, control events with the token's label, paging and streaming samples,
-downsampled series."""
+downsampled series; a schemathesis fuzz of the served OpenAPI document."""
 
 from __future__ import annotations
 
@@ -8,13 +8,26 @@ import json
 import signal
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from websockets.sync.client import connect
 
 PATIENCE_S = 60.0
+#: The checked-in OpenAPI document (test_openapi.py keeps it current).
+OPENAPI = Path(__file__).parents[1] / "openapi.json"
+#: Fuzz cases per operation: enough to reach every parameter's edges, few enough to be fast.
+FUZZ_EXAMPLES = 8
 
 
 def test_control_with_roles_and_events(web_station: Callable[..., Any],
@@ -97,7 +110,11 @@ def test_control_with_roles_and_events(web_station: Callable[..., Any],
     assert identities == {"token:oper…"}
 
 
-def test_read_a_finished_test(web_station: Callable[..., Any], wait_until: Any) -> None:
+def test_read_a_finished_test_then_fuzz(web_station: Callable[..., Any],
+                                        wait_until: Any) -> None:
+    """Reading a finished test on an open (token-less) station, then schemathesis fuzzing
+    every operation of the served OpenAPI document: no server error, and no status code,
+    content type or body outside the document."""
     station = web_station(tokens=False, speed=2000)
     with httpx.Client(base_url=station.url, timeout=PATIENCE_S) as http:
         open_station = http.get("/api/station").json()
@@ -164,3 +181,23 @@ def test_read_a_finished_test(web_station: Callable[..., Any], wait_until: Any) 
         assert unknown.status_code == 422 and "nonsense" in unknown.json()["message"]
         assert http.get("/api/stations/webtest/tests/999/cycles").status_code == 404
         assert http.get("/api/stations/other/tests/1").status_code == 404
+        served = http.get("/api/openapi.json").json()
+    assert served == json.loads(OPENAPI.read_text(encoding="utf-8"))
+    _fuzz(served, station.url, {"X-CSRF-Token": csrf})
+
+
+def _fuzz(document: dict[str, Any], url: str, headers: dict[str, str]) -> None:
+    schema = schemathesis.openapi.from_dict(document)
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance]
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) > 20
+    for operation in operations:
+        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def check(case: Any) -> None:
+            response = case.call(base_url=url, headers=headers, timeout=PATIENCE_S)
+            case.validate_response(response, checks=checks)
+
+        check()

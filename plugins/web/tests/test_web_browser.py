@@ -44,22 +44,30 @@ def _log_in(browser: Browser, url: str, token: str) -> Page:
     return page
 
 
-def test_station_page_is_live_and_starts_plans(browser: Browser, tmp_path: Path,
-                                               web_station: Callable[..., Any]) -> None:
-    station = web_station(speed=60)
-    page = _log_in(browser, station.url, station.operator)
+def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
+                                      web_station: Callable[..., Any],
+                                      wait_until: Any) -> None:
+    """An operator starts plans from the form (a bad one shows its error) and watches the
+    table and plot update live, then stops a test; a viewer sees no control; the test page
+    draws its plots and cycle table; the tests list compares curves."""
+    station = web_station(speed=300)
     shots = tmp_path / "screenshots"
+    page = _log_in(browser, station.url, station.operator)
     form = page.locator("#start")
     form.locator("input[name=channel]").fill("1")
     form.locator("select[name=plan]").select_option("bad.yaml")
     form.locator("button").click()
     expect(page.locator("#start-error")).to_contain_text("bad.yaml:4: steps[0]")
-    form.locator("select[name=plan]").select_option("long.yaml")
+    form.locator("select[name=plan]").select_option("three-cycles.yaml")
     form.locator("button").click()
     expect(page.locator("#start-error")).to_have_text("started test 1")
-    row = page.locator("tr[data-channel='1']")
+    form.locator("input[name=channel]").fill("2")
+    form.locator("select[name=plan]").select_option("long.yaml")
+    form.locator("button").click()
+    expect(page.locator("#start-error")).to_have_text("started test 2")
+    row = page.locator("tr[data-channel='2']")
     expect(row.locator(".state")).to_have_text("running")
-    expect(row.locator(".test a")).to_have_text("1")
+    expect(row.locator(".test a")).to_have_text("2")
     first = row.locator(".v").inner_text()
     expect(row.locator(".v")).not_to_have_text(first)  # a new sample arrived over the socket
     row.click()
@@ -68,40 +76,32 @@ def test_station_page_is_live_and_starts_plans(browser: Browser, tmp_path: Path,
     page.select_option("#state-filter", "running")
     expect(page.locator("tr[data-channel]:visible")).to_have_count(1)
     page.screenshot(path=shots / "station.png", full_page=True)
-    row.locator("button.stop").click()
-    expect(row.locator(".state")).to_have_text("idle")
     assert shots.joinpath("station.png").stat().st_size > 10_000
 
+    viewer = _log_in(browser, station.url, station.viewer)
+    expect(viewer.locator("tr[data-channel='2'] .state")).to_have_text("running")
+    expect(viewer.locator("button.stop")).to_have_count(0)
+    expect(viewer.locator("#start")).to_have_count(0)
+    row.locator("button.stop").click()  # the operator can
+    expect(row.locator(".state")).to_have_text("idle")
+    expect(viewer.locator("tr[data-channel='2'] .state")).to_have_text("idle")
 
-def test_viewer_cannot_stop_and_test_pages(browser: Browser, tmp_path: Path,
-                                           web_station: Callable[..., Any],
-                                           wait_until: Any) -> None:
-    station = web_station(speed=2000)
-    shots = tmp_path / "screenshots"
-    api = httpx.Client(base_url=station.url, headers=station.headers(station.operator),
+    api = httpx.Client(base_url=station.url, headers=station.headers(station.viewer),
                        timeout=PATIENCE_MS / 1000)
-    done = api.post("/api/channels/1/start", json={"plan": "three-cycles"}).json()["test_id"]
-    running = api.post("/api/channels/2/start", json={"plan": "long"}).json()["test_id"]
-    wait_until(lambda: api.get(f"/api/stations/webtest/tests/{done}").json()["status"],
+    wait_until(lambda: api.get("/api/stations/webtest/tests/1").json()["status"],
                "the short test finished", check=lambda status: status == "finished")
-    page = _log_in(browser, station.url, station.viewer)
-    row = page.locator("tr[data-channel='2']")
-    expect(row.locator(".state")).to_have_text("running")
-    expect(page.locator("button.stop")).to_have_count(0)
-    expect(page.locator("#start")).to_have_count(0)
-    assert api.get(f"/api/stations/webtest/tests/{running}").json()["status"] == "running"
-
-    page.goto(f"{station.url}/stations/webtest/tests/{done}")
-    expect(page.locator("#cycles tbody tr")).to_have_count(3)
-    expect(page.locator("#test-plot canvas")).to_have_count(1)
-    expect(page.locator("#fade-plot canvas")).to_have_count(1)
-    page.wait_for_function("Number(document.getElementById('test-plot').dataset.points) > 10")
-    page.screenshot(path=shots / "test.png", full_page=True)
-    page.goto(f"{station.url}/tests")
-    expect(page.locator("#tests tbody tr")).to_have_count(2)
-    page.locator("input.compare").first.check()
-    page.locator("input.compare").last.check()
-    page.click("#compare")
-    expect(page.locator("#compare-plot canvas")).to_have_count(1)
-    page.screenshot(path=shots / "tests.png", full_page=True)
     api.close()
+    viewer.goto(f"{station.url}/stations/webtest/tests/1")
+    expect(viewer.locator("#cycles tbody tr")).to_have_count(3)
+    expect(viewer.locator("#test-plot canvas")).to_have_count(1)
+    expect(viewer.locator("#fade-plot canvas")).to_have_count(1)
+    viewer.wait_for_function(
+        "Number(document.getElementById('test-plot').dataset.points) > 10")
+    viewer.screenshot(path=shots / "test.png", full_page=True)
+    viewer.goto(f"{station.url}/tests")
+    expect(viewer.locator("#tests tbody tr")).to_have_count(2)
+    viewer.locator("input.compare").first.check()
+    viewer.locator("input.compare").last.check()
+    viewer.click("#compare")
+    expect(viewer.locator("#compare-plot canvas")).to_have_count(1)
+    viewer.screenshot(path=shots / "tests.png", full_page=True)

@@ -1,5 +1,6 @@
-"""``cellbench web --db``: read-only over a station database, and over a central database fed
-by two stations (``cellbench sync --target central-sql``), each a real process on loopback."""
+"""``cellbench web --db``: read-only over a central database fed by two stations (``cellbench
+sync --target central-sql``), served by a real process on loopback with a token file and page
+logins; its refusals."""
 
 from __future__ import annotations
 
@@ -76,9 +77,21 @@ def test_central_database_of_two_stations(tmp_path: Path, new_bench: Callable[..
         bench.write(ids, 120)
         bench.finish(ids)
         _sync(bench.db.url, central, station)
-    url = web_db(central)
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("# who may look\nlab-operator-token-0123 operator\n", encoding="utf-8")
+    url = web_db(central, "--token-file", str(tokens))
     with httpx.Client(base_url=url, timeout=PATIENCE_S) as http:
+        assert http.get("/api/tests").status_code == 401
+        assert http.get("/", follow_redirects=False).headers["location"] == "/login?next=%2F"
+        wrong = http.post("/login", data={"token": "nope", "next": "/tests"})
+        assert wrong.status_code == 401 and "unknown token" in wrong.text
+        login = http.post("/login", data={"token": "lab-operator-token-0123",
+                                          "next": "/tests"}, follow_redirects=False)
+        assert login.status_code == 303 and login.headers["location"] == "/tests"
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
         info = http.get("/api/station").json()
+        # a read-only server caps every role at viewer
         assert (info["name"], info["live"], info["role"]) == ("central", False, "viewer")
         assert [(s["name"], s["tests"]) for s in http.get("/api/stations").json()] == [
             ("lab-1", 2), ("lab-2", 1)]
@@ -108,6 +121,8 @@ def test_central_database_of_two_stations(tmp_path: Path, new_bench: Callable[..
         assert listed.count('class="compare"') == 2
         detail = http.get("/stations/lab-1/tests/2").text
         assert "Test 2: cycle Ölbad 1" in detail
+        http.post("/logout")
+        assert http.get("/api/tests").status_code == 401
 
 
 def test_station_database_needs_tokens_beyond_loopback(tmp_path: Path, bench: Any,
@@ -122,27 +137,3 @@ def test_station_database_needs_tokens_beyond_loopback(tmp_path: Path, bench: An
     bad_file = runner.invoke(web_cli, ["web", "--db", bench.db.url, "--token-file",
                                        str(tokens)])
     assert bad_file.exit_code == 2 and "tokens.txt:1: expected" in bad_file.output
-
-
-def test_token_file_logins_and_viewers(tmp_path: Path, bench: Any,
-                                       web_db: Callable[..., str]) -> None:
-    ids = bench.start(1)
-    bench.write(ids, 60)
-    tokens = tmp_path / "tokens.txt"
-    tokens.write_text("# who may look\nlab-operator-token-0123 operator\n", encoding="utf-8")
-    url = web_db(bench.db.url, "--token-file", str(tokens))
-    with httpx.Client(base_url=url, timeout=PATIENCE_S) as http:
-        assert http.get("/api/tests").status_code == 401
-        assert http.get("/", follow_redirects=False).headers["location"] == "/login?next=%2F"
-        wrong = http.post("/login", data={"token": "nope", "next": "/tests"})
-        assert wrong.status_code == 401 and "unknown token" in wrong.text
-        login = http.post("/login", data={"token": "lab-operator-token-0123",
-                                          "next": "/tests"}, follow_redirects=False)
-        assert login.status_code == 303 and login.headers["location"] == "/tests"
-        cookie = login.headers["set-cookie"].lower()
-        assert "httponly" in cookie and "samesite=strict" in cookie
-        # a read-only server caps every role at viewer
-        assert http.get("/api/station").json()["role"] == "viewer"
-        assert [t["id"] for t in http.get("/api/tests").json()] == ids
-        http.post("/logout")
-        assert http.get("/api/tests").status_code == 401
