@@ -153,10 +153,12 @@ async def _clients(url: str, clients: int, seconds: float) -> dict[str, float]:
                 elif data["type"] == "dropped":
                     dropped += data["count"]
 
+    cpu, wall = time.process_time(), time.monotonic()
     await asyncio.gather(*(one() for _ in range(clients)))
+    cpu_share = (time.process_time() - cpu) / (time.monotonic() - wall)
     every = np.concatenate(to_client)
     sent = np.concatenate(to_send)
-    return {"samples": len(every), "messages": messages, "dropped": dropped,
+    return {"samples": len(every), "messages": messages, "dropped": dropped, "cpu": cpu_share,
             **{f"p{q}_ms": float(np.percentile(every, q) * 1e3) for q in (50, 95, 99)},
             "max_ms": float(every.max() * 1e3),
             **{f"send_p{q}_ms": float(np.percentile(sent, q) * 1e3) for q in (50, 95)}}
@@ -274,7 +276,8 @@ def main() -> None:
               f"p95 {live['p95_ms']:.1f} ms, p99 {live['p99_ms']:.1f} ms, "
               f"max {live['max_ms']:.1f} ms")
         print(f"      of which sample to the hub's send: p50 {live['send_p50_ms']:.1f} ms, "
-              f"p95 {live['send_p95_ms']:.1f} ms")
+              f"p95 {live['send_p95_ms']:.1f} ms; the client process used "
+              f"{live['cpu']:.0%} of a core")
 
         if args.skip_stream:
             return

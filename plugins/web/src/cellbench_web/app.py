@@ -1,8 +1,9 @@
-"""The web app: the JSON API (its OpenAPI document is openapi.json beside this module), the
-live WebSocket and the pages, for a serving station (``live``: read and control through its
+"""The web app: the JSON API (its OpenAPI document is checked in as plugins/web/openapi.json),
+the live WebSocket and the pages, for a serving station (``live``: read and control through its
 :class:`StationControl`) or read-only over a database (``cellbench web --db``)."""
 
 import asyncio
+import inspect
 import json
 import logging
 import math
@@ -104,7 +105,6 @@ def build_app(backend: Backend) -> FastAPI:
                   description="Stations, channels, tests, samples and control of cellbench "
                   "(docs/web.md). Tokens: `Authorization: Bearer <token>`.",
                   docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
-    app.state.backend = backend
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(Refused)
@@ -440,8 +440,6 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
 def _without_action(handler: Callable[..., Awaitable[dict[str, Any]]]
                     ) -> Callable[..., Awaitable[dict[str, Any]]]:
     """``handler`` with its bound ``action`` default hidden from the API's parameters."""
-    import inspect
-
     signature = inspect.signature(handler)
     handler.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[p for n, p in signature.parameters.items() if n != "action"])

@@ -259,7 +259,7 @@ class Reader:
             return [tuple(row) for row in connection.execute(query)]
 
     def sample_chunks(self, station: str, test_id: int, *, after_seq: int = 0,
-                      columns: Sequence[str] = SAMPLE_COLUMNS, chunk_rows: int = 20_000
+                      columns: Sequence[str] = SAMPLE_COLUMNS, chunk_rows: int = 50_000
                       ) -> Iterator[list[tuple[Any, ...]]]:
         """Every sample after ``after_seq``, ``chunk_rows`` rows at a time (a keyset walk:
         each chunk is one short query, so no transaction stays open while a client reads)."""

@@ -24,14 +24,18 @@ class _Server(uvicorn.Server):
 
 
 class WebServer:
-    """Serves ``app`` on ``host:port`` (HTTPS with ``tls_cert`` and ``tls_key``)."""
+    """Serves ``app`` on ``host:port`` (HTTPS with ``tls_cert`` and ``tls_key``).
+
+    WebSocket messages are not compressed: a live message goes to every client, and deflating
+    it once per client cost more CPU than the bytes it saves on a lab's network."""
 
     def __init__(self, app: FastAPI, host: str, port: int, *, tls_cert: Path | None = None,
                  tls_key: Path | None = None) -> None:
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                 access_log=False, lifespan="off", ws="websockets-sansio",
                                 ssl_certfile=tls_cert, ssl_keyfile=tls_key,
-                                ws_max_size=64 * 1024, timeout_graceful_shutdown=2)
+                                ws_max_size=64 * 1024, ws_per_message_deflate=False,
+                                timeout_graceful_shutdown=2)
         self.server = _Server(config)
         self.tls = tls_cert is not None
         self._task: asyncio.Task[None] | None = None
