@@ -2,11 +2,18 @@
 serve beyond loopback without tokens."""
 
 import asyncio
+import json
+import ssl
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 import pytest
+import trustme
 from pydantic import ValidationError
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Origin
 
 from cellbench_sdk.control import StationControl
 from cellbench_sdk.testing import InterfaceContract
@@ -73,5 +80,65 @@ def test_a_taken_port_is_an_error_naming_it() -> None:
             with pytest.raises(OSError, match=f"web: cannot listen on 127.0.0.1:{port}"):
                 await second.start(control)
             await first.stop()
+
+    asyncio.run(main())
+
+
+def test_tls_and_secure_cookies(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(tmp_path / "s.pem")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    token = "operator-token-0123456789"
+
+    async def main() -> None:
+        async with station_control(1) as control:
+            control.base_dir = tmp_path  # where the settings' relative paths are
+            interface = WebInterface(WebSettings(
+                listen="127.0.0.1:0", tls_cert="s.pem", tls_key="s.pem",
+                tokens={token: "operator"}))
+            served = await interface.start(control)
+            assert served.startswith("web https://127.0.0.1:")
+            host, port = interface.address or ("", 0)
+            async with httpx.AsyncClient(base_url=f"https://{host}:{port}", timeout=30,
+                                         verify=ssl.create_default_context(
+                                             cafile=tmp_path / "ca.pem")) as http:
+                login = await http.post("/login", data={"token": token},
+                                        follow_redirects=False)
+                assert "secure" in login.headers["set-cookie"].lower()
+                assert (await http.get("/api/station")).json()["role"] == "operator"
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as plain:
+                with pytest.raises(httpx.HTTPError):
+                    await plain.get("/api/station")
+            await interface.stop()
+
+    asyncio.run(main())
+
+
+def test_live_clients_are_bounded_and_same_origin() -> None:
+    async def main() -> None:
+        async with station_control(2) as control:
+            interface = WebInterface(WebSettings(listen="127.0.0.1:0", max_clients=1))
+            await interface.start(control)
+            host, port = interface.address or ("", 0)
+            url = f"ws://{host}:{port}/api/live"
+            async with connect(url) as first:
+                hello = json.loads(await first.recv())
+                assert [c["number"] for c in hello["channels"]] == [1, 2]
+                async with connect(url) as second:
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await second.recv()
+                    assert closed.value.rcvd is not None
+                    assert closed.value.rcvd.code == 1013
+            async with connect(url, origin=Origin("http://elsewhere.example")) as foreign:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await foreign.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+                assert closed.value.rcvd.reason == "connect from this server's own pages"
+            async with connect(url + "?channels=3") as unknown:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await unknown.recv()
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.reason == "no channel 3"
+            await interface.stop()
 
     asyncio.run(main())

@@ -21,6 +21,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 PATIENCE_S = 60.0
@@ -59,6 +60,13 @@ def test_control_with_roles_and_events(web_station: Callable[..., Any],
         viewer_stop = http.post("/api/channels/1/stop", headers=view)
         assert viewer_stop.status_code == 403 and "viewer" in viewer_stop.json()["message"]
 
+        with connect(station.url.replace("http", "ws") + "/api/live",
+                     open_timeout=PATIENCE_S) as anonymous:
+            with pytest.raises(ConnectionClosed) as closed:
+                anonymous.recv(PATIENCE_S)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                1008, "authenticate first")
         with connect(station.url.replace("http", "ws") + "/api/live?channels=1",
                      additional_headers=view, open_timeout=PATIENCE_S) as live:
             hello = json.loads(live.recv(PATIENCE_S))

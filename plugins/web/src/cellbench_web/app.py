@@ -403,27 +403,14 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
         """Live samples and channel states (docs/web.md has the messages)."""
         hub = backend.hub
         assert hub is not None
-        identity = backend.access.identify(
-            websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE),
-            websocket.client.host if websocket.client else "?")
-        origin = websocket.headers.get("origin")
-        if identity is None or (origin is not None and not _same_origin(
-                origin, websocket.headers.get("host"))):
-            await websocket.close(code=1008, reason="authenticate first")
-            return
-        try:
-            wanted = None if not channels else frozenset(int(c) for c in channels.split(","))
-        except ValueError:
-            await websocket.close(code=1008, reason="channels: comma-separated numbers")
-            return
-        known = set(control.channel_numbers())
-        if wanted is not None and not wanted <= known:
-            await websocket.close(code=1008, reason=f"no channel {min(wanted - known)}")
-            return
-        if len(hub.clients) >= backend.max_clients:
-            await websocket.close(code=1013, reason=f"at most {backend.max_clients} clients")
-            return
+        refusal = _live_refusal(websocket, backend, control, channels)
+        # Accepted either way: a refusal is a close with its code and reason, which a browser
+        # shows, where a refused handshake would be a bare HTTP 403.
         await websocket.accept()
+        if isinstance(refusal, tuple):
+            await websocket.close(code=refusal[0], reason=refusal[1])
+            return
+        wanted = refusal
         client = LiveClient(wanted, websocket.send_text)
         hub.add(client)
         sender = asyncio.create_task(client.run())
@@ -435,6 +422,32 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
             for task in (sender, receiver):
                 task.cancel()
             await asyncio.gather(sender, receiver, return_exceptions=True)
+
+
+def _live_refusal(websocket: WebSocket, backend: Backend, control: StationControl,
+                  channels: str | None) -> tuple[int, str] | frozenset[int] | None:
+    """Why a live client is refused (close code, reason), or the channels it watches (None:
+    all)."""
+    hub = backend.hub
+    assert hub is not None
+    identity = backend.access.identify(
+        websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE),
+        websocket.client.host if websocket.client else "?")
+    origin = websocket.headers.get("origin")
+    if identity is None:
+        return 1008, "authenticate first"
+    if origin is not None and not _same_origin(origin, websocket.headers.get("host")):
+        return 1008, "connect from this server's own pages"
+    try:
+        wanted = None if not channels else frozenset(int(c) for c in channels.split(","))
+    except ValueError:
+        return 1008, "channels: comma-separated numbers"
+    known = set(control.channel_numbers())
+    if wanted is not None and not wanted <= known:
+        return 1008, f"no channel {min(wanted - known)}"
+    if len(hub.clients) >= backend.max_clients:
+        return 1013, f"at most {backend.max_clients} clients"
+    return wanted
 
 
 def _without_action(handler: Callable[..., Awaitable[dict[str, Any]]]
