@@ -32,6 +32,14 @@ steps:
   - Discharge at 0.1C for 10 hours or until 2.5 V
   - Charge at 0.1C for 10 hours
 """
+#: A charge beyond its own voltage limit: it trips at once (an alarm event).
+TRIP = """\
+name: trip
+capacity: 2.5 Ah
+limits: {voltage_max: 3.0 V}
+steps:
+  - Charge at 1C for 1 hour
+"""
 #: A plan with a mistake on line 4 (a step the plan language does not know).
 BAD = """\
 name: bad
@@ -66,7 +74,8 @@ def web_station(tmp_path: Path, serve_until_ready: Callable[[Path], tuple[Any, s
     def start(*, tokens: bool = True, channels: int = 4, speed: float = 60) -> WebStation:
         plans = tmp_path / "plans"
         plans.mkdir(exist_ok=True)
-        for name, text in (("three-cycles", CYCLES), ("long", LONG), ("bad", BAD)):
+        for name, text in (("three-cycles", CYCLES), ("long", LONG), ("bad", BAD),
+                           ("trip", TRIP)):
             (plans / f"{name}.yaml").write_text(text, encoding="utf-8")
         token_lines = (f'[interfaces.settings.tokens]\n"{OPERATOR}" = "operator"\n'
                        f'"{VIEWER}" = "viewer"\n') if tokens else ""

@@ -5,6 +5,7 @@ the main pages are saved under the test's tmp folder (``screenshots/``)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,7 +53,16 @@ def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
     draws its plots and cycle table; the tests list compares curves."""
     station = web_station(speed=300)
     shots = tmp_path / "screenshots"
+    api = httpx.Client(base_url=station.url, headers=station.headers(station.operator),
+                       timeout=PATIENCE_MS / 1000)
+    tripped = api.post("/api/channels/3/start", json={"plan": "trip"}).json()["test_id"]
+    alarm = wait_until(lambda: api.get("/api/stations/webtest/events",
+                                       params={"kind": "alarm"}).json(), "an alarm")
+    assert alarm[0]["test_id"] == tripped
     page = _log_in(browser, station.url, station.operator)
+    expect(page.locator("tr[data-channel='3']")).to_have_class(re.compile(r"\balarm\b"))
+    expect(page.locator("tr[data-channel='3']")).to_have_attribute("title",
+                                                                 alarm[0]["message"])
     form = page.locator("#start")
     form.locator("input[name=channel]").fill("1")
     form.locator("select[name=plan]").select_option("bad.yaml")
@@ -60,14 +70,14 @@ def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
     expect(page.locator("#start-error")).to_contain_text("bad.yaml:4: steps[0]")
     form.locator("select[name=plan]").select_option("three-cycles.yaml")
     form.locator("button").click()
-    expect(page.locator("#start-error")).to_have_text("started test 1")
+    expect(page.locator("#start-error")).to_have_text("started test 2")
     form.locator("input[name=channel]").fill("2")
     form.locator("select[name=plan]").select_option("long.yaml")
     form.locator("button").click()
-    expect(page.locator("#start-error")).to_have_text("started test 2")
+    expect(page.locator("#start-error")).to_have_text("started test 3")
     row = page.locator("tr[data-channel='2']")
     expect(row.locator(".state")).to_have_text("running")
-    expect(row.locator(".test a")).to_have_text("2")
+    expect(row.locator(".test a")).to_have_text("3")
     first = row.locator(".v").inner_text()
     expect(row.locator(".v")).not_to_have_text(first)  # a new sample arrived over the socket
     row.click()
@@ -86,12 +96,10 @@ def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
     expect(row.locator(".state")).to_have_text("idle")
     expect(viewer.locator("tr[data-channel='2'] .state")).to_have_text("idle")
 
-    api = httpx.Client(base_url=station.url, headers=station.headers(station.viewer),
-                       timeout=PATIENCE_MS / 1000)
-    wait_until(lambda: api.get("/api/stations/webtest/tests/1").json()["status"],
+    wait_until(lambda: api.get("/api/stations/webtest/tests/2").json()["status"],
                "the short test finished", check=lambda status: status == "finished")
     api.close()
-    viewer.goto(f"{station.url}/stations/webtest/tests/1")
+    viewer.goto(f"{station.url}/stations/webtest/tests/2")
     expect(viewer.locator("#cycles tbody tr")).to_have_count(3)
     expect(viewer.locator("#test-plot canvas")).to_have_count(1)
     expect(viewer.locator("#fade-plot canvas")).to_have_count(1)
@@ -99,7 +107,7 @@ def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
         "Number(document.getElementById('test-plot').dataset.points) > 10")
     viewer.screenshot(path=shots / "test.png", full_page=True)
     viewer.goto(f"{station.url}/tests")
-    expect(viewer.locator("#tests tbody tr")).to_have_count(2)
+    expect(viewer.locator("#tests tbody tr")).to_have_count(3)
     viewer.locator("input.compare").first.check()
     viewer.locator("input.compare").last.check()
     viewer.click("#compare")

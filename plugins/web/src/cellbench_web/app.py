@@ -182,6 +182,17 @@ def build_app(backend: Backend) -> FastAPI:
         """The batteries registered at a station."""
         return await _in_thread(reader.batteries, station)
 
+    @app.get("/api/stations/{station}/events", response_model=list[models.Event],
+             responses=PROBLEMS, tags=["database"])
+    async def station_events(
+        station: StationName, who: Viewer,
+        kind: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """A station's newest events (of ``kind``: ``alarm``, ``control``, ...), oldest
+        first."""
+        return await _in_thread(reader.events, station, kind=kind, limit=limit)
+
     # ---- tests ---------------------------------------------------------------------------
 
     @app.get("/api/tests", response_model=list[models.TestSummary], responses=PROBLEMS,

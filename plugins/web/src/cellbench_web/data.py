@@ -213,11 +213,14 @@ class Reader:
         with self.engine.connect() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
 
-    def events(self, station: str, test_id: int | None = None, *,
+    def events(self, station: str, test_id: int | None = None, *, kind: str | None = None,
                limit: int = 1000) -> list[dict[str, Any]]:
-        """A test's events (or the station's newest ``limit`` ones), in order."""
+        """A test's events (or the station's newest ``limit`` ones), in order; only those of
+        ``kind`` if given."""
         e = self.tables["events"]
         query = sa.select(*(e.c[c.name] for c in schema.events.columns))
+        if kind is not None:
+            query = query.where(e.c.kind == kind)
         if test_id is not None:
             self.test(station, test_id)
             query = query.where(self._test_key(e, station, test_id)).order_by(e.c.id)

@@ -56,6 +56,15 @@ function stationPage(table) {
     }
   }
 
+  let alarmOf = new Map();  // test id: its latest alarm's message
+
+  function markAlarm(row) {
+    const link = row.querySelector(".test a");
+    const message = link ? alarmOf.get(Number(link.textContent)) : undefined;
+    row.classList.toggle("alarm", message !== undefined);
+    row.title = message || "";
+  }
+
   function showState(view) {
     const row = rows.get(view.number);
     if (!row) return;
@@ -72,6 +81,7 @@ function stationPage(table) {
     row.querySelector(".step").textContent = `${view.step_no} ${view.step_text}`;
     row.querySelector(".cycle").textContent = view.cycle;
     showValues(row, view.voltage_v, view.current_a, view.temperature_c);
+    markAlarm(row);
     actions(row, view.state);
     filter();
   }
@@ -80,7 +90,6 @@ function stationPage(table) {
     row.querySelector(".v").textContent = fmt(v, 5);
     row.querySelector(".i").textContent = fmt(i, 4);
     row.querySelector(".t").textContent = fmt(t, 3);
-    row.classList.toggle("alarm", v === null && row.classList.contains("running"));
   }
 
   function filter() {
@@ -152,6 +161,20 @@ function stationPage(table) {
   }
   connect();
   for (const [, row] of rows) actions(row, row.className);
+
+  async function alarms() {
+    // A row is highlighted while its current test has an alarm event; hover shows it.
+    try {
+      const events = await api("GET", `/api/stations/${encodeURIComponent(STATION)}/events` +
+                               "?kind=alarm&limit=500");
+      alarmOf = new Map(events.map((e) => [e.test_id, e.message]));
+      for (const row of rows.values()) markAlarm(row);
+    } catch (err) {
+      status.textContent = `alarms: ${err.message}`;
+    }
+  }
+  alarms();
+  setInterval(alarms, 10000);
 
   const form = document.getElementById("start");
   if (form) {
