@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import enum
 import hmac
-import ipaddress
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 #: The page login's cookie.
 SESSION_COOKIE = "cellbench_session"
@@ -56,30 +54,6 @@ class Refused(Exception):
     def __init__(self, status: int, error: str, message: str) -> None:
         super().__init__(message)
         self.status, self.error, self.message = status, error, message
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) only listens on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def read_token_file(path: Path) -> dict[str, Role]:
-    """``<token> <role>`` lines (``#`` comments); ValueError names the file and line."""
-    tokens: dict[str, Role] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        if len(words) != 2 or words[1].upper() not in Role.__members__:
-            raise ValueError(f"{path}:{number}: expected '<token> viewer' or "
-                             "'<token> operator'")
-        tokens[words[0]] = Role[words[1].upper()]
-    return tokens
 
 
 def token_label(token: str) -> str:

@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
+from cellbench_sdk.access import is_loopback, read_token_file
 from cellbench_sdk.cli import console, fail
 from cellbench_web.app import Backend, build_app
-from cellbench_web.auth import Access, Role, is_loopback, read_token_file
+from cellbench_web.auth import Access, Role
 from cellbench_web.data import Reader
 from cellbench_web.server import WebServer
 from cellbench_web.settings import parse_listen
@@ -44,7 +45,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         try:
             host, port = parse_listen(listen)
-            tokens = read_token_file(token_file) if token_file is not None else {}
+            listed = read_token_file(token_file) if token_file is not None else {}
+            tokens = {t: Role[r.upper()] for t, r in listed.items()}
         except (ValueError, OSError) as err:
             fail(f"--listen/--token-file: {err}", code=2)
         if not is_loopback(host) and not tokens:

@@ -4,9 +4,10 @@ station's event loop."""
 
 from __future__ import annotations
 
+from cellbench_sdk.access import is_loopback, read_token_file
 from cellbench_sdk.control import StationControl
 from cellbench_web.app import Backend, build_app
-from cellbench_web.auth import Access, Role, is_loopback, read_token_file
+from cellbench_web.auth import Access, Role
 from cellbench_web.data import Reader
 from cellbench_web.server import WebServer
 from cellbench_web.settings import WebSettings, parse_listen
@@ -27,7 +28,8 @@ class WebInterface:
         base = control.base_dir
         tokens: dict[str, Role] = {t: Role[r.upper()] for t, r in s.tokens.items()}
         if s.token_file is not None:
-            tokens |= read_token_file(base / s.token_file)
+            tokens |= {t: Role[r.upper()]
+                       for t, r in read_token_file(base / s.token_file).items()}
         host, port = parse_listen(s.listen)
         if not is_loopback(host) and not tokens:
             raise ValueError(f"web: listen = {s.listen!r} is reachable from other machines: "
