@@ -9,7 +9,7 @@ import datetime
 import math
 from html import escape
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -218,7 +218,7 @@ def _station_page(backend: Backend, identity: Identity) -> HTMLResponse:
 def _test_link(station: str, test_id: int | None) -> str:
     if test_id is None:
         return ""
-    return f'<a href="/stations/{escape(station)}/tests/{test_id}">{test_id}</a>'
+    return f'<a href="/stations/{escape(quote(station, safe=""))}/tests/{test_id}">{test_id}</a>'
 
 
 async def _stations_page(backend: Backend, identity: Identity) -> HTMLResponse:
@@ -282,7 +282,7 @@ def _test_body(test: dict[str, Any], cycles: list[dict[str, Any]],
     event_rows = "".join(
         f'<tr class="{escape(e["kind"])}"><td>{_time(e["unix_time_s"])}</td>'
         f'<td>{escape(e["kind"])}</td><td>{escape(e["message"])}</td></tr>' for e in events)
-    base = f"/api/stations/{station}/tests/{test_id}"
+    base = f"/api/stations/{escape(quote(test['station'], safe=''))}/tests/{test_id}"
     return f"""<h1>Test {test_id}: {escape(test["name"])}</h1>
 <p class="meta">station {station} · channel {escape(test["channel"] or "")} · battery
 {escape(test["battery"] or "–")} · plan {escape(test["plan_name"])} ·

@@ -297,7 +297,9 @@ function testsPage() {
     if (!chosen.length) return;
     const tables = [];
     for (const key of chosen) {
-      const [station, id] = key.split("/");
+      const cut = key.lastIndexOf("/");  // station names may hold a slash, ids never
+      const station = key.slice(0, cut);
+      const id = key.slice(cut + 1);
       const data = await api("GET", `/api/stations/${encodeURIComponent(station)}/tests/${id}` +
                              "/series?columns=voltage_v&buckets=1000");
       const x = data.t_min.map((t, k) => (t + data.t_max[k]) / 2);
