@@ -16,6 +16,7 @@ The rest of the plugin surface, one module per kind of plugin:
   (exporters, importers);
 - :mod:`cellbench_sdk.sync`: the sync-target contract, the change feed and the shared writing;
 - :mod:`cellbench_sdk.control`: the station-control API interfaces are handed;
+- :mod:`cellbench_sdk.access`: the loopback rule and token files of network interfaces;
 - :mod:`cellbench_sdk.notify`: the notifier base classes (one with an outbox: ordered, retried,
   rate-limited delivery to a peer);
 - :mod:`cellbench_sdk.cli`: consoles, errors and ``--db``/``--station`` for plugin commands;

@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cellbench_rci.commands import Dispatcher, Role
-from cellbench_rci.server import Limits, RciServer, is_loopback, read_token_file
+from cellbench_rci.server import Limits, RciServer
+from cellbench_sdk.access import is_loopback, read_token_file
 from cellbench_sdk.control import StationControl
 from cellbench_sdk.units import parse_duration
 
@@ -88,7 +89,8 @@ class RciInterface:
 
         tokens: dict[str, Role] = {t: Role[r.upper()] for t, r in s.tokens.items()}
         if s.token_file is not None:
-            tokens |= read_token_file(path(s.token_file))
+            listed = read_token_file(path(s.token_file))
+            tokens |= {t: Role[r.upper()] for t, r in listed.items()}
         context = None
         if s.tls_cert is not None and s.tls_key is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

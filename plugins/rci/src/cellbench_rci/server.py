@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import queue
 import ssl
 import threading
 import time
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any
 
 from cellbench_rci.commands import Dispatcher, Role, Session
@@ -374,27 +372,3 @@ class SerialTransport:
                 return
             with self._lock:
                 self._pending -= len(data)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) only listens on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def read_token_file(path: Path) -> dict[str, Role]:
-    """``<token> <role>`` lines (``#`` comments); ValueError names the line."""
-    tokens: dict[str, Role] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        if len(words) != 2 or words[1].upper() not in Role.__members__:
-            raise ValueError(f"{path}:{number}: expected '<token> viewer' or "
-                             "'<token> operator'")
-        tokens[words[0]] = Role[words[1].upper()]
-    return tokens

@@ -1,0 +1,493 @@
+"""The web app: the JSON API (its OpenAPI document is checked in as plugins/web/openapi.json),
+the live WebSocket and the pages, for a serving station (``live``: read and control through its
+:class:`StationControl`) or read-only over a database (``cellbench web --db``)."""
+
+import asyncio
+import inspect
+import json
+import logging
+import math
+import pathlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.websockets import WebSocketDisconnect
+
+from cellbench_sdk.control import ControlError, ControlErrorKind, StationControl
+from cellbench_web import models, pages
+from cellbench_web.auth import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Access,
+    Identity,
+    Refused,
+    Role,
+)
+from cellbench_web.data import (
+    MAX_BUCKETS,
+    MAX_PAGE,
+    SAMPLE_COLUMNS,
+    SERIES_COLUMNS,
+    NotFound,
+    Reader,
+    TestFilter,
+)
+from cellbench_web.live import LiveClient, LiveHub, view_json
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+StationName = Annotated[str, Path(min_length=1, max_length=255)]
+TestNo = Annotated[int, Path(ge=1, le=2**62)]
+ChannelNo = Annotated[int, Path(ge=1, le=1_000_000)]
+
+#: The HTTP status of each refusal of the station.
+CONTROL_STATUS = {
+    ControlErrorKind.NO_SUCH_CHANNEL: 404, ControlErrorKind.NO_SUCH_PLAN: 404,
+    ControlErrorKind.NO_SUCH_BATTERY: 404, ControlErrorKind.NO_SUCH_ENTRY: 404,
+    ControlErrorKind.BUSY: 409, ControlErrorKind.IDLE: 409, ControlErrorKind.NOT_PAUSED: 409,
+    ControlErrorKind.PAUSED: 409, ControlErrorKind.EXISTS: 409,
+    ControlErrorKind.NOT_CANCELLABLE: 409, ControlErrorKind.BAD_PLAN: 422,
+    ControlErrorKind.BAD_VALUE: 422, ControlErrorKind.UNAVAILABLE: 503,
+}
+STATIC = pathlib.Path(__file__).parent / "static"
+#: Error responses every route may give, for the OpenAPI document.
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"model": models.Problem}, 403: {"model": models.Problem},
+    404: {"model": models.Problem}, 422: {"model": models.Problem},
+    503: {"model": models.Problem}}
+CONTROL_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    **PROBLEMS, 409: {"model": models.Problem}}
+
+
+@dataclass
+class Backend:
+    """What the app serves: a database ``reader``, the ``control`` of a serving station (None:
+    read-only), who may do what, and the live hub."""
+
+    reader: Reader
+    access: Access
+    name: str
+    version: str
+    control: StationControl | None = None
+    max_clients: int = 100
+    secure_cookies: bool = False
+    hub: LiveHub | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.control is not None:
+            self.hub = LiveHub(self.control)
+
+
+async def _in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        return await asyncio.to_thread(partial(function, *args, **kwargs))
+    except NotFound as err:
+        raise Refused(404, "not_found", str(err)) from None
+    except sa.exc.SQLAlchemyError as err:
+        log.error("web: the database failed", exc_info=err)
+        raise Refused(503, "unavailable", "the database failed (logged by the server)"
+                      ) from None
+
+
+def build_app(backend: Backend) -> FastAPI:
+    """The app serving ``backend``."""
+    live = backend.control is not None
+    app = FastAPI(title="cellbench web API", version="1",
+                  description="Stations, channels, tests, samples and control of cellbench "
+                  "(docs/web.md). Tokens: `Authorization: Bearer <token>`.",
+                  docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, err: Refused) -> JSONResponse:
+        return JSONResponse({"error": err.error, "message": err.message}, status_code=err.status)
+
+    @app.exception_handler(ControlError)
+    async def control_refused(request: Request, err: ControlError) -> JSONResponse:
+        return JSONResponse({"error": err.kind.name.lower(), "message": err.message},
+                            status_code=CONTROL_STATUS[err.kind])
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"error": "bad_request", "message": f"{where}: {first['msg']}"},
+                            status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": "http", "message": str(err.detail)},
+                            status_code=err.status_code)
+
+    def viewer(request: Request) -> Identity:
+        identity = backend.access.identify(request.headers.get("authorization"),
+                                           request.cookies.get(SESSION_COOKIE),
+                                           request.client.host if request.client else "?")
+        if identity is None:
+            raise Refused(401, "unauthenticated", "authenticate: 'Authorization: Bearer "
+                          "<token>', or log in at /login")
+        return identity
+
+    def operator(request: Request, identity: Annotated[Identity, Depends(viewer)]
+                 ) -> Identity:
+        if identity.role < Role.OPERATOR:
+            raise Refused(403, "forbidden", f"{identity.label} is a viewer; this needs the "
+                          "operator role")
+        if identity.csrf is not None:  # a browser's cookie or an open server: no token
+            sent = request.headers.get(CSRF_HEADER)
+            if sent != identity.csrf:
+                raise Refused(403, "csrf", f"send the page's CSRF token in {CSRF_HEADER}")
+        return identity
+
+    Viewer = Annotated[Identity, Depends(viewer)]
+    Operator = Annotated[Identity, Depends(operator)]
+    app.state.viewer = viewer
+
+    reader = backend.reader
+
+    # ---- the station and the database ----------------------------------------------------
+
+    @app.get("/api/station", response_model=models.StationInfo, responses=PROBLEMS,
+             tags=["station"])
+    async def station(who: Viewer) -> dict[str, Any]:
+        """The serving station (or the database served) and the caller's role."""
+        count = len(backend.control.channel_numbers()) if backend.control else 0
+        return {"name": backend.name, "version": backend.version, "channels": count,
+                "live": live, "role": who.role.name.lower()}
+
+    @app.get("/api/stations", response_model=list[models.StationSummary], responses=PROBLEMS,
+             tags=["database"])
+    async def stations(who: Viewer) -> list[dict[str, Any]]:
+        """Every station with tests in the database."""
+        return await _in_thread(reader.stations)
+
+    @app.get("/api/stations/{station}/channels", response_model=list[models.ChannelStored],
+             responses=PROBLEMS, tags=["database"])
+    async def stored_channels(station: StationName, who: Viewer) -> list[dict[str, Any]]:
+        """A station's channels as stored (as last synced) with the newest test of each."""
+        return await _in_thread(reader.channels, station)
+
+    @app.get("/api/stations/{station}/batteries", response_model=list[models.Battery],
+             responses=PROBLEMS, tags=["database"])
+    async def stored_batteries(station: StationName, who: Viewer) -> list[dict[str, Any]]:
+        """The batteries registered at a station."""
+        return await _in_thread(reader.batteries, station)
+
+    @app.get("/api/stations/{station}/events", response_model=list[models.Event],
+             responses=PROBLEMS, tags=["database"])
+    async def station_events(
+        station: StationName, who: Viewer,
+        kind: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """A station's newest events (of ``kind``: ``alarm``, ``control``, ...), oldest
+        first."""
+        return await _in_thread(reader.events, station, kind=kind, limit=limit)
+
+    # ---- tests ---------------------------------------------------------------------------
+
+    @app.get("/api/tests", response_model=list[models.TestSummary], responses=PROBLEMS,
+             tags=["tests"])
+    async def tests(
+        who: Viewer,
+        station: Annotated[str | None, Query(max_length=255)] = None,
+        battery: Annotated[str | None, Query(max_length=255)] = None,
+        status: Literal["running", "finished", "stopped", "failed", "interrupted"]
+        | None = None,
+        since_unix_s: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        until_unix_s: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        search: Annotated[str | None, Query(max_length=255)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> list[dict[str, Any]]:
+        """Tests, newest first, narrowed by each filter given; ``search`` matches the test's
+        or plan's name."""
+        return await _in_thread(reader.tests, TestFilter(
+            station, battery, status, since_unix_s, until_unix_s, search, limit, offset))
+
+    TestPath = "/api/stations/{station}/tests/{test_id}"
+
+    @app.get(TestPath, response_model=models.TestDetail, responses=PROBLEMS, tags=["tests"])
+    async def test(station: StationName, test_id: TestNo, who: Viewer) -> dict[str, Any]:
+        """One test with its plan."""
+        return await _in_thread(reader.test, station, test_id)
+
+    @app.get(TestPath + "/cycles", response_model=list[models.Cycle], responses=PROBLEMS,
+             tags=["tests"])
+    async def cycles(station: StationName, test_id: TestNo, who: Viewer) -> list[dict[str, Any]]:
+        """The per-cycle table: charge and discharge capacity and energy, efficiencies, end
+        reasons."""
+        return await _in_thread(reader.cycles, station, test_id)
+
+    @app.get(TestPath + "/steps", response_model=list[models.Step], responses=PROBLEMS,
+             tags=["tests"])
+    async def steps(station: StationName, test_id: TestNo, who: Viewer) -> list[dict[str, Any]]:
+        """The finished steps."""
+        return await _in_thread(reader.steps, station, test_id)
+
+    @app.get(TestPath + "/events", response_model=list[models.Event], responses=PROBLEMS,
+             tags=["tests"])
+    async def events(station: StationName, test_id: TestNo, who: Viewer) -> list[dict[str, Any]]:
+        """The test's events, in order."""
+        return await _in_thread(reader.events, station, test_id)
+
+    Columns = Annotated[str | None, Query(description="comma-separated sample columns; "
+                                          "default: all", max_length=1000)]
+
+    def sample_columns(text: str | None, allowed: tuple[str, ...]) -> list[str]:
+        if not text:
+            return list(allowed)
+        names = [n.strip() for n in text.split(",")]
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise Refused(422, "bad_request", f"columns: no column {unknown[0][:40]!r}; "
+                          f"choose from {', '.join(allowed)}")
+        return names
+
+    @app.get(TestPath + "/samples", response_model=models.SamplePage, responses=PROBLEMS,
+             tags=["samples"])
+    async def samples(station: StationName, test_id: TestNo, who: Viewer, columns: Columns = None,
+                      after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                      limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10_000
+                      ) -> dict[str, Any]:
+        """A page of samples after ``after_seq``; continue with ``next_after_seq``."""
+        names = sample_columns(columns, SAMPLE_COLUMNS)
+        fetch = names if "seq" in names else ["seq", *names]
+        rows = await _in_thread(reader.samples, station, test_id, after_seq=after_seq,
+                                limit=limit, columns=fetch)
+        following = rows[-1][0] if len(rows) == limit else None
+        if fetch is not names:
+            rows = [row[1:] for row in rows]
+        return {"columns": names, "rows": [[_finite(x) for x in row] for row in rows],
+                "next_after_seq": following}
+
+    @app.get(TestPath + "/samples.ndjson", responses={
+        **PROBLEMS, 200: {"content": {"application/x-ndjson": {}},
+                          "description": "one JSON object per line: first the columns, "
+                                         "then one array per sample"}},
+             tags=["samples"])
+    async def samples_stream(station: StationName, test_id: TestNo, who: Viewer,
+                             columns: Columns = None,
+                             after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0
+                             ) -> StreamingResponse:
+        """Every sample after ``after_seq``, streamed as NDJSON: a first line
+        ``{"columns": [...]}``, then one JSON array per sample."""
+        names = sample_columns(columns, SAMPLE_COLUMNS)
+        await _in_thread(reader.test, station, test_id)  # a 404 before the stream starts
+
+        def lines() -> Iterator[bytes]:
+            yield (json.dumps({"columns": names}) + "\n").encode()
+            for chunk in reader.sample_chunks(station, test_id, after_seq=after_seq,
+                                              columns=names):
+                # One encoding per chunk, cut into lines: rows hold only numbers and nulls,
+                # so "],[" occurs only between rows.
+                yield orjson.dumps(chunk)[1:-1].replace(b"],[", b"]\n[") + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.get(TestPath + "/series", response_model=models.Series, responses=PROBLEMS,
+             tags=["samples"])
+    async def series(station: StationName, test_id: TestNo, who: Viewer, columns: Columns = None,
+                     start_s: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+                     end_s: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+                     buckets: Annotated[int, Query(ge=1, le=MAX_BUCKETS)] = 1000
+                     ) -> dict[str, Any]:
+        """Columns between test times ``start_s`` and ``end_s`` downsampled on the server:
+        min and max per time bucket, and where each step began."""
+        names = sample_columns(columns, SERIES_COLUMNS)
+        return await _in_thread(reader.series, station, test_id, names, start_s=start_s,
+                                end_s=end_s, buckets=buckets)
+
+    if backend.control is not None:
+        _control_routes(app, backend, backend.control, Viewer, Operator)
+    pages.add_routes(app, backend)
+    return app
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Viewer: Any,
+                    Operator: Any) -> None:
+    """The routes of a serving station: live channels, control, queue, batteries, live
+    WebSocket."""
+    @app.get("/api/channels", response_model=list[models.ChannelLive], responses=PROBLEMS,
+             tags=["channels"])
+    async def channels(who: Viewer) -> list[dict[str, Any]]:
+        """Every channel's live state."""
+        return [view_json(v) for v in control.channels(control.channel_numbers())]
+
+    @app.get("/api/channels/{channel}", response_model=models.ChannelLive,
+             responses=CONTROL_PROBLEMS, tags=["channels"])
+    async def channel(channel: ChannelNo, who: Viewer) -> dict[str, Any]:
+        """A channel's live state."""
+        return view_json(control.channel(channel))
+
+    async def act(action: str, channel: int, who: Identity) -> dict[str, Any]:
+        getattr(control, action)(channel, identity=who.label)
+        return {"ok": True}
+
+    for action, path, doc in (
+            ("stop", "stop", "Stop the test: output off, it ends as stopped."),
+            ("pause", "pause", "Pause: output off, the step's time and conditions held."),
+            ("resume", "resume", "Go on with the paused step."),
+            ("next_step", "next", "End the step and go on with the plan.")):
+        async def handle(channel: ChannelNo, who: Operator, action: str = action
+                         ) -> dict[str, Any]:
+            return await act(action, channel, who)
+        handle.__doc__ = doc
+        app.post(f"/api/channels/{{channel}}/{path}", response_model=models.Done,
+                 responses=CONTROL_PROBLEMS, tags=["control"], name=f"{path}_channel"
+                 )(_without_action(handle))
+
+    @app.post("/api/channels/{channel}/start", response_model=models.Started,
+              responses=CONTROL_PROBLEMS, tags=["control"])
+    async def start(channel: ChannelNo, request: models.StartRequest, who: Operator
+                    ) -> dict[str, Any]:
+        """Start a plan of the plans folder on the channel (checked first: a bad plan is
+        refused with its file, line and field, and nothing starts)."""
+        test_id = await control.start(channel, request.plan, request.battery,
+                                      identity=who.label)
+        return {"test_id": test_id}
+
+    @app.get("/api/plans", response_model=models.Plans, responses=PROBLEMS, tags=["control"])
+    async def plans(who: Viewer) -> dict[str, Any]:
+        """The plan files a start or queue may name."""
+        found = await asyncio.to_thread(lambda: sorted(
+            p.name for p in control.plans_dir.iterdir()
+            if p.is_file() and p.suffix in (".yaml", ".yml"))
+            if control.plans_dir.is_dir() else [])
+        return {"plans": found}
+
+    @app.get("/api/queue", response_model=list[models.QueueEntry], responses=CONTROL_PROBLEMS,
+             tags=["queue"])
+    async def queue(who: Viewer) -> list[dict[str, Any]]:
+        """Every queue entry, oldest first."""
+        return [{"id": e.id, "channel": e.channel, "plan_source": e.plan_source,
+                 "battery": e.battery, "status": e.status.value, "test_id": e.test_id,
+                 "error": e.error} for e in await control.queue_entries()]
+
+    @app.post("/api/queue", response_model=models.Queued, responses=CONTROL_PROBLEMS,
+              tags=["queue"])
+    async def queue_add(request: models.QueueRequest, who: Operator) -> dict[str, Any]:
+        """Queue a plan for a channel (checked first)."""
+        entry = await control.queue_add(request.channel, request.plan, request.battery,
+                                        identity=who.label)
+        return {"entry_id": entry}
+
+    @app.delete("/api/queue/{entry_id}", response_model=models.Done,
+                responses=CONTROL_PROBLEMS, tags=["queue"])
+    async def queue_cancel(entry_id: TestNo, who: Operator
+                           ) -> dict[str, Any]:
+        """Withdraw a queued entry."""
+        await control.queue_cancel(entry_id, identity=who.label)
+        return {"ok": True}
+
+    @app.get("/api/batteries", response_model=list[models.Battery],
+             responses=CONTROL_PROBLEMS, tags=["batteries"])
+    async def batteries(who: Viewer) -> list[dict[str, Any]]:
+        """Every registered battery."""
+        return [_battery(b) for b in await control.batteries()]
+
+    @app.post("/api/batteries", response_model=models.Done, responses=CONTROL_PROBLEMS,
+              tags=["batteries"])
+    async def battery_add(battery: models.NewBattery, who: Operator) -> dict[str, Any]:
+        """Register a battery."""
+        limits = battery.model_dump(exclude={"name", "chemistry", "nominal_capacity_ah"},
+                                    exclude_none=True)
+        await control.add_battery(battery.name, battery.chemistry,
+                                  battery.nominal_capacity_ah, identity=who.label, **limits)
+        return {"ok": True}
+
+    @app.websocket("/api/live")
+    async def live(websocket: WebSocket, channels: str | None = None) -> None:
+        """Live samples and channel states (docs/web.md has the messages)."""
+        hub = backend.hub
+        assert hub is not None
+        refusal = _live_refusal(websocket, backend, control, channels)
+        # Accepted either way: a refusal is a close with its code and reason, which a browser
+        # shows, where a refused handshake would be a bare HTTP 403.
+        await websocket.accept()
+        if isinstance(refusal, tuple):
+            await websocket.close(code=refusal[0], reason=refusal[1])
+            return
+        wanted = refusal
+        client = LiveClient(wanted, websocket.send_text)
+        hub.add(client)
+        sender = asyncio.create_task(client.run())
+        receiver = asyncio.create_task(_drain(websocket))
+        try:  # until the client goes (receiver) or cannot be sent to (sender)
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hub.remove(client)
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+
+
+def _live_refusal(websocket: WebSocket, backend: Backend, control: StationControl,
+                  channels: str | None) -> tuple[int, str] | frozenset[int] | None:
+    """Why a live client is refused (close code, reason), or the channels it watches (None:
+    all)."""
+    hub = backend.hub
+    assert hub is not None
+    identity = backend.access.identify(
+        websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE),
+        websocket.client.host if websocket.client else "?")
+    origin = websocket.headers.get("origin")
+    if identity is None:
+        return 1008, "authenticate first"
+    if origin is not None and not _same_origin(origin, websocket.headers.get("host")):
+        return 1008, "connect from this server's own pages"
+    try:
+        wanted = None if not channels else frozenset(int(c) for c in channels.split(","))
+    except ValueError:
+        return 1008, "channels: comma-separated numbers"
+    known = set(control.channel_numbers())
+    if wanted is not None and not wanted <= known:
+        return 1008, f"no channel {min(wanted - known)}"
+    if len(hub.clients) >= backend.max_clients:
+        return 1013, f"at most {backend.max_clients} clients"
+    return wanted
+
+
+def _without_action(handler: Callable[..., Awaitable[dict[str, Any]]]
+                    ) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """``handler`` with its bound ``action`` default hidden from the API's parameters."""
+    signature = inspect.signature(handler)
+    handler.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for n, p in signature.parameters.items() if n != "action"])
+    return handler
+
+
+async def _drain(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, until it goes."""
+    try:
+        while True:
+            await websocket.receive_text()
+    except (WebSocketDisconnect, RuntimeError):
+        return
+
+
+def _same_origin(origin: str, host: str | None) -> bool:
+    return host is not None and origin.split("://", 1)[-1] == host
+
+
+def _battery(b: Any) -> dict[str, Any]:
+    return {"name": b.name, "chemistry": b.chemistry,
+            "nominal_capacity_ah": b.nominal_capacity_ah,
+            "nominal_voltage_v": b.nominal_voltage_v, "voltage_max_v": b.voltage_max_v,
+            "voltage_min_v": b.voltage_min_v, "current_max_charge_a": b.current_max_charge_a,
+            "current_max_discharge_a": b.current_max_discharge_a,
+            "temperature_max_c": b.temperature_max_c, "metadata": dict(b.metadata),
+            "created_unix_s": b.created_unix_s}

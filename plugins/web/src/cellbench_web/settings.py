@@ -1,0 +1,71 @@
+"""Settings of the web interface, as a station file's ``[interfaces.settings]`` gives them
+(docs/web.md has each with an example)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cellbench_sdk.units import parse_duration
+
+RoleName = Literal["viewer", "operator"]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8080`` for IPv6) as (host, port); ValueError naming it if bad."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port like '127.0.0.1:8080', not {value!r}")
+    return host, int(port)
+
+
+class WebSettings(BaseModel):
+    """Where the web interface listens, who may use it, and its limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    listen: str = Field(default="127.0.0.1:8080",
+                        description="host:port to listen on (port 0: any free one)")
+    tokens: dict[str, RoleName] = Field(default={}, description="token = role (viewer or "
+                                        "operator); none: everyone on loopback is an operator")
+    token_file: str | None = Field(default=None, description="a file of 'token role' lines")
+    tls_cert: str | None = Field(default=None, description="PEM certificate (HTTPS)")
+    tls_key: str | None = Field(default=None, description="PEM private key of tls_cert")
+    session_lifetime: float = Field(default=12 * 3600.0,
+                                    description="how long a page login lasts, e.g. '12 h'")
+    max_clients: int = Field(default=100, ge=1, le=10_000,
+                             description="live (WebSocket) clients at once")
+
+    @field_validator("session_lifetime", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        if not isinstance(value, str):
+            raise ValueError("expected a duration with its unit, like '12 h'")
+        seconds = parse_duration(value)
+        if seconds <= 0:
+            raise ValueError(f"must be positive, not {value!r}")
+        return seconds
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, value: dict[str, RoleName]) -> dict[str, RoleName]:
+        for token in value:
+            if len(token) < 16 or not token.isprintable() or " " in token:
+                raise ValueError(f"token {token[:4]!r}…: a token has at least 16 printable "
+                                 "characters and no spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WebSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
