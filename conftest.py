@@ -239,6 +239,32 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path,
     return fresh_database(request.param)
 
 
+# --- cellbench as a process -------------------------------------------------------------------
+
+#: The command line as a user starts it: a new process running the installed ``cellbench``.
+CELLBENCH = [sys.executable, "-c", "from cellbench_core.cli import main; main()"]
+
+
+def _cellbench(*args: str | Path, cwd: Path | None = None, stdin: str | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    __tracebackhide__ = True
+    result = subprocess.run([*CELLBENCH, *map(str, args)], cwd=cwd, input=stdin, text=True,
+                            capture_output=True, timeout=PATIENCE_S, check=False,
+                            env={**os.environ, "COLUMNS": os.environ.get("COLUMNS", "100")})
+    if "Traceback" in result.stdout + result.stderr:
+        raise AssertionError(f"cellbench {' '.join(map(str, args))} printed a traceback:\n"
+                             f"{result.stdout}{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def cellbench() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cellbench(*args, cwd=None, stdin=None)``: run the installed ``cellbench`` with ``args``
+    in a new process and return it once it has ended (its output as text); fails when it printed
+    a traceback anywhere."""
+    return _cellbench
+
+
 # --- cellbench serve --------------------------------------------------------------------------
 
 def _serve_until_ready(station: Path) -> tuple[subprocess.Popen[str], str]:

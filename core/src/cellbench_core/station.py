@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import pluggy
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,6 +31,7 @@ from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import ChannelRef, Resume, TestRequest
 from cellbench_core.storage import BatteryRecord
+from cellbench_core.storage.urls import checked_url
 from cellbench_core.units import parse_duration
 from cellbench_hal import (
     ChannelDriver,
@@ -62,11 +64,16 @@ def _duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(_duration)]
 
 
+def _database_url(url: str) -> str:
+    checked_url(url)  # the check every opener of a database makes, at load time here
+    return url
+
+
 class StationSection(_Strict):
     """``[station]``: identity, database, timing, and how ``cellbench serve`` runs."""
 
     name: str = "station"
-    database: str = "sqlite:///cellbench.db"
+    database: Annotated[str, AfterValidator(_database_url)] = "sqlite:///cellbench.db"
     sample_period: Duration = Field(default=1.0, description="e.g. '1 s', '100 ms'")
     device_timeout: Duration = Field(default=5.0, description="e.g. '5 s'")
     clock: Literal["real", "virtual"] = "real"

@@ -9,8 +9,8 @@ import typer
 
 from cellbench_core.cli.app import app
 from cellbench_core.cli.console import console, fail
-from cellbench_core.station import StationError, load_station
-from cellbench_core.storage import Database, open_database
+from cellbench_core.cli.database import DbOption, StationOption, database_url, opened
+from cellbench_core.storage import Database
 
 #: Above this many steps only cycle boundaries are drawn; step lines would hide the data.
 _MAX_STEP_LINES = 400
@@ -65,25 +65,17 @@ def plot_command(
                                         show_default=False)],
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Image file (.png, .svg, .pdf); default test-<id>.png.")] = None,
-    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
-    station: Annotated[Path | None, typer.Option(help="Station file whose database to read.")
-                       ] = None,
+    db: DbOption = None,
+    station: StationOption = None,
 ) -> None:
     """Draw voltage, current and temperature of TEST over time, steps and cycles marked.
 
     Example: cellbench plot 3 --db sqlite:///cellbench-demo.db -o cell3.png
     """
-    try:
-        url = db or (load_station(station).station.database if station
-                     else "sqlite:///cellbench.db")
-    except StationError as err:
-        fail(str(err), code=2)
     output = output or Path(f"test-{test}.png")
-    database = open_database(url)
-    try:
-        plot_test(database, test, output)
-    except LookupError as err:
-        fail(str(err.args[0]), code=2)
-    finally:
-        database.close()
+    with opened(database_url(db, station)) as database:
+        try:
+            plot_test(database, test, output)
+        except LookupError as err:
+            fail(str(err.args[0]), code=2)
     console.print(f"wrote {output}")

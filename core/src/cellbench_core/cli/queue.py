@@ -54,7 +54,7 @@ def add_command(
     except PlanError as err:
         fail(str(err), code=2)
     text = plan.read_text(encoding="utf-8")
-    with opened(database_url(db, station)) as database:
+    with opened(database_url(db, station), create=True) as database:
         if battery is not None and database.battery(battery) is None:
             known = ", ".join(b.name for b in database.batteries()) or "none registered"
             fail(f"--battery: no battery called {battery!r} (known: {known})", code=2)

@@ -20,12 +20,13 @@ from rich.table import Table
 
 from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import console, fail
+from cellbench_core.cli.database import opened
 from cellbench_core.plan import PlanError, load_plan, parse_plan
 from cellbench_core.plan.tables import lookup_tables
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.station import Station, StationConfig, StationError, load_station
-from cellbench_core.storage import BatteryRecord, Database, SampleWriter, open_database
+from cellbench_core.storage import BatteryRecord, Database, SampleWriter
 from cellbench_hal import Clock, DeviceError, RealClock, VirtualClock
 
 #: Live display shows one bar per channel up to this many channels, then one bar for all.
@@ -276,17 +277,14 @@ def run_command(
     except (StationError, PluginError) as err:
         fail(str(err), code=2)
     clock = _clock(speed)
-    database = open_database(db or config.station.database)
-    try:
+    with opened(db or config.station.database, create=True) as database:
         record = _battery(database, battery)
 
-        def requests(opened: Station) -> list[TestRequest]:
-            return [opened.request(ref, parsed, record) for ref in opened.select(channels)]
+        def requests(ready: Station) -> list[TestRequest]:
+            return [ready.request(ref, parsed, record) for ref in ready.select(channels)]
 
         outcomes = _run_job(_Job(built, database, clock, requests),
                             config.station.sample_period, manager)
-    finally:
-        database.close()
     if any(o.status.value == "failed" for o in outcomes):
         raise typer.Exit(1)
 
@@ -312,10 +310,9 @@ def demo_command(
     })
     manager = station_plugins(config)
     station = Station(config, manager)
-    database = open_database(db)
-    console.print(f"Demo station: {channels} simulated channels, plan {plan.name!r}, "
-                  f"results in [bold]{database.url}[/bold]")
-    try:
+    with opened(db, create=True) as database:
+        console.print(f"Demo station: {channels} simulated channels, plan {plan.name!r}, "
+                      f"results in [bold]{database.url}[/bold]")
         battery = database.battery(DEMO_BATTERY)
         if battery is None:
             database.add_battery(
@@ -325,11 +322,9 @@ def demo_command(
                 metadata={"source": "cellbench demo"})
             battery = database.battery(DEMO_BATTERY)
 
-        def requests(opened: Station) -> list[TestRequest]:
-            return [opened.request(ref, plan, battery, name=f"demo channel {ref.name}")
-                    for ref in opened.channels]
+        def requests(ready: Station) -> list[TestRequest]:
+            return [ready.request(ref, plan, battery, name=f"demo channel {ref.name}")
+                    for ref in ready.channels]
 
         _run_job(_Job(station, database, VirtualClock(), requests),
                  config.station.sample_period, manager)
-    finally:
-        database.close()

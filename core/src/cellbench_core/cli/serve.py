@@ -142,7 +142,7 @@ def serve_command(
         fail(str(err), code=2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    with opened(db or config.station.database) as database:
+    with opened(db or config.station.database, create=True) as database:
         async def main() -> None:
             service = StationService(built, database, config.station.make_clock(),
                                      manager.hook, version=version("cellbench-core"))

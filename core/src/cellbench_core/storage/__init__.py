@@ -26,6 +26,7 @@ from cellbench_core.storage.records import (
     TestRecord,
     TestStart,
 )
+from cellbench_core.storage.urls import DatabaseOpenError
 from cellbench_core.storage.writer import SampleWriter
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "BatteryRecord",
     "CycleRecord",
     "Database",
+    "DatabaseOpenError",
     "EventRecord",
     "PositionRecord",
     "PositionRow",
