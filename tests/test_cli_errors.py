@@ -90,3 +90,28 @@ def test_a_missing_folder_is_a_missing_database_not_a_missing_test(cellbench: Ce
     assert result.returncode == 2
     assert "there is no database file" in _one_error_line(result)
     assert not (tmp_path / "nonexistent").exists()
+
+
+# --- station files ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "line", "expected"), [
+    ('[staton]\nname = "lab"\n', 1,
+     "staton: unknown key; did you mean 'station'? (expected one of: station, plugins,"),
+    ('[station]\nname = "lab"\n\nchannels = "sim"\n', 4,
+     "station.channels: unknown key (expected one of: name, database,"),
+    ('channels = "sim"\n', 1, "channels: Input should be a valid list: expected [[channels]] "
+                              "tables"),
+    ('[station]\nname = "lab"\n\n[[channels]]\ndriver = "simm"\n', 5,
+     "channels[0].driver: no channel driver called 'simm' is installed (available: sim"),
+    ('[[channels]]\ndriver = "sim"\n[channels.settings]\ncount = 2\ncuont = 3\n', 5,
+     "channels[0].settings.cuont: unknown key; did you mean 'count'?"),
+], ids=["unknown-section", "key-in-wrong-table", "not-tables", "unknown-driver",
+        "unknown-setting"])
+def test_station_file_errors_name_file_line_key_and_the_closest_match(
+        cellbench: Cellbench, tmp_path: Path, text: str, line: int, expected: str) -> None:
+    station = tmp_path / "s1.toml"
+    station.write_text(text)
+    result = cellbench("run", CAPACITY_CHECK, "--station", station, "--speed", "max",
+                       cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"error: {station}:{line}: {expected}" in _one_error_line(result)

@@ -6,6 +6,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 error_console = Console(stderr=True)
@@ -13,6 +14,6 @@ error_console = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as an error on stderr and exit with ``code``."""
-    error_console.print(f"[bold red]error:[/bold red] {message}", highlight=False,
+    error_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False,
                         soft_wrap=True)
     raise typer.Exit(code)
