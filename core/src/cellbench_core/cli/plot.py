@@ -64,7 +64,8 @@ def plot_command(
     test: Annotated[int, typer.Argument(help="Test id (see the demo's summary).",
                                         show_default=False)],
     output: Annotated[Path | None, typer.Option(
-        "-o", "--output", help="Image file (.png, .svg, .pdf); default test-<id>.png.")] = None,
+        "-o", "--output", help="Image file (.png, .svg, .pdf); default test-TEST.png, e.g. "
+                               "test-3.png.", show_default=False)] = None,
     db: DbOption = None,
     station: StationOption = None,
 ) -> None:
@@ -73,9 +74,13 @@ def plot_command(
     Example: cellbench plot 3 --db sqlite:///cellbench-demo.db -o cell3.png
     """
     output = output or Path(f"test-{test}.png")
+    if not output.parent.is_dir():
+        fail(f"-o {output}: there is no folder {output.parent}", code=2)
     with opened(database_url(db, station)) as database:
         try:
             plot_test(database, test, output)
         except LookupError as err:
             fail(str(err.args[0]), code=2)
+        except OSError as err:
+            fail(f"-o {output}: cannot write: {err.strerror or err}", code=2)
     console.print(f"wrote {output}")
