@@ -21,6 +21,7 @@ from rich.table import Table
 from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import console, fail
 from cellbench_core.cli.database import opened
+from cellbench_core.events import TestStatus
 from cellbench_core.plan import PlanError, load_plan, parse_plan
 from cellbench_core.plan.tables import lookup_tables
 from cellbench_core.plugins import PluginError, PluginManager
@@ -61,6 +62,7 @@ class _Job:
     db: Database
     clock: Clock
     requests: Callable[[Station], list[TestRequest]]
+    interrupted: bool = False  # by SIGINT or SIGTERM
 
 
 class _Live:
@@ -102,8 +104,13 @@ class _Live:
 
 async def _execute(job: _Job, runner: Runner, live: bool) -> list[TestOutcome]:
     loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        job.interrupted = True
+        runner.stop(None, "stopped by operator")
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, runner.stop, None, "stopped by operator")
+        loop.add_signal_handler(sig, interrupt)
     try:
         await job.station.open(job.clock)
         task = asyncio.create_task(runner.run(job.requests(job.station)))
@@ -121,7 +128,7 @@ async def _execute(job: _Job, runner: Runner, live: bool) -> list[TestOutcome]:
 
 
 def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bool = True
-             ) -> list[TestOutcome]:
+             ) -> int:
     writer = SampleWriter(job.db)
     runner = Runner(job.db, writer, job.clock, sample_period_s=sample_period_s,
                     hooks=plugins.hook, station=job.station.config.station.name,
@@ -137,7 +144,22 @@ def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bo
     _summary(job.db, outcomes)
     console.print(f"{runner.samples:,} samples in {wall:.1f} s wall "
                   f"({runner.samples / max(wall, 1e-9):,.0f} samples/s); database: {job.db.url}")
-    return outcomes
+    return _exit_code(job, outcomes)
+
+
+#: Exit code of ``run`` and ``demo`` when a test ended on a safety limit or a failure.
+EXIT_NOT_COMPLETED = 3
+#: Exit code of ``run`` and ``demo`` stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells do).
+EXIT_INTERRUPTED = 130
+
+
+def _exit_code(job: _Job, outcomes: list[TestOutcome]) -> int:
+    """0 when every test ran its plan to the end; otherwise why not."""
+    if job.interrupted:
+        return EXIT_INTERRUPTED
+    if any(o.status is not TestStatus.FINISHED for o in outcomes):
+        return EXIT_NOT_COMPLETED
+    return 0
 
 
 #: Up to this many channels the summary has a row per channel; beyond, a row per cycle.
@@ -261,6 +283,11 @@ def run_command(
     Each channel follows the plan on its own; every sample goes to the database. Ctrl-C stops
     all channels safely (output off) and keeps every sample.
 
+    Exit codes: 0 every test ran its plan to the end; 3 a test ended on a safety limit or a
+    failure (the summary says which and why); 130 interrupted by Ctrl-C or SIGTERM; 2 bad input
+    (plan, station file, database URL, options); 1 the run could not go on (a device error
+    before the tests started).
+
     Example: cellbench run plans/capacity-check.yaml --channels 1-4 --speed max
     """
     try:
@@ -283,10 +310,9 @@ def run_command(
         def requests(ready: Station) -> list[TestRequest]:
             return [ready.request(ref, parsed, record) for ref in ready.select(channels)]
 
-        outcomes = _run_job(_Job(built, database, clock, requests),
-                            config.station.sample_period, manager)
-    if any(o.status.value == "failed" for o in outcomes):
-        raise typer.Exit(1)
+        code = _run_job(_Job(built, database, clock, requests),
+                        config.station.sample_period, manager)
+    raise typer.Exit(code)
 
 
 @app.command("demo")
@@ -326,5 +352,6 @@ def demo_command(
             return [ready.request(ref, plan, battery, name=f"demo channel {ref.name}")
                     for ref in ready.channels]
 
-        _run_job(_Job(station, database, VirtualClock(), requests),
-                 config.station.sample_period, manager)
+        code = _run_job(_Job(station, database, VirtualClock(), requests),
+                        config.station.sample_period, manager)
+    raise typer.Exit(code)
