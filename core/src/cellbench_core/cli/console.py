@@ -17,3 +17,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
     error_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False,
                         soft_wrap=True)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print ``message`` as a warning on stderr; the command goes on."""
+    error_console.print(f"[bold yellow]warning:[/bold yellow] {escape(message)}",
+                        highlight=False, soft_wrap=True)
