@@ -407,6 +407,20 @@ class Station:
         self._chamber_sections = {section.name: section for section in config.chambers}
         self._devices_of: dict[int, list[tuple[str, OsiDevice]]] = {}
 
+    def channel_count(self) -> int | None:
+        """How many channels the station has, known before it is opened; None when a driver
+        learns its channels only when opened."""
+        total = 0
+        for _, driver in self.drivers:
+            try:
+                count = len(driver.channels)
+            except DeviceError:
+                count = 0
+            if not count:
+                return None
+            total += count
+        return total
+
     @property
     def plans_dir(self) -> Path:
         """Where interfaces find plans by name."""
