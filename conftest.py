@@ -241,8 +241,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path,
 
 # --- cellbench as a process -------------------------------------------------------------------
 
-#: The command line as a user starts it: a new process running the installed ``cellbench``.
-CELLBENCH = [sys.executable, "-c", "from cellbench_core.cli import main; main()"]
+#: The command line as a user starts it: the installed ``cellbench`` script, beside this Python.
+CELLBENCH = [str(Path(sys.executable).with_name("cellbench"))]
 
 
 def _cellbench(*args: str | Path, cwd: Path | None = None, stdin: str | None = None
@@ -263,6 +263,24 @@ def cellbench() -> Callable[..., subprocess.CompletedProcess[str]]:
     in a new process and return it once it has ended (its output as text); fails when it printed
     a traceback anywhere."""
     return _cellbench
+
+
+@pytest.fixture
+def start_cellbench() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``start_cellbench(*args)``: the installed ``cellbench`` started with ``args`` in a new
+    process, its output piped as text; killed at the end of the test if it still runs."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str | Path) -> subprocess.Popen[str]:
+        started.append(subprocess.Popen([*CELLBENCH, *map(str, args)], text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 # --- cellbench serve --------------------------------------------------------------------------

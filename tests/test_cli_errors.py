@@ -4,6 +4,7 @@ traceback (the ``cellbench`` fixture fails on one)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -12,10 +13,17 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from cellbench_core.storage import upgrade
+
 Cellbench = Callable[..., subprocess.CompletedProcess[str]]
 
 PLANS = Path(__file__).parents[1] / "plans"
 CAPACITY_CHECK = PLANS / "capacity-check.yaml"
+
+
+def _text(output: str) -> str:
+    """``output`` as one line of words, without the borders of help panels."""
+    return " ".join(output.replace("│", " ").split())
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -115,3 +123,127 @@ def test_station_file_errors_name_file_line_key_and_the_closest_match(
                        cwd=tmp_path)
     assert result.returncode == 2
     assert f"error: {station}:{line}: {expected}" in _one_error_line(result)
+
+
+# --- plot -------------------------------------------------------------------------------------
+
+def test_plot_into_a_missing_folder_names_it(cellbench: Cellbench, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lab.db'}"
+    assert cellbench("db", "upgrade", "--db", url).returncode == 0
+    result = cellbench("plot", "1", "--db", url, "-o", tmp_path / "missing" / "dir" / "x.png")
+    assert result.returncode == 2
+    assert f"there is no folder {tmp_path / 'missing' / 'dir'}" in _one_error_line(result)
+
+
+def test_help_shows_the_default_file_and_no_placeholder_after_flags(cellbench: Cellbench
+                                                                   ) -> None:
+    plot = cellbench("plot", "--help")
+    assert "default test-TEST.png, e.g. test-3.png" in _text(plot.stdout)
+    export = cellbench("export", "--help")
+    assert "Station file (TOML) whose database to use" in _text(export.stdout)
+    flags = cellbench("battery", "delete", "--help").stdout
+    assert "--keep-tests" in flags and "--yes" in flags and "<bool>" not in flags
+    assert "<str>" in flags  # options that take a value keep theirs
+
+
+# --- run --------------------------------------------------------------------------------------
+
+TRIPPING_PLAN = """\
+name: below the limit
+capacity: 2.5 Ah
+limits: {voltage_max: 4.25 V, voltage_min: 2.45 V}
+steps:
+  - Discharge at 1C until 2.5 mV
+"""
+
+
+def test_run_exits_3_when_a_test_ended_on_a_safety_limit(cellbench: Cellbench,
+                                                         tmp_path: Path) -> None:
+    plan = tmp_path / "trip.yaml"
+    plan.write_text(TRIPPING_PLAN)
+    result = cellbench("run", plan, "--channels", "1", "--speed", "max", "--db",
+                       f"sqlite:///{tmp_path / 'lab.db'}")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "safety limit voltage_min 2.45 V" in _text(result.stdout)
+
+
+def test_run_exits_130_when_interrupted(tmp_path: Path, wait_for_rows: Callable[..., object],
+                                        start_cellbench: Callable[..., subprocess.Popen[str]]
+                                        ) -> None:
+    plan = tmp_path / "rest.yaml"
+    plan.write_text("name: a long rest\nsteps:\n  - Rest for 10 hours\n")
+    db = tmp_path / "lab.db"
+    upgrade(f"sqlite:///{db}")  # the tables the wait reads exist from the start
+    process = start_cellbench("run", plan, "--channels", "1", "--db", f"sqlite:///{db}")
+    wait_for_rows("SELECT status FROM tests", db, [("running",)], alive=process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    assert "stopped by operator" in stdout
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+def test_plan_check_warns_of_an_end_condition_beyond_a_safety_limit(cellbench: Cellbench,
+                                                                    tmp_path: Path) -> None:
+    plan = tmp_path / "trip.yaml"
+    plan.write_text(TRIPPING_PLAN.replace("1C until", "C/5 until"))
+    result = cellbench("plan", "check", plan)
+    assert result.returncode == 0
+    assert result.stderr.strip() == (
+        f"warning: {plan}:5: the end condition voltage <= 0.0025 V lies below the safety limit "
+        "voltage_min 2.45 V: the limit ends the test before this condition can end the step")
+
+
+def test_an_imported_pybamm_experiment_gets_capacity_and_limits(cellbench: Cellbench,
+                                                                tmp_path: Path) -> None:
+    steps = ["Discharge at C/5 until 2.5 V", "Rest for 1 hour"]
+    bare, full = tmp_path / "bare.yaml", tmp_path / "full.yaml"
+    assert cellbench("plan", "import", "--from", "pybamm", *steps, "-o", bare).returncode == 0
+    check = cellbench("plan", "check", bare)
+    assert check.returncode == 0
+    assert f"warning: {bare}:3: C-rates need the battery's capacity" in check.stderr
+    assert "add 'capacity: 2.5 Ah' to the plan, or run it with --battery NAME" in check.stderr
+    run = cellbench("run", bare, "--channels", "1", "--speed", "max", "--db",
+                    f"sqlite:///{tmp_path / 'lab.db'}")
+    assert run.returncode == 1 and "C-rate needs the battery's capacity" in run.stderr
+    made = cellbench("plan", "import", "--from", "pybamm", *steps, "--capacity", "2.5 Ah",
+                     "--limits", "voltage_min=2.45 V,voltage_max=4.25 V", "--limits",
+                     "current_max=1C", "-o", full)
+    assert made.returncode == 0, made.stderr
+    check = cellbench("plan", "check", full)
+    assert check.returncode == 0 and not check.stderr
+    assert "capacity: 2.5 Ah" in check.stdout and "current_max: 1 C" in check.stdout
+    run = cellbench("run", full, "--channels", "1", "--speed", "max", "--db",
+                    f"sqlite:///{tmp_path / 'lab.db'}")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--capacity", "2.5 V"], "--capacity: capacity: expected a charge like '1.2 Ah'"),
+    (["--limits", "voltage_mn=2 V"], "--limits: limits.voltage_mn: unknown key 'voltage_mn' "
+                                     "(did you mean 'voltage_min'?)"),
+    (["--limits", "voltage_min 2 V"], "--limits: expected NAME=VALUE like voltage_min=2.5 V"),
+])
+def test_bad_capacity_or_limits_of_an_import_name_the_option(
+        cellbench: Cellbench, options: list[str], message: str) -> None:
+    result = cellbench("plan", "import", "--from", "pybamm", "Rest for 1 hour", *options)
+    assert result.returncode == 2
+    assert message in _one_error_line(result)
+
+
+# --- queue ------------------------------------------------------------------------------------
+
+def test_queue_add_refuses_a_channel_the_station_does_not_have(cellbench: Cellbench,
+                                                               tmp_path: Path) -> None:
+    station = tmp_path / "lab.toml"
+    url = f"sqlite:///{tmp_path / 'lab.db'}"
+    assert cellbench("station", "init", "-o", station, "--channels", "4", "--db",
+                     url).returncode == 0
+    result = cellbench("queue", "add", CAPACITY_CHECK, "--channel", "9", "--station", station)
+    assert result.returncode == 2
+    assert f"--channel 9: {station} has channels 1-4" in _one_error_line(result)
+    assert not (tmp_path / "lab.db").exists()  # nothing queued, nothing created
+    result = cellbench("queue", "add", CAPACITY_CHECK, "--channel", "4", "--station", station)
+    assert result.returncode == 0, result.stderr
