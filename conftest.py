@@ -245,12 +245,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path,
 CELLBENCH = [str(Path(sys.executable).with_name("cellbench"))]
 
 
-def _cellbench(*args: str | Path, cwd: Path | None = None, stdin: str | None = None
-               ) -> subprocess.CompletedProcess[str]:
+def _cellbench(*args: str | Path, cwd: Path | None = None, stdin: str | None = None,
+               columns: int = 100) -> subprocess.CompletedProcess[str]:
     __tracebackhide__ = True
     result = subprocess.run([*CELLBENCH, *map(str, args)], cwd=cwd, input=stdin, text=True,
                             capture_output=True, timeout=PATIENCE_S, check=False,
-                            env={**os.environ, "COLUMNS": os.environ.get("COLUMNS", "100")})
+                            env={**os.environ, "COLUMNS": str(columns)})
     if "Traceback" in result.stdout + result.stderr:
         raise AssertionError(f"cellbench {' '.join(map(str, args))} printed a traceback:\n"
                              f"{result.stdout}{result.stderr}")
@@ -259,9 +259,9 @@ def _cellbench(*args: str | Path, cwd: Path | None = None, stdin: str | None = N
 
 @pytest.fixture
 def cellbench() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``cellbench(*args, cwd=None, stdin=None)``: run the installed ``cellbench`` with ``args``
-    in a new process and return it once it has ended (its output as text); fails when it printed
-    a traceback anywhere."""
+    """``cellbench(*args, cwd=None, stdin=None, columns=100)``: run the installed ``cellbench``
+    with ``args`` in a new process on a terminal ``columns`` wide and return it once it has
+    ended (its output as text); fails when it printed a traceback anywhere."""
     return _cellbench
 
 
