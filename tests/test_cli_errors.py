@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from cellbench_core.storage import upgrade
+from cellbench_sdk.testing import free_port
 
 Cellbench = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -247,3 +248,38 @@ def test_queue_add_refuses_a_channel_the_station_does_not_have(cellbench: Cellbe
     assert not (tmp_path / "lab.db").exists()  # nothing queued, nothing created
     result = cellbench("queue", "add", CAPACITY_CHECK, "--channel", "4", "--station", station)
     assert result.returncode == 0, result.stderr
+
+
+# --- station init -----------------------------------------------------------------------------
+
+def test_station_init_with_rci_writes_an_interface_the_station_serves(
+        cellbench: Cellbench, tmp_path: Path,
+        serve_until_ready: Callable[[Path], tuple[subprocess.Popen[str], str]]) -> None:
+    station, port = tmp_path / "lab.toml", free_port()
+    made = cellbench("station", "init", "-o", station, "--channels", "2", "--rci", str(port),
+                     "--db", f"sqlite:///{tmp_path / 'lab.db'}")
+    assert made.returncode == 0, made.stderr
+    assert f'tcp = "127.0.0.1:{port}"' in station.read_text()
+    process, ready = serve_until_ready(station)
+    assert f"rci tcp 127.0.0.1:{port}" in ready
+    state = cellbench("rci", "--port", str(port), "STATE?", "ALL")
+    assert state.returncode == 0, state.stderr
+    assert [line.split()[:2] for line in state.stdout.splitlines()
+            if line.split()[:1] in (["1"], ["2"])] == [["1", "idle"], ["2", "idle"]]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
+
+
+def test_station_init_beyond_loopback_writes_a_token_only_its_owner_reads(
+        cellbench: Cellbench, tmp_path: Path) -> None:
+    station = tmp_path / "lab.toml"
+    made = cellbench("station", "init", "-o", station, "--rci", "0.0.0.0:5025")
+    assert made.returncode == 0, made.stderr
+    tokens = tmp_path / "lab-rci-tokens.txt"
+    assert 'token_file = "lab-rci-tokens.txt"' in station.read_text()
+    assert tokens.stat().st_mode & 0o777 == 0o600
+    token, role = tokens.read_text().split()
+    assert len(token) >= 32 and role == "operator"
+    refused = cellbench("station", "init", "-o", tmp_path / "other.toml", "--rci", "host:x")
+    assert refused.returncode == 2
+    assert "--rci: expected [HOST:]PORT like 5025" in _one_error_line(refused)
