@@ -326,6 +326,7 @@ def demo_command(
 
     The cells differ slightly (capacity, resistance), as real cells do. Time is simulated, so
     hours of cycling take seconds. Afterwards: `cellbench plot TEST --db ...` draws any test.
+    Exit codes as for `cellbench run`.
     """
     text = resources.files("cellbench_core.demo").joinpath("cccv-cycling.yaml").read_text(
         encoding="utf-8")
