@@ -275,9 +275,10 @@ def test_cli_prints_listings_as_tables(app: typer.Typer) -> None:
     assert table[0] == ["state"]
     assert ["ch", "state", "test", "step", "cycle", "U/V", "I/A", "T/°C", "Ah", "Wh",
             "time/s"] in table
-    assert table[-3:-1] == [["1", "idle", "-", "0", "0", "nan", "0", "nan", "0", "0", "0"],
-                            ["2", "running", "17", "3", "1", "3.712", "1.25", "25", "0.5",
-                             "1.9", "1800"]]
+    assert table[-3:-1] == [["1", "idle", "-", "0", "0", "nan", "0.000", "nan", "0.0000",
+                             "0.000", "0"],
+                            ["2", "running", "17", "3", "1", "3.712", "1.250", "25.0", "0.5000",
+                             "1.900", "1800"]]
     assert queue.output == "(queue: none)\n"
     assert "channels (2)" in channels.output and channels.output.count("sim") == 2
     assert "chemistry" in battery.output and "NMC" in battery.output
