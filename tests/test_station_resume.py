@@ -128,6 +128,11 @@ seed = 9
             "GROUP BY st.test_id, st.step_no")))
         last = dict(connection.execute(sa.text(
             "SELECT test_id, MAX(seq) FROM samples GROUP BY test_id")).fetchall())
+        # On the virtual clock (time ahead of the wall) too, time stamps never go backwards
+        # across a restart: the restarted clock goes on from the last stored sample.
+        assert connection.execute(sa.text(
+            "SELECT COUNT(*) FROM samples a JOIN samples b ON b.test_id = a.test_id "
+            "AND b.seq = a.seq + 1 WHERE b.unix_time_s < a.unix_time_s")).scalar() == 0
     by_test: dict[int, list[Any]] = {}
     for row in steps:
         by_test.setdefault(row[0], []).append(row)

@@ -31,6 +31,7 @@ from cellbench_core.plan import (
     load_plan,
     parse_plan,
 )
+from cellbench_core.plan import steps as steps_module
 from cellbench_core.plan.expr import Const, Name
 from cellbench_core.plan.program import END, Program
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
@@ -377,3 +378,16 @@ def test_include_errors_name_the_file_that_has_them(
         load_plan(tmp_path / "main.yaml")
     assert str(caught.value).startswith(f"{tmp_path}/{where}")
     assert message in caught.value.message
+
+
+def test_includes_that_fan_out_past_the_size_cap_are_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file includes the next three times: 3**4 steps written out, over a cap of 50."""
+    monkeypatch.setattr(steps_module, "MAX_PLAN_SIZE", 50)
+    for level in range(4):
+        steps = "".join(f"  - include: l{level + 1}.yaml\n" for _ in range(3))
+        (tmp_path / f"l{level}.yaml").write_text(f"name: l{level}\nsteps:\n{steps}")
+    (tmp_path / "l4.yaml").write_text("name: l4\nsteps:\n" + "  - Rest for 1 s\n" * 3)
+    with pytest.raises(PlanError, match="includes written out, has more than 50 steps"):
+        load_plan(tmp_path / "l0.yaml")
+

@@ -44,9 +44,23 @@ def test_queued_tests_run_and_bad_entries_fail_with_a_reason(
     # Starts in the same batch as the good ones and is refused there: they start regardless.
     too_big = queue.add(4, "name: big\nsteps:\n  - Charge at 500 A for 1 minute\n",
                         plan_source="big.yaml")
+    # Rows other programs wrote as SQLite keeps anything: checked as they are read.
+    written: dict[int, str] = {}
+    if db.engine.dialect.name == "sqlite":
+        with db.engine.begin() as connection:
+            for channel, name, problem in (
+                    ("abc", None, "channel 'abc' is not a station channel number"),
+                    (2, "x\x00", "name holds the control character U+0000")):
+                written[connection.execute(sa.text(
+                    "INSERT INTO test_queue (channel, plan, name, status, created_unix_s) "
+                    "VALUES (:channel, :plan, :name, 'queued', 0) RETURNING id"),
+                    {"channel": channel, "plan": short, "name": name}).scalar_one()] = problem
     service = make_service(db)
     serve_until(service)
     entries = {e.id: e for e in queue.entries()}
+    for entry_id, problem in written.items():
+        assert entries[entry_id].status is QueueStatus.FAILED
+        assert problem in (entries[entry_id].error or "")
     for entry_id in (first, second, other):
         entry = entries[entry_id]
         assert entry.status is QueueStatus.FINISHED and entry.error is None

@@ -144,7 +144,7 @@ def test_batteries_round_trip_and_names_are_unique(db: Database) -> None:
         ({"nominal_capacity_ah": float("nan")}, "nominal_capacity_ah must be a finite number"),
         ({"voltage_min_v": 3.0, "voltage_max_v": 2.0}, "voltage_min_v .* must be below"),
         ({"current_max_discharge_a": -1.0}, "current_max_discharge_a is a magnitude"),
-        ({"name": " "}, "battery name must be a non-empty string"),
+        ({"name": " "}, "battery name must not be empty"),
         ({"metadata": {"bad": float("inf")}}, "battery metadata cannot be stored as JSON"),
     ],
 )
@@ -201,7 +201,7 @@ def test_test_errors_are_clear(db: Database, new_test: NewTest) -> None:
         db.start_tests([replace(start, battery="ghost")])
     with pytest.raises(ValueError, match="sample_period_s must be positive"):
         db.start_tests([replace(start, sample_period_s=0.0)])
-    with pytest.raises(ValueError, match="test name must be"):
+    with pytest.raises(ValueError, match="test name must not be empty"):
         db.start_tests([replace(start, name="")])
     assert db.tests() == []
     test_id = new_test()

@@ -14,6 +14,7 @@ from cellbench_hal import (
     DeviceWorker,
     RealClock,
     Step,
+    StepLimits,
     StepMode,
     VirtualClock,
     call_with_timeout,
@@ -78,6 +79,15 @@ def test_real_clock_is_monotonic_and_maps_to_unix_time() -> None:
     assert abs(clock.unix(clock.now()) - time.time()) < 1.0
 
 
+def test_a_clock_continues_after_the_last_stored_time_stamp() -> None:
+    clock = VirtualClock()
+    ahead = clock.unix(clock.now()) + 3600.0  # a previous run's virtual time ran ahead
+    clock.continue_after(ahead)
+    assert clock.unix(clock.now()) == pytest.approx(ahead)
+    clock.continue_after(ahead - 7200.0)  # an earlier one changes nothing
+    assert clock.unix(clock.now()) == pytest.approx(ahead)
+
+
 def test_call_with_timeout_names_device_and_call() -> None:
     async def hang() -> None:
         await asyncio.sleep(10)
@@ -113,3 +123,11 @@ def test_worker_serialises_calls_on_one_thread_and_times_out() -> None:
         worker.close()  # idempotent
     assert len(set(seen)) == 1
     assert seen[0].startswith("cellbench-usb-logger")
+
+
+def test_step_limits_default_to_none_and_refuse_nan_and_negative_currents() -> None:
+    assert StepLimits() == StepLimits(math.inf, -math.inf, math.inf, math.inf)
+    with pytest.raises(ValueError, match="voltage_max_v must be a number or inf, not nan"):
+        StepLimits(voltage_max_v=math.nan)
+    with pytest.raises(ValueError, match="current limits are magnitudes"):
+        StepLimits(charge_current_max_a=-1.0)

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
@@ -35,6 +36,7 @@ from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import ChannelRef, Resume, TestRequest
 from cellbench_core.storage import BatteryRecord
 from cellbench_core.storage.urls import checked_url
+from cellbench_core.text import check_identifier
 from cellbench_core.tomlkeys import KeyPath, key_lines, line_of
 from cellbench_core.units import parse_duration
 from cellbench_hal import (
@@ -92,6 +94,11 @@ class StationSection(_Strict):
     ring_size: int = Field(default=1000, ge=1, le=100_000,
                            description="newest samples kept in memory per channel for "
                                        "interfaces")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_an_identifier(cls, value: str) -> str:
+        return check_identifier(value, "the station's name")
 
     @model_validator(mode="after")
     def _speed_needs_virtual_clock(self) -> StationSection:

@@ -31,13 +31,16 @@ from cellbench_hal.types import (
     REST,
     ChamberState,
     ChannelInfo,
+    OutputRanges,
     Profile,
     ProfileQuantity,
     Reading,
     SampleBatch,
     SignalInfo,
     Step,
+    StepLimits,
     StepMode,
+    step_beyond,
 )
 
 __all__ = [
@@ -59,6 +62,7 @@ __all__ = [
     "NotSupported",
     "OsiDevice",
     "OutOfRange",
+    "OutputRanges",
     "Profile",
     "ProfileQuantity",
     "Reading",
@@ -67,6 +71,7 @@ __all__ = [
     "SerialLineTransport",
     "SignalInfo",
     "Step",
+    "StepLimits",
     "StepMode",
     "TcpLineTransport",
     "TransportOptions",
@@ -75,5 +80,6 @@ __all__ = [
     "WhileOpen",
     "call_with_timeout",
     "open_transport",
+    "step_beyond",
     "transport_from_url",
 ]

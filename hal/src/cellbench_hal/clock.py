@@ -35,6 +35,12 @@ class Clock(ABC):
         """Unix timestamp (s) of clock time ``t``."""
         return self._unix0 + (t - self._t0)
 
+    def continue_after(self, unix_s: float) -> None:
+        """Make every later time stamp come after ``unix_s``, the last one a previous run of
+        this station stored: a virtual clock, whose time runs ahead of the wall, (or a wall
+        clock set back) moves its time stamps on, so a resumed test's never go backwards."""
+        self._unix0 += max(0.0, unix_s - self.unix(self.now()))
+
 
 class RealClock(Clock):
     """The wall clock (``time.monotonic``)."""

@@ -54,7 +54,9 @@ class ChannelDriver(Device):
 
     @abstractmethod
     async def apply(self, channel: int, step: Step) -> None:
-        """Start holding ``step`` on ``channel`` from now on."""
+        """Start holding ``step`` on ``channel`` from now on. ``step.limits``, where the runner
+        set them, are the test's safety limits, for an instrument with protection of its own
+        to be given before the step starts (the runner checks them on every sample anyway)."""
 
     @abstractmethod
     async def output_off(self, channel: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -112,12 +113,38 @@ def _finite(name: str, value: float | None) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class StepLimits:
+    """The safety limits a step runs under: the plan's and the battery's, the tighter of the
+    two, as the runner checks them on every sample (``inf`` where there is none).
+
+    The runner's check in software comes first; a driver whose instrument has protection of its
+    own (over-voltage, over-current, compliance) programs these into it before the step starts,
+    as a backstop that holds when the PC stalls. Currents are magnitudes.
+    """
+
+    voltage_max_v: float = math.inf
+    voltage_min_v: float = -math.inf
+    charge_current_max_a: float = math.inf
+    discharge_current_max_a: float = math.inf
+
+    def __post_init__(self) -> None:
+        for name in ("voltage_max_v", "voltage_min_v", "charge_current_max_a",
+                     "discharge_current_max_a"):
+            if math.isnan(getattr(self, name)):
+                raise ValueError(f"{name} must be a number or inf, not nan")
+        if self.charge_current_max_a < 0 or self.discharge_current_max_a < 0:
+            raise ValueError("current limits are magnitudes and must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """A setpoint handed to a channel: the mode and the values the mode needs.
 
     The core evaluates end conditions; the channel only holds the setpoint until it is given the
     next one (or switched off). A profile step follows ``profile`` from the moment it is
     applied; a voltage profile limits the current to ``current_a`` if given, like CV.
+    ``limits`` are the safety limits of the test the step belongs to (the runner sets them),
+    for drivers that program them into the instrument's own protection.
     """
 
     mode: StepMode
@@ -126,6 +153,7 @@ class Step:
     power_w: float | None = None
     resistance_ohm: float | None = None
     profile: Profile | None = None
+    limits: StepLimits | None = None
 
     def __post_init__(self) -> None:
         for name in ("current_a", "voltage_v", "power_w", "resistance_ohm"):
@@ -164,6 +192,48 @@ class ChannelInfo:
     voltage_max_v: float
     current_max_a: float
     power_max_w: float = math.inf
+
+
+class OutputRanges(Protocol):
+    """What a channel's output can do: a :class:`ChannelInfo`, or a driver's own record of it."""
+
+    @property
+    def voltage_min_v(self) -> float: ...
+    @property
+    def voltage_max_v(self) -> float: ...
+    @property
+    def current_max_a(self) -> float: ...
+    @property
+    def power_max_w(self) -> float: ...
+
+
+_USES_CURRENT = frozenset({StepMode.CC, StepMode.CV, StepMode.CCCV})
+_USES_VOLTAGE = frozenset({StepMode.CV, StepMode.CCCV})
+
+
+def step_beyond(step: Step, ranges: OutputRanges) -> str:
+    """What in ``step`` lies beyond ``ranges`` ("current 6 A is beyond ±5 A"), for a driver's
+    :class:`~cellbench_hal.errors.OutOfRange`; empty when nothing does. A profile is judged by
+    its extremes."""
+    current = step.current_a if step.mode in _USES_CURRENT else None
+    voltage = step.voltage_v if step.mode in _USES_VOLTAGE else None
+    power = step.power_w if step.mode is StepMode.CP else None
+    if step.profile is not None:
+        values = step.profile.value
+        if step.profile.quantity is ProfileQuantity.VOLTAGE:
+            voltage = min(values) if min(values) < ranges.voltage_min_v else max(values)
+        elif step.profile.quantity is ProfileQuantity.CURRENT:
+            current = max(values, key=abs)
+        else:
+            power = max(values, key=abs)
+    r = ranges
+    if current is not None and abs(current) > r.current_max_a:
+        return f"current {current} A is beyond ±{r.current_max_a} A"
+    if voltage is not None and not r.voltage_min_v <= voltage <= r.voltage_max_v:
+        return f"voltage {voltage} V is outside {r.voltage_min_v}..{r.voltage_max_v} V"
+    if power is not None and abs(power) > r.power_max_w:
+        return f"power {power} W is beyond ±{r.power_max_w} W"
+    return ""
 
 
 @dataclass(slots=True)
@@ -215,5 +285,7 @@ class ChamberState:
     humidity_pct: float | None = None
     setpoint_humidity_pct: float | None = None
     #: What the controller reports as wrong ("door open", "alarm 12: ..."); empty when all is
-    #: well. A fault ends or pauses the tests inside, by the station's ``on_fault``.
+    #: well. A fault ends or pauses the tests inside, by the station's ``on_fault``. The same
+    #: fault must read the same from tick to tick (no live readings in it): a new text is a
+    #: new fault, with a new alarm.
     fault: str = ""

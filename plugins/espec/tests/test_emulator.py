@@ -38,8 +38,8 @@ async def with_chamber(emulator: EspecEmulator, scenario: Scenario, **settings: 
     (Faults(silent=True), DeviceTimeout, "TEMP\\?|MON\\?|within|reply"),
     (Faults(garbled=True), BadReply, "ascii|encoding|not"),
     (Faults(drop=True), DeviceConnectionError, "closed|lost"),
-    (Faults(door_open=True), ChamberAlarm, f"alarm {DOOR_OPEN} "),
-    (Faults(alarms=[27, 31]), ChamberAlarm, "alarm 27, 31 "),
+    (Faults(door_open=True), ChamberAlarm, f"alarm {DOOR_OPEN}$"),
+    (Faults(alarms=[27, 31]), ChamberAlarm, "alarm 27, 31$"),
 ], ids=["slow", "silent", "garbled", "drop", "door open", "alarm"])
 def test_a_fault_in_read_raises_its_typed_error(faults: Faults, error: type[DeviceError],
                                                 message: str) -> None:

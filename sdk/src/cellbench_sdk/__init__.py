@@ -19,6 +19,7 @@ The rest of the plugin surface, one module per kind of plugin:
 - :mod:`cellbench_sdk.notify`: the notifier base class;
 - :mod:`cellbench_sdk.cli`: consoles, errors and ``--db``/``--station`` for plugin commands;
 - :mod:`cellbench_sdk.units`: quantities with units as people write them;
+- :mod:`cellbench_sdk.cell`: the equivalent-circuit cell model (simulators, emulators);
 - :mod:`cellbench_sdk.testing`: checks a plugin against its contract without hardware.
 
 A plugin imports these (and :mod:`cellbench_hal`), never ``cellbench_core``: a lint rule
@@ -54,6 +55,7 @@ from cellbench_hal import (
     NotSupported,
     OsiDevice,
     OutOfRange,
+    OutputRanges,
     Profile,
     ProfileQuantity,
     Reading,
@@ -62,6 +64,7 @@ from cellbench_hal import (
     SerialLineTransport,
     SignalInfo,
     Step,
+    StepLimits,
     StepMode,
     TcpLineTransport,
     TransportOptions,
@@ -70,6 +73,7 @@ from cellbench_hal import (
     WhileOpen,
     call_with_timeout,
     open_transport,
+    step_beyond,
     transport_from_url,
 )
 
@@ -96,6 +100,7 @@ __all__ = [
     "NotSupported",
     "OsiDevice",
     "OutOfRange",
+    "OutputRanges",
     "PlanMessage",
     "Profile",
     "ProfileQuantity",
@@ -106,6 +111,7 @@ __all__ = [
     "SignalInfo",
     "Step",
     "StepChanged",
+    "StepLimits",
     "StepMode",
     "TcpLineTransport",
     "TestFinished",
@@ -118,5 +124,6 @@ __all__ = [
     "call_with_timeout",
     "hookimpl",
     "open_transport",
+    "step_beyond",
     "transport_from_url",
 ]

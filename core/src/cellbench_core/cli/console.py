@@ -6,7 +6,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 console = Console()
 error_console = Console(stderr=True)
@@ -14,12 +14,14 @@ error_console = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as an error on stderr and exit with ``code``."""
-    error_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False,
+    # The message quotes what people wrote ("Time [s]", "[[devices]]", ":x:"): printed as it
+    # is, never read as markup or emoji codes.
+    error_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False,
                         soft_wrap=True)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
     """Print ``message`` as a warning on stderr; the command goes on."""
-    error_console.print(f"[bold yellow]warning:[/bold yellow] {escape(message)}",
+    error_console.print(Text.assemble(("warning:", "bold yellow"), " ", message),
                         highlight=False, soft_wrap=True)

@@ -28,6 +28,7 @@ from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.station import Station, StationConfig, StationError, load_station
 from cellbench_core.storage import BatteryRecord, Database, SampleWriter
+from cellbench_core.storage.lease import LeaseHeld, StationLease
 from cellbench_hal import Clock, DeviceError, RealClock, VirtualClock
 
 #: Live display shows one bar per channel up to this many channels, then one bar for all.
@@ -135,7 +136,10 @@ def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bo
                     device_timeout_s=job.station.config.station.device_timeout)
     started = time.monotonic()
     try:
-        outcomes = asyncio.run(_execute(job, runner, live))
+        with StationLease(job.db, job.station.config.station.name):
+            outcomes = asyncio.run(_execute(job, runner, live))
+    except LeaseHeld as err:
+        fail(str(err), code=2)
     except (RunError, DeviceError, StationError) as err:
         fail(str(err), code=2 if isinstance(err, StationError) else 1)
     finally:
@@ -285,8 +289,8 @@ def run_command(
 
     Exit codes: 0 every test ran its plan to the end; 3 a test ended on a safety limit or a
     failure (the summary says which and why); 130 interrupted by Ctrl-C or SIGTERM; 2 bad input
-    (plan, station file, database URL, options); 1 the run could not go on (a device error
-    before the tests started).
+    (plan, station file, database URL, options) or another station runs on the database; 1 the
+    run could not go on (a device error before the tests started).
 
     Example: cellbench run plans/capacity-check.yaml --channels 1-4 --speed max
     """

@@ -22,6 +22,7 @@ from cellbench_core.plugins import PluginError, loaded_plugins
 from cellbench_core.service import StationService
 from cellbench_core.service.sync_workers import SyncWorkers
 from cellbench_core.station import Station, StationError, load_station
+from cellbench_core.storage.lease import LeaseHeld, StationLease
 from cellbench_hal import DeviceError
 
 station_app = typer.Typer(help="Station files: write an example to start from.",
@@ -201,6 +202,11 @@ def serve_command(
                 loop.add_signal_handler(sig, service.shutdown)
             await service.serve()
 
+        lease = StationLease(database, config.station.name)
+        try:  # before any device or sync target is touched
+            lease.acquire()
+        except LeaseHeld as err:
+            fail(str(err), code=2)
         syncs.start(database)
         try:
             asyncio.run(main())
@@ -208,4 +214,5 @@ def serve_command(
             fail(str(err))
         finally:
             syncs.stop(database)
+            lease.release()
     logging.getLogger(__name__).info("station %r stopped", config.station.name)

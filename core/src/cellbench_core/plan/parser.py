@@ -40,6 +40,7 @@ from cellbench_core.plan.yaml_source import (
     node_text,
     read_plan_text,
 )
+from cellbench_core.text import TextError, check_name
 from cellbench_core.units import Dimension
 
 # What this module offered when it was the whole parser; importers keep importing it from here.
@@ -83,8 +84,10 @@ def _plan(ctx: ParseContext, root: yaml.Node | None, text: str) -> Plan:
         if key not in entries:
             ctx.fail(node_line(root), key, f"missing: a plan needs {key!r}")
     name = node_text(ctx, entries["name"][1], "name", "a name")
-    if not name.strip():
-        ctx.fail(node_line(entries["name"][1]), "name", "must not be empty")
+    try:  # it becomes the test's name, stored and shown everywhere
+        check_name(name, "the plan's name")
+    except TextError as error:
+        ctx.fail(node_line(entries["name"][1]), "name", str(error))
     if "capacity" in entries:
         ctx.capacity_ah = node_positive(ctx, entries["capacity"][1], "capacity",
                                         Dimension.CHARGE).si

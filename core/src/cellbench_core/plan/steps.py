@@ -58,6 +58,10 @@ from cellbench_hal import StepMode
 _MAX_REPEAT = 2**31 - 1  # cycle numbers must fit the database's integer columns
 _MAX_INCLUDES = 16  # nesting depth of included files
 _MAX_MESSAGE = 2000
+#: Steps and actions of a plan with its includes written out: includes fan out (a file
+#: included ten times, itself including another ten times, ...), and checking and running a
+#: plan is linear in this.
+MAX_PLAN_SIZE = 100_000
 
 
 def parse_steps(ctx: ParseContext, node: yaml.Node, path: str) -> tuple[Node, ...]:
@@ -75,6 +79,9 @@ def parse_steps(ctx: ParseContext, node: yaml.Node, path: str) -> tuple[Node, ..
             nodes += _include(ctx, node_entries(ctx, item, item_path), item_path)
         else:
             nodes.append(_node(ctx, item, item_path))
+        if len(ctx.origins) > MAX_PLAN_SIZE:  # every step and action is remembered there
+            ctx.fail(node_line(item), item_path, f"the plan, includes written out, has more "
+                     f"than {MAX_PLAN_SIZE:,} steps and actions")
     return tuple(nodes)
 
 

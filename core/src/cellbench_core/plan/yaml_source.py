@@ -20,6 +20,7 @@ from cellbench_core.plan.dimensions import QUANTITY_NAMES
 from cellbench_core.plan.expr import MARK, Computed, Expr, ExprError, Must, parse_expression
 from cellbench_core.plan.model import Amount, PlanError, SafetyLimits
 from cellbench_core.plan.tables import TableLoader
+from cellbench_core.text import TextError, check_text
 from cellbench_core.units import (
     Dimension,
     UnitError,
@@ -208,8 +209,10 @@ def node_text(ctx: ParseContext, node: yaml.Node, path: str, expected: str) -> s
     """The text of a scalar node; anything else is an error saying ``expected``."""
     if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL:
         ctx.fail(node_line(node), path, f"expected {expected}, got {node_kind(node)}")
-    text: str = node.value
-    return text
+    try:  # every text a plan holds enters here: one rule for all of it
+        return check_text(node.value, "the text")
+    except TextError as error:
+        ctx.fail(node_line(node), path, str(error))
 
 
 def node_value(ctx: ParseContext, node: yaml.Node, path: str, dimension: Dimension) -> Value:

@@ -17,6 +17,7 @@ from functools import partial
 from typing import cast
 
 from cellbench_core.events import TestStatus
+from cellbench_core.plan.model import ChamberSpec
 from cellbench_core.runner.records import ChamberBand, Control, Run
 from cellbench_core.runner.state import RunState
 from cellbench_core.runner.transitions import (
@@ -48,7 +49,6 @@ async def check_chambers(st: RunState) -> None:
     await release_barriers(st, t)
     if st.ramps:
         await advance_ramps(st, t)
-    states: dict[int, ChamberState | DeviceError] = {}
     for row, (since, began, applied) in list(st.waits.items()):
         run = st.runs[row]
         if st.paused[row] or row in st.fault_paused or row not in st.waits:
@@ -63,15 +63,19 @@ async def check_chambers(st: RunState) -> None:
                                          f"chamber steps within {spec.timeout_s:g} s "
                                          f"(line {run.cursor.step.line})", t)
             continue
-        if id(chamber) not in states:
+        name = run.request.chamber_label
+        if name not in st.chamber_reads:  # a chamber the station does not read each tick
             try:
-                states[id(chamber)] = await call_with_timeout(
+                st.chamber_reads[name] = await call_with_timeout(
                     chamber.read(), st.device_timeout_s, chamber.name, "read")
             except DeviceError as err:
-                states[id(chamber)] = err
-        state = states[id(chamber)]
-        if isinstance(state, DeviceError):
-            await fail_wait(st, run, f"chamber error: {state}", t)
+                st.chamber_reads[name] = err
+        state = st.chamber_reads[name]
+        if isinstance(state, DeviceError):  # a fault: the station's on_fault acts on it
+            st.waits[row] = (None, began, True)
+            if t - began >= spec.timeout_s:
+                await fail_wait(st, run, f"the chamber was not stable within "
+                                      f"{spec.timeout_s:g} s (line {run.cursor.step.line})", t)
             continue
         # Against the step's setpoint, not the controller's: a ramping one moves its own.
         target = state.setpoint_c if spec.temperature_c is None else spec.temperature_c
@@ -103,6 +107,7 @@ async def release_barriers(st: RunState, t: float) -> None:
     for row, (_, _, applied) in st.waits.items():
         if not applied:
             arrived.setdefault(id(st.runs[row].request.chamber), []).append(st.runs[row])
+    released: list[list[Run]] = []
     for runs in arrived.values():
         chamber = runs[0].request.chamber
         peers = [peer for peer in st.runs if st.active[peer.row]
@@ -117,11 +122,13 @@ async def release_barriers(st: RunState, t: float) -> None:
                 await fail_wait(st, run, f"the tests in chamber {run.request.chamber_label!r} "
                                          f"ask for different climates at once ({wanted})", t)
             continue
-        spec = runs[0].cursor.step.chamber
-        assert spec is not None
         if runs[0].request.chamber_name is not None:  # a new climate: the old band is gone
             st.bands.pop(runs[0].request.chamber_name, None)
-        problem = await set_chamber(st, runs[0], spec)
+        released.append(runs)
+    # Every chamber released this tick is set at once: controllers answer in tens of ms each.
+    problems = await asyncio.gather(*(set_chamber(st, runs[0], _spec(runs[0]))
+                                      for runs in released))
+    for runs, problem in zip(released, problems, strict=True):
         for run in runs:
             if problem:
                 await fail_wait(st, run, problem, t)
@@ -129,11 +136,16 @@ async def release_barriers(st: RunState, t: float) -> None:
                 st.waits[run.row] = (None, st.waits[run.row][1], True)
 
 
-def _setpoint(run: Run) -> str:
-    """What ``run``'s chamber step (it is in one) asks of the chamber, for messages."""
+def _spec(run: Run) -> ChamberSpec:
+    """The chamber step ``run`` is in."""
     spec = run.cursor.step.chamber
     assert spec is not None
-    return spec.describe_climate()
+    return spec
+
+
+def _setpoint(run: Run) -> str:
+    """What ``run``'s chamber step (it is in one) asks of the chamber, for messages."""
+    return _spec(run).describe_climate()
 
 
 async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
@@ -156,9 +168,11 @@ async def read_attached(st: RunState) -> dict[str, tuple[float, set[int]]]:
                 device, "signals", ())} if isinstance(device, OsiDevice) else {
                 "temperature": math.nan}
             if not isinstance(device, OsiDevice):
+                st.chamber_reads[name] = result
                 await chamber_health(st, name, channels, str(result))
         elif isinstance(result, ChamberState):
             st.failing.discard(name)
+            st.chamber_reads[name] = result
             values = {"temperature": result.temperature_c}
             if result.humidity_pct is not None:
                 values["humidity"] = result.humidity_pct

@@ -20,7 +20,7 @@ from cellbench_core.runner.conditions import SIGNAL_SLOTS
 from cellbench_core.runner.limits import beyond_limits, extremes, limit_bounds
 from cellbench_core.runner.records import Resolved, RunError, TestRequest
 from cellbench_core.units import Dimension, UnitError, parse_quantity
-from cellbench_hal import Profile, Step
+from cellbench_hal import Profile, Step, StepLimits
 
 
 def resolve_plan(req: TestRequest, program: Program, capacity: float | None,
@@ -71,6 +71,10 @@ def resolve_steps(req: TestRequest, program: Program, pcs: Iterable[int], scope:
     the channel's ranges and the limit ``bounds``; RunError if one does not fit."""
     where, battery, info = req.plan.source, req.battery, req.channel.info
     units = _signal_units(req)
+    # The limits ride on every step, for drivers that program them into the instrument's own
+    # protection (LIMITS columns: v, -v, charge i, discharge i).
+    limits = StepLimits(voltage_max_v=bounds[0], voltage_min_v=-bounds[1],
+                        charge_current_max_a=bounds[2], discharge_current_max_a=bounds[3])
     steps: dict[int, Resolved] = {}
     for pc in pcs:
         ins = program.instructions[pc]
@@ -82,7 +86,7 @@ def resolve_steps(req: TestRequest, program: Program, pcs: Iterable[int], scope:
             if ins.profile is not None:  # the step ends with its profile
                 end = ins.profile.time_s[-1]
                 groups.append([(Condition(Quantity.STEP_TIME, Op.GE, Value(end)), end)])
-            steps[pc] = (hal_step(ins, scope), groups)
+            steps[pc] = (hal_step(ins, scope, limits), groups)
         except ValueError as err:
             hint = "" if "signal" in str(err) or isinstance(err, ExprError) else (
                 f" (channel {req.channel.name}; give a battery or the plan's capacity)")
@@ -104,8 +108,9 @@ def resolve_steps(req: TestRequest, program: Program, pcs: Iterable[int], scope:
     return steps
 
 
-def hal_step(spec: StepSpec, scope: Scope) -> Step:
-    """The channel setpoint of ``spec`` with ``scope``'s values (a profile scaled to C)."""
+def hal_step(spec: StepSpec, scope: Scope, limits: StepLimits | None = None) -> Step:
+    """The channel setpoint of ``spec`` with ``scope``'s values (a profile scaled to C), under
+    the test's safety ``limits``."""
     profile = None
     if spec.profile is not None:
         p = spec.profile
@@ -114,7 +119,8 @@ def hal_step(spec: StepSpec, scope: Scope) -> Step:
     return Step(spec.mode, current_a=_resolve(spec.current, scope),
                 voltage_v=_resolve(spec.voltage, scope),
                 power_w=_resolve(spec.power, scope),
-                resistance_ohm=_resolve(spec.resistance, scope), profile=profile)
+                resistance_ohm=_resolve(spec.resistance, scope), profile=profile,
+                limits=limits)
 
 
 def plan_signals(program: Program) -> list[str]:

@@ -17,7 +17,14 @@ from cellbench_core.runner.conditions import COLUMNS, ConditionTable
 from cellbench_core.runner.limits import LIMITS
 from cellbench_core.runner.records import ChamberBand, Control, Run, SteppedRamp
 from cellbench_core.storage import Database, SampleRows, SampleWriter, TestEnd
-from cellbench_hal import ChannelDriver, ClimateChamber, Clock, OsiDevice
+from cellbench_hal import (
+    ChamberState,
+    ChannelDriver,
+    ClimateChamber,
+    Clock,
+    DeviceError,
+    OsiDevice,
+)
 from cellbench_hal.types import FloatArray, IntArray
 
 
@@ -50,6 +57,8 @@ class RunState:
         self.failing: set[str] = set()
         # Chambers reporting a fault now (name -> what), and the rows their faults paused.
         self.chamber_faults: dict[str, str] = {}
+        # This tick's read of each attached chamber, by name: what chamber waits go by.
+        self.chamber_reads: dict[str, ChamberState | DeviceError] = {}
         self.fault_paused: dict[int, str] = {}
         # Chambers whose last chamber step found them stable: the band they are held to.
         self.bands: dict[str, ChamberBand] = {}

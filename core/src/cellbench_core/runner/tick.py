@@ -59,6 +59,7 @@ async def tick_drivers(st: RunState) -> None:
     channel, and handle the samples (several of one channel in rounds, oldest first)."""
     if st.stop:
         await handle_stops(st)
+    st.chamber_reads.clear()
     signals = await read_attached(st) if st.attached else {}
     if st.actions:  # after the devices were read: a chamber's fault pauses its tests at once
         await handle_actions(st)

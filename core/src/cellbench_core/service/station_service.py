@@ -73,7 +73,8 @@ class StationService:
 
     async def serve(self) -> None:
         """Open the channels, end tests a previous run left behind, log the ready line, and
-        run queued tests until :meth:`shutdown`; everything is committed when it returns."""
+        run queued tests until :meth:`shutdown`; everything is committed when it returns.
+        The caller holds the database's station lease (storage/lease.py) meanwhile."""
         try:
             await self.station.open(self.clock)
             runner = asyncio.create_task(self.runner.run([], serve=True))
@@ -157,6 +158,13 @@ class StationService:
         entries = await asyncio.to_thread(self.queue.entries, [QueueStatus.QUEUED])
         starting: list[tuple[QueueEntry, asyncio.Future[int]]] = []
         for entry in entries:
+            if entry.problem is not None:  # a row no station can run: say why, once
+                now = self.clock.unix(self.clock.now())
+                if await asyncio.to_thread(self.queue.claim, entry.id, now):
+                    log.warning("queue entry %d failed: %s", entry.id, entry.problem)
+                    await asyncio.to_thread(self.queue.end, entry.id, QueueStatus.FAILED, now,
+                                            entry.problem)
+                continue
             if self._stopping or entry.channel in self._busy or (
                     self.runner.state(entry.channel) is not ChannelState.IDLE):
                 continue  # its channel runs a queued test, or one an interface started
@@ -245,6 +253,10 @@ class StationService:
         station last died, and their queue entries."""
         interrupted, entries = await asyncio.to_thread(self._interrupted)
         resume = self.station.config.station.on_restart == "resume"
+        if resume and interrupted:  # time stamps go on from the last stored, never back
+            last = await asyncio.to_thread(self.db.last_sample_unix, [t.id for t in interrupted])
+            if last is not None:
+                self.clock.continue_after(last)
         resuming: list[tuple[TestRecord, QueueEntry | None, asyncio.Future[int]]] = []
         for test in interrupted:
             entry = entries.pop(test.id, None)

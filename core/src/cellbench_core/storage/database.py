@@ -35,6 +35,7 @@ from cellbench_core.storage.records import (
     TestStart,
 )
 from cellbench_core.storage.urls import DatabaseOpenError, checked_url, shown, unavailable
+from cellbench_core.text import check_identifier, check_name, printable
 
 T = TypeVar("T")
 
@@ -152,12 +153,6 @@ def _optional_float(name: str, value: float | None) -> float | None:
     return None if value is None else _float(name, value)
 
 
-def _name(what: str, value: str, length: int = schema.NAME_LENGTH) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty string, not {value!r}")
-    if len(value) > length:
-        raise ValueError(f"{what} is longer than {length} characters: {value!r}")
-    return value
 
 
 def _json(what: str, value: Mapping[str, Any] | None) -> str:
@@ -256,8 +251,8 @@ class Database:
         Current limits are magnitudes in A; ``created_unix_s`` defaults to now.
         """
         row: dict[str, Any] = {
-            "name": _name("battery name", name),
-            "chemistry": _name("battery chemistry", chemistry, schema.KIND_LENGTH),
+            "name": check_identifier(name, "battery name"),
+            "chemistry": check_name(chemistry, "battery chemistry", length=schema.KIND_LENGTH),
             "nominal_capacity_ah": _float("nominal_capacity_ah", nominal_capacity_ah),
             "nominal_voltage_v": _optional_float("nominal_voltage_v", nominal_voltage_v),
             "voltage_max_v": _optional_float("voltage_max_v", voltage_max_v),
@@ -332,8 +327,8 @@ class Database:
         """Return the id of the channel with this name, creating it or updating its driver and
         settings."""
         values = {
-            "name": _name("channel name", name),
-            "driver": _name("channel driver", driver),
+            "name": check_identifier(name, "channel name"),
+            "driver": check_name(driver, "channel driver"),
             "settings": _json(f"settings of channel {name!r}", settings),
         }
         table = schema.channels
@@ -359,11 +354,12 @@ class Database:
             if period <= 0:
                 raise ValueError(f"sample_period_s must be positive, not {t.sample_period_s!r}")
             rows.append({
-                "name": _name("test name", t.name), "plan_name": _name("plan name", t.plan_name),
+                "name": check_name(t.name, "test name"),
+                "plan_name": check_name(t.plan_name, "plan name"),
                 "plan_source": t.plan_source, "plan_text": t.plan_text,
                 "status": TestStatus.RUNNING.value,
                 "start_unix_s": _float("start_unix_s", t.start_unix_s),
-                "sample_period_s": period, "station": _name("station name", t.station),
+                "sample_period_s": period, "station": check_identifier(t.station, "station name"),
             })
         channels, batteries, tests_table = schema.channels, schema.batteries, schema.tests
         with self._transaction() as connection:
@@ -375,8 +371,9 @@ class Database:
 
             ids = channel_ids()
             drivers = {t.channel: t.driver for t in tests}
-            missing = [{"name": _name("channel name", n), "driver": _name("channel driver",
-                        drivers[n]), "settings": "{}"} for n in names if n not in ids]
+            missing = [{"name": check_identifier(n, "channel name"),
+                        "driver": check_name(drivers[n], "channel driver"), "settings": "{}"}
+                       for n in names if n not in ids]
             if missing:
                 connection.execute(sa.insert(channels), missing)
                 ids = channel_ids()
@@ -504,8 +501,10 @@ class Database:
     ) -> None:
         """Record an event (a test started, a limit tripped, an operator command...)."""
         row = {
-            "kind": _name("event kind", kind, schema.KIND_LENGTH),
-            "message": message,
+            "kind": check_name(kind, "event kind", length=schema.KIND_LENGTH),
+            # Messages quote devices and libraries too: stored, with what text may not hold
+            # written as escapes.
+            "message": printable(message),
             "test_id": None if test_id is None else int(test_id),
             "channel": channel,
             "unix_time_s": _float("unix_time_s", unix_time_s),
@@ -590,6 +589,19 @@ class Database:
             return None
         return PositionRecord(row.test_id, row.step_no, row.start_seq, row.unix_time_s,
                               json.loads(row.state))
+
+    def last_sample_unix(self, test_ids: Sequence[int]) -> float | None:
+        """The latest ``unix_time_s`` of the last samples of ``test_ids`` (None: no sample)."""
+        samples = schema.samples
+        latest: float | None = None
+        with self.engine.connect() as connection:
+            for test_id in test_ids:  # the last sample by the primary key: no scan
+                value = connection.execute(
+                    sa.select(samples.c.unix_time_s).where(samples.c.test_id == int(test_id))
+                    .order_by(samples.c.seq.desc()).limit(1)).scalar()
+                if value is not None and (latest is None or value > latest):
+                    latest = float(value)
+        return latest
 
     def cycles(self, test_id: int) -> list[CycleRecord]:
         """The cycles of a test so far (its finished steps summed per cycle), in order."""

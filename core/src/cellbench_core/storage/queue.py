@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from cellbench_core.storage import schema
 from cellbench_core.storage.database import Database
 from cellbench_core.storage.records import StorageError
+from cellbench_core.text import TextError, check_identifier, check_name, check_text
 
 
 class QueueStatus(StrEnum):
@@ -50,6 +51,9 @@ class QueueEntry:
     finished_unix_s: float | None
     test_id: int | None
     error: str | None
+    #: Why the row cannot be run as it stands (any program may write the table): the station
+    #: marks such a row failed with this reason and goes on with the others.
+    problem: str | None = None
 
 
 class TestQueue:
@@ -67,11 +71,14 @@ class TestQueue:
         if isinstance(channel, bool) or not isinstance(channel, int) or channel < 1:
             raise ValueError(f"channel must be a station channel number (1, 2, ...), "
                              f"not {channel!r}")
-        if not plan.strip():
+        if not check_text(plan, "the plan").strip():
             raise ValueError("the plan is empty")
-        for what, value in (("plan_source", plan_source), ("battery", battery), ("name", name)):
-            if value is not None and len(value) > schema.NAME_LENGTH:
-                raise ValueError(f"{what} is longer than {schema.NAME_LENGTH} characters")
+        if plan_source is not None:
+            check_text(plan_source, "plan_source", length=schema.NAME_LENGTH)
+        if battery is not None:
+            check_identifier(battery, "battery")
+        if name is not None:
+            check_name(name, "name")
         row = {"channel": channel, "plan": plan, "plan_source": plan_source,
                "battery": battery, "name": name, "status": QueueStatus.QUEUED.value,
                "created_unix_s": time.time() if created_unix_s is None else created_unix_s}
@@ -135,6 +142,24 @@ class TestQueue:
 
 
 def _entry(row: sa.RowMapping) -> QueueEntry:
+    """A row as an entry, checked as the untrusted input it is (SQLite keeps whatever a
+    program writes, 'abc' in ``channel`` included)."""
     values = dict(row)
-    values["status"] = QueueStatus(values["status"])
-    return QueueEntry(**values)
+    values["status"] = QueueStatus(values["status"])  # a CHECK constraint holds it
+    channel = values["channel"]
+    problem = None
+    if isinstance(channel, bool) or not isinstance(channel, int) or channel < 1:
+        problem = f"channel {channel!r} is not a station channel number (1, 2, ...)"
+        values["channel"] = 0
+    else:
+        try:
+            check_text(values["plan"], "plan")
+            if values["plan_source"] is not None:
+                check_text(values["plan_source"], "plan_source", length=schema.NAME_LENGTH)
+            if values["battery"] is not None:
+                check_identifier(values["battery"], "battery")
+            if values["name"] is not None:
+                check_name(values["name"], "name")
+        except TextError as error:
+            problem = str(error)
+    return QueueEntry(**values, problem=problem)

@@ -204,6 +204,17 @@ test_queue = Table(
     Index(None, "status"),
 )
 
+#: Who holds the database's station lease (one row; see storage/lease.py): the lock itself is
+#: the backend's, this only names its holder.
+station_leases = Table(
+    "station_leases",
+    metadata,
+    Column("station", String(NAME_LENGTH), primary_key=True),
+    Column("host", String(NAME_LENGTH), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("since_unix_s", Double, nullable=False),
+)
+
 #: Read-only views (created by migrations 0002 and 0004; not tables, so not in ``metadata``).
 VIEWS = ("live_samples", "cycles")
 

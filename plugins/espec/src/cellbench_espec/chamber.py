@@ -89,8 +89,8 @@ class EspecChamber(ClimateChamber):
         alarms = self._number("MON?", monitor, fields[3])
         if alarms:
             codes = (await self._query("ALARM?")).split(",")[1:]
-            raise ChamberAlarm(self.name, f"alarm {', '.join(c.strip() for c in codes)} "
-                                          f"(MON? {monitor!r})")
+            # No live reading in the text: the station takes a new text for a new fault.
+            raise ChamberAlarm(self.name, f"alarm {', '.join(c.strip() for c in codes)}")
         setpoint = (await self._numbers("TEMP?", 4))[1]
         humidity, humidity_setpoint = await self._humidity(monitor, fields[1])
         return ChamberState(time_s=clock.now(), temperature_c=temperature, setpoint_c=setpoint,

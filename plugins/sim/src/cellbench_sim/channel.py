@@ -23,8 +23,9 @@ from cellbench_sdk import (
     Step,
     StepMode,
     WhileOpen,
+    step_beyond,
 )
-from cellbench_sim.cell import (
+from cellbench_sdk.cell import (
     CellBank,
     CellOutputs,
     CellParameters,
@@ -48,8 +49,6 @@ _PROFILE_MODES = {
     ProfileQuantity.POWER: (Mode.CP, "power_w"),
     ProfileQuantity.VOLTAGE: (Mode.CV, "voltage_v"),
 }
-_USES_CURRENT = frozenset({StepMode.CC, StepMode.CV, StepMode.CCCV})
-_USES_VOLTAGE = frozenset({StepMode.CV, StepMode.CCCV})
 
 
 class SimChannelSettings(CellParameters):
@@ -235,24 +234,6 @@ class SimChannels(ChannelDriver):
 
     def _check_step(self, c: int, step: Step) -> None:
         """Raise :class:`OutOfRange` unless ``step`` lies inside the channel's output range."""
-        r = self._range
-        current = step.current_a if step.mode in _USES_CURRENT else None
-        voltage = step.voltage_v if step.mode in _USES_VOLTAGE else None
-        power = step.power_w if step.mode is StepMode.CP else None
-        if step.profile is not None:  # its extremes; a voltage profile keeps its current limit
-            values = step.profile.value
-            if step.profile.quantity is ProfileQuantity.VOLTAGE:
-                voltage = min(values) if min(values) < r.voltage_min_v else max(values)
-            elif step.profile.quantity is ProfileQuantity.CURRENT:
-                current = max(values, key=abs)
-            else:
-                power = max(values, key=abs)
-        problem = ""
-        if current is not None and abs(current) > r.current_max_a:
-            problem = f"current {current} A is beyond ±{r.current_max_a} A"
-        elif voltage is not None and not r.voltage_min_v <= voltage <= r.voltage_max_v:
-            problem = f"voltage {voltage} V is outside {r.voltage_min_v}..{r.voltage_max_v} V"
-        elif power is not None and abs(power) > r.power_max_w:
-            problem = f"power {power} W is beyond ±{r.power_max_w} W"
+        problem = step_beyond(step, self._range)
         if problem:
             raise OutOfRange(self.name, f"channel {c}, {step.mode.value} step: {problem}")

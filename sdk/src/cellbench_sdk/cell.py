@@ -1,5 +1,9 @@
 """An equivalent-circuit model of a bank of lithium-ion cells, vectorised across all cells.
 
+The SDK holds it so that every plugin that needs a cell uses the same one: the simulated
+channels of cellbench-sim, and the emulators that put a cell behind an instrument's terminals
+(cellbench-scpi), whose results can then be compared with the simulation's.
+
 Each cell is an open-circuit voltage source OCV(SOC) in series with a resistance R0 and one RC
 pair (R1 parallel to a capacitance, time constant tau), with a lumped thermal mass that exchanges
 heat with its ambient::

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from cellbench_sim.cell import (
+from cellbench_sdk.cell import (
     LFP,
     NMC,
     CellBank,
