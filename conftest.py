@@ -264,6 +264,49 @@ def mqtt_broker() -> tuple[str, int]:
             pytest.fail(reason)
         pytest.skip(reason)
     return host, int(port)
+# --- cellbench as a process -------------------------------------------------------------------
+
+#: The command line as a user starts it: the installed ``cellbench`` script, beside this Python.
+CELLBENCH = [str(Path(sys.executable).with_name("cellbench"))]
+
+
+def _cellbench(*args: str | Path, cwd: Path | None = None, stdin: str | None = None,
+               columns: int = 100) -> subprocess.CompletedProcess[str]:
+    __tracebackhide__ = True
+    result = subprocess.run([*CELLBENCH, *map(str, args)], cwd=cwd, input=stdin, text=True,
+                            capture_output=True, timeout=PATIENCE_S, check=False,
+                            env={**os.environ, "COLUMNS": str(columns)})
+    if "Traceback" in result.stdout + result.stderr:
+        raise AssertionError(f"cellbench {' '.join(map(str, args))} printed a traceback:\n"
+                             f"{result.stdout}{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def cellbench() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cellbench(*args, cwd=None, stdin=None, columns=100)``: run the installed ``cellbench``
+    with ``args`` in a new process on a terminal ``columns`` wide and return it once it has
+    ended (its output as text); fails when it printed a traceback anywhere."""
+    return _cellbench
+
+
+@pytest.fixture
+def start_cellbench() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``start_cellbench(*args)``: the installed ``cellbench`` started with ``args`` in a new
+    process, its output piped as text; killed at the end of the test if it still runs."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str | Path) -> subprocess.Popen[str]:
+        started.append(subprocess.Popen([*CELLBENCH, *map(str, args)], text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
 
 # --- cellbench serve --------------------------------------------------------------------------
 

@@ -111,7 +111,7 @@ def test_a_fault_ends_the_tests_inside_when_the_station_says_so(run: Run) -> Non
 
 def test_the_station_file_sets_the_policy_and_band_grace_per_chamber() -> None:
     config = station_from_dict({
-        "station": {"name": "s", "database": "sqlite:///:memory:"},
+        "station": {"name": "s", "database": "sqlite:///station.db"},  # never opened
         "channels": [{"driver": "sim"}],
         "chambers": [{"kind": "sim", "name": "hot"}, {"kind": "sim", "name": "cold",
                                                        "on_fault": "end", "band_grace": "2 min"}],
@@ -120,7 +120,7 @@ def test_the_station_file_sets_the_policy_and_band_grace_per_chamber() -> None:
     assert [c.band_grace for c in config.chambers] == [60.0, 120.0]
     with pytest.raises(ValueError, match=r"chambers\[0\]\.on_fault"):
         station_from_dict({
-            "station": {"name": "s", "database": "sqlite:///:memory:"},
+            "station": {"name": "s", "database": "sqlite:///station.db"},  # never opened
             "channels": [{"driver": "sim"}],
             "chambers": [{"kind": "sim", "name": "hot", "on_fault": "ignore"}],
         }, "station.toml")

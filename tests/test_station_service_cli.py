@@ -34,15 +34,16 @@ def plan(tmp_path: Path, shared_plan: Callable[[str], str]) -> Path:
 def test_db_upgrade_creates_then_reports_up_to_date(url: str) -> None:
     result = runner.invoke(app, ["db", "upgrade", "--db", url])
     assert result.exit_code == 0, result.output
-    upgraded = re.search(r"upgraded from revision none to (\d{4})\n", result.output)
-    assert upgraded is not None, result.output
+    upgraded = re.search(r"upgraded from revision none to ([0-9]{4})\b", result.output)
+    assert upgraded, result.output
     result = runner.invoke(app, ["db", "upgrade", "--db", url])
     assert result.exit_code == 0, result.output
     assert f"up to date (revision {upgraded[1]})" in result.output
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--db", "nonsense"], "--db: nonsense is not a usable database URL"),
+    (["--db", "nonsense"], "'nonsense' is not a database URL; for a SQLite file write "
+                          "sqlite:///nonsense"),
     (["--db", "mysql+pymysql://nobody:secret@127.0.0.1:1/x"],
      "cannot open the database mysql+pymysql://nobody:***@127.0.0.1:1/x"),
     (["--station", "missing.toml"], "missing.toml: cannot read"),
@@ -171,16 +172,16 @@ def test_station_init_writes_a_file_that_runs(tmp_path: Path, plan: Path) -> Non
 
 @pytest.mark.parametrize(("text", "message"), [
     ('clock = "fast"', "station.clock: Input should be 'real' or 'virtual'"),
-    ("speed = 10", 'station: Value error, speed applies to clock = "virtual" only'),
+    ("speed = 10", 'station: speed applies to clock = "virtual" only'),
     ('clock = "virtual"\nspeed = 0', "station.speed: Input should be greater than 0"),
-    ('queue_poll_interval = "0 s"', "station.queue_poll_interval: Value error, a duration must"),
+    ('queue_poll_interval = "0 s"', "station.queue_poll_interval: a duration must"),
 ])
 def test_serving_keys_are_validated(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "lab.toml"
     path.write_text(f"[station]\n{text}\n", encoding="utf-8")
     result = runner.invoke(app, ["serve", "--station", str(path)])
     assert result.exit_code == 2
-    assert f"lab.toml: {message}" in result.output
+    assert re.search(rf"lab\.toml:[0-9]+: {re.escape(message)}", result.output), result.output
 
 
 def test_station_clock_keys_make_the_clock(tmp_path: Path) -> None:

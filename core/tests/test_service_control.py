@@ -346,8 +346,8 @@ def test_station_file_interface_sections_are_checked() -> None:
     manager = PluginManager()
     manager.load()
     config = station_from_dict({"interfaces": [{"kind": "no-such-interface"}]})
-    with pytest.raises(StationError, match=r"^interfaces\[0\]: no interface called "
-                                           "'no-such-interface'"):
+    with pytest.raises(StationError, match=r"^<station>: interfaces\[0\]\.kind: no interface "
+                                           "called 'no-such-interface'"):
         Station(config, manager)
     with pytest.raises(StationError, match=r"interfaces\[0\]\.settings"):
         station_from_dict({"interfaces": [{"kind": "rci", "settings": 3}]})

@@ -48,11 +48,13 @@ settings = {count = 2, chemistry = "lfp"}
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ('[station]\nsample_perod = "1 s"\n', "station.sample_perod: Extra inputs are not permitted"),
-    ('[station]\nsample_period = 1\n', "station.sample_period: Value error, expected a duration"),
+    ('[station]\nsample_perod = "1 s"\n',
+     "station.toml:2: station.sample_perod: unknown key (did you mean 'sample_period'?)"),
+    ('[station]\nsample_period = 1\n',
+     "station.toml:2: station.sample_period: expected a duration"),
     ('[station]\nsample_period = "0 s"\n',
-     "station.sample_period: Value error, a duration must be positive"),
-    ('[[channels]]\nsettings = {}\n', "channels[0].driver: Field required"),
+     "station.toml:2: station.sample_period: a duration must be positive"),
+    ('[[channels]]\nsettings = {}\n', "station.toml:1: channels[0].driver: required, but missing"),
     ("[station\n", "station.toml: Expected ']'"),
 ])
 def test_bad_station_files_name_the_key(tmp_path: Path, text: str, message: str) -> None:

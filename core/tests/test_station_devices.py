@@ -73,9 +73,9 @@ def build(data: dict[str, Any]) -> Station:
     ({"devices": [{"kind": "sim", "name": "a"}], "chambers": [{"kind": "sim", "name": "a"}]},
      r"chambers\[0\]\.name: 'a' is also devices\[0\]\.name"),
     ({"devices": [{"kind": "nope", "name": "a"}]},
-     r"devices\[0\]: no OSI device called 'nope'"),
+     r"devices\[0\]\.kind: no OSI device called 'nope'"),
     ({"chambers": [{"kind": "sim", "name": "c", "settings": {"colour": 1}}]},
-     r"chambers\[0\]\.settings\.colour: Extra inputs"),
+     r"chambers\[0\]\.settings\.colour: unknown key \(expected one of: "),
 ])
 def test_bad_sections_name_the_key(db: Database, sections: dict[str, Any], message: str
                                    ) -> None:
@@ -294,10 +294,11 @@ def test_notifiers_get_the_station_events(db: Database, monkeypatch: pytest.Monk
     manager = PluginManager()
     manager.load()
     assert manager.register("collector", CollectPlugin()) == ""
-    with pytest.raises(StationError, match=r"notifiers\[0\]\.settings\.colour: Extra inputs"):
+    with pytest.raises(StationError, match=r"notifiers\[0\]\.settings\.colour: unknown key "
+                                           r"\(expected one of: prefix\)"):
         Station(station_from_dict(config(db, notifiers=[
             {"kind": "collect", "settings": {"prefix": "a", "colour": 1}}])), manager)
-    with pytest.raises(StationError, match=r"notifiers\[0\]: no notifier called 'pager'"):
+    with pytest.raises(StationError, match=r"notifiers\[0\]\.kind: no notifier called 'pager'"):
         Station(station_from_dict(config(db, notifiers=[{"kind": "pager"}])), manager)
     with pytest.raises(StationError, match=r"notifiers\[1\]: 'collect' is also the name of "
                                            r"notifiers\[0\]: give each a name ="):

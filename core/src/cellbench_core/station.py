@@ -14,20 +14,23 @@ import logging
 import re
 import time
 import tomllib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import pluggy
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from cellbench_core.descriptors import Kind
 from cellbench_core.dispatch import EventDispatcher, Problem
@@ -40,7 +43,9 @@ from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import ChannelRef, Resume, TestRequest
 from cellbench_core.runner.resolve import check_writable
 from cellbench_core.storage import BatteryRecord, Database
+from cellbench_core.storage.urls import checked_url
 from cellbench_core.text import check_identifier
+from cellbench_core.tomlkeys import KeyPath, key_lines, line_of
 from cellbench_core.units import parse_duration
 from cellbench_hal import (
     ChannelDriver,
@@ -82,11 +87,16 @@ def _duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(_duration)]
 
 
+def _database_url(url: str) -> str:
+    checked_url(url)  # the check every opener of a database makes, at load time here
+    return url
+
+
 class StationSection(_Strict):
     """``[station]``: identity, database, timing, and how ``cellbench serve`` runs."""
 
     name: str = "station"
-    database: str = "sqlite:///cellbench.db"
+    database: Annotated[str, AfterValidator(_database_url)] = "sqlite:///cellbench.db"
     sample_period: Duration = Field(default=1.0, description="e.g. '1 s', '100 ms'")
     device_timeout: Duration = Field(default=5.0, description="e.g. '5 s'")
     clock: Literal["real", "virtual"] = "real"
@@ -217,6 +227,7 @@ class StationConfig(_Strict):
     devices: list[DeviceSection] = []
     chambers: list[ChamberSection] = []
     notifiers: list[NotifierSection] = []
+    _source: _Source = PrivateAttr(default_factory=lambda: _Source("<station>", {}))
 
     @model_validator(mode="after")
     def _unique_names(self) -> StationConfig:
@@ -236,58 +247,133 @@ class StationConfig(_Strict):
             named[notifier.label] = n
         return self
 
+    def where(self, path: KeyPath) -> str:
+        """Key ``path`` as errors name it: the station file, the line and the key."""
+        return self._source.where(path)
 
-def _location(loc: tuple[int | str, ...]) -> str:
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a station configuration came from: its file and the line of each key."""
+
+    name: str
+    lines: dict[KeyPath, int]
+
+    def where(self, path: KeyPath) -> str:
+        line = line_of(self.lines, path)
+        return f"{self.name}{f':{line}' if line else ''}: {_location(path) or '(top level)'}"
+
+
+def _location(loc: KeyPath) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
+def _model_at(model: type[BaseModel], path: KeyPath) -> type[BaseModel] | None:
+    """The settings model of the table at ``path`` below ``model`` (None: free-form)."""
+    current: type[BaseModel] | None = model
+    for part in path:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(part)
+        current = _model_in(field.annotation) if field else None
+    return current
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        if (found := _model_in(argument)) is not None:
+            return found
+    return None
+
+
+def _explained(error: ErrorDetails, model: type[BaseModel]) -> str:
+    """What is wrong, what was expected, and the closest known key for an unknown one."""
+    path = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(model, path[:-1])
+        known = list(parent.model_fields) if parent else []
+        return (f"unknown key{did_you_mean(str(path[-1]), known)}"
+                + (f" (expected one of: {', '.join(known)})" if known else ""))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "list_type" and _model_at(model, path) is not None:
+        return (f"{message}: expected [[{_location(path)}]] tables, one for each "
+                f"{path[-1]} entry")
+    if error["type"] == "missing":
+        return "required, but missing"
+    return message
+
+
+def invalid(err: ValidationError, model: type[BaseModel], source: _Source | StationConfig,
+            prefix: KeyPath = ()) -> StationError:
+    """The StationError for settings ``model`` refused at key ``prefix`` of a station file:
+    its line and key, what was expected, and the closest known key for an unknown one."""
+    first = err.errors()[0]
+    return StationError(f"{source.where((*prefix, *first['loc']))}: "
+                        f"{_explained(first, model)}")
+
+
 def load_station(path: Path) -> StationConfig:
-    """Read and validate a station file; errors name the file and the key."""
+    """Read and validate a station file; errors name the file, the line and the key, what was
+    expected, and the closest known key for an unknown one."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except OSError as err:
         raise StationError(f"{path}: cannot read: {err.strerror}") from None
     except UnicodeDecodeError:
         raise StationError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as err:
         raise StationError(f"{path}: {err}") from None
-    return station_from_dict(data, str(path))
+    return _validated(data, _Source(str(path), key_lines(text)))
 
 
 def station_from_dict(data: dict[str, Any], source: str = "<station>") -> StationConfig:
     """Validate a station configuration given as a mapping."""
+    return _validated(data, _Source(source, {}))
+
+
+def _validated(data: dict[str, Any], source: _Source) -> StationConfig:
     try:
-        return StationConfig.model_validate(data)
+        config = StationConfig.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        raise StationError(f"{source}: {_location(first['loc'])}: {first['msg']}") from None
+        raise invalid(err, StationConfig, source) from None
+    config._source = source
+    return config
 
 
 def _create(plugins: PluginManager, kind: Kind, name: str, settings: dict[str, Any],
-            where: str) -> Any:
-    """Build a capability from its validated settings; errors name the station file's key."""
+            config: StationConfig, path: KeyPath) -> Any:
+    """Build a capability from its validated settings; errors name the station file's line and
+    key."""
     try:
         descriptor = plugins.registry.get(kind, name)
     except PluginError as err:
-        raise StationError(f"{where}: {err}") from None
+        known = [d.name for d in plugins.registry.all(kind)]
+        raise StationError(f"{config.where((*path, _NAME_KEY.get(kind, 'kind')))}: {err}"
+                           f"{did_you_mean(name, known)}") from None
     try:
         return descriptor.create(settings)
     except ValidationError as err:
-        first = err.errors()[0]
-        raise StationError(f"{where}.settings.{_location(first['loc'])}: "
-                           f"{first['msg']}") from None
+        raise invalid(err, descriptor.settings, config, (*path, "settings")) from None
     except ValueError as err:  # a factory's own check of the settings
-        raise StationError(f"{where}.settings: {err}") from None
+        raise StationError(f"{config.where((*path, 'settings'))}: {err}") from None
 
 
-def _channels(text: str, available: int, where: str) -> list[int]:
+#: The key that names the plugin capability of a section, by the capability's kind.
+_NAME_KEY = {Kind.CHANNEL_DRIVER: "driver", Kind.SYNC_TARGET: "target"}
+
+
+def _channels(text: str, available: int, config: StationConfig, path: KeyPath) -> list[int]:
     try:
         return parse_channels(text, available)
     except StationError as err:
-        raise StationError(f"{where}: {str(err).removeprefix('--channels: ')}") from None
+        raise StationError(f"{config.where(path)}: "
+                           f"{str(err).removeprefix('--channels: ')}") from None
 
 
 def parse_channels(text: str, available: int) -> list[int]:
@@ -333,37 +419,51 @@ class Station:
         for n, group in enumerate(config.channels):
             self.drivers.append((group.driver, _create(plugins, Kind.CHANNEL_DRIVER,
                                                        group.driver, group.settings,
-                                                       f"channels[{n}]")))
+                                                       config, ("channels", n))))
         self.interfaces: list[tuple[str, Any]] = [
             (section.kind, _create(plugins, Kind.INTERFACE, section.kind, section.settings,
-                                   f"interfaces[{n}]"))
+                                   config, ("interfaces", n)))
             for n, section in enumerate(config.interfaces)]
         self.devices: list[tuple[DeviceSection, OsiDevice]] = [
             (section, _create(plugins, Kind.OSI_DEVICE, section.kind, section.settings,
-                              f"devices[{n}]"))
+                              config, ("devices", n)))
             for n, section in enumerate(config.devices)]
         self.chambers: list[tuple[ChamberSection, ClimateChamber]] = [
             (section, _create(plugins, Kind.CLIMATE_CHAMBER, section.kind, section.settings,
-                              f"chambers[{n}]"))
+                              config, ("chambers", n)))
             for n, section in enumerate(config.chambers)]
         self.notifiers: list[tuple[str, Any]] = []  # (name, notifier)
         self._notifier_events: EventDispatcher | None = None  # once started
         for n, notifier_section in enumerate(config.notifiers):
             where = f"notifiers[{n}]"
             notifier = _create(plugins, Kind.NOTIFIER, notifier_section.kind,
-                               notifier_section.settings, where)
+                               notifier_section.settings, self.config, ("notifiers", n))
             # A notifier implements the lifecycle hooks it cares about (test started and
             # finished, step changed, messages, alarms): the plugin manager calls it with them.
             try:
                 plugins.hooks.register(notifier, name=f"{where} ({notifier_section.kind})")
             except (ValueError, pluggy.PluginValidationError) as err:
-                raise StationError(f"{where}: {err}") from None
+                raise StationError(f"{config.where(('notifiers', n))}: {err}") from None
             self.notifiers.append((notifier_section.label, notifier))
         self._chamber_of: dict[int, tuple[str, ClimateChamber]] = {}
         self._chamber_sections = {section.name: section for section in config.chambers}
         self._devices_of: dict[int, list[tuple[str, OsiDevice]]] = {}
         #: What :meth:`open` wrote as the devices' ``on_stop``, by device name.
         self.opening_writes: dict[str, dict[str, float]] = {}
+
+    def channel_count(self) -> int | None:
+        """How many channels the station has, known before it is opened; None when a driver
+        learns its channels only when opened."""
+        total = 0
+        for _, driver in self.drivers:
+            try:
+                count = len(driver.channels)
+            except DeviceError:
+                count = 0
+            if not count:
+                return None
+            total += count
+        return total
 
     @property
     def plans_dir(self) -> Path:
@@ -445,13 +545,15 @@ class Station:
         self._chamber_of.clear()
         self._devices_of.clear()
         for n, (chamber_section, chamber) in enumerate(self.chambers):
-            for number in _channels(chamber_section.channels, count, f"chambers[{n}].channels"):
+            path = ("chambers", n, "channels")
+            for number in _channels(chamber_section.channels, count, self.config, path):
                 if number in self._chamber_of:
-                    raise StationError(f"chambers[{n}].channels: channel {number} is already in "
-                                       f"chamber {self._chamber_of[number][0]!r}")
+                    raise StationError(f"{self.config.where(path)}: channel {number} is already "
+                                       f"in chamber {self._chamber_of[number][0]!r}")
                 self._chamber_of[number] = (chamber_section.name, chamber)
         for n, (device_section, device) in enumerate(self.devices):
-            for number in _channels(device_section.channels, count, f"devices[{n}].channels"):
+            for number in _channels(device_section.channels, count, self.config,
+                                    ("devices", n, "channels")):
                 self._devices_of.setdefault(number, []).append((device_section.name, device))
 
     def chamber_of(self, number: int) -> tuple[str, ClimateChamber] | None:

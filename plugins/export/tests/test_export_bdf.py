@@ -16,7 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cellbench_core.storage import Database, SampleRows, SampleWriter, open_database
+from cellbench_core.storage import Database, SampleRows, SampleWriter, open_database, upgrade
 from cellbench_export import BdfFormat, write_bdf
 from cellbench_export.cli import register
 
@@ -103,6 +103,7 @@ def test_a_test_without_samples_gives_a_file_with_the_columns(
 
 def test_exporting_an_unknown_test_names_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'none.db'}"
+    upgrade(url)
     app = typer.Typer()
     register(app)
     result = CliRunner().invoke(app, ["export", "42", "--format", "bdf-csv", "-o",

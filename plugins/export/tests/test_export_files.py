@@ -98,7 +98,7 @@ def test_files_follow_running_tests_across_restarts_and_end_complete(
         write_basytec(db, test_id, tmp_path / "end.txt")
         assert make_target(folder).path(test_id).read_bytes() == (
             tmp_path / "end.txt").read_bytes()
-    assert b"~Status: finished" in make_target(folder).path(first).read_bytes()
+    assert b"~Status:    finished" in make_target(folder).path(first).read_bytes()
     # A file whose test has ended is left alone, and a stranger's file is replaced.
     ended = make_target(folder).path(first)
     ended.write_bytes(ended.read_bytes() + b"kept as it is\n")

@@ -66,7 +66,7 @@ def test_a_segfault_mid_test_fails_the_tests_with_outputs_off(
 [[channels]]
 driver = "native"
 settings = {{library = "{libraries.faulty}", config = "{faults.config}"}}
-""", exit_code=1)  # cellbench run exits 1 when a test failed
+""", exit_code=3)  # cellbench run exits 3 when a test failed (docs/cli.md)
     with db:
         ends = db.execute("SELECT kind, message FROM events WHERE kind = 'test_finished'"
                           ).fetchall()

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -274,9 +275,10 @@ def test_cli_prints_listings_as_tables(app: typer.Typer) -> None:
     assert table[0] == ["state"]
     assert ["ch", "state", "test", "step", "cycle", "U/V", "I/A", "T/°C", "Ah", "Wh",
             "time/s"] in table
-    assert table[-3:-1] == [["1", "idle", "-", "0", "0", "nan", "0", "nan", "0", "0", "0"],
-                            ["2", "running", "17", "3", "1", "3.712", "1.25", "25", "0.5",
-                             "1.9", "1800"]]
+    assert table[-3:-1] == [["1", "idle", "-", "0", "0", "nan", "0.000", "nan", "0.0000",
+                             "0.000", "0"],
+                            ["2", "running", "17", "3", "1", "3.712", "1.250", "25.0", "0.5000",
+                             "1.900", "1800"]]
     assert queue.output == "(queue: none)\n"
     assert "channels (2)" in channels.output and channels.output.count("sim") == 2
     assert "chemistry" in battery.output and "NMC" in battery.output
@@ -337,3 +339,23 @@ def test_a_line_that_is_no_reply_ends_the_connection() -> None:
         with pytest.raises(ConnectionError, match="PING: not an rci reply line: 'HELLO'"):
             rci.command("PING")
         assert rci.closed
+
+
+def test_state_of_all_channels_fits_80_columns_with_rounded_values(
+        cellbench: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """``cellbench rci STATE? ALL`` on an 80-column terminal keeps every channel's number and
+    whole state, and shows what the readings resolve, not six significant digits."""
+    records = b";".join(
+        b"%d,%s,%d,12,345,3.71234,-1.24999,25.0312,-1.23456,-4.56789,123456.7"
+        % (n, state, 1000 + n) for n, state in ((1, b"running"), (12, b"paused")))
+    with peer([(b"STATE? ALL\n", b"OK " + records + b"\n")]) as p:
+        result = cellbench("rci", "--port", str(p.port), "STATE?", "ALL", columns=80)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()
+            if line.strip()[:2] in ("1 ", "12")]
+    assert rows == [
+        ["1", "running", "1001", "12", "345", "3.712", "-1.250", "25.0", "-1.2346", "-4.568",
+         "123457"],
+        ["12", "paused", "1012", "12", "345", "3.712", "-1.250", "25.0", "-1.2346", "-4.568",
+         "123457"]]
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80

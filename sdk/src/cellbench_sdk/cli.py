@@ -8,6 +8,11 @@ they look and fail like the built-in ones: the consoles, :func:`fail`, and the `
             if database.test(test) is None:
                 fail(f"no test {test}", code=2)
             console.print(...)
+
+``opened`` opens for reading: a missing SQLite file, or a database without the cellbench
+tables, ends the command with an error saying so (a command that only reads never creates a
+database). A command that writes passes ``create=True``. Either way a URL that cannot be opened
+ends the command with one line naming the problem and its fix (exit 2).
 """
 
 from __future__ import annotations

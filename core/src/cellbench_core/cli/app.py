@@ -3,12 +3,29 @@ plugins a command with a station file uses."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
+from typer.core import TyperOption
 
 from cellbench_core.cli.console import console, fail
 from cellbench_core.plugins import PluginError, PluginManager, loaded_plugins
 from cellbench_core.station import StationConfig
+
+
+def _no_placeholder_for_flags() -> None:
+    """Show no value placeholder after flags in ``--help``: Typer shows ``<bool>`` after every
+    flag, which reads as if the flag took a value."""
+    type_placeholder = TyperOption.display_type_rich
+
+    def placeholder(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else type_placeholder(self, ctx)
+
+    TyperOption.display_type_rich = placeholder  # type: ignore[method-assign]
+
+
+_no_placeholder_for_flags()
 
 app = typer.Typer(
     name="cellbench",

@@ -96,7 +96,7 @@ def add_command(
         if values[key] is not None:
             values[key] = abs(values[key])
     metadata = _metadata(meta or [])
-    with opened(database_url(db, station)) as database:
+    with opened(database_url(db, station), create=True) as database:
         try:
             database.add_battery(name, chemistry, capacity_ah, metadata=metadata, **values)
         except (StorageError, ValueError) as err:

@@ -19,3 +19,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
     error_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False,
                         soft_wrap=True)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print ``message`` as a warning on stderr; the command goes on."""
+    error_console.print(Text.assemble(("warning:", "bold yellow"), " ", message),
+                        highlight=False, soft_wrap=True)

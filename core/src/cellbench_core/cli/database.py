@@ -7,15 +7,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import sqlalchemy as sa
 import typer
-from alembic.runtime.migration import MigrationContext
 
 from cellbench_core.cli.app import app
 from cellbench_core.cli.console import console, fail
 from cellbench_core.station import StationError, load_station
-from cellbench_core.storage import Database, open_database, upgrade
-from cellbench_core.storage.schema import VERSION_TABLE
+from cellbench_core.storage import Database, DatabaseOpenError, open_database, upgrade
+from cellbench_core.storage.urls import shown
 
 DEFAULT_URL = "sqlite:///cellbench.db"
 
@@ -45,43 +43,20 @@ def database_url(db: str | None, station: Path | None) -> str:
         fail(str(err), code=2)
 
 
-def shown(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
-
-
 @contextmanager
-def opened(url: str) -> Iterator[Database]:
-    """The database at ``url``, migrated to the newest schema; a URL that cannot be opened ends
-    the command with an error naming it (exit 2)."""
+def opened(url: str, *, create: bool = False) -> Iterator[Database]:
+    """The database at ``url``, migrated to the newest schema. For reading (the default) a
+    missing SQLite file or a database without the cellbench schema is refused; ``create`` (for
+    commands that write) creates them. A database that cannot be opened ends the command with
+    a one-line error naming the problem and the fix (exit 2)."""
     try:
-        database = open_database(url)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as err:
-        fail(f"--db: {shown(url)} is not a usable database URL: {err}", code=2)
-    except sa.exc.OperationalError as err:
-        fail(f"cannot open the database {shown(url)}: {err.orig}", code=2)
+        database = open_database(url, create=create)
+    except DatabaseOpenError as err:
+        fail(str(err), code=2)
     try:
         yield database
     finally:
         database.close()
-
-
-def schema_revision(url: str) -> str | None:
-    """The schema revision the database at ``url`` is at (None: no cellbench schema)."""
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
-        return None  # connecting would create the file
-    engine = sa.create_engine(parsed)
-    try:
-        with engine.connect() as connection:
-            context = MigrationContext.configure(connection,
-                                                 opts={"version_table": VERSION_TABLE})
-            return context.get_current_revision()
-    finally:
-        engine.dispose()
 
 
 @db_app.command("upgrade")
@@ -95,13 +70,9 @@ def upgrade_command(db: DbOption = None, station: StationOption = None) -> None:
     """
     url = database_url(db, station)
     try:
-        before = schema_revision(url)
-        upgrade(url)
-        after = schema_revision(url)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as err:
-        fail(f"--db: {shown(url)} is not a usable database URL: {err}", code=2)
-    except sa.exc.OperationalError as err:
-        fail(f"cannot open the database {shown(url)}: {err.orig}", code=2)
+        before, after = upgrade(url)
+    except DatabaseOpenError as err:
+        fail(str(err), code=2)
     if before == after:
         console.print(f"{shown(url)}: schema is up to date (revision {after})", highlight=False)
     else:

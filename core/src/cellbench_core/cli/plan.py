@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 
 from cellbench_core.cli.app import app, station_plugins
-from cellbench_core.cli.console import console, fail
+from cellbench_core.cli.console import console, fail, warn
 from cellbench_core.cli.database import database_url, opened
 from cellbench_core.plan import PlanError, dump_plan, load_plan
+from cellbench_core.plan.advice import plan_warnings
 from cellbench_core.plan.model import ChamberSpec, Plan
 from cellbench_core.plan.program import Program
 from cellbench_core.plan.pybamm import from_pybamm, pybamm_steps
@@ -73,6 +74,8 @@ def plan_check(
         fail(str(err), code=2)
     if station is not None and config is not None:
         _check_against(parsed, station, config, manager, channels, battery, db, others)
+    for warning in plan_warnings(parsed, battery=battery is not None):
+        warn(warning)
     console.print(dump_plan(parsed), markup=False, highlight=False, end="")
 
 
@@ -202,10 +205,25 @@ def plan_import(
     )] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the plan here instead of printing it.")] = None,
+    capacity: Annotated[str | None, typer.Option(
+        help="pybamm: the cell's capacity for the experiment's C-rates, e.g. '2.5 Ah' (or run "
+             "the plan with --battery NAME).", show_default=False)] = None,
+    limits: Annotated[list[str] | None, typer.Option(
+        help="pybamm: safety limits as NAME=VALUE, comma-separated or repeated, e.g. "
+             "'voltage_min=2.5 V,voltage_max=4.2 V,current_max=2C' (names: voltage_max, "
+             "voltage_min, current_max, temperature_max, temperature_min).",
+        show_default=False)] = None,
 ) -> None:
     """Convert another tool's procedure into a plan (YAML); on an error name the step (or the
-    protocol's JSON path), exit 2."""
+    protocol's JSON path), exit 2.
+
+    Example: cellbench plan import --from pybamm "Discharge at C/5 until 2.5 V"
+    "Rest for 1 hour" --capacity "2.5 Ah" --limits "voltage_min=2.45 V,voltage_max=4.25 V"
+    """
     if from_format is ImportFormat.UNICYCLER:
+        if capacity is not None or limits:
+            fail("plan import --from unicycler: --capacity and --limits are for pybamm; a "
+                 "unicycler protocol carries its own", code=2)
         if len(sources) != 1:
             fail("plan import --from unicycler: give exactly one protocol JSON file", code=2)
         try:
@@ -228,10 +246,28 @@ def plan_import(
         else:
             steps.append(source)
     try:
-        text = from_pybamm(steps, name or "Imported experiment")
+        text = from_pybamm(steps, name or "Imported experiment", capacity=capacity,
+                           limits=_limits(limits or []))
     except PlanError as err:
+        if err.field == "capacity" or err.field.startswith("limits"):
+            option = "--capacity" if err.field == "capacity" else "--limits"
+            fail(f"{option}: {err.field}: {err.message}", code=2)
         fail(str(err), code=2)
     _write_plan(text, output)
+
+
+def _limits(items: list[str]) -> dict[str, str]:
+    """``--limits`` values (``NAME=VALUE``, comma-separated or repeated) as a plan's limits."""
+    limits: dict[str, str] = {}
+    for item in (part for text in items for part in text.split(",")):
+        key, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or not key or not value:
+            fail(f"--limits: expected NAME=VALUE like voltage_min=2.5 V, not {item.strip()!r}",
+                 code=2)
+        if key in limits:
+            fail(f"--limits: {key} is given twice", code=2)
+        limits[key] = value
+    return limits
 
 
 def _write_plan(text: str, output: Path | None) -> None:

@@ -10,6 +10,7 @@ import typer
 
 from cellbench_core.cli.app import app
 from cellbench_core.cli.console import console, fail
+from cellbench_core.cli.database import DbOption, StationOption, database_url, opened
 from cellbench_core.plots import (
     DEFAULT_SIGNALS,
     PlotError,
@@ -18,8 +19,7 @@ from cellbench_core.plots import (
     draw_signals,
     signal_series,
 )
-from cellbench_core.station import StationError, load_station
-from cellbench_core.storage import Database, open_database
+from cellbench_core.storage import Database
 
 
 def plot_tests(db: Database, test_ids: list[int], output: Path, *, cycles: bool = False,
@@ -54,10 +54,10 @@ def plot_command(
         help="Signals to draw, comma-separated: U, I, T, P, Ah, Wh, or aux signal names.")
     ] = ",".join(DEFAULT_SIGNALS),
     output: Annotated[Path | None, typer.Option(
-        "-o", "--output", help="Image file (.png, .svg, .pdf); default test-<id>.png.")] = None,
-    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
-    station: Annotated[Path | None, typer.Option(help="Station file whose database to read.")
-                       ] = None,
+        "-o", "--output", help="Image file (.png, .svg, .pdf); default test-TEST.png, e.g. "
+                               "test-3.png.", show_default=False)] = None,
+    db: DbOption = None,
+    station: StationOption = None,
 ) -> None:
     """Draw stored tests: voltage, current and temperature over time with steps and cycles
     marked, one cycle, or capacity and efficiency per cycle.
@@ -71,17 +71,14 @@ def plot_command(
     names = tuple(name.strip() for name in signals.split(",") if name.strip())
     if not names:
         fail("--signals: name at least one signal, e.g. U,I,T", code=2)
-    try:
-        url = db or (load_station(station).station.database if station
-                     else "sqlite:///cellbench.db")
-    except StationError as err:
-        fail(str(err), code=2)
     output = output or default_output(tests, cycles, cycle)
-    database = open_database(url)
-    try:
-        plot_tests(database, tests, output, cycles=cycles, cycle=cycle, signals=names)
-    except PlotError as err:
-        fail(str(err.args[0]), code=2)
-    finally:
-        database.close()
+    if not output.parent.is_dir():
+        fail(f"-o {output}: there is no folder {output.parent}", code=2)
+    with opened(database_url(db, station)) as database:
+        try:
+            plot_tests(database, tests, output, cycles=cycles, cycle=cycle, signals=names)
+        except PlotError as err:
+            fail(str(err.args[0]), code=2)
+        except OSError as err:
+            fail(f"-o {output}: cannot write: {err.strerror or err}", code=2)
     console.print(f"wrote {output}")

@@ -10,12 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cellbench_core.cli.app import app
+from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import console, fail
 from cellbench_core.cli.database import DbOption, StationOption, database_url, opened
 from cellbench_core.plan import PlanError, load_plan
 from cellbench_core.plan.tables import lookup_tables
-from cellbench_core.plugins import loaded_plugins
+from cellbench_core.plugins import PluginError, loaded_plugins
+from cellbench_core.station import Station, StationError, load_station
 from cellbench_core.storage import StorageError
 from cellbench_core.storage.queue import QueueStatus, TestQueue
 
@@ -53,8 +54,10 @@ def add_command(
         load_plan(plan, tables=lookup_tables(loaded_plugins().registry))
     except PlanError as err:
         fail(str(err), code=2)
+    if station is not None:
+        _check_channel(station, channel)
     text = plan.read_text(encoding="utf-8")
-    with opened(database_url(db, station)) as database:
+    with opened(database_url(db, station), create=True) as database:
         if battery is not None and database.battery(battery) is None:
             known = ", ".join(b.name for b in database.batteries()) or "none registered"
             fail(f"--battery: no battery called {battery!r} (known: {known})", code=2)
@@ -64,6 +67,18 @@ def add_command(
         except ValueError as err:
             fail(str(err), code=2)
     console.print(f"queued entry {entry}: {plan} on channel {channel}", highlight=False)
+
+
+def _check_channel(station: Path, channel: int) -> None:
+    """End the command (exit 2) when the station file shows that ``channel`` does not exist."""
+    try:
+        config = load_station(station)
+        count = Station(config, station_plugins(config), base_dir=station.parent).channel_count()
+    except (StationError, PluginError) as err:
+        fail(str(err), code=2)
+    if count is not None and channel > count:
+        fail(f"--channel {channel}: {station} has channels 1-{count}; the station could never "
+             "start this test", code=2)
 
 
 @queue_app.command("list")

@@ -21,13 +21,15 @@ from rich.table import Table
 
 from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import console, fail
+from cellbench_core.cli.database import opened
+from cellbench_core.events import TestStatus
 from cellbench_core.plan import Plan, PlanError, load_plan, parse_plan
 from cellbench_core.plan.tables import lookup_tables
 from cellbench_core.plots import PlotError, cycle_series, draw_cycles
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.station import Station, StationConfig, StationError, load_station
-from cellbench_core.storage import BatteryRecord, Database, SampleWriter, open_database
+from cellbench_core.storage import BatteryRecord, Database, SampleWriter
 from cellbench_core.storage.lease import LeaseHeld, StationLease
 from cellbench_hal import Clock, DeviceError, RealClock, VirtualClock
 
@@ -63,6 +65,7 @@ class _Job:
     db: Database
     clock: Clock
     requests: Callable[[Station], list[TestRequest]]
+    interrupted: bool = False  # by SIGINT or SIGTERM
 
 
 class _Live:
@@ -104,8 +107,13 @@ class _Live:
 
 async def _execute(job: _Job, runner: Runner, live: bool) -> list[TestOutcome]:
     loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        job.interrupted = True
+        runner.stop(None, "stopped by operator")
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, runner.stop, None, "stopped by operator")
+        loop.add_signal_handler(sig, interrupt)
     try:
         await job.station.open(job.clock)
         await job.station.start_notifiers(job.db)
@@ -144,6 +152,21 @@ def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bo
     console.print(f"{runner.samples:,} samples in {wall:.1f} s wall "
                   f"({runner.samples / max(wall, 1e-9):,.0f} samples/s); database: {job.db.url}")
     return outcomes
+
+
+#: Exit code of ``run`` and ``demo`` when a test ended on a safety limit or a failure.
+EXIT_NOT_COMPLETED = 3
+#: Exit code of ``run`` and ``demo`` stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells do).
+EXIT_INTERRUPTED = 130
+
+
+def _exit_code(job: _Job, outcomes: list[TestOutcome]) -> int:
+    """0 when every test ran its plan to the end; otherwise why not."""
+    if job.interrupted:
+        return EXIT_INTERRUPTED
+    if any(o.status is not TestStatus.FINISHED for o in outcomes):
+        return EXIT_NOT_COMPLETED
+    return 0
 
 
 #: Up to this many channels the summary has a row per channel; beyond, a row per cycle.
@@ -267,6 +290,11 @@ def run_command(
     Each channel follows the plan on its own; every sample goes to the database. Ctrl-C stops
     all channels safely (output off) and keeps every sample.
 
+    Exit codes: 0 every test ran its plan to the end; 3 a test ended on a safety limit or a
+    failure (the summary says which and why); 130 interrupted by Ctrl-C or SIGTERM; 2 bad input
+    (plan, station file, database URL, options) or another station runs on the database; 1 the
+    run could not go on (a device error before the tests started).
+
     Example: cellbench run plans/capacity-check.yaml --channels 1-4 --speed max
     """
     try:
@@ -283,19 +311,15 @@ def run_command(
     except (StationError, PluginError) as err:
         fail(str(err), code=2)
     clock = _clock(speed)
-    database = open_database(db or config.station.database)
-    try:
+    with opened(db or config.station.database, create=True) as database:
         record = _battery(database, battery)
 
-        def requests(opened: Station) -> list[TestRequest]:
-            return [opened.request(ref, parsed, record) for ref in opened.select(channels)]
+        def requests(ready: Station) -> list[TestRequest]:
+            return [ready.request(ref, parsed, record) for ref in ready.select(channels)]
 
-        outcomes = _run_job(_Job(built, database, clock, requests),
-                            config.station.sample_period, manager)
-    finally:
-        database.close()
-    if any(o.status.value == "failed" for o in outcomes):
-        raise typer.Exit(1)
+        job = _Job(built, database, clock, requests)
+        outcomes = _run_job(job, config.station.sample_period, manager)
+    raise typer.Exit(_exit_code(job, outcomes))
 
 
 def _cycle_life_plan(cycles: int) -> Plan:
@@ -328,7 +352,7 @@ def demo_command(
 
     The cells differ slightly (capacity, resistance), as real cells do, and age as they
     cycle. Time is simulated, so hours of cycling take seconds. Afterwards:
-    `cellbench plot TEST --db ...` draws any test.
+    `cellbench plot TEST --db ...` draws any test. Exit codes as for `cellbench run`.
 
     Example: cellbench demo --cycles 200 (a cycle-life test; ends with the fade plot's path)
     """
@@ -345,10 +369,9 @@ def demo_command(
     })
     manager = station_plugins(config)
     station = Station(config, manager)
-    database = open_database(db)
-    console.print(f"Demo station: {channels} simulated channels, plan {plan.name!r}, "
-                  f"results in [bold]{database.url}[/bold]")
-    try:
+    with opened(db, create=True) as database:
+        console.print(f"Demo station: {channels} simulated channels, plan {plan.name!r}, "
+                      f"results in [bold]{database.url}[/bold]")
         battery = database.battery(DEMO_BATTERY)
         if battery is None:
             database.add_battery(
@@ -358,12 +381,12 @@ def demo_command(
                 metadata={"source": "cellbench demo"})
             battery = database.battery(DEMO_BATTERY)
 
-        def requests(opened: Station) -> list[TestRequest]:
-            return [opened.request(ref, plan, battery, name=f"demo channel {ref.name}")
-                    for ref in opened.channels]
+        def requests(ready: Station) -> list[TestRequest]:
+            return [ready.request(ref, plan, battery, name=f"demo channel {ref.name}")
+                    for ref in ready.channels]
 
-        outcomes = _run_job(_Job(station, database, VirtualClock(), requests),
-                            config.station.sample_period, manager)
+        job = _Job(station, database, VirtualClock(), requests)
+        outcomes = _run_job(job, config.station.sample_period, manager)
         if cycles is not None:
             compared = [o.test_id for o in outcomes[:_FADE_PLOT_TESTS]]
             try:
@@ -376,5 +399,4 @@ def demo_command(
                           f"--db {db}", soft_wrap=True, highlight=False)
             console.print(f"fade plot of tests {ids}: [bold]{fade_plot}[/bold]",
                           soft_wrap=True, highlight=False)
-    finally:
-        database.close()
+    raise typer.Exit(_exit_code(job, outcomes))

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import secrets
 import signal
 from importlib.metadata import version
 from pathlib import Path
@@ -50,6 +52,13 @@ driver = "{driver}"                    # a channel driver from `cellbench plugin
 [channels.settings]                  # validated by the driver; see its documentation
 {settings}"""
 
+_RCI = """
+[[interfaces]]                       # a control interface `cellbench serve` runs
+kind = "rci"                         # remote control by `cellbench rci` (docs/rci.md)
+[interfaces.settings]
+tcp = "{address}"{tcp_comment}
+{tokens}"""
+
 _COMMENT_COLUMN = 38
 
 _SIM_SETTINGS = """\
@@ -58,6 +67,20 @@ chemistry = "nmc"                    # "nmc" (2.5-4.2 V) or "lfp" (2.5-3.65 V)
 capacity_ah = 2.5                    # nominal capacity of the simulated cells
 seed = 1                             # the same seed gives the same cells
 """
+
+
+def _rci_address(text: str) -> tuple[str, bool]:
+    """``--rci [HOST:]PORT`` as ``host:port`` (loopback without a host), and whether it is
+    reachable only from this machine."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        fail(f"--rci: expected [HOST:]PORT like 5025 or 0.0.0.0:5025, not {text!r}", code=2)
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False  # a host name: reachable from wherever it resolves
+    return f"{host}:{int(port)}", local
 
 
 def _align_comments(text: str) -> str:
@@ -82,21 +105,40 @@ def init_command(
     db: Annotated[str, typer.Option("--db", help="Database URL of the station.")
                   ] = "sqlite:///cellbench.db",
     name: Annotated[str, typer.Option(help="The station's name.")] = "station",
-    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    rci: Annotated[str | None, typer.Option(
+        metavar="[HOST:]PORT",
+        help="Also serve the rci remote-control interface on this TCP port (of 127.0.0.1 "
+             "without HOST). Beyond loopback clients need a token: one is written to "
+             "FILE-rci-tokens.txt beside the station file.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
 ) -> None:
     """Write a commented example station file that runs as it is.
 
     With the simulated driver (the default) the station runs on a virtual clock ten times
     faster than the wall; edit clock and speed for real time.
 
-    Example: cellbench station init --channels 16 --db sqlite:///lab.db -o lab.toml
+    Example: cellbench station init --channels 16 --db sqlite:///lab.db --rci 5025 -o lab.toml
     """
-    known = [d.name for d in loaded_plugins().registry.all(Kind.CHANNEL_DRIVER)]
+    registry = loaded_plugins().registry
+    known = [d.name for d in registry.all(Kind.CHANNEL_DRIVER)]
     if driver not in known:
         fail(f"--driver: no channel driver {driver!r} (installed: "
              f"{', '.join(known) or 'none'})", code=2)
-    if output.exists() and not force:
-        fail(f"{output} exists; choose another -o FILE or give --force", code=2)
+    interfaces, token_file = "", None
+    if rci is not None:
+        if "rci" not in {d.name for d in registry.all(Kind.INTERFACE)}:
+            fail("--rci: the rci interface plugin (cellbench-rci) is not installed", code=2)
+        address, local = _rci_address(rci)
+        token_file = None if local else output.with_name(f"{output.stem}-rci-tokens.txt")
+        interfaces = _RCI.format(
+            address=address,
+            tcp_comment="  # loopback: every local client may control the station" if local
+            else "  # beyond this machine: clients give a token",
+            tokens="" if token_file is None else
+            f'token_file = "{token_file.name}"  # "<token> operator|viewer" lines\n')
+    for path in (output, token_file):
+        if path is not None and path.exists() and not force:
+            fail(f"{path} exists; choose another -o FILE or give --force", code=2)
     simulated = driver == "sim"
     text = _TEMPLATE.format(
         file=output.name, name=name, database=db, driver=driver,
@@ -104,14 +146,22 @@ def init_command(
         speed='speed = 10                           # virtual clock: times faster than the wall\n'
               if simulated else "",
         settings=_SIM_SETTINGS.format(channels=channels) if simulated else
-        "# the driver's settings go here\n")
+        "# the driver's settings go here\n") + interfaces
     output.write_text(_align_comments(text), encoding="utf-8")
+    if token_file is not None:
+        token_file.touch(mode=0o600)
+        token_file.chmod(0o600)  # before the token is in it: only its owner may read it
+        token_file.write_text(f"{secrets.token_urlsafe(24)} operator\n", encoding="utf-8")
     try:
         load_station(output)
     except StationError as err:  # the template and the station model went apart
         fail(f"the written file does not validate: {err}")
     console.print(f"wrote {output}: {channels if simulated else 'the'} {driver} channels, "
-                  f"database {db}", highlight=False)
+                  f"database {db}" + (f", rci on {_rci_address(rci)[0]}" if rci else ""),
+                  highlight=False)
+    if token_file is not None:
+        console.print(f"wrote {token_file}: an operator token for rci clients "
+                      "(cellbench rci --token, or CELLBENCH_RCI_TOKEN)", highlight=False)
 
 
 @app.command("serve")
@@ -143,7 +193,7 @@ def serve_command(
         fail(str(err), code=2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    with opened(db or config.station.database) as database:
+    with opened(db or config.station.database, create=True) as database:
         async def main() -> None:
             service = StationService(built, database, config.station.make_clock(),
                                      manager.hook, version=version("cellbench-core"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import yaml
 
@@ -42,21 +42,32 @@ def pybamm_steps(text: str) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def from_pybamm(steps: Sequence[str], name: str, source: str = "<pybamm>") -> str:
-    """Our plan YAML for PyBaMM experiment ``steps``; raises :class:`PlanError` naming the step
-    (``source`` and its 1-based number) that has no equivalent or does not parse."""
+def from_pybamm(steps: Sequence[str], name: str, source: str = "<pybamm>", *,
+                capacity: str | None = None, limits: Mapping[str, str] | None = None) -> str:
+    """Our plan YAML for PyBaMM experiment ``steps``, with the battery's ``capacity`` (for the
+    C-rates PyBaMM experiments mostly use, like ``'2.5 Ah'``) and safety ``limits`` (like
+    ``{"voltage_min": "2.5 V"}``) if given; raises :class:`PlanError` naming the step (``source``
+    and its 1-based number), the capacity or the limit that has no equivalent or does not
+    parse."""
     if not steps:
         raise PlanError(source, 0, "", "no experiment steps")
     converted = [_step(step, source, number) for number, step in enumerate(steps, 1)]
-    text = yaml.safe_dump({"name": name, "steps": converted}, sort_keys=False,
-                          allow_unicode=True, width=math.inf)
+    plan: dict[str, object] = {"name": name}
+    if capacity is not None:
+        plan["capacity"] = capacity
+    if limits:
+        plan["limits"] = dict(limits)
+    plan["steps"] = converted
+    text = yaml.safe_dump(plan, sort_keys=False, allow_unicode=True, width=math.inf)
     try:
         parse_plan(text, source)
     except PlanError as error:
-        # The YAML has the name on line 1 and step n on line n + 2.
-        number = error.line - 2
-        where = f"step {number} ({steps[number - 1]!r})" if 0 < number <= len(steps) else "plan"
-        raise PlanError(source, max(number, 0), f"steps[{max(number - 1, 0)}]",
+        # Step n is on the n-th line after "steps:"; the lines above hold name, capacity, limits.
+        number = error.line - text.splitlines().index("steps:") - 1
+        if number <= 0:
+            raise PlanError(source, 0, error.field, error.message) from None
+        where = f"step {number} ({steps[number - 1]!r})" if number <= len(steps) else "plan"
+        raise PlanError(source, number, f"steps[{number - 1}]",
                         f"{where}: {error.message}") from None
     return text
 

@@ -20,7 +20,7 @@ from cellbench_core.descriptors import Kind
 from cellbench_core.dispatch import EventDispatcher
 from cellbench_core.events import Alarm
 from cellbench_core.plugins import PluginError, PluginManager
-from cellbench_core.station import StationConfig, StationError, SyncSection
+from cellbench_core.station import StationConfig, StationError, SyncSection, invalid
 from cellbench_core.storage import Database
 from cellbench_core.synctargets import SyncTarget, run_sync
 
@@ -48,17 +48,14 @@ class SyncWorkers:
             try:
                 descriptor = plugins.registry.get(Kind.SYNC_TARGET, section.target)
             except PluginError as err:
-                raise StationError(f"sync[{n}].target: {err}") from None
+                raise StationError(f"{config.where(('sync', n, 'target'))}: {err}") from None
             settings = dict(section.settings)
             if "station" in descriptor.settings.model_fields:
                 settings.setdefault("station", config.station.name)
             try:
                 target = descriptor.create(settings)
             except ValidationError as err:
-                first = err.errors()[0]
-                where = ".".join(map(str, first["loc"]))
-                raise StationError(f"sync[{n}].settings{'.' + where if where else ''}: "
-                                   f"{first['msg']}") from None
+                raise invalid(err, descriptor.settings, config, ("sync", n, "settings")) from None
             self._workers.append(_Worker(f"{section.target} (sync[{n}])", target, section))
 
     def __len__(self) -> int:

@@ -28,6 +28,7 @@ from cellbench_core.storage.records import (
     TestRecord,
     TestStart,
 )
+from cellbench_core.storage.urls import DatabaseOpenError
 from cellbench_core.storage.writer import SampleWriter
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "BatteryRecord",
     "CycleRecord",
     "Database",
+    "DatabaseOpenError",
     "EventRecord",
     "Outbox",
     "OutboxEntry",

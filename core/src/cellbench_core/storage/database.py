@@ -17,6 +17,7 @@ import numpy as np
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 from cellbench_core.events import TestStatus
@@ -33,6 +34,7 @@ from cellbench_core.storage.records import (
     TestRecord,
     TestStart,
 )
+from cellbench_core.storage.urls import DatabaseOpenError, checked_url, shown, unavailable
 from cellbench_core.text import check_identifier, check_name, printable
 
 T = TypeVar("T")
@@ -50,43 +52,71 @@ _SQLITE_BUSY_TIMEOUT_MS = 30000
 _POSTGRES_CONNECT_ARGS = {"options": "-c plan_cache_mode=force_custom_plan"}
 
 
-def open_database(url: str) -> Database:
+def open_database(url: str, *, create: bool = True) -> Database:
     """Open the database at a SQLAlchemy URL and upgrade its schema to the newest version.
 
-    ``sqlite:///path/to/file.sqlite3`` (the parent directory is created),
-    ``mysql+pymysql://user:password@host/db`` or ``postgresql+psycopg://user@host/db``.
+    ``sqlite:///path/to/file.sqlite3`` (with ``create``, the file and its parent directory are
+    created), ``mysql+pymysql://user:password@host/db`` or ``postgresql+psycopg://user@host/db``.
+    Without ``create`` (for reading) a missing SQLite file, or a database without the cellbench
+    schema, is refused. A URL that cannot be opened raises :class:`DatabaseOpenError` saying why
+    and how to fix it.
     """
-    engine = _create_engine(url)
+    parsed = checked_url(url)
+    if not create and parsed.get_backend_name() == "sqlite" \
+            and not Path(parsed.database or "").is_file():
+        raise DatabaseOpenError(
+            f"{shown(parsed)}: there is no database file {parsed.database}; check the name, or "
+            f"create it with cellbench db upgrade --db {shown(parsed)}")
+    engine = _create_engine(parsed)
     try:
-        _upgrade(engine)
+        with _translated(parsed):
+            if not create and not sa.inspect(engine).has_table(schema.VERSION_TABLE):
+                raise DatabaseOpenError(
+                    f"{shown(parsed)} has no cellbench tables (not a cellbench database?); "
+                    f"create them with cellbench db upgrade --db {shown(parsed)}")
+            _upgrade(engine)
     except BaseException:
         engine.dispose()
         raise
     return Database(url, engine)
 
 
-def upgrade(url: str) -> None:
-    """Upgrade the schema of the database at ``url`` to the newest version."""
-    engine = _create_engine(url)
+def upgrade(url: str) -> tuple[str | None, str | None]:
+    """Create or upgrade the schema of the database at ``url`` to the newest version; return
+    the schema revisions before (None: no cellbench schema) and after."""
+    parsed = checked_url(url)
+    engine = _create_engine(parsed)
     try:
-        _upgrade(engine)
+        with _translated(parsed):
+            before = _revision(engine)
+            _upgrade(engine)
+            return before, _revision(engine)
     finally:
         engine.dispose()
 
 
-def _create_engine(url: str) -> Engine:
-    parsed = sa.make_url(url)
+@contextmanager
+def _translated(parsed: sa.URL) -> Iterator[None]:
+    """Connection failures inside the block as :class:`DatabaseOpenError`."""
+    try:
+        yield
+    except (sa.exc.DatabaseError, sa.exc.InterfaceError) as err:
+        raise unavailable(parsed, err) from err
+
+
+def _revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection,
+                                             opts={"version_table": schema.VERSION_TABLE})
+        return context.get_current_revision()
+
+
+def _create_engine(parsed: sa.URL) -> Engine:
     backend = parsed.get_backend_name()
     if backend != "sqlite":
         return sa.create_engine(parsed, pool_pre_ping=True, connect_args=(
             _POSTGRES_CONNECT_ARGS if backend == "postgresql" else {}))
-    path = parsed.database
-    if not path or path == ":memory:" or parsed.query.get("mode") == "memory":
-        raise ValueError(
-            f"database URL {url!r}: an in-memory SQLite database cannot be shared with the "
-            "sample writer thread; give a file path"
-        )
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed)
     sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine

@@ -47,8 +47,11 @@ UNITS = {"c": "°C", "v": "V", "a": "A", "w": "W", "s": "s", "ah": "Ah", "wh": "
 _SUFFIX_OF_UNIT = {unit: suffix for suffix, unit in UNITS.items()}
 _UNIT_HEADER = re.compile(r"^(.+)\[([^\[\]]+)\]$")
 
-# Fields completed in place when the test ends; padded so the file's length does not change.
+# Fields completed in place when the test ends, as wide as what completes them so that the
+# file's length does not change: the end time is dashes until then, and the status is
+# right-aligned (no line ends in spaces).
 _END_WIDTH = len("01.01.2000 00:00:00")
+_NO_END = b"-" * _END_WIDTH
 _STATUS_WIDTH = max(len(s.value) for s in TestStatus)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Enough of a file to hold its preamble and header: all :meth:`BasytecWriter.resume` reads of
@@ -73,12 +76,19 @@ def aux_name(header: str) -> str:
     return header
 
 
+#: Significant digits of a value, as BaSyTec writes them (its published result files).
+DIGITS = 15
+
+
 def number(value: float) -> str:
-    """A float as the shortest text that reads back as the same float; empty for NaN."""
+    """A float as BaSyTec writes it: :data:`DIGITS` significant digits, exponents as ``E-7``
+    (``1.259385498273E-7``, ``3.52575489148741``, ``0``); empty for NaN."""
     if math.isnan(value):
         return ""
-    text = repr(value)
-    return text[:-2] if text.endswith(".0") else text
+    if value == 0:
+        return "0"  # not -0
+    mantissa, exponential, exponent = f"{value:.{DIGITS}g}".partition("e")
+    return f"{mantissa}E{int(exponent)}" if exponential else mantissa
 
 
 def command(current_a: float) -> str:
@@ -132,7 +142,7 @@ class BasytecWriter:
         try:
             with writer.path.open("rb") as file:
                 data = file.read(_HEAD_BYTES)
-                if f"~Status: {TestStatus.RUNNING.value}".encode() in data or \
+                if f"~Status: {TestStatus.RUNNING.value:>{_STATUS_WIDTH}}".encode() in data or \
                         b"\n~" + COLUMNS[0].encode(ENCODING) not in data:
                     data += file.read()  # the head alone does not settle it
         except FileNotFoundError:
@@ -254,14 +264,15 @@ class BasytecWriter:
             f"~Testchannel: {_text(test.channel)}",
             f"~Start of Test: {_date(test.start_unix_s)}",
         ]
-        head = "\n".join(lines).encode(ENCODING, errors="replace") + b"\n"
+        head = "\n".join(line.rstrip() for line in lines).encode(ENCODING, errors="replace") \
+            + b"\n"
         end_label, status_label = b"~End of Test: ", b"~Status: "
         self._end_at = len(head) + len(end_label)
         self._status_at = self._end_at + _END_WIDTH + 1 + len(status_label)
         rest = [
-            end_label + b"-".ljust(_END_WIDTH),
-            status_label + TestStatus.RUNNING.value.encode().ljust(_STATUS_WIDTH),
-            f"~Station: {_text(test.station)}".encode(ENCODING, errors="replace"),
+            end_label + _NO_END,
+            status_label + TestStatus.RUNNING.value.encode().rjust(_STATUS_WIDTH),
+            f"~Station: {_text(test.station)}".rstrip().encode(ENCODING, errors="replace"),
             f"~Test id: {test.id}".encode(),
             b"~",
             ("~" + "\t".join(headers)).encode(ENCODING),
@@ -271,12 +282,12 @@ class BasytecWriter:
         self._started = True
 
     def _finish(self, test: TestRecord) -> None:
-        end = "-" if test.end_unix_s is None else _date(test.end_unix_s)
+        end = _NO_END if test.end_unix_s is None else _date(test.end_unix_s).encode()
         with self.path.open("r+b") as file:
             file.seek(self._end_at)
-            file.write(end.encode().ljust(_END_WIDTH))
+            file.write(end)
             file.seek(self._status_at)
-            file.write(test.status.value.encode().ljust(_STATUS_WIDTH))
+            file.write(test.status.value.encode().rjust(_STATUS_WIDTH))
         self.complete = True
 
     def _rows(self, chunk: SampleChunk) -> bytes:

@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         """
         name = station_name(station)
         failed = 0
-        with opened(database_url(db, station)) as database:
+        with opened(database_url(db, station), create=True) as database:
             for path in files:
                 try:
                     test_id = import_basytec(database, path, battery=battery, channel=channel,

@@ -4,6 +4,7 @@ interactive prompt."""
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
 import sys
 import threading
@@ -58,6 +59,24 @@ _COLUMNS = {
     "CHANNELS?": ("ch", "driver", "Umin/V", "Umax/V", "Imax/A"),
 }
 _TEXT_COLUMNS = {"state", "plan", "battery", "status", "chemistry", "driver"}
+#: Decimals a table shows of a measured value: what a reading resolves (mV, mA, 0.1 °C...),
+#: not the six significant digits the protocol carries.
+_DECIMALS = {"U/V": 3, "I/A": 3, "T/°C": 1, "Ah": 4, "Wh": 3, "time/s": 0, "capacity/Ah": 3,
+             "Umin/V": 3, "Umax/V": 3, "Imax/A": 3}
+#: Columns that keep their whole width on a narrow terminal: which channel, and its state.
+_KEPT_WHOLE = {"ch", "state", "entry", "battery"}
+
+
+def _shown(column: str, field: str) -> str:
+    """A field of a tabular reply as the table shows it: measured values rounded."""
+    decimals = _DECIMALS.get(column)
+    if decimals is None:
+        return field
+    try:
+        value = float(field)
+    except ValueError:
+        return field
+    return f"{value:.{decimals}f}" if math.isfinite(value) else field
 
 
 def render(command: str, reply: Reply) -> None:
@@ -74,12 +93,14 @@ def render(command: str, reply: Reply) -> None:
         if not records:
             console.print(f"({title}: none)", highlight=False)
             return
-        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for column in columns:
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                      collapse_padding=True)
+        for column, width in zip(columns, _widths(columns, records), strict=True):
             table.add_column(column, justify="left" if column in _TEXT_COLUMNS else "right",
-                             no_wrap=True)
+                             no_wrap=True, min_width=width if column in _KEPT_WHOLE else None)
         for record in records:
-            table.add_row(*(escape(field) for field in record))
+            table.add_row(*(escape(_shown(column, field))
+                            for column, field in zip(columns, record, strict=False)))
         console.print(table)
     elif query == "BATTERY?" and "=" in reply.payload:  # one battery: name=..,chemistry=..
         table = Table(show_header=False, box=None)
@@ -88,6 +109,12 @@ def render(command: str, reply: Reply) -> None:
         console.print(table)
     else:
         console.print(reply.payload or "OK", markup=False, highlight=False)
+
+
+def _widths(columns: tuple[str, ...], records: list[list[str]]) -> list[int]:
+    """The width of each column's widest field or heading, as shown."""
+    return [max([len(column), *(len(_shown(column, r[n])) for r in records if n < len(r))])
+            for n, column in enumerate(columns)]
 
 
 def _print_push(line: str) -> None:
