@@ -15,7 +15,7 @@ import numpy as np
 from cellbench_core.dispatch import EventDispatcher
 from cellbench_core.runner.conditions import COLUMNS, ConditionTable
 from cellbench_core.runner.limits import LIMITS
-from cellbench_core.runner.records import ChamberBand, Control, Run, SteppedRamp
+from cellbench_core.runner.records import ChamberBand, Control, ExternalHold, Run, SteppedRamp
 from cellbench_core.storage import Database, SampleRows, SampleWriter, TestEnd
 from cellbench_hal import (
     ChamberState,
@@ -64,6 +64,8 @@ class RunState:
         self.bands: dict[str, ChamberBand] = {}
         # Chambers ramping their temperature setpoint by the station's hand, by name.
         self.ramps: dict[str, SteppedRamp] = {}
+        # Rows in an external step: the setpoint they hold and their watchdog (external.py).
+        self.external: dict[int, ExternalHold] = {}
         self.signals_now: dict[str, float] = {}  # this tick's signal values
         # Per signal that running tests end steps on: their rows and its column in each row.
         self.signal_users: dict[str, dict[int, int]] = {}

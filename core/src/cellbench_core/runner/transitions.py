@@ -17,7 +17,14 @@ from cellbench_core.plan.model import ActionKind, ChamberSpec, Message, Quantity
 from cellbench_core.plan.program import Passed
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_core.runner.limits import limit_message
-from cellbench_core.runner.records import Resume, Run, RunError, SteppedRamp, TestOutcome
+from cellbench_core.runner.records import (
+    ExternalHold,
+    Resume,
+    Run,
+    RunError,
+    SteppedRamp,
+    TestOutcome,
+)
 from cellbench_core.runner.resolve import resolve_plan, resolve_steps, step_variables
 from cellbench_core.runner.resume import position, restore
 from cellbench_core.runner.state import RunState
@@ -89,6 +96,9 @@ async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
         return False
     st.conditions.set(row, conditions, run.signal_columns)
     st.waits.pop(row, None)
+    st.external.pop(row, None)
+    if spec.external is not None:  # at rest until the superior system's first setpoint
+        st.external[row] = ExternalHold(spec.external.watchdog_s, t, step)
     if spec.chamber is not None:
         # Not set yet: the chamber changes once every channel in it whose plan has chamber
         # steps has reached one (attached.check_chambers), never under a neighbour's test.
@@ -269,6 +279,7 @@ async def finish(st: RunState, run: Run, status: TestStatus, reason: str, t: flo
         if not users:
             st.signal_users.pop(name, None)
     st.waits.pop(row, None)
+    st.external.pop(row, None)
     st.active[row] = False
     st.paused[row] = run.paused = False
     st.conditions.clear(row)
