@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import math
-
 from cellbench_core.plan.channel_steps import step_actions
 from cellbench_core.plan.mode_steps import step_ends
 from cellbench_core.plan.model import ExternalSpec, StepSpec
@@ -37,11 +35,7 @@ def external_step(ctx: ParseContext, entries: Entries, line: int, path: str) -> 
         ctx.fail(node_line(node), join_path(where, "watchdog"), "missing: an external step "
                  "needs a watchdog, like watchdog: 2 s (no setpoint or keepalive for that "
                  "long switches the output off and ends the step)")
-    watchdog_node = inner["watchdog"][1]
-    watchdog = node_duration(ctx, watchdog_node, join_path(where, "watchdog"))
-    if not (math.isfinite(watchdog) and watchdog > 0):
-        ctx.fail(node_line(watchdog_node), join_path(where, "watchdog"),
-                 "must be a positive duration")
+    watchdog = node_duration(ctx, inner["watchdog"][1], join_path(where, "watchdog"))
     until, then, label = step_ends(ctx, inner, where)
     return ctx.origin(StepSpec(mode=StepMode.REST, until=tuple(until),
                                text=f"external: {{{mapping_text(inner)}}}", label=label,
