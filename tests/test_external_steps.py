@@ -13,6 +13,7 @@ import pytest
 
 from cellbench_core.events import TestStatus
 from cellbench_core.plan import PlanError, parse_plan
+from cellbench_core.plan.model import StepSpec
 from cellbench_core.plan.normalise import dump_plan
 from cellbench_core.plan.show import show_plan
 from cellbench_core.runner import (
@@ -42,13 +43,13 @@ steps:
 
 def test_an_external_step_parses_shows_and_writes_back() -> None:
     plan = parse_plan(PLAN, "plan.yaml")
-    step = plan.steps[0]
+    step, written_back = plan.steps[0], parse_plan(dump_plan(plan), "normal.yaml").steps[0]
+    assert isinstance(step, StepSpec) and isinstance(written_back, StepSpec)
     assert step.external is not None and step.external.watchdog_s == 5.0
     assert step.mode is StepMode.REST and step.line == 7
     assert "External setpoints (watchdog 5 s) for 1 h" in show_plan(plan)
-    again = parse_plan(dump_plan(plan), "normal.yaml")
-    assert again.steps[0].external == step.external
-    assert [(c.quantity, c.op, c.value) for c in again.steps[0].until[0]] == [
+    assert written_back.external == step.external
+    assert [(c.quantity, c.op, c.value) for c in written_back.until[0]] == [
         (c.quantity, c.op, c.value) for c in step.until[0]]
 
 
@@ -86,6 +87,11 @@ def _drive(tmp_path: Path, plan_text: str, actions: dict[float, Any],
     refused: list[BaseException] = []
     sent: list[asyncio.Task[Step]] = []
 
+    def settled(task: asyncio.Task[Step]) -> None:
+        error = task.exception()
+        if error is not None:
+            refused.append(error)
+
     def observe(channels: IntArray, batch: SampleRows) -> None:
         t = float(batch.test_time_s[0])
         if batch.step_index[0] != 0:
@@ -94,8 +100,7 @@ def _drive(tmp_path: Path, plan_text: str, actions: dict[float, Any],
             runner.keepalive(1)
         while pending and pending[0][0] <= t:
             task = asyncio.ensure_future(runner.set_setpoint(1, pending.pop(0)[1], "bench:7"))
-            task.add_done_callback(lambda done: refused.extend(
-                [done.exception()] if done.exception() else []))
+            task.add_done_callback(settled)
             sent.append(task)
 
     runner.observer = observe
