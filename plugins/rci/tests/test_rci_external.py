@@ -73,7 +73,7 @@ def test_setpoints_are_checked_applied_and_recorded(serve: Any, db: Database,
         wait_until(lambda: current_of(rci, 1), "the current of the setpoint",
                    check=lambda amps: abs(amps - 1.5) < 1e-9)
         refusals = {  # each refused with its code, the channel left at 1.5 A
-            "SET 1 CC 20": (ErrorCode.OUT_OF_RANGE, "current 20.0 A is beyond 10.0 A (channel 1's range)"),
+            "SET 1 CC 20": (ErrorCode.OUT_OF_RANGE, "20.0 A is beyond 10.0 A (channel 1's range)"),
             "SET 1 CC 2.9": (ErrorCode.OUT_OF_RANGE, "the safety limit current_max 2 A"),
             "SET 1 CC -2.9": (ErrorCode.OUT_OF_RANGE, "the safety limit current_max 2.5 A"),
             "SET 1 CC 3500mA": (ErrorCode.OUT_OF_RANGE, "beyond the safety limit"),
