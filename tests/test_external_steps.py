@@ -69,18 +69,30 @@ def test_a_bad_external_step_is_refused_where_it_is(step: str, message: str) -> 
     assert str(caught.value).startswith(message), str(caught.value)
 
 
+class SlowToSetCurrents(SimChannels):
+    """Simulated channels that take a while (real time) to take a CC setpoint, as an
+    instrument on a slow line does: meanwhile the runner's virtual clock runs on."""
+
+    async def apply(self, channel: int, step: Step) -> None:
+        if step.mode is StepMode.CC:
+            await asyncio.sleep(0.2)
+        await super().apply(channel, step)
+
+
 def _drive(tmp_path: Path, plan_text: str, actions: dict[float, Any],
-           keepalive_until_s: float = 0.0, **cell: Any) -> tuple[Database, TestOutcome,
-                                                                  list[BaseException]]:
-    """Run ``plan_text`` on one simulated cell with 1 s samples; at the first sample at or
-    after each test time in ``actions`` send that setpoint (a Step) through the runner, and
-    keep the watchdog alive on every sample before ``keepalive_until_s``. Returns the
+           keepalive_until_s: float = 0.0, driver_type: type[SimChannels] = SimChannels,
+           stop_when_refused: bool = False, **cell: Any
+           ) -> tuple[Database, TestOutcome, list[BaseException]]:
+    """Run ``plan_text`` on one simulated cell (a ``driver_type``) with 1 s samples; at the
+    first sample at or after each test time in ``actions`` send that setpoint (a Step) through
+    the runner, and keep the watchdog alive on every sample before ``keepalive_until_s``; with
+    ``stop_when_refused``, stop the test at a refusal once its step has ended. Returns the
     database, the outcome and the setpoints' refusals."""
     db = open_database(f"sqlite:///{tmp_path / 'external.db'}")
     clock = VirtualClock()
     writer = SampleWriter(db)
     runner = Runner(db, writer, clock, sample_period_s=1.0)
-    driver = SimChannels(SimChannelSettings(count=1, capacity_spread=0.0, resistance_spread=0.0,
+    driver = driver_type(SimChannelSettings(count=1, capacity_spread=0.0, resistance_spread=0.0,
                                             **cell))
     request = TestRequest(ChannelRef(1, driver, "sim", 0), parse_plan(plan_text, "plan.yaml"))
     pending = sorted(actions.items())
@@ -95,6 +107,8 @@ def _drive(tmp_path: Path, plan_text: str, actions: dict[float, Any],
     def observe(channels: IntArray, batch: SampleRows) -> None:
         t = float(batch.test_time_s[0])
         if batch.step_index[0] != 0:
+            if refused and stop_when_refused:
+                runner.stop(1, "refused")
             return
         if t < keepalive_until_s:
             runner.keepalive(1)
@@ -184,4 +198,20 @@ def test_setpoints_outside_an_external_step_are_refused(tmp_path: Path) -> None:
     assert len(refused) == 1 and isinstance(refused[0], SetpointRefused)
     assert refused[0].why is Refusal.NOT_EXTERNAL
     assert "not in an external step (step: Rest for 5 s)" in str(refused[0])
+    db.close()
+
+
+def test_a_setpoint_that_races_the_end_of_its_step_is_undone(tmp_path: Path) -> None:
+    plan = ("name: raced\nsteps:\n  - external: {watchdog: 5 s, for: 1 h}\n"
+            "  - Rest for 1000 h\n")
+    db, outcome, refused = _drive(tmp_path, plan, {1.0: Step(StepMode.CC, current_a=1.0)},
+                                  driver_type=SlowToSetCurrents, stop_when_refused=True)
+    assert outcome.status is TestStatus.STOPPED and outcome.reason == "refused"
+    assert len(refused) == 1 and isinstance(refused[0], SetpointRefused)
+    assert refused[0].why is Refusal.NOT_EXTERNAL
+    assert "ended while the setpoint was being applied; it was undone" in str(refused[0])
+    samples = db.samples(outcome.test_id, ["step_index", "current_a"])
+    rest = samples["step_index"] == 1
+    assert rest.any() and (samples["current_a"][rest][-1] == 0.0)  # the rest again, not 1 A
+    assert not [e for e in db.events(outcome.test_id) if e.kind == "setpoint"]
     db.close()
