@@ -97,12 +97,17 @@ def test_setpoints_are_checked_applied_and_recorded(serve: Any, db: Database,
             assert err(viewer, "SET 1 CC 1").code is ErrorCode.FORBIDDEN
             assert err(viewer, "KEEPALIVE 1").code is ErrorCode.FORBIDDEN
         assert current_of(rci, 1) == 1.5
-        for line in ("SET 1 CV 4.1 500mA", "SET 1 CP -2W", "KEEPALIVE 1", "SET 1 REST"):
+        for line in ("SET 1 CV 4.1 500mA", "SET 1 CP -2W", "KEEPALIVE 1", "SET 1 REST",
+                     "SET 1 CC 1"):
             assert rci.command(line).payload == ""
+        wait_until(lambda: current_of(rci, 1), "the last setpoint",
+                   check=lambda amps: amps == 1.0)
         rci.command("PAUSE 1")
         assert err(rci, "SET 1 CC 1").code is ErrorCode.ALREADY_PAUSED
         rci.command("KEEPALIVE 1")  # a paused external step still has its watchdog
         rci.command("RESUME 1")
+        wait_until(lambda: current_of(rci, 1), "the rest after the resume",
+                   check=lambda amps: amps == 0.0)
         rci.command("NEXT 1")
         wait_until(lambda: rci.command("STEP? 1").payload, "the rest step",
                    check=lambda step: step.startswith("2 "))
@@ -113,14 +118,16 @@ def test_setpoints_are_checked_applied_and_recorded(serve: Any, db: Database,
         events = [e for e in db.events(test_id) if e.kind == "setpoint"]
         assert [e.message for e in events] == [
             "token:op-s…: CC 1.5 A", "token:op-s…: CV 4.1 V 0.5 A", "token:op-s…: CP -2 W",
-            "token:op-s…: REST"]
+            "token:op-s…: REST", "token:op-s…: CC 1 A"]
         assert all(e.data is not None and e.data["identity"] == "token:op-s…" for e in events)
         wait_until(lambda: db.test(test_id), "the test's end", check=lambda t: t.end_reason)
         samples = db.samples(test_id, ["step_index", "current_a", "setpoint_mode",
                                        "setpoint_current_a"])
         cc = samples["setpoint_mode"] == 1
-        assert cc.any() and (samples["setpoint_current_a"][cc] == 1.5).all()
-        assert np.allclose(samples["current_a"][cc], 1.5)
+        assert cc.any() and set(samples["setpoint_current_a"][cc]) == {1.5, 1.0}
+        assert np.allclose(samples["current_a"][cc], samples["setpoint_current_a"][cc])
+        rest = samples["setpoint_mode"] == 0  # the REST, the pause and after the resume
+        assert rest.any() and (samples["current_a"][rest] == 0.0).all()
         assert np.isnan(samples["setpoint_mode"][samples["step_index"] == 1]).all()
 
 

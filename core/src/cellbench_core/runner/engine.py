@@ -28,7 +28,7 @@ from cellbench_core.plan.model import StepSpec
 from cellbench_core.plan.program import Program
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_core.runner.cursor import Cursor
-from cellbench_core.runner.external import keepalive, set_setpoint
+from cellbench_core.runner.external import keepalive, pausing, set_setpoint
 from cellbench_core.runner.records import (
     ChannelState,
     ChannelStatus,
@@ -154,6 +154,8 @@ class Runner:
     def _act(self, channel: int, action: Control) -> None:
         st = self._st
         run = self._running(channel)
+        if action is Control.PAUSE:
+            pausing(st, run)
         if action is not Control.NEXT:
             run.paused = action is Control.PAUSE
         st.actions.append((run, action))

@@ -42,6 +42,7 @@ class Refusal(StrEnum):
     """Why a setpoint was refused."""
 
     NOT_EXTERNAL = "not in an external step"
+    PAUSED = "paused"
     OUT_OF_RANGE = "out of range"
     DEVICE = "device error"
 
@@ -98,6 +99,9 @@ async def set_setpoint(st: RunState, run: Run, setpoint: Step, identity: str) ->
     record it; return the step applied (with the test's limits). Refused (SetpointRefused)
     with nothing changed if the row is in no external step or the setpoint does not fit."""
     hold = hold_of(st, run)
+    if run.paused or st.paused[run.row]:
+        raise SetpointRefused(Refusal.PAUSED, f"channel {run.request.channel.name} is paused; "
+                              "resume it first")
     problem = setpoint_problem(st, run, setpoint)
     if problem:
         raise SetpointRefused(Refusal.OUT_OF_RANGE, problem)
@@ -116,10 +120,11 @@ async def set_setpoint(st: RunState, run: Run, setpoint: Step, identity: str) ->
             alarm(st, run, f"channel {channel.name}: {reason}", t)
             await finish(st, run, TestStatus.FAILED, reason, t)
         raise SetpointRefused(Refusal.DEVICE, str(err)) from None
-    if st.external.get(row) is not hold:
+    if st.external.get(row) is not hold or st.paused[row]:
         await _restore(st, run)
-        raise SetpointRefused(Refusal.NOT_EXTERNAL, f"channel {channel.name}'s external step "
-                              "ended while the setpoint was being applied; it was undone")
+        why = Refusal.PAUSED if st.paused[row] else Refusal.NOT_EXTERNAL
+        raise SetpointRefused(why, f"channel {channel.name}'s external step ended or paused "
+                              "while the setpoint was being applied; it was undone")
     t = st.clock.now()
     hold.setpoint, hold.contact_t, hold.identity = step, t, identity
     st.generation += 1
@@ -137,8 +142,7 @@ async def _restore(st: RunState, run: Run) -> None:
     channel, row = run.request.channel, run.row
     try:
         if st.active[row] and not st.paused[row]:
-            step = st.external[row].setpoint if row in st.external else \
-                run.steps[run.cursor.pc][0]
+            step = st.external[row].setpoint if row in st.external else run_step(st, row)
             await call_with_timeout(channel.driver.apply(channel.local, step),
                                     st.device_timeout_s, channel.driver_name, "apply")
         else:
@@ -151,6 +155,21 @@ async def _restore(st: RunState, run: Run) -> None:
             close_step(st, run, float(st.last_t[row]), reason)
             alarm(st, run, f"channel {channel.name}: {reason}", t)
             await finish(st, run, TestStatus.FAILED, reason, t)
+
+
+def pausing(st: RunState, run: Run) -> None:
+    """``run`` is about to be paused (its output goes off at the next tick, before it is
+    measured): an external step is at rest from then on, and after the resume until the next
+    setpoint."""
+    hold = st.external.get(run.row)
+    if hold is not None:
+        hold.setpoint = run_step(st, run.row)
+
+
+def run_step(st: RunState, row: int) -> Step:
+    """The setpoint of the step ``row`` runs as the plan has it (an external step's: rest)."""
+    run = st.runs[row]
+    return run.steps[run.cursor.pc][0]
 
 
 def describe_setpoint(step: Step) -> str:
@@ -171,7 +190,9 @@ async def check_watchdogs(st: RunState) -> None:
     t = st.clock.now()
     for row, hold in list(st.external.items()):
         if st.paused[row]:
-            hold.contact_t = t  # it counts again from the resume
+            # Off meanwhile, and at rest after the resume (which applies the step's own
+            # setpoint) until the next setpoint; the watchdog counts again from the resume.
+            hold.contact_t, hold.setpoint = t, run_step(st, row)
             continue
         if t - hold.contact_t <= hold.watchdog_s:
             continue
@@ -195,14 +216,15 @@ async def check_watchdogs(st: RunState) -> None:
 
 def add_setpoint_columns(st: RunState, rows: IntArray, cols: dict[str, FloatArray]) -> None:
     """Add :data:`SETPOINT_COLUMNS` to the batch ``cols`` of ``rows``: each external row's
-    setpoint, NaN (not stored) for the other rows."""
+    setpoint (a paused one's: rest), NaN (not stored) for the other rows."""
     held = np.fromiter(st.external, np.int64, len(st.external))
     positions = np.flatnonzero(np.isin(rows, held))
     if not len(positions):
         return
     values = np.full((len(SETPOINT_COLUMNS), len(rows)), np.nan)
     for position in positions.tolist():
-        step = st.external[int(rows[position])].setpoint
+        row = int(rows[position])
+        step = run_step(st, row) if st.paused[row] else st.external[row].setpoint  # off
         values[:, position] = (EXTERNAL_MODES.index(step.mode), _number(step.current_a),
                                _number(step.voltage_v), _number(step.power_w))
     for name, column in zip(SETPOINT_COLUMNS, values, strict=True):

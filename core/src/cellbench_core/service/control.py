@@ -86,6 +86,7 @@ class ControlErrorKind(enum.Enum):
 
 #: The runner's refusals of a setpoint as the control API's.
 _REFUSALS = {Refusal.NOT_EXTERNAL: ControlErrorKind.NOT_EXTERNAL,
+             Refusal.PAUSED: ControlErrorKind.PAUSED,
              Refusal.OUT_OF_RANGE: ControlErrorKind.BAD_VALUE,
              Refusal.DEVICE: ControlErrorKind.DEVICE_ERROR}
 
