@@ -24,7 +24,9 @@ from cellbench_core.runner import (
     TestOutcome,
     TestRequest,
 )
+from cellbench_core.runner.external import SETPOINT_COLUMNS
 from cellbench_core.storage import Database, SampleRows, SampleWriter, open_database
+from cellbench_export.bdf import BdfFormat, write_bdf
 from cellbench_hal import Step, StepMode, VirtualClock
 from cellbench_hal.types import IntArray
 from cellbench_sim.channel import SimChannels, SimChannelSettings
@@ -169,6 +171,11 @@ def test_setpoints_are_applied_recorded_and_the_watchdog_ends_the_step(tmp_path:
     assert setpoints[0].data == {"identity": "bench:7", "mode": "cc", "current_a": 1.0,
                                  "voltage_v": None, "power_w": None}
     assert any(e.kind == "alarm" and "external watchdog" in e.message for e in events)
+    exported = tmp_path / "driven.bdf.csv"  # the setpoints leave the station like any column
+    assert write_bdf(db, outcome.test_id, exported, BdfFormat.CSV) == len(t)
+    header = exported.read_text(encoding="utf-8").splitlines()[0]
+    # Every column the test has values of (it set no power).
+    assert all(f'"{name}"' in header for name in SETPOINT_COLUMNS[:3]), header
     db.close()
 
 

@@ -126,7 +126,7 @@ async def set_setpoint(st: RunState, run: Run, setpoint: Step, identity: str) ->
         raise SetpointRefused(why, f"channel {channel.name}'s external step ended or paused "
                               "while the setpoint was being applied; it was undone")
     t = st.clock.now()
-    hold.setpoint, hold.contact_t, hold.identity = step, t, identity
+    hold.setpoint, hold.contact_t = step, t
     st.generation += 1
     st.writer.submit_call(partial(
         st.db.add_event, kind="setpoint", message=f"{identity}: {describe_setpoint(step)}",

@@ -210,13 +210,11 @@ class ChannelStatus:
 @dataclass
 class ExternalHold:
     """A row in an external step: the setpoint the superior system holds it at (a rest until
-    its first), who sent it, and when a setpoint or keepalive last came (clock time), for the
-    watchdog."""
+    its first), and when a setpoint or keepalive last came (clock time), for the watchdog."""
 
     watchdog_s: float
     contact_t: float
     setpoint: Step
-    identity: str = ""
 
 
 #: A step resolved for one battery: the channel setpoint and the (condition, SI threshold) groups.
