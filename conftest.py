@@ -1,6 +1,8 @@
 """Fixtures every test folder of the workspace shares: waiting for something to happen, fresh
-databases on the PostgreSQL and MariaDB/MySQL servers running on loopback, a `cellbench serve`
-subprocess to watch, the plans several test folders run (and the table loader plans with profile
+databases on the PostgreSQL and MariaDB/MySQL servers running on loopback, the MQTT broker, a
+`cellbench serve`
+subprocess to watch or a station service served in this process until a test's condition holds,
+the plans several test folders run (and the table loader plans with profile
 tables are read with), and a station database that tests write
 to as a running station would (for the sync targets).
 
@@ -15,6 +17,7 @@ import asyncio
 import hashlib
 import inspect
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +34,7 @@ import sqlalchemy as sa
 
 from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plugins import loaded_plugins
+from cellbench_core.service import StationService
 from cellbench_core.storage import (
     Database,
     SampleRows,
@@ -41,6 +45,7 @@ from cellbench_core.storage import (
     open_database,
     schema,
 )
+from cellbench_core.storage.queue import QueueStatus, TestQueue
 
 T = TypeVar("T")
 
@@ -239,6 +244,27 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path,
     return fresh_database(request.param)
 
 
+# --- the MQTT broker --------------------------------------------------------------------------
+
+#: Mosquitto on the development and CI machines; CELLBENCH_TEST_MQTT ("host:port") names another.
+MQTT_BROKER = ("CELLBENCH_TEST_MQTT", "127.0.0.1:1883")
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> tuple[str, int]:
+    """(host, port) of the MQTT broker on loopback; skips the test when it is unreachable (fails
+    it under CI)."""
+    variable, default = MQTT_BROKER
+    host, _, port = os.environ.get(variable, default).rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        reason = f"MQTT broker at {host}:{port} ({variable}) is unreachable: {err}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return host, int(port)
+
 # --- cellbench serve --------------------------------------------------------------------------
 
 def _serve_until_ready(station: Path) -> tuple[subprocess.Popen[str], str]:
@@ -280,6 +306,44 @@ def start_serving(serve_until_ready: Callable[[Path], tuple[subprocess.Popen[str
     """``start_serving(station_file)``: a ready ``cellbench serve`` subprocess; killed at the
     end of the test if it still runs."""
     return lambda station: serve_until_ready(station)[0]
+
+
+ServeUntil = Callable[..., None]
+
+
+@pytest.fixture
+def serve_until(wait_until_async: Callable[..., Any]) -> ServeUntil:
+    """``serve_until(service, done=None, during=None)``: serve ``service`` until ``done()``
+    holds (asked off the event loop; by default: until its test queue has nothing queued or
+    running), calling ``during`` in a thread once the station is ready; then shut it down.
+    Fails if the station stops by itself first."""
+
+    def serve(service: StationService, done: Callable[[], object] | None = None,
+              during: Callable[[], None] | None = None) -> None:
+        queue = TestQueue(service.db)
+
+        def settled() -> bool:
+            return not queue.entries([QueueStatus.QUEUED, QueueStatus.RUNNING])
+
+        async def main() -> None:
+            task = asyncio.create_task(service.serve())
+            await asyncio.wait({task, asyncio.create_task(service.ready.wait())},
+                               return_when=asyncio.FIRST_COMPLETED)
+            if during is not None:
+                await asyncio.to_thread(during)
+            try:
+                await wait_until_async(lambda: asyncio.to_thread(done or settled),
+                                       "the station to get there", alive=lambda: not task.done())
+            except AssertionError:
+                if task.done():
+                    await task  # its own error, if it failed, says more
+                raise
+            service.shutdown()
+            await task
+
+        asyncio.run(main())
+
+    return serve
 
 
 # --- plans ------------------------------------------------------------------------------------

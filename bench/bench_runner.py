@@ -3,8 +3,10 @@
 Prints, for 1, 100, 1,000 and 10,000 simulated channels on the virtual clock (every sample
 persisted to SQLite), the replay speed and samples/s, beside the rows/s that plain sqlite3
 executemany reaches into the same kind of SQLite table in the same run (the ceiling). Then
-10,000 channels at 10 Hz on the real clock: CPU used (of the two cores) and sample-to-commit
-latency. Last, the design choice of one shared loop versus one asyncio task per channel.
+1,000 channels served by a simulated OSI device: its signals recorded, then also limited and
+ended on, against the same channels without a device. Then 10,000 channels at 10 Hz on the
+real clock: CPU used (of the two cores) and sample-to-commit latency. Last, the design choice
+of one shared loop versus one asyncio task per channel.
 
     uv run python bench/bench_runner.py [--quick]
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import sqlite3
 import statistics
@@ -32,6 +35,7 @@ from cellbench_core.runner import ChannelRef, Runner, TestRequest
 from cellbench_core.storage import SampleWriter, open_database
 from cellbench_hal import Clock, RealClock, VirtualClock
 from cellbench_sim.channel import SimChannels, SimChannelSettings
+from cellbench_sim.osi import SimOsiDevice
 
 PLAN = """
 name: bench
@@ -45,23 +49,58 @@ steps:
 """
 
 
+#: The same plan, on a channel that a simulated OSI device serves: safety limits on two of its
+#: signals and steps that may end on a third (none trips or ends a step early).
+DEVICE_PLAN = """
+name: bench with device signals
+capacity: 2.5 Ah
+limits:
+  voltage_max: 4.3 V
+  voltage_min: 2.4 V
+  rig.temperature_c: {{max: 80 °C, for: 5 s}}
+  rig.pressure_kpa: {{min: 50}}
+steps:
+  - repeat: {half_hours}
+    steps:
+      - mode: cccv
+        direction: charge
+        current: 0.5C
+        voltage: 4.1 V
+        until: rig.heater_power_w >= 100
+        for: 15 minutes
+      - Discharge at 0.5C for 15 minutes
+"""
+
+
+_RUNS = itertools.count()
+
+
 def run_station(tmp: Path, channels: int, sim_seconds: float, period: float,
-                clock: Clock, stop_after_s: float | None = None) -> dict[str, float]:
+                clock: Clock, stop_after_s: float | None = None, *,
+                device: str = "") -> dict[str, float]:
     """Run ``channels`` simulated channels for ``sim_seconds`` (or until ``stop_after_s`` of
-    wall time); return figures."""
-    db = open_database(f"sqlite:///{tmp / f'runner-{channels}-{period}.db'}")
-    plan = parse_plan(PLAN.format(half_hours=max(1, round(sim_seconds / 1800))), "bench.yaml")
+    wall time); return figures. ``device``: "recorded" attaches a simulated OSI device to
+    every channel (its three signals recorded with each sample), "limited" also runs
+    DEVICE_PLAN, which limits and ends steps on its signals."""
+    path = tmp / f"runner-{next(_RUNS)}.db"  # a database of its own
+    db = open_database(f"sqlite:///{path}")
+    text = DEVICE_PLAN if device == "limited" else PLAN
+    plan = parse_plan(text.format(half_hours=max(1, round(sim_seconds / 1800))), "bench.yaml")
     driver = SimChannels(SimChannelSettings(count=channels, seed=1, initial_soc=0.5))
+    rig = SimOsiDevice()
+    attached = (("rig", rig),) if device else ()
     writer = SampleWriter(db)
     runner = Runner(db, writer, clock, sample_period_s=period)
 
     async def main() -> None:
         await driver.open(clock)
-        requests = [TestRequest(ChannelRef(n + 1, driver, "sim", n), plan)
+        await rig.open(clock)
+        requests = [TestRequest(ChannelRef(n + 1, driver, "sim", n), plan, devices=attached)
                     for n in range(channels)]
         if stop_after_s is not None:
             asyncio.get_running_loop().call_later(stop_after_s, runner.stop)
         await runner.run(requests)
+        await rig.close()
         await driver.close()
 
     start = clock.now()
@@ -70,7 +109,7 @@ def run_station(tmp: Path, channels: int, sim_seconds: float, period: float,
     writer.close()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     latencies = writer.commit_latency_s()
-    with sqlite3.connect(tmp / f"runner-{channels}-{period}.db") as check:
+    with sqlite3.connect(path) as check:
         stored = check.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
     db.close()
     assert stored == runner.samples, (stored, runner.samples)
@@ -158,6 +197,15 @@ def main() -> None:
                   f"{r['speed']:>7,.0f}x {r['channel_s_per_s']:>12,.0f} "
                   f"{r['samples_per_s']:>10,.0f} {r['samples_per_s'] / ceiling:>9.0%} "
                   f"{r['latency_p50_s'] * 1e3:>8.0f}ms")
+        print("\n1,000 channels served by a simulated OSI device (3 signals each sample):")
+        baseline = 0.0
+        for device, what in (("", "no device"), ("recorded", "its signals recorded"),
+                             ("limited", "+ 2 signal limits, 1 signal end")):
+            r = run_station(tmp, 1000, 3600 * scale, 1.0, VirtualClock(), device=device)
+            ticks = r["sim_s"] / r["wall_s"]
+            baseline = baseline or ticks
+            print(f"  {what:<32} {r['wall_s']:>6.1f}s wall {ticks:>6.0f} ticks/s "
+                  f"({ticks / baseline:.0%} of no device), {r['samples_per_s']:>9,.0f} samples/s")
         seconds = 60 * scale
         print(f"\n10,000 channels at 10 Hz on the real clock for {seconds:.0f} s ...")
         r = run_station(tmp, 10_000, 1800, 0.1, RealClock(), stop_after_s=seconds)

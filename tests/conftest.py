@@ -99,10 +99,11 @@ def run_on_sim(tmp_path: Path, tables: TableLoader) -> RunOnSim:
     """``run_on_sim(plan, *, channels=1, sample_period_s=5.0, battery=None, driver=None,
     chamber=None, hooks=None, **cell_settings)``: run ``plan`` (its text, read as
     ``plan.yaml``, or a plan file) on each channel of ``driver``, by default ``channels``
-    simulated exact cells (no spread of capacity or resistance; ``cell_settings`` change
-    them), for ``battery`` (registered first) if given, with ``chamber`` attached; each call
-    in a database of its own (the first: ``tmp_path / "results.db"``). Profile tables are read
-    by the installed lookup plugin, as a station reads them."""
+    simulated exact cells (no spread of capacity or resistance, no ageing: the nominal
+    parameters hold for the whole test; ``cell_settings`` change them), for ``battery``
+    (registered first) if given, with ``chamber`` attached; each call in a database of its
+    own (the first: ``tmp_path / "results.db"``). Profile tables are read by the installed
+    lookup plugin, as a station reads them."""
     runs = 0
 
     def run(plan: str | Path, *, channels: int = 1, sample_period_s: float = 5.0,
@@ -117,7 +118,8 @@ def run_on_sim(tmp_path: Path, tables: TableLoader) -> RunOnSim:
             db.add_battery(**battery)
             record = db.battery(battery["name"])
         driver = driver or SimChannels(SimChannelSettings(
-            count=channels, **{"capacity_spread": 0.0, "resistance_spread": 0.0, **settings}))
+            count=channels, **{"capacity_spread": 0.0, "resistance_spread": 0.0,
+                               "ageing": "none", **settings}))
         parsed = (load_plan(plan, tables=tables) if isinstance(plan, Path)
                   else parse_plan(plan, "plan.yaml", tables=tables))
         requests = [TestRequest(ChannelRef(n + 1, driver, "sim", n), parsed, record,

@@ -1,23 +1,18 @@
 """Database fixtures: every test on each backend — a SQLite file per test, and the session's
-databases on the PostgreSQL and MariaDB/MySQL servers (from the workspace's conftest.py); and a
-station service served in this process until a test's condition holds.
+databases on the PostgreSQL and MariaDB/MySQL servers (from the workspace's conftest.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from cellbench_core.service import StationService
 from cellbench_core.storage import Database, SampleRows, TestStart, open_database
-from cellbench_core.storage.queue import QueueStatus, TestQueue
 from cellbench_core.storage.schema import metadata
 
 SERVER_FIXTURES = {"postgresql": "postgres_url", "mysql": "mysql_url"}  # ../../conftest.py
@@ -107,40 +102,3 @@ def make_rows() -> MakeRows:
 
     return make
 
-
-ServeUntil = Callable[..., None]
-
-
-@pytest.fixture
-def serve_until(wait_until_async: Callable[..., Any]) -> ServeUntil:
-    """``serve_until(service, done=None, during=None)``: serve ``service`` until ``done()``
-    holds (asked off the event loop; by default: until its test queue has nothing queued or
-    running), calling ``during`` in a thread once the station is ready; then shut it down.
-    Fails if the station stops by itself first."""
-
-    def serve(service: StationService, done: Callable[[], object] | None = None,
-              during: Callable[[], None] | None = None) -> None:
-        queue = TestQueue(service.db)
-
-        def settled() -> bool:
-            return not queue.entries([QueueStatus.QUEUED, QueueStatus.RUNNING])
-
-        async def main() -> None:
-            task = asyncio.create_task(service.serve())
-            await asyncio.wait({task, asyncio.create_task(service.ready.wait())},
-                               return_when=asyncio.FIRST_COMPLETED)
-            if during is not None:
-                await asyncio.to_thread(during)
-            try:
-                await wait_until_async(lambda: asyncio.to_thread(done or settled),
-                                       "the station to get there", alive=lambda: not task.done())
-            except AssertionError:
-                if task.done():
-                    await task  # its own error, if it failed, says more
-                raise
-            service.shutdown()
-            await task
-
-        asyncio.run(main())
-
-    return serve

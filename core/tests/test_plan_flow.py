@@ -1,6 +1,6 @@
 """Flow in plans: per-condition actions (next, goto, end loop, end test), loops with a count
-and/or an ``until``, the quantities added for them, and every flow error with file, line and
-field."""
+and/or an ``until``, the quantities added for them, message and set steps (device writes
+included), and every flow error with file, line and field."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ from cellbench_core.plan import (
 )
 from cellbench_core.plan import steps as steps_module
 from cellbench_core.plan.expr import Const, Name
+from cellbench_core.plan.model import Signal, SignalWrite
 from cellbench_core.plan.program import END, Program
+from cellbench_core.plan.show import show_plan
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_core.runner.cursor import Cursor
 from cellbench_core.units import Dimension
@@ -253,7 +255,38 @@ def test_messages_and_set_steps() -> None:
     assert cursor.passed == [Message("next", 7)]
 
 
+def test_set_steps_write_device_signals() -> None:
+    parsed = plan("""\
+        - set:
+            bms.charge_enable: 1
+            q: step_discharge_ah
+            bms.contactor: false
+            rig.heater_power_w: 2.5 kW
+        - Rest for 1 s
+        """)
+    step = parsed.steps[0]
+    assert isinstance(step, SetStep) and [name for name, _ in step.values] == ["q"]
+    assert step.writes == (SignalWrite(Signal("bms.charge_enable", Dimension.COUNT), Value(1)),
+                           SignalWrite(Signal("bms.contactor", Dimension.COUNT), Value(0)),
+                           SignalWrite(Signal("rig.heater_power_w", Dimension.POWER),
+                                       Value(2500)))
+    assert [write.line for write in step.writes] == [4, 6, 7]
+    again = parse_plan(dump_plan(parsed)).steps[0]
+    assert isinstance(again, SetStep) and again.writes == step.writes
+    assert "Set q to step_discharge_ah; write bms.charge_enable = 1; write bms.contactor = 0; " \
+           "write rig.heater_power_w = 2500 W" in show_plan(parsed)
+
+
 @pytest.mark.parametrize(("body", "line", "field", "message"), [
+    ("- set: {Bms.x: 1}\n- Rest for 1 s\n", 3, "steps[0].set.Bms.x",
+     "'Bms.x' is not a signal name like 'bms.cell_max_v'"),
+    ("- set: {bms.x: =q + 1}\n- Rest for 1 s\n", 3, "steps[0].set.bms.x",
+     "bms.x: a signal is set to a written value (its unit is the device's), not an expression"),
+    ("- set: {bms.x: [1]}\n- Rest for 1 s\n", 3, "steps[0].set.bms.x",
+     "expected a value like '1' or '4.2 V', got a list"),
+    ("- set: {bms.x: 1 parsec}\n- Rest for 1 s\n", 3, "steps[0].set.bms.x", "bms.x: "),
+    ("- set: {bms.x: 0.5C}\n- Rest for 1 s\n", 3, "steps[0].set.bms.x",
+     "a C-rate needs a battery"),
     ("- message: ''\n- Rest for 1 s\n", 3, "steps[0].message", "must not be empty"),
     ("- message: [a]\n- Rest for 1 s\n", 3, "steps[0].message", "expected the message's text"),
     ("- set: {capacity: voltage}\n- Rest for 1 s\n", 3, "steps[0].set.capacity",
@@ -263,7 +296,8 @@ def test_messages_and_set_steps() -> None:
     ("- set: {capacity: step_dischage_ah}\n", 3, "steps[0].set.capacity",
      "did you mean 'step_discharge_ah'?"),
     ("- set: {}\n", 3, "steps[0].set", "expected variables to set, like 'q_meas: "
-     "cycle_discharge_ah', or counters to reset, like 'reset: [cycle]'"),
+     "cycle_discharge_ah', counters to reset, like 'reset: [cycle]', or device signals to "
+     "write, like 'bms.charge_enable: 1'"),
     ("- repeat: 2\n  steps: [{message: hi}]\n", 4, "steps[0].steps",
      "a loop needs at least one step that runs the channel"),
     ("- {message: hi, for: 1 s}\n", 3, "steps[0].for", "unknown key 'for'"),

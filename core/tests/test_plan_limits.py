@@ -1,11 +1,15 @@
 """Safety limits in plans: absolute values, values against the battery's registered data, delays,
-the normal form's round trip, and every rejection with file, line and field."""
+limits on device signals, the normal form's round trip, and every rejection with file, line and
+field."""
 
 from __future__ import annotations
 
 import pytest
 
 from cellbench_core.plan import Limit, PlanError, SafetyLimits, Value, dump_plan, parse_plan
+from cellbench_core.plan.model import Signal, SignalLimit
+from cellbench_core.plan.show import show_plan
+from cellbench_core.units import Dimension
 
 
 def limits(text: str) -> SafetyLimits:
@@ -68,3 +72,54 @@ def test_min_above_max_is_caught_when_both_are_of_one_kind() -> None:
     with pytest.raises(PlanError, match="limits.voltage_min: must be below voltage_max"):
         limits("  voltage_max: battery - 0.1 V\n  voltage_min: battery + 0.1 V\n")
     assert limits("  voltage_max: battery\n  voltage_min: 5 V\n").voltage_min == Limit(Value(5))
+
+
+def test_limits_on_device_signals_say_which_way_they_bound() -> None:
+    parsed = limits("  voltage_max: 4.3 V\n"
+                    "  bms.cell_max_v: {max: 4.25 V, for: 1 s}\n"
+                    "  bms.temp_max: {max: 55 °C}\n"
+                    "  bms.cell_min_v: {min: 2600 mV}\n"
+                    "  logger.pressure_kpa: {min: 90, max: 110}\n")
+    assert parsed.voltage_max == Limit(Value(4.3))
+    assert parsed.signals == (
+        SignalLimit(Signal("bms.cell_max_v", Dimension.VOLTAGE), maximum=Value(4.25),
+                    delay_s=1.0),
+        SignalLimit(Signal("bms.temp_max", Dimension.TEMPERATURE), maximum=Value(55)),
+        SignalLimit(Signal("bms.cell_min_v", Dimension.VOLTAGE), minimum=Value(2.6)),
+        SignalLimit(Signal("logger.pressure_kpa", Dimension.COUNT), maximum=Value(110),
+                    minimum=Value(90)))
+    assert [limit.line for limit in parsed.signals] == [4, 5, 6, 7]
+    plan = parse_plan("name: t\nlimits:\n  bms.cell_max_v: {max: 4.25 V, for: 1 s}\n"
+                      "  logger.pressure_kpa: {min: 90, max: 110}\nsteps: [Rest for 1 s]\n")
+    assert parse_plan(dump_plan(plan)).limits == plan.limits
+    assert ("limits: bms.cell_max_v max 4.25 V for 1 s, logger.pressure_kpa max 110 min 90"
+            in show_plan(plan))
+
+
+@pytest.mark.parametrize(("text", "line", "field", "message"), [
+    ("bms.cell_max_v: 4.25 V", 3, "limits.bms.cell_max_v",
+     "expected a mapping like {max: 4.25 V, for: 1 s} or {min: 2.6 V}: a signal's limit says "
+     "which way it bounds it"),
+    ("bms.cell_max_v: {for: 1 s}", 3, "limits.bms.cell_max_v", "give 'max', 'min' or both"),
+    ("bms.cell_max_v: {max: 4 V, above: 1 V}", 3, "limits.bms.cell_max_v.above",
+     "unknown key 'above'"),
+    ("bms.cell_max_v: {max: 4 V, min: 4.1 V}", 3, "limits.bms.cell_max_v.min",
+     "must be below max"),
+    ("bms.cell_max_v: {max: 4 V, min: 3000}", 3, "limits.bms.cell_max_v.max",
+     "write 'max' and 'min' in one kind of unit (here voltage and count)"),
+    ("bms.cell_max_v: {max: =v_max}", 3, "limits.bms.cell_max_v.max",
+     "bms.cell_max_v: a signal is limited by a written value (its unit is the device's), not "
+     "an expression"),
+    ("bms.cell_max_v: {max: 4.2 V, for: soon}", 3, "limits.bms.cell_max_v.for",
+     "expected a duration"),
+    ("bms.current: {max: 2C}", 3, "limits.bms.current.max", "a C-rate needs a battery"),
+    ("BMS.cell: {max: 1}", 3, "limits.BMS.cell", "'BMS.cell' is not a signal name"),
+    ("bms.cell_max_v: {max: lots}", 3, "limits.bms.cell_max_v.max", "bms.cell_max_v: "),
+])
+def test_bad_signal_limits_name_line_and_field(text: str, line: int, field: str,
+                                               message: str) -> None:
+    with pytest.raises(PlanError) as caught:
+        limits(f"  {text}\n")
+    error = caught.value
+    assert (error.file, error.line, error.field) == ("plan.yaml", line, field)
+    assert message in error.message

@@ -974,9 +974,8 @@ def _plans(draw: st.DrawFn) -> Plan:
     labels = iter(f"step-{index}" for index in range(100))
     steps = [_label(node, labels, draw(st.booleans())) for node in steps]
     name = draw(
-        st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1).filter(
-            str.strip
-        )
+        st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1,
+                max_size=255).filter(lambda name: name.strip() == name != "")
     )
     limits = SafetyLimits(
         temperature_max=draw(st.none() | st.builds(Limit, st.builds(Value, st.floats(0, 100)))),

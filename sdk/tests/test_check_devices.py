@@ -115,6 +115,11 @@ class WritesWhenClosed(SimOsiDevice):
             await super().write(signal, value)
 
 
+class WritesBeyondItsRange(SimOsiDevice):
+    async def write(self, signal: str, value: float) -> None:
+        await super().write(signal, min(value, self.settings.heater_max_w))
+
+
 class NoSignals(SimOsiDevice):
     @property
     def signals(self) -> Sequence[SignalInfo]:
@@ -138,6 +143,8 @@ BROKEN_OSI: list[tuple[type[SimOsiDevice], list[str]]] = [
     (UnknownSignalKeyError, ["unknown signal is refused with OutOfRange", "raised KeyError"]),
     (ReadsWhenClosed, ["read() before open()", "raise DeviceConnectionError"]),
     (WritesWhenClosed, ["write('heater_power_w', 0) after close()", "DeviceConnectionError"]),
+    (WritesBeyondItsRange, ["write('heater_power_w', 100)", "beyond the signal's declared "
+                            "range is refused with OutOfRange"]),
     (NoSignals, ["at least one signal", "[]"]),
     (InfoNotText, ["info after open()", "info maps non-empty names to text",
                    "{'serial_number': 4660}"]),

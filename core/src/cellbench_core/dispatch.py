@@ -6,9 +6,11 @@ one worker thread takes events in order and calls every plugin's hookimpl for th
 An exception in one plugin is logged and reported to ``on_problem`` (the runner records it as a
 ``hook_failed`` event of the test); the other plugins still get the event, and the test goes on.
 
-A full queue (``max_pending`` events waiting: the plugins are far behind) never blocks the
-caller: the event is dropped and counted, and once the worker catches up (or at :meth:`close`)
-it reports how many were dropped as one ``events_dropped`` problem, with a warning in the log.
+An event no plugin implements is not queued. A full queue (``max_pending`` events waiting:
+the plugins are far behind; it holds the starts and first steps of thousands of tests begun at
+once) never blocks the caller: the event is dropped and counted, and once the worker catches
+up (or at :meth:`close`) it reports how many were dropped as one ``events_dropped`` problem,
+with a warning in the log.
 :meth:`close` delivers what is queued, waiting at most its timeout; what is left then is
 reported as dropped, and a hookimpl still running is left to finish on its own (the thread is a
 daemon: it cannot keep the process alive).
@@ -52,7 +54,7 @@ class EventDispatcher:
     hook relay; None: no plugins), each plugin isolated, on one worker thread."""
 
     def __init__(self, hook: Any = None, *, on_problem: Callable[[Problem], None] | None = None,
-                 max_pending: int = 1000) -> None:
+                 max_pending: int = 10_000) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be at least 1, not {max_pending}")
         self._hook = hook
@@ -66,8 +68,8 @@ class EventDispatcher:
     def fire(self, hook_name: str, event: object) -> None:
         """Hand ``event`` to every plugin implementing ``hook_name`` (e.g.
         ``cellbench_test_started``); returns at once, from any thread."""
-        if self._hook is None:
-            return
+        if self._hook is None or not getattr(self._hook, hook_name).get_hookimpls():
+            return  # no plugin takes it: nothing to queue (a thousand tests start at once)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the event dispatcher is closed")

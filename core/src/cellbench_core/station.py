@@ -7,12 +7,16 @@ across the whole station in file order.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
+import logging
 import re
+import time
 import tomllib
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pluggy
 from pydantic import (
@@ -26,11 +30,16 @@ from pydantic import (
 )
 
 from cellbench_core.descriptors import Kind
+from cellbench_core.dispatch import EventDispatcher, Problem
+from cellbench_core.events import Alarm
+from cellbench_core.notifying import NotifierContext
 from cellbench_core.plan import Plan
 from cellbench_core.plan.tables import TableLoader, lookup_tables
+from cellbench_core.plan.yaml_source import did_you_mean
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import ChannelRef, Resume, TestRequest
-from cellbench_core.storage import BatteryRecord
+from cellbench_core.runner.resolve import check_writable
+from cellbench_core.storage import BatteryRecord, Database
 from cellbench_core.text import check_identifier
 from cellbench_core.units import parse_duration
 from cellbench_hal import (
@@ -45,9 +54,18 @@ from cellbench_hal import (
     call_with_timeout,
 )
 
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # the control API imports the station's runner
+    from cellbench_core.service.control import StationControl
+
 
 class StationError(ValueError):
     """The station file or a channel selection is invalid; the message names the key."""
+
+
+#: A number that is neither NaN nor infinite (TOML has both).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -140,7 +158,15 @@ class AttachedSection(_Strict):
 
 class DeviceSection(AttachedSection):
     """``[[devices]]``: an OSI device (CAN/BMS, SMBus battery, data logger, lookup table) whose
-    signals the tests of its channels record and may end steps or trip limits on."""
+    signals the tests of its channels record and may end steps or trip limits on; ``on_start``
+    and ``on_stop`` are values (in each signal's own unit) written to it when a test on its
+    channels starts and when one stops (and ``on_stop`` also when the station opens, after a
+    crash, and when it closes)."""
+
+    on_start: dict[str, FiniteFloat] = Field(
+        default={}, description="signal = value to write before a test's first step")
+    on_stop: dict[str, FiniteFloat] = Field(
+        default={}, description="signal = value to write after every stop (output off first)")
 
 
 class ChamberSection(AttachedSection):
@@ -158,10 +184,18 @@ class ChamberSection(AttachedSection):
 
 class NotifierSection(_Strict):
     """``[[notifiers]]``: a notifier (mail, MQTT, ...) that receives the station's events; its
-    settings are validated by the notifier."""
+    settings are validated by the notifier. ``name`` (by default its kind) names it in the log
+    and keeps its outbox apart from the other notifiers'."""
 
     kind: str
+    name: str = Field(default="", pattern=r"^([a-z][a-z0-9_-]{0,63})?$",
+                      description="lower-case letters, digits, - and _; by default the kind")
     settings: dict[str, Any] = {}
+
+    @property
+    def label(self) -> str:
+        """The notifier's name in the station."""
+        return self.name or self.kind
 
 
 class InterfaceSection(_Strict):
@@ -193,6 +227,13 @@ class StationConfig(_Strict):
                 if section.name in seen:
                     raise ValueError(f"{where}: {section.name!r} is also {seen[section.name]}")
                 seen[section.name] = where
+        named: dict[str, int] = {}
+        for n, notifier in enumerate(self.notifiers):
+            if notifier.label in named:
+                raise ValueError(f"notifiers[{n}]: {notifier.label!r} is also the name of "
+                                 f"notifiers[{named[notifier.label]}]: give each a name = "
+                                 "of its own")
+            named[notifier.label] = n
         return self
 
 
@@ -305,7 +346,8 @@ class Station:
             (section, _create(plugins, Kind.CLIMATE_CHAMBER, section.kind, section.settings,
                               f"chambers[{n}]"))
             for n, section in enumerate(config.chambers)]
-        self.notifiers: list[tuple[str, Any]] = []
+        self.notifiers: list[tuple[str, Any]] = []  # (name, notifier)
+        self._notifier_events: EventDispatcher | None = None  # once started
         for n, notifier_section in enumerate(config.notifiers):
             where = f"notifiers[{n}]"
             notifier = _create(plugins, Kind.NOTIFIER, notifier_section.kind,
@@ -316,10 +358,12 @@ class Station:
                 plugins.hooks.register(notifier, name=f"{where} ({notifier_section.kind})")
             except (ValueError, pluggy.PluginValidationError) as err:
                 raise StationError(f"{where}: {err}") from None
-            self.notifiers.append((notifier_section.kind, notifier))
+            self.notifiers.append((notifier_section.label, notifier))
         self._chamber_of: dict[int, tuple[str, ClimateChamber]] = {}
         self._chamber_sections = {section.name: section for section in config.chambers}
         self._devices_of: dict[int, list[tuple[str, OsiDevice]]] = {}
+        #: What :meth:`open` wrote as the devices' ``on_stop``, by device name.
+        self.opening_writes: dict[str, dict[str, float]] = {}
 
     @property
     def plans_dir(self) -> Path:
@@ -341,11 +385,58 @@ class Station:
             for section, device in [*self.devices, *self.chambers]:
                 await call_with_timeout(device.open(clock), timeout, section.name, "open")
                 opened.append(device)
+            self.check_device_writes()
         except (DeviceError, StationError):
             for device in reversed(opened):
                 await device.close()
             self.channels.clear()
             raise
+        # A crash (or a station stopped while a device did not answer) may have left a device
+        # as a test had it: the state after a stop is where a station starts from.
+        self.opening_writes = await self.write_on_stop("the station opened")
+
+    def check_device_writes(self, opened: bool = True) -> None:
+        """Check every device's ``on_start`` and ``on_stop``: each names a writable signal of
+        the device, and its value is within the signal's range (StationError names the key).
+        Unless ``opened``, devices that know their signals only once open are left out."""
+        for n, (section, device) in enumerate(self.devices):
+            try:
+                infos = {info.name: info for info in device.signals}
+            except DeviceError:
+                infos = {}
+            if not infos and not opened:
+                continue
+            for which, values in (("on_start", section.on_start), ("on_stop", section.on_stop)):
+                for signal, value in values.items():
+                    where = f"devices[{n}].{which}.{signal}"
+                    if signal not in infos:
+                        raise StationError(
+                            f"{where}: device {section.name!r} has no signal {signal!r}"
+                            f"{did_you_mean(signal, infos)} (its signals: "
+                            f"{', '.join(infos) or 'none'})")
+                    try:
+                        check_writable(infos[signal], value, signal)
+                    except ValueError as err:
+                        raise StationError(f"{where}: {err}") from None
+
+    async def write_on_stop(self, why: str) -> dict[str, dict[str, float]]:
+        """Write every device's ``on_stop`` values, each under the device timeout, whatever
+        became of the others; a device that refuses or does not answer is logged. Returns what
+        was written: by device name, each signal's value."""
+        timeout = self.config.station.device_timeout
+        written: dict[str, dict[str, float]] = {}
+        for section, device in self.devices:
+            for signal, value in section.on_stop.items():
+                text = f"{section.name}.{signal} = {value:g}"
+                try:
+                    await call_with_timeout(device.write(signal, value), timeout, section.name,
+                                            "write")
+                except DeviceError as err:
+                    log.warning("on_stop as %s: writing %s failed: %s", why, text, err)
+                    continue
+                log.info("on_stop as %s: %s", why, text)
+                written.setdefault(section.name, {})[signal] = value
+        return written
 
     def attach(self) -> None:
         """Attach the devices and chambers to the numbered channels (StationError names the
@@ -374,8 +465,14 @@ class Station:
     def request(self, channel: ChannelRef, plan: Plan, battery: BatteryRecord | None = None,
                 name: str = "", resume: Resume | None = None) -> TestRequest:
         """A test request on ``channel`` with the chamber and devices attached to it."""
-        request = TestRequest(channel, plan, battery, name=name,
-                              devices=tuple(self.devices_of(channel.number)), resume=resume)
+        devices = self.devices_of(channel.number)
+        sections = {section.name: section for section, _ in self.devices}
+        request = TestRequest(
+            channel, plan, battery, name=name, devices=tuple(devices), resume=resume,
+            on_start=tuple((device, signal, value) for device, _ in devices
+                           for signal, value in sections[device].on_start.items()),
+            on_stop=tuple((device, signal, value) for device, _ in devices
+                          for signal, value in sections[device].on_stop.items()))
         chamber = self.chamber_of(channel.number)
         if chamber is None:
             return request
@@ -384,13 +481,53 @@ class Station:
                        chamber_on_fault=section.on_fault,
                        chamber_band_grace_s=section.band_grace)
 
+    async def start_notifiers(self, database: Database,
+                              control: StationControl | None = None) -> None:
+        """Start every notifier that has a ``start(context)`` (see
+        :class:`~cellbench_core.notifying.NotifierContext`) on ``database``; one that refuses
+        (a password file that is not there) raises StationError naming it, after those already
+        started were closed. Alarms the notifiers raise are recorded in ``database``."""
+        name = self.config.station.name
+
+        def record(problem: Problem) -> None:
+            database.add_event(kind=problem.kind, message=problem.message,
+                               unix_time_s=time.time(), data=problem.data)
+
+        events = EventDispatcher(self.plugins.hook, on_problem=record)
+
+        def raise_alarm(message: str) -> None:
+            database.add_event(kind="alarm", message=message, unix_time_s=time.time())
+            with contextlib.suppress(RuntimeError):  # the station is closing: the event has it
+                events.fire("cellbench_alarm", Alarm(channel=None, test_id=None,
+                                                     message=message))
+
+        self._notifier_events = events
+        for n, (label, notifier) in enumerate(self.notifiers):
+            start = getattr(notifier, "start", None)
+            if start is None:
+                continue
+            context = NotifierContext(label, name, database, self.base_dir, raise_alarm, control)
+            try:
+                start(context)
+            except (ValueError, OSError) as err:
+                await self._close_notifiers()
+                raise StationError(f"notifiers[{n}] ({label}) did not start: {err}") from None
+
     async def close(self) -> None:
-        """Close every device and chamber, then every driver (outputs off), then the notifiers
-        that have a ``close``; idempotent."""
+        """Write every device's ``on_stop`` values if the station is open, close every device
+        and chamber, then every driver (outputs off), then the notifiers that have a
+        ``close``; idempotent."""
+        if self.channels:
+            await self.write_on_stop("the station closed")
         for _, device in [*self.devices, *self.chambers]:
             await device.close()
         for _, driver in self.drivers:
             await driver.close()
+        await self._close_notifiers()
+
+    async def _close_notifiers(self) -> None:
+        if self._notifier_events is not None:
+            await asyncio.to_thread(self._notifier_events.close)
         for _, notifier in self.notifiers:
             close = getattr(notifier, "close", None)
             if close is not None:
@@ -401,3 +538,4 @@ class Station:
     def select(self, text: str | None) -> list[ChannelRef]:
         """The channels named by a ``--channels`` value (all when ``None``)."""
         return [self.channels[n - 1] for n in parse_channels(text or "all", len(self.channels))]
+

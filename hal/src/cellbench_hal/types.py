@@ -258,12 +258,19 @@ class SampleBatch:
 
 @dataclass(frozen=True, slots=True)
 class SignalInfo:
-    """A named signal of an OSI device."""
+    """A named signal of an OSI device, in ``unit``.
+
+    A writable signal may give the range a write must stay within (``minimum``, ``maximum``, in
+    ``unit``; None: unbounded on that side): plans and the station file are checked against it
+    before a test starts, and the device still refuses a value beyond it with ``OutOfRange``.
+    """
 
     name: str
     unit: str
     writable: bool = False
     description: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

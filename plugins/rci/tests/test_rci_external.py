@@ -163,8 +163,9 @@ def test_the_closed_loop_example_charges_a_cell_cc_cv(
     assert 0.02 < result.resistance_ohm < 0.1  # the cell's R0 (30 mOhm) and some of R1
     charge = samples["step_index"] == 0
     current, voltage = samples["current_a"][charge], samples["voltage_v"][charge]
-    assert current.max() <= 1.0 + 1e-9 and voltage.max() < 4.15  # never near the limit
-    assert voltage.max() == pytest.approx(4.1, abs=0.02)
+    # The target reached, the limit never: how far above the target the voltage gets depends on
+    # how late the client answers a sample (the station's virtual clock does not wait for it).
+    assert current.max() <= 1.0 + 1e-9 and 4.1 <= voltage.max() < 4.15
     # CC first, then the client's CV: the current falls while the voltage holds at 4.1 V.
     holding = voltage >= 4.09
     assert holding.any() and current[np.argmax(holding)] > 0.5

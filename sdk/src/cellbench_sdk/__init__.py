@@ -16,10 +16,12 @@ The rest of the plugin surface, one module per kind of plugin:
   (exporters, importers);
 - :mod:`cellbench_sdk.sync`: the sync-target contract, the change feed and the shared writing;
 - :mod:`cellbench_sdk.control`: the station-control API interfaces are handed;
-- :mod:`cellbench_sdk.notify`: the notifier base class;
+- :mod:`cellbench_sdk.notify`: the notifier base classes (one with an outbox: ordered, retried,
+  rate-limited delivery to a peer);
 - :mod:`cellbench_sdk.cli`: consoles, errors and ``--db``/``--station`` for plugin commands;
 - :mod:`cellbench_sdk.units`: quantities with units as people write them;
-- :mod:`cellbench_sdk.cell`: the equivalent-circuit cell model (simulators, emulators);
+- :mod:`cellbench_sdk.cell`: the equivalent-circuit cell model (simulators, emulators), which
+  ages as :mod:`cellbench_sdk.ageing` describes;
 - :mod:`cellbench_sdk.testing`: checks a plugin against its contract without hardware.
 
 A plugin imports these (and :mod:`cellbench_hal`), never ``cellbench_core``: a lint rule

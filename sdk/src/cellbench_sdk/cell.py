@@ -20,7 +20,10 @@ Assumptions, chosen to keep the model readable:
 * resistances follow an Arrhenius law in the cell temperature and rise towards SOC 0;
   tau does not change;
 * coulombic efficiency applies to charging: SOC rises by η·I·dt/Q, falls by I·dt/Q;
-* heat is the Joule loss in R0 and R1 (no entropic heat), exchanged with the ambient through h·A.
+* heat is the Joule loss in R0 and R1 (no entropic heat), exchanged with the ambient through h·A;
+* the cells age (see :mod:`cellbench_sdk.ageing`): capacity fades and R0, R1 grow with time and
+  charge passed; the state of charge is kept as capacity fades (the charge lost is lost from
+  the cell's content too).
 """
 
 from __future__ import annotations
@@ -34,15 +37,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from cellbench_sdk.ageing import Ageing, CellAgeing, ageing_parameters
+from cellbench_sdk.physics import AS_PER_AH, arrhenius
+
 FloatArray = npt.NDArray[np.float64]
 ModeArray = npt.NDArray[np.int8]
 
-GAS_CONSTANT = 8.314462618  # J/(mol·K)
-KELVIN = 273.15
-#: Temperature at which R0 and R1 are specified (°C).
-REFERENCE_TEMPERATURE_C = 25.0
-#: Coulombs per ampere-hour.
-AS_PER_AH = 3600.0
 #: Smallest source voltage used to size constant-power and power-limited currents (V); keeps
 #: the arithmetic finite for a cell driven to (or below) 0 V.
 _MIN_SOURCE_V = 1e-3
@@ -174,6 +174,9 @@ class CellParameters(BaseModel):
     """State of charge of every cell at the start."""
     seed: int = 0
     """Seed of the cell-to-cell spread: the same seed gives the same cells."""
+    ageing: Ageing = "default"
+    """Capacity fade and resistance growth: "none", "default" (the chemistry's figures), or a
+    table of the parameters to change (see :class:`cellbench_sdk.ageing.AgeingParameters`)."""
 
 
 # --- Inputs and outputs of one update ----------------------------------------------------------
@@ -249,8 +252,9 @@ class CellBank:
     """``count`` cells drawn from ``params``; its arrays hold one entry per cell.
 
     State: ``soc``, ``v_rc`` (V across the RC pair), ``temperature_c``, ``ambient_c`` (settable),
-    and the last terminal ``voltage_v`` and ``current_a``. Per-cell parameters: ``capacity_ah``,
-    ``r0_ohm``, ``r1_ohm`` (at 25 °C and mid SOC).
+    the last terminal ``voltage_v`` and ``current_a``, ``capacity_ah`` (as aged so far) and
+    ``ageing`` (None without ageing). Per-cell parameters: ``fresh_capacity_ah``, ``r0_ohm``,
+    ``r1_ohm`` (fresh, at 25 °C and mid SOC).
     """
 
     def __init__(self, count: int, params: CellParameters | None = None) -> None:
@@ -264,13 +268,15 @@ class CellBank:
         rng = np.random.default_rng(p.seed)
         capacity_z = _screened_normal(rng, count)
         resistance_z = _screened_normal(rng, count)
-        self.capacity_ah: FloatArray = p.capacity_ah * (1.0 + p.capacity_spread * capacity_z)
+        self.fresh_capacity_ah: FloatArray = p.capacity_ah * (
+            1.0 + p.capacity_spread * capacity_z)
+        self.capacity_ah: FloatArray = self.fresh_capacity_ah.copy()
         resistance_factor = 1.0 + p.resistance_spread * resistance_z
         self.r0_ohm: FloatArray = p.r0_ohm * resistance_factor
         self.r1_ohm: FloatArray = p.r1_ohm * resistance_factor
         self._soc_per_coulomb = 1.0 / (self.capacity_ah * AS_PER_AH)
-        self._ea_over_r = p.activation_energy_j_per_mol / GAS_CONSTANT
-        self._inv_t_ref = 1.0 / (REFERENCE_TEMPERATURE_C + KELVIN)
+        ageing = ageing_parameters(p.chemistry, p.ageing)
+        self.ageing = None if ageing is None else CellAgeing(ageing, self.fresh_capacity_ah)
 
         self.soc: FloatArray = np.full(count, p.initial_soc)
         self.v_rc: FloatArray = np.zeros(count)
@@ -297,9 +303,11 @@ class CellBank:
         soc, v_rc, temp = self.soc[sel], self.v_rc[sel], self.temperature_c[sel]
         soc_per_coulomb = self._soc_per_coulomb[sel]
 
-        scale = np.interp(soc, _RESISTANCE_SOC, _RESISTANCE_FACTOR) * np.exp(
-            self._ea_over_r * (1.0 / (temp + KELVIN) - self._inv_t_ref)  # Arrhenius
+        scale = np.interp(soc, _RESISTANCE_SOC, _RESISTANCE_FACTOR) * arrhenius(
+            temp, -p.activation_energy_j_per_mol  # resistance falls as the cell warms
         )
+        if self.ageing is not None:
+            scale *= self.ageing.resistance_factor[sel]
         r0 = self.r0_ohm[sel] * scale
         r1 = self.r1_ohm[sel] * scale
         a = np.exp(-dt / p.tau_s)  # decay of v_rc over dt
@@ -328,6 +336,11 @@ class CellBank:
         self.temperature_c[sel] = temp_new
         self.voltage_v[sel] = voltage
         self.current_a[sel] = current
+        if self.ageing is not None:
+            # The capacity and resistances of the next update: aged at this one's temperature.
+            self.ageing.advance(dt, current, temp, sel)
+            self.capacity_ah[sel] = self.fresh_capacity_ah[sel] * self.ageing.capacity_fraction[sel]
+            self._soc_per_coulomb[sel] = 1.0 / (self.capacity_ah[sel] * AS_PER_AH)
         return CellOutputs(voltage, current, temp_new)
 
     @staticmethod

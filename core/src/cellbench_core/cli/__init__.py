@@ -11,6 +11,7 @@ from cellbench_core.cli import (
     battery,
     chamber,
     database,
+    notify,
     plan,
     plot,
     queue,
@@ -22,8 +23,8 @@ from cellbench_core.cli import (
 from cellbench_core.cli.app import app
 from cellbench_core.plugins import loaded_plugins
 
-__all__ = ["app", "battery", "chamber", "database", "main", "plan", "plot", "queue", "running",
-           "serve", "sync", "tests"]
+__all__ = ["app", "battery", "chamber", "database", "main", "notify", "plan", "plot", "queue",
+           "running", "serve", "sync", "tests"]
 
 
 def main() -> None:

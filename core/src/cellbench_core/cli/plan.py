@@ -33,7 +33,7 @@ def plan_check(
     plan: Annotated[Path, typer.Argument(help="Plan file (YAML).", show_default=False)],
     station: Annotated[Path | None, typer.Option(
         "--station", help="Station file (TOML): also check the plan against its channels' "
-        "ranges (nothing is opened).", show_default=False)] = None,
+        "ranges and devices' signals (nothing is opened).", show_default=False)] = None,
     channels: Annotated[str | None, typer.Option(
         help="With --station: the channels to check against, e.g. 1-8 or 1,3 (default all).",
         show_default=False)] = None,
@@ -52,8 +52,9 @@ def plan_check(
 ) -> None:
     """Check a plan and print it normalised; on an error name file, line and field, exit 2.
     With --station (and --battery), also check every step against each channel's ranges and the
-    battery's limits, as a test start would; with --alongside, also that the tests in one
-    chamber would not ask it for different climates at once."""
+    battery's limits, and the signals the plan limits, ends on and writes against the channel's
+    devices, as a test start would; with --alongside, also that the tests in one chamber would
+    not ask it for different climates at once."""
     if station is None and (battery is not None or alongside):
         option = "--battery" if battery is not None else "--alongside"
         fail(f"plan check: {option} needs --station (the channels to check against)", code=2)
@@ -115,6 +116,7 @@ def _check_against(plan: Plan, station: Path, config: StationConfig, manager: Pl
                      for local in range(count)]
         built.channels = refs
         built.attach()
+        built.check_device_writes(opened=False)
         placed: list[tuple[Plan, list[ChannelRef]]] = []
         for (other, numbers), text in others:
             try:
@@ -137,8 +139,10 @@ def _check_against(plan: Plan, station: Path, config: StationConfig, manager: Pl
         capacity = record.nominal_capacity_ah if record else each.capacity_ah
         program = Program.compile(each)
         for ref in refs:
+            request = built.request(ref, each, record)
             try:
-                Runner.resolve_plan(built.request(ref, each, record), program, capacity)
+                Runner.resolve_plan(request, program, capacity)
+                Runner.resolve_signals(request, program)
             except RunError as err:
                 fail(str(err), code=2)
     _check_chamber_climates(built, placed)

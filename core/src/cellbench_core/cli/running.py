@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import signal
 import time
 from collections import Counter
@@ -20,8 +21,9 @@ from rich.table import Table
 
 from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import console, fail
-from cellbench_core.plan import PlanError, load_plan, parse_plan
+from cellbench_core.plan import Plan, PlanError, load_plan, parse_plan
 from cellbench_core.plan.tables import lookup_tables
+from cellbench_core.plots import PlotError, cycle_series, draw_cycles
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.station import Station, StationConfig, StationError, load_station
@@ -106,6 +108,7 @@ async def _execute(job: _Job, runner: Runner, live: bool) -> list[TestOutcome]:
         loop.add_signal_handler(sig, runner.stop, None, "stopped by operator")
     try:
         await job.station.open(job.clock)
+        await job.station.start_notifiers(job.db)
         task = asyncio.create_task(runner.run(job.requests(job.station)))
         if live:
             display = _Live(runner)
@@ -295,23 +298,49 @@ def run_command(
         raise typer.Exit(1)
 
 
+def _cycle_life_plan(cycles: int) -> Plan:
+    """The demo's cycle-life plan with its loop set to ``cycles`` passes."""
+    text = resources.files("cellbench_core.demo").joinpath("cycle-life.yaml").read_text(
+        encoding="utf-8")
+    text, loops = re.subn(r"^(  - repeat: )\d+$", rf"\g<1>{cycles}", text, flags=re.MULTILINE)
+    assert loops == 1, "cycle-life.yaml has one loop at the top level"
+    return parse_plan(text, source="cycle-life.yaml")
+
+
+#: The demo's fade plot compares this many channels at most; more lines would be unreadable.
+_FADE_PLOT_TESTS = 8
+
+
 @app.command("demo")
 def demo_command(
     channels: Annotated[int, typer.Option(min=1, max=100_000,
                                           help="Number of simulated channels.")] = 8,
+    cycles: Annotated[int | None, typer.Option(
+        min=1, max=10_000, help="Run a cycle-life plan of N 1C cycles instead, sampled once a "
+        "minute, and draw the cells' fade.")] = None,
+    fade_plot: Annotated[Path, typer.Option(
+        help="Where --cycles draws capacity and efficiency per cycle.")] =
+        Path("cellbench-demo-fade.png"),
     db: Annotated[str, typer.Option(help="Database URL for the results.")] =
         "sqlite:///cellbench-demo.db",
 ) -> None:
     """Run a simulated station: CC-CV cycles of 2.5 Ah NMC cells on every channel.
 
-    The cells differ slightly (capacity, resistance), as real cells do. Time is simulated, so
-    hours of cycling take seconds. Afterwards: `cellbench plot TEST --db ...` draws any test.
+    The cells differ slightly (capacity, resistance), as real cells do, and age as they
+    cycle. Time is simulated, so hours of cycling take seconds. Afterwards:
+    `cellbench plot TEST --db ...` draws any test.
+
+    Example: cellbench demo --cycles 200 (a cycle-life test; ends with the fade plot's path)
     """
-    text = resources.files("cellbench_core.demo").joinpath("cccv-cycling.yaml").read_text(
-        encoding="utf-8")
-    plan = parse_plan(text, source="cccv-cycling.yaml")
+    if cycles is None:
+        text = resources.files("cellbench_core.demo").joinpath("cccv-cycling.yaml").read_text(
+            encoding="utf-8")
+        plan = parse_plan(text, source="cccv-cycling.yaml")
+    else:
+        plan = _cycle_life_plan(cycles)
     config = StationConfig.model_validate({
-        "station": {"name": "demo", "database": db, "sample_period": "1 s"},
+        "station": {"name": "demo", "database": db,
+                    "sample_period": "1 s" if cycles is None else "60 s"},
         "channels": [{"driver": "sim", "settings": {"count": channels, "seed": 2024}}],
     })
     manager = station_plugins(config)
@@ -333,7 +362,19 @@ def demo_command(
             return [opened.request(ref, plan, battery, name=f"demo channel {ref.name}")
                     for ref in opened.channels]
 
-        _run_job(_Job(station, database, VirtualClock(), requests),
-                 config.station.sample_period, manager)
+        outcomes = _run_job(_Job(station, database, VirtualClock(), requests),
+                            config.station.sample_period, manager)
+        if cycles is not None:
+            compared = [o.test_id for o in outcomes[:_FADE_PLOT_TESTS]]
+            try:
+                draw_cycles([cycle_series(database, test_id) for test_id in compared],
+                            fade_plot)
+            except PlotError as err:
+                fail(f"no fade plot: {err}", code=1)
+            ids = " ".join(map(str, compared))
+            console.print(f"draw it again or other tests: cellbench plot {ids} --cycles "
+                          f"--db {db}", soft_wrap=True, highlight=False)
+            console.print(f"fade plot of tests {ids}: [bold]{fade_plot}[/bold]",
+                          soft_wrap=True, highlight=False)
     finally:
         database.close()

@@ -138,24 +138,38 @@ def _signal_comparison(ctx: ParseContext, match: re.Match[str], line: int, path:
     """``<device>.<signal> >= <value>``: a device's or chamber's signal; its unit is checked
     against the station's device when the test starts."""
     name, op_text = match["quantity"], match["op"]
-    if not _SIGNAL.fullmatch(name):
-        ctx.fail(line, path, f"{quote(name)} is not a signal name like 'bms.cell_max_v' "
-                 "(a device or chamber name of the station file, a dot, its signal)")
+    check_signal_name(ctx, name, line, path)
     if loop:
         ctx.fail(line, path, f"{name}: a loop's 'until' takes the quantities of the last "
                  "sample, not device signals; end a step on the signal instead")
     if op_text not in _OPS:
         ctx.fail(line, path, f"unknown comparison {quote(op_text)}; use >=, >, <= or <")
-    if match["value"].startswith(MARK):
-        ctx.fail(line, path, f"{name}: a signal compares with a written value (its unit is the "
+    signal, value = signal_value(ctx, name, match["value"], line, path, "compares with")
+    return Condition(signal, _OPS[op_text], value, line)
+
+
+def check_signal_name(ctx: ParseContext, name: str, line: int, path: str) -> None:
+    """Refuse ``name`` unless it is written like a station's signal: ``<device>.<signal>``."""
+    if not _SIGNAL.fullmatch(name):
+        ctx.fail(line, path, f"{quote(name)} is not a signal name like 'bms.cell_max_v' "
+                 "(a device or chamber name of the station file, a dot, its signal)")
+
+
+def signal_value(ctx: ParseContext, name: str, text: str, line: int, path: str,
+                 verb: str) -> tuple[Signal, Value]:
+    """A written value for signal ``name`` (what a plan ``verb`` it): a value with a unit, or a
+    bare number in the signal's own unit; the signal's unit is checked once the station's
+    devices are known."""
+    if text.startswith(MARK):
+        ctx.fail(line, path, f"{name}: a signal {verb} a written value (its unit is the "
                  "device's), not an expression")
     try:
-        dimension, value = parse_quantity(match["value"], None)
+        dimension, value = parse_quantity(text, None)
     except UnitError:
         try:
-            dimension, value = parse_quantity(match["value"], (Dimension.COUNT,))
+            dimension, value = parse_quantity(text, (Dimension.COUNT,))
         except UnitError as error:
             ctx.fail(line, path, f"{name}: {error}")
     if value.per_capacity:
-        ctx.fail(line, path, f"{name}: a C-rate needs a battery; compare a signal with amperes")
-    return Condition(Signal(name, dimension), _OPS[op_text], value, line)
+        ctx.fail(line, path, f"{name}: a C-rate needs a battery; give a signal amperes")
+    return Signal(name, dimension), value

@@ -1,5 +1,6 @@
-"""A plan's ``limits``: the global safety limits, and the check of written setpoints against
-them (limits against the battery, and computed setpoints, are checked when a test starts)."""
+"""A plan's ``limits``: the global safety limits (on the channel's readings, and on device and
+chamber signals), and the check of written setpoints against them (limits against the battery,
+computed setpoints and signals' units are checked when a test starts)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import re
 import yaml
 
 from cellbench_core.plan.dimensions import LIMIT_DIMENSIONS
-from cellbench_core.plan.model import Amount, Limit, SafetyLimits
+from cellbench_core.plan.end_conditions import check_signal_name, signal_value
+from cellbench_core.plan.model import Amount, Limit, SafetyLimits, SignalLimit
 from cellbench_core.plan.yaml_source import (
     ParseContext,
     Where,
     check_keys,
     join_path,
+    node_duration,
     node_entries,
     node_line,
     node_text,
@@ -36,6 +39,8 @@ _BATTERY = "battery"
 def parse_limits(ctx: ParseContext, node: yaml.Node, path: str) -> SafetyLimits:
     """The safety limits the mapping ``node`` sets."""
     entries = node_entries(ctx, node, path)
+    signals = {key: entry for key, entry in entries.items() if "." in key}
+    entries = {key: entry for key, entry in entries.items() if key not in signals}
     check_keys(ctx, entries, tuple(LIMIT_DIMENSIONS), path)
     limits = {key: _limit(ctx, value_node, join_path(path, key), LIMIT_DIMENSIONS[key])
               for key, (_, value_node) in entries.items()}
@@ -48,7 +53,48 @@ def parse_limits(ctx: ParseContext, node: yaml.Node, path: str) -> SafetyLimits:
         if (a is not None and b is not None and a.battery == b.battery and a.value is not None
                 and b.value is not None and a.value.si >= b.value.si):
             ctx.fail(node_line(entries[low][1]), join_path(path, low), f"must be below {high}")
-    return SafetyLimits(**limits)
+    return SafetyLimits(**limits, signals=tuple(
+        _signal_limit(ctx, name, key_line, value_node, join_path(path, name))
+        for name, (key_line, value_node) in signals.items()))
+
+
+_SIGNAL_LIMIT_KEYS = ("max", "min", "for")
+_SIGNAL_LIMIT_EXAMPLE = "a mapping like {max: 4.25 V, for: 1 s} or {min: 2.6 V}"
+
+
+def _signal_limit(ctx: ParseContext, name: str, line: int, node: yaml.Node,
+                  path: str) -> SignalLimit:
+    """``<device>.<signal>: {max: <value>, min: <value>, for: <delay>}``: the bound's direction
+    is written out, at least one of ``max`` and ``min``."""
+    check_signal_name(ctx, name, line, path)
+    if not isinstance(node, yaml.MappingNode):
+        ctx.fail(node_line(node), path, f"expected {_SIGNAL_LIMIT_EXAMPLE}: a signal's limit "
+                 "says which way it bounds it")
+    entries = node_entries(ctx, node, path)
+    check_keys(ctx, entries, _SIGNAL_LIMIT_KEYS, path)
+    if "max" not in entries and "min" not in entries:
+        ctx.fail(node_line(node), path, f"give 'max', 'min' or both: {_SIGNAL_LIMIT_EXAMPLE}")
+    bounds = {}
+    for key in ("max", "min"):
+        if key in entries:
+            where = join_path(path, key)
+            text = node_text(ctx, entries[key][1], where, "a value like '4.25 V' or a bare "
+                             "number in the signal's unit")
+            bounds[key] = (signal_value(ctx, name, text.strip(), node_line(entries[key][1]),
+                                        where, "is limited by"), where, entries[key][1])
+    if len(bounds) == 2:
+        (signal, high), where, value_node = bounds["max"]
+        (other, low), _, _ = bounds["min"]
+        if signal.dimension is not other.dimension:
+            ctx.fail(node_line(value_node), where, "write 'max' and 'min' in one kind of unit "
+                     f"(here {signal.dimension} and {other.dimension})")
+        if low.si >= high.si:
+            ctx.fail(node_line(bounds["min"][2]), bounds["min"][1], "must be below max")
+    signal = next(iter(bounds.values()))[0][0]
+    delay_s = node_duration(ctx, entries["for"][1], join_path(path, "for")) \
+        if "for" in entries else 0.0
+    return SignalLimit(signal, bounds["max"][0][1] if "max" in bounds else None,
+                       bounds["min"][0][1] if "min" in bounds else None, delay_s, line)
 
 
 def _limit(ctx: ParseContext, node: yaml.Node, path: str, dimension: Dimension) -> Limit:

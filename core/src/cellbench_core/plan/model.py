@@ -255,14 +255,26 @@ COUNTERS = ("cycle_ah", "cycle_wh", "cycle_time", "test_ah", "test_wh")
 
 
 @dataclass(frozen=True)
+class SignalWrite:
+    """Write ``value`` (a written value: a unit of the signal's kind, or with ``signal``'s
+    dimension COUNT a bare number in its own unit) to a device's signal."""
+
+    signal: Signal
+    value: Value
+    line: int = field(default=0, compare=False)  # where the plan wrote it, for errors
+
+
+@dataclass(frozen=True)
 class SetStep:
     """Give variables the values of expressions, in order, then reset ``resets`` (of
-    :data:`COUNTERS`); takes no time. The name ``capacity`` sets the capacity C-rates use.
-    Expressions here read the last sample's quantities (``cycle_discharge_ah``)."""
+    :data:`COUNTERS`) and write ``writes`` to devices, in order; takes no time. The name
+    ``capacity`` sets the capacity C-rates use. Expressions here read the last sample's
+    quantities (``cycle_discharge_ah``)."""
 
     values: tuple[tuple[str, Expr], ...] = ()
     resets: tuple[str, ...] = ()
     line: int = 0
+    writes: tuple[SignalWrite, ...] = ()
 
 
 Node = StepSpec | Loop | Message | SetStep
@@ -280,11 +292,27 @@ class Limit:
 
 
 @dataclass(frozen=True)
+class SignalLimit:
+    """A safety limit on a device's or chamber's signal: an upper bound ``maximum`` and/or a
+    lower bound ``minimum`` (written values of ``signal``'s dimension; COUNT: bare numbers in
+    the signal's own unit). It trips once the signal has been beyond a bound, or missing or not
+    a number, for ``delay_s`` (0: on the first such sample)."""
+
+    signal: Signal
+    maximum: Value | None = None
+    minimum: Value | None = None
+    delay_s: float = 0.0
+    line: int = field(default=0, compare=False)  # where the plan wrote it, for errors
+
+
+@dataclass(frozen=True)
 class SafetyLimits:
-    """Global limits checked on every sample; a missing or non-finite reading trips them at once.
+    """Global limits checked on every sample; a missing or non-finite reading trips them at once
+    (a signal's after its delay).
 
     A limit written against the battery replaces the battery's own for that quantity; an
-    absolute one applies together with it (the tighter wins).
+    absolute one applies together with it (the tighter wins). ``signals`` limits device and
+    chamber signals, in the order written.
     """
 
     voltage_max: Limit | None = None
@@ -292,6 +320,7 @@ class SafetyLimits:
     current_max: Limit | None = None  # on the magnitude of the current
     temperature_max: Limit | None = None
     temperature_min: Limit | None = None
+    signals: tuple[SignalLimit, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import fields
 
 import yaml
 
@@ -24,6 +23,7 @@ from cellbench_core.plan.model import (
     Plan,
     ProfileSpec,
     SetStep,
+    SignalLimit,
     StepSpec,
 )
 from cellbench_core.units import Dimension, Value, format_number, format_value
@@ -38,10 +38,12 @@ def dump_plan(plan: Plan) -> str:
     if plan.capacity_ah is not None:
         document["capacity"] = format_value(Value(plan.capacity_ah), Dimension.CHARGE)
     limits: _Data = {}
-    for item in fields(plan.limits):
-        limit = getattr(plan.limits, item.name)
+    for name in LIMIT_DIMENSIONS:
+        limit = getattr(plan.limits, name)
         if limit is not None:
-            limits[item.name] = format_limit(limit, LIMIT_DIMENSIONS[item.name])
+            limits[name] = format_limit(limit, LIMIT_DIMENSIONS[name])
+    for signal_limit in plan.limits.signals:
+        limits[signal_limit.signal.name] = signal_bounds(signal_limit)
     if limits:
         document["limits"] = limits
     document["steps"] = [_node(node) for node in plan.steps]
@@ -67,6 +69,20 @@ def format_limit(limit: Limit, dimension: Dimension,
     return text
 
 
+def signal_bounds(limit: SignalLimit, duration: Callable[[float], str] | None = None
+                  ) -> dict[str, str]:
+    """A signal's safety limit as a plan writes it: ``{max: 4.25 V, for: 1 s}``; ``duration``
+    writes its delay (by default in seconds, as the normal form does)."""
+    dimension = limit.signal.dimension
+    bounds = {key: format_value(value, dimension)
+              for key, value in (("max", limit.maximum), ("min", limit.minimum))
+              if value is not None}
+    if limit.delay_s:
+        bounds["for"] = (duration(limit.delay_s) if duration is not None
+                         else format_value(Value(limit.delay_s), Dimension.TIME))
+    return bounds
+
+
 def _node(node: Node) -> _Data:
     if isinstance(node, Message):
         return {"message": node.text}
@@ -74,6 +90,8 @@ def _node(node: Node) -> _Data:
         values: _Data = {name: str(expr) for name, expr in node.values}
         if node.resets:
             values["reset"] = list(node.resets)
+        for write in node.writes:
+            values[write.signal.name] = format_value(write.value, write.signal.dimension)
         return {"set": values}
     if isinstance(node, Loop):
         data: _Data = {"repeat": "forever" if node.count is None else node.count,

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from cellbench_core.plan.dimensions import LIMIT_DIMENSIONS, dimension_of
 from cellbench_core.plan.expr import Computed
 from cellbench_core.plan.model import (
@@ -26,7 +24,7 @@ from cellbench_core.plan.model import (
     SetStep,
     StepSpec,
 )
-from cellbench_core.plan.normalise import format_limit
+from cellbench_core.plan.normalise import format_limit, signal_bounds
 from cellbench_core.units import Dimension, Value, format_number, format_value
 from cellbench_hal import ProfileQuantity, StepMode
 
@@ -39,9 +37,11 @@ def show_plan(plan: Plan) -> str:
     if plan.capacity_ah is not None:
         header += f" (capacity {format_value(Value(plan.capacity_ah), Dimension.CHARGE)})"
     lines = [header]
-    limits = [f"{item.name} {format_limit(limit, LIMIT_DIMENSIONS[item.name], _duration)}"
-              for item in fields(plan.limits)
-              if (limit := getattr(plan.limits, item.name)) is not None]
+    limits = [f"{name} {format_limit(limit, LIMIT_DIMENSIONS[name], _duration)}"
+              for name in LIMIT_DIMENSIONS if (limit := getattr(plan.limits, name)) is not None]
+    limits += [f"{signal_limit.signal.name} " + " ".join(
+        f"{key} {text}" for key, text in signal_bounds(signal_limit, _duration).items())
+        for signal_limit in plan.limits.signals]
     if limits:
         lines.append("limits: " + ", ".join(limits))
     rows: list[tuple[str, str, int]] = []  # number, text, line
@@ -71,6 +71,8 @@ def _nodes(nodes: tuple[Node, ...], depth: int, rows: list[tuple[str, str, int]]
                      f"{name} to {expr.text}" for name, expr in node.values]
             if node.resets:
                 parts.append(f"reset {', '.join(node.resets)}")
+            parts += [f"write {w.signal.name} = {format_value(w.value, w.signal.dimension)}"
+                      for w in node.writes]
             rows.append(("", f"{pad}Set {'; '.join(parts)}", node.line))
         else:
             counter[0] += 1

@@ -17,7 +17,12 @@ import yaml
 
 from cellbench_core.plan.channel_steps import step_label
 from cellbench_core.plan.dimensions import QUANTITY_DIMENSIONS
-from cellbench_core.plan.end_conditions import ConditionGroups, condition_groups
+from cellbench_core.plan.end_conditions import (
+    ConditionGroups,
+    check_signal_name,
+    condition_groups,
+    signal_value,
+)
 from cellbench_core.plan.expr import MARK, RESERVED, Const, Expr
 from cellbench_core.plan.external_step import external_step
 from cellbench_core.plan.mode_steps import MODE_STEP_KEYS, mode_step
@@ -29,10 +34,13 @@ from cellbench_core.plan.model import (
     Node,
     PlanError,
     SetStep,
+    Signal,
+    SignalWrite,
     StepSpec,
 )
 from cellbench_core.plan.text_steps import text_step
 from cellbench_core.plan.yaml_source import (
+    BOOL_TAG,
     INT_TAG,
     STR_TAG,
     Entries,
@@ -241,18 +249,24 @@ _RESET = "reset"
 
 
 def _set(ctx: ParseContext, entries: Entries, line: int, path: str) -> SetStep:
-    """``set: {<name>: <expression>, ..., reset: [<counter>, ...]}``, applied in order."""
+    """``set: {<name>: <expression>, ..., reset: [<counter>, ...], <device>.<signal>:
+    <value>}``, applied in order."""
     set_path = join_path(path, "set")
     items = node_entries(ctx, entries["set"][1], set_path)
     if not items:
         ctx.fail(line, set_path, "expected variables to set, like 'q_meas: cycle_discharge_ah', "
-                 "or counters to reset, like 'reset: [cycle]'")
+                 "counters to reset, like 'reset: [cycle]', or device signals to write, like "
+                 "'bms.charge_enable: 1'")
     values: list[tuple[str, Expr]] = []
     resets: list[str] = []
+    writes: list[SignalWrite] = []
     for name, (key_line, node) in items.items():
         where = join_path(set_path, name)
         if name == _RESET:
             resets += [c for c in dict.fromkeys(_resets(ctx, node, where)) if c not in resets]
+            continue
+        if "." in name:
+            writes.append(_signal_write(ctx, name, key_line, node, where))
             continue
         _check_variable(ctx, name, key_line, where)
         text = node_text(ctx, node, where, "an expression like 'cycle_discharge_ah' or "
@@ -273,7 +287,20 @@ def _set(ctx: ParseContext, entries: Entries, line: int, path: str) -> SetStep:
         if name != _CAPACITY and known is None:
             ctx.variables[name] = (expr.dimension, ctx.source, key_line)
         values.append((name, expr))
-    return SetStep(tuple(values), tuple(resets), line)
+    return SetStep(tuple(values), tuple(resets), line, tuple(writes))
+
+
+def _signal_write(ctx: ParseContext, name: str, line: int, node: yaml.Node,
+                  path: str) -> SignalWrite:
+    """``<device>.<signal>: <value>`` in a set step: a value for a device to write (a YAML
+    true or false writes 1 or 0)."""
+    check_signal_name(ctx, name, line, path)
+    if isinstance(node, yaml.ScalarNode) and node.tag == BOOL_TAG:
+        return SignalWrite(Signal(name, Dimension.COUNT), Value(float(node_flag(ctx, node, path))),
+                           line)
+    text = node_text(ctx, node, path, "a value like '1' or '4.2 V'").strip()
+    signal, value = signal_value(ctx, name, text, node_line(node), path, "is set to")
+    return SignalWrite(signal, value, line)
 
 
 def _check_variable(ctx: ParseContext, name: str, line: int, path: str) -> None:

@@ -39,7 +39,7 @@ _MAX_DEPTH = 64  # YAML nesting; a plan needs two levels per loop
 # The tags PyYAML resolves plain scalars to: how a node was written (3 is an int, "3" a str).
 _NULL = "tag:yaml.org,2002:null"
 INT_TAG = "tag:yaml.org,2002:int"
-_BOOL = "tag:yaml.org,2002:bool"
+BOOL_TAG = "tag:yaml.org,2002:bool"
 STR_TAG = "tag:yaml.org,2002:str"
 
 
@@ -253,7 +253,7 @@ def node_duration(ctx: ParseContext, node: yaml.Node, path: str) -> float:
 
 def node_flag(ctx: ParseContext, node: yaml.Node, path: str) -> bool:
     """The YAML boolean (true or false) a scalar node gives."""
-    if node.tag != _BOOL:
+    if node.tag != BOOL_TAG:
         ctx.fail(node_line(node), path, f"expected true or false, got {node_kind(node)}")
     flag: bool = yaml.SafeLoader.bool_values[node.value.lower()]
     return flag

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from functools import partial
 from typing import cast
 
+import numpy as np
+
 from cellbench_core.events import TestStatus
 from cellbench_core.plan.model import ChamberSpec
 from cellbench_core.runner.records import ChamberBand, Control, Run
@@ -241,14 +243,15 @@ async def chamber_health(st: RunState, name: str, channels: set[int], fault: str
 
 
 def fill_signals(st: RunState, rows: IntArray, q: FloatArray) -> None:
-    """Put this tick's signal values into the columns of the rows whose steps end on them."""
-    position = {int(row): p for p, row in enumerate(rows.tolist())}
-    for name, users in st.signal_users.items():
-        value = st.signals_now.get(name, math.nan)
-        for row, column in users.items():
-            p = position.get(row)
-            if p is not None:
-                q[p, column] = value
+    """Put this tick's signal values into the columns of the rows whose steps end on them or
+    whose limits watch them (NaN: missing); one numpy assignment for every row."""
+    names, user_rows, columns, signal = st.signal_map
+    values = np.array([st.signals_now.get(name, math.nan) for name in names])
+    position = np.full(len(st.active), -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    at = position[user_rows]
+    here = at >= 0
+    q[at[here], columns[here]] = values[signal[here]]
 
 
 def set_ambient(st: RunState, channels: set[int], celsius: float) -> None:

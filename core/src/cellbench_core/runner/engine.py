@@ -26,7 +26,6 @@ from cellbench_core.dispatch import EventDispatcher, Problem
 from cellbench_core.events import TestStarted, TestStatus
 from cellbench_core.plan.model import StepSpec
 from cellbench_core.plan.program import Program
-from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_core.runner.cursor import Cursor
 from cellbench_core.runner.external import keepalive, pausing, set_setpoint
 from cellbench_core.runner.records import (
@@ -37,15 +36,22 @@ from cellbench_core.runner.records import (
     Resume,
     Run,
     RunError,
+    SignalPlan,
     TestOutcome,
     TestRequest,
 )
-from cellbench_core.runner.resolve import plan_signals
 from cellbench_core.runner.resolve import resolve_plan as _resolve_plan
+from cellbench_core.runner.resolve import resolve_signals as _resolve_signals
 from cellbench_core.runner.resume import resume_point as _resume_point
 from cellbench_core.runner.state import RunState
 from cellbench_core.runner.tick import record_ends, tick
-from cellbench_core.runner.transitions import advance, close_step, continue_test, finish
+from cellbench_core.runner.transitions import (
+    advance,
+    close_step,
+    continue_test,
+    finish,
+    write_on_start,
+)
 from cellbench_core.storage import Database, SampleRows, SampleWriter, StorageError, TestStart
 from cellbench_hal import ClimateChamber, Clock, OsiDevice, Step
 from cellbench_hal.types import IntArray
@@ -114,6 +120,11 @@ class Runner:
         """See :func:`cellbench_core.runner.resolve.resolve_plan` (needs no runner: ``cellbench
         plan check --station`` uses it on unopened channels)."""
         return _resolve_plan(req, program, capacity, variables)
+
+    @staticmethod
+    def resolve_signals(req: TestRequest, program: Program) -> SignalPlan:
+        """See :func:`cellbench_core.runner.resolve.resolve_signals` (needs no runner either)."""
+        return _resolve_signals(req, program)
 
     @staticmethod
     def resume_point(db: Database, test_id: int, unix_now_s: float) -> Resume | None:
@@ -326,8 +337,9 @@ class Runner:
                                                         dtype=np.int64)
             st.row_of[id(channel.driver)][channel.local] = run.row
             st.channel_no[run.row] = channel.number
-            for name, column in run.signal_columns.items():
-                st.signal_users.setdefault(name, {})[run.row] = column
+            st.use_signals(run.row, run.signals.columns)
+            if run.signals.limited:
+                st.signal_limited.add(run.row)
             attached: list[tuple[str, OsiDevice | ClimateChamber]] = [*run.request.devices]
             if run.request.chamber is not None and run.request.chamber_name is not None:
                 attached.append((run.request.chamber_name, run.request.chamber))
@@ -351,7 +363,8 @@ class Runner:
                 run.request.plan.name, run.request.battery.name if run.request.battery else None,
                 self.clock.unix(t)))
             self._record_device_info(run, t)
-            await advance(st, run, t)
+            if await write_on_start(st, run, t):
+                await advance(st, run, t)
 
     def _record_device_info(self, run: Run, t: float) -> None:
         """Record with ``run``'s new test what each of its OSI devices says about itself (a
@@ -396,11 +409,13 @@ class Runner:
                 raise RunError(f"test {req.resume.test_id} cannot resume: {err}") from None
             capacity = cursor.capacity_ah
         steps, bounds, delays = _resolve_plan(req, program, capacity, cursor.variables)
+        signals = _resolve_signals(req, program)
         st.bound[row], st.delay[row], st.beyond_since[row] = bounds, delays, np.nan
-        columns = {name: len(QUANTITY_COLUMN) + k for k, name in enumerate(plan_signals(program))}
+        st.signal_bound[row], st.signal_delay[row] = signals.bound, signals.delay
+        st.signal_since[row] = np.nan
         chamber_steps = any(isinstance(ins, StepSpec) and ins.chamber is not None
                             for ins in program.instructions)
-        st.runs.append(Run(row, req, 0, cursor, steps, signal_columns=columns,
+        st.runs.append(Run(row, req, 0, cursor, steps, signals=signals,
                            chamber_steps=chamber_steps))
 
     async def _abort_remaining(self) -> None:

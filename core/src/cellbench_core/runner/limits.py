@@ -1,4 +1,5 @@
-"""Safety limits as vectorised bounds: each limit an upper bound on a signed reading.
+"""Safety limits as vectorised bounds: each limit an upper bound on a signed reading (a limit
+on a device's signal too: its ``max``, and its ``min`` as a bound on the negated reading).
 
 The plan's and the battery's limits become one row of bounds per test (the tighter of the two,
 or the battery's with the plan's offset); the tick compares every sample of every channel with
@@ -11,11 +12,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 from cellbench_core.plan.model import Limit, SafetyLimits
+from cellbench_core.runner.conditions import QUANTITY_COLUMN
+from cellbench_core.runner.records import SignalPlan
 from cellbench_core.storage import BatteryRecord
 from cellbench_hal import ProfileQuantity, Step, StepMode
 from cellbench_hal.types import FloatArray
+
+BoolArray = npt.NDArray[np.bool_]
 
 #: The safety limits as columns of upper bounds on signed readings (v, -v, i, -i, T, -T): the
 #: limit's name, the sign that turns its value into the bound, the sign that turns the signed
@@ -89,19 +95,60 @@ def beyond_limits(step: Step, bounds: list[float]) -> str:
     return ""
 
 
-def limit_message(v: float, i: float, temp: float, bound: FloatArray, delay: FloatArray) -> str:
+def limit_message(v: float, i: float, temp: float, bound: FloatArray, delay: FloatArray,
+                  held: FloatArray) -> str:
     """Why the readings ``v``, ``i``, ``temp`` tripped a channel with the bounds and delays of
-    its row: the first limit they are beyond, or the reading that is not a number."""
+    its row, ``held`` being how long each LIMITS column's reading has been beyond its bound
+    (NaN: it is not): the first limit they are beyond long enough, or the reading that is not
+    a number; '' if none of them tripped."""
     for what, value in (("voltage", v), ("current", i), ("temperature", temp)):
         if not math.isfinite(value) and (what != "temperature" or np.isfinite(bound[4:]).any()):
             return f"safety limit: the {what} reading is {value} (not a number)"
     signed = (v, -v, i, -i, temp, -temp)
     for column, (_, _, reading_sign, unit) in enumerate(LIMITS):
-        if signed[column] > bound[column]:
-            held = f" for {delay[column]:g} s" if delay[column] else ""
+        if signed[column] > bound[column] and held[column] >= delay[column]:
+            held_text = f" for {delay[column]:g} s" if delay[column] else ""
             return (f"safety limit {_limit_text(column, bound[column])}: measured "
-                    f"{reading_sign * signed[column]:.4g} {unit}{held}")
-    return "safety limit"
+                    f"{reading_sign * signed[column]:.4g} {unit}{held_text}")
+    return ""
+
+
+def signals_tripped(values: FloatArray, bound: FloatArray, delay: FloatArray,
+                    since: FloatArray, t: FloatArray) -> tuple[BoolArray, FloatArray]:
+    """Which rows trip a limit on a signal, from the signals' ``values`` (rows by signal slot)
+    and the rows' upper ``bound`` on each reading and on its negative (pairs by slot), their
+    ``delay``, and ``since`` when each has been beyond its bound (NaN: it is not), which comes
+    back updated. A signal that is missing or not a number is beyond every bound it has: it
+    trips too, after the delay."""
+    signed = np.repeat(values, 2, axis=1)
+    signed[:, 1::2] *= -1.0
+    beyond = (signed > bound) | (~np.isfinite(signed) & np.isfinite(bound))
+    since = np.where(beyond, np.where(np.isnan(since), t[:, None], since), np.nan)
+    tripped = np.any(beyond & (t[:, None] - since >= delay), axis=1)
+    return np.asarray(tripped, dtype=bool), since
+
+
+def signal_limit_message(signals: SignalPlan, values: FloatArray, bound: FloatArray,
+                         delay: FloatArray, held: FloatArray) -> str:
+    """Why a channel tripped a limit on a signal: the first signal of its plan (of
+    ``signals``) beyond a bound for its delay (``held``: how long each has been), with the
+    device, the reading and the bound in the signal's own unit; '' if none did. ``values``
+    are the row's quantities, signals included."""
+    for name, column in signals.columns.items():
+        slot = column - len(QUANTITY_COLUMN)
+        value, unit = float(values[column]), signals.units.get(name, "")
+        for side, (word, sign) in enumerate((("max", 1.0), ("min", -1.0))):
+            k = 2 * slot + side
+            if not (np.isfinite(bound[k]) and held[k] >= delay[k]):
+                continue
+            unit_text = f" {unit}" if unit else ""
+            held_text = f" for {delay[k]:g} s" if delay[k] else ""
+            limit = f"safety limit {name} {word} {sign * bound[k]:g}{unit_text} (device " \
+                    f"{name.split('.', 1)[0]!r})"
+            if not math.isfinite(value):
+                return f"{limit}: no reading (missing or not a number){held_text}"
+            return f"{limit}: measured {value:.4g}{unit_text}{held_text}"
+    return ""
 
 
 def _limit_text(column: int, bound: float) -> str:

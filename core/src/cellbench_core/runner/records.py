@@ -145,6 +145,11 @@ class TestRequest:
     #: How long the chamber may stay outside the band a chamber step found it stable in before
     #: that counts as a fault (acted on like ``chamber_on_fault`` says).
     chamber_band_grace_s: float = 60.0
+    #: What to write to the devices (their station names, the signals, the values in the
+    #: signals' own units) as the test starts, before its first step, and as it ends, after
+    #: its output is off.
+    on_start: tuple[tuple[str, str, float], ...] = ()
+    on_stop: tuple[tuple[str, str, float], ...] = ()
 
     __test__ = False
 
@@ -221,6 +226,45 @@ class ExternalHold:
 Resolved = tuple[Step, list[list[tuple[Condition, float]]]]
 
 
+@dataclass(frozen=True)
+class DeviceWrite:
+    """A value to write to a device's signal ``name`` (``bms.charge_enable``), in the signal's
+    own ``unit``; ``why`` says what asked for it (``plan line 12``, ``on_stop``). ``device`` is
+    None only where its signals were not known (``cellbench plan check --station``)."""
+
+    name: str
+    device: OsiDevice | None
+    value: float
+    unit: str
+    why: str
+
+
+@dataclass(frozen=True)
+class SignalPlan:
+    """What one test does with device and chamber signals (see resolve.resolve_signals).
+
+    ``columns``: each signal its plan ends steps on or limits, and its column of the
+    per-sample quantities; ``bound`` and ``delay``: per signal slot (column minus the
+    quantities'), the upper bound on the reading and on its negative (``max`` and ``-min``, in
+    the signal's own unit; inf: none) and how long it must be beyond before it trips;
+    ``units``: the unit of each limited signal; ``writes``: the device writes of each set step
+    (by its instruction); ``on_start`` and ``on_stop``: the station file's writes.
+    """
+
+    columns: dict[str, int] = field(default_factory=dict)
+    bound: list[float] = field(default_factory=list)
+    delay: list[float] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)
+    writes: dict[int, tuple[DeviceWrite, ...]] = field(default_factory=dict)
+    on_start: tuple[DeviceWrite, ...] = ()
+    on_stop: tuple[DeviceWrite, ...] = ()
+
+    @property
+    def limited(self) -> bool:
+        """Whether the test has safety limits on signals."""
+        return bool(self.units)
+
+
 @dataclass
 class Run:
     """Per-channel bookkeeping touched only on events."""
@@ -236,5 +280,5 @@ class Run:
     step_start_time: float = 0.0
     outcome: TestOutcome | None = None
     paused: bool = False  # as asked for: the runner applies it at its next tick
-    signal_columns: dict[str, int] = field(default_factory=dict)  # signals its plan ends on
+    signals: SignalPlan = field(default_factory=SignalPlan)  # its device signals and writes
     chamber_steps: bool = False  # its plan has chamber steps: its chamber waits for it

@@ -3,24 +3,34 @@ channel, checked against the channel's ranges and the safety limits before anyth
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from cellbench_core.plan.expr import Computed, ExprError, Scope, resolve
 from cellbench_core.plan.model import (
     Amount,
     Condition,
     Op,
+    Plan,
     Quantity,
+    SetStep,
     Signal,
     StepSpec,
     Value,
 )
 from cellbench_core.plan.program import LoopEnd, Program
-from cellbench_core.runner.conditions import SIGNAL_SLOTS
+from cellbench_core.runner.conditions import QUANTITY_COLUMN, SIGNAL_SLOTS
 from cellbench_core.runner.limits import beyond_limits, extremes, limit_bounds
-from cellbench_core.runner.records import Resolved, RunError, TestRequest
+from cellbench_core.runner.records import (
+    DeviceWrite,
+    Resolved,
+    RunError,
+    SignalPlan,
+    TestRequest,
+)
 from cellbench_core.units import Dimension, UnitError, parse_quantity
-from cellbench_hal import Profile, Step, StepLimits
+from cellbench_hal import DeviceError, OsiDevice, Profile, SignalInfo, Step, StepLimits
 
 
 def resolve_plan(req: TestRequest, program: Program, capacity: float | None,
@@ -33,9 +43,9 @@ def resolve_plan(req: TestRequest, program: Program, capacity: float | None,
     uses it on unopened channels."""
     plan, battery = req.plan, req.battery
     where = f"{plan.source}"
-    if len(plan_signals(program)) > SIGNAL_SLOTS:
-        raise RunError(f"{where}: the plan ends steps on more than {SIGNAL_SLOTS} different "
-                       "signals")
+    if len(plan_signals(plan, program)) > SIGNAL_SLOTS:
+        raise RunError(f"{where}: the plan ends steps on and limits more than {SIGNAL_SLOTS} "
+                       "different signals")
     for ins in program.instructions:
         if not isinstance(ins, StepSpec) or ins.chamber is None:
             continue
@@ -70,7 +80,7 @@ def resolve_steps(req: TestRequest, program: Program, pcs: Iterable[int], scope:
     """The steps at ``pcs`` whose variables ``scope`` has, resolved and checked against
     the channel's ranges and the limit ``bounds``; RunError if one does not fit."""
     where, battery, info = req.plan.source, req.battery, req.channel.info
-    units = _signal_units(req)
+    catalogue = SignalCatalogue.of(req)
     # The limits ride on every step, for drivers that program them into the instrument's own
     # protection (LIMITS columns: v, -v, charge i, discharge i).
     limits = StepLimits(voltage_max_v=bounds[0], voltage_min_v=-bounds[1],
@@ -81,8 +91,8 @@ def resolve_steps(req: TestRequest, program: Program, pcs: Iterable[int], scope:
         if not isinstance(ins, StepSpec) or not step_variables(ins) <= scope.variables.keys():
             continue
         try:
-            groups = [[(c, _threshold(c, scope, units, req.channel.name))
-                       for c in group] for group in ins.until]
+            groups = [[(c, _threshold(c, scope, catalogue)) for c in group]
+                      for group in ins.until]
             if ins.profile is not None:  # the step ends with its profile
                 end = ins.profile.time_s[-1]
                 groups.append([(Condition(Quantity.STEP_TIME, Op.GE, Value(end)), end)])
@@ -123,45 +133,161 @@ def hal_step(spec: StepSpec, scope: Scope, limits: StepLimits | None = None) -> 
                 limits=limits)
 
 
-def plan_signals(program: Program) -> list[str]:
-    """The signals the steps of ``program`` end on, in a fixed order."""
-    return sorted({c.quantity.name for ins in program.instructions if isinstance(ins, StepSpec)
-                   for group in ins.until for c in group if isinstance(c.quantity, Signal)})
+def plan_signals(plan: Plan, program: Program) -> list[str]:
+    """The signals the steps of ``program`` end on and ``plan``'s limits watch, in a fixed
+    order: each has a column of the per-sample quantities."""
+    ends = {c.quantity.name for ins in program.instructions if isinstance(ins, StepSpec)
+            for group in ins.until for c in group if isinstance(c.quantity, Signal)}
+    return sorted(ends | {limit.signal.name for limit in plan.limits.signals})
 
 
-def _signal_units(req: TestRequest) -> dict[str, str]:
-    """Every signal the test's channel records, with its unit."""
-    units = {f"{name}.{s.name}": s.unit for name, device in req.devices for s in device.signals}
-    if req.chamber is not None and req.chamber_name is not None:
-        units[f"{req.chamber_name}.temperature"] = "°C"
-        if req.chamber.has_humidity:
-            units[f"{req.chamber_name}.humidity"] = "%"
-    return units
+@dataclass(frozen=True)
+class SignalCatalogue:
+    """Every signal a test's channel records, by the name plans give it (``bms.cell_max_v``),
+    with the device that offers it (None: a chamber's); ``unknown`` names the devices that
+    learn their signals only when opened (``cellbench plan check --station`` cannot check
+    theirs; a test start always can)."""
+
+    channel: str
+    infos: dict[str, tuple[SignalInfo, OsiDevice | None]]
+    unknown: frozenset[str]
+
+    @classmethod
+    def of(cls, req: TestRequest) -> SignalCatalogue:
+        """The signals of ``req``'s devices and chamber."""
+        infos: dict[str, tuple[SignalInfo, OsiDevice | None]] = {}
+        unknown = set()
+        for name, device in req.devices:
+            try:
+                offered = list(device.signals)
+            except DeviceError:
+                offered = []
+            if not offered:
+                unknown.add(name)
+            infos.update({f"{name}.{s.name}": (s, device) for s in offered})
+        if req.chamber is not None and req.chamber_name is not None:
+            infos[f"{req.chamber_name}.temperature"] = (SignalInfo("temperature", "°C"), None)
+            if req.chamber.has_humidity:
+                infos[f"{req.chamber_name}.humidity"] = (SignalInfo("humidity", "%"), None)
+        return cls(req.channel.name, infos, frozenset(unknown))
+
+    def info(self, name: str) -> SignalInfo | None:
+        """Signal ``name``'s description; None if its device is one of :attr:`unknown`; a
+        ValueError if the channel does not record it."""
+        if name in self.infos:
+            return self.infos[name][0]
+        if name.split(".", 1)[0] in self.unknown:
+            return None
+        known = ", ".join(sorted(self.infos)) or "none"
+        raise ValueError(f"signal {name!r} is not recorded on channel {self.channel} "
+                         f"(its signals: {known}; see [[devices]] and [[chambers]])")
+
+    def in_own_unit(self, signal: Signal, value: Value) -> float:
+        """``value`` (written for ``signal``) in the signal's own unit: a bare number is in it
+        already, a value with a unit must be of the signal's kind (ValueError otherwise). NaN
+        when the signal's device is one of :attr:`unknown`."""
+        info = self.info(signal.name)
+        if info is None:
+            return math.nan
+        if signal.dimension is Dimension.COUNT:
+            return value.si  # a bare number, in the signal's own unit
+        try:
+            dimension, per_unit = parse_quantity(f"1 {info.unit}")
+        except UnitError:
+            dimension = None
+        if dimension is not signal.dimension:
+            raise ValueError(f"signal {signal.name!r} is in {info.unit!r}; give it a bare "
+                             f"number in {info.unit!r} or a value of its kind, not "
+                             f"{signal.dimension}")
+        return value.si / per_unit.si
 
 
-def _threshold(condition: Condition, scope: Scope, units: dict[str, str],
-               channel: str) -> float:
+def resolve_signals(req: TestRequest, program: Program) -> SignalPlan:
+    """What the test does with device and chamber signals, checked against the channel's
+    signals: the column of each signal it ends steps on or limits, the bounds of its signal
+    limits (in each signal's own unit), and the writes of its set steps and of the station's
+    ``on_start`` and ``on_stop``; a RunError names the plan line (or the station's device) of
+    what does not fit."""
+    plan, where = req.plan, req.plan.source
+    catalogue = SignalCatalogue.of(req)
+    names = plan_signals(plan, program)
+    columns = {name: len(QUANTITY_COLUMN) + k for k, name in enumerate(names)}
+    bound = [math.inf] * (2 * SIGNAL_SLOTS)
+    delay = [0.0] * (2 * SIGNAL_SLOTS)
+    units = {}
+    for limit in plan.limits.signals:
+        slot = columns[limit.signal.name] - len(QUANTITY_COLUMN)
+        try:
+            for side, value in ((0, limit.maximum), (1, limit.minimum)):
+                if value is not None:
+                    own = catalogue.in_own_unit(limit.signal, value)
+                    bound[2 * slot + side] = own if side == 0 else -own
+                    delay[2 * slot + side] = limit.delay_s
+        except ValueError as err:
+            raise RunError(f"{where}:{limit.line}: limits.{limit.signal.name}: {err}") from None
+        info = catalogue.info(limit.signal.name)
+        units[limit.signal.name] = info.unit if info is not None else ""
+    writes: dict[int, tuple[DeviceWrite, ...]] = {}
+    for pc, ins in enumerate(program.instructions):
+        if isinstance(ins, SetStep) and ins.writes:
+            writes[pc] = tuple(
+                _device_write(catalogue, w.signal.name, w.signal, w.value,
+                              f"{where}:{w.line}: set {w.signal.name}", f"plan line {w.line}")
+                for w in ins.writes)
+    return SignalPlan(columns, bound, delay, units, writes,
+                      _station_writes(catalogue, "on_start", req.on_start),
+                      _station_writes(catalogue, "on_stop", req.on_stop))
+
+
+def _station_writes(catalogue: SignalCatalogue, which: str,
+                    writes: tuple[tuple[str, str, float], ...]) -> tuple[DeviceWrite, ...]:
+    """The station file's ``on_start`` or ``on_stop`` values (device, signal, value in the
+    signal's own unit), checked like a plan's writes."""
+    return tuple(_device_write(catalogue, f"{device}.{signal}",
+                               Signal(f"{device}.{signal}", Dimension.COUNT), Value(value),
+                               f"device {device!r}: {which}.{signal}", which)
+                 for device, signal, value in writes)
+
+
+def _device_write(catalogue: SignalCatalogue, name: str, signal: Signal, value: Value,
+                  where: str, why: str) -> DeviceWrite:
+    """A write of ``value`` to signal ``name`` (``where`` names it for errors), checked: the
+    signal is a device's, writable, and the value within its range."""
+    try:
+        own = catalogue.in_own_unit(signal, value)
+        info = catalogue.info(name)
+        device = catalogue.infos[name][1] if name in catalogue.infos else None
+        if info is not None:
+            if device is None:
+                raise ValueError(f"{name} is a chamber's signal; chambers are set by chamber "
+                                 "steps")
+            check_writable(info, own, name)
+    except ValueError as err:
+        raise RunError(f"{where}: {err}") from None
+    return DeviceWrite(name, device, own, info.unit if info is not None else "", why)
+
+
+def check_writable(info: SignalInfo, value: float, name: str) -> None:
+    """A ValueError if ``value`` (in the signal's own unit) may not be written to the signal
+    ``info`` describes (``name`` in messages): it is read-only, or the value is not finite or
+    beyond its range."""
+    if not info.writable:
+        raise ValueError(f"signal {name!r} is read-only")
+    low = -math.inf if info.minimum is None else info.minimum
+    high = math.inf if info.maximum is None else info.maximum
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{value:g} {info.unit} is beyond the range of signal {name!r} "
+                         f"({low:g}..{high:g} {info.unit})")
+
+
+def _threshold(condition: Condition, scope: Scope, catalogue: SignalCatalogue) -> float:
     """A condition's threshold: SI for a quantity, the signal's own unit for a signal; a
     ValueError says why it cannot be computed, or the signal compared on this channel."""
     quantity = condition.quantity
     if not isinstance(quantity, Signal):
         return resolve(condition.value, scope)
     assert isinstance(condition.value, Value)  # the parser takes no expressions for signals
-    if quantity.name not in units:
-        known = ", ".join(sorted(units)) or "none"
-        raise ValueError(f"signal {quantity.name!r} is not recorded on channel {channel} "
-                         f"(its signals: {known}; see [[devices]] and [[chambers]])")
-    unit = units[quantity.name]
-    if quantity.dimension is Dimension.COUNT:
-        return condition.value.si  # a bare number, in the signal's own unit
-    try:
-        dimension, per_unit = parse_quantity(f"1 {unit}")
-    except UnitError:
-        dimension = None
-    if dimension is not quantity.dimension:
-        raise ValueError(f"signal {quantity.name!r} is in {unit!r}; compare it with a bare "
-                         f"number in {unit!r} or a value of its kind, not {quantity.dimension}")
-    return condition.value.si / per_unit.si
+    return catalogue.in_own_unit(quantity, condition.value)
 
 
 def _resolve(value: Amount | None, scope: Scope) -> float | None:

@@ -8,12 +8,13 @@ reads and writes for all rows at once, so it stays vectorised.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 
 from cellbench_core.dispatch import EventDispatcher
-from cellbench_core.runner.conditions import COLUMNS, ConditionTable
+from cellbench_core.runner.conditions import COLUMNS, SIGNAL_SLOTS, ConditionTable
 from cellbench_core.runner.limits import LIMITS
 from cellbench_core.runner.records import ChamberBand, Control, ExternalHold, Run, SteppedRamp
 from cellbench_core.storage import Database, SampleRows, SampleWriter, TestEnd
@@ -26,6 +27,16 @@ from cellbench_hal import (
     OsiDevice,
 )
 from cellbench_hal.types import FloatArray, IntArray
+
+
+class SignalMap(NamedTuple):
+    """The signals running tests read, as arrays: per (row, signal) pair its row, its column of
+    the row's quantities, and the index of the signal's name in ``names``."""
+
+    names: list[str]
+    rows: IntArray
+    columns: IntArray
+    signal: IntArray
 
 
 class RunState:
@@ -67,12 +78,46 @@ class RunState:
         # Rows in an external step: the setpoint they hold and their watchdog (external.py).
         self.external: dict[int, ExternalHold] = {}
         self.signals_now: dict[str, float] = {}  # this tick's signal values
-        # Per signal that running tests end steps on: their rows and its column in each row.
+        # Per signal that running tests end steps on or limit: their rows and its column in
+        # each row; and the same as arrays for the tick (None: to be made again, see
+        # signal_map), and the rows whose tests limit signals.
         self.signal_users: dict[str, dict[int, int]] = {}
+        self._signal_map: SignalMap | None = None
+        self.signal_limited: set[int] = set()
         # Per driver: its name, and the run row of each of its channels (-1: not in this run).
         self.drivers: dict[int, tuple[ChannelDriver, str]] = {}
         self.row_of: dict[int, IntArray] = {}
         self.allocate(0)
+
+    def use_signals(self, row: int, columns: Mapping[str, int]) -> None:
+        """Row ``row``'s test reads ``columns`` (signal name -> its column of the quantities)."""
+        for name, column in columns.items():
+            self.signal_users.setdefault(name, {})[row] = column
+        self._signal_map = None
+
+    def drop_signals(self, row: int, names: Iterable[str]) -> None:
+        """Row ``row``'s test reads signals ``names`` no more."""
+        for name in names:
+            users = self.signal_users.get(name, {})
+            users.pop(row, None)
+            if not users:
+                self.signal_users.pop(name, None)
+        self.signal_limited.discard(row)
+        self._signal_map = None
+
+    @property
+    def signal_map(self) -> SignalMap:
+        """:attr:`signal_users` as arrays: the names, and per (row, signal) pair the row, the
+        column and the index of the name; made again only after tests start or end."""
+        if self._signal_map is None:
+            names = sorted(self.signal_users)
+            pairs = [(row, column, k) for k, name in enumerate(names)
+                     for row, column in self.signal_users[name].items()]
+            rows, columns, signal = (np.array(part, dtype=np.int64)
+                                     for part in zip(*pairs, strict=True)) if pairs else (
+                np.zeros(0, dtype=np.int64) for _ in range(3))
+            self._signal_map = SignalMap(names, rows, columns, signal)
+        return self._signal_map
 
     def announce(self, hook_name: str, event: object) -> None:
         """Tell ``on_event`` at once, then the plugins through the dispatcher."""
@@ -104,6 +149,11 @@ class RunState:
         self.bound = np.full((n, len(LIMITS)), np.inf)
         self.delay = np.zeros((n, len(LIMITS)))
         self.beyond_since = np.full((n, len(LIMITS)), np.nan)
+        # The same for the limits on signals, by signal slot: the upper bounds of the reading
+        # and of its negative (see records.SignalPlan), one pair per slot.
+        self.signal_bound = np.full((n, 2 * SIGNAL_SLOTS), np.inf)
+        self.signal_delay = np.zeros((n, 2 * SIGNAL_SLOTS))
+        self.signal_since = np.full((n, 2 * SIGNAL_SLOTS), np.nan)
         self.conditions = ConditionTable(n)
         # Charge and discharge counters, both positive: [row, scope (step, cycle, test), Ah/Wh].
         self.charged, self.discharged = np.zeros((n, 3, 2)), np.zeros((n, 3, 2))

@@ -21,6 +21,7 @@ from cellbench_core.plan.normalise import end_reason
 from cellbench_core.runner.attached import check_chambers, fill_signals, read_attached
 from cellbench_core.runner.conditions import COLUMNS, QUANTITY_COLUMN
 from cellbench_core.runner.external import add_setpoint_columns, check_watchdogs
+from cellbench_core.runner.limits import signals_tripped
 from cellbench_core.runner.records import Control
 from cellbench_core.runner.state import RunState
 from cellbench_core.runner.transitions import advance, alarm, close_step, finish, trip
@@ -212,6 +213,11 @@ async def process(st: RunState, rows: IntArray, cols: dict[str, FloatArray]) -> 
     since = np.where(beyond, np.where(np.isnan(since), t[:, None], since), np.nan)
     st.beyond_since[rows] = since
     tripped |= (beyond & (t[:, None] - since >= st.delay[rows])).any(axis=1)
+    if st.signal_limited:  # limits on device signals: a missing one is beyond them too
+        hit, st.signal_since[rows] = signals_tripped(
+            q[:, len(QUANTITY_COLUMN):], st.signal_bound[rows], st.signal_delay[rows],
+            st.signal_since[rows], t)
+        tripped |= hit
     group = st.conditions.met(rows, q)
     ended = (group >= 0) & ~tripped & ~paused
 

@@ -16,8 +16,9 @@ from cellbench_core.plan.expr import ExprError, Scope
 from cellbench_core.plan.model import ActionKind, ChamberSpec, Message, Quantity, StepSpec
 from cellbench_core.plan.program import Passed
 from cellbench_core.runner.conditions import QUANTITY_COLUMN
-from cellbench_core.runner.limits import limit_message
+from cellbench_core.runner.limits import limit_message, signal_limit_message
 from cellbench_core.runner.records import (
+    DeviceWrite,
     ExternalHold,
     Resume,
     Run,
@@ -45,7 +46,7 @@ async def advance(st: RunState, run: Run, t: float, group: int | None = None) ->
         reason = f"end test at line {run.cursor.step.line}"
     nxt = run.cursor.advance(group, st.q_last[row])
     for passed in run.cursor.passed:
-        problem = pass_step(st, run, passed, t)
+        problem = await pass_step(st, run, passed, t)
         if problem:
             alarm(st, run, f"channel {run.request.channel.name}: {problem}", t)
             await finish(st, run, TestStatus.FAILED, problem, t)
@@ -94,7 +95,7 @@ async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
     except DeviceError as err:
         await finish(st, run, TestStatus.FAILED, f"device error: {err}", t)
         return False
-    st.conditions.set(row, conditions, run.signal_columns)
+    st.conditions.set(row, conditions, run.signals.columns)
     st.waits.pop(row, None)
     st.external.pop(row, None)
     if spec.external is not None:  # at rest until the superior system's first setpoint
@@ -111,10 +112,11 @@ async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
 
 
 async def continue_test(st: RunState, run: Run, resume: Resume, t: float) -> None:
-    """Set ``run``'s row up as the interrupted test left it, and apply its step again."""
+    """Set ``run``'s row up as the interrupted test left it, write the station's ``on_start``
+    to its devices, and apply its step again."""
     restore(st, run, resume, t)
     spec = run.cursor.step
-    if not await enter(st, run, spec, t):
+    if not await write_on_start(st, run, t) or not await enter(st, run, spec, t):
         return
     message = (f"resumed at step {resume.step_no} (plan line {spec.line}) after "
                f"{resume.down_s:.0f} s without the station; samples go on from seq "
@@ -190,7 +192,7 @@ async def advance_ramps(st: RunState, t: float) -> None:
             del st.ramps[name]
 
 
-def pass_step(st: RunState, run: Run, passed: Passed, t: float) -> str:
+async def pass_step(st: RunState, run: Run, passed: Passed, t: float) -> str:
     """Act on a message or set step ``run`` passed; return why the test must fail, or ''."""
     channel = run.request.channel.name
     if isinstance(passed, Message):
@@ -237,7 +239,44 @@ def pass_step(st: RunState, run: Run, passed: Passed, t: float) -> str:
     run.steps, cursor.variables, cursor.capacity_ah = steps, variables, capacity
     for counter in passed.resets:
         reset_counter(st, row, counter, t)
+    for write in run.signals.writes.get(cursor.program.instructions.index(passed), ()):
+        problem = await write_signal(st, run, write, t)
+        if problem:
+            return problem
     return ""
+
+
+async def write_signal(st: RunState, run: Run | None, write: DeviceWrite, t: float) -> str:
+    """Write ``write`` to its device, and record it as a ``device_write`` event (of ``run``'s
+    test; None: of the station); return why it failed, or ''."""
+    text = f"{write.name} = {write.value:g}{f' {write.unit}' if write.unit else ''}"
+    try:
+        if write.device is None:
+            raise DeviceError(write.name.split(".", 1)[0], "its signals are not known")
+        await call_with_timeout(write.device.write(write.name.split(".", 1)[1], write.value),
+                                st.device_timeout_s, write.name.split(".", 1)[0], "write")
+    except DeviceError as err:
+        return f"writing {text} ({write.why}) failed: {err}"
+    st.writer.submit_call(partial(
+        st.db.add_event, kind="device_write", message=f"{text} ({write.why})",
+        test_id=None if run is None else run.test_id,
+        channel=None if run is None else run.request.channel.name,
+        unix_time_s=st.clock.unix(t),
+        data={"signal": write.name, "value": write.value, "unit": write.unit,
+              "source": write.why}))
+    return ""
+
+
+async def write_on_start(st: RunState, run: Run, t: float) -> bool:
+    """Write the station's ``on_start`` values for ``run``'s test to their devices; False if
+    one failed and ended the test (with an alarm; output off and ``on_stop`` written)."""
+    for write in run.signals.on_start:
+        problem = await write_signal(st, run, write, t)
+        if problem:
+            alarm(st, run, f"channel {run.request.channel.name}: {problem}", t)
+            await finish(st, run, TestStatus.FAILED, problem, t)
+            return False
+    return True
 
 
 def reset_counter(st: RunState, row: int, counter: str, t: float) -> None:
@@ -270,14 +309,11 @@ def close_step(st: RunState, run: Run, t: float, reason: str) -> None:
 
 
 async def finish(st: RunState, run: Run, status: TestStatus, reason: str, t: float) -> None:
-    """End ``run``'s test: output off, conditions cleared, status stored, plugins told."""
+    """End ``run``'s test: output off, the station's ``on_stop`` written to its devices,
+    conditions cleared, status stored, plugins told."""
     row = run.row
     st.generation += 1
-    for name in run.signal_columns:
-        users = st.signal_users.get(name, {})
-        users.pop(row, None)
-        if not users:
-            st.signal_users.pop(name, None)
+    st.drop_signals(row, run.signals.columns)
     st.waits.pop(row, None)
     st.external.pop(row, None)
     st.active[row] = False
@@ -290,6 +326,12 @@ async def finish(st: RunState, run: Run, status: TestStatus, reason: str, t: flo
     except DeviceError as err:
         reason = f"{reason}; switching the output off failed: {err}"
         status = TestStatus.FAILED
+    for write in run.signals.on_stop:  # every one, whatever became of the others
+        problem = await write_signal(st, run, write, t)
+        if problem:
+            alarm(st, run, f"channel {channel.name}: {problem}", t)
+            reason = f"{reason}; {problem}"
+            status = TestStatus.FAILED
     run.outcome = TestOutcome(run.test_id, channel.name, status, reason)
     st.ended.append(TestEnd(run.test_id, status.value, reason, st.clock.unix(t)))
     st.announce("cellbench_test_finished", TestFinished(
@@ -314,9 +356,14 @@ async def fail_wait(st: RunState, run: Run, reason: str, t: float) -> None:
 
 
 async def trip(st: RunState, run: Run, t: float) -> None:
-    """End ``run``'s test: a reading crossed a safety limit."""
+    """End ``run``'s test: a reading or a signal crossed a safety limit."""
     row = run.row
-    message = limit_message(st.v[row], st.i[row], st.temp[row], st.bound[row], st.delay[row])
+    message = limit_message(st.v[row], st.i[row], st.temp[row], st.bound[row], st.delay[row],
+                            t - st.beyond_since[row])
+    if not message and run.signals.limited:
+        message = signal_limit_message(run.signals, st.q_last[row], st.signal_bound[row],
+                                       st.signal_delay[row], t - st.signal_since[row])
+    message = message or "safety limit"
     close_step(st, run, t, message)
     alarm(st, run, f"channel {run.request.channel.name}: {message}", t)
     await finish(st, run, TestStatus.STOPPED, message, t)

@@ -6,6 +6,7 @@ its sample stream between them. The Runner starts added tests at its next tick.
 
 The station's interfaces (``[[interfaces]]``: rci, web) start once the channels are open and
 before the ready line, and stop first on shutdown; they act through :class:`StationControl`.
+Its notifiers start just before them, on the station's database (their outbox).
 
 The queue is read every ``queue_poll_interval``; on PostgreSQL a ``LISTEN cellbench_queue``
 connection wakes the station at once when a row is inserted. Rows are claimed with a conditional
@@ -88,6 +89,9 @@ class StationService:
                     plans_dir=self.station.plans_dir, base_dir=self.station.base_dir,
                     make_request=self.station.request, tables=self.station.tables,
                     ring_size=self.station.config.station.ring_size)
+                # Notifiers start with the control API (live samples for MQTT); events fired
+                # before (tests resumed above) wait inside them until then.
+                await self.station.start_notifiers(self.db, self.control)
                 served = await self._start_interfaces(self.control)
                 listener = await self._listen()
                 self._log_ready(listener is not None, served)
@@ -259,6 +263,7 @@ class StationService:
                 self.clock.continue_after(last)
         resuming: list[tuple[TestRecord, QueueEntry | None, asyncio.Future[int]]] = []
         for test in interrupted:
+            await asyncio.to_thread(self._record_opening_writes, test)
             entry = entries.pop(test.id, None)
             reason = "interrupted: the station stopped while the test ran"
             if resume:
@@ -284,6 +289,19 @@ class StationService:
         for entry in entries.values():  # claimed, and the station died before the test began
             await asyncio.to_thread(self._end_interrupted, None, entry,
                                     "interrupted: the station stopped before the test began")
+
+    def _record_opening_writes(self, test: TestRecord) -> None:
+        """Record, with a test the crash interrupted, the ``on_stop`` values the station wrote
+        to its channel's devices as it opened (``device_write`` events)."""
+        number = int(test.channel) if test.channel.isdigit() else 0
+        for name, _ in self.station.devices_of(number):
+            for signal, value in self.station.opening_writes.get(name, {}).items():
+                self.db.add_event(kind="device_write", test_id=test.id, channel=test.channel,
+                                  message=f"{name}.{signal} = {value:g} (on_stop, as the "
+                                          "station opened after the crash)",
+                                  unix_time_s=self.clock.unix(self.clock.now()),
+                                  data={"signal": f"{name}.{signal}", "value": value,
+                                        "source": "on_stop"})
 
     def _interrupted(self) -> tuple[list[TestRecord], dict[int, QueueEntry]]:
         """This station's tests still marked running, and the running queue entries by test."""

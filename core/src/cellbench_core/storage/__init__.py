@@ -5,11 +5,13 @@ The schema is public and documented for other tools in docs/schema.md.
 """
 
 from cellbench_core.storage.database import Database, open_database, upgrade
+from cellbench_core.storage.outbox import Outbox, OutboxEntry
 from cellbench_core.storage.reading import (
     CHUNK_ROWS,
     SampleChunk,
     aux_names,
     read_sample_chunk,
+    recent_samples,
     sample_chunks,
 )
 from cellbench_core.storage.records import (
@@ -34,6 +36,8 @@ __all__ = [
     "CycleRecord",
     "Database",
     "EventRecord",
+    "Outbox",
+    "OutboxEntry",
     "PositionRecord",
     "PositionRow",
     "SampleChunk",
@@ -48,6 +52,7 @@ __all__ = [
     "aux_names",
     "open_database",
     "read_sample_chunk",
+    "recent_samples",
     "sample_chunks",
     "upgrade",
 ]

@@ -62,6 +62,7 @@ class StationLease:
         self.db, self.station = db, station
         self._file: IO[bytes] | None = None
         self._connection: sa.Connection | None = None
+        self._unlock = sa.text("SELECT 1")  # what gives the server's lock back
 
     def __enter__(self) -> Self:
         self.acquire()
@@ -83,9 +84,11 @@ class StationLease:
                 isolation_level="AUTOCOMMIT")
             if backend == "postgresql":
                 query = sa.text("SELECT pg_try_advisory_lock(:key)").bindparams(key=_PG_KEY)
+                self._unlock = sa.text("SELECT pg_advisory_unlock(:key)").bindparams(key=_PG_KEY)
             else:  # GET_LOCK is server-wide: the name says which database
                 name = f"cellbench:{self.db.engine.url.database}"[:64]
                 query = sa.text("SELECT GET_LOCK(:name, 0)").bindparams(name=name)
+                self._unlock = sa.text("SELECT RELEASE_LOCK(:name)").bindparams(name=name)
             held = bool(connection.execute(query).scalar())
             if held:
                 self._connection = connection
@@ -99,7 +102,9 @@ class StationLease:
     def release(self) -> None:
         """Give the lease up (idempotent); ending the process does the same."""
         if self._connection is not None:
-            # The lock dies with its session: end it, rather than hand it back to the pool.
+            # Unlocked at once (a server ends a closed session's locks in its own time), and
+            # the session ended rather than handed back to the pool.
+            self._connection.execute(self._unlock)
             self._connection.invalidate()
             self._connection.close()
             self._connection = None

@@ -112,3 +112,41 @@ def _group_by_name(rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, np.ndar
             yield (rows[start][0], np.array([r[1] for r in part], dtype=np.int64),
                    np.array([r[2] for r in part], dtype=np.float64))
             start = end
+
+
+#: The columns :func:`recent_samples` returns unless told.
+RECENT_COLUMNS = ("seq", "unix_time_s", "test_time_s", "voltage_v", "current_a",
+                  "temperature_c", "step_index", "cycle")
+
+
+def recent_samples(db: Database, test_id: int, span_s: float,
+                   columns: Sequence[str] = RECENT_COLUMNS) -> dict[str, np.ndarray]:
+    """The committed samples of the test's last ``span_s`` seconds of test time (the newest
+    sample's ``test_time_s`` minus ``span_s`` on; ``0``: the newest sample alone), in ``seq``
+    order, one numpy array per sample column of ``columns``; empty arrays when it has none
+    (what a notifier shows of the moments before an alarm). Reads only the rows it returns,
+    however long the test: by ``seq`` from the newest back, as far as the test's sample period
+    says ``span_s`` reaches."""
+    if not span_s >= 0:
+        raise ValueError(f"span_s must be a number of seconds >= 0, not {span_s!r}")
+    unknown = [c for c in columns if c not in CHUNK_COLUMNS]
+    if unknown:
+        raise ValueError(f"no sample column {unknown[0]!r}; there are {', '.join(CHUNK_COLUMNS)}")
+    samples, tests = schema.samples, schema.tests
+    test_id = int(test_id)
+    with db.engine.connect() as connection:
+        newest = connection.execute(
+            sa.select(samples.c.seq, samples.c.test_time_s, tests.c.sample_period_s)
+            .join(tests, tests.c.id == samples.c.test_id)
+            .where(samples.c.test_id == test_id)
+            .order_by(samples.c.seq.desc()).limit(1)).first()
+        if newest is None:
+            return sample_arrays(list(columns), [])
+        last_seq, last_time, period = newest
+        # Samples come one period apart (more apart after a pause, never closer).
+        first_seq = last_seq - int(span_s / period) - 1
+        query = (sa.select(*(samples.c[c] for c in columns))
+                 .where(samples.c.test_id == test_id, samples.c.seq > first_seq,
+                        samples.c.test_time_s >= last_time - span_s)
+                 .order_by(samples.c.seq))
+        return sample_arrays(list(columns), connection.execute(query).all())

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql
 
@@ -202,6 +203,32 @@ test_queue = Table(
         "status IN (" + ", ".join(f"'{s}'" for s in QUEUE_STATUSES) + ")", name="status"
     ),
     Index(None, "status"),
+)
+
+#: Values of ``notify_outbox.status``: ``pending`` until its peer took it (``delivered``) or
+#: refused it for good (``rejected``: retrying cannot help).
+OUTBOX_STATUSES = ("pending", "delivered", "rejected")
+EVENT_ID_LENGTH = 64
+
+notify_outbox = Table(
+    "notify_outbox",
+    metadata,
+    Column("id", BIG_ID, primary_key=True),
+    Column("notifier", String(KIND_LENGTH), nullable=False),
+    Column("destination", String(NAME_LENGTH), nullable=False),
+    Column("event_id", String(EVENT_ID_LENGTH), nullable=False),
+    Column("created_unix_s", Double, nullable=False),
+    Column("payload", LONG_TEXT, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_unix_s", Double, nullable=False),
+    Column("finished_unix_s", Double),
+    Column("last_error", Text),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in OUTBOX_STATUSES) + ")", name="status"
+    ),
+    UniqueConstraint("notifier", "destination", "event_id"),
+    Index(None, "notifier", "status", "id"),
 )
 
 #: Who holds the database's station lease (one row; see storage/lease.py): the lock itself is

@@ -277,5 +277,14 @@ def _info(alias: str, message: Message, signal: Signal, *, writable: bool) -> Si
         where += (f" ({signal.multiplexer_signal} "
                   f"{', '.join(str(i) for i in signal.multiplexer_ids)})")
     comment = signal.comment if isinstance(signal.comment, str) else ""
+    # A sent signal's DBC range is what writes are refused beyond (frame_values encodes
+    # strictly): saying it lets plans and the station file be checked before a test starts.
     return SignalInfo(alias, _UNITS.get(unit, unit), writable=writable,
-                      description=f"{where}: {comment}" if comment else where)
+                      description=f"{where}: {comment}" if comment else where,
+                      minimum=_bound(signal.minimum) if writable else None,
+                      maximum=_bound(signal.maximum) if writable else None)
+
+
+def _bound(value: Any) -> float | None:
+    """A DBC range end as a float (cantools may give a Decimal or an int), or None."""
+    return None if value is None else float(value)

@@ -22,11 +22,6 @@ TEMPERATURE = "temperature_c"
 HEATER_POWER = "heater_power_w"
 PRESSURE = "pressure_kpa"
 
-SIGNALS = (
-    SignalInfo(TEMPERATURE, "°C", description="second temperature sensor"),
-    SignalInfo(HEATER_POWER, "W", writable=True, description="heater power setpoint"),
-    SignalInfo(PRESSURE, "kPa", description="barometric pressure"),
-)
 
 
 class SimOsiSettings(BaseModel):
@@ -65,10 +60,16 @@ class SimOsiDevice(OsiDevice):
         self._clock = WhileOpen[Clock](self)
         self._t0 = 0.0
         self._heater_w = 0.0
+        self._signals = (
+            SignalInfo(TEMPERATURE, "°C", description="second temperature sensor"),
+            SignalInfo(HEATER_POWER, "W", writable=True, description="heater power setpoint",
+                       minimum=0.0, maximum=self.settings.heater_max_w),
+            SignalInfo(PRESSURE, "kPa", description="barometric pressure"),
+        )
 
     @property
     def signals(self) -> Sequence[SignalInfo]:
-        return SIGNALS
+        return self._signals
 
     async def open(self, clock: Clock) -> None:
         self._clock.set(clock)
@@ -98,9 +99,9 @@ class SimOsiDevice(OsiDevice):
 
     async def write(self, signal: str, value: float) -> None:
         self._clock.get()
-        info = next((i for i in SIGNALS if i.name == signal), None)
+        info = next((i for i in self._signals if i.name == signal), None)
         if info is None:
-            names = ", ".join(i.name for i in SIGNALS)
+            names = ", ".join(i.name for i in self._signals)
             raise OutOfRange(self.name, f"no signal {signal!r} (signals: {names})")
         if not info.writable:
             raise NotSupported(self.name, f"signal {signal!r} is read-only")

@@ -16,7 +16,7 @@ def cellbench_channel_drivers() -> list[Descriptor]:
             Kind.CHANNEL_DRIVER,
             "sim",
             "cellbench_sim.channel:SimChannels",
-            "Simulated channels with equivalent-circuit cells (NMC or LFP)",
+            "Simulated channels with equivalent-circuit cells (NMC or LFP) that age",
             SimChannelSettings,
         )
     ]

@@ -35,12 +35,19 @@ from cellbench_sdk.testing.devices import (
     check_failed_open,
     check_osi_device,
 )
+from cellbench_sdk.testing.http import HttpReceiver
 from cellbench_sdk.testing.plugin import check_plugin
 from cellbench_sdk.testing.protocol import Conversation, MemoryStream, expected_protocol
-from cellbench_sdk.testing.services import check_notifier, check_sync_target
+from cellbench_sdk.testing.services import (
+    EVENTS,
+    NotifierStation,
+    check_notifier,
+    check_sync_target,
+)
 from cellbench_sdk.testing.station import check_interface, station_control
 
 __all__ = [
+    "EVENTS",
     "HANG_UP",
     "ChannelDriverContract",
     "ClimateChamberContract",
@@ -48,9 +55,11 @@ __all__ = [
     "Conversation",
     "DeviceContract",
     "HangUp",
+    "HttpReceiver",
     "InterfaceContract",
     "MemoryStream",
     "NotifierContract",
+    "NotifierStation",
     "OsiDeviceContract",
     "ScriptedPeer",
     "SyncTargetContract",

@@ -89,7 +89,8 @@ async def check_osi_device(
 
     Every writable signal is written with ``values[name]``, by default with the value it reads.
     Read-only signals must refuse writes with :class:`~cellbench_hal.NotSupported`; unknown
-    signals and non-finite values are refused with :class:`~cellbench_hal.OutOfRange`.
+    signals, non-finite values and values beyond a signal's declared range (its ``minimum``
+    and ``maximum``) are refused with :class:`~cellbench_hal.OutOfRange`.
     """
     check = Checker(device, timeout_s)
     clock = clock_for(device, clock)
@@ -139,6 +140,13 @@ async def _osi_body(check: Checker, device: OsiDevice, clock: Clock,
         await check.ok(what, device.write(info.name, value))
         await check.refused(f"write({info.name!r}, nan)", device.write(info.name, math.nan),
                             OutOfRange, "a non-finite value is refused with OutOfRange")
+        for bound, away in ((info.maximum, 1.0), (info.minimum, -1.0)):
+            if bound is not None:  # just beyond the range the signal declares
+                beyond = bound + away * max(abs(bound), 1.0)
+                await check.refused(f"write({info.name!r}, {beyond:g})",
+                                    device.write(info.name, beyond), OutOfRange,
+                                    "a value beyond the signal's declared range is refused "
+                                    "with OutOfRange")
         written[info.name] = value
     await check.refused(f"write({_UNKNOWN_SIGNAL!r}, 0)", device.write(_UNKNOWN_SIGNAL, 0.0),
                         OutOfRange, "writing an unknown signal is refused with OutOfRange")

@@ -10,13 +10,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
+import sqlalchemy as sa
 
 from cellbench_core.plugins import PluginManager
 from cellbench_sdk import Alarm, PlanMessage, StepChanged, TestFinished, TestStarted, TestStatus
-from cellbench_sdk.notify import EVENT_HOOKS
+from cellbench_sdk.notify import EVENT_HOOKS, NotifierContext
 from cellbench_sdk.storage import (
     Database,
     SampleRows,
@@ -25,6 +26,7 @@ from cellbench_sdk.storage import (
     TestEnd,
     TestStart,
     open_database,
+    schema,
 )
 from cellbench_sdk.sync import SyncReport, SyncTarget
 from cellbench_sdk.testing._checker import Violation, raised, violation
@@ -231,3 +233,50 @@ def _check_sync(make: Callable[[], SyncTarget], local: Database, max_rounds: int
                             "sample is copied twice", repr(report))
     finally:
         check.call("close() of the new target", fresh.close, rule)
+
+
+# --- notifiers with an outbox --------------------------------------------------------------------
+
+
+class NotifierStation:
+    """A station database (SQLite in ``folder``) to start outbox notifiers on, as the station
+    does: a test with an hour of samples on channel ``bench/1`` (``test_id``), the alarms the
+    notifiers raise (``alarms``), and their outbox rows."""
+
+    def __init__(self, folder: Path, station: str = "bench") -> None:
+        self.db = open_database(f"sqlite:///{folder / 'station.db'}")
+        self.station = station
+        self.base_dir = folder
+        self.alarms: list[str] = []
+        self._started: list[Any] = []
+        made = _Station(self.db)
+        made.go_on(3600)
+        self.test_id = made.tests[0]
+
+    def start(self, notifier: T, name: str = "notifier", control: Any = None) -> T:
+        """Start ``notifier`` (an :class:`~cellbench_sdk.notify.OutboxNotifier`) on the
+        database under ``name``; :meth:`close` closes it."""
+        context = NotifierContext(name, self.station, self.db, self.base_dir,
+                                  self.alarms.append, control)
+        notifier.start(context)  # type: ignore[attr-defined]
+        self._started.append(notifier)
+        return notifier
+
+    def outbox(self, name: str = "notifier") -> list[tuple[str, str, int]]:
+        """The outbox rows of notifier ``name`` in order: (destination, status, attempts)."""
+        table = schema.notify_outbox
+        query = (sa.select(table.c.destination, table.c.status, table.c.attempts)
+                 .where(table.c.notifier == name).order_by(table.c.id))
+        with self.db.engine.connect() as connection:
+            return [(row[0], row[1], row[2]) for row in connection.execute(query)]
+
+    def events(self, kind: str) -> list[str]:
+        """The messages of the station's events of ``kind`` (``notifier_failed``, ...)."""
+        return [e.message for e in self.db.events() if e.kind == kind]
+
+    def close(self) -> None:
+        """Close the notifiers started here, then the database."""
+        for notifier in self._started:
+            notifier.close()
+        self._started.clear()
+        self.db.close()

@@ -1,0 +1,1 @@
+"""cellbench notifier mail: notifications as mail over SMTP with STARTTLS or TLS."""

@@ -1,0 +1,1 @@
+"""cellbench notifier mqtt: channel states, live samples and events to an MQTT broker."""

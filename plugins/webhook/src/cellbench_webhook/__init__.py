@@ -1,0 +1,1 @@
+"""cellbench notifier webhook: notifications POSTed as signed JSON to a URL."""
