@@ -506,8 +506,8 @@ _ERRORS = [
         "name: t\nsteps:\n  - mode: cc\n    repeat: 2\n",
         3,
         "steps[0]",
-        "needs exactly one of 'mode', 'repeat', 'message', 'chamber', 'set'; found 'mode' and "
-        "'repeat'",
+        "needs exactly one of 'mode', 'repeat', 'message', 'chamber', 'set', 'external'; found "
+        "'mode' and 'repeat'",
     ),
     (
         "name: t\nsteps:\n  - mdoe: cc\n",

@@ -67,5 +67,5 @@ def test_lines_that_are_no_replies(line: str) -> None:
 
 def test_error_codes_are_the_documented_table() -> None:
     assert {c.value for c in ErrorCode} == {10, 11, 12, 13, 20, 21, 22, 23, 30, 31, 32, 33, 34,
-                                            40, 41, 42, 43, 44, 45, 50, 51, 52, 60, 61, 62, 63,
-                                            70, 99}
+                                            35, 40, 41, 42, 43, 44, 45, 50, 51, 52, 60, 61, 62,
+                                            63, 70, 71, 99}

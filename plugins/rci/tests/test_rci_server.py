@@ -8,9 +8,8 @@ import asyncio
 import os
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,13 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellbench_core.plugins import PluginManager
-from cellbench_core.service import StationService
 from cellbench_core.station import Station, StationError, station_from_dict
-from cellbench_core.storage import Database, open_database
-from cellbench_hal import VirtualClock
+from cellbench_core.storage import Database
 from cellbench_rci.client import AsyncRciClient, RciClient, RciError, tls_context
 from cellbench_rci.commands import Role, Session
-from cellbench_rci.interface import RciInterface, RciSettings
+from cellbench_rci.interface import RciSettings
 from cellbench_rci.protocol import ErrorCode
 from cellbench_sdk.control import StationControl
 from cellbench_sdk.testing import InterfaceContract
@@ -47,105 +44,12 @@ steps:
 PATIENCE_S = 30.0
 
 
-class Running:
-    """A serving station in a thread of its own, with its rci interface."""
-
-    def __init__(self, service: StationService, interface: RciInterface) -> None:
-        self.service, self.interface = service, interface
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.error: BaseException | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self.loop = asyncio.get_running_loop()
-            task = asyncio.create_task(self.service.serve())
-            waiter = asyncio.create_task(self.service.ready.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                await task  # it failed to start: raises
-            self._ready.set()
-            await task
-
-        try:
-            asyncio.run(main())
-        except BaseException as err:  # shown by the test that started it
-            self.error = err
-        finally:
-            self._ready.set()
-
-    def __enter__(self) -> Running:
-        self._thread.start()
-        assert self._ready.wait(PATIENCE_S)
-        if self.error is not None:
-            raise self.error
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self.loop is not None and self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.service.shutdown)
-        self._thread.join(PATIENCE_S)
-        assert not self._thread.is_alive()
-
-    @property
-    def port(self) -> int:
-        assert self.interface.address is not None
-        return self.interface.address[1]
-
-    def client(self, **options: Any) -> RciClient:
-        return RciClient.connect("127.0.0.1", self.port, timeout=PATIENCE_S, **options)
-
-    def control_events(self, test_id: int) -> list[str]:
-        """The messages of the test's control events, once committed."""
-        self.service.writer.flush(PATIENCE_S)
-        return [e.message for e in self.service.db.events(test_id) if e.kind == "control"]
-
-    def call(self, function: Callable[[], Any]) -> Any:
-        """Run ``function`` on the station's loop (between its ticks) and return its result."""
-        assert self.loop is not None
-
-        async def run() -> Any:
-            return function()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(PATIENCE_S)
-
-
 @pytest.fixture
 def station_dir(tmp_path: Path) -> Path:
     (tmp_path / "plans").mkdir()
     (tmp_path / "plans" / "charge.yaml").write_text(CHARGE, encoding="utf-8")
     (tmp_path / "plans" / "broken.yaml").write_text(BROKEN, encoding="utf-8")
     return tmp_path
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'rci.db'}")
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def serve(db: Database, station_dir: Path) -> Callable[..., Running]:
-    """``serve(speed=..., **rci_settings)``: a station with 4 simulated channels and rci."""
-
-    def make(speed: float | None = 50.0, **options: Any) -> Running:
-        settings = {"tcp": "127.0.0.1:0", **options}
-        config = station_from_dict({
-            "station": {"name": "rig", "database": db.url, "sample_period": "1 s",
-                        "queue_poll_interval": "0.05 s", "ring_size": 50},
-            "channels": [{"driver": "sim", "settings": {"count": 4, "seed": 2}}],
-            "interfaces": [{"kind": "rci", "settings": settings}],
-        })
-        manager = PluginManager()
-        manager.load()
-        station = Station(config, manager, base_dir=station_dir)
-        interface = station.interfaces[0][1]
-        service = StationService(station, db, VirtualClock(speed), manager.hook, version="1.2.3")
-        return Running(service, interface)
-
-    return make
 
 
 @pytest.fixture

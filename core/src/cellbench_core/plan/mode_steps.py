@@ -93,11 +93,11 @@ def mode_step(ctx: ParseContext, entries: Entries, line: int, path: str) -> Step
                     ctx.fail(*where, "with a direction, give the magnitude (a positive value)")
                 value = with_sign(value, sign)
             setpoints[name] = (value, where)
-    until, then, label = _step_ends(ctx, entries, path)
+    until, then, label = step_ends(ctx, entries, path)
     return build_step(ctx, mode, setpoints, until, mapping_text(entries), label, (line, path), then)
 
 
-def _step_ends(ctx: ParseContext, entries: Entries,
+def step_ends(ctx: ParseContext, entries: Entries,
                path: str) -> tuple[ConditionGroups, list[Action], str | None]:
     """A mapping step's end conditions with their actions (``until``, ``for``) and label."""
     until: ConditionGroups = []
@@ -218,7 +218,7 @@ def _profile_step(ctx: ParseContext, entries: Entries, line: int, path: str, pro
     if profile.quantity is not ProfileQuantity.POWER:
         for value, where in points:
             check_against_limits(ctx, {name: (value, where)})
-    until, then, label = _step_ends(ctx, entries, path)
+    until, then, label = step_ends(ctx, entries, path)
     if not until and profile.time_s[-1] == 0:
         ctx.fail(line, path, "a table of one row sets a constant: give the step an end with "
                  "'until' or 'for'")

@@ -186,6 +186,17 @@ class ChamberSpec:
 
 
 @dataclass(frozen=True)
+class ExternalSpec:
+    """Hand the channel to setpoints from a superior system (rci ``SET``, the control API's
+    :meth:`~cellbench_core.service.control.StationControl.set_setpoint`): the channel rests
+    until the first one, every one is checked against the limits and the channel's ranges, and
+    without a setpoint or keepalive for ``watchdog_s`` the output goes off and the step ends
+    with an alarm."""
+
+    watchdog_s: float
+
+
+@dataclass(frozen=True)
 class StepSpec:
     """One step of a plan: a channel setpoint and when it ends.
 
@@ -205,6 +216,7 @@ class StepSpec:
     then: tuple[Action, ...] = ()
     profile: ProfileSpec | None = None  # the setpoint of a ramp or profile step
     chamber: ChamberSpec | None = None  # a chamber step (the channel rests)
+    external: ExternalSpec | None = None  # an external step (setpoints from a superior system)
 
     def action(self, group: int) -> Action:
         """The action taken when ``until[group]`` holds (or, one past them, when a profile

@@ -106,6 +106,8 @@ def _node(node: Node) -> _Data:
 def _step(step: StepSpec) -> _Data:
     if step.chamber is not None:
         return _chamber(step)
+    if step.external is not None:
+        return _external(step)
     data: _Data = {"mode": step.mode.value} if step.profile is None else _profile(step.profile)
     for name, dimension in SETPOINT_DIMENSIONS.items():
         value = getattr(step, name)
@@ -115,6 +117,12 @@ def _step(step: StepSpec) -> _Data:
                 data["direction"] = "charge" if value.direction > 0 else "discharge"
         elif value is not None:
             data[name] = format_value(value, dimension)
+    return data | _ends(step)
+
+
+def _ends(step: StepSpec) -> _Data:
+    """A step's ``until`` and ``label`` in normal form."""
+    data: _Data = {}
     if step.then:
         data["until"] = [{"when": _groups((group,)), "then": str(step.action(index))}
                          for index, group in enumerate(step.until)]
@@ -123,6 +131,12 @@ def _step(step: StepSpec) -> _Data:
     if step.label is not None:
         data["label"] = step.label
     return data
+
+
+def _external(step: StepSpec) -> _Data:
+    assert step.external is not None
+    watchdog = format_value(Value(step.external.watchdog_s), Dimension.TIME)
+    return {"external": {"watchdog": watchdog} | _ends(step)}
 
 
 def _chamber(step: StepSpec) -> _Data:

@@ -80,7 +80,12 @@ def _nodes(nodes: tuple[Node, ...], depth: int, rows: list[tuple[str, str, int]]
 
 
 def _step(step: StepSpec) -> str:
-    text = _chamber(step) if step.chamber is not None else _setpoint(step)
+    if step.chamber is not None:
+        text = _chamber(step)
+    elif step.external is not None:
+        text = f"External setpoints (watchdog {_duration(step.external.watchdog_s)})"
+    else:
+        text = _setpoint(step)
     ends = []
     for index, group in enumerate(step.until):
         action = step.action(index)

@@ -1,6 +1,6 @@
 """A plan's list of steps: each item text or a mapping of one kind (``mode``, ``repeat``,
-``message``, ``chamber``, ``set``) or an ``include`` of another plan file's steps; loops, messages,
-chamber steps and set steps are read here.
+``message``, ``chamber``, ``set``, ``external``) or an ``include`` of another plan file's
+steps; loops, messages, chamber steps and set steps are read here.
 
 A new kind of step mapping is an entry in :data:`NODE_KINDS`.
 """
@@ -24,6 +24,7 @@ from cellbench_core.plan.end_conditions import (
     signal_value,
 )
 from cellbench_core.plan.expr import MARK, RESERVED, Const, Expr
+from cellbench_core.plan.external_step import external_step
 from cellbench_core.plan.mode_steps import MODE_STEP_KEYS, mode_step
 from cellbench_core.plan.model import (
     COUNTERS,
@@ -358,4 +359,5 @@ NODE_KINDS: dict[str, NodeKind] = {
     "message": NodeKind(("message",), _message),
     "chamber": NodeKind(_CHAMBER_KEYS, _chamber),
     "set": NodeKind(("set",), _set),
+    "external": NodeKind(("external",), external_step),
 }

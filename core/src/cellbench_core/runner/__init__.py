@@ -4,6 +4,7 @@ What other code uses is importable from here; the modules are described in engin
 """
 
 from cellbench_core.runner.engine import Runner
+from cellbench_core.runner.external import Refusal, SetpointRefused
 from cellbench_core.runner.records import (
     ChannelRef,
     ChannelState,
@@ -14,5 +15,5 @@ from cellbench_core.runner.records import (
     TestRequest,
 )
 
-__all__ = ["ChannelRef", "ChannelState", "ChannelStatus", "Resume", "RunError", "Runner",
-           "TestOutcome", "TestRequest"]
+__all__ = ["ChannelRef", "ChannelState", "ChannelStatus", "Refusal", "Resume", "RunError",
+           "Runner", "SetpointRefused", "TestOutcome", "TestRequest"]

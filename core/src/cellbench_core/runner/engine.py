@@ -8,7 +8,8 @@ channels one task each costs about ten times as much (bench/bench_runner.py meas
 
 The parts: records.py (what callers exchange), state.py (the per-row arrays), resolve.py and
 limits.py (a plan resolved for a battery, and its safety limits), transitions.py (step changes
-and ends), resume.py (after a crash), attached.py (devices and chambers), tick.py (the hot path).
+and ends), resume.py (after a crash), attached.py (devices and chambers), external.py
+(setpoints from a superior system in external steps), tick.py (the hot path).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cellbench_core.events import TestStarted, TestStatus
 from cellbench_core.plan.model import StepSpec
 from cellbench_core.plan.program import Program
 from cellbench_core.runner.cursor import Cursor
+from cellbench_core.runner.external import keepalive, pausing, set_setpoint
 from cellbench_core.runner.records import (
     ChannelState,
     ChannelStatus,
@@ -51,7 +53,7 @@ from cellbench_core.runner.transitions import (
     write_on_start,
 )
 from cellbench_core.storage import Database, SampleRows, SampleWriter, StorageError, TestStart
-from cellbench_hal import ClimateChamber, Clock, OsiDevice
+from cellbench_hal import ClimateChamber, Clock, OsiDevice, Step
 from cellbench_hal.types import IntArray
 
 
@@ -162,13 +164,30 @@ class Runner:
 
     def _act(self, channel: int, action: Control) -> None:
         st = self._st
-        run = st.run_of.get(channel)
-        if run is None or not st.active[run.row]:
-            raise RunError(f"channel {channel} runs no test")
+        run = self._running(channel)
+        if action is Control.PAUSE:
+            pausing(st, run)
         if action is not Control.NEXT:
             run.paused = action is Control.PAUSE
         st.actions.append((run, action))
         st.generation += 1
+
+    async def set_setpoint(self, channel: int, setpoint: Step, identity: str) -> Step:
+        """Apply ``setpoint`` (rest, cc, cv or cp) to ``channel`` in an external step at once,
+        recorded with ``identity``; return the step applied. Refused with a
+        :class:`~cellbench_core.runner.external.SetpointRefused` (nothing changed) outside an
+        external step or beyond the channel's ranges or the test's limits."""
+        return await set_setpoint(self._st, self._running(channel), setpoint, identity)
+
+    def keepalive(self, channel: int) -> None:
+        """Restart the watchdog of ``channel``'s external step (SetpointRefused if none)."""
+        keepalive(self._st, self._running(channel))
+
+    def _running(self, channel: int) -> Run:
+        run = self._st.run_of.get(channel)
+        if run is None or not self._st.active[run.row]:
+            raise RunError(f"channel {channel} runs no test")
+        return run
 
     def latest(self, channel: int) -> ChannelStatus | None:
         """The state of ``channel``'s latest test (running or ended), or None if it ran none."""

@@ -212,6 +212,16 @@ class ChannelStatus:
     outcome: TestOutcome | None
 
 
+@dataclass
+class ExternalHold:
+    """A row in an external step: the setpoint the superior system holds it at (a rest until
+    its first), and when a setpoint or keepalive last came (clock time), for the watchdog."""
+
+    watchdog_s: float
+    contact_t: float
+    setpoint: Step
+
+
 #: A step resolved for one battery: the channel setpoint and the (condition, SI threshold) groups.
 Resolved = tuple[Step, list[list[tuple[Condition, float]]]]
 

@@ -16,7 +16,7 @@ import numpy as np
 from cellbench_core.dispatch import EventDispatcher
 from cellbench_core.runner.conditions import COLUMNS, SIGNAL_SLOTS, ConditionTable
 from cellbench_core.runner.limits import LIMITS
-from cellbench_core.runner.records import ChamberBand, Control, Run, SteppedRamp
+from cellbench_core.runner.records import ChamberBand, Control, ExternalHold, Run, SteppedRamp
 from cellbench_core.storage import Database, SampleRows, SampleWriter, TestEnd
 from cellbench_hal import (
     ChamberState,
@@ -75,6 +75,8 @@ class RunState:
         self.bands: dict[str, ChamberBand] = {}
         # Chambers ramping their temperature setpoint by the station's hand, by name.
         self.ramps: dict[str, SteppedRamp] = {}
+        # Rows in an external step: the setpoint they hold and their watchdog (external.py).
+        self.external: dict[int, ExternalHold] = {}
         self.signals_now: dict[str, float] = {}  # this tick's signal values
         # Per signal that running tests end steps on or limit: their rows and its column in
         # each row; and the same as arrays for the tick (None: to be made again, see

@@ -20,6 +20,7 @@ from cellbench_core.plan.model import Quantity
 from cellbench_core.plan.normalise import end_reason
 from cellbench_core.runner.attached import check_chambers, fill_signals, read_attached
 from cellbench_core.runner.conditions import COLUMNS, QUANTITY_COLUMN
+from cellbench_core.runner.external import add_setpoint_columns, check_watchdogs
 from cellbench_core.runner.limits import signals_tripped
 from cellbench_core.runner.records import Control
 from cellbench_core.runner.state import RunState
@@ -49,6 +50,8 @@ async def tick(st: RunState) -> None:
     st.generation += 1
     try:
         await tick_drivers(st)
+        if st.external:
+            await check_watchdogs(st)
         if st.waits:
             await check_chambers(st)
     finally:
@@ -112,6 +115,8 @@ async def tick_drivers(st: RunState) -> None:
             sees = np.isin(numbers, np.fromiter(channels, np.int64, len(channels)))
             if sees.any():
                 cols["aux:" + name] = np.where(sees, value, np.nan)
+    if st.external:
+        add_setpoint_columns(st, rows, cols)
     st.ticks += 1
     # More than one sample of a channel in this batch? With repeated indices, the last
     # assignment wins, so some position would not read back its own number.

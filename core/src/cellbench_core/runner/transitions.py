@@ -19,6 +19,7 @@ from cellbench_core.runner.conditions import QUANTITY_COLUMN
 from cellbench_core.runner.limits import limit_message, signal_limit_message
 from cellbench_core.runner.records import (
     DeviceWrite,
+    ExternalHold,
     Resume,
     Run,
     RunError,
@@ -96,6 +97,9 @@ async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
         return False
     st.conditions.set(row, conditions, run.signals.columns)
     st.waits.pop(row, None)
+    st.external.pop(row, None)
+    if spec.external is not None:  # at rest until the superior system's first setpoint
+        st.external[row] = ExternalHold(spec.external.watchdog_s, t, step)
     if spec.chamber is not None:
         # Not set yet: the chamber changes once every channel in it whose plan has chamber
         # steps has reached one (attached.check_chambers), never under a neighbour's test.
@@ -311,6 +315,7 @@ async def finish(st: RunState, run: Run, status: TestStatus, reason: str, t: flo
     st.generation += 1
     st.drop_signals(row, run.signals.columns)
     st.waits.pop(row, None)
+    st.external.pop(row, None)
     st.active[row] = False
     st.paused[row] = run.paused = False
     st.conditions.clear(row)

@@ -34,9 +34,17 @@ import numpy as np
 
 from cellbench_core.plan import PlanError, load_plan
 from cellbench_core.plan.tables import TableLoader
-from cellbench_core.runner import ChannelState, RunError, Runner, TestRequest
+from cellbench_core.runner import (
+    ChannelState,
+    Refusal,
+    RunError,
+    Runner,
+    SetpointRefused,
+    TestRequest,
+)
 from cellbench_core.storage import BatteryRecord, StorageError
 from cellbench_core.storage.queue import QueueEntry, QueueStatus, TestQueue
+from cellbench_hal import Step
 from cellbench_hal.types import IntArray
 
 log = logging.getLogger(__name__)
@@ -72,6 +80,15 @@ class ControlErrorKind(enum.Enum):
     NOT_CANCELLABLE = "not cancellable"
     BAD_VALUE = "bad value"
     UNAVAILABLE = "station unavailable"
+    NOT_EXTERNAL = "not in an external step"
+    DEVICE_ERROR = "device error"
+
+
+#: The runner's refusals of a setpoint as the control API's.
+_REFUSALS = {Refusal.NOT_EXTERNAL: ControlErrorKind.NOT_EXTERNAL,
+             Refusal.PAUSED: ControlErrorKind.PAUSED,
+             Refusal.OUT_OF_RANGE: ControlErrorKind.BAD_VALUE,
+             Refusal.DEVICE: ControlErrorKind.DEVICE_ERROR}
 
 
 class ControlError(Exception):
@@ -282,6 +299,35 @@ class StationControl:
         """End ``channel``'s current step and go on with its plan."""
         self._control(channel, identity, "NEXT", (ChannelState.RUNNING, ChannelState.PAUSED))
         self.runner.next_step(channel)
+
+    async def set_setpoint(self, channel: int, setpoint: Step, *, identity: str) -> Step:
+        """Set ``channel``, running an external step, to ``setpoint`` (a rest, cc, cv or cp
+        :class:`~cellbench_hal.Step`) at once and restart the step's watchdog; return the step
+        applied. A setpoint beyond the channel's ranges or the test's safety limits (the plan's
+        and the battery's) is refused with BAD_VALUE and changes nothing. Every setpoint is
+        stored as a ``setpoint`` event with ``identity`` (not as a ``control`` event: that is
+        the record of it), and every sample of the step records the setpoint it ran under."""
+        self._check_available()
+        self._ref(channel)
+        self._expect(channel, ChannelState.RUNNING)
+        try:
+            return await self.runner.set_setpoint(channel, setpoint, identity)
+        except SetpointRefused as err:
+            raise ControlError(_REFUSALS[err.why], str(err)) from None
+        except RunError as err:  # the test ended meanwhile
+            raise ControlError(ControlErrorKind.IDLE, str(err)) from None
+
+    def keepalive(self, channel: int, *, identity: str) -> None:
+        """Restart the watchdog of ``channel``'s external step without changing its setpoint
+        (not recorded: it changes nothing; ``identity`` is for the log of refusals)."""
+        self._check_available()
+        self._ref(channel)
+        self._expect(channel, ChannelState.RUNNING, ChannelState.PAUSED)
+        try:
+            self.runner.keepalive(channel)
+        except SetpointRefused as err:
+            log.debug("keepalive by %s refused: %s", identity, err)
+            raise ControlError(_REFUSALS[err.why], str(err)) from None
 
     def _control(self, channel: int, identity: str, command: str,
                  allowed: tuple[ChannelState, ...]) -> None:

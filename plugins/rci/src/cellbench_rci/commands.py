@@ -29,6 +29,7 @@ from cellbench_rci.protocol import (
     parse_quantity,
     split_command,
 )
+from cellbench_sdk import Step, StepMode
 from cellbench_sdk.control import (
     ChannelView,
     ControlError,
@@ -56,6 +57,8 @@ CONTROL_CODES = {
     ControlErrorKind.NOT_CANCELLABLE: ErrorCode.NOT_CANCELLABLE,
     ControlErrorKind.BAD_VALUE: ErrorCode.OUT_OF_RANGE,
     ControlErrorKind.UNAVAILABLE: ErrorCode.UNAVAILABLE,
+    ControlErrorKind.NOT_EXTERNAL: ErrorCode.NOT_EXTERNAL,
+    ControlErrorKind.DEVICE_ERROR: ErrorCode.DEVICE_ERROR,
 }
 
 #: BATTERY ADD's optional keys: the registry field, its dimension, and whether it is a magnitude.
@@ -253,6 +256,48 @@ def _control(action: str) -> Handler:
     return handle
 
 
+#: SET's modes: the values each takes (name, dimension), the optional ones last.
+SET_MODES: dict[str, tuple[StepMode, tuple[tuple[str, Dimension], ...], int]] = {
+    "CC": (StepMode.CC, (("current_a", Dimension.CURRENT),), 1),
+    "CV": (StepMode.CV, (("voltage_v", Dimension.VOLTAGE), ("current_a", Dimension.CURRENT)), 1),
+    "CP": (StepMode.CP, (("power_w", Dimension.POWER),), 1),
+    "REST": (StepMode.REST, (), 0),
+}
+SET_USAGE = "<ch> CC <A> | CV <V> [<A limit>] | CP <W> | REST"
+
+
+def parse_setpoint(words: list[str]) -> Step:
+    """The setpoint of SET's words after the channel: ``CC 1.5``, ``CV 4.2 0.5``, ``CP -3W``,
+    ``REST`` (currents and powers signed, positive charging)."""
+    mode = SET_MODES.get(words[0].upper())
+    if mode is None:
+        raise RciError(ErrorCode.SYNTAX, f"{words[0][:20]!r} is no setpoint mode; usage: SET "
+                       f"{SET_USAGE}")
+    step_mode, values, required = mode
+    if not required <= len(words) - 1 <= len(values):
+        raise RciError(ErrorCode.ARGUMENT_COUNT, f"usage: SET {SET_USAGE}")
+    setpoint: dict[str, float | None] = {"current_a": None, "voltage_v": None,
+                                         "power_w": None}
+    for (name, dimension), text in zip(values, words[1:], strict=False):
+        setpoint[name] = parse_quantity(text, name, dimension)
+    try:
+        return Step(step_mode, current_a=setpoint["current_a"],
+                    voltage_v=setpoint["voltage_v"], power_w=setpoint["power_w"])
+    except ValueError as err:  # a CV's current limit that is not positive
+        raise RciError(ErrorCode.OUT_OF_RANGE, str(err)) from None
+
+
+async def _set(d: Dispatcher, s: Session, a: list[str]) -> str:
+    channel = parse_channel(a[0], d.count)
+    await d.control.set_setpoint(channel, parse_setpoint(a[1:]), identity=s.identity)
+    return ""
+
+
+def _keepalive(d: Dispatcher, s: Session, a: list[str]) -> str:
+    d.control.keepalive(parse_channel(a[0], d.count), identity=s.identity)
+    return ""
+
+
 async def _battery_add(d: Dispatcher, s: Session, a: list[str]) -> str:
     name, chemistry = _name(a[0], "the battery name"), _name(a[1], "the chemistry")
     capacity = parse_quantity(a[2], "capacity", Dimension.CHARGE)
@@ -383,6 +428,10 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("RESUME", "<ch>", "go on with the paused step", _O, (1, 1), _control("resume")),
     Command("NEXT", "<ch>", "end the step, go on with the plan", _O, (1, 1),
             _control("next_step")),
+    Command("SET", SET_USAGE, "in an external step: set the channel now (signed, + charges); "
+            "restarts the watchdog", _O, (2, 4), _set),
+    Command("KEEPALIVE", "<ch>", "in an external step: restart the watchdog", _O, (1, 1),
+            _keepalive),
     Command("BATTERY ADD", "<name> <chemistry> <capacity> [key=value ...]", "register a "
             "battery; keys " + " ".join(BATTERY_KEYS), _O, (3, 3 + len(BATTERY_KEYS)),
             _battery_add),

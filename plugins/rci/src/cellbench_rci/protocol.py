@@ -30,6 +30,7 @@ class ErrorCode(enum.IntEnum):
     CHANNEL_IDLE = 32
     NOT_PAUSED = 33
     ALREADY_PAUSED = 34
+    NOT_EXTERNAL = 35  # SET, KEEPALIVE: the channel's step is no external step
     NO_SUCH_PLAN = 40
     PLAN_INVALID = 41
     NO_SUCH_BATTERY = 42
@@ -44,6 +45,7 @@ class ErrorCode(enum.IntEnum):
     IDLE_TIMEOUT = 62
     TOO_MANY_SUBSCRIPTIONS = 63
     UNAVAILABLE = 70  # the station is stopping, or its database failed
+    DEVICE_ERROR = 71  # the channel's device failed a setpoint: the test failed, output off
     INTERNAL = 99
 
 
