@@ -15,9 +15,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 from cellbench_core.events import TestStatus
@@ -105,6 +102,8 @@ def _translated(parsed: sa.URL) -> Iterator[None]:
 
 
 def _revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext  # lazily: see _upgrade
+
     with engine.connect() as connection:
         context = MigrationContext.configure(connection,
                                              opts={"version_table": schema.VERSION_TABLE})
@@ -135,6 +134,11 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> No
 
 
 def _upgrade(engine: Engine) -> None:
+    # Imported here: Alembic takes a third of a second to import, which every `cellbench`
+    # command would pay at start.
+    from alembic import command
+    from alembic.config import Config
+
     with engine.begin() as connection:
         config = Config()
         config.set_main_option("script_location", _MIGRATIONS)

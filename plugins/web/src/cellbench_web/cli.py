@@ -6,17 +6,17 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cellbench_sdk.access import is_loopback, read_token_file
 from cellbench_sdk.cli import console, fail
-from cellbench_web.app import Backend, build_app
-from cellbench_web.auth import Access, Role
-from cellbench_web.data import Reader
-from cellbench_web.server import WebServer
+from cellbench_web.auth import Role
 from cellbench_web.settings import parse_listen
+
+if TYPE_CHECKING:
+    from cellbench_web.server import WebServer
 
 HELP = """Serve the web pages and the HTTP API read-only over a database: a station's, or a
 central one (sync-sql) holding many stations, each with its channels as last synced.
@@ -54,6 +54,13 @@ def register(app: typer.Typer) -> None:
                  code=2)
         if (tls_cert is None) != (tls_key is None):
             fail("--tls-cert and --tls-key go together", code=2)
+        # FastAPI and uvicorn load here, not when `cellbench` starts (they take a third of a
+        # second, which every other command would pay).
+        from cellbench_web.app import Backend, build_app
+        from cellbench_web.auth import Access
+        from cellbench_web.data import Reader
+        from cellbench_web.server import WebServer
+
         try:
             reader = Reader.open(db)
         except ValueError as err:
