@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -259,13 +260,16 @@ def test_queue_add_refuses_a_channel_the_station_does_not_have(cellbench: Cellbe
 def test_station_init_with_rci_writes_an_interface_the_station_serves(
         cellbench: Cellbench, tmp_path: Path,
         serve_until_ready: Callable[[Path], tuple[subprocess.Popen[str], str]]) -> None:
-    station, port = tmp_path / "lab.toml", free_port()
+    station, port, web = tmp_path / "lab.toml", free_port(), free_port()
     made = cellbench("station", "init", "-o", station, "--channels", "2", "--rci", str(port),
-                     "--db", f"sqlite:///{tmp_path / 'lab.db'}")
+                     "--web", str(web), "--db", f"sqlite:///{tmp_path / 'lab.db'}")
     assert made.returncode == 0, made.stderr
     assert f'tcp = "127.0.0.1:{port}"' in station.read_text()
+    assert f'listen = "127.0.0.1:{web}"' in station.read_text()
     process, ready = serve_until_ready(station)
     assert f"rci tcp 127.0.0.1:{port}" in ready
+    with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=30) as page:
+        assert page.status == 200 and b"<html" in page.read().lower()
     state = cellbench("rci", "--port", str(port), "STATE?", "ALL")
     assert state.returncode == 0, state.stderr
     assert [line.split()[:2] for line in state.stdout.splitlines()
@@ -277,13 +281,15 @@ def test_station_init_with_rci_writes_an_interface_the_station_serves(
 def test_station_init_beyond_loopback_writes_a_token_only_its_owner_reads(
         cellbench: Cellbench, tmp_path: Path) -> None:
     station = tmp_path / "lab.toml"
-    made = cellbench("station", "init", "-o", station, "--rci", "0.0.0.0:5025")
+    made = cellbench("station", "init", "-o", station, "--rci", "0.0.0.0:5025", "--web",
+                     "0.0.0.0:8080")
     assert made.returncode == 0, made.stderr
-    tokens = tmp_path / "lab-rci-tokens.txt"
-    assert 'token_file = "lab-rci-tokens.txt"' in station.read_text()
-    assert tokens.stat().st_mode & 0o777 == 0o600
-    token, role = tokens.read_text().split()
-    assert len(token) >= 32 and role == "operator"
+    for kind in ("rci", "web"):
+        tokens = tmp_path / f"lab-{kind}-tokens.txt"
+        assert f'token_file = "lab-{kind}-tokens.txt"' in station.read_text()
+        assert tokens.stat().st_mode & 0o777 == 0o600
+        token, role = tokens.read_text().split()
+        assert len(token) >= 32 and role == "operator"
     refused = cellbench("station", "init", "-o", tmp_path / "other.toml", "--rci", "host:x")
     assert refused.returncode == 2
     assert "--rci: expected [HOST:]PORT like 5025" in _one_error_line(refused)

@@ -52,12 +52,17 @@ driver = "{driver}"                    # a channel driver from `cellbench plugin
 [channels.settings]                  # validated by the driver; see its documentation
 {settings}"""
 
-_RCI = """
+_INTERFACE = """
 [[interfaces]]                       # a control interface `cellbench serve` runs
-kind = "rci"                         # remote control by `cellbench rci` (docs/rci.md)
+kind = "{kind}"{kind_comment}
 [interfaces.settings]
-tcp = "{address}"{tcp_comment}
+{key} = "{address}"{address_comment}
 {tokens}"""
+
+#: What `station init --rci` and `--web` write: the interface's kind, what it is, the setting
+#: naming its address.
+_INTERFACES = {"rci": ("remote control by `cellbench rci` (docs/rci.md)", "tcp"),
+               "web": ("web pages and HTTP API (docs/web.md)", "listen")}
 
 _COMMENT_COLUMN = 38
 
@@ -69,13 +74,13 @@ seed = 1                             # the same seed gives the same cells
 """
 
 
-def _rci_address(text: str) -> tuple[str, bool]:
-    """``--rci [HOST:]PORT`` as ``host:port`` (loopback without a host), and whether it is
-    reachable only from this machine."""
+def _address(option: str, text: str) -> tuple[str, bool]:
+    """``--rci`` or ``--web`` ``[HOST:]PORT`` as ``host:port`` (loopback without a host), and
+    whether it is reachable only from this machine."""
     host, _, port = text.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if not port.isdigit() or not 0 < int(port) <= 65535:
-        fail(f"--rci: expected [HOST:]PORT like 5025 or 0.0.0.0:5025, not {text!r}", code=2)
+        fail(f"{option}: expected [HOST:]PORT like 5025 or 0.0.0.0:5025, not {text!r}", code=2)
     try:
         local = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -110,6 +115,11 @@ def init_command(
         help="Also serve the rci remote-control interface on this TCP port (of 127.0.0.1 "
              "without HOST). Beyond loopback clients need a token: one is written to "
              "FILE-rci-tokens.txt beside the station file.", show_default=False)] = None,
+    web: Annotated[str | None, typer.Option(
+        metavar="[HOST:]PORT",
+        help="Also serve the web pages and HTTP API on this TCP port (of 127.0.0.1 without "
+             "HOST). Beyond loopback people need a token: one is written to "
+             "FILE-web-tokens.txt beside the station file.", show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
 ) -> None:
     """Write a commented example station file that runs as it is.
@@ -117,26 +127,35 @@ def init_command(
     With the simulated driver (the default) the station runs on a virtual clock ten times
     faster than the wall; edit clock and speed for real time.
 
-    Example: cellbench station init --channels 16 --db sqlite:///lab.db --rci 5025 -o lab.toml
+    Example: cellbench station init --channels 16 --db sqlite:///lab.db --rci 5025 --web 8080
+    -o lab.toml
     """
     registry = loaded_plugins().registry
     known = [d.name for d in registry.all(Kind.CHANNEL_DRIVER)]
     if driver not in known:
         fail(f"--driver: no channel driver {driver!r} (installed: "
              f"{', '.join(known) or 'none'})", code=2)
-    interfaces, token_file = "", None
-    if rci is not None:
-        if "rci" not in {d.name for d in registry.all(Kind.INTERFACE)}:
-            fail("--rci: the rci interface plugin (cellbench-rci) is not installed", code=2)
-        address, local = _rci_address(rci)
-        token_file = None if local else output.with_name(f"{output.stem}-rci-tokens.txt")
-        interfaces = _RCI.format(
-            address=address,
-            tcp_comment="  # loopback: every local client may control the station" if local
-            else "  # beyond this machine: clients give a token",
+    interfaces, token_files, served = "", [], []
+    installed = {d.name for d in registry.all(Kind.INTERFACE)}
+    for kind, wanted in (("rci", rci), ("web", web)):
+        if wanted is None:
+            continue
+        if kind not in installed:
+            fail(f"--{kind}: the {kind} interface plugin (cellbench-{kind}) is not installed",
+                 code=2)
+        address, local = _address(f"--{kind}", wanted)
+        token_file = None if local else output.with_name(f"{output.stem}-{kind}-tokens.txt")
+        what, key = _INTERFACES[kind]
+        interfaces += _INTERFACE.format(
+            kind=kind, kind_comment=f"  # {what}", key=key, address=address,
+            address_comment="  # loopback: every local client may control the station"
+            if local else "  # beyond this machine: clients give a token",
             tokens="" if token_file is None else
             f'token_file = "{token_file.name}"  # "<token> operator|viewer" lines\n')
-    for path in (output, token_file):
+        served.append(f"{kind} on {address}")
+        if token_file is not None:
+            token_files.append((kind, token_file))
+    for path in (output, *(file for _, file in token_files)):
         if path is not None and path.exists() and not force:
             fail(f"{path} exists; choose another -o FILE or give --force", code=2)
     simulated = driver == "sim"
@@ -148,7 +167,7 @@ def init_command(
         settings=_SIM_SETTINGS.format(channels=channels) if simulated else
         "# the driver's settings go here\n") + interfaces
     output.write_text(_align_comments(text), encoding="utf-8")
-    if token_file is not None:
+    for _, token_file in token_files:
         token_file.touch(mode=0o600)
         token_file.chmod(0o600)  # before the token is in it: only its owner may read it
         token_file.write_text(f"{secrets.token_urlsafe(24)} operator\n", encoding="utf-8")
@@ -157,11 +176,12 @@ def init_command(
     except StationError as err:  # the template and the station model went apart
         fail(f"the written file does not validate: {err}")
     console.print(f"wrote {output}: {channels if simulated else 'the'} {driver} channels, "
-                  f"database {db}" + (f", rci on {_rci_address(rci)[0]}" if rci else ""),
-                  highlight=False)
-    if token_file is not None:
-        console.print(f"wrote {token_file}: an operator token for rci clients "
-                      "(cellbench rci --token, or CELLBENCH_RCI_TOKEN)", highlight=False)
+                  f"database {db}" + "".join(f", {text}" for text in served), highlight=False)
+    for kind, token_file in token_files:
+        console.print(f"wrote {token_file}: an operator token for {kind} clients"
+                      + (" (cellbench rci --token, or CELLBENCH_RCI_TOKEN)" if kind == "rci"
+                         else " (the page's login, or an Authorization: Bearer header)"),
+                      highlight=False)
 
 
 @app.command("serve")
