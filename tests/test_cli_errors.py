@@ -204,7 +204,7 @@ def test_plan_check_warns_of_an_end_condition_beyond_a_safety_limit(cellbench: C
 
 def test_an_imported_pybamm_experiment_gets_capacity_and_limits(cellbench: Cellbench,
                                                                 tmp_path: Path) -> None:
-    steps = ["Discharge at C/5 until 2.5 V", "Rest for 1 hour"]
+    steps = ["Discharge at C/5 for 10 minutes", "Rest for 1 minute"]
     bare, full = tmp_path / "bare.yaml", tmp_path / "full.yaml"
     assert cellbench("plan", "import", "--from", "pybamm", *steps, "-o", bare).returncode == 0
     check = cellbench("plan", "check", bare)

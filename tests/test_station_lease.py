@@ -24,7 +24,7 @@ def test_a_second_lease_is_refused_until_the_first_is_released(database_url: str
     try:
         with StationLease(first, "lab-1"):
             with pytest.raises(LeaseHeld) as refused:
-                StationLease(second, "lab-2").acquire()
+                StationLease(second, "lab-2").acquire(wait_s=0.0)
             holder = refused.value.holder
             assert holder is not None
             assert (holder.station, holder.host, holder.pid) == (
@@ -54,7 +54,7 @@ def test_the_lease_dies_with_its_process(database_url: str) -> None:
     db = open_database(database_url)
     try:
         with pytest.raises(LeaseHeld, match="station 'crashed'"):
-            StationLease(db, "next").acquire()
+            StationLease(db, "next").acquire(wait_s=0.0)
         holder.send_signal(signal.SIGKILL)
         holder.wait()
         with StationLease(db, "next"):

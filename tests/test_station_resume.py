@@ -7,6 +7,7 @@ plan says."""
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import signal
 import time
@@ -33,7 +34,8 @@ steps:
       - Discharge at 1C for 2 minutes or until 2.5 V
 """
 CHANNELS = 4
-ROUNDS = 4
+# Kills per backend: a few in the suite; CELLBENCH_SOAK_ROUNDS=20 makes it a soak run.
+ROUNDS = int(os.environ.get("CELLBENCH_SOAK_ROUNDS", "2"))
 STEPS = 9  # three cycles of three steps
 PATIENCE_S = 90.0
 

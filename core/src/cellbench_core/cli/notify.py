@@ -43,7 +43,9 @@ def test_command(
     if not built.notifiers:
         console.print(f"{station} has no [[notifiers]].", markup=False)
         return
-    with opened(db or config.station.database) as database:
+    # Its outbox is written (what was waiting goes out too): the station's database, as serve
+    # makes it.
+    with opened(db or config.station.database, create=True) as database:
         try:
             results = asyncio.run(_test_all(built, database))
         except StationError as err:

@@ -72,7 +72,7 @@ class StationLease:
                  traceback: TracebackType | None) -> None:
         self.release()
 
-    def acquire(self, wait_s: float = 5.0) -> None:
+    def acquire(self, wait_s: float = 2.0) -> None:
         """Take the lease, trying for up to ``wait_s`` (a server notices a killed holder's
         session going in its own time), or raise :class:`LeaseHeld` naming who holds it."""
         deadline = time.monotonic() + wait_s
