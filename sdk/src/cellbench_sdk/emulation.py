@@ -84,11 +84,14 @@ class LineFaults:
 class LineEmulator(ABC):
     """An instrument that answers lines of text; one instance may serve several connections.
 
-    ``terminator`` ends every line both ways (a received line may also end in CR LF).
+    ``terminator`` ends every received line (one may also end in CR LF) and every reply,
+    unless ``reply_terminator`` says otherwise (a controller that answers CR LF).
     """
 
-    def __init__(self, *, terminator: bytes = b"\n", encoding: str = "ascii") -> None:
+    def __init__(self, *, terminator: bytes = b"\n", encoding: str = "ascii",
+                 reply_terminator: bytes | None = None) -> None:
         self.terminator = terminator
+        self.reply_terminator = terminator if reply_terminator is None else reply_terminator
         self.encoding = encoding
         self.faults = LineFaults()
         #: The last lines received, in order.
@@ -113,7 +116,7 @@ class LineEmulator(ABC):
         faults = self.faults
         if reply is None:
             return True
-        data = reply.encode(self.encoding, "replace") + self.terminator
+        data = reply.encode(self.encoding, "replace") + self.reply_terminator
         if faults.slow_s:
             await asyncio.sleep(faults.slow_s)
         if faults.silent:

@@ -9,18 +9,13 @@ or on a pseudo-terminal (:meth:`EspecEmulator.start_pty`) as a serial port.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import re
 import time
-import tty
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
-from cellbench_sdk.emulation import ModelTime, approach
+from cellbench_sdk.emulation import LineEmulator, LineFaults, ModelTime, approach
 
 #: The alarm code the emulator reports for an open door (an emulator choice, see the docs).
 DOOR_OPEN = 1
@@ -29,20 +24,18 @@ _MODE = re.compile(r"^MODE,\s*(CONSTANT|STANDBY|OFF)$")
 
 
 @dataclass
-class Faults:
-    """How the emulator misbehaves; change the fields while it runs."""
+class Faults(LineFaults):
+    """How the emulator misbehaves (the line faults, and the controller's); change the fields
+    while it runs."""
 
-    slow_s: float = 0.0  # wait this long before each reply
-    garbled: bool = False  # answer bytes that are not ASCII
-    silent: bool = False  # answer nothing
-    drop: bool = False  # send half a reply, then close the connection
     refuse: str | None = None  # answer setpoint and mode commands with "NA:<refuse>"
     door_open: bool = False  # alarm DOOR_OPEN in MON? and ALARM?
     alarms: list[int] = field(default_factory=list)  # further active alarm codes
 
 
-class EspecEmulator:
-    """The controller and its chamber; one instance may serve several connections."""
+class EspecEmulator(LineEmulator):
+    """The controller and its chamber; one instance may serve several connections, over TCP
+    (a serial server's port) and pseudo-terminals."""
 
     def __init__(self, *, humidity: bool = False, speed: float = 1.0,
                  time_constant_s: float = 600.0, ramp_c_per_min: float = 3.0,
@@ -54,18 +47,13 @@ class EspecEmulator:
         self.ramp_c_per_min = ramp_c_per_min
         self.ambient_c, self.ambient_pct = ambient_c, ambient_pct
         self.lower_c, self.upper_c = lower_c, upper_c
-        self.faults = Faults()
+        super().__init__(reply_terminator=b"\r\n")
+        self.faults: Faults = Faults()
         self.temperature_c, self.humidity_pct = ambient_c, ambient_pct
         self.setpoint_c = ambient_c
         self.setpoint_pct: float | None = ambient_pct if humidity else None
         self.mode = "STANDBY"
-        self.received: deque[str] = deque(maxlen=1000)  # the last command lines, in order
         self._time = ModelTime(speed, clock)
-        self._servers: list[asyncio.AbstractServer] = []
-        self._ptys: list[tuple[int, int]] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.port = 0
 
     # -- the chamber --------------------------------------------------------------------------
 
@@ -88,7 +76,6 @@ class EspecEmulator:
         """The reply to one command line (without terminators), faults aside."""
         self.advance()
         command = line.strip().upper()
-        self.received.append(command)
         if command == "TEMP?":
             return (f"{self.temperature_c:.1f},{self.setpoint_c:.1f},{self.upper_c:.1f},"
                     f"{self.lower_c:.1f}")
@@ -130,113 +117,8 @@ class EspecEmulator:
         change()
         return f"OK: {command}"
 
-    # -- serving ------------------------------------------------------------------------------
-
-    async def _answer(self, line: bytes, write: Callable[[bytes], Awaitable[None]]) -> bool:
-        """Answer one received line through ``write``; False to close the connection."""
-        reply = self.respond(line.decode("ascii", "replace")).encode("ascii") + b"\r\n"
-        faults = self.faults
-        if faults.slow_s:
-            await asyncio.sleep(faults.slow_s)
-        if faults.silent:
-            return True
-        if faults.drop:
-            await write(reply[: len(reply) // 2])
-            return False
-        await write(b"\xfe\xff#@!" + reply[3:] if faults.garbled else reply)
-        return True
-
-    async def _session(self, reader: asyncio.StreamReader,
-                       write: Callable[[bytes], Awaitable[None]]) -> None:
-        # A line longer than the reader's limit (ValueError) ends the connection.
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ValueError):
-            while line := await reader.readline():
-                if line.strip() and not await self._answer(line.rstrip(b"\r\n"), write):
-                    return
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def write(data: bytes) -> None:
-            writer.write(data)
-            await writer.drain()
-
-        self._writers.add(writer)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        try:
-            # stop() cancels a session that waits (slow, silent); the connection just ends.
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._session(reader, write)
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on TCP (a serial server's port); the port it listens on."""
-        server = await asyncio.start_server(self._client, host, port)
-        self._servers.append(server)
-        self.port = server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def start_pty(self) -> str:
-        """Answer on a new pseudo-terminal; the path of its serial end (``/dev/pts/N``)."""
-        controller, device = os.openpty()
-        tty.setraw(device)
-        self._ptys.append((controller, device))
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-
-        def readable() -> None:
-            try:
-                reader.feed_data(os.read(controller, 4096))
-            except OSError:
-                loop.remove_reader(controller)
-                reader.feed_eof()
-
-        async def write(data: bytes) -> None:
-            os.write(controller, data)
-
-        loop.add_reader(controller, readable)
-        task = loop.create_task(self._session(reader, write))
-        task.add_done_callback(lambda _: loop.remove_reader(controller))
-        self._tasks.add(task)
-        return os.ttyname(device)
-
-    async def stop(self) -> None:
-        """Stop listening and close every connection and pseudo-terminal."""
-        for server in self._servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        self._tasks.clear()
-        for controller, device in self._ptys:
-            os.close(controller)
-            os.close(device)
-        self._ptys.clear()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
-
 
 async def serve(host: str, port: int, **options: Any) -> None:
     """Serve an emulated ESPEC controller on ``host:port`` until cancelled; ``options`` as for
     :class:`EspecEmulator`."""
-    emulator = EspecEmulator(**options)
-    await emulator.start(host, port)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await emulator.stop()
+    await EspecEmulator(**options).serve_forever(host, port)
