@@ -24,25 +24,17 @@ from cellbench_espec.chamber import espec_chamber
 from cellbench_espec.emulator import serve
 from cellbench_espec.settings import EspecSettings
 from cellbench_sdk import RealClock
-from cellbench_sdk.testing import free_port
+from cellbench_sdk.testing import connect_when_listening, free_port
 
 
 def _emulate(port: int) -> None:
     asyncio.run(serve("127.0.0.1", port))
 
 
-def _connect(port: int) -> socket.socket:
-    for _ in range(100):
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=2.0)
-        except ConnectionRefusedError:
-            time.sleep(0.05)
-    raise SystemExit(f"the emulator on port {port} did not start")
-
 
 def bare(port: int, polls: int) -> np.ndarray:
     """Seconds per poll: MON? and TEMP? written and read on a plain socket."""
-    sock = _connect(port)
+    sock = connect_when_listening(port)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     stream = sock.makefile("rb")
     times = []
@@ -77,7 +69,7 @@ def main() -> None:
     emulator = multiprocessing.Process(target=_emulate, args=(port,), daemon=True)
     emulator.start()
     try:
-        _connect(port).close()
+        connect_when_listening(port).close()
         # Alternate the two so that neither gets the quieter half of the run.
         rounds = {"bare socket (2 queries)": [], "EspecChamber.read()": []}
         for _ in range(4):

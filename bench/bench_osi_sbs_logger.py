@@ -30,7 +30,7 @@ from cellbench_scpi_logger.emulator import serve
 from cellbench_scpi_logger.logger import ScpiLogger
 from cellbench_scpi_logger.settings import ScpiLoggerSettings
 from cellbench_sdk import RealClock
-from cellbench_sdk.testing import free_port
+from cellbench_sdk.testing import connect_when_listening, free_port
 from cellbench_smartbattery import sbs
 from cellbench_smartbattery.battery import SmartBattery
 from cellbench_smartbattery.bus import SmbusBus
@@ -85,18 +85,10 @@ def _emulate(port: int) -> None:
     asyncio.run(serve("127.0.0.1", port))
 
 
-def _connect(port: int) -> socket.socket:
-    for _ in range(100):
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=2.0)
-        except ConnectionRefusedError:
-            time.sleep(0.05)
-    raise SystemExit(f"the emulator on port {port} did not start")
-
 
 def bare_socket(port: int, reads: int) -> np.ndarray:
     """READ? of the configured scan on a plain socket (configured by the driver just before)."""
-    sock = _connect(port)
+    sock = connect_when_listening(port)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     stream = sock.makefile("rb")
     for command in ("CONF:TEMP TC,K,(@101,102)", "CONF:TEMP TC,T,(@110)",
@@ -162,7 +154,7 @@ def main() -> None:
     logger: dict[str, list[np.ndarray]] = {"baseline: READ? on a bare socket": [],
                                            "ScpiLogger.read()": []}
     try:
-        _connect(port).close()
+        connect_when_listening(port).close()
         for _ in range(4):
             logger["ScpiLogger.read()"].append(asyncio.run(logger_reads(port, reads // 4)))
             logger["baseline: READ? on a bare socket"].append(bare_socket(port, reads // 4))

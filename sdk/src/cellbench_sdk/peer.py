@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from enum import Enum
 from types import TracebackType
@@ -187,3 +188,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def connect_when_listening(port: int, host: str = "127.0.0.1",
+                           timeout_s: float = 5.0) -> socket.socket:
+    """A blocking connection to ``host:port`` once something listens there (an emulator
+    started in another process); ConnectionRefusedError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=2.0)
+        except ConnectionRefusedError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)

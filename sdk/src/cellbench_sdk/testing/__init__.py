@@ -17,7 +17,13 @@ message that states the rule and what the device did. :func:`expected_protocol` 
 bytes a driver sends and reads.
 """
 
-from cellbench_sdk.peer import HANG_UP, HangUp, ScriptedPeer, free_port
+from cellbench_sdk.peer import (
+    HANG_UP,
+    HangUp,
+    ScriptedPeer,
+    connect_when_listening,
+    free_port,
+)
 from cellbench_sdk.testing.channel import check_channel_driver
 from cellbench_sdk.testing.contracts import (
     ChannelDriverContract,
@@ -72,6 +78,7 @@ __all__ = [
     "check_osi_device",
     "check_plugin",
     "check_sync_target",
+    "connect_when_listening",
     "expected_protocol",
     "free_port",
     "station_control",
