@@ -6,6 +6,7 @@ and resolved with :meth:`Value.resolve`. Every node remembers the plan line it c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -177,6 +178,18 @@ class ChamberSpec:
     def climate(self) -> tuple[float | None, float | None]:
         """What the step asks of the chamber: temperature (°C) and humidity (%), None where not."""
         return self.temperature_c, self.humidity_pct
+
+    def holds(self, temperature_c: float, humidity_pct: float | None,
+              setpoint_c: float) -> bool:
+        """Whether a chamber reading (``humidity_pct`` None: not measured) is within the step's
+        bands, the temperature's around the step's setpoint (or the controller's
+        ``setpoint_c`` when the step sets none)."""
+        target = setpoint_c if self.temperature_c is None else self.temperature_c
+        inside = abs(temperature_c - target) <= self.band_k
+        if self.humidity_pct is not None:
+            humidity = math.nan if humidity_pct is None else humidity_pct
+            inside = inside and abs(humidity - self.humidity_pct) <= (self.band_pct or 0.0)
+        return inside
 
     def describe_climate(self) -> str:
         """The climate the step asks for, in words: ``40 °C, 80 %RH``."""

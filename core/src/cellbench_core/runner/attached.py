@@ -80,12 +80,8 @@ async def check_chambers(st: RunState) -> None:
                                       f"{spec.timeout_s:g} s (line {run.cursor.step.line})", t)
             continue
         # Against the step's setpoint, not the controller's: a ramping one moves its own.
-        target = state.setpoint_c if spec.temperature_c is None else spec.temperature_c
-        stable = (abs(state.temperature_c - target) <= spec.band_k
-                  and run.request.chamber_label not in st.ramps)
-        if spec.humidity_pct is not None:
-            humidity = state.humidity_pct if state.humidity_pct is not None else math.nan
-            stable &= abs(humidity - spec.humidity_pct) <= (spec.band_pct or 0.0)
+        stable = (run.request.chamber_label not in st.ramps and spec.holds(
+            state.temperature_c, state.humidity_pct, state.setpoint_c))
         since = (since if since is not None else t) if stable else None
         if since is not None and t - since >= spec.stable_s:
             del st.waits[row]

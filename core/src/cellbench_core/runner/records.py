@@ -39,12 +39,7 @@ class ChamberBand:
     def fault(self, state: ChamberState, t: float) -> str:
         """What is wrong with ``state`` at ``t`` as far as the band goes ('' when nothing)."""
         spec = self.spec
-        inside = spec.temperature_c is None or abs(state.temperature_c - spec.temperature_c) \
-            <= spec.band_k
-        if spec.humidity_pct is not None:
-            humidity = math.nan if state.humidity_pct is None else state.humidity_pct
-            inside = inside and abs(humidity - spec.humidity_pct) <= (spec.band_pct or 0.0)
-        if inside:
+        if spec.holds(state.temperature_c, state.humidity_pct, state.setpoint_c):
             self.left_at = None
             return ""
         if self.left_at is None:
