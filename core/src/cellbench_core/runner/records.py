@@ -242,8 +242,9 @@ class SignalPlan:
     per-sample quantities; ``bound`` and ``delay``: per signal slot (column minus the
     quantities'), the upper bound on the reading and on its negative (``max`` and ``-min``, in
     the signal's own unit; inf: none) and how long it must be beyond before it trips;
-    ``units``: the unit of each limited signal; ``writes``: the device writes of each set step
-    (by its instruction); ``on_start`` and ``on_stop``: the station file's writes.
+    ``units``: the unit of each limited signal; ``writes``: the device writes of each set step,
+    by the ``id`` of the plan's set step (what the cursor reports it passed: no search of the
+    program); ``on_start`` and ``on_stop``: the station file's writes.
     """
 
     columns: dict[str, int] = field(default_factory=dict)

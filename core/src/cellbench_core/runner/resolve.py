@@ -228,9 +228,9 @@ def resolve_signals(req: TestRequest, program: Program) -> SignalPlan:
         info = catalogue.info(limit.signal.name)
         units[limit.signal.name] = info.unit if info is not None else ""
     writes: dict[int, tuple[DeviceWrite, ...]] = {}
-    for pc, ins in enumerate(program.instructions):
+    for ins in program.instructions:
         if isinstance(ins, SetStep) and ins.writes:
-            writes[pc] = tuple(
+            writes[id(ins)] = tuple(
                 _device_write(catalogue, w.signal.name, w.signal, w.value,
                               f"{where}:{w.line}: set {w.signal.name}", f"plan line {w.line}")
                 for w in ins.writes)

@@ -30,7 +30,13 @@ from cellbench_core.runner.resolve import resolve_plan, resolve_steps, step_vari
 from cellbench_core.runner.resume import position, restore
 from cellbench_core.runner.state import RunState
 from cellbench_core.storage import PositionRow, StepRow, TestEnd
-from cellbench_hal import ClimateChamber, DeviceError, NotSupported, call_with_timeout
+from cellbench_hal import (
+    ChamberState,
+    ClimateChamber,
+    DeviceError,
+    NotSupported,
+    call_with_timeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +164,10 @@ async def _start_ramp(st: RunState, name: str, chamber: ClimateChamber, celsius:
         return
     except NotSupported:
         pass
-    state = await call_with_timeout(chamber.read(), st.device_timeout_s, chamber.name, "read")
+    state = st.chamber_reads.get(name)  # this tick's, when the station reads the chamber
+    if not isinstance(state, ChamberState):
+        state = await call_with_timeout(chamber.read(), st.device_timeout_s, chamber.name,
+                                        "read")
     start = state.temperature_c
     st.ramps[name] = SteppedRamp(start, celsius, kelvin_per_s, st.clock.now(), start)
     await call_with_timeout(chamber.set_temperature(start), st.device_timeout_s, chamber.name,
@@ -239,7 +248,7 @@ async def pass_step(st: RunState, run: Run, passed: Passed, t: float) -> str:
     run.steps, cursor.variables, cursor.capacity_ah = steps, variables, capacity
     for counter in passed.resets:
         reset_counter(st, row, counter, t)
-    for write in run.signals.writes.get(cursor.program.instructions.index(passed), ()):
+    for write in run.signals.writes.get(id(passed), ()):
         problem = await write_signal(st, run, write, t)
         if problem:
             return problem
