@@ -306,8 +306,7 @@ class StationService:
     def _interrupted(self) -> tuple[list[TestRecord], dict[int, QueueEntry]]:
         """This station's tests still marked running, and the running queue entries by test."""
         name = self.station.config.station.name
-        tests = [t for t in self.db.tests()
-                 if t.status is TestStatus.RUNNING and t.station == name]
+        tests = self.db.tests(station=name, status=TestStatus.RUNNING)
         entries: dict[int, QueueEntry] = {  # claimed entries without a test by -id
             e.test_id if e.test_id is not None else -e.id: e
             for e in self.queue.entries([QueueStatus.RUNNING])}
