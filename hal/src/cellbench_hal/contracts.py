@@ -58,6 +58,16 @@ class ChannelDriver(Device):
         set them, are the test's safety limits, for an instrument with protection of its own
         to be given before the step starts (the runner checks them on every sample anyway)."""
 
+    async def apply_bank(self, steps: Sequence[tuple[int, Step]]) -> None:
+        """Start holding each ``(channel, step)`` of ``steps`` (each channel at most once), as
+        :meth:`apply` would one at a time: what a station starting thousands of tests at once
+        calls. This default does exactly that. A driver that can set many channels in one go
+        (a simulator's arrays, an instrument's bank command) overrides it; the station then
+        makes one call per bank under one timeout, and when that call fails with anything but
+        a timeout, applies the bank's steps one channel at a time to learn which one refused."""
+        for channel, step in steps:
+            await self.apply(channel, step)
+
     @abstractmethod
     async def output_off(self, channel: int) -> None:
         """Switch the channel's output off (the safe state)."""

@@ -7,6 +7,7 @@ Per-channel Python: these run on events (a step ends, a limit trips), never per 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
@@ -32,9 +33,12 @@ from cellbench_core.runner.state import RunState
 from cellbench_core.storage import PositionRow, StepRow, TestEnd
 from cellbench_hal import (
     ChamberState,
+    ChannelDriver,
     ClimateChamber,
     DeviceError,
+    DeviceTimeout,
     NotSupported,
+    Step,
     call_with_timeout,
 )
 
@@ -46,6 +50,29 @@ _Q = QUANTITY_COLUMN
 async def advance(st: RunState, run: Run, t: float, group: int | None = None) -> None:
     """Move ``run`` on at clock time ``t`` as its step's end condition group ``group`` says
     (None: to the next step), or finish its test."""
+    spec = await next_step(st, run, t, group)
+    if spec is not None and await enter(st, run, spec, t):
+        step_started(st, run, spec, t)
+
+
+async def advance_all(st: RunState, runs: Sequence[Run], t: float) -> None:
+    """:func:`advance` each of ``runs`` (tests just started) to its first step, their steps
+    applied together: one :meth:`~cellbench_hal.ChannelDriver.apply_bank` per driver."""
+    ready = [(run, spec) for run in runs if (spec := await next_step(st, run, t)) is not None]
+    refused = await apply_steps(st, [(run, run.steps[run.cursor.pc][0]) for run, _ in ready])
+    for run, spec in ready:
+        err = refused.get(run.row)
+        if err is not None:
+            await finish(st, run, TestStatus.FAILED, f"device error: {err}", t)
+            continue
+        entered(st, run, spec, t)
+        step_started(st, run, spec, t)
+
+
+async def next_step(st: RunState, run: Run, t: float, group: int | None = None
+                    ) -> StepSpec | None:
+    """Walk ``run``'s cursor on as :func:`advance` says, passing its messages and set steps,
+    to the step it enters next; None when that ended the test."""
     row = run.row
     reason = "plan complete"
     if group is not None and run.cursor.step.action(group).kind is ActionKind.END_TEST:
@@ -56,10 +83,10 @@ async def advance(st: RunState, run: Run, t: float, group: int | None = None) ->
         if problem:
             alarm(st, run, f"channel {run.request.channel.name}: {problem}", t)
             await finish(st, run, TestStatus.FAILED, problem, t)
-            return
+            return None
     if nxt is None:
         await finish(st, run, TestStatus.FINISHED, reason, t)
-        return
+        return None
     spec, new_cycle = nxt
     if run.cursor.pc not in run.steps:  # a goto went past the set step of a variable
         unset = ", ".join(sorted(step_variables(spec) - run.cursor.variables.keys()))
@@ -67,14 +94,19 @@ async def advance(st: RunState, run: Run, t: float, group: int | None = None) ->
                    "no set step has set yet")
         alarm(st, run, f"channel {run.request.channel.name}: {problem}", t)
         await finish(st, run, TestStatus.FAILED, problem, t)
-        return
+        return None
     if new_cycle:
         st.cycle[row] = run.cursor.cycle
         st.cycle_t0[row] = t
         st.cycle_ah[row] = st.cycle_wh[row] = 0.0
         st.charged[row, 1] = st.discharged[row, 1] = 0.0
-    if not await enter(st, run, spec, t):
-        return
+    return spec
+
+
+def step_started(st: RunState, run: Run, spec: StepSpec, t: float) -> None:
+    """Count the step ``run`` entered at ``t``: its counters from zero, its position
+    recorded, plugins told."""
+    row = run.row
     st.step_t0[row] = t
     st.step_ah[row] = st.step_wh[row] = 0.0
     st.charged[row, 0] = st.discharged[row, 0] = 0.0
@@ -92,8 +124,7 @@ async def advance(st: RunState, run: Run, t: float, group: int | None = None) ->
 async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
     """Apply the cursor's step ``spec`` to the channel (and its chamber); False if that
     failed and ended the test."""
-    row = run.row
-    step, conditions = run.steps[run.cursor.pc]
+    step = run.steps[run.cursor.pc][0]
     channel = run.request.channel
     try:
         await call_with_timeout(channel.driver.apply(channel.local, step),
@@ -101,6 +132,46 @@ async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
     except DeviceError as err:
         await finish(st, run, TestStatus.FAILED, f"device error: {err}", t)
         return False
+    entered(st, run, spec, t)
+    return True
+
+
+async def apply_steps(st: RunState, steps: Sequence[tuple[Run, Step]]
+                      ) -> dict[int, DeviceError]:
+    """Apply each run's step to its channel, one ``apply_bank`` per driver that overrides it
+    (one ``apply`` per channel elsewhere, each under its own timeout); the error of each row
+    whose channel refused."""
+    banks: dict[int, list[tuple[Run, Step]]] = {}
+    for run, step in steps:
+        banks.setdefault(id(run.request.channel.driver), []).append((run, step))
+    refused: dict[int, DeviceError] = {}
+    for bank in banks.values():
+        channel = bank[0][0].request.channel
+        driver = channel.driver
+        if type(driver).apply_bank is not ChannelDriver.apply_bank:
+            try:
+                await call_with_timeout(
+                    driver.apply_bank([(run.request.channel.local, step) for run, step in bank]),
+                    st.device_timeout_s, channel.driver_name, "apply")
+                continue
+            except DeviceTimeout as err:  # asking each channel again would wait as long
+                refused.update((run.row, err) for run, _ in bank)
+                continue
+            except DeviceError:
+                pass  # one channel refused: find out which, one at a time
+        for run, step in bank:
+            try:
+                await call_with_timeout(driver.apply(run.request.channel.local, step),
+                                        st.device_timeout_s, channel.driver_name, "apply")
+            except DeviceError as err:
+                refused[run.row] = err
+    return refused
+
+
+def entered(st: RunState, run: Run, spec: StepSpec, t: float) -> None:
+    """Set ``run``'s row up for the step ``spec`` its channel now holds."""
+    row = run.row
+    step, conditions = run.steps[run.cursor.pc]
     st.conditions.set(row, conditions, run.signals.columns)
     st.waits.pop(row, None)
     st.external.pop(row, None)
@@ -114,7 +185,6 @@ async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
     st.step_index[row] = run.cursor.step_index
     st.plan_line[row] = spec.line
     run.step_text = spec.text
-    return True
 
 
 async def continue_test(st: RunState, run: Run, resume: Resume, t: float) -> None:

@@ -150,6 +150,35 @@ class SimChannels(ChannelDriver):
         self._profile_t0[c] = clock.now()
         self._follow_profiles(np.full(self.settings.count, clock.now()), clock.now(), c)
 
+    async def apply_bank(self, steps: Sequence[tuple[int, Step]]) -> None:
+        """Apply many channels' steps as one array update per distinct step (a thousand
+        channels starting one plan share their first step); all are checked before any
+        changes. Profile steps go one channel at a time."""
+        now = self._clock.get().now()
+        checked: set[int] = set()
+        by_step: dict[int, tuple[Step, list[int]]] = {}
+        for channel, step in steps:
+            c = self._check_channel(channel)
+            if id(step) not in checked:  # a step's range check holds for the whole bank
+                self._check_step(c, step)
+                checked.add(id(step))
+            by_step.setdefault(id(step), (step, []))[1].append(c)
+        for step, channels in by_step.values():
+            if step.profile is not None:
+                for c in channels:
+                    await self.apply(c, step)
+                continue
+            self._catch_up_many(channels, now)
+            for c in self._profile_of.keys() & set(channels):
+                self._leave_profile(c)
+            sp, index = self._setpoints, np.array(channels, dtype=np.int64)
+            current = self._range.current_max_a if step.current_a is None else step.current_a
+            sp.current_a[index] = current
+            sp.voltage_v[index] = step.voltage_v or 0.0
+            sp.power_w[index] = step.power_w or 0.0
+            sp.resistance_ohm[index] = step.resistance_ohm if step.mode is StepMode.CR else 1.0
+            sp.mode[index] = _MODES[step.mode]
+
     async def output_off(self, channel: int) -> None:
         await self.apply(channel, REST)
 
@@ -223,6 +252,23 @@ class SimChannels(ChannelDriver):
                 self._follow_profiles(np.full(self.settings.count, t), now, c)
             self.cells.advance(now - t, self._setpoints, self._range, slice(c, c + 1))
             self._ahead[c] = now
+
+    def _catch_up_many(self, channels: Sequence[int], now: float) -> None:
+        """:meth:`_catch_up` each of ``channels``; those at the bank's time in runs of
+        neighbours, one slice each."""
+        alone = [c for c in channels if c in self._ahead or c in self._profile_of]
+        for c in alone:
+            self._catch_up(c, now)
+        if now <= self._t:
+            return
+        together = np.unique(np.setdiff1d(np.asarray(channels, dtype=np.int64), alone))
+        breaks = np.flatnonzero(np.diff(together) != 1) + 1
+        for run in np.split(together, breaks):
+            if len(run):
+                first, last = int(run[0]), int(run[-1])
+                self.cells.advance(now - self._t, self._setpoints, self._range,
+                                   slice(first, last + 1))
+        self._ahead.update(dict.fromkeys(together.tolist(), now))
 
     def _check_channel(self, channel: int) -> int:
         c = operator.index(channel)
