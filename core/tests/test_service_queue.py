@@ -114,6 +114,25 @@ def test_concurrent_queue_writers_start_every_entry_once(
     assert sorted(t.id for t in db.tests()) == sorted(test_ids)  # type: ignore[type-var]
 
 
+def test_queued_tests_picked_up_together_start_at_one_tick(
+        db: Database, serve_until: Callable[..., None], shared_plan: Callable[[str], str]) -> None:
+    channels = 100
+    queue = TestQueue(db)
+    ids = [queue.add(channel, shared_plan("short")) for channel in range(1, channels + 1)]
+    serve_until(make_service(db, channels=channels))
+    entries = [queue.entry(entry_id) for entry_id in ids]
+    assert all(e is not None and e.status is QueueStatus.FINISHED for e in entries)
+    test_ids = [e.test_id for e in entries if e is not None and e.test_id is not None]
+    assert len(set(test_ids)) == channels
+    # Claimed in one transaction and started at one tick: one start time, and every first
+    # sample one sample period later, on the station's virtual clock.
+    starts = {t.start_unix_s for t in db.tests()}
+    assert len(starts) == 1
+    first_samples = {float(db.samples(test_id, ["unix_time_s"])["unix_time_s"][0])
+                     for test_id in test_ids}
+    assert first_samples == {starts.pop() + 10.0}
+
+
 @pytest.mark.server
 def test_postgres_notification_wakes_the_station(
         postgres_url: str, serve_until: Callable[..., None],

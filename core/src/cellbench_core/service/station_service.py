@@ -158,9 +158,10 @@ class StationService:
 
     async def _pick_up(self) -> None:
         """Start the oldest queued entry of every free channel: all of them at the next tick
-        (each waiting for a tick of its own would take a sample period per test)."""
+        (each waiting for a tick of its own would take a sample period per test), claimed in
+        one transaction and recorded as started in another."""
         entries = await asyncio.to_thread(self.queue.entries, [QueueStatus.QUEUED])
-        starting: list[tuple[QueueEntry, asyncio.Future[int]]] = []
+        wanted: dict[int, QueueEntry] = {}  # the oldest entry of each free channel
         for entry in entries:
             if entry.problem is not None:  # a row no station can run: say why, once
                 now = self.clock.unix(self.clock.now())
@@ -169,29 +170,50 @@ class StationService:
                     await asyncio.to_thread(self.queue.end, entry.id, QueueStatus.FAILED, now,
                                             entry.problem)
                 continue
-            if self._stopping or entry.channel in self._busy or (
+            if self._stopping or entry.channel in self._busy or entry.channel in wanted or (
                     self.runner.state(entry.channel) is not ChannelState.IDLE):
                 continue  # its channel runs a queued test, or one an interface started
-            if not await asyncio.to_thread(self.queue.claim, entry.id,
-                                           self.clock.unix(self.clock.now())):
-                continue  # cancelled or claimed elsewhere meanwhile
+            wanted[entry.channel] = entry
+        if not wanted:
+            return
+        claimed = set(await asyncio.to_thread(
+            self.queue.claim_many, [e.id for e in wanted.values()],
+            self.clock.unix(self.clock.now())))  # those left out were cancelled or taken
+        picked = [entry for entry in wanted.values() if entry.id in claimed]
+        for entry in picked:
             self._busy[entry.channel] = entry.id
-            try:
-                request = await asyncio.to_thread(self._request, entry)
-            except (PlanError, RunError, StorageError) as err:
-                await self._refuse(entry, err)
-                continue
-            starting.append((entry, self.runner.add(request)))
+        requests = await asyncio.to_thread(self._requests, picked)
+        starting: list[tuple[QueueEntry, asyncio.Future[int]]] = []
+        for entry, request in zip(picked, requests, strict=True):
+            if isinstance(request, TestRequest):
+                starting.append((entry, self.runner.add(request)))
+            else:
+                await self._refuse(entry, request)
         if not starting:
             return
         results = await asyncio.gather(*(f for _, f in starting), return_exceptions=True)
+        started: list[tuple[QueueEntry, int]] = []
         for (entry, _), result in zip(starting, results, strict=True):
             if isinstance(result, BaseException):
                 await self._refuse(entry, result)
-                continue
-            await asyncio.to_thread(self.queue.started, entry.id, result)
-            log.info("queue entry %d: test %d started on channel %d", entry.id, result,
+            else:
+                started.append((entry, result))
+        await asyncio.to_thread(self.queue.started_many,
+                                [(entry.id, test_id) for entry, test_id in started])
+        for entry, test_id in started:
+            log.info("queue entry %d: test %d started on channel %d", entry.id, test_id,
                      entry.channel)
+
+    def _requests(self, entries: list[QueueEntry]
+                  ) -> list[TestRequest | PlanError | RunError | StorageError]:
+        """The test each entry asks for, or the error that says what is wrong with it."""
+        requests: list[TestRequest | PlanError | RunError | StorageError] = []
+        for entry in entries:
+            try:
+                requests.append(self._request(entry))
+            except (PlanError, RunError, StorageError) as err:
+                requests.append(err)
+        return requests
 
     async def _refuse(self, entry: QueueEntry, err: BaseException) -> None:
         """Mark a claimed entry failed: its test could not start."""

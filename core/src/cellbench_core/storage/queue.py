@@ -7,7 +7,7 @@ conditional update, so that two stations (or two loops of one) never start the s
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -118,9 +118,21 @@ class TestQueue:
         return self._move(entry_id, QueueStatus.QUEUED, status=QueueStatus.RUNNING.value,
                           started_unix_s=unix_time_s)
 
+    def claim_many(self, entry_ids: Sequence[int], unix_time_s: float) -> list[int]:
+        """:meth:`claim` each row, all in one transaction (a station picking up a thousand
+        rows commits once); the ids claimed, in the order given."""
+        return [entry_id for entry_id, moved in zip(entry_ids, self._move_many(
+            [(entry_id, {"status": QueueStatus.RUNNING.value, "started_unix_s": unix_time_s})
+             for entry_id in entry_ids], QueueStatus.QUEUED), strict=True) if moved]
+
     def started(self, entry_id: int, test_id: int) -> None:
         """Record the test a running row started."""
         self._move(entry_id, QueueStatus.RUNNING, test_id=test_id)
+
+    def started_many(self, started: Sequence[tuple[int, int]]) -> None:
+        """:meth:`started` for each ``(entry_id, test_id)``, in one transaction."""
+        self._move_many([(entry_id, {"test_id": test_id}) for entry_id, test_id in started],
+                        QueueStatus.RUNNING)
 
     def end(self, entry_id: int, status: QueueStatus, unix_time_s: float,
             error: str | None = None) -> None:
@@ -132,13 +144,17 @@ class TestQueue:
                    finished_unix_s=unix_time_s, error=error)
 
     def _move(self, entry_id: int, current: QueueStatus, **values: object) -> bool:
-        # One conditional UPDATE: the database serialises concurrent writers on the row, and
-        # exactly one of them sees it in ``current``.
+        return self._move_many([(entry_id, values)], current)[0]
+
+    def _move_many(self, moves: Sequence[tuple[int, dict[str, object]]],
+                   current: QueueStatus) -> list[bool]:
+        # One conditional UPDATE per row: the database serialises concurrent writers on the
+        # row, and exactly one of them sees it in ``current``. One transaction for them all.
         table = schema.test_queue
-        update = (sa.update(table).where(table.c.id == entry_id, table.c.status == current.value)
-                  .values(**values))
         with self.db.engine.begin() as connection:
-            return connection.execute(update).rowcount == 1
+            return [connection.execute(
+                sa.update(table).where(table.c.id == entry_id, table.c.status == current.value)
+                .values(**values)).rowcount == 1 for entry_id, values in moves]
 
 
 def _entry(row: sa.RowMapping) -> QueueEntry:
