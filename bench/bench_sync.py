@@ -6,9 +6,14 @@ a backlog drains compared with the live data rate.
    runs beside it (``run_sync``, 0.1 s interval). The lag of a batch is the age of its oldest
    sample when the batch has committed centrally (the largest lag in the batch); p50/p95 are over
    batches.
-2. Backlog: ``--backlog-minutes`` of data at the same rate are written while nothing syncs, then a
-   fresh target drains them; the drain rate is compared with the live rate and the time to drain
-   one hour is extrapolated.
+2. Ceiling: ready-made sample rows of the same tests (as many as the backlog, at most 2
+   million) copied into the central ``samples`` table with psycopg's binary ``COPY``, 200,000
+   rows per commit: what the central server takes at most, measured in the same run.
+3. Catch-up: ``--backlog-minutes`` of data at the same rate are written while nothing syncs;
+   then the producer goes on live at the rate while a fresh target drains the backlog (live
+   first, backlog behind). The drain rate (samples moved until the target has caught up, over
+   the time it took) is compared with the ceiling and the live rate; the live lag is the age
+   of the oldest live row of each round when it committed (p50/p95 over rounds).
 
     .venv/bin/python bench/bench_sync.py [--channels 1000] [--rate 10] [--seconds 20]
         [--backlog-minutes 5] [--central URL]
@@ -34,7 +39,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from cellbench_core.storage import Database, SampleRows, SampleWriter, TestStart, open_database
+from cellbench_core.storage.pgcopy import copy_rows
 from cellbench_core.synctargets import SyncReport, run_sync
+from cellbench_sync_sql import central
 from cellbench_sync_sql.settings import CentralSqlSettings
 from cellbench_sync_sql.target import CentralSqlTarget
 
@@ -111,27 +118,126 @@ def live(db: Database, url: str, test_ids: np.ndarray, rate: float, seconds: flo
     return seq
 
 
-def backlog(db: Database, url: str, test_ids: np.ndarray, rate: float, minutes: float,
-            first_seq: int) -> None:
-    """Write a backlog with nothing syncing, then time draining it."""
+class Producer:
+    """Submits one row per channel every 1/rate s on its own thread until stopped."""
+
+    def __init__(self, db: Database, test_ids: np.ndarray, rate: float, first_seq: int) -> None:
+        self.seq = first_seq
+        self._writer = SampleWriter(db)
+        self._stop = threading.Event()
+        self._args = (test_ids, rate)
+        self._thread = threading.Thread(target=self._run, name="producer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        test_ids, rate = self._args
+        rng = np.random.default_rng(3)
+        began, first = time.monotonic(), self.seq
+        while not self._stop.is_set():
+            self.seq += 1
+            self._writer.submit(tick(test_ids, self.seq, time.time(), rng))
+            self._stop.wait(max(0.0, began + (self.seq - first) / rate - time.monotonic()))
+
+    def stop(self) -> int:
+        """Stop; the last seq submitted (every row committed)."""
+        self._stop.set()
+        self._thread.join()
+        self._writer.close()
+        return self.seq
+
+
+def ceiling(url: str, test_ids: np.ndarray, rows: int) -> float:
+    """Rows per second of binary COPY of ready-made sample rows into the central table."""
+    ticks = max(1, rows // len(test_ids))
+    rng = np.random.default_rng(4)
+    seq = np.repeat(np.arange(1, ticks + 1), len(test_ids))
+    t = seq.astype(float)
+    n = len(seq)
+    data = list(zip(["ceiling"] * n, np.tile(test_ids, ticks).tolist(), seq.tolist(),
+                    t.tolist(), (1.7e9 + t).tolist(), t.tolist(), (3 + rng.random(n)).tolist(),
+                    (rng.random(n) - 0.5).tolist(), rng.random(n).tolist(),
+                    (25 + rng.random(n)).tolist(), [0] * n, [1] * n, [1] * n,
+                    rng.random(n).tolist(), rng.random(n).tolist(), strict=True))
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            central.ensure_schema(connection)
+        began = time.monotonic()
+        for start in range(0, n, 200_000):
+            with engine.begin() as connection:
+                cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                copy_rows(cursor, connection.dialect, central.samples, data[start:start + 200_000])
+        took = time.monotonic() - began
+        with engine.begin() as connection:
+            connection.execute(sa.delete(central.samples)
+                               .where(central.samples.c.origin == "ceiling"))
+    finally:
+        engine.dispose()
+    return n / took
+
+
+def catch_up(db: Database, url: str, test_ids: np.ndarray, rate: float, minutes: float,
+             first_seq: int) -> None:
+    """Write a backlog with nothing syncing, then drain it while live data goes on."""
     ticks = int(minutes * 60 * rate)
     writer = SampleWriter(db)
     rng = np.random.default_rng(2)
     began = time.monotonic()
-    for seq in range(first_seq + 1, first_seq + ticks + 1):
-        writer.submit(tick(test_ids, seq, time.time(), rng))
+    # A day offline, compressed: the backlog's rows carry the times they would have had.
+    start_unix = time.time() - ticks / rate
+    for n, seq in enumerate(range(first_seq + 1, first_seq + ticks + 1)):
+        writer.submit(tick(test_ids, seq, start_unix + n / rate, rng))
     writer.close()
     rows = ticks * len(test_ids)
     print(f"backlog: {minutes:g} min of data, {rows:,} samples, written locally in "
           f"{time.monotonic() - began:.1f} s")
+    top = ceiling(url, test_ids, min(rows, 2_000_000))
+    print(f"  ceiling: binary COPY of ready-made rows into the central samples table: "
+          f"{top:,.0f} samples/s")
+    reports: list[tuple[float, SyncReport]] = []
+    drained = threading.Event()
+
+    def on_report(result: SyncReport) -> None:
+        reports.append((time.monotonic(), result))
+        if result.caught_up:
+            drained.set()
+
+    producer = Producer(db, test_ids, rate, first_seq + ticks)
     target = CentralSqlTarget(CentralSqlSettings(url=url, station="bench"))
+    stop = threading.Event()
+    syncer = threading.Thread(target=run_sync, args=(target, db), kwargs={
+        "name": "central", "interval_s": 0.1, "stop": stop, "on_report": on_report})
     began = time.monotonic()
-    run_sync(target, db, name="central", once=True)
+    syncer.start()
+    drained.wait()
     took = time.monotonic() - began
+    time.sleep(3.0)  # live alone for a moment after the catch-up
+    last_seq = producer.stop()
+    stopped = time.monotonic()
+    while not any(at > stopped and r.caught_up for at, r in reports[-5:]):
+        time.sleep(0.05)  # until the target holds the last live rows too
+    stop.set()
+    syncer.join()
+    moved = sum(r.samples for at, r in reports if at - began <= took)
+    live_lags = np.array([r.live_age_s for at, r in reports if at - began <= took
+                          and r.live_age_s > 0])
     live_rate = len(test_ids) * rate
-    print(f"  drained in {took:.1f} s: {rows / took:,.0f} samples/s = "
-          f"{rows / took / live_rate:.1f}x the live rate ({live_rate:,.0f}/s); "
+    print(f"  drained with live data going on: {moved:,} samples in {took:.1f} s = "
+          f"{moved / took:,.0f} samples/s = {moved / took / top:.0%} of the ceiling, "
+          f"{moved / took / live_rate:.1f}x the live rate ({live_rate:,.0f}/s); "
           f"one hour would drain in {took * 60 / minutes / 60:.1f} min")
+    if len(live_lags):
+        print(f"  live lag during the drain (oldest live row of each of {len(live_lags)} "
+              f"rounds): p50 {np.percentile(live_lags, 50):.2f} s, "
+              f"p95 {np.percentile(live_lags, 95):.2f} s, max {live_lags.max():.2f} s")
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            held = connection.execute(sa.select(sa.func.count()).select_from(central.samples)
+                                      .where(central.samples.c.origin == "bench")).scalar()
+    finally:
+        engine.dispose()
+    print(f"  central holds {held:,} samples of the station's {len(test_ids) * last_seq:,}")
 
 
 def main() -> None:
@@ -149,7 +255,7 @@ def main() -> None:
                   else contextmanager(lambda: iter([args.central]))()) as url:
                 test_ids = start_tests(db, args.channels)
                 seq = live(db, url, test_ids, args.rate, args.seconds)
-                backlog(db, url, test_ids, args.rate, args.backlog_minutes, seq)
+                catch_up(db, url, test_ids, args.rate, args.backlog_minutes, seq)
         finally:
             db.close()
 

@@ -17,6 +17,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,6 +86,8 @@ class Changes:
     oldest_unix_s: float | None = None
     positions: dict[int, TestPosition] = field(default_factory=dict)
     done: set[int] = field(default_factory=set)
+    #: Tests found behind here, and the last seq each had then: live rows start after it.
+    live_from: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self.tables().values())
@@ -99,13 +102,16 @@ class Changes:
 @dataclass(frozen=True, slots=True)
 class SyncReport:
     """What one :meth:`SyncTarget.sync_once` did: ``rows`` written (of them ``samples``),
-    ``caught_up`` when the target then held everything committed locally when it read, and
-    ``backlog_age_s``, how old the oldest sample it moved was (0 when it moved none)."""
+    ``caught_up`` when the target then held everything committed locally when it read,
+    ``backlog_age_s``, how old the oldest sample it moved was (0 when it moved none), and
+    ``live_age_s``, how old the oldest of the live rows it sent ahead of a backlog was when
+    they were committed (0 when it sent none: see :meth:`ChangeFeed.read_live`)."""
 
     rows: int
     samples: int
     caught_up: bool
     backlog_age_s: float
+    live_age_s: float = 0.0
 
 
 class SyncTarget(ABC):
@@ -136,31 +142,76 @@ class ChangeFeed:
     Start it with the positions the target holds; after the target committed a :meth:`read`'s
     changes, :meth:`advance` past them. At most about ``max_rows`` samples are read at a time
     (shared among the running tests) so that a large backlog moves in bounded transactions.
+
+    A test whose backlog one read could not take whole is *behind*. :meth:`read_live` reads
+    the samples such tests committed since (live first, backlog behind): the target writes
+    them ahead of the backlog, by natural key, and :meth:`advance_live` moves past them. The
+    positions (what the target holds of each test from its first sample on, unbroken) move
+    only with :meth:`read`: the backlog delivers the live rows once more when it gets there,
+    replacing them, and a target that restarts finds its positions as before.
     """
 
     def __init__(self, positions: Positions, max_rows: int = 200_000) -> None:
-        if max_rows < 1:
-            raise ValueError(f"max_rows must be at least 1, not {max_rows}")
-        self._max_rows = max_rows
+        self._max_rows = 1
+        self.max_rows = max_rows
         self._positions = dict(positions.tests)
         self._event_id = positions.event_id
         self._recent_events: set[int] = set()  # delivered ids within the look-back window
         self._active: set[int] | None = None  # tests not yet wholly held; None before the 1st read
         self._max_test_id = 0
         self._sent: dict[tuple[str, int], Row] = {}  # last delivered battery/channel/test rows
+        self._live: dict[int, int] = {}  # tests behind: the last seq read live
+
+    @property
+    def max_rows(self) -> int:
+        """Samples per :meth:`read` at most; a target may change it between reads."""
+        return self._max_rows
+
+    @max_rows.setter
+    def max_rows(self, rows: int) -> None:
+        if rows < 1:
+            raise ValueError(f"max_rows must be at least 1, not {rows}")
+        self._max_rows = rows
 
     def read(self, local: Database) -> Changes:
         """The committed rows the target lacks, all read in one snapshot of ``local``."""
-        with local.engine.connect() as connection:
-            if connection.dialect.name == "sqlite":
-                # pysqlite starts no transaction for SELECT: begin one for a single snapshot.
-                connection.exec_driver_sql("BEGIN")
-            else:
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with _snapshot(local) as connection:
+            return self._read(connection)
+
+    def read_live(self, local: Database) -> Changes:
+        """The samples (and their aux values) that the tests behind committed since the last
+        :meth:`read_live` (the newest ``max_rows`` of them, shared among those tests), with
+        their ranges; nothing else, and no positions. Empty while no test is behind."""
+        changes = Changes()
+        if not self._live:
+            return changes
+        limit = max(1, self._max_rows // len(self._live))
+        with _snapshot(local) as connection:
+            queries = _TestQueries(connection)
             try:
-                return self._read(connection)
+                for test_id, after in sorted(self._live.items()):
+                    after = max(after, self._positions.get(test_id, TestPosition()).seq)
+                    rows = queries.run("newest", test_id=test_id, after=after, limit=limit)
+                    if not rows:
+                        continue
+                    rows.reverse()
+                    first, last = int(rows[0][1]), int(rows[-1][1])
+                    changes.samples.extend(rows)
+                    changes.sample_ranges[test_id] = (first, last)
+                    changes.sample_aux.extend(queries.run(
+                        "sample_aux", test_id=test_id, after=first - 1, last=last))
+                    oldest = float(rows[0][3])
+                    if changes.oldest_unix_s is None or oldest < changes.oldest_unix_s:
+                        changes.oldest_unix_s = oldest
             finally:
-                connection.rollback()
+                queries.close()
+        return changes
+
+    def advance_live(self, changes: Changes) -> None:
+        """Move past the live rows of a :meth:`read_live`: the target has committed them."""
+        for test_id, (_, last) in changes.sample_ranges.items():
+            if test_id in self._live:
+                self._live[test_id] = max(self._live[test_id], last)
 
     def advance(self, changes: Changes) -> None:
         """Move past ``changes``: the target has committed them."""
@@ -169,7 +220,13 @@ class ChangeFeed:
             for row in changes.tables()[name]:
                 self._sent[name, int(row[0])] = row
         self._positions.update(changes.positions)
+        for test_id, last_seq in changes.live_from.items():
+            self._live.setdefault(test_id, last_seq)
+        for test_id, held in changes.positions.items():
+            if test_id in self._live and held.seq >= self._live[test_id]:
+                del self._live[test_id]  # the backlog has reached the live rows
         for test_id in changes.done:
+            self._live.pop(test_id, None)
             self._active.discard(test_id)
             self._sent.pop(("tests", test_id), None)
         for row in changes.events:
@@ -252,6 +309,9 @@ class ChangeFeed:
             changes.step_ranges[test_id] = (int(step_rows[0][1]), step_no)
         all_read = len(rows) < limit
         changes.complete = changes.complete and all_read
+        if not all_read and test_id not in self._live:
+            [(last_seq,)] = queries.run("last_seq", test_id=test_id)
+            changes.live_from[test_id] = int(last_seq)
         final = status != TestStatus.RUNNING.value
         changes.positions[test_id] = TestPosition(seq, step_no, final)
         if final and all_read:
@@ -273,6 +333,9 @@ _TEST_QUERIES: dict[str, sa.Select[Any]] = {
     "samples": sa.select(_SAMPLES)
     .where(_SAMPLES.c.test_id == sa.bindparam("test_id"), _SAMPLES.c.seq > sa.bindparam("after"))
     .order_by(_SAMPLES.c.seq).limit(sa.bindparam("limit")),
+    "newest": sa.select(_SAMPLES)
+    .where(_SAMPLES.c.test_id == sa.bindparam("test_id"), _SAMPLES.c.seq > sa.bindparam("after"))
+    .order_by(_SAMPLES.c.seq.desc()).limit(sa.bindparam("limit")),
     "sample_aux": sa.select(_AUX)
     .where(_AUX.c.test_id == sa.bindparam("test_id"), _AUX.c.seq > sa.bindparam("after"),
            _AUX.c.seq <= sa.bindparam("last"))
@@ -286,6 +349,21 @@ _TEST_QUERIES: dict[str, sa.Select[Any]] = {
     "last_step": sa.select(sa.func.max(_STEPS.c.step_no))
     .where(_STEPS.c.test_id == sa.bindparam("test_id")),
 }
+
+
+@contextmanager
+def _snapshot(local: Database) -> Iterator[Connection]:
+    """A connection to ``local`` that reads one snapshot, rolled back afterwards."""
+    with local.engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # pysqlite starts no transaction for SELECT: begin one for a single snapshot.
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        try:
+            yield connection
+        finally:
+            connection.rollback()
 
 
 class _TestQueries:

@@ -80,6 +80,32 @@ def test_central_equals_local_in_small_batches_and_after_redelivery(
     equal(digest, bench, central_url)
 
 
+def test_a_station_catching_up_sends_live_rows_first_and_every_row_once(
+        bench: Any, central_url: str, digest: Any) -> None:
+    tests = bench.start(3)
+    bench.write(tests, 400)  # the backlog of a station that was offline
+    target = CentralSqlTarget(CentralSqlSettings(url=central_url, station=STATION, max_rows=150))
+    target.open()
+    try:
+        assert not target.sync_once(bench.db).caught_up  # 50 of each test's 400
+        bench.write(tests, 5)  # measured meanwhile: live
+        assert target.sync_once(bench.db).live_age_s > 0
+        engine = sa.create_engine(central_url)
+        samples = central.samples
+        with engine.connect() as connection:
+            held = connection.execute(
+                sa.select(samples.c.test_id, sa.func.max(samples.c.seq), sa.func.count())
+                .where(samples.c.origin == STATION).group_by(samples.c.test_id)
+                .order_by(samples.c.test_id)).all()
+        engine.dispose()
+        # The live rows are there ahead of the backlog, which has come to 100 of 400.
+        assert [tuple(row) for row in held] == [(test_id, 405, 105) for test_id in tests]
+    finally:
+        target.close()  # as if the station stopped here: the next target starts afresh
+    sync(bench, central_url, max_rows=150)
+    equal(digest, bench, central_url)
+
+
 def test_comparison_catches_a_lost_batch(bench: Any, central_url: str, digest: Any) -> None:
     tests = bench.start(2)
     bench.write(tests, 100)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +27,13 @@ from cellbench_sdk.sync import (
 from cellbench_sync_sql import central
 from cellbench_sync_sql.settings import CentralSqlSettings
 
+#: How long one backlog batch should take to write: the live rows of a station catching up
+#: wait for the batch in hand, so its size follows the central database's measured rate.
+BATCH_S = 0.5
+#: The fewest samples a backlog batch shrinks to (below, per-test queries would dominate),
+#: and the size of the first.
+MIN_BATCH_ROWS = 20_000
+
 
 class CentralSqlTarget(SyncTarget):
     """Copies a station database into a central one, keyed by the station's name.
@@ -33,6 +42,11 @@ class CentralSqlTarget(SyncTarget):
     ``sync_tests`` and ``sync_stations`` tables), so the central side alone knows where to go on.
     Rows are written by natural key, replacing any copy already there: a batch delivered twice
     leaves the same rows as one delivered once.
+
+    A station catching up sends live first, backlog behind: every round first commits what its
+    tests measured since the last round (:meth:`ChangeFeed.read_live`), then one backlog batch,
+    sized to about :data:`BATCH_S` of the central database's rate (at most ``max_rows``), while
+    the next batch is read from the station database beside it.
     """
 
     def __init__(self, settings: CentralSqlSettings) -> None:
@@ -40,6 +54,8 @@ class CentralSqlTarget(SyncTarget):
         self._engine: Engine | None = None
         self._feed: ChangeFeed | None = None
         self._event_id = 0
+        self._reader: ThreadPoolExecutor | None = None
+        self._ahead: Future[Changes] | None = None  # the next backlog batch, being read
 
     def open(self) -> None:
         """Connect, create the central tables if needed and read this station's positions."""
@@ -65,7 +81,9 @@ class CentralSqlTarget(SyncTarget):
             raise
         self._engine = engine
         self._event_id = positions.event_id
-        self._feed = ChangeFeed(positions, self.settings.max_rows)
+        # The first batch is small: the central database's rate sizes the next ones.
+        self._feed = ChangeFeed(positions, min(self.settings.max_rows, MIN_BATCH_ROWS))
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="central-sql read-ahead")
 
     def _positions(self, connection: Connection) -> Positions:
         station = self.settings.station
@@ -80,22 +98,46 @@ class CentralSqlTarget(SyncTarget):
         return Positions(tests, int(event_id or 0))
 
     def sync_once(self, local: Database) -> SyncReport:
-        """Copy one batch of what the central database lacks, in one central transaction."""
-        if self._engine is None or self._feed is None:
+        """Copy what the tests behind measured since the last call, then one batch of what
+        the central database lacks, each in one central transaction."""
+        engine, feed, reader = self._engine, self._feed, self._reader
+        if engine is None or feed is None or reader is None:
             raise RuntimeError("central-sql: sync_once() before open()")
-        changes = self._feed.read(local)
+        live = feed.read_live(local)
+        live_age_s = 0.0
+        if len(live):
+            with engine.begin() as connection:
+                write_changes(live, _CentralRows(connection, self.settings.station))
+            feed.advance_live(live)
+            assert live.oldest_unix_s is not None
+            live_age_s = max(0.0, time.time() - live.oldest_unix_s)
+        ahead, self._ahead = self._ahead, None
+        changes = feed.read(local) if ahead is None else ahead.result()
+        # Moved on before the write, so that the next batch is read while this one is written:
+        # a write that fails leaves the target to be closed, and open() starts again from the
+        # positions the central database holds.
+        feed.advance(changes)
+        if not changes.complete:
+            self._ahead = reader.submit(feed.read, local)
+        began = time.monotonic()
         if len(changes):
-            with self._engine.begin() as connection:
-                event_id = self._write(connection, changes)
-            self._event_id = event_id
-        self._feed.advance(changes)
-        return report(changes)
+            with engine.begin() as connection:
+                self._event_id = self._write(connection, changes)
+        took = time.monotonic() - began
+        if not changes.complete and took > 0:  # a full batch: size the next by its rate
+            feed.max_rows = min(self.settings.max_rows, max(
+                MIN_BATCH_ROWS, int(len(changes.samples) / took * BATCH_S)))
+        if self._ahead is not None:
+            wait([self._ahead])  # the next read may not run beside the next live read
+        return replace(report(changes), live_age_s=live_age_s)
 
     def close(self) -> None:
         """Close the central connections."""
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)  # a read-ahead ends on its own
         if self._engine is not None:
             self._engine.dispose()
-        self._engine = self._feed = None
+        self._engine = self._feed = self._reader = self._ahead = None
 
     def _write(self, connection: Connection, changes: Changes) -> int:
         """Write ``changes`` and the new positions; return the new event position."""
