@@ -30,9 +30,10 @@ from cellbench_sync_sql.settings import CentralSqlSettings
 #: How long one backlog batch should take to write: the live rows of a station catching up
 #: wait for the batch in hand, so its size follows the central database's measured rate.
 BATCH_S = 0.5
-#: The fewest samples a backlog batch shrinks to (below, per-test queries would dominate),
-#: and the size of the first.
+#: The fewest samples a backlog batch shrinks to, and the size of the first; and the fewest
+#: per test in it (below, each test's queries would cost more than its rows).
 MIN_BATCH_ROWS = 20_000
+MIN_TEST_ROWS = 100
 
 
 class CentralSqlTarget(SyncTarget):
@@ -125,8 +126,9 @@ class CentralSqlTarget(SyncTarget):
                 self._event_id = self._write(connection, changes)
         took = time.monotonic() - began
         if not changes.complete and took > 0:  # a full batch: size the next by its rate
+            fewest = max(MIN_BATCH_ROWS, MIN_TEST_ROWS * len(changes.sample_ranges))
             feed.max_rows = min(self.settings.max_rows, max(
-                MIN_BATCH_ROWS, int(len(changes.samples) / took * BATCH_S)))
+                fewest, int(len(changes.samples) / took * BATCH_S)))
         if self._ahead is not None:
             wait([self._ahead])  # the next read may not run beside the next live read
         return replace(report(changes), live_age_s=live_age_s)
@@ -169,6 +171,17 @@ class _CentralRows:
 
     def delete_ranges(self, table: str, key: str, ranges: list[tuple[int, int, int]]) -> None:
         columns = central.TABLES[table].c
+        if self._connection.dialect.name == "postgresql":
+            # One statement for every test's range (a thousand tests catching up would be a
+            # thousand statements per table and batch otherwise).
+            quote = self._connection.dialect.identifier_preparer.quote
+            tests, firsts, lasts = (list(column) for column in zip(*ranges, strict=True))
+            self._connection.execute(sa.text(
+                f"DELETE FROM {quote(table)} USING unnest(:t, :lo, :hi) AS r(t, lo, hi) "
+                f"WHERE {quote(table)}.origin = :origin AND {quote(table)}.test_id = r.t "
+                f"AND {quote(table)}.{quote(key)} BETWEEN r.lo AND r.hi"),
+                {"origin": self._station, "t": tests, "lo": firsts, "hi": lasts})
+            return
         delete = sa.delete(central.TABLES[table]).where(
             columns.origin == self._station, columns.test_id == sa.bindparam("t"),
             columns[key].between(sa.bindparam("lo"), sa.bindparam("hi")))
