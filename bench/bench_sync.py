@@ -213,9 +213,10 @@ def catch_up(db: Database, url: str, test_ids: np.ndarray, rate: float, minutes:
     took = time.monotonic() - began
     time.sleep(3.0)  # live alone for a moment after the catch-up
     last_seq = producer.stop()
-    stopped = time.monotonic()
-    while not any(at > stopped and r.caught_up for at, r in reports[-5:]):
-        time.sleep(0.05)  # until the target holds the last live rows too
+    stopped, seen = time.monotonic(), len(reports)
+    # Until the target holds the last live rows too: caught up in a round begun after the stop.
+    while sum(at > stopped and r.caught_up for at, r in reports[seen:]) < 2:
+        time.sleep(0.05)
     stop.set()
     syncer.join()
     moved = sum(r.samples for at, r in reports if at - began <= took)

@@ -33,7 +33,7 @@ BATCH_S = 0.5
 #: The fewest samples a backlog batch shrinks to, and the size of the first; and the fewest
 #: per test in it (below, each test's queries would cost more than its rows).
 MIN_BATCH_ROWS = 20_000
-MIN_TEST_ROWS = 100
+MIN_TEST_ROWS = 50
 
 
 class CentralSqlTarget(SyncTarget):
