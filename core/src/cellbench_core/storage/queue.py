@@ -121,9 +121,23 @@ class TestQueue:
     def claim_many(self, entry_ids: Sequence[int], unix_time_s: float) -> list[int]:
         """:meth:`claim` each row, all in one transaction (a station picking up a thousand
         rows commits once); the ids claimed, in the order given."""
-        return [entry_id for entry_id, moved in zip(entry_ids, self._move_many(
-            [(entry_id, {"status": QueueStatus.RUNNING.value, "started_unix_s": unix_time_s})
-             for entry_id in entry_ids], QueueStatus.QUEUED), strict=True) if moved]
+        table = schema.test_queue
+        values = {"status": QueueStatus.RUNNING.value, "started_unix_s": unix_time_s}
+        with self.db.engine.begin() as connection:
+            if not connection.dialect.update_returning:  # MariaDB: one UPDATE per row
+                moved = [entry_id for entry_id in entry_ids if connection.execute(
+                    sa.update(table).where(table.c.id == entry_id,
+                                           table.c.status == QueueStatus.QUEUED.value)
+                    .values(**values)).rowcount == 1]
+                return moved
+            claimed: set[int] = set()
+            for start in range(0, len(entry_ids), _IN_LIST_IDS):
+                # The same conditional UPDATE, for many rows: each row moves once, whoever asks.
+                claimed.update(connection.execute(
+                    sa.update(table).where(table.c.id.in_(entry_ids[start:start + _IN_LIST_IDS]),
+                                           table.c.status == QueueStatus.QUEUED.value)
+                    .values(**values).returning(table.c.id)).scalars())
+        return [entry_id for entry_id in entry_ids if entry_id in claimed]
 
     def started(self, entry_id: int, test_id: int) -> None:
         """Record the test a running row started."""
@@ -131,8 +145,15 @@ class TestQueue:
 
     def started_many(self, started: Sequence[tuple[int, int]]) -> None:
         """:meth:`started` for each ``(entry_id, test_id)``, in one transaction."""
-        self._move_many([(entry_id, {"test_id": test_id}) for entry_id, test_id in started],
-                        QueueStatus.RUNNING)
+        if not started:
+            return
+        table = schema.test_queue
+        with self.db.engine.begin() as connection:
+            connection.execute(
+                sa.update(table).where(table.c.id == sa.bindparam("entry_id"),
+                                       table.c.status == QueueStatus.RUNNING.value)
+                .values(test_id=sa.bindparam("new_test_id")),
+                [{"entry_id": entry_id, "new_test_id": test_id} for entry_id, test_id in started])
 
     def end(self, entry_id: int, status: QueueStatus, unix_time_s: float,
             error: str | None = None) -> None:
@@ -144,17 +165,17 @@ class TestQueue:
                    finished_unix_s=unix_time_s, error=error)
 
     def _move(self, entry_id: int, current: QueueStatus, **values: object) -> bool:
-        return self._move_many([(entry_id, values)], current)[0]
-
-    def _move_many(self, moves: Sequence[tuple[int, dict[str, object]]],
-                   current: QueueStatus) -> list[bool]:
-        # One conditional UPDATE per row: the database serialises concurrent writers on the
-        # row, and exactly one of them sees it in ``current``. One transaction for them all.
+        # One conditional UPDATE: the database serialises concurrent writers on the row, and
+        # exactly one of them sees it in ``current``.
         table = schema.test_queue
+        update = (sa.update(table).where(table.c.id == entry_id, table.c.status == current.value)
+                  .values(**values))
         with self.db.engine.begin() as connection:
-            return [connection.execute(
-                sa.update(table).where(table.c.id == entry_id, table.c.status == current.value)
-                .values(**values)).rowcount == 1 for entry_id, values in moves]
+            return connection.execute(update).rowcount == 1
+
+
+#: Ids per ``IN (...)`` list: below every database's parameter limit.
+_IN_LIST_IDS = 1000
 
 
 def _entry(row: sa.RowMapping) -> QueueEntry:
