@@ -705,11 +705,41 @@ def _insert_tests(connection: Connection, rows: list[dict[str, Any]]) -> list[in
             "SELECT nextval(pg_get_serial_sequence('tests', 'id')) "
             "FROM generate_series(1, :n)"), {"n": len(rows)}).scalars()]
     else:  # MySQL/MariaDB: only the server's AUTO_INCREMENT knows which ids are free
-        insert = table.insert().returning(table.c.id, sort_by_parameter_order=True)
-        return [int(i) for i in connection.execute(insert, rows).scalars()]
+        return _insert_auto_increment(connection, table, rows)
     for row, test_id in zip(rows, ids, strict=True):
         row["id"] = test_id
     _insert_rows(connection, table, rows)
+    return ids
+
+
+#: Rows per multi-row INSERT whose ids MySQL/MariaDB hands out together.
+_AUTO_INCREMENT_ROWS = 2000
+
+
+def _insert_auto_increment(connection: Connection, table: sa.Table,
+                           rows: list[dict[str, Any]]) -> list[int]:
+    """Insert rows into a MySQL/MariaDB table with an AUTO_INCREMENT id; their ids in order.
+
+    With ``innodb_autoinc_lock_mode`` 0 or 1 (MariaDB's default) one multi-row INSERT gets
+    consecutive ids, the first of which the server reports: a few thousand rows per
+    statement. Otherwise (MySQL 8's default, 2) ids of concurrent inserts interleave, and
+    each row is inserted and asked for its id alone."""
+    mode, step = connection.exec_driver_sql(
+        "SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment").one()
+    if int(mode) not in (0, 1):
+        insert = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+        return [int(i) for i in connection.execute(insert, rows).scalars()]
+    columns = list(rows[0])
+    quote = connection.dialect.identifier_preparer.quote
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES "
+    mark = f"({', '.join(['%s'] * len(columns))})"
+    ids: list[int] = []
+    for start in range(0, len(rows), _AUTO_INCREMENT_ROWS):
+        chunk = rows[start:start + _AUTO_INCREMENT_ROWS]
+        result = connection.exec_driver_sql(
+            head + ", ".join([mark] * len(chunk)), tuple(row[c] for row in chunk for c in columns))
+        first = int(result.lastrowid)
+        ids.extend(range(first, first + len(chunk) * int(step), int(step)))
     return ids
 
 
