@@ -24,6 +24,7 @@ from cellbench_hal import (
     ChannelInfo,
     Clock,
     DeviceTimeout,
+    OutOfRange,
     SampleBatch,
     Step,
     VirtualClock,
@@ -253,3 +254,53 @@ def test_several_samples_of_a_channel_in_one_batch_are_handled_in_order(
     data = db.samples(outcomes[0].test_id)
     assert np.array_equal(data["seq"], np.arange(1, len(data["seq"]) + 1))
     assert np.all(np.diff(data["test_time_s"]) > 0)
+
+
+class Banked(Wrapped):
+    """A bank that takes many channels' steps at once (``apply_bank``), and refuses on
+    request: the whole bank call hangs, or the bank call fails as the one channel in ``refuse``
+    does on its own."""
+
+    def __init__(self, count: int, refuse: int | None = None, hang: bool = False) -> None:
+        super().__init__(count)
+        self.refuse, self.hang_bank = refuse, hang
+        self.banks: list[list[int]] = []
+        self.single: list[int] = []
+
+    async def apply_bank(self, steps: Sequence[tuple[int, Step]]) -> None:
+        self.banks.append([channel for channel, _ in steps])
+        if self.hang_bank:
+            await asyncio.sleep(3600)
+        if self.refuse is not None and any(channel == self.refuse for channel, _ in steps):
+            raise OutOfRange(self.name, f"channel {self.refuse} refuses")
+        await self.inner.apply_bank(steps)
+
+    async def apply(self, channel: int, step: Step) -> None:
+        self.single.append(channel)
+        if channel == self.refuse:
+            raise OutOfRange(self.name, f"channel {channel} refuses")
+        await self.inner.apply(channel, step)
+
+
+def test_first_steps_go_to_a_bank_at_once_and_a_refusal_fails_only_its_channel(
+        tmp_path: Path) -> None:
+    fine, refusing = Banked(3), Banked(3, refuse=1)
+    _, outcomes = execute(tmp_path, [fine, refusing])
+    assert fine.banks == [[0, 1, 2]]
+    # The refused bank call is followed by one apply per channel, to learn which refused.
+    assert refusing.banks == [[0, 1, 2]] and refusing.single[:3] == [0, 1, 2]
+    by_channel = {o.channel: o for o in outcomes}
+    assert by_channel["5"].status is TestStatus.FAILED
+    assert by_channel["5"].reason == "device error: flaky: channel 1 refuses"
+    assert {c for c, o in by_channel.items() if o.status is TestStatus.FINISHED} == {
+        "1", "2", "3", "4", "6"}
+
+
+def test_a_bank_that_does_not_answer_fails_its_tests_without_asking_each_channel(
+        tmp_path: Path) -> None:
+    hanging = Banked(2, hang=True)
+    _, outcomes = execute(tmp_path, [hanging], timeout_s=0.2)
+    assert hanging.single == []
+    assert [o.status for o in outcomes] == [TestStatus.FAILED] * 2
+    assert all(o.reason.startswith("device error: flaky: apply did not answer within 0.2 s")
+               for o in outcomes)
