@@ -44,6 +44,7 @@ def test_db_upgrade_creates_then_reports_up_to_date(url: str) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--db", "nonsense"], "'nonsense' is not a database URL; for a SQLite file write "
                           "sqlite:///nonsense"),
+    (["--db", "sqlite:/abs/lab.db"], "for a SQLite file write sqlite:////abs/lab.db"),
     (["--db", "mysql+pymysql://nobody:secret@127.0.0.1:1/x"],
      "cannot open the database mysql+pymysql://nobody:***@127.0.0.1:1/x"),
     (["--station", "missing.toml"], "missing.toml: cannot read"),
