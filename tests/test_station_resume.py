@@ -58,6 +58,7 @@ def check_committed(engine: sa.Engine) -> None:
                 assert last_step == (step_no - 1) % 3, (test_id, last_step, step_no)
 
 
+@pytest.mark.faults
 def test_sigkill_at_random_points_then_resume_loses_and_repeats_nothing(
         database_url: str, tmp_path: Path, start_serving: Any, wait_for_rows: Any) -> None:
     url = database_url

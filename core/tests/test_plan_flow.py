@@ -414,6 +414,7 @@ def test_include_errors_name_the_file_that_has_them(
     assert message in caught.value.message
 
 
+@pytest.mark.faults
 def test_includes_that_fan_out_past_the_size_cap_are_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each file includes the next three times: 3**4 steps written out, over a cap of 50."""
