@@ -1,6 +1,6 @@
 """The rules for text that enters cellbench from outside — plan files, queue rows, remote
 commands, imported files, the command line — checked where it enters, once, by these
-functions (docs/schema.md, "Names and text").
+functions (docs/hardening.md, "Names and text").
 
 - **Text** (messages, step text, plan text): any Unicode character except control characters
   other than tab and newline (NUL among them: PostgreSQL cannot store it, and it stops central
