@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 
 from cellbench_core.events import TestStatus
 from cellbench_core.storage import Database, schema
+from cellbench_core.storage.records import driver_message
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class RefusedRow:
         key = " ".join(f"{c.name}={values.get(c.name)}"
                        for c in schema.metadata.tables[table].primary_key.columns)
         owner = values.get("id" if table == "tests" else "test_id")
-        return cls(table, key, None if owner is None else int(owner), refusal_reason(error))
+        return cls(table, key, None if owner is None else int(owner), driver_message(error)[:300])
 
 
 def is_refusal(error: BaseException) -> bool:
@@ -128,13 +129,6 @@ def is_refusal(error: BaseException) -> bool:
     other error (a cut connection, a timeout, a lock) is transient: the batch is tried again
     whole."""
     return any(cls.__name__ in ("DataError", "IntegrityError") for cls in type(error).__mro__)
-
-
-def refusal_reason(error: BaseException) -> str:
-    """The first line of the driver's message for ``error`` (without SQLAlchemy's SQL text)."""
-    original = getattr(error, "orig", None) or error
-    lines = str(original).strip().splitlines()
-    return (lines[0] if lines else type(original).__name__)[:300]
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +398,7 @@ def write_changes(changes: Changes, sink: RowSink) -> list[RefusedRow]:
         if not is_refusal(error):
             raise
         logger.warning("the destination refused a batch (%s): finding the rows it refuses",
-                       refusal_reason(error))
+                       driver_message(error)[:300])
     refused: list[RefusedRow] = []
     tables = changes.tables()
     for name in ("batteries", "channels", "tests", "events"):

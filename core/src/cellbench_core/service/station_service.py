@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
@@ -28,7 +28,14 @@ from cellbench_core.plan import PlanError, parse_plan
 from cellbench_core.runner import ChannelState, RunError, Runner, TestRequest
 from cellbench_core.service.control import StationControl
 from cellbench_core.station import Station, StationError
-from cellbench_core.storage import Database, SampleWriter, StorageError, TestEnd, TestRecord
+from cellbench_core.storage import (
+    Database,
+    SampleWriter,
+    StorageError,
+    StorageFailure,
+    TestEnd,
+    TestRecord,
+)
 from cellbench_core.storage.queue import QueueEntry, QueueStatus, TestQueue
 from cellbench_hal import Clock
 
@@ -47,7 +54,7 @@ class StationService:
         self.station, self.db, self.clock = station, db, clock
         self.queue = TestQueue(db)
         self.poll_interval_s = config.queue_poll_interval
-        self.writer = SampleWriter(db)
+        self.writer = SampleWriter(db, retry_s=config.storage_retry)
         # The runner hands lifecycle events to the plugins through its event dispatcher, and
         # to the service at once (_event): a queued test may end before add() returns its id.
         self.runner = Runner(db, self.writer, clock, sample_period_s=config.sample_period,
@@ -97,8 +104,11 @@ class StationService:
                 self._log_ready(listener is not None, served)
                 while not self._stopping and not runner.done():
                     self._wake.clear()  # before reading: a wake-up during the reads counts
-                    await self._record_finished()
-                    await self._pick_up()
+                    try:
+                        await self._record_finished()
+                        await self._pick_up()
+                    except StorageFailure as failure:
+                        await self._storage_failed(runner, failure)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
                 await self._stop_interfaces()  # first: no command may come in meanwhile
@@ -116,9 +126,26 @@ class StationService:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await listener
             await self._record_finished()
-        finally:
+        except StorageFailure:
+            await self.station.close()
+            # The writer's own failure is the one raised, or a part of it.
+            with contextlib.suppress(StorageFailure):
+                await asyncio.to_thread(self.writer.close)
+            raise
+        except BaseException:
             await self.station.close()
             await asyncio.to_thread(self.writer.close)
+            raise
+        await self.station.close()
+        await asyncio.to_thread(self.writer.close)
+
+    async def _storage_failed(self, runner: asyncio.Task[Any], failure: StorageFailure
+                              ) -> NoReturn:
+        """The writer gave up on the database: the runner stops every running test safely
+        and raises why (with what became of the tests); idle, it has nothing to stop."""
+        self.runner.shutdown("the database stopped accepting writes")
+        await runner
+        raise failure
 
     def _log_ready(self, notified: bool, served: list[str]) -> None:
         groups = ", ".join(f"{name} x{len(driver.channels)}"
