@@ -26,6 +26,8 @@ from cellbench_core.hookspecs import hookimpl
 from cellbench_core.plan import parse_plan
 from cellbench_core.plugins import PluginManager
 from cellbench_core.runner import ChannelRef, Runner, TestRequest
+from cellbench_core.service import StationService
+from cellbench_core.station import Station, station_from_dict
 from cellbench_core.storage import Database, SampleWriter, StorageFailure, open_database
 from cellbench_core.storage.queue import TestQueue
 from cellbench_hal import ChannelDriver, ChannelInfo, Clock, SampleBatch, Step, VirtualClock
@@ -340,7 +342,7 @@ def test_serve_with_the_write_lock_held_stops_safely_refuses_to_restart_then_res
 def test_serve_on_a_full_disk_stops_safely_refuses_to_restart_then_starts_again(
         tmp_path: Path, served: Callable[..., Served]) -> None:
     station, db = station_with_queued_tests(tmp_path, "")  # as fast as it goes
-    room = db.stat().st_size + (3 << 20)  # the database may grow by about 3 MB, no more
+    room = db.stat().st_size + (2 << 20)  # the database may grow by about 2 MB, no more
     first = served(station, file_limit=room)
     first.wait_ready()
     code, lines = first.exit()  # the disk fills up
@@ -377,3 +379,60 @@ def test_serve_on_a_full_disk_stops_safely_refuses_to_restart_then_starts_again(
     assert {status for _, status in tests} == {"stopped" if statuses == {"running"} else "failed"}
     for count, first_seq, last_seq in counts.values():
         assert (first_seq, last_seq) == (1, count)
+
+
+def test_a_serving_station_whose_queue_cannot_be_written_stops_with_the_reason(
+        tmp_path: Path) -> None:
+    path = tmp_path / "station.db"
+    db = open_database(f"sqlite:///{path}", busy_timeout_s=0.1)
+    config = station_from_dict({
+        "station": {"name": "idle", "database": db.url, "queue_poll_interval": "0.05 s",
+                    "storage_retry": "0.5 s"},
+        "channels": [{"driver": "sim", "settings": {"count": 1}}]})
+    manager = PluginManager()
+    manager.load()
+    service = StationService(Station(config, manager), db, VirtualClock(), manager.hook)
+
+    async def main() -> None:
+        task = asyncio.create_task(service.serve())
+        await service.ready.wait()
+        # Another program queues a test and at once holds the write lock: the station, idle,
+        # cannot claim it (the only write it makes).
+        other = write_lock(path)
+        other.execute("INSERT INTO test_queue (channel, plan, status, created_unix_s) "
+                      "VALUES (1, ?, 'queued', 0)", (PLAN,))
+        other.execute("COMMIT")
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StorageFailure, match=r"has not accepted the test queue's reads "
+                                                     r"and writes for \d+ s \(database is locked"):
+                await asyncio.wait_for(task, PATIENCE_S)
+        finally:
+            other.rollback()
+            other.close()
+
+    asyncio.run(main())
+    [entry] = TestQueue(db).entries()
+    assert entry.status.value == "queued"  # nothing started, nothing half-done
+    assert db.tests() == []
+    db.close()
+
+
+def test_run_on_a_locked_database_starts_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "station.db"
+    open_database(f"sqlite:///{db}").close()
+    station = tmp_path / "station.toml"
+    station.write_text(f'[station]\ndatabase = "sqlite:///{db}"\nstorage_retry = "0.2 s"\n'
+                       'clock = "virtual"\n[[channels]]\ndriver = "sim"\n', encoding="utf-8")
+    plan = tmp_path / "rest.yaml"
+    plan.write_text(PLAN, encoding="utf-8")
+    other = write_lock(db)
+    try:
+        result = CliRunner().invoke(app, ["run", str(plan), "--station", str(station)])
+    finally:
+        other.rollback()
+        other.close()
+    assert result.exit_code == EXIT_STORAGE_FAILED, result.output
+    assert "does not accept writes (database is locked): the station does not start" in \
+        the_error(result.stderr.splitlines())
+    assert state(db) == ([], {})

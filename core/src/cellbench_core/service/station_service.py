@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
@@ -37,6 +38,7 @@ from cellbench_core.storage import (
     TestRecord,
 )
 from cellbench_core.storage.queue import QueueEntry, QueueStatus, TestQueue
+from cellbench_core.storage.records import driver_message, is_storage_fault
 from cellbench_hal import Clock
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class StationService:
         self._finished: list[tuple[int, TestFinished]] = []  # (entry, event) to record
         self._wake = asyncio.Event()
         self._stopping = False
+        self._queue_faulty_since: float | None = None  # monotonic time of the first fault
         self._version = version
         self.control: StationControl | None = None  # once the channels are open
         self._interfaces: list[Any] = []  # those started
@@ -109,6 +112,12 @@ class StationService:
                         await self._pick_up()
                     except StorageFailure as failure:
                         await self._storage_failed(runner, failure)
+                    except Exception as err:
+                        if not is_storage_fault(err):
+                            raise
+                        await self._queue_fault(runner, err)
+                    else:
+                        self._queue_faulty_since = None
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
                 await self._stop_interfaces()  # first: no command may come in meanwhile
@@ -138,6 +147,21 @@ class StationService:
             raise
         await self.station.close()
         await asyncio.to_thread(self.writer.close)
+
+    async def _queue_fault(self, runner: asyncio.Task[Any], err: Exception) -> None:
+        """The queue's reads and writes failed on a storage fault: retried at the next round
+        (warned once), for up to ``storage_retry``, like the writer's; then the station stops
+        as for the writer."""
+        retry_s = self.station.config.station.storage_retry
+        now = time.monotonic()
+        if self._queue_faulty_since is None:
+            self._queue_faulty_since = now
+            log.warning("the database does not accept the test queue's reads and writes (%s): "
+                        "retrying for up to %g s", driver_message(err), retry_s)
+        elif now - self._queue_faulty_since >= retry_s:
+            await self._storage_failed(runner, StorageFailure(
+                f"the database has not accepted the test queue's reads and writes for "
+                f"{now - self._queue_faulty_since:.0f} s ({driver_message(err)})"))
 
     async def _storage_failed(self, runner: asyncio.Task[Any], failure: StorageFailure
                               ) -> NoReturn:
