@@ -99,6 +99,9 @@ class StationSection(_Strict):
     database: Annotated[str, AfterValidator(_database_url)] = "sqlite:///cellbench.db"
     sample_period: Duration = Field(default=1.0, description="e.g. '1 s', '100 ms'")
     device_timeout: Duration = Field(default=5.0, description="e.g. '5 s'")
+    storage_retry: Duration = Field(
+        default=60.0, description="how long writes the database does not accept are retried "
+                                  "before every test stops (e.g. '60 s')")
     clock: Literal["real", "virtual"] = "real"
     speed: float | None = Field(default=None, gt=0, allow_inf_nan=False,
                                 description="virtual clock: times faster than the wall")

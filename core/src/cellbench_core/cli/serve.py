@@ -15,13 +15,14 @@ from typing import Annotated
 import typer
 
 from cellbench_core.cli.app import app, station_plugins
-from cellbench_core.cli.console import console, fail
+from cellbench_core.cli.console import EXIT_STORAGE_FAILED, console, fail
 from cellbench_core.cli.database import DbOption, opened
 from cellbench_core.descriptors import Kind
 from cellbench_core.plugins import PluginError, loaded_plugins
 from cellbench_core.service import StationService
 from cellbench_core.service.sync_workers import SyncWorkers
 from cellbench_core.station import Station, StationError, load_station
+from cellbench_core.storage import StorageFailure
 from cellbench_core.storage.lease import LeaseHeld, StationLease
 from cellbench_hal import DeviceError
 
@@ -213,7 +214,8 @@ def serve_command(
         fail(str(err), code=2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    with opened(db or config.station.database, create=True) as database:
+    with opened(db or config.station.database, create=True,
+                busy_timeout_s=min(30.0, config.station.storage_retry)) as database:
         async def main() -> None:
             service = StationService(built, database, config.station.make_clock(),
                                      manager.hook, version=version("cellbench-core"))
@@ -227,11 +229,15 @@ def serve_command(
             lease.acquire()
         except LeaseHeld as err:
             fail(str(err), code=2)
+        except StorageFailure as err:
+            fail(str(err), code=EXIT_STORAGE_FAILED)
         syncs.start(database)
         try:
             asyncio.run(main())
         except (DeviceError, StationError) as err:
             fail(str(err))
+        except StorageFailure as err:
+            fail(str(err), code=EXIT_STORAGE_FAILED)
         finally:
             syncs.stop(database)
             lease.release()

@@ -15,6 +15,7 @@ and ends), resume.py (after a crash), attached.py (devices and chambers), extern
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from cellbench_core.dispatch import EventDispatcher, Problem
-from cellbench_core.events import TestStarted, TestStatus
+from cellbench_core.events import Alarm, TestStarted, TestStatus
 from cellbench_core.plan.model import StepSpec
 from cellbench_core.plan.program import Program
 from cellbench_core.runner.cursor import Cursor
@@ -52,9 +53,20 @@ from cellbench_core.runner.transitions import (
     finish,
     write_on_start,
 )
-from cellbench_core.storage import Database, SampleRows, SampleWriter, StorageError, TestStart
-from cellbench_hal import ClimateChamber, Clock, OsiDevice, Step
+from cellbench_core.storage import (
+    Database,
+    SampleRows,
+    SampleWriter,
+    StorageError,
+    StorageFailure,
+    TestStart,
+)
+from cellbench_core.storage.records import driver_message
+from cellbench_hal import ClimateChamber, Clock, DeviceError, OsiDevice, Step
+from cellbench_hal.timeouts import call_with_timeout
 from cellbench_hal.types import IntArray
+
+log = logging.getLogger(__name__)
 
 
 class Runner:
@@ -86,6 +98,8 @@ class Runner:
         self._serving = False
         self._pending: list[tuple[TestRequest, asyncio.Future[int]]] = []  # from add()
         self._wake = asyncio.Event()  # set by add() and shutdown() for an idle serving run
+        self._storage_trouble: str | None = None  # why the writer retries, as last alarmed
+        self._storage_failed = False
 
     @property
     def ticks(self) -> int:
@@ -218,28 +232,19 @@ class Runner:
 
         With ``serve``, keep running after that and start the tests :meth:`add` hands in, each
         at the next tick, until :meth:`shutdown`.
+
+        While the database does not accept the writer's writes, an alarm says so once; when
+        that lasts beyond the writer's retry window, every running channel's output goes off,
+        the tests end as failed (recorded if the database takes that still) and
+        :class:`~cellbench_core.storage.StorageFailure` is raised with a one-line reason.
         """
         st = self._st
         self._serving = serve
         await self._start(requests)
         try:
-            next_tick = self.clock.now() + self.sample_period_s
-            while st.active.any() or self._serving:
-                if self._pending:
-                    await self._start_pending()
-                if not st.active.any():  # serving, idle: wait for a test, not the clock
-                    if self._serving and not self._pending:
-                        self._wake.clear()
-                        await self._wake.wait()
-                    next_tick = self.clock.now() + self.sample_period_s
-                    continue
-                await self.clock.sleep_until(next_tick)
-                await tick(st)
-                next_tick += self.sample_period_s
-                now = self.clock.now()
-                if now > next_tick + self.sample_period_s:  # fell behind real time: skip ahead
-                    self.overruns += 1
-                    next_tick = now
+            await self._loop()
+        except StorageFailure as failure:
+            raise StorageFailure(await self._stop_on_storage_failure(failure)) from failure
         finally:
             self._serving = False
             for _, future in self._pending:
@@ -249,8 +254,82 @@ class Runner:
             await self._abort_remaining()
             record_ends(st)
             await asyncio.to_thread(st.events.close, self.events_timeout_s)
-            self.writer.flush()
+            if not self._storage_failed:
+                self.writer.flush()
         return [run.outcome for run in st.runs if run.outcome is not None]
+
+    async def _loop(self) -> None:
+        st = self._st
+        next_tick = self.clock.now() + self.sample_period_s
+        while st.active.any() or self._serving:
+            if self._pending:
+                await self._start_pending()
+            if not st.active.any():  # serving, idle: wait for a test, not the clock
+                if self._serving and not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                next_tick = self.clock.now() + self.sample_period_s
+                continue
+            await self.clock.sleep_until(next_tick)
+            await tick(st)
+            self._watch_storage()
+            next_tick += self.sample_period_s
+            now = self.clock.now()
+            if now > next_tick + self.sample_period_s:  # fell behind real time: skip ahead
+                self.overruns += 1
+                next_tick = now
+
+    def _watch_storage(self) -> None:
+        """Raise an alarm once when the writer starts retrying, and record when it recovers."""
+        trouble = self.writer.trouble
+        if (trouble is None) == (self._storage_trouble is None):
+            return
+        self._storage_trouble = trouble
+        if trouble is not None:
+            message = (f"the database does not accept writes ({trouble}): retrying for up to "
+                       f"{self.writer.retry_s:g} s, then every test stops")
+            log.warning("%s", message)
+            self._st.announce("cellbench_alarm", Alarm(None, None, message))
+            return
+        log.warning("the database accepts writes again")
+        self.writer.submit_call(partial(
+            self.db.add_event, kind="storage_recovered",
+            message="the database accepts writes again after an alarm",
+            unix_time_s=self.clock.unix(self.clock.now())))
+
+    async def _stop_on_storage_failure(self, failure: StorageFailure) -> str:
+        """Every running channel's output off (all at once, first), the station's ``on_stop``
+        values written, the tests ended as failed and their ends recorded directly if the
+        database takes them; return the one-line reason to raise."""
+        st = self._st
+        self._storage_failed = True
+        t = self.clock.now()
+        running = [run for run in st.runs if st.active[run.row]]
+
+        async def off(run: Run) -> None:
+            channel = run.request.channel
+            try:
+                await call_with_timeout(channel.driver.output_off(channel.local),
+                                        st.device_timeout_s, channel.driver_name, "output_off")
+            except DeviceError as err:
+                log.error("channel %s: switching the output off failed: %s",
+                          channel.name, err)
+
+        await asyncio.gather(*(off(run) for run in running))
+        reason = f"the station stopped: {failure}"
+        for run in running:
+            await finish(st, run, TestStatus.FAILED, reason, t)
+        ends, st.ended = st.ended, []
+        if not ends:
+            return f"{failure}"
+        try:
+            await asyncio.to_thread(self.db.finish_tests, ends)
+        except Exception as err:  # the database still refuses: the tests stay as they were
+            log.error("the ends of %d tests could not be recorded: %s", len(ends),
+                      driver_message(err))
+            return (f"{failure}; every output is off; {len(ends)} running tests could not be "
+                    "recorded as ended and stay running in the database until the next start")
+        return f"{failure}; every output is off; {len(ends)} running tests ended as failed"
 
     def add(self, request: TestRequest) -> asyncio.Future[int]:
         """Start ``request`` at the next tick of a serving :meth:`run` (its channel must be

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import time
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
@@ -28,8 +29,16 @@ from cellbench_core.plan import PlanError, parse_plan
 from cellbench_core.runner import ChannelState, RunError, Runner, TestRequest
 from cellbench_core.service.control import StationControl
 from cellbench_core.station import Station, StationError
-from cellbench_core.storage import Database, SampleWriter, StorageError, TestEnd, TestRecord
+from cellbench_core.storage import (
+    Database,
+    SampleWriter,
+    StorageError,
+    StorageFailure,
+    TestEnd,
+    TestRecord,
+)
 from cellbench_core.storage.queue import QueueEntry, QueueStatus, TestQueue
+from cellbench_core.storage.records import driver_message, is_storage_fault
 from cellbench_hal import Clock
 
 log = logging.getLogger(__name__)
@@ -47,7 +56,7 @@ class StationService:
         self.station, self.db, self.clock = station, db, clock
         self.queue = TestQueue(db)
         self.poll_interval_s = config.queue_poll_interval
-        self.writer = SampleWriter(db)
+        self.writer = SampleWriter(db, retry_s=config.storage_retry)
         # The runner hands lifecycle events to the plugins through its event dispatcher, and
         # to the service at once (_event): a queued test may end before add() returns its id.
         self.runner = Runner(db, self.writer, clock, sample_period_s=config.sample_period,
@@ -58,6 +67,7 @@ class StationService:
         self._finished: list[tuple[int, TestFinished]] = []  # (entry, event) to record
         self._wake = asyncio.Event()
         self._stopping = False
+        self._queue_faulty_since: float | None = None  # monotonic time of the first fault
         self._version = version
         self.control: StationControl | None = None  # once the channels are open
         self._interfaces: list[Any] = []  # those started
@@ -97,8 +107,17 @@ class StationService:
                 self._log_ready(listener is not None, served)
                 while not self._stopping and not runner.done():
                     self._wake.clear()  # before reading: a wake-up during the reads counts
-                    await self._record_finished()
-                    await self._pick_up()
+                    try:
+                        await self._record_finished()
+                        await self._pick_up()
+                    except StorageFailure as failure:
+                        await self._storage_failed(runner, failure)
+                    except Exception as err:
+                        if not is_storage_fault(err):
+                            raise
+                        await self._queue_fault(runner, err)
+                    else:
+                        self._queue_faulty_since = None
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
                 await self._stop_interfaces()  # first: no command may come in meanwhile
@@ -116,9 +135,41 @@ class StationService:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await listener
             await self._record_finished()
-        finally:
+        except StorageFailure:
+            await self.station.close()
+            # The writer's own failure is the one raised, or a part of it.
+            with contextlib.suppress(StorageFailure):
+                await asyncio.to_thread(self.writer.close)
+            raise
+        except BaseException:
             await self.station.close()
             await asyncio.to_thread(self.writer.close)
+            raise
+        await self.station.close()
+        await asyncio.to_thread(self.writer.close)
+
+    async def _queue_fault(self, runner: asyncio.Task[Any], err: Exception) -> None:
+        """The queue's reads and writes failed on a storage fault: retried at the next round
+        (warned once), for up to ``storage_retry``, like the writer's; then the station stops
+        as for the writer."""
+        retry_s = self.station.config.station.storage_retry
+        now = time.monotonic()
+        if self._queue_faulty_since is None:
+            self._queue_faulty_since = now
+            log.warning("the database does not accept the test queue's reads and writes (%s): "
+                        "retrying for up to %g s", driver_message(err), retry_s)
+        elif now - self._queue_faulty_since >= retry_s:
+            await self._storage_failed(runner, StorageFailure(
+                f"the database has not accepted the test queue's reads and writes for "
+                f"{now - self._queue_faulty_since:.0f} s ({driver_message(err)})"))
+
+    async def _storage_failed(self, runner: asyncio.Task[Any], failure: StorageFailure
+                              ) -> NoReturn:
+        """The writer gave up on the database: the runner stops every running test safely
+        and raises why (with what became of the tests); idle, it has nothing to stop."""
+        self.runner.shutdown("the database stopped accepting writes")
+        await runner
+        raise failure
 
     def _log_ready(self, notified: bool, served: list[str]) -> None:
         groups = ", ".join(f"{name} x{len(driver.channels)}"
