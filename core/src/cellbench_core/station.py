@@ -37,6 +37,7 @@ from cellbench_core.dispatch import EventDispatcher, Problem
 from cellbench_core.events import Alarm
 from cellbench_core.notifying import NotifierContext
 from cellbench_core.plan import Plan
+from cellbench_core.plan.files import PlanFiles
 from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plan.yaml_source import did_you_mean
 from cellbench_core.plugins import PluginError, PluginManager
@@ -469,6 +470,13 @@ class Station:
     def plans_dir(self) -> Path:
         """Where interfaces find plans by name."""
         return self.base_dir / self.config.station.plans_dir
+
+    @property
+    def plan_files(self) -> PlanFiles:
+        """The policy for the files of plans that arrive as text (queue rows, interfaces, tests
+        resumed from the database): only files inside :attr:`plans_dir`, tables read by
+        :attr:`tables`."""
+        return PlanFiles(root=self.plans_dir, tables=self.tables)
 
     async def open(self, clock: Clock) -> None:
         """Open every driver, then every device and chamber (closing those already open if one

@@ -87,7 +87,7 @@ class StationService:
                     self.runner, self.station.channels, self.queue,
                     name=self.station.config.station.name, version=self._version,
                     plans_dir=self.station.plans_dir, base_dir=self.station.base_dir,
-                    make_request=self.station.request, tables=self.station.tables,
+                    make_request=self.station.request, files=self.station.plan_files,
                     ring_size=self.station.config.station.ring_size)
                 # Notifiers start with the control API (live samples for MQTT); events fired
                 # before (tests resumed above) wait inside them until then.
@@ -207,7 +207,7 @@ class StationService:
             raise RunError(f"channel {entry.channel} does not exist (this station has channels "
                            f"1-{len(channels)})")
         plan = parse_plan(entry.plan, source=entry.plan_source or f"queue entry {entry.id}",
-                          tables=self.station.tables)
+                          files=self.station.plan_files)
         battery = None
         if entry.battery is not None:
             battery = self.db.battery(entry.battery)
@@ -321,7 +321,7 @@ class StationService:
         point = Runner.resume_point(self.db, test.id, self.clock.unix(self.clock.now()))
         if point is None:
             raise RunError("it committed no plan position")
-        plan = parse_plan(test.plan_text, source=test.plan_source, tables=self.station.tables)
+        plan = parse_plan(test.plan_text, source=test.plan_source, files=self.station.plan_files)
         battery = None
         if test.battery is not None:
             battery = self.db.battery(test.battery)
