@@ -122,3 +122,12 @@ def test_a_file_that_is_not_a_plan_or_table_is_never_quoted(plans: Path,
             load_plan(main, tables=tables)
         assert "not a plan" in str(caught.value) or "heading" in str(caught.value)
         assert SECRET not in str(caught.value) and "root:" not in str(caught.value)
+
+
+@pytest.mark.faults
+def test_a_confined_plan_file_itself_may_not_lead_out_of_the_folder(
+        plans: Path, tables: TableLoader) -> None:
+    with pytest.raises(PlanError, match=r"link.yaml: outside the plans folder"):
+        load_plan(plans / "link.yaml", files=confined(plans, tables))
+    (plans / "main.yaml").write_text(INCLUDES.format("sub/part.yaml"), encoding="utf-8")
+    assert load_plan(plans / "main.yaml", files=confined(plans, tables)).name == "p"

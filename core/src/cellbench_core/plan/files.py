@@ -95,7 +95,25 @@ class PlanFiles:
     def locate(self, name: str, folder: Path) -> Path:
         """The file ``name`` (as a plan wrote it) relative to ``folder``; FileRefused if the
         policy keeps the plan from it."""
-        path = folder / name
+        return self._confined(name, folder / name)
+
+    def read_plan(self, path: Path) -> bytes:
+        """The bytes of the plan file ``path``, at most :data:`MAX_PLAN_BYTES`."""
+        return read_regular(self._confined(str(path), path), MAX_PLAN_BYTES, "the plan")
+
+    def table(self, path: Path) -> Table:
+        """The profile table in the file ``path`` (located by :meth:`locate`), read by the
+        table loader once the file is known to be a regular file within
+        :data:`MAX_TABLE_BYTES`."""
+        path = self._confined(str(path), path)
+        loader = self.tables or no_tables
+        if loader is not no_tables:
+            _open_regular(path, MAX_TABLE_BYTES, "the table").close()  # before the loader
+        return loader(path)
+
+    def _confined(self, name: str, path: Path) -> Path:
+        """``path`` (``name`` as written), resolved if the policy confines plans, or
+        FileRefused if it lies outside their folder."""
         if self.root is None:
             return path
         if not self._inside(path):
@@ -103,19 +121,6 @@ class PlanFiles:
                                     "as text (queue, rci, web) reads only files inside it, "
                                     "symlinks followed")
         return path.resolve()
-
-    def read_plan(self, path: Path) -> bytes:
-        """The bytes of the plan file ``path``, at most :data:`MAX_PLAN_BYTES`."""
-        return read_regular(path, MAX_PLAN_BYTES, "the plan")
-
-    def table(self, path: Path) -> Table:
-        """The profile table in the file ``path`` (located by :meth:`locate`), read by the
-        table loader once the file is known to be a regular file within
-        :data:`MAX_TABLE_BYTES`."""
-        loader = self.tables or no_tables
-        if loader is not no_tables:
-            _open_regular(path, MAX_TABLE_BYTES, "the table").close()  # before the loader
-        return loader(path)
 
     def _inside(self, path: Path) -> bool:
         assert self.root is not None

@@ -289,13 +289,19 @@ class Runner:
             self.writer.flush()
         return [run.outcome for run in st.runs if run.outcome is not None]
 
-    def add(self, request: TestRequest) -> asyncio.Future[int]:
+    def add(self, request: TestRequest | Prepared) -> asyncio.Future[int]:
         """Start ``request`` at the next tick of a serving :meth:`run` (its channel must be
-        idle) once its plan is compiled and resolved, in a worker thread: a long plan never
-        delays a tick. The future gives the new test's id, or the RunError that refused it."""
+        idle). A request not prepared yet (:func:`prepare`) is prepared first, in a worker thread: a
+        long plan never delays a tick. The future gives the new test's id, or the RunError that
+        refused it."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if not self._serving:
             future.set_exception(RunError("the runner is not serving"))
+            return future
+        if isinstance(request, Prepared):  # prepared off the loop by the caller
+            self._pending.append((request, future))
+            self._st.generation += 1
+            self._wake.set()
             return future
         task = asyncio.create_task(self._prepare_pending(request, future))
         self._preparing[task] = request
