@@ -42,7 +42,6 @@ from cellbench_core.plan.model import (
 from cellbench_core.plan.text_steps import text_step
 from cellbench_core.plan.yaml_source import (
     BOOL_TAG,
-    INT_TAG,
     STR_TAG,
     Entries,
     ParseContext,
@@ -59,6 +58,7 @@ from cellbench_core.plan.yaml_source import (
     node_positive,
     node_text,
     node_value,
+    node_whole,
     parse_computed,
     read_plan_text,
     recognised_entries,
@@ -161,16 +161,9 @@ def _loop(ctx: ParseContext, entries: Entries, line: int, path: str) -> Loop:
         if "until" not in entries:
             ctx.fail(node_line(count_node), count_path,
                      "a loop that repeats forever needs an 'until' to leave it")
-    elif count_node.tag != INT_TAG or not re.fullmatch(r"\+?[0-9]{1,10}", count_node.value,
-                                                      re.ASCII):
-        ctx.fail(node_line(count_node), count_path,
-                 f"expected a whole number of passes like 3 (or forever, with 'until'), "
-                 f"got {node_kind(count_node)}")
     else:
-        count = int(count_node.value)
-        if not 0 < count <= _MAX_REPEAT:
-            ctx.fail(node_line(count_node), count_path,
-                     f"must be between 1 and {_MAX_REPEAT}, got {count}")
+        count = node_whole(ctx, count_node, count_path, 1, _MAX_REPEAT, "a whole number of "
+                           "passes like 3 (or forever, with 'until')")
     cycle = ("cycle" not in entries
              or node_flag(ctx, entries["cycle"][1], join_path(path, "cycle")))
     until: ConditionGroups = []

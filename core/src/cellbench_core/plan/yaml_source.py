@@ -9,6 +9,7 @@ line and the field (a dotted path such as ``steps[2].steps[0].until``).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,21 @@ def node_text(ctx: ParseContext, node: yaml.Node, path: str, expected: str) -> s
         return check_text(node.value, "the text")
     except TextError as error:
         ctx.fail(node_line(node), path, str(error))
+
+
+_WHOLE = re.compile(r"[+-]?[0-9]{1,40}", re.ASCII)
+
+
+def node_whole(ctx: ParseContext, node: yaml.Node, path: str, low: int, high: int,
+               expected: str) -> int:
+    """The whole number from ``low`` to ``high`` a scalar node gives in decimal digits;
+    anything else is an error saying ``expected``, and one out of range says the range."""
+    if node.tag != INT_TAG or not _WHOLE.fullmatch(node.value):
+        ctx.fail(node_line(node), path, f"expected {expected}, got {node_kind(node)}")
+    number = int(node.value)
+    if not low <= number <= high:
+        ctx.fail(node_line(node), path, f"must be between {low} and {high}, got {number}")
+    return number
 
 
 def node_value(ctx: ParseContext, node: yaml.Node, path: str, dimension: Dimension) -> Value:
