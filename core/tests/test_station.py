@@ -54,6 +54,8 @@ settings = {count = 2, chemistry = "lfp"}
      "station.toml:2: station.sample_period: expected a duration"),
     ('[station]\nsample_period = "0 s"\n',
      "station.toml:2: station.sample_period: a duration must be positive"),
+    ('[station]\nsample_period = "1e-300 s"\n',  # a busy loop, not a sample period
+     "station.toml:2: station.sample_period: a duration must be at least 1 ms, got '1e-300 s'"),
     ('[[channels]]\nsettings = {}\n', "station.toml:1: channels[0].driver: required, but missing"),
     ("[station\n", "station.toml: Expected ']'"),
 ])

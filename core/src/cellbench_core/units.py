@@ -268,11 +268,19 @@ def parse_value(text: str, dimension: Dimension, *, c_rate: bool = True) -> Valu
     return value
 
 
+#: The shortest duration a person may write (a sample period, a step's time, a timeout): less
+#: is no period a station can keep, and a sample period below it would spin the station.
+MIN_DURATION_S = 1e-3
+
+
 def parse_duration(text: str) -> float:
-    """Parse a positive duration such as ``"1 s"``, ``"100 ms"`` or ``"2 hours"`` into seconds."""
+    """Parse a duration of at least :data:`MIN_DURATION_S` such as ``"1 s"``, ``"100 ms"`` or
+    ``"2 hours"`` into seconds."""
     seconds = parse_value(text, Dimension.TIME).si
     if seconds <= 0:
         raise UnitError(f"a duration must be positive, got {quote(text)}")
+    if seconds < MIN_DURATION_S:
+        raise UnitError(f"a duration must be at least 1 ms, got {quote(text)}")
     return seconds
 
 
