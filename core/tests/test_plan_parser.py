@@ -413,6 +413,8 @@ _ERRORS = [
         "missing unit: expected a charge like '1.2 Ah', got '2.5'",
     ),
     ("name: t\ncapacity: 0 Ah\nsteps: [Rest for 1 s]\n", 2, "capacity", "must be positive"),
+    ("name: t\ncapacity: 1e-300 Ah\nsteps: [Rest for 1 s]\n", 2, "capacity",
+     "1e-300 Ah is outside the physical range of a charge, 1e-06 Ah to 100000 Ah"),
     ("name: t\nlimits: [4 V]\nsteps: [Rest for 1 s]\n", 2, "limits", "expected a mapping"),
     (
         "name: t\nlimits:\n  current_max: 4 V\nsteps: [Rest for 1 s]\n",

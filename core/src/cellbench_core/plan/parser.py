@@ -42,7 +42,7 @@ from cellbench_core.plan.yaml_source import (
     read_plan_text,
 )
 from cellbench_core.text import TextError, check_name
-from cellbench_core.units import Dimension
+from cellbench_core.units import Dimension, UnitError, check_physical
 
 # What this module offered when it was the whole parser; importers keep importing it from here.
 __all__ = [
@@ -101,8 +101,11 @@ def _plan(ctx: ParseContext, root: yaml.Node | None, text: str) -> Plan:
     except TextError as error:
         ctx.fail(node_line(entries["name"][1]), "name", str(error))
     if "capacity" in entries:
-        ctx.capacity_ah = node_positive(ctx, entries["capacity"][1], "capacity",
-                                        Dimension.CHARGE).si
+        capacity = node_positive(ctx, entries["capacity"][1], "capacity", Dimension.CHARGE).si
+        try:
+            ctx.capacity_ah = check_physical(capacity, Dimension.CHARGE)
+        except UnitError as error:
+            ctx.fail(node_line(entries["capacity"][1]), "capacity", str(error))
     if "limits" in entries:
         ctx.limits = parse_limits(ctx, entries["limits"][1], "limits")
     plan = Plan(name=name, steps=parse_steps(ctx, entries["steps"][1], "steps"), limits=ctx.limits,
