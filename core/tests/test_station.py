@@ -65,6 +65,19 @@ def test_bad_station_files_name_the_key(tmp_path: Path, text: str, message: str)
     assert message in str(err.value)
 
 
+def test_a_name_given_twice_is_named_with_its_line(tmp_path: Path) -> None:
+    """A device and a chamber of one name: the error names the second's line and key."""
+    text = ('[[devices]]\nname = "box"\nkind = "sim"\n\n'
+            '[[chambers]]\nkind = "sim"\nname = "box"\n')
+    with pytest.raises(StationError) as err:
+        load_station(write(tmp_path, text))
+    assert str(err.value) == (
+        f"{tmp_path / 'station.toml'}:7: chambers[0].name: 'box' is also the name of devices[0]: "
+        "each device and chamber needs a name of its own (it prefixes its signals)")
+    with pytest.raises(StationError, match=r"station.toml:3: station.speed: speed applies to "):
+        load_station(write(tmp_path, '[station]\nclock = "real"\nspeed = 10\n'))
+
+
 def test_bad_driver_settings_name_the_channel_group(tmp_path: Path) -> None:
     config = load_station(write(tmp_path, '[[channels]]\ndriver = "sim"\n'
                                           'settings = {count = 0}\n'))
