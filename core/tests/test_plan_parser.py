@@ -928,6 +928,7 @@ _specs = st.one_of(
 
 
 _durations = st.floats(1e-3, 1e6)
+_capacities = st.floats(1e-6, 1e5)  # the physical range of a capacity
 _ramps = st.builds(
     lambda q, a, b, over, rate, until: StepSpec(
         StepMode.PROFILE, until, profile=ProfileSpec(
@@ -982,9 +983,9 @@ def _plans(draw: st.DrawFn) -> Plan:
     limits = SafetyLimits(
         temperature_max=draw(st.none() | st.builds(Limit, st.builds(Value, st.floats(0, 100)))),
         voltage_max=draw(st.none() | st.builds(Limit, st.none() | st.builds(Value, _signed),
-                                               st.just(True), st.just(0.0) | _positive)),
+                                               st.just(True), st.just(0.0) | _durations)),
     )
-    return Plan(name, tuple(steps), limits, draw(st.none() | _positive))
+    return Plan(name, tuple(steps), limits, draw(st.none() | _capacities))
 
 
 def _label(node: Node, labels: Iterator[str], labelled: bool) -> Node:

@@ -117,9 +117,10 @@ def _limit(ctx: ParseContext, node: yaml.Node, path: str, dimension: Dimension) 
             value = parse_value(head, dimension)
         except UnitError as error:
             ctx.fail(line, path, f"{error} (or 'battery' for the battery's own limit)")
-        try:  # a C-rate is checked as a current once the capacity is known
-            if not value.per_capacity:
-                check_physical(value.si, dimension)
+        try:  # a C-rate has no physical range before the capacity is known
+            if not value.per_capacity:  # a current is a magnitude: its sign is checked below
+                check_physical(abs(value.si) if dimension is Dimension.CURRENT else value.si,
+                               dimension)
         except UnitError as error:
             ctx.fail(line, path, str(error))
         return Limit(value, delay_s=delay_s)

@@ -32,8 +32,9 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from cellbench_core.plan import PlanError, load_plan
+from cellbench_core.plan import PlanError, load_plan, parse_plan
 from cellbench_core.plan.files import PlanFiles
+from cellbench_core.plan.yaml_source import read_plan_text
 from cellbench_core.runner import (
     ChannelState,
     Refusal,
@@ -404,13 +405,13 @@ class StationControl:
         self._check_available()
         self._ref(channel)
         path = self._plan_path(plan_name)
-        try:
-            await asyncio.to_thread(load_plan, path, files=self._files)
+        try:  # the text checked is the text queued: the file is read once
+            text = await asyncio.to_thread(read_plan_text, path, self._files)
+            await asyncio.to_thread(parse_plan, text, str(path), files=self._files)
         except PlanError as err:
             raise ControlError(ControlErrorKind.BAD_PLAN, str(err)) from None
         if battery is not None:
             await self._battery(battery)
-        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
         try:
             entry = await asyncio.to_thread(self.queue.add, channel, text,
                                             plan_source=str(path), battery=battery)
