@@ -291,9 +291,9 @@ class Runner:
 
     def add(self, request: TestRequest | Prepared) -> asyncio.Future[int]:
         """Start ``request`` at the next tick of a serving :meth:`run` (its channel must be
-        idle). A request not prepared yet (:func:`prepare`) is prepared first, in a worker thread: a
-        long plan never delays a tick. The future gives the new test's id, or the RunError that
-        refused it."""
+        idle). A request not prepared yet (:func:`prepare`) is prepared first, in a worker
+        thread: a long plan never delays a tick. The future gives the new test's id, or the
+        RunError that refused it."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if not self._serving:
             future.set_exception(RunError("the runner is not serving"))
@@ -306,24 +306,25 @@ class Runner:
         task = asyncio.create_task(self._prepare_pending(request, future))
         self._preparing[task] = request
         task.add_done_callback(lambda done: self._preparing.pop(done, None))
+        self._st.generation += 1  # its channel counts as running from now on
         return future
 
     async def _prepare_pending(self, request: TestRequest, future: asyncio.Future[int]) -> None:
         try:
-            prepared = await asyncio.to_thread(prepare, request)
+            prepared: Prepared | None = await asyncio.to_thread(prepare, request)
+            refusal: BaseException | None = None
         except Exception as err:  # the caller's: nothing was started
-            self._preparing.pop(asyncio.current_task(), None)  # idle again when it hears
-            if not future.done():
-                future.set_exception(err)
-            return
-        if not self._serving:
-            if not future.done():
-                future.set_exception(RunError("the station stopped before the test began"))
-            return
-        self._pending.append((prepared, future))
-        self._preparing.pop(asyncio.current_task(), None)  # pending now: no gap in state()
+            prepared, refusal = None, err
+        if prepared is not None and not self._serving:
+            prepared, refusal = None, RunError("the station stopped before the test began")
+        if prepared is not None:
+            self._pending.append((prepared, future))
+            self._wake.set()
+        # Pending, or idle again, from here on: state() sees no gap, and the caller hears after.
+        self._preparing.pop(asyncio.current_task(), None)
         self._st.generation += 1
-        self._wake.set()
+        if refusal is not None and not future.done():
+            future.set_exception(refusal)
 
     def shutdown(self, reason: str = "station stopped") -> None:
         """End a serving :meth:`run`: stop every running test (output off) at the next tick."""
