@@ -173,7 +173,7 @@ def test_station_init_writes_a_file_that_runs(tmp_path: Path, plan: Path) -> Non
 
 @pytest.mark.parametrize(("text", "message"), [
     ('clock = "fast"', "station.clock: Input should be 'real' or 'virtual'"),
-    ("speed = 10", 'station: speed applies to clock = "virtual" only'),
+    ("speed = 10", 'station.speed: speed applies to clock = "virtual" only'),
     ('clock = "virtual"\nspeed = 0', "station.speed: Input should be greater than 0"),
     ('queue_poll_interval = "0 s"', "station.queue_poll_interval: a duration must"),
 ])

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from cellbench_core.events import TestFinished, TestStarted, TestStatus
 from cellbench_core.plan import PlanError, parse_plan
-from cellbench_core.runner import ChannelState, RunError, Runner, TestRequest
+from cellbench_core.runner import ChannelState, Prepared, RunError, Runner, prepare
 from cellbench_core.service.control import StationControl
 from cellbench_core.station import Station, StationError
 from cellbench_core.storage import (
@@ -97,7 +97,7 @@ class StationService:
                     self.runner, self.station.channels, self.queue,
                     name=self.station.config.station.name, version=self._version,
                     plans_dir=self.station.plans_dir, base_dir=self.station.base_dir,
-                    make_request=self.station.request, tables=self.station.tables,
+                    make_request=self.station.request, files=self.station.plan_files,
                     ring_size=self.station.config.station.ring_size)
                 # Notifiers start with the control API (live samples for MQTT); events fired
                 # before (tests resumed above) wait inside them until then.
@@ -251,21 +251,22 @@ class StationService:
         await asyncio.to_thread(self.queue.end, entry.id, QueueStatus.FAILED,
                                 self.clock.unix(self.clock.now()), str(err))
 
-    def _request(self, entry: QueueEntry) -> TestRequest:
-        """The test an entry asks for; PlanError, RunError or StorageError say what is wrong."""
+    def _request(self, entry: QueueEntry) -> Prepared:
+        """The test an entry asks for, prepared (in the worker thread this runs in); PlanError,
+        RunError or StorageError say what is wrong."""
         channels = self.station.channels
         if not 1 <= entry.channel <= len(channels):
             raise RunError(f"channel {entry.channel} does not exist (this station has channels "
                            f"1-{len(channels)})")
         plan = parse_plan(entry.plan, source=entry.plan_source or f"queue entry {entry.id}",
-                          tables=self.station.tables)
+                          files=self.station.plan_files)
         battery = None
         if entry.battery is not None:
             battery = self.db.battery(entry.battery)
             if battery is None:
                 raise StorageError(f"no battery named {entry.battery!r}")
-        return self.station.request(channels[entry.channel - 1], plan, battery,
-                                    name=entry.name or "")
+        return prepare(self.station.request(channels[entry.channel - 1], plan, battery,
+                                            name=entry.name or ""))
 
     def _event(self, event: object) -> None:
         if isinstance(event, TestStarted):
@@ -324,7 +325,7 @@ class StationService:
                     reason = f"interrupted, and it could not resume: {err}"
                 else:
                     if entry is not None:
-                        self._busy[request.channel.number] = entry.id
+                        self._busy[request.request.channel.number] = entry.id
                         self._entry_of_test[test.id] = entry.id
                     resuming.append((test, entry, self.runner.add(request)))
                     continue
@@ -363,8 +364,9 @@ class StationService:
             for e in self.queue.entries([QueueStatus.RUNNING])}
         return tests, entries
 
-    def _resume_request(self, test: TestRecord) -> TestRequest:
-        """The request that resumes ``test``; an error says why it cannot."""
+    def _resume_request(self, test: TestRecord) -> Prepared:
+        """The request that resumes ``test``, prepared (in the worker thread this runs in); an
+        error says why it cannot."""
         channels = self.station.channels
         number = int(test.channel) if test.channel.isdigit() else 0
         if not 1 <= number <= len(channels):
@@ -372,14 +374,14 @@ class StationService:
         point = Runner.resume_point(self.db, test.id, self.clock.unix(self.clock.now()))
         if point is None:
             raise RunError("it committed no plan position")
-        plan = parse_plan(test.plan_text, source=test.plan_source, tables=self.station.tables)
+        plan = parse_plan(test.plan_text, source=test.plan_source, files=self.station.plan_files)
         battery = None
         if test.battery is not None:
             battery = self.db.battery(test.battery)
             if battery is None:
                 raise StorageError(f"its battery {test.battery!r} is not registered any more")
-        return self.station.request(channels[number - 1], plan, battery, name=test.name,
-                                    resume=point)
+        return prepare(self.station.request(channels[number - 1], plan, battery,
+                                            name=test.name, resume=point))
 
     def _end_interrupted(self, test_id: int | None, entry: QueueEntry | None,
                          reason: str) -> None:

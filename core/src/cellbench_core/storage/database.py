@@ -34,6 +34,14 @@ from cellbench_core.storage.records import (
 )
 from cellbench_core.storage.urls import DatabaseOpenError, checked_url, shown, unavailable
 from cellbench_core.text import check_identifier, check_name, printable
+from cellbench_core.units import Dimension, UnitError, check_physical
+
+#: The quantity of each of a battery's figures, for their physical ranges.
+_BATTERY_DIMENSIONS = {
+    "nominal_capacity_ah": Dimension.CHARGE, "nominal_voltage_v": Dimension.VOLTAGE,
+    "voltage_max_v": Dimension.VOLTAGE, "voltage_min_v": Dimension.VOLTAGE,
+    "current_max_charge_a": Dimension.CURRENT, "current_max_discharge_a": Dimension.CURRENT,
+    "temperature_max_c": Dimension.TEMPERATURE}
 
 T = TypeVar("T")
 
@@ -303,6 +311,12 @@ class Database:
         for field in ("current_max_charge_a", "current_max_discharge_a"):
             if row[field] is not None and row[field] <= 0:
                 raise ValueError(f"{field} is a magnitude and must be positive, not {row[field]}")
+        for field, dimension in _BATTERY_DIMENSIONS.items():
+            if row[field] is not None:
+                try:
+                    check_physical(row[field], dimension)
+                except UnitError as error:
+                    raise ValueError(f"{field}: {error}") from None
         low, high = row["voltage_min_v"], row["voltage_max_v"]
         if low is not None and high is not None and low >= high:
             raise ValueError(f"voltage_min_v ({low} V) must be below voltage_max_v ({high} V)")
