@@ -109,7 +109,11 @@ def build_app(backend: Backend) -> FastAPI:
 
     @app.exception_handler(Refused)
     async def refused(request: Request, err: Refused) -> JSONResponse:
-        return JSONResponse({"error": err.error, "message": err.message}, status_code=err.status)
+        if err.delay_s:  # a wrong token: guessing goes slower the more it fails
+            await asyncio.sleep(err.delay_s)
+        headers = None if err.retry_after_s is None else {"Retry-After": str(err.retry_after_s)}
+        return JSONResponse({"error": err.error, "message": err.message}, status_code=err.status,
+                            headers=headers)
 
     @app.exception_handler(ControlError)
     async def control_refused(request: Request, err: ControlError) -> JSONResponse:
@@ -441,9 +445,12 @@ def _live_refusal(websocket: WebSocket, backend: Backend, control: StationContro
     all)."""
     hub = backend.hub
     assert hub is not None
-    identity = backend.access.identify(
-        websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE),
-        websocket.client.host if websocket.client else "?")
+    try:
+        identity = backend.access.identify(
+            websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE),
+            websocket.client.host if websocket.client else "?")
+    except Refused as err:
+        return 1008, err.message
     origin = websocket.headers.get("origin")
     if identity is None:
         return 1008, "authenticate first"
