@@ -14,7 +14,6 @@ part of the secret.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import time
@@ -23,46 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from cellbench_core.addresses import is_loopback, join_address, split_address
+
 RoleName = Literal["viewer", "operator"]
 
-__all__ = ["AuthGuard", "RoleName", "Token", "is_loopback", "parse_token", "read_token_file",
-           "settings_tokens", "split_address"]
+__all__ = ["AuthGuard", "RoleName", "Token", "is_loopback", "join_address", "parse_token",
+           "read_token_file", "settings_tokens", "split_address"]
 
 log = logging.getLogger(__name__)
 
 _ROLES: dict[str, RoleName] = {"viewer": "viewer", "operator": "operator"}
 #: A token's label: what events and logs show of it.
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}", re.ASCII)
-
-
-def split_address(text: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:5025`` for an IPv6 address) as (host, port); ValueError naming
-    the text if it is none."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isascii() or not port.isdigit() \
-            or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected host:port like '127.0.0.1:5025' or '[::1]:5025', "
-                         f"not {text!r}")
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address, IPv6 with or without brackets) only listens on
-    this machine: ``localhost``, any of 127.0.0.0/8, ``::1`` (also as ``::ffff:127.x.y.z``)."""
-    host = host.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # a host name: reachable from wherever it resolves
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 @dataclass(frozen=True, slots=True)
