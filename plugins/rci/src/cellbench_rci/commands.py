@@ -41,15 +41,12 @@ from cellbench_sdk.control import (
     StationControl,
     Subscription,
 )
+from cellbench_sdk.turns import in_turns
 from cellbench_sdk.units import Dimension
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-#: Records a reply formats per turn of the event loop: a longer reply (STATE? ALL, SAMPLES?,
-#: CHANNELS? of a big station) is built over several turns, so that the runner's tick and the
-#: other clients get theirs in between.
-RECORDS_PER_TURN = 256
 
 #: The station's refusals as rci error codes.
 CONTROL_CODES = {
@@ -216,20 +213,16 @@ def _error_line(session: Session, line: bytes, err: Exception) -> bytes:
 
 def _records(items: Sequence[_T], render: Callable[[_T], str], head: Sequence[str] = ()
              ) -> str | Awaitable[str]:
-    """``head`` and the records of ``items`` joined by ``;``; built at once if they are few,
-    else over several turns of the event loop (:data:`RECORDS_PER_TURN` records each)."""
-    if len(items) <= RECORDS_PER_TURN:
-        return ";".join([*head, *map(render, items)])
+    """``head`` and the records of ``items`` joined by ``;``: a long reply (STATE? ALL,
+    SAMPLES?, CHANNELS? of a big station) is built over several turns of the event loop."""
+    made = in_turns(items, render)
+    if isinstance(made, list):
+        return ";".join([*head, *made])
 
-    async def build() -> str:
-        parts = list(head)
-        for start in range(0, len(items), RECORDS_PER_TURN):
-            if start:
-                await asyncio.sleep(0)
-            parts.extend(map(render, items[start:start + RECORDS_PER_TURN]))
-        return ";".join(parts)
+    async def joined() -> str:
+        return ";".join([*head, *await made])
 
-    return build()
+    return joined()
 
 
 async def _joined(reply: str | Awaitable[str]) -> str:

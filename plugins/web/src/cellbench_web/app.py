@@ -17,11 +17,12 @@ import orjson
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.websockets import WebSocketDisconnect
 
 from cellbench_sdk.control import ControlError, ControlErrorKind, StationControl
+from cellbench_sdk.turns import in_turns
 from cellbench_web import models, pages
 from cellbench_web.auth import (
     CSRF_HEADER,
@@ -327,9 +328,14 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
     WebSocket."""
     @app.get("/api/channels", response_model=list[models.ChannelLive], responses=PROBLEMS,
              tags=["channels"])
-    async def channels(who: Viewer) -> list[dict[str, Any]]:
+    async def channels(who: Viewer) -> Response:
         """Every channel's live state."""
-        return [view_json(v) for v in control.channels(control.channel_numbers())]
+        # Encoded here, in bounded pieces, not validated and encoded by FastAPI in one go:
+        # a station with 20,000 channels would hold the runner's tick for most of a second.
+        made = in_turns(control.channel_numbers(),
+                        lambda n: orjson.dumps(view_json(control.channel(n))))
+        parts = made if isinstance(made, list) else await made
+        return Response(b"[" + b",".join(parts) + b"]", media_type="application/json")
 
     @app.get("/api/channels/{channel}", response_model=models.ChannelLive,
              responses=CONTROL_PROBLEMS, tags=["channels"])
