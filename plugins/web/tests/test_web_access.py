@@ -61,6 +61,35 @@ def test_wrong_tokens_are_slowed_down_refused_and_counted(
     assert "guess" not in caplog.text and TOKEN[:8] not in caplog.text
 
 
+def test_the_count_of_a_burst_is_logged_when_its_window_ends(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("cellbench_web.auth.AuthGuard", functools.partial(
+        AuthGuard, base_delay_s=0.01, max_delay_s=0.01, window_s=0.4))
+    summary = "web: 2 failed token from 127.0.0.1 in the last 0.4 s"
+
+    async def main() -> None:
+        async with station_control(1) as control:
+            interface = WebInterface(WebSettings(listen="127.0.0.1:0",
+                                                 tokens={TOKEN: "operator lims"}))
+            await interface.start(control)
+            host, port = interface.address or ("", 0)
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}",
+                                         timeout=PATIENCE_S) as http:
+                for n in range(3):
+                    wrong = await http.get("/api/station",
+                                           headers={"Authorization": f"Bearer guess-{n}"})
+                    assert wrong.status_code == 401
+            for _ in range(int(PATIENCE_S / 0.05)):  # no request comes any more
+                if summary in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+            await interface.stop()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    assert summary in caplog.text
+
+
 def test_missing_files_are_named_with_their_setting(tmp_path: Path) -> None:
     async def main() -> None:
         async with station_control(1) as control:

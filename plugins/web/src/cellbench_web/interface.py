@@ -4,9 +4,17 @@ station's event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
-from cellbench_sdk.access import is_loopback, read_token_file, settings_tokens, split_address
+from cellbench_sdk.access import (
+    AuthGuard,
+    is_loopback,
+    read_token_file,
+    settings_tokens,
+    split_address,
+)
 from cellbench_sdk.control import StationControl
 from cellbench_web.app import Backend, build_app
 from cellbench_web.auth import Access, Role
@@ -24,6 +32,7 @@ class WebInterface:
         self.address: tuple[str, int] | None = None
         self.backend: Backend | None = None
         self._server: WebServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, control: StationControl) -> str:
         s = self.settings
@@ -48,9 +57,15 @@ class WebInterface:
                            else _file(base, "tls_key", s.tls_key))
         url = await server.start()
         self._server, self.address = server, server.address
+        self._sweeper = asyncio.create_task(_sweep(access.guard))
         return f"web {url}"
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         server, self._server = self._server, None
         if server is not None:
             await server.stop()
@@ -65,3 +80,10 @@ def _file(base: Path, setting: str, name: str) -> Path:
     if not found.is_file():
         raise ValueError(f"web: {setting} = {name!r}: no file {found}")
     return found
+
+
+async def _sweep(guard: AuthGuard) -> None:
+    """Log the counts of failed tokens once their window ends, even if no request comes."""
+    while True:
+        await asyncio.sleep(min(1.0, guard.window_s / 4))
+        guard.sweep()
