@@ -134,8 +134,10 @@ class Connection(asyncio.Protocol):
         if self.session is None:
             return  # refused at connection_made
         self._buffer += data
-        self._update_reading()
-        self._schedule()
+        if self._scheduled or self._busy:
+            self._update_reading()
+        else:  # the first line now (a polling client's only one), any further at later turns
+            self._turn()
 
     # ---- lines -------------------------------------------------------------------------------
 
@@ -147,11 +149,10 @@ class Connection(asyncio.Protocol):
 
     def _turn(self) -> None:
         self._scheduled = False
-        if self._busy or self._write_paused or self.transport.is_closing():
-            return
-        self._answer_one()
-        if not self._busy and b"\n" in self._buffer:
-            self._schedule()
+        if not (self._busy or self._write_paused or self.transport.is_closing()):
+            self._answer_one()
+            if not self._busy and b"\n" in self._buffer:
+                self._schedule()
         self._update_reading()
 
     def _answer_one(self) -> None:
