@@ -94,7 +94,7 @@ def settings_tokens(tokens: Mapping[str, str], where: str) -> dict[str, Token]:
     """The ``tokens`` table of an interface's settings (``"<token>" = "<role> <label>"``)."""
     entries: dict[str, Token] = {}
     for n, (token, value) in enumerate(tokens.items(), 1):
-        entry = parse_token(token, value.split(), f"{where}: tokens[{token[:4]!r}…]",
+        entry = parse_token(token, value.split(), f"{where}: the token number {n} in tokens",
                             f"tokens-{n}")
         if any(e.label == entry.label for e in entries.values()):
             raise ValueError(f"{where}: the label {entry.label!r} is given to two tokens")

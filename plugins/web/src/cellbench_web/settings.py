@@ -48,9 +48,9 @@ class WebSettings(BaseModel):
     @field_validator("tokens")
     @classmethod
     def _tokens(cls, value: dict[str, str]) -> dict[str, str]:
-        for token in value:
+        for n, token in enumerate(value, 1):
             if len(token) < 16 or not token.isprintable() or " " in token:
-                raise ValueError(f"token {token[:4]!r}…: a token has at least 16 printable "
+                raise ValueError(f"the token number {n}: a token has at least 16 printable "
                                  "characters and no spaces")
         settings_tokens(value, "web")
         return value
