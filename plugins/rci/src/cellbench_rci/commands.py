@@ -47,7 +47,6 @@ from cellbench_sdk.units import Dimension
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-
 #: The station's refusals as rci error codes.
 CONTROL_CODES = {
     ControlErrorKind.NO_SUCH_CHANNEL: ErrorCode.NO_SUCH_CHANNEL,
@@ -140,7 +139,7 @@ class Dispatcher:
         self.tokens = tokens
         self.guard = guard or AuthGuard("rci")
         self.count = len(control.channel_numbers())
-        self._channels_reply: str | None = None  # CHANNELS?: the channels never change
+        self.channels_reply: str | None = None  # CHANNELS?: the channels never change
         # STATE? records by channel, with the station's generation they were made in: a
         # channel's state changes at most once per sample period, and is polled far more often.
         self._states: dict[int, tuple[int, str]] = {}
@@ -250,8 +249,8 @@ def _idn(d: Dispatcher, s: Session, a: list[str]) -> str:
 
 
 def _channels(d: Dispatcher, s: Session, a: list[str]) -> str | Awaitable[str]:
-    if d._channels_reply is not None:
-        return d._channels_reply
+    if d.channels_reply is not None:
+        return d.channels_reply
 
     def render(number: int) -> str:
         i = d.control.channel_info(number)
@@ -259,8 +258,8 @@ def _channels(d: Dispatcher, s: Session, a: list[str]) -> str | Awaitable[str]:
                 f"{i.current_max_a:g}")
 
     async def build() -> str:
-        d._channels_reply = await _joined(_records(numbers, render, [str(len(numbers))]))
-        return d._channels_reply
+        d.channels_reply = await _joined(_records(numbers, render, [str(len(numbers))]))
+        return d.channels_reply
 
     numbers = d.control.channel_numbers()
     return build()
