@@ -291,7 +291,8 @@ class Database:
         """
         row: dict[str, Any] = {
             "name": check_identifier(name, "battery name"),
-            "chemistry": check_name(chemistry, "battery chemistry", length=schema.KIND_LENGTH),
+            "chemistry": check_identifier(chemistry, "battery chemistry",
+                                         length=schema.KIND_LENGTH),
             "nominal_capacity_ah": _float("nominal_capacity_ah", nominal_capacity_ah),
             "nominal_voltage_v": _optional_float("nominal_voltage_v", nominal_voltage_v),
             "voltage_max_v": _optional_float("voltage_max_v", voltage_max_v),
