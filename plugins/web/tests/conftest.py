@@ -40,6 +40,14 @@ limits: {voltage_max: 3.0 V}
 steps:
   - Charge at 1C for 1 hour
 """
+#: A step an automation system drives over the API (setpoints, keepalives).
+EXTERNAL = """\
+name: external
+capacity: 2.5 Ah
+limits: {voltage_max: 4.2 V, current_max: 3 A}
+steps:
+  - external: {watchdog: 1 h, for: 10 h}
+"""
 #: A plan with a mistake on line 4 (a step the plan language does not know).
 BAD = """\
 name: bad
@@ -75,7 +83,7 @@ def web_station(tmp_path: Path, serve_until_ready: Callable[[Path], tuple[Any, s
         plans = tmp_path / "plans"
         plans.mkdir(exist_ok=True)
         for name, text in (("three-cycles", CYCLES), ("long", LONG), ("bad", BAD),
-                           ("trip", TRIP)):
+                           ("trip", TRIP), ("external", EXTERNAL)):
             (plans / f"{name}.yaml").write_text(text, encoding="utf-8")
         token_lines = (f'[interfaces.settings.tokens]\n"{OPERATOR}" = "operator"\n'
                        f'"{VIEWER}" = "viewer"\n') if tokens else ""

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.websockets import WebSocketDisconnect
 
+from cellbench_sdk import Step, StepMode
 from cellbench_sdk.control import ControlError, ControlErrorKind, StationControl
 from cellbench_web import models, pages
 from cellbench_web.auth import (
@@ -57,7 +58,11 @@ CONTROL_STATUS = {
     ControlErrorKind.PAUSED: 409, ControlErrorKind.EXISTS: 409,
     ControlErrorKind.NOT_CANCELLABLE: 409, ControlErrorKind.BAD_PLAN: 422,
     ControlErrorKind.BAD_VALUE: 422, ControlErrorKind.UNAVAILABLE: 503,
+    ControlErrorKind.NOT_EXTERNAL: 409, ControlErrorKind.DEVICE_ERROR: 502,
 }
+#: The values each setpoint mode takes (as rci ``SET``).
+SETPOINT_VALUES = {"rest": (), "cc": ("current_a",), "cv": ("voltage_v", "current_a"),
+                   "cp": ("power_w",)}
 STATIC = pathlib.Path(__file__).parent / "static"
 #: Error responses every route may give, for the OpenAPI document.
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -359,6 +364,36 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
         test_id = await control.start(channel, request.plan, request.battery,
                                       identity=who.label)
         return {"test_id": test_id}
+
+    @app.post("/api/channels/{channel}/setpoint", response_model=models.Setpoint,
+              responses={**CONTROL_PROBLEMS, 502: {"model": models.Problem}},
+              tags=["control"])
+    async def setpoint(channel: ChannelNo, request: models.Setpoint, who: Operator
+                       ) -> dict[str, Any]:
+        """In an external step: set the channel now (as rci ``SET``), checked against the
+        channel's ranges and the test's safety limits first (422 ``bad_value``: nothing
+        changed); restarts the step's watchdog. Answers the setpoint applied."""
+        takes = SETPOINT_VALUES[request.mode]
+        values = request.model_dump(exclude={"mode"}, exclude_none=True)
+        extra = sorted(set(values) - set(takes))
+        if extra:
+            raise Refused(422, "bad_value", f"a {request.mode} setpoint takes "
+                          f"{', '.join(takes) or 'no values'}, not {extra[0]}")
+        try:
+            step = Step(StepMode(request.mode), **values)
+        except ValueError as err:  # a value the mode needs is missing, or a bad CV limit
+            raise Refused(422, "bad_value", str(err)) from None
+        applied = await control.set_setpoint(channel, step, identity=who.label)
+        return {"mode": applied.mode.value, "current_a": applied.current_a,
+                "voltage_v": applied.voltage_v, "power_w": applied.power_w}
+
+    @app.post("/api/channels/{channel}/keepalive", response_model=models.Done,
+              responses=CONTROL_PROBLEMS, tags=["control"])
+    async def keepalive(channel: ChannelNo, who: Operator) -> dict[str, Any]:
+        """In an external step: restart the watchdog, the setpoint unchanged (as rci
+        ``KEEPALIVE``)."""
+        control.keepalive(channel, identity=who.label)
+        return {"ok": True}
 
     @app.get("/api/plans", response_model=models.Plans, responses=PROBLEMS, tags=["control"])
     async def plans(who: Viewer) -> dict[str, Any]:

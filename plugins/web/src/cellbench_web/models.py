@@ -260,3 +260,16 @@ class Plans(BaseModel):
     """The plan files of the station's plans folder."""
 
     plans: list[str]
+
+
+class Setpoint(BaseModel):
+    """A setpoint for a channel running an external step (docs/plans.md): ``rest``; ``cc``
+    with ``current_a``; ``cv`` with ``voltage_v`` and an optional current limit ``current_a``;
+    ``cp`` with ``power_w``. Currents and powers are signed, positive charging."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    mode: Literal["rest", "cc", "cv", "cp"]
+    current_a: float | None = Field(default=None, ge=-1e6, le=1e6)
+    voltage_v: float | None = Field(default=None, ge=-1e5, le=1e5)
+    power_w: float | None = Field(default=None, ge=-1e9, le=1e9)
