@@ -20,10 +20,11 @@ A user of the formats finds them with :func:`export_formats` and streams a test 
 
 from __future__ import annotations
 
+import io
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from typing import BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from pydantic import BaseModel
 
@@ -63,6 +64,34 @@ class ExportFormat(ABC):
             stream.write(piece)
             written += len(piece)
         return written
+
+
+class Pieces(io.RawIOBase):
+    """A binary sink that keeps what is written to it until :meth:`take` (a file streamed a
+    piece at a time by a writer that wants a file object, such as Arrow's and Parquet's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts: list[bytes] = []
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        piece = bytes(data)
+        self._parts.append(piece)
+        self._position += len(piece)
+        return len(piece)
+
+    def tell(self) -> int:
+        return self._position
+
+    def take(self) -> bytes:
+        """What was written since the last take."""
+        taken = b"".join(self._parts)
+        self._parts.clear()
+        return taken
 
 
 def export_formats() -> dict[str, ExportFormat]:

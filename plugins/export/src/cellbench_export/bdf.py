@@ -3,12 +3,10 @@ as CSV or Parquet. The columns are documented in docs/export.md."""
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +14,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from cellbench_export.samples import StepCounter
+from cellbench_sdk.export import Pieces
 from cellbench_sdk.storage import Database, SampleChunk, aux_names, sample_chunks
 
 #: BDF column label -> the sample column it holds; the derived ones are computed.
@@ -67,33 +66,6 @@ def _schema(aux: list[str]) -> pa.Schema:
     return pa.schema(fields + [pa.field(name, pa.float64()) for name in aux])
 
 
-class _Pieces(io.RawIOBase):
-    """A sink that keeps what Arrow writes until it is taken (a streamed file)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._parts: list[bytes] = []
-        self._position = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        piece = bytes(data)
-        self._parts.append(piece)
-        self._position += len(piece)
-        return len(piece)
-
-    def tell(self) -> int:
-        return self._position
-
-    def take(self) -> bytes:
-        """What was written since the last take."""
-        taken = b"".join(self._parts)
-        self._parts.clear()
-        return taken
-
-
 def encode_bdf(test_id: int, aux: Sequence[str], chunks: Iterable[SampleChunk],
                form: BdfFormat) -> Iterator[bytes]:
     """A test's BDF file a piece at a time (a piece per chunk of samples; a Parquet file's
@@ -104,7 +76,7 @@ def encode_bdf(test_id: int, aux: Sequence[str], chunks: Iterable[SampleChunk],
         raise ValueError(f"test {test_id}: aux signal {clash[0]!r} has the name of a BDF column")
     schema = _schema(list(aux))
     counter = StepCounter()
-    sink = _Pieces()
+    sink = Pieces()
     writer: pq.ParquetWriter | pa_csv.CSVWriter
     if form is BdfFormat.PARQUET:
         writer = pq.ParquetWriter(sink, schema)

@@ -273,3 +273,12 @@ class Setpoint(BaseModel):
     current_a: float | None = Field(default=None, ge=-1e6, le=1e6)
     voltage_v: float | None = Field(default=None, ge=-1e5, le=1e5)
     power_w: float | None = Field(default=None, ge=-1e9, le=1e9)
+
+
+class ExportFormat(BaseModel):
+    """A format a test can be downloaded in."""
+
+    name: str
+    title: str
+    suffix: str
+    media_type: str

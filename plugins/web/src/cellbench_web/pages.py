@@ -122,7 +122,8 @@ def add_routes(app: FastAPI, backend: Backend) -> None:
         except NotFound as err:
             return _page("not found", f'<p class="error">{escape(str(err))}</p>', identity,
                          backend)
-        return _page(f"test {test_id}", _test_body(test, cycles, events), identity, backend,
+        return _page(f"test {test_id}", _test_body(test, cycles, events, backend), identity,
+                     backend,
                      ("uPlot.iife.min.js",))
 
     @app.get("/login", include_in_schema=False)
@@ -271,7 +272,7 @@ def _tests_body(found: list[dict[str, Any]], query: dict[str, str]) -> str:
 
 
 def _test_body(test: dict[str, Any], cycles: list[dict[str, Any]],
-               events: list[dict[str, Any]]) -> str:
+               events: list[dict[str, Any]], backend: Backend) -> str:
     station, test_id = escape(test["station"]), test["id"]
     cycle_rows = "".join(
         f'<tr><td>{c["cycle"]}</td><td>{_num(c["charge_ah"])}</td>'
@@ -283,12 +284,16 @@ def _test_body(test: dict[str, Any], cycles: list[dict[str, Any]],
         f'<tr class="{escape(e["kind"])}"><td>{_time(e["unix_time_s"])}</td>'
         f'<td>{escape(e["kind"])}</td><td>{escape(e["message"])}</td></tr>' for e in events)
     base = f"/api/stations/{escape(quote(test['station'], safe=''))}/tests/{test_id}"
+    # Without the export plugin there is nothing to offer (the API says why: 404 no_export).
+    files = "".join(f'<a href="{base}/download/{escape(name)}" download>'
+                    f'{escape(form.title)}</a> ' for name, form in sorted(backend.formats.items()))
     return f"""<h1>Test {test_id}: {escape(test["name"])}</h1>
 <p class="meta">station {station} · channel {escape(test["channel"] or "")} · battery
 {escape(test["battery"] or "–")} · plan {escape(test["plan_name"])} ·
 <span class="status">{escape(test["status"])}</span>
 {escape(test["end_reason"] or "")} · started {_time(test["start_unix_s"])}</p>
-<p>Download: <a href="{base}/samples.ndjson">samples (NDJSON)</a></p>
+<p class="downloads">Download: {files}<a href="{base}/samples.ndjson">samples (NDJSON)</a>
+<a href="{base}/samples.arrow">samples (Arrow)</a></p>
 <section class="card"><h2>Voltage, current, temperature</h2>
 <p class="hint">drag to zoom (the server sends min/max per pixel column); double-click to
 zoom out</p><div id="test-plot" data-series="{base}/series"></div></section>
