@@ -205,6 +205,8 @@ class ChannelStatus:
     total_ah: float
     total_wh: float
     outcome: TestOutcome | None
+    battery: str | None = None  #: the battery under test (registered name)
+    chamber: str | None = None  #: the climate chamber holding the cell
 
 
 @dataclass

@@ -24,7 +24,7 @@ import enum
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -114,8 +114,9 @@ class ChannelInfoView:
 
 @dataclass(frozen=True, slots=True)
 class ChannelView:
-    """A channel's live state: its latest test (``test_id`` None if it never ran one) and that
-    test's last sample. ``ah``/``wh`` count the running step; ``test_time_s`` is since the start."""
+    """A channel's live state: its latest test (``test_id`` None if it never ran one), that
+    test's battery and chamber, and its last sample. ``ah``/``wh`` count the running step;
+    ``test_time_s`` is since the start."""
 
     number: int
     state: ChannelState
@@ -129,6 +130,8 @@ class ChannelView:
     ah: float
     wh: float
     test_time_s: float
+    battery: str | None = None
+    chamber: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +240,7 @@ class StationControl:
         return ChannelView(number, state, status.test_id, status.step_no, status.step,
                            status.cycle, status.voltage_v, status.current_a,
                            status.temperature_c, status.step_ah, status.step_wh,
-                           status.test_time_s)
+                           status.test_time_s, status.battery, status.chamber)
 
     def channels(self, numbers: Sequence[int]) -> list[ChannelView]:
         """The live state of each of ``numbers``, in that order."""
@@ -379,6 +382,23 @@ class StationControl:
         except ValueError as err:
             raise ControlError(ControlErrorKind.BAD_VALUE, str(err)) from None
         self._record(identity, f"BATTERY ADD {name}", None, None)
+
+    async def edit_battery(self, name: str, changes: Mapping[str, Any], *,
+                           identity: str) -> BatteryRecord:
+        """Change a registered battery's values (:meth:`Database.update_battery`: the rules
+        of registering it); return it as changed."""
+        self._check_available()
+        try:
+            record = await asyncio.to_thread(self.db.update_battery, name, changes)
+        except StorageError as err:
+            kind = (ControlErrorKind.NO_SUCH_BATTERY if "no battery called" in str(err)
+                    else ControlErrorKind.UNAVAILABLE)
+            raise ControlError(kind, str(err)) from None
+        except ValueError as err:
+            raise ControlError(ControlErrorKind.BAD_VALUE, str(err)) from None
+        self._record(identity, f"BATTERY EDIT {name}: {', '.join(sorted(changes))}", None,
+                     None)
+        return record
 
     async def batteries(self) -> list[BatteryRecord]:
         """Every registered battery, by name."""

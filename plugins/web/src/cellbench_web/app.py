@@ -537,6 +537,18 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
                                   battery.nominal_capacity_ah, identity=who.label, **limits)
         return {"ok": True}
 
+    @app.patch("/api/batteries/{name}", response_model=models.Battery,
+               responses=CONTROL_PROBLEMS, tags=["batteries"])
+    async def battery_edit(name: Annotated[str, Path(min_length=1, max_length=255)],
+                           changes: models.BatteryChanges, who: Operator) -> dict[str, Any]:
+        """Change a registered battery: the values given (null clears a limit; chemistry,
+        capacity and metadata cannot be cleared), by the rules of registering it."""
+        given = changes.model_dump(exclude_unset=True)
+        for required in ("chemistry", "nominal_capacity_ah", "metadata"):
+            if required in given and given[required] is None:
+                raise Refused(422, "bad_value", f"{required}: a battery must have one")
+        return _battery(await control.edit_battery(name, given, identity=who.label))
+
     @app.websocket("/api/live")
     async def live(websocket: WebSocket, channels: str | None = None) -> None:
         """Live samples and channel states (docs/web.md has the messages)."""
