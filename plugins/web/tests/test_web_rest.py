@@ -119,7 +119,7 @@ def test_setpoints_downloads_and_arrow_streams(web_station: Callable[..., Any],
         assert [list(row.values()) for row in whole.to_pylist()] == json_page["rows"]
         pages, after = [], 0
         while after is not None:
-            got = http.get(f"{test}/samples", params={"columns": columns, "limit": 200,
+            got = http.get(f"{test}/samples", params={"columns": columns, "limit": 100,
                                                       "after_seq": after, "format": "arrow"})
             assert got.headers["content-type"] == "application/vnd.apache.arrow.stream"
             pages.append(pa.ipc.open_stream(got.content).read_all())
