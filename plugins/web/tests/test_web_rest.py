@@ -40,6 +40,7 @@ def test_setpoints_downloads_and_arrow_streams(web_station: Callable[..., Any],
         not_external = http.post("/api/channels/3/keepalive", headers=op)
         assert not_external.status_code == 409
         assert not_external.json()["error"] == "not_external"
+        http.post("/api/channels/3/stop", headers=op)  # (its samples would only cost time)
         external = http.post("/api/channels/2/start", json={"plan": "external"},
                              headers=op).json()["test_id"]
         wait_until(lambda: http.get("/api/channels/2").json()["state"],
@@ -81,6 +82,7 @@ def test_setpoints_downloads_and_arrow_streams(web_station: Callable[..., Any],
         stored = wait_until(setpoints, "both setpoints stored",
                             check=lambda found: len(found) == 2)
         assert [who for _, who in stored] == ["token:oper…"] * 2
+        http.post("/api/channels/2/stop", headers=op)
 
         test_id = finishing
         test = f"/api/stations/webtest/tests/{test_id}"
