@@ -25,9 +25,9 @@ PATIENCE_S = 60.0
 def test_setpoints_downloads_and_arrow_streams(web_station: Callable[..., Any],
                                               wait_until: Any, tmp_path: Path) -> None:
     """An external step takes setpoints over the API, refused beyond the limits and stored
-    with the identity; a finished test downloads in every export format, byte for byte the
-    file ``cellbench export`` writes; its samples stream as Arrow, whole or in pages, equal
-    to the JSON pages."""
+    with the identity; a battery is edited by the registry's rules; a finished test
+    downloads in every export format, byte for byte the file ``cellbench export`` writes; its
+    samples stream as Arrow, whole or in pages, equal to the JSON pages."""
     station = web_station(channels=3, speed=600)
     op, view = station.headers(station.operator), station.headers(station.viewer)
     with httpx.Client(base_url=station.url, timeout=PATIENCE_S, headers=view) as http:
@@ -83,6 +83,32 @@ def test_setpoints_downloads_and_arrow_streams(web_station: Callable[..., Any],
                             check=lambda found: len(found) == 2)
         assert [who for _, who in stored] == ["token:oper…"] * 2
         http.post("/api/channels/2/stop", headers=op)
+
+        # A battery edited by the registry's rules, the edit stored as a control event.
+        http.post("/api/batteries", headers=op, json={
+            "name": "NMC-1", "chemistry": "NMC", "nominal_capacity_ah": 2.5,
+            "voltage_max_v": 4.2, "temperature_max_c": 60})
+        assert http.patch("/api/batteries/NMC-1", json={"voltage_max_v": 4.1}
+                          ).status_code == 403
+        bad = http.patch("/api/batteries/NMC-1", json={"voltage_min_v": 4.3}, headers=op)
+        assert bad.status_code == 422 and bad.json() == {
+            "error": "bad_value",
+            "message": "voltage_min_v (4.3 V) must be below voltage_max_v (4.2 V)"}
+        capacity = http.post("/api/batteries", headers=op, json={
+            "name": "NMC-2", "chemistry": "NMC", "nominal_capacity_ah": 0})
+        assert capacity.json()["message"] == "nominal_capacity_ah must be positive, not 0.0"
+        edited = http.patch("/api/batteries/NMC-1", headers=op,
+                            json={"voltage_max_v": 4.15, "temperature_max_c": None})
+        assert (edited.json()["voltage_max_v"], edited.json()["temperature_max_c"]) == (
+            4.15, None)
+        assert http.patch("/api/batteries/NMC-9", json={"chemistry": "LFP"},
+                          headers=op).json()["error"] == "no_such_battery"
+        assert http.patch("/api/batteries/NMC-1", json={"chemistry": None},
+                          headers=op).status_code == 422
+        wait_until(lambda: [e["message"] for e in http.get(
+            "/api/stations/webtest/events", params={"kind": "control"}).json()],
+            "the battery edit stored", check=lambda found: "token:oper…: BATTERY EDIT NMC-1: "
+            "temperature_max_c, voltage_max_v" in found)
 
         test_id = finishing
         test = f"/api/stations/webtest/tests/{test_id}"
