@@ -347,8 +347,9 @@ def build_app(backend: Backend) -> FastAPI:
                  "media_type": form.media_type} for name, form in sorted(backend.formats.items())]
 
     @app.get(TestPath + "/download/{format_name}", responses={
-        **PROBLEMS, 200: {"content": {"application/octet-stream": {}},
-                          "description": "the test's file, streamed"}},
+        **PROBLEMS, 200: {"content": {"*/*": {}},
+                          "description": "the test's file, streamed, of the format's media "
+                                         "type (/api/export-formats)"}},
              tags=["tests"])
     async def download(station: StationName, test_id: TestNo,
                        format_name: Annotated[str, Path(max_length=64)], who: Viewer
