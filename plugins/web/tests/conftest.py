@@ -77,7 +77,8 @@ class WebStation:
 def web_station(tmp_path: Path, serve_until_ready: Callable[[Path], tuple[Any, str]]
                 ) -> Callable[..., WebStation]:
     """``web_station(tokens=True, channels=4)``: a station on the virtual clock (60 times the
-    wall) serving the web interface on loopback, with the plans above."""
+    wall) serving the web interface on loopback, with the plans above; channel 1 is in the
+    simulated climate chamber ``oven``."""
 
     def start(*, tokens: bool = True, channels: int = 4, speed: float = 60) -> WebStation:
         plans = tmp_path / "plans"
@@ -100,6 +101,11 @@ plans_dir = "plans"
 driver = "sim"
 [channels.settings]
 count = {channels}
+
+[[chambers]]
+kind = "sim"
+name = "oven"
+channels = "1"
 
 [[interfaces]]
 kind = "web"

@@ -125,6 +125,9 @@ def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
     page.fill("#battery-filter", "nmc-1")
     expect(page.locator("tr[data-channel]:visible")).to_have_count(1)
     page.fill("#battery-filter", "")
+    page.fill("#chamber-filter", "oven")
+    expect(page.locator("tr[data-channel]:visible")).to_have_attribute("data-channel", "1")
+    page.fill("#chamber-filter", "")
     page.screenshot(path=shots / "station.png", full_page=True)
     assert shots.joinpath("station.png").stat().st_size > 10_000
 

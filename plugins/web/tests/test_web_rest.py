@@ -36,6 +36,8 @@ def test_setpoints_downloads_and_arrow_streams(web_station: Callable[..., Any],
         idle = http.post("/api/channels/2/setpoint", json={"mode": "cc", "current_a": 1},
                          headers=op)
         assert idle.status_code == 409 and idle.json()["error"] == "idle"
+        assert [(c["chamber"], c["battery"]) for c in http.get("/api/channels").json()] == [
+            ("oven", None), (None, None), (None, None)]
         http.post("/api/channels/3/start", json={"plan": "long"}, headers=op)
         not_external = http.post("/api/channels/3/keepalive", headers=op)
         assert not_external.status_code == 409

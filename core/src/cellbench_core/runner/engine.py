@@ -209,8 +209,7 @@ class Runner:
             temperature_c=float(st.temp[r]), step_ah=float(st.step_ah[r]),
             step_wh=float(st.step_wh[r]), total_ah=float(st.total_ah[r]),
             total_wh=float(st.total_wh[r]), outcome=run.outcome,
-            battery=None if run.request.battery is None else run.request.battery.name,
-            chamber=run.request.chamber_name)
+            battery=None if run.request.battery is None else run.request.battery.name)
 
     # ---- the run -----------------------------------------------------------------------------
 

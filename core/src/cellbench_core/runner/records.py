@@ -206,7 +206,6 @@ class ChannelStatus:
     total_wh: float
     outcome: TestOutcome | None
     battery: str | None = None  #: the battery under test (registered name)
-    chamber: str | None = None  #: the climate chamber holding the cell
 
 
 @dataclass

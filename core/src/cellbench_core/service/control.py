@@ -114,9 +114,9 @@ class ChannelInfoView:
 
 @dataclass(frozen=True, slots=True)
 class ChannelView:
-    """A channel's live state: its latest test (``test_id`` None if it never ran one), that
-    test's battery and chamber, and its last sample. ``ah``/``wh`` count the running step;
-    ``test_time_s`` is since the start."""
+    """A channel's live state: its latest test (``test_id`` None if it never ran one) and that
+    test's battery, the climate chamber the channel is in, and the test's last sample.
+    ``ah``/``wh`` count the running step; ``test_time_s`` is since the start."""
 
     number: int
     state: ChannelState
@@ -191,7 +191,8 @@ class StationControl:
                  name: str, version: str, plans_dir: Path, base_dir: Path,
                  ring_size: int = DEFAULT_RING_SIZE,
                  make_request: Callable[..., TestRequest] = TestRequest,
-                 tables: TableLoader | None = None) -> None:
+                 tables: TableLoader | None = None,
+                 chambers: Mapping[int, str] | None = None) -> None:
         if ring_size < 1:
             raise ValueError(f"ring_size must be at least 1, not {ring_size}")
         self.runner, self.queue, self.db = runner, queue, queue.db
@@ -200,6 +201,7 @@ class StationControl:
         self._channels = list(channels)
         self._make_request = make_request  # the station's: it attaches chambers and devices
         self._tables = tables
+        self._chambers = dict(chambers or {})
         self.ring_size = ring_size
         n = len(self._channels) + 1  # row 0 unused: rows are channel numbers
         self._ring = np.full((n, ring_size, len(_RING_FIELDS)), np.nan)
@@ -234,13 +236,15 @@ class StationControl:
         self._ref(number)
         state = self.runner.state(number)
         status = self.runner.latest(number)
+        chamber = self._chambers.get(number)
         if status is None:
             nan = math.nan
-            return ChannelView(number, state, None, 0, "", 0, nan, nan, nan, nan, nan, nan)
+            return ChannelView(number, state, None, 0, "", 0, nan, nan, nan, nan, nan, nan,
+                               None, chamber)
         return ChannelView(number, state, status.test_id, status.step_no, status.step,
                            status.cycle, status.voltage_v, status.current_a,
                            status.temperature_c, status.step_ah, status.step_wh,
-                           status.test_time_s, status.battery, status.chamber)
+                           status.test_time_s, status.battery, chamber)
 
     def channels(self, numbers: Sequence[int]) -> list[ChannelView]:
         """The live state of each of ``numbers``, in that order."""
