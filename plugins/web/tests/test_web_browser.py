@@ -128,6 +128,8 @@ def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
     page.fill("#chamber-filter", "oven")
     expect(page.locator("tr[data-channel]:visible")).to_have_attribute("data-channel", "1")
     page.fill("#chamber-filter", "")
+    page.locator("tr[data-channel='4'] button.stop").click()  # (its samples only cost time)
+    expect(page.locator("tr[data-channel='4'] .state")).to_have_text("idle")
     page.screenshot(path=shots / "station.png", full_page=True)
     assert shots.joinpath("station.png").stat().st_size > 10_000
 
