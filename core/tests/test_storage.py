@@ -144,6 +144,12 @@ def test_batteries_round_trip_and_names_are_unique(db: Database) -> None:
         ({"nominal_capacity_ah": float("nan")}, "nominal_capacity_ah must be a finite number"),
         ({"voltage_min_v": 3.0, "voltage_max_v": 2.0}, "voltage_min_v .* must be below"),
         ({"current_max_discharge_a": -1.0}, "current_max_discharge_a is a magnitude"),
+        ({"temperature_max_c": -300.0}, "temperature_max_c: -300 °C is outside the physical "
+                                        "range of a temperature, -100 °C to 500 °C"),
+        ({"nominal_capacity_ah": 1e-300}, "nominal_capacity_ah: 1e-300 Ah is outside the "
+                                          "physical range of a charge, 1e-06 Ah to 100000 Ah"),
+        ({"voltage_max_v": 5e3}, "voltage_max_v: 5000 V is outside the physical range"),
+        ({"current_max_charge_a": 1e5}, "current_max_charge_a: 100000 A is outside"),
         ({"name": " "}, "battery name must not be empty"),
         ({"metadata": {"bad": float("inf")}}, "battery metadata cannot be stored as JSON"),
     ],

@@ -86,8 +86,8 @@ def web_station(tmp_path: Path, serve_until_ready: Callable[[Path], tuple[Any, s
         for name, text in (("three-cycles", CYCLES), ("long", LONG), ("bad", BAD),
                            ("trip", TRIP), ("external", EXTERNAL)):
             (plans / f"{name}.yaml").write_text(text, encoding="utf-8")
-        token_lines = (f'[interfaces.settings.tokens]\n"{OPERATOR}" = "operator"\n'
-                       f'"{VIEWER}" = "viewer"\n') if tokens else ""
+        token_lines = (f'[interfaces.settings.tokens]\n"{OPERATOR}" = "operator lab-op"\n'
+                       f'"{VIEWER}" = "viewer lab-view"\n') if tokens else ""
         station = tmp_path / "station.toml"
         station.write_text(f"""\
 [station]

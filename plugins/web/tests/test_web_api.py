@@ -108,15 +108,15 @@ def test_control_with_roles_and_events(web_station: Callable[..., Any],
                    check=lambda status: status == "stopped")
         events = http.get(f"/api/stations/webtest/tests/{test_id}/events", headers=view).json()
         control = [e["message"] for e in events if e["kind"] == "control"]
-        assert control == [f"token:oper…: START 1 long: test {test_id}",
-                           "token:oper…: PAUSE 1", "token:oper…: RESUME 1",
-                           "token:oper…: NEXT 1", "token:oper…: STOP 1"]
+        assert control == [f"token:lab-op: START 1 long: test {test_id}",
+                           "token:lab-op: PAUSE 1", "token:lab-op: RESUME 1",
+                           "token:lab-op: NEXT 1", "token:lab-op: STOP 1"]
     station.process.send_signal(signal.SIGTERM)
     assert station.process.wait(PATIENCE_S) == 0
     with sqlite3.connect(station.folder / "station.db") as db:
         identities = {json.loads(d)["identity"] for (d,) in db.execute(
             "SELECT data FROM events WHERE kind = 'control'")}
-    assert identities == {"token:oper…"}
+    assert identities == {"token:lab-op"}
 
 
 def test_read_a_finished_test_then_fuzz(web_station: Callable[..., Any],

@@ -83,7 +83,7 @@ def test_setpoints_downloads_and_arrow_streams(web_station: Callable[..., Any],
 
         stored = wait_until(setpoints, "both setpoints stored",
                             check=lambda found: len(found) == 2)
-        assert [who for _, who in stored] == ["token:oper…"] * 2
+        assert [who for _, who in stored] == ["token:lab-op"] * 2
         http.post("/api/channels/2/stop", headers=op)
 
         # A battery edited by the registry's rules, the edit stored as a control event.
@@ -109,7 +109,7 @@ def test_setpoints_downloads_and_arrow_streams(web_station: Callable[..., Any],
                           headers=op).status_code == 422
         wait_until(lambda: [e["message"] for e in http.get(
             "/api/stations/webtest/events", params={"kind": "control"}).json()],
-            "the battery edit stored", check=lambda found: "token:oper…: BATTERY EDIT NMC-1: "
+            "the battery edit stored", check=lambda found: "token:lab-op: BATTERY EDIT NMC-1: "
             "temperature_max_c, voltage_max_v" in found)
 
         test_id = finishing

@@ -32,8 +32,9 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from cellbench_core.plan import PlanError, load_plan
-from cellbench_core.plan.tables import TableLoader
+from cellbench_core.plan import PlanError, load_plan, parse_plan
+from cellbench_core.plan.files import PlanFiles
+from cellbench_core.plan.yaml_source import read_plan_text
 from cellbench_core.runner import (
     ChannelState,
     Refusal,
@@ -184,14 +185,15 @@ class StationControl:
     START and QUEUE ADD find plans by name; ``base_dir`` is the station file's folder, against
     which interfaces resolve relative paths in their settings; ``make_request(channel, plan,
     battery)`` makes the test request (the station's attaches its chambers and devices);
-    ``tables`` reads the tables of profile steps in those plans.
+    ``files`` is the policy for the files those plans read (by default: only files inside
+    ``plans_dir``, and no profile tables).
     """
 
     def __init__(self, runner: Runner, channels: Sequence[Any], queue: TestQueue, *,
                  name: str, version: str, plans_dir: Path, base_dir: Path,
                  ring_size: int = DEFAULT_RING_SIZE,
                  make_request: Callable[..., TestRequest] = TestRequest,
-                 tables: TableLoader | None = None,
+                 files: PlanFiles | None = None,
                  chambers: Mapping[int, str] | None = None) -> None:
         if ring_size < 1:
             raise ValueError(f"ring_size must be at least 1, not {ring_size}")
@@ -200,7 +202,7 @@ class StationControl:
         self.plans_dir, self.base_dir = plans_dir, base_dir
         self._channels = list(channels)
         self._make_request = make_request  # the station's: it attaches chambers and devices
-        self._tables = tables
+        self._files = files or PlanFiles(root=plans_dir)
         self._chambers = dict(chambers or {})
         self.ring_size = ring_size
         n = len(self._channels) + 1  # row 0 unused: rows are channel numbers
@@ -269,7 +271,7 @@ class StationControl:
         self._expect(channel, ChannelState.IDLE)
         path = self._plan_path(plan_name)
         try:
-            plan = await asyncio.to_thread(load_plan, path, tables=self._tables)
+            plan = await asyncio.to_thread(load_plan, path, files=self._files)
             record = None if battery is None else await self._battery(battery)
         except PlanError as err:
             raise ControlError(ControlErrorKind.BAD_PLAN, str(err)) from None
@@ -427,13 +429,13 @@ class StationControl:
         self._check_available()
         self._ref(channel)
         path = self._plan_path(plan_name)
-        try:
-            await asyncio.to_thread(load_plan, path, tables=self._tables)
+        try:  # the text checked is the text queued: the file is read once
+            text = await asyncio.to_thread(read_plan_text, path, self._files)
+            await asyncio.to_thread(parse_plan, text, str(path), files=self._files)
         except PlanError as err:
             raise ControlError(ControlErrorKind.BAD_PLAN, str(err)) from None
         if battery is not None:
             await self._battery(battery)
-        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
         try:
             entry = await asyncio.to_thread(self.queue.add, channel, text,
                                             plan_source=str(path), battery=battery)

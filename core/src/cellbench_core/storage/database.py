@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -33,12 +34,24 @@ from cellbench_core.storage.records import (
 )
 from cellbench_core.storage.urls import DatabaseOpenError, checked_url, shown, unavailable
 from cellbench_core.text import check_identifier, check_name, printable
+from cellbench_core.units import Dimension, UnitError, check_physical
+
+#: The quantity of each of a battery's figures, for their physical ranges.
+_BATTERY_DIMENSIONS = {
+    "nominal_capacity_ah": Dimension.CHARGE, "nominal_voltage_v": Dimension.VOLTAGE,
+    "voltage_max_v": Dimension.VOLTAGE, "voltage_min_v": Dimension.VOLTAGE,
+    "current_max_charge_a": Dimension.CURRENT, "current_max_discharge_a": Dimension.CURRENT,
+    "temperature_max_c": Dimension.TEMPERATURE}
 
 T = TypeVar("T")
 
 _MIGRATIONS = "cellbench_core.storage:migrations"
 _SQLITE_CACHE_KIB = 65536
-_SQLITE_BUSY_TIMEOUT_MS = 30000
+_SQLITE_BUSY_TIMEOUT_S = 30.0
+#: What :meth:`Database.probe_writes` writes: about what a few seconds of samples of a large
+#: station take, so that a disk with no room left fails it (random bytes: no server compresses
+#: them away).
+_PROBE_BYTES = 1 << 20
 
 
 #: psycopg prepares a statement on the server once it has run five times, and PostgreSQL then
@@ -49,14 +62,16 @@ _SQLITE_BUSY_TIMEOUT_MS = 30000
 _POSTGRES_CONNECT_ARGS = {"options": "-c plan_cache_mode=force_custom_plan"}
 
 
-def open_database(url: str, *, create: bool = True) -> Database:
+def open_database(url: str, *, create: bool = True,
+                  busy_timeout_s: float = _SQLITE_BUSY_TIMEOUT_S) -> Database:
     """Open the database at a SQLAlchemy URL and upgrade its schema to the newest version.
 
     ``sqlite:///path/to/file.sqlite3`` (with ``create``, the file and its parent directory are
     created), ``mysql+pymysql://user:password@host/db`` or ``postgresql+psycopg://user@host/db``.
     Without ``create`` (for reading) a missing SQLite file, or a database without the cellbench
     schema, is refused. A URL that cannot be opened raises :class:`DatabaseOpenError` saying why
-    and how to fix it.
+    and how to fix it. On SQLite a write waits up to ``busy_timeout_s`` for another program's
+    write lock.
     """
     parsed = checked_url(url)
     if not create and parsed.get_backend_name() == "sqlite" \
@@ -64,7 +79,7 @@ def open_database(url: str, *, create: bool = True) -> Database:
         raise DatabaseOpenError(
             f"{shown(parsed)}: there is no database file {parsed.database}; check the name, or "
             f"create it with cellbench db upgrade --db {shown(parsed)}")
-    engine = _create_engine(parsed)
+    engine = _create_engine(parsed, busy_timeout_s)
     try:
         with _translated(parsed):
             if not create and not sa.inspect(engine).has_table(schema.VERSION_TABLE):
@@ -110,25 +125,27 @@ def _revision(engine: Engine) -> str | None:
         return context.get_current_revision()
 
 
-def _create_engine(parsed: sa.URL) -> Engine:
+def _create_engine(parsed: sa.URL, busy_timeout_s: float = _SQLITE_BUSY_TIMEOUT_S) -> Engine:
     backend = parsed.get_backend_name()
     if backend != "sqlite":
         return sa.create_engine(parsed, pool_pre_ping=True, connect_args=(
             _POSTGRES_CONNECT_ARGS if backend == "postgresql" else {}))
     Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed)
-    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    busy_timeout_ms = round(busy_timeout_s * 1000)
+    sa.event.listen(engine, "connect",
+                    lambda connection, _: _sqlite_pragmas(connection, busy_timeout_ms))
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
     # WAL lets readers (plots, sync) run beside the writer; NORMAL syncs only at checkpoints,
     # which keeps the database consistent after a power loss and loses at most the last commits.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
-    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -208,6 +225,24 @@ class Database:
     def close(self) -> None:
         """Close every connection of the engine."""
         self.engine.dispose()
+
+    def probe_writes(self) -> None:
+        """Commit a probe of about a megabyte in a table of its own, then remove it: raises
+        what the database raises while it does not accept writes (a full disk, a write lock
+        another program holds, a read-only file)."""
+        size = _PROBE_BYTES
+        wal = Path(f"{self.engine.url.database}-wal")
+        if self.engine.dialect.name == "sqlite" and wal.is_file():
+            # SQLite writes its log over from the start: a probe only as large as the log was
+            # would fit in space the full disk gave it earlier.
+            size += wal.stat().st_size
+        probe = sa.Table("cellbench_write_probe", sa.MetaData(),
+                         sa.Column("data", sa.LargeBinary(size), nullable=False))
+        with self.engine.begin() as connection:
+            probe.create(connection, checkfirst=True)
+            connection.execute(probe.insert().values(data=os.urandom(size)))
+        with self.engine.begin() as connection:
+            probe.drop(connection)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -675,7 +710,8 @@ def _battery_row(name: str, *, chemistry: str, nominal_capacity_ah: float,
     rule for registering and for editing."""
     row: dict[str, Any] = {
         "name": check_identifier(name, "battery name"),
-        "chemistry": check_name(chemistry, "battery chemistry", length=schema.KIND_LENGTH),
+        "chemistry": check_identifier(chemistry, "battery chemistry",
+                                     length=schema.KIND_LENGTH),
         "nominal_capacity_ah": _float("nominal_capacity_ah", nominal_capacity_ah),
         "nominal_voltage_v": _optional_float("nominal_voltage_v", nominal_voltage_v),
         "voltage_max_v": _optional_float("voltage_max_v", voltage_max_v),
@@ -693,6 +729,12 @@ def _battery_row(name: str, *, chemistry: str, nominal_capacity_ah: float,
     for field in ("current_max_charge_a", "current_max_discharge_a"):
         if row[field] is not None and row[field] <= 0:
             raise ValueError(f"{field} is a magnitude and must be positive, not {row[field]}")
+    for field, dimension in _BATTERY_DIMENSIONS.items():
+        if row[field] is not None:
+            try:
+                check_physical(row[field], dimension)
+            except UnitError as error:
+                raise ValueError(f"{field}: {error}") from None
     low, high = row["voltage_min_v"], row["voltage_max_v"]
     if low is not None and high is not None and low >= high:
         raise ValueError(f"voltage_min_v ({low} V) must be below voltage_max_v ({high} V)")

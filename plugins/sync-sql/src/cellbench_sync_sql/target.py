@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from cellbench_sdk.sync import (
     ChangeFeed,
     Changes,
     Positions,
+    RefusedRow,
     Row,
     SyncReport,
     SyncTarget,
@@ -84,12 +86,13 @@ class CentralSqlTarget(SyncTarget):
         if self._engine is None or self._feed is None:
             raise RuntimeError("central-sql: sync_once() before open()")
         changes = self._feed.read(local)
+        refused: list[RefusedRow] = []
         if len(changes):
             with self._engine.begin() as connection:
-                event_id = self._write(connection, changes)
+                event_id = self._write(connection, changes, refused)
             self._event_id = event_id
         self._feed.advance(changes)
-        return report(changes)
+        return report(changes, refused=refused)
 
     def close(self) -> None:
         """Close the central connections."""
@@ -97,10 +100,11 @@ class CentralSqlTarget(SyncTarget):
             self._engine.dispose()
         self._engine = self._feed = None
 
-    def _write(self, connection: Connection, changes: Changes) -> int:
-        """Write ``changes`` and the new positions; return the new event position."""
+    def _write(self, connection: Connection, changes: Changes, refused: list[RefusedRow]) -> int:
+        """Write ``changes`` and the new positions (adding the rows refused to ``refused``);
+        return the new event position."""
         station = self.settings.station
-        write_changes(changes, _CentralRows(connection, station))
+        refused.extend(write_changes(changes, _CentralRows(connection, station)))
         positions = central.sync_tests
         for test_ids in in_chunks(changes.positions):
             connection.execute(sa.delete(positions).where(
@@ -134,6 +138,9 @@ class _CentralRows:
 
     def insert(self, table: str, rows: Sequence[Row]) -> None:
         _insert(self._connection, central.TABLES[table], self._station, rows)
+
+    def savepoint(self) -> AbstractContextManager[object]:
+        return self._connection.begin_nested()
 
 
 def _insert(connection: Connection, table: sa.Table, station: str, rows: Sequence[Row]) -> None:

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocketDisconnect
 from cellbench_sdk import Step, StepMode
 from cellbench_sdk.control import ControlError, ControlErrorKind, StationControl
 from cellbench_sdk.export import ExportFormat, Pieces
+from cellbench_sdk.turns import in_turns
 from cellbench_web import models, pages
 from cellbench_web.auth import (
     CSRF_HEADER,
@@ -126,7 +127,11 @@ def build_app(backend: Backend) -> FastAPI:
 
     @app.exception_handler(Refused)
     async def refused(request: Request, err: Refused) -> JSONResponse:
-        return JSONResponse({"error": err.error, "message": err.message}, status_code=err.status)
+        if err.delay_s:  # a wrong token: guessing goes slower the more it fails
+            await asyncio.sleep(err.delay_s)
+        headers = None if err.retry_after_s is None else {"Retry-After": str(err.retry_after_s)}
+        return JSONResponse({"error": err.error, "message": err.message}, status_code=err.status,
+                            headers=headers)
 
     @app.exception_handler(ControlError)
     async def control_refused(request: Request, err: ControlError) -> JSONResponse:
@@ -439,9 +444,14 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
     WebSocket."""
     @app.get("/api/channels", response_model=list[models.ChannelLive], responses=PROBLEMS,
              tags=["channels"])
-    async def channels(who: Viewer) -> list[dict[str, Any]]:
+    async def channels(who: Viewer) -> Response:
         """Every channel's live state."""
-        return [view_json(v) for v in control.channels(control.channel_numbers())]
+        # Encoded here, in bounded pieces, not validated and encoded by FastAPI in one go:
+        # a station with 20,000 channels would hold the runner's tick for most of a second.
+        made = in_turns(control.channel_numbers(),
+                        lambda n: orjson.dumps(view_json(control.channel(n))))
+        parts = made if isinstance(made, list) else await made
+        return Response(b"[" + b",".join(parts) + b"]", media_type="application/json")
 
     @app.get("/api/channels/{channel}", response_model=models.ChannelLive,
              responses=CONTROL_PROBLEMS, tags=["channels"])
@@ -599,9 +609,12 @@ def _live_refusal(websocket: WebSocket, backend: Backend, control: StationContro
     all)."""
     hub = backend.hub
     assert hub is not None
-    identity = backend.access.identify(
-        websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE),
-        websocket.client.host if websocket.client else "?")
+    try:
+        identity = backend.access.identify(
+            websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE),
+            websocket.client.host if websocket.client else "?")
+    except Refused as err:
+        return 1008, err.message
     origin = websocket.headers.get("origin")
     if identity is None:
         return 1008, "authenticate first"

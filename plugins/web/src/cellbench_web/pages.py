@@ -151,10 +151,12 @@ def add_routes(app: FastAPI, backend: Backend) -> None:
         target = form.get("next", ["/"])[0]
         if not target.startswith("/") or target.startswith("//"):
             target = "/"  # only this server's pages: no open redirect
-        made = backend.access.login(token)
-        if made is None:
-            return _login_page(backend, target, "unknown token", 401)
-        session, _ = made
+        try:
+            session, _ = backend.access.login(token, request.client.host if request.client
+                                              else "?")
+        except Refused as err:
+            await asyncio.sleep(err.delay_s)  # a wrong token: guessing goes slower
+            return _login_page(backend, target, err.message, err.status)
         response = RedirectResponse(target, 303)
         response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict",
                             secure=backend.secure_cookies,
