@@ -43,7 +43,8 @@ def test_control_with_roles_and_events(web_station: Callable[..., Any],
         assert (info["name"], info["channels"], info["live"], info["role"]) == (
             "webtest", 4, True, "operator")
         assert http.get("/api/plans", headers=view).json() == {
-            "plans": ["bad.yaml", "long.yaml", "three-cycles.yaml", "trip.yaml"]}
+            "plans": ["bad.yaml", "external.yaml", "long.yaml", "three-cycles.yaml",
+                      "trip.yaml"]}
 
         bad = http.post("/api/channels/1/start", json={"plan": "bad"}, headers=op)
         assert bad.status_code == 422 and bad.json()["error"] == "bad_plan"

@@ -57,6 +57,7 @@ def register(app: typer.Typer) -> None:
             fail("--tls-cert and --tls-key go together", code=2)
         # FastAPI and uvicorn load here, not when `cellbench` starts (they take a third of a
         # second, which every other command would pay).
+        from cellbench_sdk.export import export_formats
         from cellbench_web.app import Backend, build_app
         from cellbench_web.auth import Access
         from cellbench_web.data import Reader
@@ -67,7 +68,8 @@ def register(app: typer.Typer) -> None:
         except ValueError as err:
             fail(str(err), code=2)
         name = "central" if reader.central else "database"
-        backend = Backend(reader, Access(tokens, highest=Role.VIEWER), name, _version())
+        backend = Backend(reader, Access(tokens, highest=Role.VIEWER), name, _version(),
+                          formats=export_formats())
         try:
             asyncio.run(_serve(WebServer(build_app(backend), host, port, tls_cert=tls_cert,
                                          tls_key=tls_key)))

@@ -16,6 +16,7 @@ from cellbench_sdk.access import (
     split_address,
 )
 from cellbench_sdk.control import StationControl
+from cellbench_sdk.export import export_formats
 from cellbench_web.app import Backend, build_app
 from cellbench_web.auth import Access, Role
 from cellbench_web.data import Reader
@@ -48,7 +49,7 @@ class WebInterface:
         access = Access(tokens, session_lifetime_s=s.session_lifetime)
         self.backend = Backend(Reader(control.db.engine, central=False), access,
                                control.name, control.version, control,
-                               max_clients=s.max_clients,
+                               formats=export_formats(), max_clients=s.max_clients,
                                secure_cookies=s.tls_cert is not None)
         server = WebServer(build_app(self.backend), host, port,
                            tls_cert=None if s.tls_cert is None
