@@ -187,7 +187,8 @@ def run(url: str, stations: int, channels: int, rate: float, seconds: float, war
         process.join()
     offered = stations * channels * rate
     print(f"{stations} stations x {channels} channels x {rate:g} Hz ({offered:,.0f} samples/s "
-          f"offered) for {seconds:g} s:")
+          f"offered) for {seconds:g} s; load average {os.getloadavg()[0]:.1f} (other "
+          f"programs share the {os.cpu_count()} cores too):")
     worst = 0.0
     all_lags: list[float] = []
     for result in sorted(measured, key=lambda r: r.name):
