@@ -230,6 +230,32 @@ def copy_ceiling(url: str, rows: int, batch: int = 100_000) -> float:
     return len(batches) * batch / took
 
 
+def batch_cost(url: str, tests: int, samples_per_test: int, batches: int = 10) -> float:
+    """The median time of one station's ``sync_once`` moving one new sample batch of
+    ``samples_per_test`` samples for each of ``tests`` running tests (one station, alone)."""
+    took: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_database(f"sqlite:///{Path(tmp) / 'station.sqlite3'}")
+        test_ids = start_tests(db, tests)
+        writer = SampleWriter(db)
+        rng = np.random.default_rng(4)
+        target = CentralSqlTarget(CentralSqlSettings(url=url, station=f"cost-{tests}"))
+        target.open()
+        seq = 0
+        for _ in range(batches):
+            for _ in range(samples_per_test):
+                seq += 1
+                writer.submit(tick(test_ids, seq, time.time(), rng))
+            writer.flush()
+            began = time.monotonic()
+            target.sync_once(db)
+            took.append(time.monotonic() - began)
+        target.close()
+        writer.close()
+        db.close()
+    return float(np.median(took))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stations", type=int, default=10)
@@ -262,6 +288,12 @@ def main() -> None:
             offered = stations * args.channels * args.rate
             print(f"  COPY ceiling into the same central table: {ceiling:,.0f} samples/s; "
                   f"the stations' live rate is {offered / ceiling:.1%} of it")
+            # What a batch costs: the same 1,000 samples in fewer, longer tests.
+            costs = {tests: batch_cost(url, tests, 1000 // tests) for tests in (1000, 100, 10)}
+            print("  one station's batch of 1,000 new samples (read locally, written "
+                  "centrally): " + ", ".join(f"{tests:,} tests x {1000 // tests}: "
+                                             f"{cost * 1000:.0f} ms"
+                                             for tests, cost in costs.items()))
         if not args.find_limit or worst > 1.0 or stations >= args.max_stations:
             break
         stations += args.step
