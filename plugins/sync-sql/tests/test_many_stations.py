@@ -78,8 +78,8 @@ def central_samples(url: str) -> dict[str, int]:
         with engine.connect() as connection:
             return dict(connection.execute(sa.text(  # type: ignore[arg-type]
                 "SELECT origin, COUNT(*) FROM samples GROUP BY origin")).fetchall())
-    except sa.exc.OperationalError:
-        return {}  # the central server is starting again
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+        return {}  # the central server is starting again, or has no tables yet
     finally:
         engine.dispose()
 

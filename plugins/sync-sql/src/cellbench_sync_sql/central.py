@@ -110,7 +110,9 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
                 "database (it has a cellbench schema); give the central database its own "
                 "database")
         before = _revision(connection)
-        made_before_migrations = before is None and inspector.has_table(sync_stations.name)
+        # Alembic makes its version table first: with one, a first upgrade was interrupted.
+        made_before_migrations = (not inspector.has_table(VERSION_TABLE)
+                                  and inspector.has_table(sync_stations.name))
         connection.commit()  # Alembic must begin the transactions it commits itself
         if made_before_migrations:
             # Made before central migrations: complete it as that cellbench would have (it

@@ -1,10 +1,29 @@
-"""The central database's Alembic migrations (see env.py), and how a revision builds an index
-while stations keep writing."""
+"""The central database's Alembic migrations (see env.py), and how a revision changes the
+schema while stations keep writing.
+
+Every step of a revision is idempotent: on MariaDB/MySQL each DDL statement commits on its
+own, so a revision interrupted half-way (the process killed) is simply run again, skipping
+what it already made.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
+
+
+def create_table_if_missing(name: str, *columns: Any) -> None:
+    """``op.create_table(name, *columns)`` unless the table exists."""
+    if not sa.inspect(op.get_bind()).has_table(name):
+        op.create_table(name, *columns)
+
+
+def create_view_if_missing(name: str, create: str) -> None:
+    """Run ``create`` (a ``CREATE VIEW name ...`` statement) unless the view exists."""
+    if name not in sa.inspect(op.get_bind()).get_view_names():
+        op.execute(create)
 
 
 def create_index_online(name: str, table: str, columns: list[str]) -> None:

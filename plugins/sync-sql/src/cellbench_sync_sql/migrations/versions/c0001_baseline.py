@@ -16,6 +16,11 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 from cellbench_sdk.storage import schema
+from cellbench_sync_sql.migrations import (
+    create_index_online,
+    create_table_if_missing,
+    create_view_if_missing,
+)
 
 revision: str = "c0001"
 down_revision: str | None = None
@@ -24,7 +29,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table('batteries',
+    create_table_if_missing('batteries',
     sa.Column('origin', sa.String(length=255), nullable=False),
     sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('name', sa.String(length=255), autoincrement=False, nullable=False),
@@ -40,7 +45,7 @@ def upgrade() -> None:
     sa.Column('created_unix_s', sa.Double(), autoincrement=False, nullable=False),
     sa.PrimaryKeyConstraint('origin', 'id', name='pk_batteries')
     )
-    op.create_table('channels',
+    create_table_if_missing('channels',
     sa.Column('origin', sa.String(length=255), nullable=False),
     sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('name', sa.String(length=255), autoincrement=False, nullable=False),
@@ -48,7 +53,7 @@ def upgrade() -> None:
     sa.Column('settings', sa.Text(), autoincrement=False, nullable=False),
     sa.PrimaryKeyConstraint('origin', 'id', name='pk_channels')
     )
-    op.create_table('events',
+    create_table_if_missing('events',
     sa.Column('origin', sa.String(length=255), nullable=False),
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False,
               nullable=False),
@@ -60,8 +65,8 @@ def upgrade() -> None:
     sa.Column('data', sa.Text(), autoincrement=False, nullable=False),
     sa.PrimaryKeyConstraint('origin', 'id', name='pk_events')
     )
-    op.create_index('ix_events_origin_test_id', 'events', ['origin', 'test_id'], unique=False)
-    op.create_table('sample_aux',
+    create_index_online('ix_events_origin_test_id', 'events', ['origin', 'test_id'])
+    create_table_if_missing('sample_aux',
     sa.Column('origin', sa.String(length=255), nullable=False),
     sa.Column('test_id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('seq', sa.BigInteger(), autoincrement=False, nullable=False),
@@ -69,7 +74,7 @@ def upgrade() -> None:
     sa.Column('value', sa.Double(), autoincrement=False, nullable=False),
     sa.PrimaryKeyConstraint('origin', 'test_id', 'seq', 'name', name='pk_sample_aux')
     )
-    op.create_table('samples',
+    create_table_if_missing('samples',
     sa.Column('origin', sa.String(length=255), nullable=False),
     sa.Column('test_id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('seq', sa.BigInteger(), autoincrement=False, nullable=False),
@@ -87,7 +92,7 @@ def upgrade() -> None:
     sa.Column('wh', sa.Double(), autoincrement=False, nullable=True),
     sa.PrimaryKeyConstraint('origin', 'test_id', 'seq', name='pk_samples')
     )
-    op.create_table('steps',
+    create_table_if_missing('steps',
     sa.Column('origin', sa.String(length=255), nullable=False),
     sa.Column('test_id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('step_no', sa.Integer(), autoincrement=False, nullable=False),
@@ -111,13 +116,13 @@ def upgrade() -> None:
     sa.Column('temperature_max_c', sa.Double(), autoincrement=False, nullable=True),
     sa.PrimaryKeyConstraint('origin', 'test_id', 'step_no', name='pk_steps')
     )
-    op.create_table('sync_stations',
+    create_table_if_missing('sync_stations',
     sa.Column('origin', sa.String(length=255), nullable=False),
     sa.Column('event_id', sa.BigInteger(), nullable=False),
     sa.Column('synced_unix_s', sa.Double(), nullable=False),
     sa.PrimaryKeyConstraint('origin', name='pk_sync_stations')
     )
-    op.create_table('sync_tests',
+    create_table_if_missing('sync_tests',
     sa.Column('origin', sa.String(length=255), nullable=False),
     sa.Column('test_id', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
@@ -125,7 +130,7 @@ def upgrade() -> None:
     sa.Column('final', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('origin', 'test_id', name='pk_sync_tests')
     )
-    op.create_table('tests',
+    create_table_if_missing('tests',
     sa.Column('origin', sa.String(length=255), nullable=False),
     sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('name', sa.String(length=255), autoincrement=False, nullable=False),
@@ -143,7 +148,8 @@ def upgrade() -> None:
     sa.Column('station', sa.String(length=255), autoincrement=False, nullable=False),
     sa.PrimaryKeyConstraint('origin', 'id', name='pk_tests')
     )
-    op.execute(schema.cycles_view(op.get_bind().dialect.name, ("origin", "test_id")))
+    create_view_if_missing("cycles", schema.cycles_view(op.get_bind().dialect.name,
+                                                     ("origin", "test_id")))
 
 
 def downgrade() -> None:

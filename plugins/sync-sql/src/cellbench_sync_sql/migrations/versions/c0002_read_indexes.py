@@ -14,7 +14,11 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from cellbench_sync_sql.migrations import create_index_online, drop_index_online
+from cellbench_sync_sql.migrations import (
+    create_index_online,
+    create_view_if_missing,
+    drop_index_online,
+)
 
 revision: str = "c0002"
 down_revision: str | None = "c0001"
@@ -44,7 +48,7 @@ WHERE t.status = 'running'
 def upgrade() -> None:
     for name, (table, columns) in INDEXES.items():
         create_index_online(name, table, columns)
-    op.execute(LIVE_SAMPLES)
+    create_view_if_missing("live_samples", LIVE_SAMPLES)
 
 
 def downgrade() -> None:
