@@ -73,6 +73,25 @@ def test_a_fresh_central_is_made_at_the_newest_revision_and_equals_the_model(
         engine.dispose()
 
 
+@pytest.mark.server
+@pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)
+def test_stations_connecting_at_once_upgrade_one_after_the_other(central_url: str) -> None:
+    engine = sa.create_engine(central_url)
+    results: list[tuple[str | None, str | None]] = []
+    try:
+        threads = [threading.Thread(target=lambda: results.append(central.upgrade(engine)))
+                   for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results, key=lambda result: result[0] or "") == [
+            (None, HEAD), (HEAD, HEAD), (HEAD, HEAD)]
+        assert differences(engine) == []
+    finally:
+        engine.dispose()
+
+
 def test_a_first_upgrade_interrupted_half_way_is_completed_by_the_next(
         central_url: str) -> None:
     """On MariaDB/MySQL every DDL statement commits on its own: a station killed during its

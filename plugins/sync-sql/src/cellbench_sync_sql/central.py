@@ -10,6 +10,7 @@ indexes; a test compares the two.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,6 +34,7 @@ _MIGRATIONS = "cellbench_sync_sql:migrations"
 _LOCK_KEY = 0x63656E7472616C  # "central"
 _LOCK_NAME = "cellbench_central_schema"
 _LOCK_TIMEOUT_S = 3600
+_LOCK_POLL_S = 0.5
 
 
 def _with_origin(table: Table) -> Table:
@@ -148,26 +150,36 @@ def _revision(connection: Connection) -> str | None:
 @contextmanager
 def _schema_lock(connection: Connection) -> Iterator[None]:
     """Hold the central database's schema lock (a session lock, which survives the
-    migrations' commits) while the block runs."""
+    migrations' commits) while the block runs.
+
+    A process waiting for it tries again every :data:`_LOCK_POLL_S` s instead of blocking in
+    the server: a session blocked there would keep a snapshot open, which the holder's
+    ``CREATE INDEX CONCURRENTLY`` waits for, a deadlock.
+    """
     dialect = connection.dialect.name
-    if dialect == "postgresql":
-        connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
-    elif dialect in ("mysql", "mariadb"):
-        got = connection.execute(sa.text("SELECT GET_LOCK(:name, :timeout)"),
-                                 {"name": _LOCK_NAME, "timeout": _LOCK_TIMEOUT_S}).scalar()
-        if got != 1:
-            raise RuntimeError(f"central-sql: another process has been changing the central "
-                               f"schema for {_LOCK_TIMEOUT_S} s; try again later")
-    connection.commit()
+    take = {"postgresql": "SELECT pg_try_advisory_lock(:key)",
+            "mysql": "SELECT GET_LOCK(:name, 0)", "mariadb": "SELECT GET_LOCK(:name, 0)"}
+    release = {"postgresql": "SELECT pg_advisory_unlock(:key)",
+               "mysql": "SELECT RELEASE_LOCK(:name)", "mariadb": "SELECT RELEASE_LOCK(:name)"}
+    names = {"key": _LOCK_KEY, "name": _LOCK_NAME}
+    if dialect in take:
+        deadline = time.monotonic() + _LOCK_TIMEOUT_S
+        while True:
+            got = connection.execute(sa.text(take[dialect]), names).scalar()
+            connection.commit()
+            if got in (True, 1):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"central-sql: another process has been changing the "
+                                   f"central schema for {_LOCK_TIMEOUT_S} s; try again later")
+            time.sleep(_LOCK_POLL_S)
     try:
         yield
     finally:
         connection.rollback()
-        if dialect == "postgresql":
-            connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
-        elif dialect in ("mysql", "mariadb"):
-            connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": _LOCK_NAME})
-        connection.commit()
+        if dialect in release:
+            connection.execute(sa.text(release[dialect]), names)
+            connection.commit()
 
 
 def add_station_columns(connection: Connection) -> None:
