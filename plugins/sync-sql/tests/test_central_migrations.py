@@ -92,6 +92,8 @@ def test_stations_connecting_at_once_upgrade_one_after_the_other(central_url: st
         engine.dispose()
 
 
+@pytest.mark.server
+@pytest.mark.parametrize("database_url", ["mysql"], indirect=True)
 def test_a_first_upgrade_interrupted_half_way_is_completed_by_the_next(
         central_url: str) -> None:
     """On MariaDB/MySQL every DDL statement commits on its own: a station killed during its
