@@ -42,8 +42,8 @@ settings = {{url = "{url}", connect_timeout_s = 2}}
 
 
 @pytest.fixture
-def serve_until_ready() -> Iterator[Any]:
-    """``serve_until_ready(*station_files)``: a ``cellbench serve`` process per station file,
+def serve_together() -> Iterator[Any]:
+    """``serve_together(*station_files)``: a ``cellbench serve`` process per station file,
     started together, once each is ready; killed at the end of the test if still running."""
     started: list[subprocess.Popen[str]] = []
 
@@ -87,7 +87,7 @@ def central_samples(url: str) -> dict[str, int]:
 @pytest.mark.server
 @pytest.mark.faults
 def test_three_stations_equal_the_central_database_after_a_kill_and_a_server_crash(
-        tmp_path: Path, private_postgres: Any, serve_until_ready: Any, wait_until: Any,
+        tmp_path: Path, private_postgres: Any, serve_together: Any, wait_until: Any,
         digest: Any, shared_plan: Any) -> None:
     url = private_postgres.url
     plan = tmp_path / "long.yaml"
@@ -101,7 +101,7 @@ def test_three_stations_equal_the_central_database_after_a_kill_and_a_server_cra
             result = CliRunner().invoke(app, ["queue", "add", str(plan), "--channel", channel,
                                               "--station", str(files[name])])
             assert result.exit_code == 0, result.output
-    serving = dict(zip(STATIONS, serve_until_ready(*files.values()), strict=True))
+    serving = dict(zip(STATIONS, serve_together(*files.values()), strict=True))
 
     def arrived(minimum: dict[str, int]) -> Any:
         return wait_until(lambda: central_samples(url),
@@ -114,7 +114,7 @@ def test_three_stations_equal_the_central_database_after_a_kill_and_a_server_cra
     serving["lab-2"].wait()
     private_postgres.crash()  # the others' syncs fail, back off and retry
     private_postgres.start()
-    [serving["lab-2"]] = serve_until_ready(files["lab-2"])
+    [serving["lab-2"]] = serve_together(files["lab-2"])
     arrived(central_samples(url))
     for process in serving.values():
         process.send_signal(signal.SIGTERM)  # the final sync makes each central copy whole
