@@ -157,10 +157,28 @@ def _upgrade(engine: Engine) -> None:
     from alembic.config import Config
 
     with engine.begin() as connection:
+        _refuse_foreign_tables(connection)
         config = Config()
         config.set_main_option("script_location", _MIGRATIONS)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _refuse_foreign_tables(connection: Connection) -> None:
+    """Refuse a database without the station schema that already holds tables of the station
+    schema's names (a central database of the ``central-sql`` sync target, or another
+    program's): migrating would fail half-way, leaving cellbench's version table behind."""
+    inspector = sa.inspect(connection)
+    if inspector.has_table(schema.VERSION_TABLE):
+        return
+    clashing = sorted(set(inspector.get_table_names()) & set(schema.metadata.tables))
+    if clashing:
+        shown_url = shown(connection.engine.url)
+        raise DatabaseOpenError(
+            f"{shown_url} is not a station database: it holds tables named "
+            f"{', '.join(clashing)} but no cellbench station schema. A central database of the "
+            f"central-sql sync target is upgraded with: cellbench central upgrade --url "
+            f"{shown_url}")
 
 
 def _float(name: str, value: float) -> float:
