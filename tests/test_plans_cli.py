@@ -152,7 +152,7 @@ def test_import_reads_one_step_per_line_and_refuses_bad_files(tmp_path: Path) ->
     ("  - repeat: 0\n    steps: [Rest for 1 s]\n",
      "plan.yaml:3: steps[0].repeat: must be between 1 and"),
     ("  - repeat: -2\n    steps: [Rest for 1 s]\n",
-     "plan.yaml:3: steps[0].repeat: expected a whole number of passes"),
+     "plan.yaml:3: steps[0].repeat: must be between 1 and 2147483647, got -2"),
     ("  - repeat: forever\n    steps: [Rest for 1 s]\n",
      "plan.yaml:3: steps[0].repeat: a loop that repeats forever needs an 'until'"),
     ("  - include: a.yaml\n", "b.yaml:2: steps[0].include: include cycle: a.yaml -> b.yaml"),

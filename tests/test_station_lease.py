@@ -18,6 +18,9 @@ import pytest
 from cellbench_core.storage import open_database
 from cellbench_core.storage.lease import LeaseHeld, StationLease
 
+#: Hostile input and faults (issue 20): `pytest -m faults` runs the fault-injection suite alone.
+pytestmark = pytest.mark.faults
+
 
 def test_a_second_lease_is_refused_until_the_first_is_released(database_url: str) -> None:
     first, second = open_database(database_url), open_database(database_url)

@@ -58,6 +58,7 @@ def check_committed(engine: sa.Engine) -> None:
                 assert last_step == (step_no - 1) % 3, (test_id, last_step, step_no)
 
 
+@pytest.mark.faults
 def test_sigkill_at_random_points_then_resume_loses_and_repeats_nothing(
         database_url: str, tmp_path: Path, start_serving: Any, wait_for_rows: Any) -> None:
     url = database_url
@@ -124,10 +125,12 @@ seed = 9
         steps = connection.execute(sa.text(
             "SELECT test_id, step_no, step_index, start_seq, end_seq, ah FROM steps "
             "ORDER BY test_id, step_no")).fetchall()
-        durations = dict(((t, n), d) for t, n, d in connection.execute(sa.text(
-            "SELECT st.test_id, st.step_no, MAX(s.step_time_s) FROM steps st JOIN samples s "
-            "ON s.test_id = st.test_id AND s.seq BETWEEN st.start_seq AND st.end_seq "
-            "GROUP BY st.test_id, st.step_no")))
+        step_times: dict[tuple[int, int], list[float]] = {}
+        for t, n, step_time in connection.execute(sa.text(
+                "SELECT st.test_id, st.step_no, s.step_time_s FROM steps st JOIN samples s "
+                "ON s.test_id = st.test_id AND s.seq BETWEEN st.start_seq AND st.end_seq "
+                "ORDER BY s.step_time_s")):
+            step_times.setdefault((t, n), []).append(step_time)
         last = dict(connection.execute(sa.text(
             "SELECT test_id, MAX(seq) FROM samples GROUP BY test_id")).fetchall())
         # On the virtual clock (time ahead of the wall) too, time stamps never go backwards
@@ -146,12 +149,15 @@ seed = 9
         for before, after in itertools.pairwise(rows):
             assert after[3] == before[4] + 1, f"test {test_id}: steps overlap or leave a gap"
         for _, step_no, index, _, _, ah in rows:
-            duration = durations[(test_id, step_no)]
-            if index == 0:  # 2 minutes at 1C, however often the station died meanwhile
-                assert 120 <= duration <= 122, (test_id, step_no, duration)  # to a sample
-                assert ah == pytest.approx(2.5 * 120 / 3600, rel=0.02), (test_id, step_no)
+            # A step ends at its first sample at or past its time, however often the station
+            # died meanwhile (a loaded machine's virtual clock may skip ahead between samples,
+            # so that sample can be more than one period late).
+            *before_end, duration = step_times[(test_id, step_no)]
+            if index == 0:  # 2 minutes at 1C: the charge is the current over the step time
+                assert max(before_end) < 120 <= duration, (test_id, step_no, duration)
+                assert ah == pytest.approx(2.5 * duration / 3600, rel=0.01), (test_id, step_no)
             elif index == 1:
-                assert 60 <= duration <= 62, (test_id, step_no, duration)
+                assert max(before_end) < 60 <= duration, (test_id, step_no, duration)
     # The per-cycle results add up the resumed steps as if nothing had happened.
     db = open_database(url)
     try:

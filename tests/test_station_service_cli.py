@@ -44,6 +44,7 @@ def test_db_upgrade_creates_then_reports_up_to_date(url: str) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--db", "nonsense"], "'nonsense' is not a database URL; for a SQLite file write "
                           "sqlite:///nonsense"),
+    (["--db", "sqlite:/abs/lab.db"], "for a SQLite file write sqlite:////abs/lab.db"),
     (["--db", "mysql+pymysql://nobody:secret@127.0.0.1:1/x"],
      "cannot open the database mysql+pymysql://nobody:***@127.0.0.1:1/x"),
     (["--station", "missing.toml"], "missing.toml: cannot read"),
@@ -172,7 +173,7 @@ def test_station_init_writes_a_file_that_runs(tmp_path: Path, plan: Path) -> Non
 
 @pytest.mark.parametrize(("text", "message"), [
     ('clock = "fast"', "station.clock: Input should be 'real' or 'virtual'"),
-    ("speed = 10", 'station: speed applies to clock = "virtual" only'),
+    ("speed = 10", 'station.speed: speed applies to clock = "virtual" only'),
     ('clock = "virtual"\nspeed = 0', "station.speed: Input should be greater than 0"),
     ('queue_poll_interval = "0 s"', "station.queue_poll_interval: a duration must"),
 ])

@@ -76,3 +76,30 @@ def test_settings_are_toml_values_or_text() -> None:
     assert parse_settings(["max_rows=500", "url=postgresql+psycopg://h/db", 'name="a b"',
                            "on=true"]) == {"max_rows": 500, "url": "postgresql+psycopg://h/db",
                                            "name": "a b", "on": True}
+
+
+@pytest.mark.faults
+def test_sync_refused_lists_the_rows_a_target_went_on_without(station_db: str,
+                                                              tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sync-refused", "--db", station_db])
+    assert result.exit_code == 0, result.output
+    assert "No row was refused." in result.output
+    path = tmp_path / "backup.sqlite3"
+    sync = ["sync", "--db", station_db, "--target", "sqlite-backup", "-s", f"path={path}",
+            "--once"]
+    assert runner.invoke(app, sync).exit_code == 0
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TRIGGER refuse BEFORE INSERT ON tests WHEN NEW.name = 'u' "
+                           "BEGIN SELECT RAISE(ABORT, 'Time [s] is not a name :x:'); END")
+    connection.close()
+    with sqlite3.connect(station_db.removeprefix("sqlite:///")) as connection:
+        connection.execute("UPDATE tests SET name = 'u'")
+    connection.close()
+    result = runner.invoke(app, sync)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["sync-refused", "--db", station_db, "--target", "sqlite-backup"])
+    assert result.exit_code == 0, result.output
+    assert "sqlite-backup" in result.output and "id=1" in result.output
+    assert "Time [s] is not a" in result.output and ":x:" in result.output  # literally
+    result = runner.invoke(app, ["sync-refused", "--db", station_db, "--target", "other"])
+    assert "No row was refused." in result.output

@@ -59,6 +59,12 @@ def test_setpoints_are_checked_against_absolute_limits_only() -> None:
     ("voltage_max: 4.2 V for nan s", "not a finite number"),
     ("current_max: 0 A for 1 s", "must be positive: it limits the magnitude of the current"),
     ("temperature_max: [60 °C]", "expected a temperature like '25 °C', 'battery' or"),
+    ("temperature_max: -300 °C",
+     "-300 °C is outside the physical range of a temperature, -100 °C to 500 °C"),
+    ("temperature_min: 600 °C for 1 s", "600 °C is outside the physical range"),
+    ("voltage_max: 5 kV", "5000 V is outside the physical range of a voltage, 0 V to 2000 V"),
+    ("voltage_min: -1 V", "-1 V is outside the physical range of a voltage"),
+    ("current_max: 1e9 A", "1000000000 A is outside the physical range of a current"),
 ])
 def test_bad_limits_name_line_and_field(text: str, message: str) -> None:
     with pytest.raises(PlanError) as caught:

@@ -413,6 +413,8 @@ _ERRORS = [
         "missing unit: expected a charge like '1.2 Ah', got '2.5'",
     ),
     ("name: t\ncapacity: 0 Ah\nsteps: [Rest for 1 s]\n", 2, "capacity", "must be positive"),
+    ("name: t\ncapacity: 1e-300 Ah\nsteps: [Rest for 1 s]\n", 2, "capacity",
+     "1e-300 Ah is outside the physical range of a charge, 1e-06 Ah to 100000 Ah"),
     ("name: t\nlimits: [4 V]\nsteps: [Rest for 1 s]\n", 2, "limits", "expected a mapping"),
     (
         "name: t\nlimits:\n  current_max: 4 V\nsteps: [Rest for 1 s]\n",
@@ -450,7 +452,7 @@ _ERRORS = [
         "name: t\nsteps:\n  - repeat: -2\n    steps: [Rest for 1 s]\n",
         3,
         "steps[0].repeat",
-        "expected a whole number of passes like 3 (or forever, with 'until'), got '-2'",
+        "must be between 1 and 2147483647, got -2",
     ),
     (
         "name: t\nsteps:\n  - repeat: 2.5\n    steps: [Rest for 1 s]\n",
@@ -477,10 +479,10 @@ _ERRORS = [
         "expected a whole number of passes",
     ),
     (
-        "name: t\nsteps:\n  - repeat: 99999999999\n    steps: [Rest for 1 s]\n",
+        "name: t\nsteps:\n  - repeat: 1000000000000\n    steps: [Rest for 1 s]\n",
         3,
         "steps[0].repeat",
-        "expected a whole number of passes",
+        "must be between 1 and 2147483647, got 1000000000000",  # out of range, not "not whole"
     ),
     (
         "name: t\nsteps:\n  - repeat: 3000000000\n    steps: [Rest for 1 s]\n",
@@ -926,6 +928,7 @@ _specs = st.one_of(
 
 
 _durations = st.floats(1e-3, 1e6)
+_capacities = st.floats(1e-6, 1e5)  # the physical range of a capacity
 _ramps = st.builds(
     lambda q, a, b, over, rate, until: StepSpec(
         StepMode.PROFILE, until, profile=ProfileSpec(
@@ -980,9 +983,9 @@ def _plans(draw: st.DrawFn) -> Plan:
     limits = SafetyLimits(
         temperature_max=draw(st.none() | st.builds(Limit, st.builds(Value, st.floats(0, 100)))),
         voltage_max=draw(st.none() | st.builds(Limit, st.none() | st.builds(Value, _signed),
-                                               st.just(True), st.just(0.0) | _positive)),
+                                               st.just(True), st.just(0.0) | _durations)),
     )
-    return Plan(name, tuple(steps), limits, draw(st.none() | _positive))
+    return Plan(name, tuple(steps), limits, draw(st.none() | _capacities))
 
 
 def _label(node: Node, labels: Iterator[str], labelled: bool) -> Node:

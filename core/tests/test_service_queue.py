@@ -30,6 +30,7 @@ def make_service(db: Database, channels: int = 4, clock: Clock | None = None,
     return StationService(Station(config, manager), db, clock or VirtualClock(), manager.hook)
 
 
+@pytest.mark.faults
 def test_queued_tests_run_and_bad_entries_fail_with_a_reason(
         db: Database, serve_until: Callable[..., None], shared_plan: Callable[[str], str]) -> None:
     short = shared_plan("short")

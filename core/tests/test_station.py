@@ -54,6 +54,8 @@ settings = {count = 2, chemistry = "lfp"}
      "station.toml:2: station.sample_period: expected a duration"),
     ('[station]\nsample_period = "0 s"\n',
      "station.toml:2: station.sample_period: a duration must be positive"),
+    ('[station]\nsample_period = "1e-300 s"\n',  # a busy loop, not a sample period
+     "station.toml:2: station.sample_period: a duration must be at least 1 ms, got '1e-300 s'"),
     ('[[channels]]\nsettings = {}\n', "station.toml:1: channels[0].driver: required, but missing"),
     ("[station\n", "station.toml: Expected ']'"),
 ])
@@ -61,6 +63,19 @@ def test_bad_station_files_name_the_key(tmp_path: Path, text: str, message: str)
     with pytest.raises(StationError, match="station.toml") as err:
         load_station(write(tmp_path, text))
     assert message in str(err.value)
+
+
+def test_a_name_given_twice_is_named_with_its_line(tmp_path: Path) -> None:
+    """A device and a chamber of one name: the error names the second's line and key."""
+    text = ('[[devices]]\nname = "box"\nkind = "sim"\n\n'
+            '[[chambers]]\nkind = "sim"\nname = "box"\n')
+    with pytest.raises(StationError) as err:
+        load_station(write(tmp_path, text))
+    assert str(err.value) == (
+        f"{tmp_path / 'station.toml'}:7: chambers[0].name: 'box' is also the name of devices[0]: "
+        "each device and chamber needs a name of its own (it prefixes its signals)")
+    with pytest.raises(StationError, match=r"station.toml:3: station.speed: speed applies to "):
+        load_station(write(tmp_path, '[station]\nclock = "real"\nspeed = 10\n'))
 
 
 def test_bad_driver_settings_name_the_channel_group(tmp_path: Path) -> None:

@@ -71,7 +71,8 @@ def build(data: dict[str, Any]) -> Station:
 @pytest.mark.parametrize(("sections", "message"), [
     ({"devices": [{"kind": "sim", "name": "Rig"}]}, r"devices\[0\]\.name: String should match"),
     ({"devices": [{"kind": "sim", "name": "a"}], "chambers": [{"kind": "sim", "name": "a"}]},
-     r"chambers\[0\]\.name: 'a' is also devices\[0\]\.name"),
+     r"^<station>: chambers\[0\]\.name: 'a' is also the name of devices\[0\]: each device and "
+     r"chamber needs a name of its own"),
     ({"devices": [{"kind": "nope", "name": "a"}]},
      r"devices\[0\]\.kind: no OSI device called 'nope'"),
     ({"chambers": [{"kind": "sim", "name": "c", "settings": {"colour": 1}}]},

@@ -16,6 +16,9 @@ from cellbench_core.storage import Database, TestStart, open_database
 from cellbench_core.storage.queue import TestQueue
 from cellbench_core.text import TextError, check_identifier, check_name, check_text, printable
 
+#: Hostile input and faults (issue 20): `pytest -m faults` runs the fault-injection suite alone.
+pytestmark = pytest.mark.faults
+
 
 @pytest.mark.parametrize(("value", "message"), [
     ("a\x00b", "holds the control character U+0000 at position 2"),

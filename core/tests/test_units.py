@@ -163,6 +163,10 @@ def test_durations_are_positive_seconds() -> None:
             parse_duration(text)
     with pytest.raises(UnitError, match=re.escape("expected a duration like '10 min', got '1 V'")):
         parse_duration("1 V")
+    assert parse_duration("1 ms") == 0.001
+    for text in ("1e-300 s", "0.9 ms", "0.0001 s"):  # no station keeps such a period: it spins
+        with pytest.raises(UnitError, match="a duration must be at least 1 ms"):
+            parse_duration(text)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ sync changes, the notifier base class and the station name for plugin commands."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ class _Recorder:
 
     def insert(self, table: str, rows: Sequence[Row]) -> None:
         self.calls.append(("insert", table, len(rows)))
+
+    def savepoint(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
 
 def test_write_changes_replaces_rows_by_key_in_foreign_key_order() -> None:

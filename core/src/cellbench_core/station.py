@@ -37,6 +37,7 @@ from cellbench_core.dispatch import EventDispatcher, Problem
 from cellbench_core.events import Alarm
 from cellbench_core.notifying import NotifierContext
 from cellbench_core.plan import Plan
+from cellbench_core.plan.files import PlanFiles
 from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plan.yaml_source import did_you_mean
 from cellbench_core.plugins import PluginError, PluginManager
@@ -99,6 +100,9 @@ class StationSection(_Strict):
     database: Annotated[str, AfterValidator(_database_url)] = "sqlite:///cellbench.db"
     sample_period: Duration = Field(default=1.0, description="e.g. '1 s', '100 ms'")
     device_timeout: Duration = Field(default=5.0, description="e.g. '5 s'")
+    storage_retry: Duration = Field(
+        default=60.0, description="how long writes the database does not accept are retried "
+                                  "before every test stops (e.g. '60 s')")
     clock: Literal["real", "virtual"] = "real"
     speed: float | None = Field(default=None, gt=0, allow_inf_nan=False,
                                 description="virtual clock: times faster than the wall")
@@ -120,7 +124,7 @@ class StationSection(_Strict):
     @model_validator(mode="after")
     def _speed_needs_virtual_clock(self) -> StationSection:
         if self.speed is not None and self.clock != "virtual":
-            raise ValueError("speed applies to clock = \"virtual\" only")
+            raise AtKey(("speed",), "speed applies to clock = \"virtual\" only")
         return self
 
     def make_clock(self) -> Clock:
@@ -231,19 +235,19 @@ class StationConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> StationConfig:
-        seen: dict[str, str] = {}
+        seen: dict[str, KeyPath] = {}
         for kind, sections in (("devices", self.devices), ("chambers", self.chambers)):
             for n, section in enumerate(sections):
-                where = f"{kind}[{n}].name"
                 if section.name in seen:
-                    raise ValueError(f"{where}: {section.name!r} is also {seen[section.name]}")
-                seen[section.name] = where
+                    raise AtKey((kind, n, "name"), f"{section.name!r} is also the name of "
+                                f"{_location(seen[section.name][:2])}: each device and chamber "
+                                "needs a name of its own (it prefixes its signals)")
+                seen[section.name] = (kind, n, "name")
         named: dict[str, int] = {}
         for n, notifier in enumerate(self.notifiers):
             if notifier.label in named:
-                raise ValueError(f"notifiers[{n}]: {notifier.label!r} is also the name of "
-                                 f"notifiers[{named[notifier.label]}]: give each a name = "
-                                 "of its own")
+                raise AtKey(("notifiers", n), f"{notifier.label!r} is also the name of "
+                            f"notifiers[{named[notifier.label]}]: give each a name = of its own")
             named[notifier.label] = n
         return self
 
@@ -308,12 +312,23 @@ def _explained(error: ErrorDetails, model: type[BaseModel]) -> str:
     return message
 
 
+class AtKey(ValueError):
+    """Raised by a validator of a whole table about one of its keys: ``path``, below the
+    table, is the key an error names (its line and location), not the table."""
+
+    def __init__(self, path: KeyPath, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 def invalid(err: ValidationError, model: type[BaseModel], source: _Source | StationConfig,
             prefix: KeyPath = ()) -> StationError:
     """The StationError for settings ``model`` refused at key ``prefix`` of a station file:
     its line and key, what was expected, and the closest known key for an unknown one."""
     first = err.errors()[0]
-    return StationError(f"{source.where((*prefix, *first['loc']))}: "
+    cause = first.get("ctx", {}).get("error")
+    below = cause.path if isinstance(cause, AtKey) else ()
+    return StationError(f"{source.where((*prefix, *first['loc'], *below))}: "
                         f"{_explained(first, model)}")
 
 
@@ -470,6 +485,13 @@ class Station:
         """Where interfaces find plans by name."""
         return self.base_dir / self.config.station.plans_dir
 
+    @property
+    def plan_files(self) -> PlanFiles:
+        """The policy for the files of plans that arrive as text (queue rows, interfaces, tests
+        resumed from the database): only files inside :attr:`plans_dir`, tables read by
+        :attr:`tables`."""
+        return PlanFiles(root=self.plans_dir, tables=self.tables)
+
     async def open(self, clock: Clock) -> None:
         """Open every driver, then every device and chamber (closing those already open if one
         fails), number the channels and attach the devices and chambers to theirs."""
@@ -559,6 +581,10 @@ class Station:
     def chamber_of(self, number: int) -> tuple[str, ClimateChamber] | None:
         """The climate chamber (its name and itself) holding channel ``number``'s cell."""
         return self._chamber_of.get(number)
+
+    def chamber_names(self) -> dict[int, str]:
+        """The name of the climate chamber of each channel in one, by channel number."""
+        return {number: name for number, (name, _) in self._chamber_of.items()}
 
     def devices_of(self, number: int) -> list[tuple[str, OsiDevice]]:
         """The OSI devices (names and devices) serving channel ``number``."""

@@ -11,13 +11,14 @@ destination's positions, and re-delivered rows replace themselves by their natur
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Connection
 
 from cellbench_core.events import TestStatus
 from cellbench_core.storage import Database, schema
+from cellbench_core.storage.records import driver_message
 
 logger = logging.getLogger(__name__)
 
@@ -100,18 +102,52 @@ class Changes:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedRow:
+    """A row the destination refused for what it holds (a value its column cannot store, a
+    constraint it breaks): left out of its batch so that the rest goes on, and reported.
+
+    ``key`` names the row by its primary key (``id=7``, ``test_id=3 seq=51``); ``test_id`` is
+    the test it belongs to (None for a battery, a channel or an event of no test)."""
+
+    table: str
+    key: str
+    test_id: int | None
+    reason: str
+
+    @classmethod
+    def of(cls, table: str, row: Row, error: BaseException) -> RefusedRow:
+        """The report of ``row`` of ``table`` refused with ``error``."""
+        columns = [c.name for c in schema.metadata.tables[table].columns]
+        values = dict(zip(columns, row, strict=False))
+        key = " ".join(f"{c.name}={values.get(c.name)}"
+                       for c in schema.metadata.tables[table].primary_key.columns)
+        owner = values.get("id" if table == "tests" else "test_id")
+        return cls(table, key, None if owner is None else int(owner), driver_message(error)[:300])
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether ``error`` refuses the data written rather than failing the connection: a PEP 249
+    ``DataError`` or ``IntegrityError`` of any driver (or SQLAlchemy's wrapper of one). Every
+    other error (a cut connection, a timeout, a lock) is transient: the batch is tried again
+    whole."""
+    return any(cls.__name__ in ("DataError", "IntegrityError") for cls in type(error).__mro__)
+
+
+@dataclass(frozen=True, slots=True)
 class SyncReport:
     """What one :meth:`SyncTarget.sync_once` did: ``rows`` written (of them ``samples``),
     ``caught_up`` when the target then held everything committed locally when it read,
     ``backlog_age_s``, how old the oldest sample it moved was (0 when it moved none), and
     ``live_age_s``, how old the oldest of the live rows it sent ahead of a backlog was when
-    they were committed (0 when it sent none: see :meth:`ChangeFeed.read_live`)."""
+    they were committed (0 when it sent none: see :meth:`ChangeFeed.read_live`).
+    ``refused`` are the rows the destination refused and the batch went on without."""
 
     rows: int
     samples: int
     caught_up: bool
     backlog_age_s: float
     live_age_s: float = 0.0
+    refused: tuple[RefusedRow, ...] = ()
 
 
 class SyncTarget(ABC):
@@ -416,36 +452,97 @@ class RowSink(Protocol):
     def insert(self, table: str, rows: Sequence[Row]) -> None:
         """Insert ``rows`` (never empty) into ``table``."""
 
+    def savepoint(self) -> AbstractContextManager[object]:
+        """A savepoint of the transaction: what the block wrote is rolled back to it when the
+        block raises (and the error passes on), kept when it returns."""
 
-def write_changes(changes: Changes, sink: RowSink) -> None:
+
+def write_changes(changes: Changes, sink: RowSink) -> list[RefusedRow]:
     """Write ``changes`` into a destination so that each row replaces any copy already there:
     batteries, channels, tests and events by ``id``; the samples, aux values and steps of each
     test by their ``seq`` or ``step_no`` range. A batch written twice leaves what one leaves.
-    Tables go in foreign-key order."""
+    Tables go in foreign-key order.
+
+    When the destination refuses the batch for a row it holds (:func:`is_refusal`), the batch
+    is written again in halves, under savepoints, down to the rows it refuses: they are left
+    out and returned, and every other row is written. Any other error passes on, leaving the
+    transaction to the caller to roll back."""
+    try:
+        with sink.savepoint():
+            _write_whole(changes, sink)
+        return []
+    except Exception as error:
+        if not is_refusal(error):
+            raise
+        logger.warning("the destination refused a batch (%s): finding the rows it refuses",
+                       driver_message(error)[:300])
+    refused: list[RefusedRow] = []
+    tables = changes.tables()
+    for name in ("batteries", "channels", "tests", "events"):
+        rows = sorted(tables[name], key=lambda row: int(row[0]))
+        for start in range(0, len(rows), IN_LIST_KEYS):
+            _write_apart(sink, name, rows[start:start + IN_LIST_KEYS], True, refused)
+    for name, key, ranges in _RANGED:
+        if getattr(changes, ranges):
+            sink.delete_ranges(name, key, [(test_id, first, last) for test_id, (first, last)
+                                           in sorted(getattr(changes, ranges).items())])
+        _write_apart(sink, name, tables[name], False, refused)
+    return refused
+
+
+#: The tables written by key range per test: name, key column, the ranges' Changes field.
+_RANGED = (("samples", "seq", "sample_ranges"), ("sample_aux", "seq", "sample_ranges"),
+           ("steps", "step_no", "step_ranges"))
+
+
+def _write_apart(sink: RowSink, table: str, rows: Sequence[Row], by_id: bool,
+                 refused: list[RefusedRow]) -> None:
+    """Write ``rows`` of ``table`` under a savepoint, and where the destination refuses them,
+    each half apart, down to the single rows refused (added to ``refused``)."""
+    if not rows:
+        return
+    try:
+        with sink.savepoint():
+            if by_id:
+                sink.delete_ids(table, sorted(int(row[0]) for row in rows))
+            sink.insert(table, rows)
+    except Exception as error:
+        if not is_refusal(error):
+            raise
+        if len(rows) == 1:
+            refused.append(RefusedRow.of(table, rows[0], error))
+            return
+        half = len(rows) // 2
+        _write_apart(sink, table, rows[:half], by_id, refused)
+        _write_apart(sink, table, rows[half:], by_id, refused)
+
+
+def _write_whole(changes: Changes, sink: RowSink) -> None:
     tables = changes.tables()
     for name in ("batteries", "channels", "tests", "events"):
         for ids in in_chunks(int(row[0]) for row in tables[name]):
             sink.delete_ids(name, ids)
         if tables[name]:
             sink.insert(name, tables[name])
-    for name, key, ranges in (("samples", "seq", changes.sample_ranges),
-                              ("sample_aux", "seq", changes.sample_ranges),
-                              ("steps", "step_no", changes.step_ranges)):
-        if ranges:
+    for name, key, ranges in _RANGED:
+        if getattr(changes, ranges):
             sink.delete_ranges(name, key, [(test_id, first, last) for test_id, (first, last)
-                                           in sorted(ranges.items())])
+                                           in sorted(getattr(changes, ranges).items())])
         if tables[name]:
             sink.insert(name, tables[name])
 
 
-def report(changes: Changes, now_unix_s: float | None = None) -> SyncReport:
-    """The report of a sync that wrote ``changes``."""
+def report(changes: Changes, now_unix_s: float | None = None,
+           refused: Sequence[RefusedRow] = ()) -> SyncReport:
+    """The report of a sync that wrote ``changes`` (without the ``refused`` rows)."""
     age = 0.0
     if changes.oldest_unix_s is not None:
         now = time.time() if now_unix_s is None else now_unix_s
         age = max(0.0, now - changes.oldest_unix_s)
-    return SyncReport(rows=len(changes), samples=len(changes.samples),
-                      caught_up=changes.complete, backlog_age_s=age)
+    refused_samples = sum(row.table == "samples" for row in refused)
+    return SyncReport(rows=len(changes) - len(refused),
+                      samples=len(changes.samples) - refused_samples,
+                      caught_up=changes.complete, backlog_age_s=age, refused=tuple(refused))
 
 
 def run_sync(
@@ -469,12 +566,17 @@ def run_sync(
     up to ``max_backoff_s`` (with ``once`` the error is raised). When the target has not been
     caught up for ``alarm_after_s``, an ``alarm`` event is recorded in ``local`` (and passed to
     ``on_alarm``); a ``sync_recovered`` event follows when it has caught up again.
+
+    Each row the target refused (:attr:`SyncReport.refused`) is recorded once per target as a
+    ``sync_refused`` event in ``local`` (:func:`refused_rows` lists them) and passed to
+    ``on_alarm``; a row refused again (after a restart, or changed) is not recorded twice.
     """
     for what, value in (("interval_s", interval_s), ("alarm_after_s", alarm_after_s),
                         ("max_backoff_s", max_backoff_s)):
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"{what} must be a positive number of seconds, not {value!r}")
     stop = stop or threading.Event()
+    refusals = _Refusals(local, name, on_alarm)
     caught_up_at = time.monotonic()
     backoff = interval_s
     is_open = alarmed = False
@@ -495,6 +597,7 @@ def run_sync(
             backoff = min(backoff * 2, max_backoff_s)
         else:
             backoff = interval_s
+            refusals.add(result.refused)
             if on_report is not None:
                 on_report(result)
             if result.caught_up:
@@ -515,6 +618,77 @@ def run_sync(
                 on_alarm(message)
     if is_open:
         target.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalRecord:
+    """A row a sync target refused, as recorded in the station database."""
+
+    target: str
+    row: RefusedRow
+    unix_time_s: float
+
+
+def refused_rows(local: Database, target: str | None = None) -> list[RefusalRecord]:
+    """The rows sync targets refused (only ``target``'s, if given), oldest first: the
+    ``sync_refused`` events of ``local``."""
+    table = schema.events
+    query = (sa.select(table.c.unix_time_s, table.c.data)
+             .where(table.c.kind == REFUSED_EVENT).order_by(table.c.id))
+    records = []
+    with local.engine.connect() as connection:
+        for unix_time_s, text in connection.execute(query):
+            data = json.loads(text)
+            if target is None or data.get("sync_target") == target:
+                row = RefusedRow(data["table"], data["key"], data.get("test_id"), data["reason"])
+                records.append(RefusalRecord(data["sync_target"], row, float(unix_time_s)))
+    return records
+
+
+#: The kind of the event that records a row a sync target refused.
+REFUSED_EVENT = "sync_refused"
+
+
+class _Refusals:
+    """The rows one target refused: each recorded once in the station database and raised as
+    an alarm; kept to record again while the database does not take the event."""
+
+    def __init__(self, local: Database, name: str,
+                 on_alarm: Callable[[str], None] | None) -> None:
+        self._local, self._name, self._on_alarm = local, name, on_alarm
+        self._pending: list[RefusedRow] = []
+        try:
+            known = refused_rows(local, name)
+        except Exception as exc:  # the local database is busy: a repeat is recorded again
+            logger.error("could not read the rows sync target %s refused: %s", name, exc)
+            known = []
+        self._known = {(r.row.table, r.row.key) for r in known}
+        if known:
+            logger.warning("sync target %s has refused %d rows (cellbench sync-refused lists "
+                           "them)", name, len(known))
+
+    def add(self, refused: Iterable[RefusedRow]) -> None:
+        """Record ``refused`` (and what could not be recorded before)."""
+        self._pending.extend(r for r in refused if (r.table, r.key) not in self._known
+                             and r not in self._pending)
+        while self._pending:
+            row = self._pending[0]
+            message = (f"sync target {self._name} refused {row.table} row {row.key} and goes "
+                       f"on without it: {row.reason}")
+            logger.error("%s", message)
+            try:
+                self._local.add_event(
+                    kind=REFUSED_EVENT, message=message, test_id=row.test_id,
+                    unix_time_s=time.time(),
+                    data={"sync_target": self._name, "table": row.table, "key": row.key,
+                          "test_id": row.test_id, "reason": row.reason})
+            except Exception as exc:  # the local database is busy: try again next batch
+                logger.error("could not record the refused row: %s", exc)
+                return
+            self._pending.pop(0)
+            self._known.add((row.table, row.key))
+            if self._on_alarm is not None:
+                self._on_alarm(message)
 
 
 def _event(local: Database, kind: str, message: str, target: str, behind_s: float) -> bool:

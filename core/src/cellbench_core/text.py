@@ -1,13 +1,14 @@
 """The rules for text that enters cellbench from outside — plan files, queue rows, remote
 commands, imported files, the command line — checked where it enters, once, by these
-functions (docs/schema.md, "Names and text").
+functions (docs/hardening.md, "Names and text").
 
 - **Text** (messages, step text, plan text): any Unicode character except control characters
   other than tab and newline (NUL among them: PostgreSQL cannot store it, and it stops central
   sync) and lone surrogates (not encodable as UTF-8).
 - **A name** (of a test, plan, battery, station, channel, ...): text of one line, not empty, no
   leading or trailing blanks, at most :data:`NAME_LENGTH` characters (the database's limit).
-- **An identifier** (a battery, station or channel name that remote-control replies list):
+- **An identifier** (a battery's name and chemistry, a station or channel name: what
+  remote-control replies list):
   a name without ``;`` or ``,``, the separators of those replies (docs/rci.md).
 """
 

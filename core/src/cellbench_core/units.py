@@ -268,11 +268,42 @@ def parse_value(text: str, dimension: Dimension, *, c_rate: bool = True) -> Valu
     return value
 
 
+#: The range a battery's quantities and a plan's limits may lie in, SI units, ends included:
+#: outside it a value is a slip (a sign, a unit, an exponent), never a battery
+#: (docs/plans.md, docs/station.md).
+PHYSICAL_RANGES: dict[Dimension, tuple[float, float]] = {
+    Dimension.VOLTAGE: (0.0, 2000.0),
+    Dimension.CURRENT: (0.0, 10_000.0),  # a magnitude
+    Dimension.CHARGE: (1e-6, 100_000.0),
+    Dimension.TEMPERATURE: (-100.0, 500.0),  # well above absolute zero
+}
+
+
+def check_physical(si: float, dimension: Dimension) -> float:
+    """``si``, if it lies in the physical range of ``dimension`` (if it has one); else a
+    UnitError saying the range."""
+    low, high = PHYSICAL_RANGES.get(dimension, (-math.inf, math.inf))
+    if not low <= si <= high:
+        low_text, high_text, value_text = (format_value(Value(float(v)), dimension)
+                                           for v in (low, high, si))
+        raise UnitError(f"{value_text} is outside the physical range of "
+                        f"{noun(dimension)}, {low_text} to {high_text}")
+    return si
+
+
+#: The shortest duration a person may write (a sample period, a step's time, a timeout): less
+#: is no period a station can keep, and a sample period below it would spin the station.
+MIN_DURATION_S = 1e-3
+
+
 def parse_duration(text: str) -> float:
-    """Parse a positive duration such as ``"1 s"``, ``"100 ms"`` or ``"2 hours"`` into seconds."""
+    """Parse a duration of at least :data:`MIN_DURATION_S` such as ``"1 s"``, ``"100 ms"`` or
+    ``"2 hours"`` into seconds."""
     seconds = parse_value(text, Dimension.TIME).si
     if seconds <= 0:
         raise UnitError(f"a duration must be positive, got {quote(text)}")
+    if seconds < MIN_DURATION_S:
+        raise UnitError(f"a duration must be at least 1 ms, got {quote(text)}")
     return seconds
 
 

@@ -50,7 +50,9 @@ def test_signals_read_the_table_over_time_since_open(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("", "table.csv:1: the table is empty"),
-    ("time,current [A]\n0,1\n", "table.csv:1: a column heading is a name and its unit"),
+    ("time,current [A]\n0,1\n", "table.csv:1: column 1: a column heading is a name and its unit"),
+    ("root:$6$salt$hash:19000:0:99999:7:::\n", "table.csv:1: column 1: a column heading is "
+     "a name and its unit in brackets, like 'current [A]'"),
     ("time [s],a [A],a [A]\n0,1,1\n", "table.csv:1: column 'a' appears twice"),
     ("time [s]\n0\n", "table.csv:1: a table needs a time column and at least one value column"),
     ("time [V],a [A]\n0,1\n", "table.csv:1: the first column is the time, in s, ms, min, h"),
@@ -66,6 +68,7 @@ def test_bad_tables_name_file_and_line(tmp_path: Path, text: str, message: str) 
     with pytest.raises(TableError) as caught:
         table(tmp_path, text)
     assert message in str(caught.value)
+    assert "$6$salt" not in str(caught.value)  # a file that is no table is not quoted
 
 
 def test_files_that_are_not_tables(tmp_path: Path) -> None:

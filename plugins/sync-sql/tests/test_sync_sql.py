@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cellbench_sdk.sync import SyncReport, run_sync
+from cellbench_sdk.sync import SyncReport, refused_rows, run_sync
 from cellbench_sdk.testing import SyncTargetContract
 from cellbench_sync_sql import central
 from cellbench_sync_sql.settings import CentralSqlSettings
@@ -168,14 +168,70 @@ def test_server_going_away_mid_sync_raises_an_alarm_and_loses_nothing(
              name="central", once=True)  # the sync_recovered event
     kinds = [e.kind for e in bench.db.events()]
     assert "alarm" in kinds and "sync_recovered" in kinds
+    assert not refused_rows(bench.db)  # a cut connection retries the batch, refuses no row
     equal(digest, bench, central_url)
+
+
+@pytest.mark.faults
+@pytest.mark.server
+@pytest.mark.parametrize("database_url", ["postgresql", "mysql"], indirect=True)
+def test_rows_the_central_database_refuses_are_reported_and_everything_else_arrives(
+        bench: Any, central_url: str, digest: Any) -> None:
+    tests = bench.start(4)
+    bench.write(tests, 120)
+    nul_name, long_name = tests[1], tests[2]
+    tests_table, events_table = central.tests.name, central.events.name
+    # Written straight into the station database, past its checks (an older cellbench, or
+    # another program): PostgreSQL holds no NUL in text, no server more than 255 characters.
+    with bench.db.engine.begin() as connection:
+        connection.execute(sa.text(f"UPDATE {tests_table} SET name = :n WHERE id = :i"),
+                           {"n": "cycle\x00 1", "i": nul_name})
+        connection.execute(sa.text(f"UPDATE {tests_table} SET name = :n WHERE id = :i"),
+                           {"n": "x" * 300, "i": long_name})
+        event_id = connection.execute(sa.text(
+            f"INSERT INTO {events_table} (test_id, unix_time_s, kind, message, data) "
+            "VALUES (:t, 1.7e9, 'message', :m, '{}') RETURNING id"),
+            {"t": tests[0], "m": "operator\x00 note"}).scalar_one()
+    postgresql = central_url.startswith("postgresql")
+    expected = {("tests", f"id={long_name}", long_name)}
+    if postgresql:
+        expected |= {("tests", f"id={nul_name}", nul_name), ("events", f"id={event_id}", tests[0])}
+
+    alarms: list[str] = []
+    target = CentralSqlTarget(CentralSqlSettings(url=central_url, station=STATION, max_rows=100))
+    run_sync(target, bench.db, name="central", once=True, on_alarm=alarms.append)
+    records = refused_rows(bench.db)
+    assert {(r.row.table, r.row.key, r.row.test_id) for r in records} == expected
+    assert {r.target for r in records} == {"central"}
+    assert all(r.row.reason for r in records)
+    assert len(alarms) == len(expected)
+    assert f"refused tests row id={long_name}" in " ".join(alarms)
+    if postgresql:
+        assert "0x00" in next(r.row.reason for r in records if r.row.key == f"id={nul_name}")
+
+    # Later samples of every test follow, the changed test rows are refused again without a
+    # second report, and so after a restart of the target.
+    bench.write(tests, 80)
+    bench.finish(tests)
+    sync(bench, central_url, max_rows=100)
+    sync(bench, central_url)
+    assert len(refused_rows(bench.db)) == len(expected)
+    local, remote = digest(bench.db.url), digest(central_url, STATION)
+    differing = {key for key in local if local[key] != remote.get(key)}
+    assert differing == ({("tests", 0), ("events", 0)} if postgresql else {("tests", 0)})
+    engine = sa.create_engine(central_url)
+    with engine.connect() as connection:
+        held = set(connection.execute(sa.select(central.tests.c.id)).scalars())
+    engine.dispose()
+    assert held == set(tests) - {test_id for _, _, test_id in expected
+                                 if test_id in (nul_name, long_name)}
 
 
 #: A sync process, as `cellbench sync` runs it (without the command line's start-up time).
 SYNC_PROCESS = f"""
 import sys
 from cellbench_core.storage import open_database
-from cellbench_sdk.sync import run_sync
+from cellbench_sdk.sync import refused_rows, run_sync
 from cellbench_sync_sql.settings import CentralSqlSettings
 from cellbench_sync_sql.target import CentralSqlTarget
 target = CentralSqlTarget(CentralSqlSettings(url=sys.argv[2], station={STATION!r}, max_rows=200))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cellbench_sdk.sync import run_sync
+from cellbench_sdk.sync import refused_rows, run_sync
 from cellbench_sdk.testing import SyncTargetContract
 from cellbench_sync_sqlite.settings import SqliteBackupSettings
 from cellbench_sync_sqlite.target import SqliteBackupTarget
@@ -142,7 +142,7 @@ BACKUP_PROCESS = """
 import sys
 from pathlib import Path
 from cellbench_core.storage import open_database
-from cellbench_sdk.sync import run_sync
+from cellbench_sdk.sync import refused_rows, run_sync
 from cellbench_sync_sqlite.settings import SqliteBackupSettings
 from cellbench_sync_sqlite.target import SqliteBackupTarget
 target = SqliteBackupTarget(SqliteBackupSettings(path=Path(sys.argv[2]), max_rows=40))
@@ -174,3 +174,45 @@ def test_sigkilled_backup_process_leaves_a_consistent_file_that_resumes(
         check_consistent(path)
     backup(bench, path)
     assert digest(f"sqlite:///{path}") == digest(bench.db.url)
+
+
+@pytest.mark.faults
+def test_a_row_the_backup_refuses_is_reported_and_everything_else_arrives(
+        bench: Any, digest: Any, tmp_path: Path) -> None:
+    path = tmp_path / "backup.sqlite3"
+    tests = bench.start(3)
+    bench.write(tests, 60)
+    backup(bench, path)
+    # A rule of the backup file the station's database does not have (as another program
+    # might add): it refuses a test name.
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TRIGGER refuse_name BEFORE INSERT ON tests WHEN NEW.name GLOB '*forbidden*' "
+            "BEGIN SELECT RAISE(ABORT, 'this backup refuses the name'); END")
+    connection.close()
+    refused, nul_name = tests[1], tests[2]
+    with bench.db.engine.begin() as connection:  # past the station's checks
+        connection.exec_driver_sql("UPDATE tests SET name = ? WHERE id = ?",
+                                   ("forbidden", refused))
+        connection.exec_driver_sql("UPDATE tests SET name = ? WHERE id = ?",
+                                   ("cycle\x00 2", nul_name))
+    bench.write(tests, 40)
+    alarms: list[str] = []
+    target = SqliteBackupTarget(SqliteBackupSettings(path=path))
+    run_sync(target, bench.db, name="backup", once=True, on_alarm=alarms.append)
+    [record] = refused_rows(bench.db, "backup")
+    assert (record.row.table, record.row.key, record.row.test_id) == (
+        "tests", f"id={refused}", refused)
+    assert record.row.reason == "this backup refuses the name"
+    assert alarms == [f"sync target backup refused tests row id={refused} and goes on without "
+                      "it: this backup refuses the name"]
+    bench.finish(tests)
+    backup(bench, path)  # a restart: the changed row is refused again, not reported again
+    assert len(refused_rows(bench.db)) == 1
+    local, copy = digest(bench.db.url), digest(f"sqlite:///{path}")
+    assert {key for key in local if local[key] != copy.get(key)} == {("tests", 0)}
+    with sqlite3.connect(path) as connection:
+        names = dict(connection.execute("SELECT id, name FROM tests").fetchall())
+    connection.close()
+    assert names[refused] == "cycle Ölbad 1"  # the last copy it took
+    assert names[nul_name] == "cycle\x00 2"  # SQLite holds a NUL: nothing refused there

@@ -11,6 +11,11 @@ from rich.text import Text
 console = Console()
 error_console = Console(stderr=True)
 
+#: Exit code of a station (`serve`, `run`) whose database stopped accepting writes for longer
+#: than `storage_retry` (outputs off, tests ended where that could be recorded), or did not
+#: accept a write as it started (nothing started, nothing changed). docs/station.md.
+EXIT_STORAGE_FAILED = 4
+
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as an error on stderr and exit with ``code``."""

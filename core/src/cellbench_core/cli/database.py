@@ -44,13 +44,15 @@ def database_url(db: str | None, station: Path | None) -> str:
 
 
 @contextmanager
-def opened(url: str, *, create: bool = False) -> Iterator[Database]:
+def opened(url: str, *, create: bool = False, busy_timeout_s: float = 30.0
+           ) -> Iterator[Database]:
     """The database at ``url``, migrated to the newest schema. For reading (the default) a
     missing SQLite file or a database without the cellbench schema is refused; ``create`` (for
     commands that write) creates them. A database that cannot be opened ends the command with
-    a one-line error naming the problem and the fix (exit 2)."""
+    a one-line error naming the problem and the fix (exit 2). On SQLite a write waits up to
+    ``busy_timeout_s`` for another program's write lock."""
     try:
-        database = open_database(url, create=create)
+        database = open_database(url, create=create, busy_timeout_s=busy_timeout_s)
     except DatabaseOpenError as err:
         fail(str(err), code=2)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import signal
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from cellbench_core.cli.app import app, station_plugins
-from cellbench_core.cli.console import console, fail
+from cellbench_core.cli.console import EXIT_STORAGE_FAILED, console, fail
 from cellbench_core.cli.database import opened
 from cellbench_core.events import TestStatus
 from cellbench_core.plan import Plan, PlanError, load_plan, parse_plan
@@ -29,7 +30,7 @@ from cellbench_core.plots import PlotError, cycle_series, draw_cycles
 from cellbench_core.plugins import PluginError, PluginManager
 from cellbench_core.runner import RunError, Runner, TestOutcome, TestRequest
 from cellbench_core.station import Station, StationConfig, StationError, load_station
-from cellbench_core.storage import BatteryRecord, Database, SampleWriter
+from cellbench_core.storage import BatteryRecord, Database, SampleWriter, StorageFailure
 from cellbench_core.storage.lease import LeaseHeld, StationLease
 from cellbench_hal import Clock, DeviceError, RealClock, VirtualClock
 
@@ -133,7 +134,7 @@ async def _execute(job: _Job, runner: Runner, live: bool) -> list[TestOutcome]:
 
 def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bool = True
              ) -> list[TestOutcome]:
-    writer = SampleWriter(job.db)
+    writer = SampleWriter(job.db, retry_s=job.station.config.station.storage_retry)
     runner = Runner(job.db, writer, job.clock, sample_period_s=sample_period_s,
                     hooks=plugins.hook, station=job.station.config.station.name,
                     device_timeout_s=job.station.config.station.device_timeout)
@@ -143,10 +144,13 @@ def _run_job(job: _Job, sample_period_s: float, plugins: PluginManager, live: bo
             outcomes = asyncio.run(_execute(job, runner, live))
     except LeaseHeld as err:
         fail(str(err), code=2)
+    except StorageFailure as err:
+        fail(str(err), code=EXIT_STORAGE_FAILED)
     except (RunError, DeviceError, StationError) as err:
         fail(str(err), code=2 if isinstance(err, StationError) else 1)
     finally:
-        writer.close()
+        with contextlib.suppress(StorageFailure):  # the failure is what the run reports
+            writer.close()
     wall = time.monotonic() - started
     _summary(job.db, outcomes)
     console.print(f"{runner.samples:,} samples in {wall:.1f} s wall "
@@ -292,8 +296,10 @@ def run_command(
 
     Exit codes: 0 every test ran its plan to the end; 3 a test ended on a safety limit or a
     failure (the summary says which and why); 130 interrupted by Ctrl-C or SIGTERM; 2 bad input
-    (plan, station file, database URL, options) or another station runs on the database; 1 the
-    run could not go on (a device error before the tests started).
+    (plan, station file, database URL, options) or another station runs on the database; 4 the
+    database did not accept writes for `storage_retry` (outputs off, tests ended where that
+    could be recorded) or as the run started (nothing started); 1 the run could not go on (a
+    device error before the tests started).
 
     Example: cellbench run plans/capacity-check.yaml --channels 1-4 --speed max
     """
@@ -311,7 +317,8 @@ def run_command(
     except (StationError, PluginError) as err:
         fail(str(err), code=2)
     clock = _clock(speed)
-    with opened(db or config.station.database, create=True) as database:
+    with opened(db or config.station.database, create=True,
+                busy_timeout_s=min(30.0, config.station.storage_retry)) as database:
         record = _battery(database, battery)
 
         def requests(ready: Station) -> list[TestRequest]:

@@ -6,10 +6,13 @@ import logging
 import signal
 import threading
 import tomllib
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.table import Table
+from rich.text import Text
 
 from cellbench_core.cli.app import app
 from cellbench_core.cli.console import console, fail
@@ -19,7 +22,7 @@ from cellbench_core.dispatch import EventDispatcher
 from cellbench_core.events import Alarm
 from cellbench_core.plugins import PluginError, loaded_plugins
 from cellbench_core.station import StationError, load_station
-from cellbench_core.synctargets import SyncReport, run_sync
+from cellbench_core.synctargets import SyncReport, refused_rows, run_sync
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -113,3 +116,35 @@ def sync_command(
                 signal.signal(signum, handler)
     console.print(f"sync target {target}: {moved[0]} rows copied")
 
+
+
+@app.command("sync-refused")
+def sync_refused_command(
+    target: Annotated[str | None, typer.Option(
+        "--target", help="Only the rows this target refused (its name in the alarm: "
+                         "`central-sql` run by `cellbench sync`, `central-sql (sync[0])` run "
+                         "by a station).", show_default=False)] = None,
+    db: DbOption = None,
+    station: StationOption = None,
+) -> None:
+    """List the rows sync targets refused (a value the destination cannot hold, a constraint
+    it breaks) and went on without, oldest first, with the destination's reason.
+
+    Each is recorded once as a `sync_refused` event of the station database. Fix the row in
+    the station database (or the destination's rule) and it goes with the row's next change.
+    """
+    with opened(database_url(db, station)) as local:
+        records = refused_rows(local, target)
+    if not records:
+        console.print("No row was refused.")
+        return
+    table = Table(title="Rows sync targets refused", title_justify="left")
+    for column in ("recorded (UTC)", "target", "table", "key", "test", "reason"):
+        table.add_column(column, overflow="fold")
+    for record in records:
+        row = record.row
+        when = datetime.fromtimestamp(record.unix_time_s, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        # Reasons quote the destination, keys the station: shown as written, never as markup.
+        table.add_row(when, Text(record.target), row.table, row.key,
+                      "-" if row.test_id is None else str(row.test_id), Text(row.reason))
+    console.print(table)

@@ -25,6 +25,7 @@ from cellbench_core.units import (
     Dimension,
     UnitError,
     Value,
+    check_physical,
     describe,
     format_value,
     parse_duration,
@@ -113,9 +114,16 @@ def _limit(ctx: ParseContext, node: yaml.Node, path: str, dimension: Dimension) 
     head = head.strip()
     if not head.casefold().startswith(_BATTERY):
         try:
-            return Limit(parse_value(head, dimension), delay_s=delay_s)
+            value = parse_value(head, dimension)
         except UnitError as error:
             ctx.fail(line, path, f"{error} (or 'battery' for the battery's own limit)")
+        try:  # a C-rate has no physical range before the capacity is known
+            if not value.per_capacity:  # a current is a magnitude: its sign is checked below
+                check_physical(abs(value.si) if dimension is Dimension.CURRENT else value.si,
+                               dimension)
+        except UnitError as error:
+            ctx.fail(line, path, str(error))
+        return Limit(value, delay_s=delay_s)
     offset = head[len(_BATTERY):].strip()
     if not offset:
         return Limit(battery=True, delay_s=delay_s)

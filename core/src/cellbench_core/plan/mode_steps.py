@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from cellbench_core.plan.channel_steps import (
     DIRECTIONS,
@@ -28,7 +27,6 @@ from cellbench_core.plan.model import (
     Quantity,
     StepSpec,
 )
-from cellbench_core.plan.tables import no_tables
 from cellbench_core.plan.yaml_source import (
     Entries,
     ParseContext,
@@ -168,9 +166,8 @@ def _table_step(ctx: ParseContext, entries: Entries, line: int, path: str) -> St
     node = entries["table"][1]
     table_path = join_path(path, "table")
     name = node_text(ctx, node, table_path, "a table file like 'drive-cycle.csv'")
-    file = Path(ctx.source).parent / name
     try:
-        table = (ctx.tables or no_tables)(file)
+        table = ctx.files.table(ctx.files.locate(name, ctx.files.folder(ctx.source)))
     except (ValueError, OSError) as error:
         ctx.fail(node_line(node), table_path, str(error))
     columns = dict(table.columns)

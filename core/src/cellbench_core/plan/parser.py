@@ -13,6 +13,7 @@ text (:mod:`~cellbench_core.plan.text_steps`), steps with a ``mode``
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -23,13 +24,13 @@ from cellbench_core.plan.dimensions import (
     SETPOINT_DIMENSIONS,
     dimension_of,
 )
+from cellbench_core.plan.files import MAX_PLAN_BYTES, PlanFiles
 from cellbench_core.plan.limits import parse_limits
 from cellbench_core.plan.model import Plan, PlanError
 from cellbench_core.plan.program import Program, ProgramError
 from cellbench_core.plan.steps import parse_steps
 from cellbench_core.plan.tables import TableLoader
 from cellbench_core.plan.yaml_source import (
-    MAX_PLAN_BYTES,
     ParseContext,
     check_keys,
     compose,
@@ -41,7 +42,7 @@ from cellbench_core.plan.yaml_source import (
     read_plan_text,
 )
 from cellbench_core.text import TextError, check_name
-from cellbench_core.units import Dimension
+from cellbench_core.units import Dimension, UnitError, check_physical
 
 # What this module offered when it was the whole parser; importers keep importing it from here.
 __all__ = [
@@ -55,21 +56,32 @@ __all__ = [
 ]
 
 
-def load_plan(path: str | Path, *, tables: TableLoader | None = None) -> Plan:
+def load_plan(path: str | Path, *, tables: TableLoader | None = None,
+              files: PlanFiles | None = None) -> Plan:
     """Read and parse the plan file at ``path``; ``tables`` reads the lookup tables of profile
-    steps (without it, a profile table is an error)."""
-    return parse_plan(read_plan_text(path), str(path), tables=tables)
+    steps (without it, a profile table is an error). ``files`` is the policy for the files it
+    reads (its includes and tables; by default any, relative to its own file), and its
+    ``tables`` stand in for a missing ``tables``."""
+    files = _policy(files, tables)
+    return parse_plan(read_plan_text(path, files), str(path), files=files)
 
 
-def parse_plan(text: str, source: str = "<string>", *,
-               tables: TableLoader | None = None) -> Plan:
-    """Parse a plan from its YAML ``text``; ``source`` names it in errors, and table files of
-    profile steps are found relative to its folder. ``tables`` reads them (without it, a profile
-    table is an error)."""
+def parse_plan(text: str, source: str = "<string>", *, tables: TableLoader | None = None,
+               files: PlanFiles | None = None) -> Plan:
+    """Parse a plan from its YAML ``text``; ``source`` names it in errors, and the files it
+    includes and the table files of profile steps are found relative to its folder. ``tables``
+    reads the tables (without it, a profile table is an error). ``files`` is the policy for the
+    files the plan reads (by default any: a plan that arrives as text passes one confined to the
+    plans folder)."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_PLAN_BYTES:
         raise PlanError(source, 0, "", f"the plan is larger than {MAX_PLAN_BYTES} bytes")
-    ctx = ParseContext(source, tables=tables)
+    ctx = ParseContext(source, files=_policy(files, tables))
     return _plan(ctx, compose(ctx, text), text)
+
+
+def _policy(files: PlanFiles | None, tables: TableLoader | None) -> PlanFiles:
+    files = files or PlanFiles()
+    return files if tables is None else replace(files, tables=tables)
 
 
 _PLAN_KEYS = ("name", "capacity", "limits", "steps")
@@ -89,8 +101,11 @@ def _plan(ctx: ParseContext, root: yaml.Node | None, text: str) -> Plan:
     except TextError as error:
         ctx.fail(node_line(entries["name"][1]), "name", str(error))
     if "capacity" in entries:
-        ctx.capacity_ah = node_positive(ctx, entries["capacity"][1], "capacity",
-                                        Dimension.CHARGE).si
+        capacity = node_positive(ctx, entries["capacity"][1], "capacity", Dimension.CHARGE).si
+        try:
+            ctx.capacity_ah = check_physical(capacity, Dimension.CHARGE)
+        except UnitError as error:
+            ctx.fail(node_line(entries["capacity"][1]), "capacity", str(error))
     if "limits" in entries:
         ctx.limits = parse_limits(ctx, entries["limits"][1], "limits")
     plan = Plan(name=name, steps=parse_steps(ctx, entries["steps"][1], "steps"), limits=ctx.limits,

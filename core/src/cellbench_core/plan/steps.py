@@ -25,6 +25,7 @@ from cellbench_core.plan.end_conditions import (
 )
 from cellbench_core.plan.expr import MARK, RESERVED, Const, Expr
 from cellbench_core.plan.external_step import external_step
+from cellbench_core.plan.files import FileRefused
 from cellbench_core.plan.mode_steps import MODE_STEP_KEYS, mode_step
 from cellbench_core.plan.model import (
     COUNTERS,
@@ -41,7 +42,6 @@ from cellbench_core.plan.model import (
 from cellbench_core.plan.text_steps import text_step
 from cellbench_core.plan.yaml_source import (
     BOOL_TAG,
-    INT_TAG,
     STR_TAG,
     Entries,
     ParseContext,
@@ -58,8 +58,10 @@ from cellbench_core.plan.yaml_source import (
     node_positive,
     node_text,
     node_value,
+    node_whole,
     parse_computed,
     read_plan_text,
+    recognised_entries,
 )
 from cellbench_core.units import Dimension, Value, format_value, noun, quote
 from cellbench_hal import StepMode
@@ -94,32 +96,38 @@ def parse_steps(ctx: ParseContext, node: yaml.Node, path: str) -> tuple[Node, ..
     return tuple(nodes)
 
 
+_INCLUDED_KEYS = ("name", "steps")
+
+
 def _include(ctx: ParseContext, entries: Entries, path: str) -> tuple[Node, ...]:
     """``include: <file>``: the steps of another plan file, in place (a subroutine)."""
     check_keys(ctx, entries, ("include",), path)
     key_line, node = entries["include"]
     where = join_path(path, "include")
     name = node_text(ctx, node, where, "a plan file like 'check-up.yaml'")
-    file = Path(ctx.source).parent / name
+    try:
+        file = ctx.files.locate(name, ctx.files.folder(ctx.source))
+    except FileRefused as error:
+        ctx.fail(key_line, where, str(error))
     chain = (*ctx.including, Path(ctx.source).resolve())
     if file.resolve() in chain:
         cycle = " -> ".join(p.name for p in (*chain[chain.index(file.resolve()):], file))
         ctx.fail(key_line, where, f"include cycle: {cycle}")
     if len(chain) > _MAX_INCLUDES:
         ctx.fail(key_line, where, f"includes nested deeper than {_MAX_INCLUDES} files")
-    child = ParseContext(str(file), tables=ctx.tables, limits=ctx.limits,
+    child = ParseContext(str(file), files=ctx.files, limits=ctx.limits,
                          capacity_ah=ctx.capacity_ah, labels=ctx.labels, variables=ctx.variables,
                          origins=ctx.origins, including=chain)
     try:
-        root = compose(child, read_plan_text(file))
+        root = compose(child, read_plan_text(file, ctx.files))
     except PlanError as error:
         if error.line:  # inside the included file: its own file and line say where
             raise
-        ctx.fail(key_line, where, error.message)
+        ctx.fail(key_line, where, f"{file}: {error.message}")
     if root is None:
         child.fail(0, "", "the included plan is empty; it needs steps")
-    included = node_entries(child, root, "")
-    check_keys(child, included, ("name", "steps"), "")
+    included = recognised_entries(child, root, _INCLUDED_KEYS, "an included file is a mapping "
+                                  "with 'steps' (and optionally 'name')")
     if "steps" not in included:
         child.fail(node_line(root), "steps", "missing: an included plan needs 'steps'")
     return parse_steps(child, included["steps"][1], "steps")
@@ -153,16 +161,9 @@ def _loop(ctx: ParseContext, entries: Entries, line: int, path: str) -> Loop:
         if "until" not in entries:
             ctx.fail(node_line(count_node), count_path,
                      "a loop that repeats forever needs an 'until' to leave it")
-    elif count_node.tag != INT_TAG or not re.fullmatch(r"\+?[0-9]{1,10}", count_node.value,
-                                                      re.ASCII):
-        ctx.fail(node_line(count_node), count_path,
-                 f"expected a whole number of passes like 3 (or forever, with 'until'), "
-                 f"got {node_kind(count_node)}")
     else:
-        count = int(count_node.value)
-        if not 0 < count <= _MAX_REPEAT:
-            ctx.fail(node_line(count_node), count_path,
-                     f"must be between 1 and {_MAX_REPEAT}, got {count}")
+        count = node_whole(ctx, count_node, count_path, 1, _MAX_REPEAT, "a whole number of "
+                           "passes like 3 (or forever, with 'until')")
     cycle = ("cycle" not in entries
              or node_flag(ctx, entries["cycle"][1], join_path(path, "cycle")))
     until: ConditionGroups = []

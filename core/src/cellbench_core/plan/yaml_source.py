@@ -9,6 +9,7 @@ line and the field (a dotted path such as ``steps[2].steps[0].until``).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,8 @@ import yaml
 
 from cellbench_core.plan.dimensions import QUANTITY_NAMES
 from cellbench_core.plan.expr import MARK, Computed, Expr, ExprError, Must, parse_expression
+from cellbench_core.plan.files import FileRefused, PlanFiles
 from cellbench_core.plan.model import Amount, PlanError, SafetyLimits
-from cellbench_core.plan.tables import TableLoader
 from cellbench_core.text import TextError, check_text
 from cellbench_core.units import (
     Dimension,
@@ -33,7 +34,6 @@ from cellbench_core.units import (
     quote,
 )
 
-MAX_PLAN_BYTES = 1 << 20
 _MAX_DEPTH = 64  # YAML nesting; a plan needs two levels per loop
 
 # The tags PyYAML resolves plain scalars to: how a node was written (3 is an int, "3" a str).
@@ -43,16 +43,14 @@ BOOL_TAG = "tag:yaml.org,2002:bool"
 STR_TAG = "tag:yaml.org,2002:str"
 
 
-def read_plan_text(path: str | Path) -> str:
-    """The text of the plan file at ``path``, or a PlanError naming it."""
+def read_plan_text(path: str | Path, files: PlanFiles | None = None) -> str:
+    """The text of the plan file at ``path`` (read as ``files`` says), or a PlanError naming
+    it."""
     source = str(path)
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_PLAN_BYTES + 1)
-    except OSError as error:
-        raise PlanError(source, 0, "", f"cannot read the plan: {error.strerror or error}") from None
-    if len(data) > MAX_PLAN_BYTES:
-        raise PlanError(source, 0, "", f"the plan is larger than {MAX_PLAN_BYTES} bytes")
+        data = (files or PlanFiles()).read_plan(Path(path))
+    except FileRefused as error:
+        raise PlanError(source, 0, "", error.reason) from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -139,7 +137,7 @@ class ParseContext:
     """State of one parse: where errors point and what the plan has declared so far."""
 
     source: str
-    tables: TableLoader | None = None
+    files: PlanFiles = field(default_factory=PlanFiles)  # what else it may read, and how
     limits: SafetyLimits = field(default_factory=SafetyLimits)
     capacity_ah: float | None = None
     labels: dict[str, tuple[str, int]] = field(default_factory=dict)  # -> file and line
@@ -196,6 +194,20 @@ def node_entries(ctx: ParseContext, node: yaml.Node, path: str) -> Entries:
     return entries
 
 
+def recognised_entries(ctx: ParseContext, node: yaml.Node, keys: Collection[str],
+                       expected: str) -> Entries:
+    """The entries of ``node``, a mapping of some of ``keys`` only, in a file not known to be a
+    plan until then; anything else is an error saying ``expected`` that quotes nothing of the
+    file (a plan may name any file, and its errors go where that file's readers may not look)."""
+    if not isinstance(node, yaml.MappingNode):
+        ctx.fail(node_line(node), "", f"not a plan: {expected}")
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.value not in keys:
+            hint = did_you_mean(key_node.value, keys) if isinstance(key_node.value, str) else ""
+            ctx.fail(node_line(key_node), "", f"not a plan: {expected}{hint}")
+    return node_entries(ctx, node, "")
+
+
 def check_keys(ctx: ParseContext, entries: Entries, allowed: Sequence[str], path: str) -> None:
     """Refuse a key of ``entries`` that is not ``allowed``."""
     for key, (line, _) in entries.items():
@@ -213,6 +225,21 @@ def node_text(ctx: ParseContext, node: yaml.Node, path: str, expected: str) -> s
         return check_text(node.value, "the text")
     except TextError as error:
         ctx.fail(node_line(node), path, str(error))
+
+
+_WHOLE = re.compile(r"[+-]?[0-9]{1,40}", re.ASCII)
+
+
+def node_whole(ctx: ParseContext, node: yaml.Node, path: str, low: int, high: int,
+               expected: str) -> int:
+    """The whole number from ``low`` to ``high`` a scalar node gives in decimal digits;
+    anything else is an error saying ``expected``, and one out of range says the range."""
+    if node.tag != INT_TAG or not _WHOLE.fullmatch(node.value):
+        ctx.fail(node_line(node), path, f"expected {expected}, got {node_kind(node)}")
+    number = int(node.value)
+    if not low <= number <= high:
+        ctx.fail(node_line(node), path, f"must be between {low} and {high}, got {number}")
+    return number
 
 
 def node_value(ctx: ParseContext, node: yaml.Node, path: str, dimension: Dimension) -> Value:

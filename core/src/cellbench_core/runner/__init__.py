@@ -3,7 +3,7 @@
 What other code uses is importable from here; the modules are described in engine.py.
 """
 
-from cellbench_core.runner.engine import Runner
+from cellbench_core.runner.engine import Prepared, Runner, prepare
 from cellbench_core.runner.external import Refusal, SetpointRefused
 from cellbench_core.runner.records import (
     ChannelRef,
@@ -15,5 +15,5 @@ from cellbench_core.runner.records import (
     TestRequest,
 )
 
-__all__ = ["ChannelRef", "ChannelState", "ChannelStatus", "Refusal", "Resume", "RunError",
-           "Runner", "SetpointRefused", "TestOutcome", "TestRequest"]
+__all__ = ["ChannelRef", "ChannelState", "ChannelStatus", "Prepared", "Refusal", "Resume",
+           "RunError", "Runner", "SetpointRefused", "TestOutcome", "TestRequest", "prepare"]

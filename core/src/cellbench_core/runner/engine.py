@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import math
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from cellbench_core.dispatch import EventDispatcher, Problem
-from cellbench_core.events import TestStarted, TestStatus
+from cellbench_core.events import Alarm, TestStarted, TestStatus
 from cellbench_core.plan.model import StepSpec
 from cellbench_core.plan.program import Program
 from cellbench_core.runner.cursor import Cursor
@@ -55,9 +56,66 @@ from cellbench_core.runner.transitions import (
     finish,
     write_on_start,
 )
-from cellbench_core.storage import Database, SampleRows, SampleWriter, StorageError, TestStart
-from cellbench_hal import ClimateChamber, Clock, OsiDevice, Step
+from cellbench_core.storage import (
+    Database,
+    SampleRows,
+    SampleWriter,
+    StorageError,
+    StorageFailure,
+    TestStart,
+)
+from cellbench_core.storage.records import driver_message
+from cellbench_hal import ClimateChamber, Clock, DeviceError, OsiDevice, Step
+from cellbench_hal.timeouts import call_with_timeout
 from cellbench_hal.types import IntArray
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A test request with its plan compiled and resolved for its channel and battery."""
+
+    request: TestRequest
+    cursor: Cursor
+    steps: dict[int, Resolved]
+    bounds: list[float]
+    delays: list[float]
+    signals: SignalPlan
+    chamber_steps: bool
+
+
+def prepare(req: TestRequest, shared: Shared | None = None) -> Prepared:
+    """Compile ``req``'s plan and resolve every step and limit of it for its battery and
+    channel, or refuse with RunError. Touches no runner state: it runs in a worker thread.
+    Requests prepared with one ``shared`` (those of one start) compile each plan once and
+    resolve it once per battery, chamber, devices and channel ranges."""
+    shared = shared or Shared()
+    program = shared.programs.get(id(req.plan))
+    if program is None:
+        program = shared.programs[id(req.plan)] = Program.compile(req.plan)
+    if req.resume is None:
+        key = _resolution_key(req)
+        resolution = shared.resolutions.get(key)
+        if resolution is None:
+            capacity = req.battery.nominal_capacity_ah if req.battery else req.plan.capacity_ah
+            cursor = Cursor(program, capacity_ah=capacity)
+            resolution = shared.resolutions[key] = (
+                capacity, *_resolve_plan(req, program, capacity, cursor.variables),
+                _resolve_signals(req, program))
+        capacity, steps, bounds, delays, signals = resolution
+        cursor = Cursor(program, capacity_ah=capacity)
+    else:
+        try:
+            cursor = Cursor.restore(program, req.resume.state["cursor"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise RunError(f"test {req.resume.test_id} cannot resume: {err}") from None
+        steps, bounds, delays = _resolve_plan(req, program, cursor.capacity_ah,
+                                              cursor.variables)
+        signals = _resolve_signals(req, program)
+    chamber_steps = any(isinstance(ins, StepSpec) and ins.chamber is not None
+                        for ins in program.instructions)
+    return Prepared(req, cursor, steps, bounds, delays, signals, chamber_steps)
 
 
 class Runner:
@@ -87,8 +145,12 @@ class Runner:
         self._st = RunState(db, writer, clock, EventDispatcher(hooks, on_problem=self._record),
                             device_timeout_s=device_timeout_s, on_event=on_event)
         self._serving = False
-        self._pending: list[tuple[TestRequest, asyncio.Future[int]]] = []  # from add()
+        self._pending: list[tuple[Prepared, asyncio.Future[int]]] = []  # from add()
+        #: add()'s requests being prepared, until they are pending.
+        self._preparing: dict[asyncio.Task[Any] | None, TestRequest] = {}
         self._wake = asyncio.Event()  # set by add() and shutdown() for an idle serving run
+        self._storage_trouble: str | None = None  # why the writer retries, as last alarmed
+        self._storage_failed = False
 
     @property
     def ticks(self) -> int:
@@ -147,7 +209,8 @@ class Runner:
         run = st.run_of.get(channel)
         if run is not None and st.active[run.row]:
             return ChannelState.PAUSED if run.paused else ChannelState.RUNNING
-        if any(req.channel.number == channel for req, _ in self._pending):
+        if any(req.channel.number == channel for req in self._preparing.values()) or any(
+                p.request.channel.number == channel for p, _ in self._pending):
             return ChannelState.RUNNING
         return ChannelState.IDLE
 
@@ -211,7 +274,8 @@ class Runner:
             voltage_v=float(st.v[r]), current_a=float(st.i[r]),
             temperature_c=float(st.temp[r]), step_ah=float(st.step_ah[r]),
             step_wh=float(st.step_wh[r]), total_ah=float(st.total_ah[r]),
-            total_wh=float(st.total_wh[r]), outcome=run.outcome)
+            total_wh=float(st.total_wh[r]), outcome=run.outcome,
+            battery=None if run.request.battery is None else run.request.battery.name)
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -221,28 +285,19 @@ class Runner:
 
         With ``serve``, keep running after that and start the tests :meth:`add` hands in, each
         at the next tick, until :meth:`shutdown`.
+
+        While the database does not accept the writer's writes, an alarm says so once; when
+        that lasts beyond the writer's retry window, every running channel's output goes off,
+        the tests end as failed (recorded if the database takes that still) and
+        :class:`~cellbench_core.storage.StorageFailure` is raised with a one-line reason.
         """
         st = self._st
         self._serving = serve
         await self._start(requests)
         try:
-            next_tick = self.clock.now() + self.sample_period_s
-            while st.active.any() or self._serving:
-                if self._pending:
-                    await self._start_pending()
-                if not st.active.any():  # serving, idle: wait for a test, not the clock
-                    if self._serving and not self._pending:
-                        self._wake.clear()
-                        await self._wake.wait()
-                    next_tick = self.clock.now() + self.sample_period_s
-                    continue
-                await self.clock.sleep_until(next_tick)
-                await tick(st)
-                next_tick += self.sample_period_s
-                now = self.clock.now()
-                if now > next_tick + self.sample_period_s:  # fell behind real time: skip ahead
-                    self.overruns += 1
-                    next_tick = now
+            await self._loop()
+        except StorageFailure as failure:
+            raise StorageFailure(await self._stop_on_storage_failure(failure)) from failure
         finally:
             self._serving = False
             for _, future in self._pending:
@@ -252,20 +307,119 @@ class Runner:
             await self._abort_remaining()
             record_ends(st)
             await asyncio.to_thread(st.events.close, self.events_timeout_s)
-            self.writer.flush()
+            if not self._storage_failed:
+                self.writer.flush()
         return [run.outcome for run in st.runs if run.outcome is not None]
 
-    def add(self, request: TestRequest) -> asyncio.Future[int]:
+    async def _loop(self) -> None:
+        st = self._st
+        next_tick = self.clock.now() + self.sample_period_s
+        while st.active.any() or self._serving:
+            if self._pending:
+                await self._start_pending()
+            if not st.active.any():  # serving, idle: wait for a test, not the clock
+                if self._serving and not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                next_tick = self.clock.now() + self.sample_period_s
+                continue
+            await self.clock.sleep_until(next_tick)
+            await tick(st)
+            self._watch_storage()
+            next_tick += self.sample_period_s
+            now = self.clock.now()
+            if now > next_tick + self.sample_period_s:  # fell behind real time: skip ahead
+                self.overruns += 1
+                next_tick = now
+
+    def _watch_storage(self) -> None:
+        """Raise an alarm once when the writer starts retrying, and record when it recovers."""
+        trouble = self.writer.trouble
+        if (trouble is None) == (self._storage_trouble is None):
+            return
+        self._storage_trouble = trouble
+        if trouble is not None:
+            message = (f"the database does not accept writes ({trouble}): retrying for up to "
+                       f"{self.writer.retry_s:g} s, then every test stops")
+            log.warning("%s", message)
+            self._st.announce("cellbench_alarm", Alarm(None, None, message))
+            return
+        log.warning("the database accepts writes again")
+        self.writer.submit_call(partial(
+            self.db.add_event, kind="storage_recovered",
+            message="the database accepts writes again after an alarm",
+            unix_time_s=self.clock.unix(self.clock.now())))
+
+    async def _stop_on_storage_failure(self, failure: StorageFailure) -> str:
+        """Every running channel's output off (all at once, first), the station's ``on_stop``
+        values written, the tests ended as failed and their ends recorded directly if the
+        database takes them; return the one-line reason to raise."""
+        st = self._st
+        self._storage_failed = True
+        t = self.clock.now()
+        running = [run for run in st.runs if st.active[run.row]]
+
+        async def off(run: Run) -> None:
+            channel = run.request.channel
+            try:
+                await call_with_timeout(channel.driver.output_off(channel.local),
+                                        st.device_timeout_s, channel.driver_name, "output_off")
+            except DeviceError as err:
+                log.error("channel %s: switching the output off failed: %s",
+                          channel.name, err)
+
+        await asyncio.gather(*(off(run) for run in running))
+        reason = f"the station stopped: {failure}"
+        for run in running:
+            await finish(st, run, TestStatus.FAILED, reason, t)
+        ends, st.ended = st.ended, []
+        if not ends:
+            return f"{failure}"
+        try:
+            await asyncio.to_thread(self.db.finish_tests, ends)
+        except Exception as err:  # the database still refuses: the tests stay as they were
+            log.error("the ends of %d tests could not be recorded: %s", len(ends),
+                      driver_message(err))
+            return (f"{failure}; every output is off; {len(ends)} running tests could not be "
+                    "recorded as ended and stay running in the database until the next start")
+        return f"{failure}; every output is off; {len(ends)} running tests ended as failed"
+
+    def add(self, request: TestRequest | Prepared) -> asyncio.Future[int]:
         """Start ``request`` at the next tick of a serving :meth:`run` (its channel must be
-        idle); the future gives the new test's id, or the RunError that refused it."""
+        idle). A request not prepared yet (:func:`prepare`) is prepared first, in a worker
+        thread: a long plan never delays a tick. The future gives the new test's id, or the
+        RunError that refused it."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if not self._serving:
             future.set_exception(RunError("the runner is not serving"))
             return future
-        self._pending.append((request, future))
-        self._st.generation += 1
-        self._wake.set()
+        if isinstance(request, Prepared):  # prepared off the loop by the caller
+            self._pending.append((request, future))
+            self._st.generation += 1
+            self._wake.set()
+            return future
+        task = asyncio.create_task(self._prepare_pending(request, future))
+        self._preparing[task] = request
+        task.add_done_callback(lambda done: self._preparing.pop(done, None))
+        self._st.generation += 1  # its channel counts as running from now on
         return future
+
+    async def _prepare_pending(self, request: TestRequest, future: asyncio.Future[int]) -> None:
+        try:
+            prepared: Prepared | None = await asyncio.to_thread(prepare, request)
+            refusal: BaseException | None = None
+        except Exception as err:  # the caller's: nothing was started
+            prepared, refusal = None, err
+        if prepared is not None and not self._serving:
+            prepared, refusal = None, RunError("the station stopped before the test began")
+        if prepared is not None:
+            self._pending.append((prepared, future))
+            self._wake.set()
+        # Pending, or idle again, from here on: state() sees no gap, and the caller hears after.
+        self._preparing.pop(asyncio.current_task(), None)
+        self._st.generation += 1
+        if refusal is not None and not future.done():
+            future.set_exception(refusal)
 
     def shutdown(self, reason: str = "station stopped") -> None:
         """End a serving :meth:`run`: stop every running test (output off) at the next tick."""
@@ -286,7 +440,7 @@ class Runner:
         if len(pending) > 1:  # all together in one transaction; one at a time if that fails
             first = len(runs)
             try:
-                await self._start([request for request, _ in pending])
+                await self._start([prepared for prepared, _ in pending])
             except (RunError, StorageError, ValueError):  # refused before any started
                 pass
             except Exception as err:  # a fault after they started: each caller sees it
@@ -299,9 +453,9 @@ class Runner:
                     if not future.done():
                         future.set_result(run.test_id)
                 return
-        for request, future in pending:
+        for prepared, future in pending:
             try:
-                await self._start([request])
+                await self._start([prepared])
             except Exception as err:  # any error is the caller's; the others' tests go on
                 if not future.done():
                     future.set_exception(err)
@@ -309,21 +463,23 @@ class Runner:
             if not future.done():
                 future.set_result(runs[-1].test_id)
 
-    async def _start(self, requests: Sequence[TestRequest]) -> None:
-        """Prepare every request on a new row and start its test; all or none."""
+    async def _start(self, requests: Sequence[TestRequest | Prepared]) -> None:
+        """Prepare every request (those not prepared yet) on a new row and start its test; all
+        or none."""
         with _collection_paused():
             await self._start_all(requests)
 
-    async def _start_all(self, requests: Sequence[TestRequest]) -> None:
+    async def _start_all(self, requests: Sequence[TestRequest | Prepared]) -> None:
         st = self._st
         st.generation += 1
-        self._check(requests)
+        shared = Shared()
+        ready = [r if isinstance(r, Prepared) else prepare(r, shared) for r in requests]
+        self._check([r.request for r in ready])
         first = len(st.runs)
-        st.grow(first + len(requests))
+        st.grow(first + len(ready))
         try:
-            prepared = _Prepared()
-            for row, req in enumerate(requests, first):
-                self._prepare(row, req, prepared)
+            for row, prepared in enumerate(ready, first):
+                self._place(row, prepared)
             t = self.clock.now()
             new = [r for r in st.runs[first:] if r.request.resume is None]
             ids = self.db.start_tests([TestStart(
@@ -405,38 +561,16 @@ class Runner:
                     raise RunError(f"channel {r.channel.name} ({r.channel.driver_name}) is real "
                                    f"hardware and needs the real clock (--speed real)")
 
-    def _prepare(self, row: int, req: TestRequest, prepared: _Prepared) -> None:
-        """Resolve every step and limit of the plan for this battery and channel, or refuse."""
+    def _place(self, row: int, prepared: Prepared) -> None:
+        """Give the prepared test ``row`` of the runner's arrays."""
         st = self._st
-        program = prepared.programs.get(id(req.plan))
-        if program is None:
-            program = prepared.programs[id(req.plan)] = Program.compile(req.plan)
-        if req.resume is None:
-            key = _resolution_key(req)
-            resolution = prepared.resolutions.get(key)
-            if resolution is None:
-                capacity = req.battery.nominal_capacity_ah if req.battery else req.plan.capacity_ah
-                cursor = Cursor(program, capacity_ah=capacity)
-                resolution = prepared.resolutions[key] = (
-                    capacity, *_resolve_plan(req, program, capacity, cursor.variables),
-                    _resolve_signals(req, program))
-            capacity, steps, bounds, delays, signals = resolution
-            cursor = Cursor(program, capacity_ah=capacity)
-        else:
-            try:
-                cursor = Cursor.restore(program, req.resume.state["cursor"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise RunError(f"test {req.resume.test_id} cannot resume: {err}") from None
-            steps, bounds, delays = _resolve_plan(req, program, cursor.capacity_ah,
-                                                  cursor.variables)
-            signals = _resolve_signals(req, program)
-        st.bound[row], st.delay[row], st.beyond_since[row] = bounds, delays, np.nan
-        st.signal_bound[row], st.signal_delay[row] = signals.bound, signals.delay
+        st.bound[row], st.delay[row], st.beyond_since[row] = prepared.bounds, prepared.delays, \
+            np.nan
+        st.signal_bound[row] = prepared.signals.bound
+        st.signal_delay[row] = prepared.signals.delay
         st.signal_since[row] = np.nan
-        chamber_steps = any(isinstance(ins, StepSpec) and ins.chamber is not None
-                            for ins in program.instructions)
-        st.runs.append(Run(row, req, 0, cursor, steps, signals=signals,
-                           chamber_steps=chamber_steps))
+        st.runs.append(Run(row, prepared.request, 0, prepared.cursor, prepared.steps,
+                           signals=prepared.signals, chamber_steps=prepared.chamber_steps))
 
     async def _abort_remaining(self) -> None:
         """Leave no channel running if the loop ends early (cancelled, or an error)."""
@@ -463,7 +597,7 @@ def _collection_paused() -> Iterator[None]:
 
 
 @dataclass
-class _Prepared:
+class Shared:
     """What the requests of one start share: each plan compiled once, and each resolution of
     a plan for a battery, chamber, devices and channel ranges (a thousand channels starting
     one plan resolve it once). Neither is changed by a run (a set step replaces its steps)."""

@@ -6,6 +6,7 @@ Per-channel Python: these run on events (a step ends, a limit trips), never per 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from functools import partial
@@ -30,7 +31,7 @@ from cellbench_core.runner.records import (
 from cellbench_core.runner.resolve import resolve_plan, resolve_steps, step_variables
 from cellbench_core.runner.resume import position, restore
 from cellbench_core.runner.state import RunState
-from cellbench_core.storage import PositionRow, StepRow, TestEnd
+from cellbench_core.storage import PositionRow, StepRow, StorageFailure, TestEnd
 from cellbench_hal import (
     ChamberState,
     ChannelDriver,
@@ -336,13 +337,16 @@ async def write_signal(st: RunState, run: Run | None, write: DeviceWrite, t: flo
                                 st.device_timeout_s, write.name.split(".", 1)[0], "write")
     except DeviceError as err:
         return f"writing {text} ({write.why}) failed: {err}"
-    st.writer.submit_call(partial(
-        st.db.add_event, kind="device_write", message=f"{text} ({write.why})",
-        test_id=None if run is None else run.test_id,
-        channel=None if run is None else run.request.channel.name,
-        unix_time_s=st.clock.unix(t),
-        data={"signal": write.name, "value": write.value, "unit": write.unit,
-              "source": write.why}))
+    # A write made as the station stops because its database failed stands unrecorded: the
+    # station's other on_stop writes come first.
+    with contextlib.suppress(StorageFailure):
+        st.writer.submit_call(partial(
+            st.db.add_event, kind="device_write", message=f"{text} ({write.why})",
+            test_id=None if run is None else run.test_id,
+            channel=None if run is None else run.request.channel.name,
+            unix_time_s=st.clock.unix(t),
+            data={"signal": write.name, "value": write.value, "unit": write.unit,
+                  "source": write.why}))
     return ""
 
 
@@ -420,9 +424,10 @@ async def finish(st: RunState, run: Run, status: TestStatus, reason: str, t: flo
 def alarm(st: RunState, run: Run, message: str, t: float) -> None:
     """Record an alarm of ``run``'s test and tell the plugins."""
     channel = run.request.channel.name
-    st.writer.submit_call(partial(st.db.add_event, kind="alarm", message=message,
-                                  test_id=run.test_id, channel=channel,
-                                  unix_time_s=st.clock.unix(t)))
+    with contextlib.suppress(StorageFailure):  # the database failed: the plugins still hear it
+        st.writer.submit_call(partial(st.db.add_event, kind="alarm", message=message,
+                                      test_id=run.test_id, channel=channel,
+                                      unix_time_s=st.clock.unix(t)))
     st.announce("cellbench_alarm", Alarm(channel, run.test_id, message))
 
 

@@ -19,17 +19,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import time
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
 from cellbench_core.events import TestFinished, TestStarted, TestStatus
 from cellbench_core.plan import PlanError, parse_plan
-from cellbench_core.runner import ChannelState, RunError, Runner, TestRequest
+from cellbench_core.runner import ChannelState, Prepared, RunError, Runner, prepare
 from cellbench_core.service.control import StationControl
 from cellbench_core.station import Station, StationError
-from cellbench_core.storage import Database, SampleWriter, StorageError, TestEnd, TestRecord
+from cellbench_core.storage import (
+    Database,
+    SampleWriter,
+    StorageError,
+    StorageFailure,
+    TestEnd,
+    TestRecord,
+)
 from cellbench_core.storage.queue import QueueEntry, QueueStatus, TestQueue
+from cellbench_core.storage.records import driver_message, is_storage_fault
 from cellbench_hal import Clock
 
 log = logging.getLogger(__name__)
@@ -47,7 +56,7 @@ class StationService:
         self.station, self.db, self.clock = station, db, clock
         self.queue = TestQueue(db)
         self.poll_interval_s = config.queue_poll_interval
-        self.writer = SampleWriter(db)
+        self.writer = SampleWriter(db, retry_s=config.storage_retry)
         # The runner hands lifecycle events to the plugins through its event dispatcher, and
         # to the service at once (_event): a queued test may end before add() returns its id.
         self.runner = Runner(db, self.writer, clock, sample_period_s=config.sample_period,
@@ -58,6 +67,7 @@ class StationService:
         self._finished: list[tuple[int, TestFinished]] = []  # (entry, event) to record
         self._wake = asyncio.Event()
         self._stopping = False
+        self._queue_faulty_since: float | None = None  # monotonic time of the first fault
         self._version = version
         self.control: StationControl | None = None  # once the channels are open
         self._interfaces: list[Any] = []  # those started
@@ -87,8 +97,9 @@ class StationService:
                     self.runner, self.station.channels, self.queue,
                     name=self.station.config.station.name, version=self._version,
                     plans_dir=self.station.plans_dir, base_dir=self.station.base_dir,
-                    make_request=self.station.request, tables=self.station.tables,
-                    ring_size=self.station.config.station.ring_size)
+                    make_request=self.station.request, files=self.station.plan_files,
+                    ring_size=self.station.config.station.ring_size,
+                    chambers=self.station.chamber_names())
                 # Notifiers start with the control API (live samples for MQTT); events fired
                 # before (tests resumed above) wait inside them until then.
                 await self.station.start_notifiers(self.db, self.control)
@@ -97,8 +108,17 @@ class StationService:
                 self._log_ready(listener is not None, served)
                 while not self._stopping and not runner.done():
                     self._wake.clear()  # before reading: a wake-up during the reads counts
-                    await self._record_finished()
-                    await self._pick_up()
+                    try:
+                        await self._record_finished()
+                        await self._pick_up()
+                    except StorageFailure as failure:
+                        await self._storage_failed(runner, failure)
+                    except Exception as err:
+                        if not is_storage_fault(err):
+                            raise
+                        await self._queue_fault(runner, err)
+                    else:
+                        self._queue_faulty_since = None
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
                 await self._stop_interfaces()  # first: no command may come in meanwhile
@@ -116,9 +136,41 @@ class StationService:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await listener
             await self._record_finished()
-        finally:
+        except StorageFailure:
+            await self.station.close()
+            # The writer's own failure is the one raised, or a part of it.
+            with contextlib.suppress(StorageFailure):
+                await asyncio.to_thread(self.writer.close)
+            raise
+        except BaseException:
             await self.station.close()
             await asyncio.to_thread(self.writer.close)
+            raise
+        await self.station.close()
+        await asyncio.to_thread(self.writer.close)
+
+    async def _queue_fault(self, runner: asyncio.Task[Any], err: Exception) -> None:
+        """The queue's reads and writes failed on a storage fault: retried at the next round
+        (warned once), for up to ``storage_retry``, like the writer's; then the station stops
+        as for the writer."""
+        retry_s = self.station.config.station.storage_retry
+        now = time.monotonic()
+        if self._queue_faulty_since is None:
+            self._queue_faulty_since = now
+            log.warning("the database does not accept the test queue's reads and writes (%s): "
+                        "retrying for up to %g s", driver_message(err), retry_s)
+        elif now - self._queue_faulty_since >= retry_s:
+            await self._storage_failed(runner, StorageFailure(
+                f"the database has not accepted the test queue's reads and writes for "
+                f"{now - self._queue_faulty_since:.0f} s ({driver_message(err)})"))
+
+    async def _storage_failed(self, runner: asyncio.Task[Any], failure: StorageFailure
+                              ) -> NoReturn:
+        """The writer gave up on the database: the runner stops every running test safely
+        and raises why (with what became of the tests); idle, it has nothing to stop."""
+        self.runner.shutdown("the database stopped accepting writes")
+        await runner
+        raise failure
 
     def _log_ready(self, notified: bool, served: list[str]) -> None:
         groups = ", ".join(f"{name} x{len(driver.channels)}"
@@ -185,7 +237,7 @@ class StationService:
         requests = await asyncio.to_thread(self._requests, picked)
         starting: list[tuple[QueueEntry, asyncio.Future[int]]] = []
         for entry, request in zip(picked, requests, strict=True):
-            if isinstance(request, TestRequest):
+            if isinstance(request, Prepared):
                 starting.append((entry, self.runner.add(request)))
             else:
                 await self._refuse(entry, request)
@@ -205,9 +257,9 @@ class StationService:
                      entry.channel)
 
     def _requests(self, entries: list[QueueEntry]
-                  ) -> list[TestRequest | PlanError | RunError | StorageError]:
+                  ) -> list[Prepared | PlanError | RunError | StorageError]:
         """The test each entry asks for, or the error that says what is wrong with it."""
-        requests: list[TestRequest | PlanError | RunError | StorageError] = []
+        requests: list[Prepared | PlanError | RunError | StorageError] = []
         for entry in entries:
             try:
                 requests.append(self._request(entry))
@@ -222,21 +274,22 @@ class StationService:
         await asyncio.to_thread(self.queue.end, entry.id, QueueStatus.FAILED,
                                 self.clock.unix(self.clock.now()), str(err))
 
-    def _request(self, entry: QueueEntry) -> TestRequest:
-        """The test an entry asks for; PlanError, RunError or StorageError say what is wrong."""
+    def _request(self, entry: QueueEntry) -> Prepared:
+        """The test an entry asks for, prepared (in the worker thread this runs in); PlanError,
+        RunError or StorageError say what is wrong."""
         channels = self.station.channels
         if not 1 <= entry.channel <= len(channels):
             raise RunError(f"channel {entry.channel} does not exist (this station has channels "
                            f"1-{len(channels)})")
         plan = parse_plan(entry.plan, source=entry.plan_source or f"queue entry {entry.id}",
-                          tables=self.station.tables)
+                          files=self.station.plan_files)
         battery = None
         if entry.battery is not None:
             battery = self.db.battery(entry.battery)
             if battery is None:
                 raise StorageError(f"no battery named {entry.battery!r}")
-        return self.station.request(channels[entry.channel - 1], plan, battery,
-                                    name=entry.name or "")
+        return prepare(self.station.request(channels[entry.channel - 1], plan, battery,
+                                            name=entry.name or ""))
 
     def _event(self, event: object) -> None:
         if isinstance(event, TestStarted):
@@ -295,7 +348,7 @@ class StationService:
                     reason = f"interrupted, and it could not resume: {err}"
                 else:
                     if entry is not None:
-                        self._busy[request.channel.number] = entry.id
+                        self._busy[request.request.channel.number] = entry.id
                         self._entry_of_test[test.id] = entry.id
                     resuming.append((test, entry, self.runner.add(request)))
                     continue
@@ -334,8 +387,9 @@ class StationService:
             for e in self.queue.entries([QueueStatus.RUNNING])}
         return tests, entries
 
-    def _resume_request(self, test: TestRecord) -> TestRequest:
-        """The request that resumes ``test``; an error says why it cannot."""
+    def _resume_request(self, test: TestRecord) -> Prepared:
+        """The request that resumes ``test``, prepared (in the worker thread this runs in); an
+        error says why it cannot."""
         channels = self.station.channels
         number = int(test.channel) if test.channel.isdigit() else 0
         if not 1 <= number <= len(channels):
@@ -343,14 +397,14 @@ class StationService:
         point = Runner.resume_point(self.db, test.id, self.clock.unix(self.clock.now()))
         if point is None:
             raise RunError("it committed no plan position")
-        plan = parse_plan(test.plan_text, source=test.plan_source, tables=self.station.tables)
+        plan = parse_plan(test.plan_text, source=test.plan_source, files=self.station.plan_files)
         battery = None
         if test.battery is not None:
             battery = self.db.battery(test.battery)
             if battery is None:
                 raise StorageError(f"its battery {test.battery!r} is not registered any more")
-        return self.station.request(channels[number - 1], plan, battery, name=test.name,
-                                    resume=point)
+        return prepare(self.station.request(channels[number - 1], plan, battery,
+                                            name=test.name, resume=point))
 
     def _end_interrupted(self, test_id: int | None, entry: QueueEntry | None,
                          reason: str) -> None:

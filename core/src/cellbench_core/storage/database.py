@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -34,12 +35,24 @@ from cellbench_core.storage.records import (
 )
 from cellbench_core.storage.urls import DatabaseOpenError, checked_url, shown, unavailable
 from cellbench_core.text import check_identifier, check_name, printable
+from cellbench_core.units import Dimension, UnitError, check_physical
+
+#: The quantity of each of a battery's figures, for their physical ranges.
+_BATTERY_DIMENSIONS = {
+    "nominal_capacity_ah": Dimension.CHARGE, "nominal_voltage_v": Dimension.VOLTAGE,
+    "voltage_max_v": Dimension.VOLTAGE, "voltage_min_v": Dimension.VOLTAGE,
+    "current_max_charge_a": Dimension.CURRENT, "current_max_discharge_a": Dimension.CURRENT,
+    "temperature_max_c": Dimension.TEMPERATURE}
 
 T = TypeVar("T")
 
 _MIGRATIONS = "cellbench_core.storage:migrations"
 _SQLITE_CACHE_KIB = 65536
-_SQLITE_BUSY_TIMEOUT_MS = 30000
+_SQLITE_BUSY_TIMEOUT_S = 30.0
+#: What :meth:`Database.probe_writes` writes: about what a few seconds of samples of a large
+#: station take, so that a disk with no room left fails it (random bytes: no server compresses
+#: them away).
+_PROBE_BYTES = 1 << 20
 
 
 #: psycopg prepares a statement on the server once it has run five times, and PostgreSQL then
@@ -50,14 +63,16 @@ _SQLITE_BUSY_TIMEOUT_MS = 30000
 _POSTGRES_CONNECT_ARGS = {"options": "-c plan_cache_mode=force_custom_plan"}
 
 
-def open_database(url: str, *, create: bool = True) -> Database:
+def open_database(url: str, *, create: bool = True,
+                  busy_timeout_s: float = _SQLITE_BUSY_TIMEOUT_S) -> Database:
     """Open the database at a SQLAlchemy URL and upgrade its schema to the newest version.
 
     ``sqlite:///path/to/file.sqlite3`` (with ``create``, the file and its parent directory are
     created), ``mysql+pymysql://user:password@host/db`` or ``postgresql+psycopg://user@host/db``.
     Without ``create`` (for reading) a missing SQLite file, or a database without the cellbench
     schema, is refused. A URL that cannot be opened raises :class:`DatabaseOpenError` saying why
-    and how to fix it.
+    and how to fix it. On SQLite a write waits up to ``busy_timeout_s`` for another program's
+    write lock.
     """
     parsed = checked_url(url)
     if not create and parsed.get_backend_name() == "sqlite" \
@@ -65,7 +80,7 @@ def open_database(url: str, *, create: bool = True) -> Database:
         raise DatabaseOpenError(
             f"{shown(parsed)}: there is no database file {parsed.database}; check the name, or "
             f"create it with cellbench db upgrade --db {shown(parsed)}")
-    engine = _create_engine(parsed)
+    engine = _create_engine(parsed, busy_timeout_s)
     try:
         with _translated(parsed):
             if not create and not sa.inspect(engine).has_table(schema.VERSION_TABLE):
@@ -111,25 +126,27 @@ def _revision(engine: Engine) -> str | None:
         return context.get_current_revision()
 
 
-def _create_engine(parsed: sa.URL) -> Engine:
+def _create_engine(parsed: sa.URL, busy_timeout_s: float = _SQLITE_BUSY_TIMEOUT_S) -> Engine:
     backend = parsed.get_backend_name()
     if backend != "sqlite":
         return sa.create_engine(parsed, pool_pre_ping=True, connect_args=(
             _POSTGRES_CONNECT_ARGS if backend == "postgresql" else {}))
     Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed)
-    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    busy_timeout_ms = round(busy_timeout_s * 1000)
+    sa.event.listen(engine, "connect",
+                    lambda connection, _: _sqlite_pragmas(connection, busy_timeout_ms))
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
     # WAL lets readers (plots, sync) run beside the writer; NORMAL syncs only at checkpoints,
     # which keeps the database consistent after a power loss and loses at most the last commits.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
-    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -141,10 +158,28 @@ def _upgrade(engine: Engine) -> None:
     from alembic.config import Config
 
     with engine.begin() as connection:
+        _refuse_foreign_tables(connection)
         config = Config()
         config.set_main_option("script_location", _MIGRATIONS)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _refuse_foreign_tables(connection: Connection) -> None:
+    """Refuse a database without the station schema that already holds tables of the station
+    schema's names (a central database of the ``central-sql`` sync target, or another
+    program's): migrating would fail half-way, leaving cellbench's version table behind."""
+    inspector = sa.inspect(connection)
+    if inspector.has_table(schema.VERSION_TABLE):
+        return
+    clashing = sorted(set(inspector.get_table_names()) & set(schema.metadata.tables))
+    if clashing:
+        shown_url = shown(connection.engine.url)
+        raise DatabaseOpenError(
+            f"{shown_url} is not a station database: it holds tables named "
+            f"{', '.join(clashing)} but no cellbench station schema. A central database of the "
+            f"central-sql sync target is upgraded with: cellbench central upgrade --url "
+            f"{shown_url}")
 
 
 def _float(name: str, value: float) -> float:
@@ -210,6 +245,24 @@ class Database:
         """Close every connection of the engine."""
         self.engine.dispose()
 
+    def probe_writes(self) -> None:
+        """Commit a probe of about a megabyte in a table of its own, then remove it: raises
+        what the database raises while it does not accept writes (a full disk, a write lock
+        another program holds, a read-only file)."""
+        size = _PROBE_BYTES
+        wal = Path(f"{self.engine.url.database}-wal")
+        if self.engine.dialect.name == "sqlite" and wal.is_file():
+            # SQLite writes its log over from the start: a probe only as large as the log was
+            # would fit in space the full disk gave it earlier.
+            size += wal.stat().st_size
+        probe = sa.Table("cellbench_write_probe", sa.MetaData(),
+                         sa.Column("data", sa.LargeBinary(size), nullable=False))
+        with self.engine.begin() as connection:
+            probe.create(connection, checkfirst=True)
+            connection.execute(probe.insert().values(data=os.urandom(size)))
+        with self.engine.begin() as connection:
+            probe.drop(connection)
+
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Make every write of this thread inside the block one transaction (all or nothing;
@@ -255,31 +308,13 @@ class Database:
 
         Current limits are magnitudes in A; ``created_unix_s`` defaults to now.
         """
-        row: dict[str, Any] = {
-            "name": check_identifier(name, "battery name"),
-            "chemistry": check_name(chemistry, "battery chemistry", length=schema.KIND_LENGTH),
-            "nominal_capacity_ah": _float("nominal_capacity_ah", nominal_capacity_ah),
-            "nominal_voltage_v": _optional_float("nominal_voltage_v", nominal_voltage_v),
-            "voltage_max_v": _optional_float("voltage_max_v", voltage_max_v),
-            "voltage_min_v": _optional_float("voltage_min_v", voltage_min_v),
-            "current_max_charge_a": _optional_float("current_max_charge_a", current_max_charge_a),
-            "current_max_discharge_a": _optional_float(
-                "current_max_discharge_a", current_max_discharge_a
-            ),
-            "temperature_max_c": _optional_float("temperature_max_c", temperature_max_c),
-            "metadata": _json("battery metadata", metadata),
-            "created_unix_s": _float(
-                "created_unix_s", time.time() if created_unix_s is None else created_unix_s
-            ),
-        }
-        if row["nominal_capacity_ah"] <= 0:
-            raise ValueError(f"nominal_capacity_ah must be positive, not {nominal_capacity_ah!r}")
-        for field in ("current_max_charge_a", "current_max_discharge_a"):
-            if row[field] is not None and row[field] <= 0:
-                raise ValueError(f"{field} is a magnitude and must be positive, not {row[field]}")
-        low, high = row["voltage_min_v"], row["voltage_max_v"]
-        if low is not None and high is not None and low >= high:
-            raise ValueError(f"voltage_min_v ({low} V) must be below voltage_max_v ({high} V)")
+        row = _battery_row(
+            name, chemistry=chemistry, nominal_capacity_ah=nominal_capacity_ah,
+            nominal_voltage_v=nominal_voltage_v, voltage_max_v=voltage_max_v,
+            voltage_min_v=voltage_min_v, current_max_charge_a=current_max_charge_a,
+            current_max_discharge_a=current_max_discharge_a,
+            temperature_max_c=temperature_max_c, metadata=metadata,
+            created_unix_s=time.time() if created_unix_s is None else created_unix_s)
         try:
             with self._transaction() as connection:
                 if self._battery_id(connection, name) is not None:
@@ -287,6 +322,31 @@ class Database:
                 return _insert(connection, schema.batteries, row)
         except sa.exc.IntegrityError as exc:  # another process added the same name meanwhile
             raise StorageError(f"a battery named {name!r} already exists") from exc
+
+    def update_battery(self, name: str, changes: Mapping[str, Any]) -> BatteryRecord:
+        """Change the stored values of battery ``name`` (``changes``: any of the keyword
+        arguments of :meth:`add_battery` but ``created_unix_s``; None clears an optional
+        value) and return it as stored. The battery as changed must pass the rules
+        :meth:`add_battery` applies (ValueError, nothing changed); StorageError if there is
+        no such battery."""
+        unknown = sorted(set(changes) - set(_EDITABLE_BATTERY_FIELDS))
+        if unknown:
+            raise ValueError(f"no battery field {unknown[0]!r} (there are "
+                             f"{', '.join(_EDITABLE_BATTERY_FIELDS)})")
+        with self._transaction() as connection:
+            found = connection.execute(sa.select(schema.batteries).where(
+                schema.batteries.c.name == name)).mappings().first()
+            if found is None:
+                raise StorageError(f"no battery called {name!r}")
+            current = _battery_record(found)
+            values = {field: getattr(current, field) for field in _EDITABLE_BATTERY_FIELDS}
+            row = _battery_row(name, **{**values, **changes},
+                               created_unix_s=current.created_unix_s)
+            connection.execute(schema.batteries.update()
+                               .where(schema.batteries.c.id == current.id).values(row))
+        updated = self.battery(name)
+        assert updated is not None
+        return updated
 
     @staticmethod
     def _battery_id(connection: Connection, name: str) -> int | None:
@@ -663,6 +723,52 @@ def _insert(connection: Connection, table: sa.Table, row: Mapping[str, Any]) -> 
     key = connection.execute(sa.insert(table).values(row)).inserted_primary_key
     assert key is not None  # a single-row insert always has one
     return int(key[0])
+
+
+#: The values of a battery :meth:`Database.update_battery` changes.
+_EDITABLE_BATTERY_FIELDS = (
+    "chemistry", "nominal_capacity_ah", "nominal_voltage_v", "voltage_max_v", "voltage_min_v",
+    "current_max_charge_a", "current_max_discharge_a", "temperature_max_c", "metadata")
+
+
+def _battery_row(name: str, *, chemistry: str, nominal_capacity_ah: float,
+                 nominal_voltage_v: float | None, voltage_max_v: float | None,
+                 voltage_min_v: float | None, current_max_charge_a: float | None,
+                 current_max_discharge_a: float | None, temperature_max_c: float | None,
+                 metadata: Mapping[str, Any] | None, created_unix_s: float) -> dict[str, Any]:
+    """A battery's row, checked by the registry's rules (ValueError naming the field): one
+    rule for registering and for editing."""
+    row: dict[str, Any] = {
+        "name": check_identifier(name, "battery name"),
+        "chemistry": check_identifier(chemistry, "battery chemistry",
+                                     length=schema.KIND_LENGTH),
+        "nominal_capacity_ah": _float("nominal_capacity_ah", nominal_capacity_ah),
+        "nominal_voltage_v": _optional_float("nominal_voltage_v", nominal_voltage_v),
+        "voltage_max_v": _optional_float("voltage_max_v", voltage_max_v),
+        "voltage_min_v": _optional_float("voltage_min_v", voltage_min_v),
+        "current_max_charge_a": _optional_float("current_max_charge_a", current_max_charge_a),
+        "current_max_discharge_a": _optional_float(
+            "current_max_discharge_a", current_max_discharge_a
+        ),
+        "temperature_max_c": _optional_float("temperature_max_c", temperature_max_c),
+        "metadata": _json("battery metadata", metadata),
+        "created_unix_s": _float("created_unix_s", created_unix_s),
+    }
+    if row["nominal_capacity_ah"] <= 0:
+        raise ValueError(f"nominal_capacity_ah must be positive, not {nominal_capacity_ah!r}")
+    for field in ("current_max_charge_a", "current_max_discharge_a"):
+        if row[field] is not None and row[field] <= 0:
+            raise ValueError(f"{field} is a magnitude and must be positive, not {row[field]}")
+    for field, dimension in _BATTERY_DIMENSIONS.items():
+        if row[field] is not None:
+            try:
+                check_physical(row[field], dimension)
+            except UnitError as error:
+                raise ValueError(f"{field}: {error}") from None
+    low, high = row["voltage_min_v"], row["voltage_max_v"]
+    if low is not None and high is not None and low >= high:
+        raise ValueError(f"voltage_min_v ({low} V) must be below voltage_max_v ({high} V)")
+    return row
 
 
 def _battery_record(row: sa.RowMapping) -> BatteryRecord:

@@ -24,7 +24,12 @@ import sqlalchemy as sa
 
 from cellbench_core.storage import schema
 from cellbench_core.storage.database import Database
-from cellbench_core.storage.records import StorageError
+from cellbench_core.storage.records import (
+    StorageError,
+    StorageFailure,
+    driver_message,
+    is_storage_fault,
+)
 
 #: PostgreSQL advisory lock key of the station lease (advisory locks are per database).
 _PG_KEY = 0x63656C6C62656E63  # "cellbenc"
@@ -74,14 +79,27 @@ class StationLease:
 
     def acquire(self, wait_s: float = 2.0) -> None:
         """Take the lease, trying for up to ``wait_s`` (a server notices a killed holder's
-        session going in its own time), or raise :class:`LeaseHeld` naming who holds it."""
+        session going in its own time), or raise :class:`LeaseHeld` naming who holds it.
+
+        A station that holds the lease writes to the database: the lease is taken only once
+        the database accepted a probe write (:meth:`Database.probe_writes`); else it is given
+        back and :class:`StorageFailure` raised, before anything else changed."""
         deadline = time.monotonic() + wait_s
         while not self._try():
             if time.monotonic() >= deadline:
                 raise LeaseHeld(self.db.engine.url.render_as_string(hide_password=True),
                                 self.holder())
             time.sleep(0.2)
-        self._record()
+        try:
+            self._record()
+            self.db.probe_writes()
+        except Exception as err:
+            self.release()
+            if not is_storage_fault(err):
+                raise
+            raise StorageFailure(
+                f"the database does not accept writes ({driver_message(err)}): the station "
+                "does not start, and its tests stay as they were until it does") from err
 
     def _try(self) -> bool:
         """Take the lease if it is free; whether it is held now."""

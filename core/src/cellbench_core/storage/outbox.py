@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from cellbench_core.storage import schema
 from cellbench_core.storage.database import Database
+from cellbench_core.text import check_name, check_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +36,13 @@ class OutboxEntry:
     last_error: str | None
 
 
-def _check_name(what: str, value: str, length: int) -> str:
-    if not value or len(value) > length:
-        raise ValueError(f"{what} must be 1 to {length} characters, not {value!r}")
-    return value
-
-
 class Outbox:
     """The outbox of the notifier named ``notifier`` in the database ``db`` (thread-safe, as
     :class:`Database` is)."""
 
     def __init__(self, db: Database, notifier: str) -> None:
         self.db = db
-        self.notifier = _check_name("the notifier's name", notifier, schema.KIND_LENGTH)
+        self.notifier = check_name(notifier, "the notifier's name", length=schema.KIND_LENGTH)
 
     def put(self, destination: str, event_id: str, payload: Mapping[str, Any],
             created_unix_s: float) -> bool:
@@ -61,9 +56,8 @@ class Outbox:
         new (those the outbox had already are left as they are)."""
         rows = []
         for destination, event_id, payload, created_unix_s in messages:
-            _check_name("event_id", event_id, schema.EVENT_ID_LENGTH)
-            if len(destination) > schema.NAME_LENGTH:
-                raise ValueError(f"destination is longer than {schema.NAME_LENGTH} characters")
+            check_name(event_id, "event_id", length=schema.EVENT_ID_LENGTH)
+            check_text(destination, "destination", length=schema.NAME_LENGTH)
             if not math.isfinite(created_unix_s):
                 raise ValueError(f"created_unix_s must be finite, not {created_unix_s!r}")
             rows.append({"notifier": self.notifier, "destination": destination,

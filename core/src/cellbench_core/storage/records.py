@@ -20,6 +20,37 @@ class StorageError(RuntimeError):
     """A database operation failed; the message says which and why."""
 
 
+class StorageFailure(StorageError):
+    """The database has not accepted writes for longer than a station retries them (a full
+    disk, another program holding its write lock, a server that is gone): the station stops
+    safely. The message is one line."""
+
+
+def is_storage_fault(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is the database failing to store, as opposed to
+    refusing what was written: an ``OSError``, or a driver's ``OperationalError`` or
+    ``InterfaceError`` (PEP 249: a full disk, a lock held too long, a connection cut). Such
+    faults may pass, so writes are retried for a while."""
+    seen: BaseException | None = error
+    for _ in range(5):  # the error, and what it was raised from
+        if seen is None:
+            break
+        if isinstance(seen, OSError) or any(
+                cls.__name__ in ("OperationalError", "InterfaceError")
+                for cls in type(seen).__mro__):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def driver_message(error: BaseException) -> str:
+    """The first line of the database driver's message for ``error`` (``database or disk is
+    full``), without SQLAlchemy's statement and parameters."""
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
 _INT_FIELDS = ("test_id", "seq", "step_index", "plan_line", "cycle")
 _FLOAT_FIELDS = (
     "test_time_s",

@@ -35,7 +35,10 @@ def checked_url(url: str) -> sa.URL:
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
-        hint = (f"for a SQLite file write sqlite:///{url}" if "://" not in url
+        # "sqlite:lab.db" or "lab.db": a SQLite file is meant; suggest its URL (an absolute
+        # path keeps its leading slash: sqlite:////abs/lab.db).
+        file = url.removeprefix("sqlite:")
+        hint = (f"for a SQLite file write sqlite:///{file}" if "://" not in url
                 else f"expected e.g. {EXAMPLES}")
         raise DatabaseOpenError(f"{url!r} is not a database URL; {hint}") from None
     backend = parsed.get_backend_name()

@@ -11,7 +11,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple
-from typing import Any, cast
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -19,7 +20,17 @@ import sqlalchemy as sa
 from cellbench_core.storage import schema
 from cellbench_core.storage.database import Database
 from cellbench_core.storage.pgcopy import copy_rows, copy_statement, copy_types
-from cellbench_core.storage.records import PositionRow, SampleRows, StepRow, StorageError
+from cellbench_core.storage.records import (
+    PositionRow,
+    SampleRows,
+    StepRow,
+    StorageError,
+    StorageFailure,
+    driver_message,
+    is_storage_fault,
+)
+
+T = TypeVar("T")
 
 #: Rows converted to Python tuples at a time; bounds the writer's extra memory.
 _CHUNK_ROWS = 50_000
@@ -39,6 +50,9 @@ _SQLITE_ROWS = 64
 _POSITION_ROWS = 100
 #: How many commit latencies :meth:`SampleWriter.commit_latency_s` remembers.
 _LATENCY_HISTORY = 100_000
+#: The pause between tries of a write the database did not accept: first, and at most.
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 1.0
 
 #: A database call to make on the writer thread once everything submitted before it is committed.
 DeferredCall = Callable[[], object]
@@ -56,6 +70,12 @@ class SampleWriter:
     committed positions (test id -> highest seq) of the tests that commit wrote samples of.
     An error on the writer thread stops it and is raised (as StorageError) by the next
     :meth:`submit`, :meth:`submit_step`, :meth:`flush` or :meth:`close`.
+
+    A storage fault (:func:`~cellbench_core.storage.records.is_storage_fault`: a full disk, a
+    write lock another program holds, a server gone) does not stop it at once: the same
+    transaction is tried again, on a new connection, for up to ``retry_s`` seconds from the
+    first failure, while :attr:`trouble` says why. A fault that lasts longer stops it with a
+    :class:`~cellbench_core.storage.records.StorageFailure`.
     """
 
     def __init__(
@@ -64,10 +84,15 @@ class SampleWriter:
         *,
         max_pending_rows: int = 2_000_000,
         on_commit: Callable[[dict[int, int]], None] | None = None,
+        retry_s: float = 60.0,
     ) -> None:
         if max_pending_rows < 1:
             raise ValueError(f"max_pending_rows must be at least 1, not {max_pending_rows}")
+        if not (math.isfinite(retry_s) and retry_s >= 0):
+            raise ValueError(f"retry_s must be a number of seconds >= 0, not {retry_s!r}")
         self._db = db
+        self._retry_s = retry_s
+        self._trouble: str | None = None
         self._max_pending_rows = max_pending_rows
         self._on_commit = on_commit
         self._changed = threading.Condition()
@@ -132,6 +157,18 @@ class SampleWriter:
         with self._changed:
             return dict(self._committed)
 
+    @property
+    def retry_s(self) -> float:
+        """How long a write the database does not accept is tried again (seconds)."""
+        return self._retry_s
+
+    @property
+    def trouble(self) -> str | None:
+        """Why the database does not accept the writer's writes just now (it retries them), or
+        None while it does."""
+        with self._changed:
+            return self._trouble
+
     def commit_latency_s(self) -> list[float]:
         """For each recent commit of samples (up to 100,000), seconds from the submission of its
         oldest sample row to the end of the commit."""
@@ -177,19 +214,16 @@ class SampleWriter:
             raise StorageError("the sample writer is closed")
 
     def _raise_error(self) -> None:
+        if isinstance(self._error, StorageFailure):
+            raise StorageFailure(str(self._error)) from self._error
         if self._error is not None:
             raise StorageError(f"the sample writer failed: {self._error!r}") from self._error
 
     # --- the writer thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        link = _Link(self._db)
         try:
-            connection = self._db.engine.raw_connection()
-        except BaseException as exc:
-            self._fail(exc)
-            return
-        try:
-            insert = _Inserter(self._db.engine.dialect, connection)
             while True:
                 with self._changed:
                     while not self._due():
@@ -202,15 +236,14 @@ class SampleWriter:
                 # Samples and steps commit together; a run of deferred calls (a test's end,
                 # events: thousands at once when a station stops) shares one transaction.
                 for writing, group in itertools.groupby((i for _, i in items), _is_write):
+                    part = list(group)
                     if writing:
-                        done, count = insert.commit(
-                            cast(list[SampleRows | StepRow | PositionRow], list(group)))
+                        writes = cast(list[SampleRows | StepRow | PositionRow], part)
+                        done, count = self._retrying(link, partial(link.commit, writes))
                         positions.update(done)
                         rows += count
                         continue
-                    with self._db.batch():
-                        for call in cast(Iterator[DeferredCall], group):
-                            call()
+                    self._retrying(link, partial(self._call, cast(list[DeferredCall], part)))
                 # Sample-to-commit: from the oldest sample row (positions, steps and calls that
                 # came before it, e.g. while thousands of tests start, are not samples).
                 first = next((t for t, i in items if isinstance(i, SampleRows)), None)
@@ -227,10 +260,42 @@ class SampleWriter:
                     self._on_commit(positions)
         except BaseException as exc:
             self._fail(exc)
-            with contextlib.suppress(Exception):  # the first error is the one to report
-                connection.rollback()
         finally:
-            connection.close()
+            link.drop()
+
+    def _call(self, calls: list[DeferredCall]) -> None:
+        with self._db.batch():
+            for call in calls:
+                call()
+
+    def _retrying(self, link: _Link, write: Callable[[], T]) -> T:
+        """``write()`` (one transaction), tried again on a new connection while it fails with
+        a storage fault, for up to ``retry_s`` from the first failure; then StorageFailure."""
+        failed_at: float | None = None
+        pause = _RETRY_FIRST_S
+        while True:
+            try:
+                result = write()
+            except Exception as exc:
+                link.drop()  # rolled back: the transaction is tried again whole
+                if not is_storage_fault(exc):
+                    raise
+                reason = driver_message(exc)
+                now = time.monotonic()
+                failed_at = now if failed_at is None else failed_at
+                if now - failed_at >= self._retry_s:
+                    raise StorageFailure(
+                        f"the database has not accepted writes for {now - failed_at:.0f} s "
+                        f"({reason})") from exc
+                with self._changed:
+                    self._trouble = reason
+                time.sleep(min(pause, self._retry_s - (now - failed_at)))
+                pause = min(pause * 2, _RETRY_MAX_S)
+                continue
+            if failed_at is not None:
+                with self._changed:
+                    self._trouble = None
+            return result
 
     def _due(self) -> bool:
         """Whether the writer should commit now (or, with an empty queue, stop)."""
@@ -257,6 +322,34 @@ class SampleWriter:
         with self._changed:
             self._error = exc
             self._changed.notify_all()
+
+
+class _Link:
+    """The writer thread's own DBAPI connection, opened when first needed and dropped (rolled
+    back and closed) after a failure, so that the next try starts on a new one."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._connection: Any = None
+        self._inserter: _Inserter | None = None
+
+    def commit(self, items: Sequence[_Item]) -> tuple[dict[int, int], int]:
+        """Write and commit ``items`` (see :meth:`_Inserter.commit`), on a connection opened
+        now if there is none."""
+        if self._inserter is None:
+            self._connection = self._db.engine.raw_connection()
+            self._inserter = _Inserter(self._db.engine.dialect, self._connection)
+        return self._inserter.commit(items)
+
+    def drop(self) -> None:
+        """Roll back and close the connection, if open (a broken one may fail to: ignored)."""
+        connection, self._connection, self._inserter = self._connection, None, None
+        if connection is None:
+            return
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 class _Inserter:

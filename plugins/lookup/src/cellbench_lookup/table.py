@@ -9,8 +9,10 @@ The first row names the columns, each with its unit in brackets; the first colum
     2,1.2,4.4
 
 Numbers are plain ASCII decimals (a dot, an optional exponent); NaN, infinities, empty cells and
-ragged rows are errors that name the file and line. As an OSI device the table's value columns
-are its signals: each reads the column's value (linear between rows) at the time since ``open``.
+ragged rows are errors that name the file and line; nothing of the first row is quoted in them
+before it is known to be a row of headings (a plan may name any file as its table). As an OSI
+device the table's value columns are its signals: each reads the column's value (linear between
+rows) at the time since ``open``.
 """
 
 from __future__ import annotations
@@ -116,11 +118,11 @@ def _read(path: Path, max_rows: int) -> tuple[tuple[float, ...],
         raise TableError(f"{path}:1: the table is empty; the first row names the columns, "
                          "like 'time [s],current [A]'")
     names, units = [], []
-    for cell in header:
+    for position, cell in enumerate(header, 1):
         match = _HEADER.fullmatch(cell)
-        if match is None:
-            raise TableError(f"{path}:1: a column heading is a name and its unit in brackets, "
-                             f"like 'current [A]', got {cell!r}")
+        if match is None:  # not quoted: until its headings are read, the file may be any file
+            raise TableError(f"{path}:1: column {position}: a column heading is a name and its "
+                             "unit in brackets, like 'current [A]'")
         if match["name"] in names:
             raise TableError(f"{path}:1: column {match['name']!r} appears twice")
         names.append(match["name"])

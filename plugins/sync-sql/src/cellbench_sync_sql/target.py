@@ -5,17 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cellbench_sdk.storage import Database, copy_rows, schema
+from cellbench_sdk.storage import Database, copy_rows
 from cellbench_sdk.sync import (
     ChangeFeed,
     Changes,
     Positions,
+    RefusedRow,
     Row,
     SyncReport,
     SyncTarget,
@@ -69,13 +71,8 @@ class CentralSqlTarget(SyncTarget):
             options["fast_executemany"] = True  # SQL Server: bulk parameter arrays
         engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **options)
         try:
+            central.upgrade(engine)
             with engine.begin() as connection:
-                if sa.inspect(connection).has_table(schema.VERSION_TABLE):
-                    raise ValueError(
-                        f"central-sql: {url.render_as_string(hide_password=True)} is a station "
-                        "database (it has a cellbench schema); give the central database its "
-                        "own database")
-                central.ensure_schema(connection)
                 positions = self._positions(connection)
         except BaseException:
             engine.dispose()
@@ -106,6 +103,7 @@ class CentralSqlTarget(SyncTarget):
             raise RuntimeError("central-sql: sync_once() before open()")
         live = feed.read_live(local)
         live_age_s = 0.0
+        refused: list[RefusedRow] = []
         if len(live):
             with engine.begin() as connection:
                 write_changes(live, _CentralRows(connection, self.settings.station))
@@ -123,7 +121,7 @@ class CentralSqlTarget(SyncTarget):
         began = time.monotonic()
         if len(changes):
             with engine.begin() as connection:
-                self._event_id = self._write(connection, changes)
+                self._event_id = self._write(connection, changes, refused)
         took = time.monotonic() - began
         if not changes.complete and took > 0:  # a full batch: size the next by its rate
             fewest = max(MIN_BATCH_ROWS, MIN_TEST_ROWS * len(changes.sample_ranges))
@@ -131,7 +129,7 @@ class CentralSqlTarget(SyncTarget):
                 fewest, int(len(changes.samples) / took * BATCH_S)))
         if self._ahead is not None:
             wait([self._ahead])  # the next read may not run beside the next live read
-        return replace(report(changes), live_age_s=live_age_s)
+        return replace(report(changes, refused=refused), live_age_s=live_age_s)
 
     def close(self) -> None:
         """Close the central connections."""
@@ -141,10 +139,11 @@ class CentralSqlTarget(SyncTarget):
             self._engine.dispose()
         self._engine = self._feed = self._reader = self._ahead = None
 
-    def _write(self, connection: Connection, changes: Changes) -> int:
-        """Write ``changes`` and the new positions; return the new event position."""
+    def _write(self, connection: Connection, changes: Changes, refused: list[RefusedRow]) -> int:
+        """Write ``changes`` and the new positions (adding the rows refused to ``refused``);
+        return the new event position."""
         station = self.settings.station
-        write_changes(changes, _CentralRows(connection, station))
+        refused.extend(write_changes(changes, _CentralRows(connection, station)))
         positions = central.sync_tests
         for test_ids in in_chunks(changes.positions):
             connection.execute(sa.delete(positions).where(
@@ -189,6 +188,9 @@ class _CentralRows:
 
     def insert(self, table: str, rows: Sequence[Row]) -> None:
         _insert(self._connection, central.TABLES[table], self._station, rows)
+
+    def savepoint(self) -> AbstractContextManager[object]:
+        return self._connection.begin_nested()
 
 
 def _insert(connection: Connection, table: sa.Table, station: str, rows: Sequence[Row]) -> None:

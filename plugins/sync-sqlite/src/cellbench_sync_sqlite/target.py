@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
 
@@ -15,6 +15,7 @@ from cellbench_sdk.sync import (
     ChangeFeed,
     Changes,
     Positions,
+    RefusedRow,
     Row,
     SyncReport,
     SyncTarget,
@@ -70,10 +71,9 @@ class SqliteBackupTarget(SyncTarget):
             self._connect()
         assert self._connection is not None and self._feed is not None
         changes = self._feed.read(local)
-        if len(changes):
-            _write(self._connection, changes)
+        refused = _write(self._connection, changes) if len(changes) else []
         self._feed.advance(changes)
-        return report(changes)
+        return report(changes, refused=refused)
 
     def close(self) -> None:
         """Close the backup file."""
@@ -113,15 +113,17 @@ def _positions(connection: sqlite3.Connection) -> Positions:
     return Positions(tests, event_id or 0)
 
 
-def _write(connection: sqlite3.Connection, changes: Changes) -> None:
+def _write(connection: sqlite3.Connection, changes: Changes) -> list[RefusedRow]:
+    """Write ``changes`` in one transaction; return the rows the file refused."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        write_changes(changes, _BackupRows(connection))
+        refused = write_changes(changes, _BackupRows(connection))
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
+    return refused
 
 
 class _BackupRows:
@@ -143,3 +145,14 @@ class _BackupRows:
         quoted = ", ".join(f'"{c}"' for c in columns)
         marks = ", ".join("?" * len(columns))
         self._connection.executemany(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", rows)
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._connection.execute("SAVEPOINT batch_part")
+        try:
+            yield
+        except BaseException:
+            self._connection.execute("ROLLBACK TO batch_part")
+            self._connection.execute("RELEASE batch_part")
+            raise
+        self._connection.execute("RELEASE batch_part")
