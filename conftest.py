@@ -14,6 +14,8 @@ by skipping them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import inspect
 import os
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
@@ -31,6 +34,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import sqlalchemy as sa
+import typer
+from typer.testing import CliRunner
 
 from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plugins import loaded_plugins
@@ -288,6 +293,44 @@ def cellbench() -> Callable[..., subprocess.CompletedProcess[str]]:
     with ``args`` in a new process on a terminal ``columns`` wide and return it once it has
     ended (its output as text); fails when it printed a traceback anywhere."""
     return _cellbench
+
+
+@functools.cache
+def _app_with_plugin_commands() -> typer.Typer:
+    """The ``cellbench`` application with the commands plugins add, added once, as ``main``
+    adds them in a process."""
+    from cellbench_core.cli import app
+
+    loaded_plugins().hook.cellbench_cli(app=app)
+    return app
+
+
+def _cellbench_in_process(*args: str | Path, cwd: Path | None = None, stdin: str | None = None,
+                          columns: int = 100) -> subprocess.CompletedProcess[str]:
+    __tracebackhide__ = True
+    app = _app_with_plugin_commands()
+    with contextlib.chdir(cwd or Path.cwd()):
+        result = CliRunner().invoke(app, list(map(str, args)), input=stdin,
+                                    env={"COLUMNS": str(columns)})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        trace = "".join(traceback.format_exception(*result.exc_info))
+        raise AssertionError(f"cellbench {' '.join(map(str, args))} raised:\n{result.output}"
+                             f"{trace}")
+    if "Traceback" in result.output:
+        raise AssertionError(f"cellbench {' '.join(map(str, args))} printed a traceback:\n"
+                             f"{result.output}")
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def cellbench_in_process() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cellbench_in_process(*args, cwd=None, stdin=None, columns=100)``: the ``cellbench``
+    fixture's command run in this process by Typer's test runner, without the ~2 s a new
+    process spends importing; the same result (exit code, stdout, stderr apart). Fails on an
+    exception the command let out, as ``cellbench`` fails on a printed traceback. What only a
+    process shows (the entry point, signals, an exit code set by the interpreter) needs
+    ``cellbench``."""
+    return _cellbench_in_process
 
 
 @pytest.fixture
