@@ -19,9 +19,11 @@ import functools
 import hashlib
 import inspect
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -53,6 +55,35 @@ from cellbench_core.storage import (
 from cellbench_core.storage.queue import QueueStatus, TestQueue
 
 T = TypeVar("T")
+
+# --- processes the tests start ----------------------------------------------------------------
+
+#: The folder the started processes write their bytecode to, and the PYTHONDONTWRITEBYTECODE
+#: it stands in for (put back at the end).
+_PYCACHE: tuple[Path, str] | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the Python processes the tests start (``cellbench serve``, kill -9 rounds, emulators)
+    reuse each other's bytecode where PYTHONDONTWRITEBYTECODE forbids writing it: without it
+    every process compiles its ~3,000 modules again (~1 s of CPU each). The bytecode goes to a
+    folder of this session outside the source tree, removed at its end, so the tree stays as
+    clean as the variable keeps it."""
+    global _PYCACHE
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        _PYCACHE = (Path(tempfile.mkdtemp(prefix="cellbench-test-pycache-")),
+                    os.environ.pop("PYTHONDONTWRITEBYTECODE"))
+        os.environ["PYTHONPYCACHEPREFIX"] = str(_PYCACHE[0])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _PYCACHE
+    if _PYCACHE is not None:
+        prefix, os.environ["PYTHONDONTWRITEBYTECODE"] = _PYCACHE
+        del os.environ["PYTHONPYCACHEPREFIX"]
+        shutil.rmtree(prefix, ignore_errors=True)
+        _PYCACHE = None
+
 
 # --- waiting ----------------------------------------------------------------------------------
 
