@@ -12,9 +12,10 @@ the first such sample time by bisection, moves the (virtual) clock there, and re
 * the sample at it, one period after the previous one, as a replay of every period would give
   it (its current, voltage and rate over that period).
 
-Internal steps double while the current changes by less than ``tolerance`` between them and
-are halved and done again when it changes more (a CV taper, a CC-CV's transition); a rest is
-exact for any length. Samples fall on the runner's grid (multiples of ``period_s`` from the
+Internal steps are as long as keeps the change of the current over one below ``tolerance``
+(a CV taper, a CC-CV's transition; one that changed more is done again, shorter), and grow
+from one period at the start of a step under load (where the cell's resistances change
+fastest); a rest is exact for any length. Samples fall on the runner's grid (multiples of ``period_s`` from the
 clock's time at the start), so the step ends on the very sample time a replay would end it.
 
 A step whose end the channel cannot follow (``ends`` None: the cycle's or the test's totals, a
@@ -33,7 +34,7 @@ import numpy as np
 from pydantic import Field
 
 from cellbench_sdk import REST, Clock, EndCondition, EndQuantity, SampleBatch, Step, StepMode
-from cellbench_sdk.cell import Mode
+from cellbench_sdk.cell import Mode, SingleCell
 from cellbench_sim.channel import SimChannels, SimChannelSettings
 
 #: The longest internal step (s): a rest is exact at any length; under current, the cell's
@@ -43,7 +44,14 @@ _LONGEST_LOADED_STEP_S = 600.0
 #: Simulated time one :meth:`measure` covers at most before it hands the runner a sample (s).
 _HORIZON_S = 7 * 86_400.0
 
-_RATES = frozenset({EndQuantity.DV_DT, EndQuantity.ABS_DV_DT, EndQuantity.DTEMP_DT})
+#: What a change of the voltage and of the temperature over one internal step is measured
+#: against (as the current's against itself): under a constant current the cell's resistances
+#: change with its state of charge and temperature, which these follow.
+_VOLTAGE_SCALE_V = 1e9
+#: How many times longer than the one before an internal step may be.
+_GROWTH = 4.0
+_TEMPERATURE_SCALE_K = 1e9
+
 
 
 class BulkSimSettings(SimChannelSettings):
@@ -53,7 +61,7 @@ class BulkSimSettings(SimChannelSettings):
     """One channel: the channel moves the clock."""
     period_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     """The runner's sample period (s): samples fall on its grid."""
-    tolerance: Annotated[float, Field(gt=0, le=0.5)] = 0.02
+    tolerance: Annotated[float, Field(gt=0, le=0.5)] = 0.1
     """Largest relative change of the current over one internal step."""
     trace: bool = False
     """Also return a sample at the end of every internal step (for plots), not only at the
@@ -85,6 +93,7 @@ class BulkSimChannel(SimChannels):
         self._counts = [0.0] * 6
         self._last: _Reading | None = None  # the step's last reading (None: none yet)
         self._emitted = (0.0, 0.0)  # time and step Ah of the last sample returned
+        self._cell = SingleCell.of(self.cells)  # the bank's one cell, computed in floats
 
     async def open(self, clock: Clock) -> None:
         await super().open(clock)
@@ -94,6 +103,7 @@ class BulkSimChannel(SimChannels):
         await super().apply(channel, step)
         now = self._clock.get().now()
         self._advance(now)  # the whole (one-cell) bank at ``now``
+        self._cell.load()
         self._step, self._step_t0 = step, now
         self._counts = [0.0] * 6
         self._last = None
@@ -112,8 +122,10 @@ class BulkSimChannel(SimChannels):
         else:
             readings = self._run_to_end(step)
         readings = [r for r in readings if r.t > self._sampled]
-        await clock.sleep_until(readings[-1].t)
-        self._sampled = readings[-1].t
+        last = readings[-1]
+        self._cell.store(last.v, last.i)
+        await clock.sleep_until(last.t)
+        self._sampled = last.t
         # Each sample's current is the mean since the sample before: the runner's counters
         # (current times the time between samples) then add up to the cell's charge.
         currents = []
@@ -134,18 +146,16 @@ class BulkSimChannel(SimChannels):
         """Advance the cell by ``dt`` under the step's setpoint (``mode`` instead of its own);
         the reading at the end, counted into the step's counters."""
         sp = self._setpoints
-        own = sp.mode[0]
-        if mode is not None:
-            sp.mode[0] = mode
-        try:
-            if self._profiles:
-                out = self._advance(self._t + dt)
-            else:
-                out = self.cells.advance(dt, sp, self._range)
-                self._t += dt
-        finally:
-            sp.mode[0] = own
-        v, i, temp = float(out.voltage_v[0]), float(out.current_a[0]), float(out.temperature_c[0])
+        own = int(sp.mode[0])
+        if self._profiles:  # the bank follows the profile
+            out = self._advance(self._t + dt)
+            self._cell.load()
+            v, i = float(out.voltage_v[0]), float(out.current_a[0])
+            temp = float(out.temperature_c[0])
+        else:
+            v, i, temp = self._cell.advance(dt, Mode(own) if mode is None else mode, sp,
+                                            self._range)
+            self._t += dt
         c = self._counts
         dah, dwh = i * dt / 3600.0, v * i * dt / 3600.0
         c[0] += dah
@@ -164,23 +174,14 @@ class BulkSimChannel(SimChannels):
         self._last = reading
         return reading
 
-    def _save(self) -> tuple[object, ...]:
-        cells = self.cells
-        arrays = {k: v.copy() for k, v in vars(cells).items() if isinstance(v, np.ndarray)}
-        ageing = None if cells.ageing is None else {
-            k: v.copy() for k, v in vars(cells.ageing).items() if isinstance(v, np.ndarray)}
-        return (arrays, ageing, self._t, list(self._counts), self._last)
+    def _save(self) -> tuple[tuple[float, ...], float, list[float], _Reading | None]:
+        return self._cell.state(), self._t, list(self._counts), self._last
 
-    def _restore(self, saved: tuple[object, ...]) -> None:
-        arrays, ageing, t, counts, last = saved
-        assert isinstance(arrays, dict) and isinstance(t, float) and isinstance(counts, list)
-        for k, v in arrays.items():
-            getattr(self.cells, k)[:] = v
-        if isinstance(ageing, dict) and self.cells.ageing is not None:
-            for k, v in ageing.items():
-                getattr(self.cells.ageing, k)[:] = v
-        self._t, self._counts = t, list(counts)
-        self._last = last if isinstance(last, _Reading) else None
+    def _restore(self, saved: tuple[tuple[float, ...], float, list[float], _Reading | None]
+                 ) -> None:
+        state, self._t, counts, self._last = saved
+        self._cell.restore(state)
+        self._counts = list(counts)
 
     def _reach(self, periods: int, mode: Mode | None) -> tuple[_Reading | None, _Reading]:
         """Advance by ``periods`` sample periods: all but the last in one internal step, the
@@ -201,8 +202,13 @@ class BulkSimChannel(SimChannels):
         # A CC-CV step charges at constant current until the voltage reaches its setpoint:
         # run it as CC until the sample that would go beyond, then as CC-CV.
         mode = Mode.CC if step.mode is StepMode.CCCV else None
-        periods = max(1, min(longest_periods, self._periods_to_time(step)))
+        # A rest is exact at any length: its first internal step may reach its time condition
+        # at once. Under load the first is one period: the next ones are sized by the change
+        # over the one before.
+        periods = max(1, min(longest_periods, self._periods_to_time(step))) if (
+            step.mode is StepMode.REST) else 1
         trace: list[_Reading] = []
+        tolerance = self.bulk.tolerance
 
         def crosses(r: _Reading) -> bool:  # CC reaching a CC-CV step's voltage
             return mode is Mode.CC and (r.v - (step.voltage_v or 0.0)) * (
@@ -228,18 +234,21 @@ class BulkSimChannel(SimChannels):
                         trace.append(reading)
                 mode, periods = None, 1
                 continue
-            if periods > 1 and last is not None and abs(reading.i - last.i) > (
-                    self.bulk.tolerance * max(abs(last.i), abs(reading.i))):
+            # The next internal step's length: what makes the current change by a little
+            # less than the tolerance, at most _GROWTH times this one's (this one done again
+            # if it changed by more).
+            change = 0.0 if last is None else abs(reading.i - last.i) / max(
+                abs(last.i), abs(reading.i), 1e-12)
+            fitting = _GROWTH if change == 0.0 else min(_GROWTH, 0.8 * tolerance / change)
+            if periods > 1 and change > tolerance:
                 self._restore(saved)
-                periods //= 2
+                periods = max(1, int(periods * fitting))
                 continue
             if self.bulk.trace:
                 trace.append(reading)
             if self._t - start >= _HORIZON_S:
                 return self._ending(trace, before, reading)
-            if last is None or abs(reading.i - last.i) <= (
-                    self.bulk.tolerance / 2 * max(abs(last.i), abs(reading.i))):
-                periods = min(2 * periods, longest_periods)
+            periods = max(1, min(longest_periods, int(periods * fitting)))
 
     def _first(self, periods: int, mode: Mode | None, holds: Callable[[_Reading], bool]
                ) -> int:
@@ -265,12 +274,12 @@ class BulkSimChannel(SimChannels):
 
     def _periods_to_time(self, step: Step) -> int:
         """Sample periods until the step's earliest time condition could hold (the first
-        internal step need not be shorter), at least one."""
+        internal step need not be shorter), at least one; 0 without a time condition."""
         assert step.ends is not None
         times = [c.threshold for group in step.ends for c in group
                  if c.quantity is EndQuantity.STEP_TIME and c.at_least]
         if not times:
-            return 1
+            return 0
         left = min(times) - (self._t - self._step_t0)
         return max(1, int(left // self.bulk.period_s))
 
