@@ -398,8 +398,21 @@ class SingleCell:
     and :meth:`restore` save and return to a point (for searching ahead).
     """
 
-    __slots__ = ("_bank", "_k", "_ocv_soc", "_ocv_v", "_ocv_slope", "_soc", "_v_rc", "_temp",
-                 "_capacity", "_calendar", "_cycles", "_fraction", "_growth")
+    __slots__ = (
+        "_bank",
+        "_calendar",
+        "_capacity",
+        "_cycles",
+        "_fraction",
+        "_growth",
+        "_k",
+        "_ocv_slope",
+        "_ocv_soc",
+        "_ocv_v",
+        "_soc",
+        "_temp",
+        "_v_rc",
+    )
 
     def __init__(self, bank: CellBank, k: int) -> None:
         self._bank, self._k = bank, k

@@ -15,8 +15,9 @@ the first such sample time by bisection, moves the (virtual) clock there, and re
 Internal steps are as long as keeps the change of the current over one below ``tolerance``
 (a CV taper, a CC-CV's transition; one that changed more is done again, shorter), and grow
 from one period at the start of a step under load (where the cell's resistances change
-fastest); a rest is exact for any length. Samples fall on the runner's grid (multiples of ``period_s`` from the
-clock's time at the start), so the step ends on the very sample time a replay would end it.
+fastest); a rest is exact for any length. Samples fall on the runner's grid (multiples of
+``period_s`` from the clock's time at the start), so the step ends on the very sample time a
+replay would end it.
 
 A step whose end the channel cannot follow (``ends`` None: the cycle's or the test's totals, a
 device's signal, a profile, a chamber or an external step) runs one sample period per
@@ -44,13 +45,8 @@ _LONGEST_LOADED_STEP_S = 600.0
 #: Simulated time one :meth:`measure` covers at most before it hands the runner a sample (s).
 _HORIZON_S = 7 * 86_400.0
 
-#: What a change of the voltage and of the temperature over one internal step is measured
-#: against (as the current's against itself): under a constant current the cell's resistances
-#: change with its state of charge and temperature, which these follow.
-_VOLTAGE_SCALE_V = 1e9
 #: How many times longer than the one before an internal step may be.
 _GROWTH = 4.0
-_TEMPERATURE_SCALE_K = 1e9
 
 
 
