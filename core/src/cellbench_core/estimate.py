@@ -16,7 +16,7 @@ import math
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,9 @@ from cellbench_core.storage.database import open_database
 from cellbench_hal import VirtualClock
 from cellbench_hal.types import IntArray
 
-#: The channel driver the estimate runs on (the sim plugin's).
+#: The channel driver the estimate runs on (the sim plugin's), and the one a replay runs on.
 DRIVER = "sim-bulk"
+REPLAY_DRIVER = "sim"
 #: Chemistries the simulated cell has, by words a battery's chemistry may contain.
 _CHEMISTRY_WORDS = {"lfp": "lfp", "lifepo": "lfp", "nmc": "nmc", "nca": "nmc", "lco": "nmc"}
 #: Battery metadata keys that give the cell's series resistance (Ω), first found wins.
@@ -68,12 +69,11 @@ class Cell:
                                 "not a positive number")
         return cls(battery.nominal_capacity_ah, chemistry, temperature_c, r0)
 
-    def settings(self, period_s: float, trace: bool) -> dict[str, Any]:
-        """The ``sim-bulk`` driver's settings for this cell: the nominal cell, no spread."""
+    def settings(self) -> dict[str, Any]:
+        """The simulated channel's settings for this cell: one nominal cell, no spread."""
         settings: dict[str, Any] = {
-            "capacity_ah": self.capacity_ah, "chemistry": self.chemistry,
-            "ambient_c": self.temperature_c, "capacity_spread": 0.0,
-            "resistance_spread": 0.0, "period_s": period_s, "trace": trace}
+            "count": 1, "capacity_ah": self.capacity_ah, "chemistry": self.chemistry,
+            "ambient_c": self.temperature_c, "capacity_spread": 0.0, "resistance_spread": 0.0}
         if self.r0_ohm is not None:
             settings["r0_ohm"] = self.r0_ohm
         return settings
@@ -135,11 +135,13 @@ def estimate(plan: Plan, plugins: PluginManager, cell: Cell, *,
              battery: BatteryRecord | None = None, period_s: float = 1.0,
              max_duration_s: float = 10 * 365 * 86_400.0,
              then: Callable[[Database, int], None] | None = None,
-             trace: bool = False) -> Estimate:
+             trace: bool = False, replay: bool = False) -> Estimate:
     """Run ``plan`` on a simulated ``cell`` (under ``battery``'s limits, if given) sampled
     every ``period_s``, and say what it did; ``then`` is called with the scratch database and
     the test's id before it goes (to draw the curves: ``trace`` samples them more finely).
-    A test longer than ``max_duration_s`` is stopped there, with a warning."""
+    A test longer than ``max_duration_s`` is stopped there, with a warning. With ``replay``
+    the plan runs on the sim plugin's plain channel instead, one sample every period: what
+    the estimate is checked against (tests/test_plan_estimate.py, bench/bench_estimate.py)."""
     if not (math.isfinite(period_s) and period_s > 0):
         raise EstimateError(f"the sample period must be a positive number of seconds, not "
                             f"{period_s!r}")
@@ -147,13 +149,16 @@ def estimate(plan: Plan, plugins: PluginManager, cell: Cell, *,
     if chamber is not None:
         raise EstimateError(f"{plan.source}:{chamber.line}: a chamber step; plans with chamber "
                             "steps cannot be estimated (the chamber's behaviour is not modelled)")
+    name = REPLAY_DRIVER if replay else DRIVER
     try:
-        descriptor = plugins.registry.get(Kind.CHANNEL_DRIVER, DRIVER)
+        descriptor = plugins.registry.get(Kind.CHANNEL_DRIVER, name)
     except PluginError as err:
-        raise EstimateError(f"estimating needs the sim plugin's {DRIVER!r} channel "
+        raise EstimateError(f"estimating needs the sim plugin's {name!r} channel "
                             f"(cellbench-sim): {err}") from None
+    settings = cell.settings() if replay else {
+        **cell.settings(), "period_s": period_s, "trace": trace}
     try:
-        driver = descriptor.create(cell.settings(period_s, trace))
+        driver = descriptor.create(settings)
     except ValueError as err:
         raise EstimateError(f"the simulated cell: {err}") from None
     external = {s.line: s for s in _steps(plan.steps) if s.external is not None}
@@ -161,6 +166,10 @@ def estimate(plan: Plan, plugins: PluginManager, cell: Cell, *,
     with tempfile.TemporaryDirectory(prefix="cellbench-estimate-") as tmp:
         db = open_database(f"sqlite:///{Path(tmp) / 'estimate.db'}")
         try:
+            if battery is not None:  # the test refers to it
+                db.add_battery(**{f.name: getattr(battery, f.name) for f in fields(battery)
+                                  if f.name != "id"})
+                battery = db.battery(battery.name)
             writer = SampleWriter(db)
             clock = VirtualClock()
             runner: Runner
@@ -178,7 +187,7 @@ def estimate(plan: Plan, plugins: PluginManager, cell: Cell, *,
             runner = Runner(db, writer, clock, sample_period_s=period_s, on_event=on_event,
                             station="estimate")
             runner.observer = observe
-            request = TestRequest(ChannelRef(1, driver, DRIVER, 0), plan, battery,
+            request = TestRequest(ChannelRef(1, driver, name, 0), plan, battery,
                                   name=f"estimate of {plan.name}")
 
             async def run() -> None:

@@ -388,7 +388,7 @@ def _capacity(text: str | None, plan: Plan) -> float:
             fail(f"plan estimate: {plan.source} gives no capacity; give --capacity (e.g. 2.5Ah) "
                  "or --battery", code=2)
         return plan.capacity_ah
-    value = _option_value("--capacity", text, Dimension.CHARGE) / 3600.0
+    value = _option_value("--capacity", text, Dimension.CHARGE)  # Ah
     if not value > 0:
         fail(f"--capacity: a capacity must be positive, not {text!r}", code=2)
     return value
@@ -445,9 +445,9 @@ def _print_estimate(result: Estimate, cell: Cell, period_s: float) -> None:
     first = result.cycles[0].discharge_ah
     shown = _summarised(len(result.cycles))
     title = "Capacity per cycle" + ("" if len(shown) == len(result.cycles) else
-                                    f" (first and last {_CAPACITY_ENDS}, every "
-                                    f"{shown[_CAPACITY_ENDS + 1] - shown[_CAPACITY_ENDS]}th "
-                                    "between)")
+                                    f" (first and last {_CAPACITY_ENDS}, and one every "
+                                    f"{shown[_CAPACITY_ENDS + 1] - shown[_CAPACITY_ENDS]} "
+                                    "cycles between)")
     table = Table(title=title, title_justify="left")
     for column in ("cycle", "discharge [Ah]", "charge [Ah]", "of cycle 1", "duration"):
         table.add_column(column, justify="right")

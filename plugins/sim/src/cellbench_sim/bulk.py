@@ -13,7 +13,8 @@ the first such sample time by bisection, moves the (virtual) clock there, and re
   it (its current, voltage and rate over that period).
 
 Internal steps are as long as keeps the change of the current over one below ``tolerance``
-(a CV taper, a CC-CV's transition; one that changed more is done again, shorter), and grow
+(a CV taper, a CC-CV's transition; one that changed more is done again, shorter), and that
+of the voltage below ``tolerance`` volts (the knees near empty and full), and grow
 from one period at the start of a step under load (where the cell's resistances change
 fastest); a rest is exact for any length. Samples fall on the runner's grid (multiples of
 ``period_s`` from the clock's time at the start), so the step ends on the very sample time a
@@ -45,6 +46,10 @@ _LONGEST_LOADED_STEP_S = 600.0
 #: Simulated time one :meth:`measure` covers at most before it hands the runner a sample (s).
 _HORIZON_S = 7 * 86_400.0
 
+#: What the change of the voltage over an internal step is measured against (as the current's
+#: against itself): under a constant current the cell's resistances, taken at the start of
+#: an internal step, change fastest where the voltage does (near empty and full).
+_VOLTAGE_SCALE_V = 1.0
 #: How many times longer than the one before an internal step may be.
 _GROWTH = 4.0
 
@@ -58,7 +63,8 @@ class BulkSimSettings(SimChannelSettings):
     period_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     """The runner's sample period (s): samples fall on its grid."""
     tolerance: Annotated[float, Field(gt=0, le=0.5)] = 0.1
-    """Largest relative change of the current over one internal step."""
+    """Largest relative change of the current over one internal step (and change of the
+    voltage, per volt)."""
     trace: bool = False
     """Also return a sample at the end of every internal step (for plots), not only at the
     ends of steps."""
@@ -205,6 +211,7 @@ class BulkSimChannel(SimChannels):
             step.mode is StepMode.REST) else 1
         trace: list[_Reading] = []
         tolerance = self.bulk.tolerance
+        timed = self._periods_to_time(step) > 0
 
         def crosses(r: _Reading) -> bool:  # CC reaching a CC-CV step's voltage
             return mode is Mode.CC and (r.v - (step.voltage_v or 0.0)) * (
@@ -219,7 +226,7 @@ class BulkSimChannel(SimChannels):
             before, reading = self._reach(periods, mode)
             if stops(reading):
                 self._restore(saved)
-                k = self._first(periods, mode, stops)
+                k = self._first(periods, mode, stops, timed)
                 before, reading = self._reach(k, mode)
                 if not crosses(reading):
                     return self._ending(trace, before, reading)
@@ -233,8 +240,9 @@ class BulkSimChannel(SimChannels):
             # The next internal step's length: what makes the current change by a little
             # less than the tolerance, at most _GROWTH times this one's (this one done again
             # if it changed by more).
-            change = 0.0 if last is None else abs(reading.i - last.i) / max(
-                abs(last.i), abs(reading.i), 1e-12)
+            change = 0.0 if last is None else max(
+                abs(reading.i - last.i) / max(abs(last.i), abs(reading.i), 1e-12),
+                abs(reading.v - last.v) / _VOLTAGE_SCALE_V)
             fitting = _GROWTH if change == 0.0 else min(_GROWTH, 0.8 * tolerance / change)
             if periods > 1 and change > tolerance:
                 self._restore(saved)
@@ -246,13 +254,14 @@ class BulkSimChannel(SimChannels):
                 return self._ending(trace, before, reading)
             periods = max(1, min(longest_periods, int(periods * fitting)))
 
-    def _first(self, periods: int, mode: Mode | None, holds: Callable[[_Reading], bool]
-               ) -> int:
+    def _first(self, periods: int, mode: Mode | None, holds: Callable[[_Reading], bool],
+               timed: bool) -> int:
         """The fewest sample periods (1..``periods``) from the present state after which
-        ``holds`` holds (it does after ``periods``); the state is left as it was."""
+        ``holds`` holds (it does after ``periods``); the state is left as it was. ``timed``:
+        the step has a time condition, which may hold exactly after ``periods``."""
         saved = self._save()
         low, high = 0, periods
-        if high > 1:  # a time condition holds exactly there: one probe tells
+        if timed and high > 1:  # one probe tells
             _, reading = self._reach(high - 1, mode)
             self._restore(saved)
             if not holds(reading):
