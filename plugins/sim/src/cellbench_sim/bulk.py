@@ -14,7 +14,7 @@ the first such sample time by bisection, moves the (virtual) clock there, and re
 
 Internal steps are as long as keeps the change of the current over one below ``tolerance``
 (a CV taper, a CC-CV's transition; one that changed more is done again, shorter), and that
-of the voltage below ``tolerance`` volts (the knees near empty and full), and grow
+of the voltage below ``tolerance`` × 0.5 V (the knees near empty and full), and grow
 from one period at the start of a step under load (where the cell's resistances change
 fastest); a rest is exact for any length. Samples fall on the runner's grid (multiples of
 ``period_s`` from the clock's time at the start), so the step ends on the very sample time a
@@ -49,7 +49,7 @@ _HORIZON_S = 7 * 86_400.0
 #: What the change of the voltage over an internal step is measured against (as the current's
 #: against itself): under a constant current the cell's resistances, taken at the start of
 #: an internal step, change fastest where the voltage does (near empty and full).
-_VOLTAGE_SCALE_V = 1.0
+_VOLTAGE_SCALE_V = 0.5
 #: How many times longer than the one before an internal step may be.
 _GROWTH = 4.0
 
@@ -64,7 +64,7 @@ class BulkSimSettings(SimChannelSettings):
     """The runner's sample period (s): samples fall on its grid."""
     tolerance: Annotated[float, Field(gt=0, le=0.5)] = 0.1
     """Largest relative change of the current over one internal step (and change of the
-    voltage, per volt)."""
+    voltage, per 0.5 V)."""
     trace: bool = False
     """Also return a sample at the end of every internal step (for plots), not only at the
     ends of steps."""
