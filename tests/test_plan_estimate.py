@@ -181,3 +181,15 @@ def test_queue_list_eta_chains_the_tests_of_a_channel(tmp_path: Path) -> None:
     assert rows[2][7] == end_1  # the second test on channel 1 starts when the first ends
     assert rows[3][7] == start_1  # channel 2 is free: now
     assert end_1 > start_1
+
+
+def test_an_estimate_that_can_only_tick_gives_up_with_a_warning(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: forever\ncapacity: 2.5 Ah\nsteps:\n  - repeat: 3\n    steps:\n"
+                    "      - {mode: rest, until: cycle_ah >= 1 Ah}\n", encoding="utf-8")
+    found = estimate(load_plan(plan), loaded_plugins(), Cell(2.5), max_samples=200)
+    assert found.status == "stopped"
+    assert found.warnings == [
+        "the estimate stopped the test after 200 samples: the plan's steps end on what only "
+        "the runner counts (a cycle's or the test's totals, a device signal), run one sample "
+        "period at a time"]

@@ -133,13 +133,14 @@ class Estimate:
 
 def estimate(plan: Plan, plugins: PluginManager, cell: Cell, *,
              battery: BatteryRecord | None = None, period_s: float = 1.0,
-             max_duration_s: float = 10 * 365 * 86_400.0,
+             max_duration_s: float = 10 * 365 * 86_400.0, max_samples: int = 500_000,
              then: Callable[[Database, int], None] | None = None,
              trace: bool = False, replay: bool = False) -> Estimate:
     """Run ``plan`` on a simulated ``cell`` (under ``battery``'s limits, if given) sampled
     every ``period_s``, and say what it did; ``then`` is called with the scratch database and
     the test's id before it goes (to draw the curves: ``trace`` samples them more finely).
-    A test longer than ``max_duration_s`` is stopped there, with a warning. With ``replay``
+    A test longer than ``max_duration_s``, or an estimate that took more than
+    ``max_samples`` samples, is stopped there, with a warning. With ``replay``
     the plan runs on the sim plugin's plain channel instead, one sample every period: what
     the estimate is checked against (tests/test_plan_estimate.py, bench/bench_estimate.py)."""
     if not (math.isfinite(period_s) and period_s > 0):
@@ -173,6 +174,7 @@ def estimate(plan: Plan, plugins: PluginManager, cell: Cell, *,
             writer = SampleWriter(db)
             clock = VirtualClock()
             runner: Runner
+            stopped: list[str] = []
 
             def on_event(event: object) -> None:
                 if isinstance(event, StepChanged) and event.plan_line in external:
@@ -182,7 +184,17 @@ def estimate(plan: Plan, plugins: PluginManager, cell: Cell, *,
 
             def observe(_channels: IntArray, batch: SampleRows) -> None:
                 if len(batch.test_time_s) and batch.test_time_s[-1] > max_duration_s:
-                    runner.stop(None, f"longer than {max_duration_s / 86_400:g} days")
+                    give_up(f"longer than {max_duration_s / 86_400:g} days")
+                elif runner.samples > max_samples and not replay:
+                    give_up(f"{max_samples:,} samples: the plan's steps end on what only the "
+                            "runner counts (a cycle's or the test's totals, a device signal), "
+                            "run one sample period at a time")
+
+            def give_up(why: str) -> None:
+                if not stopped:
+                    stopped.append(why)
+                    warnings.append(f"the estimate stopped the test after {why}")
+                    runner.stop(None, f"estimate stopped: {why}")
 
             runner = Runner(db, writer, clock, sample_period_s=period_s, on_event=on_event,
                             station="estimate")
@@ -233,7 +245,7 @@ def _read(db: Database, plan: Plan, test_id: int, status: str, reason: str,
         warnings.append(f"line {line} ({spec.label or spec.text}): ended on its time limit "
                         f"({reasons[0]}) instead of its own condition in {len(reasons)} of "
                         f"{runs[line]} runs")
-    if status != "finished" and not reason.startswith("external step"):
+    if status != "finished" and not reason.startswith(("external step", "estimate stopped")):
         where = steps[-1] if steps else None
         at = f" at {_hours(duration)}" + (f", in line {where.plan_line} ({where.text})"
                                           if where else "")

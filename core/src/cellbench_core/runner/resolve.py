@@ -149,10 +149,9 @@ def channel_ends(groups: list[list[tuple[Condition, float]]]
                  ) -> tuple[tuple[EndCondition, ...], ...] | None:
     """A step's resolved end condition ``groups`` as the channel may follow them (see
     :attr:`cellbench_hal.Step.ends`); None when one watches what only the core counts (a
-    cycle's or the test's totals, a device's signal) or there are none."""
+    cycle's or the test's totals, a device's signal)."""
     quantities = {q.value for q in EndQuantity}
-    if not groups or any(c.quantity.value not in quantities
-                         for group in groups for c, _ in group):
+    if any(c.quantity.value not in quantities for group in groups for c, _ in group):
         return None
     return tuple(tuple(EndCondition(EndQuantity(c.quantity.value), c.op is Op.GE, threshold)
                        for c, threshold in group) for group in groups)
