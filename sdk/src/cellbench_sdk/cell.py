@@ -399,16 +399,21 @@ class SingleCell:
     """
 
     __slots__ = (
+        "_ambient",
         "_bank",
         "_calendar",
         "_capacity",
         "_cycles",
+        "_efc_per_coulomb",
         "_fraction",
+        "_fresh",
         "_growth",
         "_k",
         "_ocv_slope",
         "_ocv_soc",
         "_ocv_v",
+        "_r0",
+        "_r1",
         "_soc",
         "_temp",
         "_v_rc",
@@ -421,6 +426,11 @@ class SingleCell:
         self._ocv_slope = bank.ocv.slope.tolist()
         self._soc = self._v_rc = self._temp = self._capacity = 0.0
         self._calendar = self._cycles = self._fraction = self._growth = 0.0
+        self._r0, self._r1 = float(bank.r0_ohm[k]), float(bank.r1_ohm[k])
+        self._fresh = float(bank.fresh_capacity_ah[k])
+        self._efc_per_coulomb = (0.0 if bank.ageing is None
+                                 else float(bank.ageing._efc_per_coulomb[k]))
+        self._ambient = 0.0
         self.load()
 
     @classmethod
@@ -433,6 +443,7 @@ class SingleCell:
         b, k = self._bank, self._k
         self._soc, self._v_rc = float(b.soc[k]), float(b.v_rc[k])
         self._temp, self._capacity = float(b.temperature_c[k]), float(b.capacity_ah[k])
+        self._ambient = float(b.ambient_c[k])
         if b.ageing is not None:
             a = b.ageing
             self._calendar, self._cycles = float(a.calendar_s2[k]), float(a.cycle_efc[k])
@@ -479,8 +490,8 @@ class SingleCell:
         scale = _resistance_factor(soc) * float(arrhenius(temp, -p.activation_energy_j_per_mol))
         if b.ageing is not None:
             scale *= self._growth
-        r0 = float(b.r0_ohm[k]) * scale
-        r1 = float(b.r1_ohm[k]) * scale
+        r0 = self._r0 * scale
+        r1 = self._r1 * scale
         a = math.exp(-dt / p.tau_s)
         ocv, slope = self._ocv(soc)
         source = ocv + a * v_rc
@@ -492,7 +503,7 @@ class SingleCell:
         v_rc_new = a * v_rc + r1 * (1.0 - a) * current
         heat_w = current * current * r0 + 0.5 * (v_rc * v_rc + v_rc_new * v_rc_new) / r1
         hold = math.exp(-dt * p.heat_transfer_w_per_k / p.heat_capacity_j_per_k)
-        t_steady = float(b.ambient_c[k]) + heat_w / p.heat_transfer_w_per_k
+        t_steady = self._ambient + heat_w / p.heat_transfer_w_per_k
         temp_new = t_steady + (temp - t_steady) * hold
         voltage = self._ocv(soc_new)[0] + current * r0 + v_rc_new
         self._soc, self._v_rc, self._temp = soc_new, v_rc_new, temp_new
@@ -504,18 +515,18 @@ class SingleCell:
         """:meth:`CellAgeing.advance` for this cell."""
         ageing = self._bank.ageing
         assert ageing is not None
-        p, k = ageing.params, self._k
+        p = ageing.params
         a_cal = float(arrhenius(temperature_c, p.calendar_activation_j_per_mol))
         a_cyc = float(arrhenius(temperature_c, p.cycle_activation_j_per_mol))
         self._calendar += a_cal * a_cal * dt
-        self._cycles += a_cyc * abs(current) * dt * float(ageing._efc_per_coulomb[k])
+        self._cycles += a_cyc * abs(current) * dt * self._efc_per_coulomb
         years = math.sqrt(self._calendar / SECONDS_PER_YEAR)
         kilo_efc = self._cycles / 1000.0
         fade = p.calendar_fade_first_year * years + p.cycle_fade_per_1000_efc * kilo_efc
         self._fraction = max(1.0 - fade, MIN_CAPACITY_FRACTION)
         self._growth = (1.0 + p.calendar_growth_first_year * years
                         + p.cycle_growth_per_1000_efc * kilo_efc)
-        self._capacity = float(self._bank.fresh_capacity_ah[k]) * self._fraction
+        self._capacity = self._fresh * self._fraction
 
 
 def _resistance_factor(soc: float) -> float:

@@ -311,18 +311,27 @@ class BulkSimChannel(SimChannels):
                    for group in step.ends)
 
     def _value(self, quantity: EndQuantity, r: _Reading) -> float:
-        c = r.counts
-        return {
-            EndQuantity.VOLTAGE: r.v, EndQuantity.CURRENT: r.i,
-            EndQuantity.ABS_CURRENT: abs(r.i), EndQuantity.POWER: r.v * r.i,
-            EndQuantity.ABS_POWER: abs(r.v * r.i), EndQuantity.TEMPERATURE: r.temp,
-            EndQuantity.STEP_TIME: r.t - self._step_t0, EndQuantity.STEP_AH: c[0],
-            EndQuantity.ABS_STEP_AH: abs(c[0]), EndQuantity.STEP_WH: c[1],
-            EndQuantity.ABS_STEP_WH: abs(c[1]), EndQuantity.STEP_CHARGE_AH: c[2],
-            EndQuantity.STEP_DISCHARGE_AH: c[3], EndQuantity.STEP_CHARGE_WH: c[4],
-            EndQuantity.STEP_DISCHARGE_WH: c[5], EndQuantity.DV_DT: r.rate_v,
-            EndQuantity.ABS_DV_DT: abs(r.rate_v), EndQuantity.DTEMP_DT: r.rate_temp,
-        }[quantity]
+        if quantity is EndQuantity.STEP_TIME:
+            return r.t - self._step_t0
+        return _READ[quantity](r)
+
+
+#: How each end quantity but the step time is read from a reading.
+_READ: dict[EndQuantity, Callable[[_Reading], float]] = {
+    EndQuantity.VOLTAGE: lambda r: r.v, EndQuantity.CURRENT: lambda r: r.i,
+    EndQuantity.ABS_CURRENT: lambda r: abs(r.i), EndQuantity.POWER: lambda r: r.v * r.i,
+    EndQuantity.ABS_POWER: lambda r: abs(r.v * r.i),
+    EndQuantity.TEMPERATURE: lambda r: r.temp, EndQuantity.STEP_AH: lambda r: r.counts[0],
+    EndQuantity.ABS_STEP_AH: lambda r: abs(r.counts[0]),
+    EndQuantity.STEP_WH: lambda r: r.counts[1],
+    EndQuantity.ABS_STEP_WH: lambda r: abs(r.counts[1]),
+    EndQuantity.STEP_CHARGE_AH: lambda r: r.counts[2],
+    EndQuantity.STEP_DISCHARGE_AH: lambda r: r.counts[3],
+    EndQuantity.STEP_CHARGE_WH: lambda r: r.counts[4],
+    EndQuantity.STEP_DISCHARGE_WH: lambda r: r.counts[5],
+    EndQuantity.DV_DT: lambda r: r.rate_v, EndQuantity.ABS_DV_DT: lambda r: abs(r.rate_v),
+    EndQuantity.DTEMP_DT: lambda r: r.rate_temp,
+}
 
 
 def _meets(condition: EndCondition, value: float) -> bool:
