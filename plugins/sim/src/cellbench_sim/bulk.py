@@ -20,8 +20,10 @@ fastest); a rest is exact for any length. Samples fall on the runner's grid (mul
 ``period_s`` from the clock's time at the start), so the step ends on the very sample time a
 replay would end it.
 
-A step whose end the channel cannot follow (``ends`` None: the cycle's or the test's totals, a
-device's signal, a profile, a chamber or an external step) runs one sample period per
+A profile step runs one sample period per internal step (its setpoint is the profile's mean
+over each, as on :class:`~cellbench_sim.channel.SimChannels`), still up to its end in one
+:meth:`measure`. A step whose end the channel cannot follow (``ends`` None: the cycle's or the
+test's totals, a device's signal, a chamber or an external step) runs one sample period per
 :meth:`measure`, like :class:`~cellbench_sim.channel.SimChannels`. The clock moves with the
 channel, so this driver only runs alone on a virtual clock, one channel.
 """
@@ -119,10 +121,8 @@ class BulkSimChannel(SimChannels):
         if first - self._t > p * (1 + 1e-9):  # the runner waited (never, alone on its clock)
             self._single(first - p - self._t)
         step = self._step
-        if step.ends is None or step.profile is not None:
-            readings = [self._single(first - self._t)]
-        else:
-            readings = self._run_to_end(step)
+        readings = ([self._single(first - self._t)] if step.ends is None
+                    else self._run_to_end(step))
         readings = [r for r in readings if r.t > self._sampled]
         last = readings[-1]
         self._cell.store(last.v, last.i)
@@ -149,15 +149,11 @@ class BulkSimChannel(SimChannels):
         the reading at the end, counted into the step's counters."""
         sp = self._setpoints
         own = int(sp.mode[0])
-        if self._profiles:  # the bank follows the profile
-            out = self._advance(self._t + dt)
-            self._cell.load()
-            v, i = float(out.voltage_v[0]), float(out.current_a[0])
-            temp = float(out.temperature_c[0])
-        else:
-            v, i, temp = self._cell.advance(dt, Mode(own) if mode is None else mode, sp,
-                                            self._range)
-            self._t += dt
+        if self._profiles:  # the setpoint of the profile over this update
+            self._follow_profiles(np.full(1, self._t), self._t + dt)
+        v, i, temp = self._cell.advance(dt, Mode(own) if mode is None else mode, sp,
+                                        self._range)
+        self._t += dt
         c = self._counts
         dah, dwh = i * dt / 3600.0, v * i * dt / 3600.0
         c[0] += dah
@@ -200,7 +196,8 @@ class BulkSimChannel(SimChannels):
         p = self.bulk.period_s
         start = self._t
         longest = max(p, _LONGEST_STEP_S.get(step.mode, _LONGEST_LOADED_STEP_S))
-        longest_periods = max(1, int(longest // p))
+        # A profile's setpoint changes from period to period: it runs one period at a time.
+        longest_periods = 1 if step.profile is not None else max(1, int(longest // p))
         # A CC-CV step charges at constant current until the voltage reaches its setpoint:
         # run it as CC until the sample that would go beyond, then as CC-CV.
         mode = Mode.CC if step.mode is StepMode.CCCV else None
@@ -250,6 +247,10 @@ class BulkSimChannel(SimChannels):
                 continue
             if self.bulk.trace:
                 trace.append(reading)
+            elif last is not None and (last.i > 0) != (reading.i > 0):
+                # A sample where the current changes direction (a profile's regenerative
+                # braking): the runner counts charge and discharge apart by the samples' signs.
+                trace.append(last)
             if self._t - start >= _HORIZON_S:
                 return self._ending(trace, before, reading)
             periods = max(1, min(longest_periods, int(periods * fitting)))
