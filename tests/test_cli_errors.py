@@ -114,7 +114,7 @@ def test_a_missing_folder_is_a_missing_database_not_a_missing_test(cellbench: Ce
                               "tables"),
     ('[station]\nname = "lab"\n\n[[channels]]\ndriver = "simm"\n', 5,
      "channels[0].driver: no channel driver called 'simm' is installed (available: *"
-     "sim) (did you mean 'sim'?)"),
+     "sim, sim-bulk) (did you mean 'sim'?)"),
     ('[[channels]]\ndriver = "sim"\n[channels.settings]\ncount = 2\ncuont = 3\n', 5,
      "channels[0].settings.cuont: unknown key (did you mean 'count'?)"),
 ], ids=["unknown-section", "key-in-wrong-table", "not-tables", "unknown-driver",
