@@ -1,5 +1,6 @@
 """Web interface: live latency and CPU with 20 WebSocket clients on a 1,000-channel station,
-and streaming a 1-million-sample test as NDJSON against a plain SQL read of the same rows.
+and streaming a 1-million-sample test as NDJSON and as Arrow against a plain SQL read of the
+same rows.
 
 Live: ``cellbench serve`` runs ``--channels`` simulated channels on the real clock sampled
 every ``--period`` (each running a test, every sample committed to SQLite). Measured, one after
@@ -12,11 +13,12 @@ the other in the same run on the same machine:
   the database writer and to the interface in that tick) to its arrival at a client.
 
 Streaming: a test of ``--samples`` samples written to a SQLite station database, then read
-(a) with sqlite3 in one ``SELECT ... ORDER BY seq`` (fetchall) and (b) streamed from
-``cellbench web --db`` as ``samples.ndjson`` through httpx, counting the rows received.
+(a) with sqlite3 in one ``SELECT ... ORDER BY seq`` (fetchall), (b) streamed from
+``cellbench web --db`` as ``samples.ndjson`` through httpx, counting the rows received, and
+(c) streamed as ``samples.arrow`` (an Arrow IPC stream) read into a table with pyarrow.
 
     .venv/bin/python bench/bench_web.py [--channels 1000] [--clients 20] [--seconds 20]
-                                        [--samples 1000000]
+                                        [--samples 1000000] [--skip-live | --skip-stream]
 
 Prints figures; asserts nothing about time. The clients share the machine's cores with the
 station, as browsers on the control PC would.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import re
@@ -35,7 +38,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -210,8 +215,11 @@ def plain_read(path: Path) -> tuple[int, float]:
         return len(rows), time.perf_counter() - start
 
 
-def streamed(path: Path) -> tuple[int, float]:
-    """Rows and seconds of streaming the test from ``cellbench web --db``."""
+def streamed(path: Path) -> dict[str, tuple[int, float]]:
+    """Rows and seconds of streaming the test from ``cellbench web --db`` as NDJSON (lines
+    counted as received) and as Arrow (read into a table as received)."""
+    import pyarrow as pa
+
     from cellbench_sdk.peer import free_port
 
     port = free_port()
@@ -220,16 +228,77 @@ def streamed(path: Path) -> tuple[int, float]:
     try:
         assert process.stdout is not None
         url = process.stdout.readline().split("ready: ", 1)[1].strip().rstrip("/")
+        test = url + "/api/stations/bench/tests/1"
+        figures = {}
         lines = 0
         start = time.perf_counter()
-        with httpx.stream("GET", url + "/api/stations/bench/tests/1/samples.ndjson",
-                          timeout=300) as response:
+        with httpx.stream("GET", test + "/samples.ndjson", timeout=300) as response:
             for data in response.iter_raw(1 << 20):
                 lines += data.count(b"\n")
-        return lines - 1, time.perf_counter() - start  # less the columns line
+        figures["NDJSON"] = lines - 1, time.perf_counter() - start  # less the columns line
+        start = time.perf_counter()
+        with httpx.stream("GET", test + "/samples.arrow", timeout=300) as response:
+            reader = pa.ipc.open_stream(io.BufferedReader(_RawStream(response.iter_raw(1 << 20))))
+            table = reader.read_all()
+        figures["Arrow"] = table.num_rows, time.perf_counter() - start
+        return figures
     finally:
         process.terminate()
         process.wait(60)
+
+
+class _RawStream(io.RawIOBase):
+    """A response's bytes as a file for pyarrow, read as they arrive."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        super().__init__()
+        self._pieces, self._rest = pieces, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            self._rest = next(self._pieces, b"")
+            if not self._rest:
+                return 0
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+def live_figures(folder: Path, args: argparse.Namespace) -> None:
+    """The live measurements: the station's CPU without and with the web interface and its
+    clients, and the clients' latency."""
+    process, _ = start_station(folder, args.channels, args.period, web=False)
+    time.sleep(2)  # past the start of every test
+    baseline = cpu_share(process.pid, args.seconds)
+    stop(process)
+    print(f"station without web: {baseline:.1%} of a core")
+
+    process, url = start_station(folder, args.channels, args.period, web=True)
+    assert url is not None
+    time.sleep(2)  # past the start of every test, as for the baseline
+    idle = cpu_share(process.pid, args.seconds / 2)
+    print(f"station with web, no client: {idle:.1%} of a core")
+    clients = subprocess.Popen(
+        [sys.executable, __file__, "--client", url, "--clients", str(args.clients),
+         "--seconds", str(args.seconds + 4)], stdout=subprocess.PIPE, text=True)
+    time.sleep(2)  # the clients connected
+    loaded = cpu_share(process.pid, args.seconds)
+    out, _ = clients.communicate(timeout=args.seconds + 120)
+    stop(process)
+    live = json.loads(out)
+    print(f"station with web, {args.clients} clients: {loaded:.1%} of a core "
+          f"(+{loaded - baseline:.1%} over the station without web)")
+    print(f"live: {live['samples']:,} samples in {live['messages']:,} messages, "
+          f"dropped {live['dropped']}; sample to client p50 {live['p50_ms']:.1f} ms, "
+          f"p95 {live['p95_ms']:.1f} ms, p99 {live['p99_ms']:.1f} ms, "
+          f"max {live['max_ms']:.1f} ms")
+    print(f"      of which sample to the hub's send: p50 {live['send_p50_ms']:.1f} ms, "
+          f"p95 {live['send_p95_ms']:.1f} ms; the client process used "
+          f"{live['cpu']:.0%} of a core")
 
 
 # ---- main --------------------------------------------------------------------------------------
@@ -242,6 +311,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--skip-stream", action="store_true", help="live figures only")
+    parser.add_argument("--skip-live", action="store_true", help="streaming figures only")
     parser.add_argument("--client", help=argparse.SUPPRESS)  # internal: run the clients
     args = parser.parse_args()
     if args.client:
@@ -250,44 +320,18 @@ def main() -> None:
     print(f"{args.channels} channels every {args.period}, {args.clients} WebSocket clients, "
           f"{args.seconds:g} s per measurement; {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="bench-web-") as folder:
-        process, _ = start_station(Path(folder), args.channels, args.period, web=False)
-        time.sleep(2)  # past the start of every test
-        baseline = cpu_share(process.pid, args.seconds)
-        stop(process)
-        print(f"station without web: {baseline:.1%} of a core")
-
-        process, url = start_station(Path(folder), args.channels, args.period, web=True)
-        assert url is not None
-        time.sleep(2)  # past the start of every test, as for the baseline
-        idle = cpu_share(process.pid, args.seconds / 2)
-        print(f"station with web, no client: {idle:.1%} of a core")
-        clients = subprocess.Popen(
-            [sys.executable, __file__, "--client", url, "--clients", str(args.clients),
-             "--seconds", str(args.seconds + 4)], stdout=subprocess.PIPE, text=True)
-        time.sleep(2)  # the clients connected
-        loaded = cpu_share(process.pid, args.seconds)
-        out, _ = clients.communicate(timeout=args.seconds + 120)
-        stop(process)
-        live = json.loads(out)
-        print(f"station with web, {args.clients} clients: {loaded:.1%} of a core "
-              f"(+{loaded - baseline:.1%} over the station without web)")
-        print(f"live: {live['samples']:,} samples in {live['messages']:,} messages, "
-              f"dropped {live['dropped']}; sample to client p50 {live['p50_ms']:.1f} ms, "
-              f"p95 {live['p95_ms']:.1f} ms, p99 {live['p99_ms']:.1f} ms, "
-              f"max {live['max_ms']:.1f} ms")
-        print(f"      of which sample to the hub's send: p50 {live['send_p50_ms']:.1f} ms, "
-              f"p95 {live['send_p95_ms']:.1f} ms; the client process used "
-              f"{live['cpu']:.0%} of a core")
-
+        if not args.skip_live:
+            live_figures(Path(folder), args)
         if args.skip_stream:
             return
         database = Path(folder) / "stream.db"
         write_test(database, args.samples)
         rows, seconds = plain_read(database)
         print(f"plain SQL read: {rows:,} rows in {seconds:.2f} s = {rows / seconds:,.0f} rows/s")
-        sent, taken = streamed(database)
-        print(f"NDJSON stream:  {sent:,} rows in {taken:.2f} s = {sent / taken:,.0f} rows/s "
-              f"({sent / taken / (rows / seconds):.0%} of the plain read)")
+        for form, (sent, taken) in streamed(database).items():
+            print(f"{form + ' stream:':15} {sent:,} rows in {taken:.2f} s = "
+                  f"{sent / taken:,.0f} rows/s ({sent / taken / (rows / seconds):.0%} of the "
+                  "plain read)")
 
 
 if __name__ == "__main__":

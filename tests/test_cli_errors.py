@@ -127,7 +127,7 @@ def test_a_missing_folder_is_a_missing_database_not_a_missing_test(cellbench: Ce
                               "tables"),
     ('[station]\nname = "lab"\n\n[[channels]]\ndriver = "simm"\n', 5,
      "channels[0].driver: no channel driver called 'simm' is installed (available: *"
-     "sim) (did you mean 'sim'?)"),
+     "sim, sim-bulk) (did you mean 'sim'?)"),
     ('[[channels]]\ndriver = "sim"\n[channels.settings]\ncount = 2\ncuont = 3\n', 5,
      "channels[0].settings.cuont: unknown key (did you mean 'count'?)"),
 ], ids=["unknown-section", "key-in-wrong-table", "not-tables", "unknown-driver",
@@ -301,8 +301,15 @@ def test_station_init_beyond_loopback_writes_a_token_only_its_owner_reads(
         tokens = tmp_path / f"lab-{kind}-tokens.txt"
         assert f'token_file = "lab-{kind}-tokens.txt"' in station.read_text()
         assert tokens.stat().st_mode & 0o777 == 0o600
-        token, role = tokens.read_text().split()
-        assert len(token) >= 32 and role == "operator"
+        token, role, label = tokens.read_text().split()
+        assert len(token) >= 32 and role == "operator" and label == "operator-1"
+    local = tmp_path / "local.toml"  # every loopback address is this machine's: no tokens
+    made = cellbench("station", "init", "-o", local, "--rci", "[::1]:5025", "--web",
+                     "127.0.0.2:8080")
+    assert made.returncode == 0, made.stderr
+    assert 'tcp = "[::1]:5025"' in local.read_text()
+    assert 'listen = "127.0.0.2:8080"' in local.read_text()
+    assert "token_file" not in local.read_text()
     refused = cellbench("station", "init", "-o", tmp_path / "other.toml", "--rci", "host:x")
     assert refused.returncode == 2
     assert "--rci: expected [HOST:]PORT like 5025" in _one_error_line(refused)

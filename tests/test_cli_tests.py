@@ -1,8 +1,9 @@
-"""``cellbench test list/show/delete`` and ``cellbench battery delete`` through Typer's test
+"""``cellbench test list/show/delete`` and ``cellbench battery edit/delete`` through Typer's test
 runner, on tests a ``cellbench run`` stored."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -99,6 +100,23 @@ def test_delete_asks_refuses_a_running_test_and_removes_every_row(
             assert con.execute(f"SELECT COUNT(*) FROM {table} WHERE {column} = 1"
                                ).fetchone() == (0,), table
         assert con.execute("SELECT COUNT(*) FROM samples WHERE test_id = 2").fetchone()[0] > 0
+
+
+def test_battery_edit_changes_only_what_is_given_by_the_rules_of_add(url: str) -> None:
+    code, output = invoke("battery", "edit", "cell-B", "--voltage-max", "4.2 V",
+                          "--charge-current-max", "1C", "--db", url)
+    assert code == 0 and "changed battery cell-B" in output, output
+    assert "4.2 V" in output and "2.5 A" in output
+    code, output = invoke("battery", "edit", "cell-B", "--voltage-min", "4.3 V", "--db", url)
+    assert code == 2 and "voltage_min_v (4.3 V) must be below voltage_max_v (4.2 V)" in output
+    code, output = invoke("battery", "edit", "cell-B", "--voltage-max", "4.2 A", "--db", url)
+    assert code == 2 and "--voltage-max: " in output
+    code, output = invoke("battery", "edit", "cell-B", "--voltage-max", "none", "--db", url)
+    assert code == 0 and re.search(r"voltage max\W+-", output), output
+    code, output = invoke("battery", "edit", "cell-C", "--chemistry", "LFP", "--db", url)
+    assert code == 2 and "no battery called 'cell-C'" in output
+    code, output = invoke("battery", "edit", "cell-B", "--db", url)
+    assert code == 2 and "nothing to change" in output
 
 
 def test_battery_delete_refuses_a_battery_with_tests_unless_they_are_kept(url: str) -> None:

@@ -215,6 +215,10 @@ def cellbench_notifiers():
 @hookimpl
 def cellbench_interfaces():
     return _one(Kind.INTERFACE)
+
+@hookimpl
+def cellbench_export_formats():
+    return _one(Kind.EXPORT_FORMAT)
 """
 
 

@@ -231,9 +231,21 @@ def test_refused_requests_change_nothing(db: Database, station_dir: Path) -> Non
                       control.add_battery("odd", "LFP", 1.0, voltage_min_v=3.0,
                                           voltage_max_v=2.0, **who))
         await refused(ControlErrorKind.NO_SUCH_ENTRY, control.queue_cancel(99, **who))
+        await refused(ControlErrorKind.NO_SUCH_BATTERY,
+                      control.edit_battery("ghost", {"chemistry": "LFP"}, **who), "ghost")
+        await refused(ControlErrorKind.BAD_VALUE,
+                      control.edit_battery("small", {"voltage_min_v": 5.0,
+                                                     "voltage_max_v": 4.0}, **who),
+                      "voltage_min_v (5.0 V) must be below voltage_max_v (4.0 V)")
+        assert (await control.battery("small")).voltage_max_v is None
+        edited = await control.edit_battery("small", {"current_max_charge_a": 2.0}, **who)
+        assert edited.current_max_charge_a == 2.0
+        await control.start(2, "charge", "small", **who)  # 0.5C of 2.5 Ah fits 2 A now
+        assert (control.channel(2).battery, control.channel(2).chamber) == ("small", None)
+        assert control.channel(1).battery is None
         assert [b.name for b in await control.batteries()] == ["small"]
         assert await control.queue_entries() == []
-        assert len(db.tests()) == 1
+        assert len(db.tests()) == 2
 
     drive(service, scenario)
 

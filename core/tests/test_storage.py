@@ -163,6 +163,26 @@ def test_bad_battery_values_are_named(
     assert db.batteries() == []
 
 
+def test_editing_a_battery_applies_the_rules_of_registering_it(db: Database) -> None:
+    db.add_battery("cell", "LFP", 1.0, voltage_min_v=2.5, voltage_max_v=3.6,
+                   created_unix_s=1.7e9)
+    edited = db.update_battery("cell", {"voltage_max_v": 3.65, "temperature_max_c": 55.0,
+                                        "metadata": {"lot": "7"}})
+    assert (edited.voltage_max_v, edited.temperature_max_c, edited.voltage_min_v) == (
+        3.65, 55.0, 2.5)
+    assert (dict(edited.metadata), edited.created_unix_s) == ({"lot": "7"}, 1.7e9)
+    assert db.update_battery("cell", {"temperature_max_c": None}).temperature_max_c is None
+    for changes, message in (
+            ({"voltage_min_v": 4.0}, r"voltage_min_v \(4.0 V\) must be below voltage_max_v"),
+            ({"nominal_capacity_ah": -1.0}, "nominal_capacity_ah must be positive"),
+            ({"name": "other"}, "no battery field 'name'")):
+        with pytest.raises(ValueError, match=message):
+            db.update_battery("cell", changes)
+    assert db.battery("cell") == db.update_battery("cell", {})  # nothing half-changed
+    with pytest.raises(StorageError, match="no battery called 'gone'"):
+        db.update_battery("gone", {"chemistry": "NMC"})
+
+
 def test_ensure_channel_creates_once_then_updates(db: Database) -> None:
     first = db.ensure_channel("sim/3", "sim", {"capacity_ah": 2.0})
     assert db.ensure_channel("sim/3", "sim", {"capacity_ah": 2.0}) == first

@@ -24,6 +24,7 @@ class Kind(StrEnum):
     SYNC_TARGET = "sync target"
     NOTIFIER = "notifier"
     INTERFACE = "interface"
+    EXPORT_FORMAT = "export format"
 
 
 class NoSettings(BaseModel, extra="forbid"):

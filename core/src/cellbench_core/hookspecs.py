@@ -5,7 +5,7 @@ Plugins implement these with ``@cellbench_sdk.hookimpl``, under the same name an
 (or fewer) arguments; a misspelt hook or an unknown argument is refused when the plugin loads.
 There are three families:
 
-Registration hooks (``cellbench_channel_drivers`` ... ``cellbench_interfaces``)
+Registration hooks (``cellbench_channel_drivers`` ... ``cellbench_export_formats``)
     Called once per process, when the plugin loads (:func:`~cellbench_core.plugins.loaded_plugins`),
     on the main thread, before any event loop runs. Each returns a list of
     :class:`~cellbench_core.descriptors.Descriptor` of its own kind only (a descriptor is data: the
@@ -156,6 +156,26 @@ def cellbench_interfaces() -> list[Descriptor]:
         def cellbench_interfaces() -> list[Descriptor]:
             return [Descriptor(Kind.INTERFACE, "web", "acme.web:WebInterface",
                                "Browser view of the station", WebSettings)]
+    """
+
+
+@hookspec
+def cellbench_export_formats() -> list[Descriptor]:
+    """Return descriptors of the file formats a test can be downloaded in (web, API).
+
+    Registration hook: called once when the plugin loads, on the main thread; must not block.
+    Return only ``Kind.EXPORT_FORMAT`` descriptors; each factory builds a
+    :class:`cellbench_sdk.export.ExportFormat`: a file suffix, a media type and ``encode(test,
+    aux, chunks)``, which turns a test's record and its sample chunks into the file's bytes a
+    piece at a time (a download streams them, never holding the whole test). Raising, or
+    returning anything else, marks the plugin failed.
+
+    Example::
+
+        @hookimpl
+        def cellbench_export_formats() -> list[Descriptor]:
+            return [Descriptor(Kind.EXPORT_FORMAT, "acme-csv", "acme.export:AcmeCsv",
+                               "ACME's CSV layout")]
     """
 
 

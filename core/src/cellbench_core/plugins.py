@@ -36,6 +36,7 @@ _REGISTRATION_HOOKS: dict[Kind, str] = {
     Kind.SYNC_TARGET: "cellbench_sync_targets",
     Kind.NOTIFIER: "cellbench_notifiers",
     Kind.INTERFACE: "cellbench_interfaces",
+    Kind.EXPORT_FORMAT: "cellbench_export_formats",
 }
 
 

@@ -582,6 +582,10 @@ class Station:
         """The climate chamber (its name and itself) holding channel ``number``'s cell."""
         return self._chamber_of.get(number)
 
+    def chamber_names(self) -> dict[int, str]:
+        """The name of the climate chamber of each channel in one, by channel number."""
+        return {number: name for number, (name, _) in self._chamber_of.items()}
+
     def devices_of(self, number: int) -> list[tuple[str, OsiDevice]]:
         """The OSI devices (names and devices) serving channel ``number``."""
         return self._devices_of.get(number, [])

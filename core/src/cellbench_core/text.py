@@ -7,7 +7,8 @@ functions (docs/hardening.md, "Names and text").
   sync) and lone surrogates (not encodable as UTF-8).
 - **A name** (of a test, plan, battery, station, channel, ...): text of one line, not empty, no
   leading or trailing blanks, at most :data:`NAME_LENGTH` characters (the database's limit).
-- **An identifier** (a battery, station or channel name that remote-control replies list):
+- **An identifier** (a battery's name and chemistry, a station or channel name: what
+  remote-control replies list):
   a name without ``;`` or ``,``, the separators of those replies (docs/rci.md).
 """
 

@@ -62,7 +62,7 @@ def current_of(rci: RciClient, channel: int) -> float:
 
 def test_setpoints_are_checked_applied_and_recorded(serve: Any, db: Database,
                                                     wait_until: Callable[..., Any]) -> None:
-    tokens = {"op-secret": "operator", "view-secret": "viewer"}
+    tokens = {"op-secret": "operator lims", "view-secret": "viewer"}
     with serve(tokens=tokens) as station, station.client(token="op-secret") as rci:
         assert err(rci, "SET 1 CC 1").code is ErrorCode.CHANNEL_IDLE
         assert err(rci, "KEEPALIVE 1").code is ErrorCode.CHANNEL_IDLE
@@ -117,9 +117,9 @@ def test_setpoints_are_checked_applied_and_recorded(serve: Any, db: Database,
         station.service.writer.flush(30.0)
         events = [e for e in db.events(test_id) if e.kind == "setpoint"]
         assert [e.message for e in events] == [
-            "token:op-s…: CC 1.5 A", "token:op-s…: CV 4.1 V 0.5 A", "token:op-s…: CP -2 W",
-            "token:op-s…: REST", "token:op-s…: CC 1 A"]
-        assert all(e.data is not None and e.data["identity"] == "token:op-s…" for e in events)
+            "token:lims: CC 1.5 A", "token:lims: CV 4.1 V 0.5 A", "token:lims: CP -2 W",
+            "token:lims: REST", "token:lims: CC 1 A"]
+        assert all(e.data is not None and e.data["identity"] == "token:lims" for e in events)
         wait_until(lambda: db.test(test_id), "the test's end", check=lambda t: t.end_reason)
         samples = db.samples(test_id, ["step_index", "current_a", "setpoint_mode",
                                        "setpoint_current_a"])

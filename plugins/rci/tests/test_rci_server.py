@@ -181,7 +181,8 @@ BAD_LINES = [
     (b"BATTERY ADD x NMC -1", ErrorCode.OUT_OF_RANGE),
     (b"BATTERY ADD x NMC 2.5 vmin=4 vmax=3", ErrorCode.OUT_OF_RANGE),
     (b"BATTERY ADD x NMC 2.5 colour=red", ErrorCode.SYNTAX),
-    (b"QUEUE CANCEL -1", ErrorCode.BAD_NUMBER),
+    (b"QUEUE CANCEL -1", ErrorCode.OUT_OF_RANGE),
+    (b"QUEUE CANCEL one", ErrorCode.BAD_NUMBER),
     (b"HELP FROB", ErrorCode.UNKNOWN_COMMAND),
 ]
 
@@ -267,16 +268,18 @@ def test_a_slow_reader_loses_pushes_and_is_told_how_many(
         sock.settimeout(PATIENCE_S)
         data = read_until(lambda: sock.recv(65536), "a *DROPPED line",
                           lambda got: b"*DROPPED" in got and got.endswith(b"\n"))
-        lines = data.splitlines()
-        assert lines[:4] == [b"OK"] * 4
+        lines = data.splitlines()  # the runner's ticks take turns with the commands
+        assert [line for line in lines if not line.startswith(b"*")] == [b"OK"] * 4
         dropped = [line for line in lines if line.startswith(b"*DROPPED ")]
         assert int(dropped[0].split()[1]) > 0
-        assert all(line.startswith((b"*SAMPLE ", b"*DROPPED ")) for line in lines[4:])
+        assert all(line.startswith((b"*SAMPLE ", b"*DROPPED ")) for line in lines
+                   if line != b"OK")
 
 
 def test_tokens_give_roles(serve: Any, tmp_path: Path) -> None:
-    (tmp_path / "tokens.txt").write_text("# operators\nsecret-op operator\n", encoding="utf-8")
-    with serve(tokens={"look-only": "viewer"}, token_file="tokens.txt") as station:
+    (tmp_path / "tokens.txt").write_text("# operators\nsecret-op operator lims\n",
+                                         encoding="utf-8")
+    with serve(tokens={"look-only": "viewer guest"}, token_file="tokens.txt") as station:
         with station.client() as anonymous:
             assert anonymous.command("PING").payload == "PONG"
             assert err(anonymous, "STATE? 1").code is ErrorCode.AUTH_REQUIRED
@@ -288,7 +291,7 @@ def test_tokens_give_roles(serve: Any, tmp_path: Path) -> None:
             assert operator.role == "operator"
             test_id = operator.command("START 1 charge").payload
         events = station.control_events(int(test_id))
-        assert events[0].startswith("token:secr…: START 1 charge")
+        assert events[0].startswith("token:lims: START 1 charge")
 
 
 def test_tls_with_client_certificates(serve: Any, station_dir: Path, tmp_path: Path) -> None:
@@ -329,7 +332,12 @@ def test_settings_are_checked() -> None:
                               ({"tls_cert": "a.pem"}, "tls_cert and tls_key go together"),
                               ({"idle_timeout": 5}, "expected a duration"),
                               ({"rate": 0}, "greater than 0"),
-                              ({"tokens": {"x": "admin"}}, "'viewer' or 'operator'"),
+                              ({"tokens": {"x": "admin"}}, r"a role \(viewer or operator\)"),
+                              ({"tokens": {"x": "viewer a b"}}, "a role"),
+                              ({"tokens": {"x": "viewer a", "y": "operator a"}},
+                               "the label 'a' is given to two tokens"),
+                              ({"tcp": "[::1]"}, "expected host:port"),
+                              ({"preauth_timeout": "0 s"}, "must be positive"),
                               ({"colour": "red"}, "Extra inputs")]:
         with pytest.raises(ValueError, match=message):
             RciSettings.model_validate(values)

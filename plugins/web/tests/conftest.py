@@ -40,6 +40,14 @@ limits: {voltage_max: 3.0 V}
 steps:
   - Charge at 1C for 1 hour
 """
+#: A step an automation system drives over the API (setpoints, keepalives).
+EXTERNAL = """\
+name: external
+capacity: 2.5 Ah
+limits: {voltage_max: 4.2 V, current_max: 3 A}
+steps:
+  - external: {watchdog: 1 h, for: 10 h}
+"""
 #: A plan with a mistake on line 4 (a step the plan language does not know).
 BAD = """\
 name: bad
@@ -69,16 +77,17 @@ class WebStation:
 def web_station(tmp_path: Path, serve_until_ready: Callable[[Path], tuple[Any, str]]
                 ) -> Callable[..., WebStation]:
     """``web_station(tokens=True, channels=4)``: a station on the virtual clock (60 times the
-    wall) serving the web interface on loopback, with the plans above."""
+    wall) serving the web interface on loopback, with the plans above; channel 1 is in the
+    simulated climate chamber ``oven``."""
 
     def start(*, tokens: bool = True, channels: int = 4, speed: float = 60) -> WebStation:
         plans = tmp_path / "plans"
         plans.mkdir(exist_ok=True)
         for name, text in (("three-cycles", CYCLES), ("long", LONG), ("bad", BAD),
-                           ("trip", TRIP)):
+                           ("trip", TRIP), ("external", EXTERNAL)):
             (plans / f"{name}.yaml").write_text(text, encoding="utf-8")
-        token_lines = (f'[interfaces.settings.tokens]\n"{OPERATOR}" = "operator"\n'
-                       f'"{VIEWER}" = "viewer"\n') if tokens else ""
+        token_lines = (f'[interfaces.settings.tokens]\n"{OPERATOR}" = "operator lab-op"\n'
+                       f'"{VIEWER}" = "viewer lab-view"\n') if tokens else ""
         station = tmp_path / "station.toml"
         station.write_text(f"""\
 [station]
@@ -92,6 +101,11 @@ plans_dir = "plans"
 driver = "sim"
 [channels.settings]
 count = {channels}
+
+[[chambers]]
+kind = "sim"
+name = "oven"
+channels = "1"
 
 [[interfaces]]
 kind = "web"

@@ -44,7 +44,7 @@ class TestWebInterface(InterfaceContract):
     ({"listen": "8080"}, "expected host:port"),
     ({"listen": "127.0.0.1:99999"}, "expected host:port"),
     ({"tokens": {"short": "operator"}}, "at least 16"),
-    ({"tokens": {"a-long-enough-token": "admin"}}, "'viewer' or 'operator'"),
+    ({"tokens": {"a-long-enough-token": "admin"}}, r"a role \(viewer or operator\)"),
     ({"tls_cert": "cert.pem"}, "tls_cert and tls_key go together"),
     ({"session_lifetime": 60}, "a duration with its unit"),
     ({"listen_on": "127.0.0.1:0"}, "listen_on"),

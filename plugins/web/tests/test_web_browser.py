@@ -49,8 +49,9 @@ def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
                                       web_station: Callable[..., Any],
                                       wait_until: Any) -> None:
     """An operator starts plans from the form (a bad one shows its error) and watches the
-    table and plot update live, then stops a test; a viewer sees no control; the test page
-    draws its plots and cycle table; the tests list compares curves."""
+    table and plot update live, queues a plan, registers and edits a battery (the registry's
+    errors on the form), then stops a test; a viewer sees no control; the test page draws its
+    plots and cycle table and downloads the test; the tests list compares curves."""
     station = web_station(speed=300)
     shots = tmp_path / "screenshots"
     api = httpx.Client(base_url=station.url, headers=station.headers(station.operator),
@@ -85,6 +86,50 @@ def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
     expect(page.locator("#live-plot canvas")).to_have_count(1)
     page.select_option("#state-filter", "running")
     expect(page.locator("tr[data-channel]:visible")).to_have_count(1)
+    page.select_option("#state-filter", "")
+
+    queue = page.locator("#queue-form")  # a bad plan is refused on the form, line and field
+    queue.locator("input[name=channel]").fill("4")
+    queue.locator("select[name=plan]").select_option("bad.yaml")
+    queue.locator("button").click()
+    expect(page.locator("#queue-error")).to_contain_text("bad.yaml:4: steps[0]")
+    queue.locator("select[name=plan]").select_option("long.yaml")
+    queue.locator("input[name=battery]").fill("NMC-1")
+    queue.locator("button").click()
+    expect(page.locator("#queue-error")).to_contain_text("no battery named 'NMC-1'")
+
+    battery = page.locator("#battery-form")  # registered, then edited, by the core's rules
+    battery.locator("input[name=name]").fill("NMC-1")
+    battery.locator("input[name=chemistry]").fill("NMC")
+    battery.locator("input[name=nominal_capacity_ah]").fill("2.5")
+    battery.locator("input[name=voltage_max_v]").fill("4.2")
+    battery.locator("input[name=voltage_min_v]").fill("4.3")
+    battery.locator("#battery-save").click()
+    expect(page.locator("#battery-error")).to_have_text(
+        "voltage_min_v (4.3 V) must be below voltage_max_v (4.2 V)")
+    battery.locator("input[name=voltage_min_v]").fill("2.5")
+    battery.locator("#battery-save").click()
+    expect(page.locator("#battery-error")).to_have_text("registered NMC-1")
+    page.locator("#batteries tr[data-battery='NMC-1'] button.edit").click()
+    expect(battery.locator("input[name=name]")).to_have_js_property("readOnly", True)
+    battery.locator("input[name=temperature_max_c]").fill("55")
+    battery.locator("#battery-save").click()
+    expect(page.locator("#battery-error")).to_have_text("saved NMC-1")
+    expect(page.locator("#batteries tr[data-battery='NMC-1']")).to_contain_text("55")
+    queue.locator("button").click()
+    expect(page.locator("#queue-error")).to_have_text(re.compile(r"queued as entry \d+"))
+    expect(page.locator("#queue tbody tr")).to_have_count(1)
+    expect(page.locator("#queue tbody tr")).to_contain_text("long.yaml")
+    # Channel 4 was idle: the queue starts the plan there, for the battery.
+    expect(page.locator("tr[data-channel='4'] .battery")).to_have_text("NMC-1")
+    page.fill("#battery-filter", "nmc-1")
+    expect(page.locator("tr[data-channel]:visible")).to_have_count(1)
+    page.fill("#battery-filter", "")
+    page.fill("#chamber-filter", "oven")
+    expect(page.locator("tr[data-channel]:visible")).to_have_attribute("data-channel", "1")
+    page.fill("#chamber-filter", "")
+    page.locator("tr[data-channel='4'] button.stop").click()  # (its samples only cost time)
+    expect(page.locator("tr[data-channel='4'] .state")).to_have_text("idle")
     page.screenshot(path=shots / "station.png", full_page=True)
     assert shots.joinpath("station.png").stat().st_size > 10_000
 
@@ -92,6 +137,10 @@ def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
     expect(viewer.locator("tr[data-channel='2'] .state")).to_have_text("running")
     expect(viewer.locator("button.stop")).to_have_count(0)
     expect(viewer.locator("#start")).to_have_count(0)
+    expect(viewer.locator("#queue-form")).to_have_count(0)
+    expect(viewer.locator("#battery-form")).to_have_count(0)
+    expect(viewer.locator("#queue button.cancel")).to_have_count(0)
+    expect(viewer.locator("#batteries tr[data-battery='NMC-1']")).to_have_count(1)
     row.locator("button.stop").click()  # the operator can
     expect(row.locator(".state")).to_have_text("idle")
     expect(viewer.locator("tr[data-channel='2'] .state")).to_have_text("idle")
@@ -105,9 +154,15 @@ def test_station_test_and_tests_pages(browser: Browser, tmp_path: Path,
     expect(viewer.locator("#fade-plot canvas")).to_have_count(1)
     viewer.wait_for_function(
         "Number(document.getElementById('test-plot').dataset.points) > 10")
+    download = viewer.locator("a[href$='/download/bdf-csv']")
+    expect(download).to_have_text("BDF CSV")
+    with viewer.expect_download() as downloading:
+        download.click()
+    assert downloading.value.suggested_filename == "webtest-2.csv"
+    assert Path(downloading.value.path()).read_text().startswith('"Test Time / s"')
     viewer.screenshot(path=shots / "test.png", full_page=True)
     viewer.goto(f"{station.url}/tests")
-    expect(viewer.locator("#tests tbody tr")).to_have_count(3)
+    expect(viewer.locator("#tests tbody tr")).to_have_count(4)
     viewer.locator("input.compare").first.check()
     viewer.locator("input.compare").last.check()
     viewer.click("#compare")

@@ -14,6 +14,8 @@ The rest of the plugin surface, one module per kind of plugin:
 
 - :mod:`cellbench_sdk.storage`: the station's database: tests, steps, events, samples in chunks
   (exporters, importers);
+- :mod:`cellbench_sdk.export`: the file formats a test can be downloaded in (export plugins
+  offer them, the web interface streams them);
 - :mod:`cellbench_sdk.sync`: the sync-target contract, the change feed and the shared writing;
 - :mod:`cellbench_sdk.control`: the station-control API interfaces are handed;
 - :mod:`cellbench_sdk.access`: the loopback rule and token files of network interfaces;
@@ -53,6 +55,8 @@ from cellbench_hal import (
     DeviceError,
     DeviceTimeout,
     DeviceWorker,
+    EndCondition,
+    EndQuantity,
     LineTransport,
     Link,
     NotSupported,
@@ -96,6 +100,8 @@ __all__ = [
     "DeviceError",
     "DeviceTimeout",
     "DeviceWorker",
+    "EndCondition",
+    "EndQuantity",
     "Kind",
     "LineTransport",
     "Link",

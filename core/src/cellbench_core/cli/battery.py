@@ -1,4 +1,4 @@
-"""``cellbench battery add/list/show/delete``: the battery registry of a station's database."""
+"""``cellbench battery add/edit/list/show/delete``: the battery registry of a station's database."""
 
 from __future__ import annotations
 
@@ -104,6 +104,72 @@ def add_command(
         record = database.battery(name)
     assert record is not None
     console.print(f"registered battery [bold]{name}[/bold]")
+    console.print(_details(record))
+
+
+@battery_app.command("edit")
+def edit_command(
+    name: Annotated[str, typer.Argument(help="The battery's name.", show_default=False)],
+    chemistry: Annotated[str | None, typer.Option(help="e.g. NMC, LFP, LTO.")] = None,
+    capacity: Annotated[str | None, typer.Option(help="Nominal capacity, e.g. '2.5 Ah'.")
+                        ] = None,
+    nominal_voltage: Annotated[str | None, typer.Option(help="e.g. '3.7 V'; 'none' clears "
+                                                             "it (likewise below).")] = None,
+    voltage_max: Annotated[str | None, typer.Option(help="e.g. '4.2 V'.")] = None,
+    voltage_min: Annotated[str | None, typer.Option(help="e.g. '2.5 V'.")] = None,
+    charge_current_max: Annotated[str | None, typer.Option(help="e.g. '5 A' or '2C'.")
+                                  ] = None,
+    discharge_current_max: Annotated[str | None, typer.Option(help="e.g. '7.5 A' or '3C'.")
+                                     ] = None,
+    temperature_max: Annotated[str | None, typer.Option(help="e.g. '60 °C'.")] = None,
+    meta: Annotated[list[str] | None, typer.Option(
+        help="Replace the metadata: key=value (repeat it).", show_default=False)] = None,
+    db: DbOption = None,
+    station: StationOption = None,
+) -> None:
+    """Change a registered battery's values: only those given; the same rules as add.
+
+    Example: cellbench battery edit NMC-18650-A --voltage-max "4.15 V" --temperature-max none
+    """
+    with opened(database_url(db, station)) as database:
+        record = database.battery(name)
+        if record is None:
+            known = ", ".join(b.name for b in database.batteries()) or "none registered"
+            fail(f"no battery called {name!r} (known: {known})", code=2)
+        changes: dict[str, Any] = {}
+        if chemistry is not None:
+            changes["chemistry"] = chemistry
+        if capacity is not None:
+            changes["nominal_capacity_ah"] = _value("--capacity", capacity, Dimension.CHARGE)
+        capacity_ah = changes.get("nominal_capacity_ah", record.nominal_capacity_ah)
+        for option, text, key, dimension, c_rate in (
+                ("--nominal-voltage", nominal_voltage, "nominal_voltage_v", Dimension.VOLTAGE,
+                 False),
+                ("--voltage-max", voltage_max, "voltage_max_v", Dimension.VOLTAGE, False),
+                ("--voltage-min", voltage_min, "voltage_min_v", Dimension.VOLTAGE, False),
+                ("--charge-current-max", charge_current_max, "current_max_charge_a",
+                 Dimension.CURRENT, True),
+                ("--discharge-current-max", discharge_current_max, "current_max_discharge_a",
+                 Dimension.CURRENT, True),
+                ("--temperature-max", temperature_max, "temperature_max_c",
+                 Dimension.TEMPERATURE, False)):
+            if text is None:
+                continue
+            if text.strip().lower() == "none":
+                changes[key] = None
+                continue
+            value = _value(option, text, dimension, capacity_ah if c_rate else None)
+            changes[key] = abs(value) if c_rate and value is not None else value
+        if meta is not None:
+            changes["metadata"] = _metadata(meta)
+        if not changes:
+            fail("nothing to change: give the options to change (cellbench battery edit "
+                 "--help)", code=2)
+        try:
+            record = database.update_battery(name, changes)
+        except (StorageError, ValueError) as err:
+            fail(str(err), code=2)
+    console.print(f"changed battery [bold]{name}[/bold]")
     console.print(_details(record))
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import secrets
 import signal
@@ -14,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from cellbench_core.addresses import is_loopback, join_address, split_address
 from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import EXIT_STORAGE_FAILED, console, fail
 from cellbench_core.cli.database import DbOption, opened
@@ -78,15 +78,14 @@ seed = 1                             # the same seed gives the same cells
 def _address(option: str, text: str) -> tuple[str, bool]:
     """``--rci`` or ``--web`` ``[HOST:]PORT`` as ``host:port`` (loopback without a host), and
     whether it is reachable only from this machine."""
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) <= 65535:
-        fail(f"{option}: expected [HOST:]PORT like 5025 or 0.0.0.0:5025, not {text!r}", code=2)
     try:
-        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        host, port = split_address(text if ":" in text else f"127.0.0.1:{text}")
     except ValueError:
-        local = False  # a host name: reachable from wherever it resolves
-    return f"{host}:{int(port)}", local
+        port = 0
+    if port == 0:
+        fail(f"{option}: expected [HOST:]PORT like 5025, 0.0.0.0:5025 or [::1]:5025, not "
+             f"{text!r}", code=2)
+    return join_address(host, port), is_loopback(host)
 
 
 def _align_comments(text: str) -> str:
@@ -152,7 +151,7 @@ def init_command(
             address_comment="  # loopback: every local client may control the station"
             if local else "  # beyond this machine: clients give a token",
             tokens="" if token_file is None else
-            f'token_file = "{token_file.name}"  # "<token> operator|viewer" lines\n')
+            f'token_file = "{token_file.name}"  # "<token> operator|viewer <label>" lines\n')
         served.append(f"{kind} on {address}")
         if token_file is not None:
             token_files.append((kind, token_file))
@@ -171,7 +170,8 @@ def init_command(
     for _, token_file in token_files:
         token_file.touch(mode=0o600)
         token_file.chmod(0o600)  # before the token is in it: only its owner may read it
-        token_file.write_text(f"{secrets.token_urlsafe(24)} operator\n", encoding="utf-8")
+        token_file.write_text(  # the label, not the token, is what events and logs show
+            f"{secrets.token_urlsafe(24)} operator operator-1\n", encoding="utf-8")
     try:
         load_station(output)
     except StationError as err:  # the template and the station model went apart

@@ -259,7 +259,8 @@ class Runner:
             voltage_v=float(st.v[r]), current_a=float(st.i[r]),
             temperature_c=float(st.temp[r]), step_ah=float(st.step_ah[r]),
             step_wh=float(st.step_wh[r]), total_ah=float(st.total_ah[r]),
-            total_wh=float(st.total_wh[r]), outcome=run.outcome)
+            total_wh=float(st.total_wh[r]), outcome=run.outcome,
+            battery=None if run.request.battery is None else run.request.battery.name)
 
     # ---- the run -----------------------------------------------------------------------------
 

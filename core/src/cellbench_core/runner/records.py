@@ -205,6 +205,7 @@ class ChannelStatus:
     total_ah: float
     total_wh: float
     outcome: TestOutcome | None
+    battery: str | None = None  #: the battery under test (registered name)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import enum
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -116,7 +116,8 @@ class ChannelInfoView:
 @dataclass(frozen=True, slots=True)
 class ChannelView:
     """A channel's live state: its latest test (``test_id`` None if it never ran one) and that
-    test's last sample. ``ah``/``wh`` count the running step; ``test_time_s`` is since the start."""
+    test's battery, the climate chamber the channel is in, and the test's last sample.
+    ``ah``/``wh`` count the running step; ``test_time_s`` is since the start."""
 
     number: int
     state: ChannelState
@@ -130,6 +131,8 @@ class ChannelView:
     ah: float
     wh: float
     test_time_s: float
+    battery: str | None = None
+    chamber: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +193,8 @@ class StationControl:
                  name: str, version: str, plans_dir: Path, base_dir: Path,
                  ring_size: int = DEFAULT_RING_SIZE,
                  make_request: Callable[..., TestRequest] = TestRequest,
-                 files: PlanFiles | None = None) -> None:
+                 files: PlanFiles | None = None,
+                 chambers: Mapping[int, str] | None = None) -> None:
         if ring_size < 1:
             raise ValueError(f"ring_size must be at least 1, not {ring_size}")
         self.runner, self.queue, self.db = runner, queue, queue.db
@@ -199,6 +203,7 @@ class StationControl:
         self._channels = list(channels)
         self._make_request = make_request  # the station's: it attaches chambers and devices
         self._files = files or PlanFiles(root=plans_dir)
+        self._chambers = dict(chambers or {})
         self.ring_size = ring_size
         n = len(self._channels) + 1  # row 0 unused: rows are channel numbers
         self._ring = np.full((n, ring_size, len(_RING_FIELDS)), np.nan)
@@ -233,13 +238,15 @@ class StationControl:
         self._ref(number)
         state = self.runner.state(number)
         status = self.runner.latest(number)
+        chamber = self._chambers.get(number)
         if status is None:
             nan = math.nan
-            return ChannelView(number, state, None, 0, "", 0, nan, nan, nan, nan, nan, nan)
+            return ChannelView(number, state, None, 0, "", 0, nan, nan, nan, nan, nan, nan,
+                               None, chamber)
         return ChannelView(number, state, status.test_id, status.step_no, status.step,
                            status.cycle, status.voltage_v, status.current_a,
                            status.temperature_c, status.step_ah, status.step_wh,
-                           status.test_time_s)
+                           status.test_time_s, status.battery, chamber)
 
     def channels(self, numbers: Sequence[int]) -> list[ChannelView]:
         """The live state of each of ``numbers``, in that order."""
@@ -381,6 +388,23 @@ class StationControl:
         except ValueError as err:
             raise ControlError(ControlErrorKind.BAD_VALUE, str(err)) from None
         self._record(identity, f"BATTERY ADD {name}", None, None)
+
+    async def edit_battery(self, name: str, changes: Mapping[str, Any], *,
+                           identity: str) -> BatteryRecord:
+        """Change a registered battery's values (:meth:`Database.update_battery`: the rules
+        of registering it); return it as changed."""
+        self._check_available()
+        try:
+            record = await asyncio.to_thread(self.db.update_battery, name, changes)
+        except StorageError as err:
+            kind = (ControlErrorKind.NO_SUCH_BATTERY if "no battery called" in str(err)
+                    else ControlErrorKind.UNAVAILABLE)
+            raise ControlError(kind, str(err)) from None
+        except ValueError as err:
+            raise ControlError(ControlErrorKind.BAD_VALUE, str(err)) from None
+        self._record(identity, f"BATTERY EDIT {name}: {', '.join(sorted(changes))}", None,
+                     None)
+        return record
 
     async def batteries(self) -> list[BatteryRecord]:
         """Every registered battery, by name."""

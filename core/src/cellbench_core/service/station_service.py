@@ -98,7 +98,8 @@ class StationService:
                     name=self.station.config.station.name, version=self._version,
                     plans_dir=self.station.plans_dir, base_dir=self.station.base_dir,
                     make_request=self.station.request, files=self.station.plan_files,
-                    ring_size=self.station.config.station.ring_size)
+                    ring_size=self.station.config.station.ring_size,
+                    chambers=self.station.chamber_names())
                 # Notifiers start with the control API (live samples for MQTT); events fired
                 # before (tests resumed above) wait inside them until then.
                 await self.station.start_notifiers(self.db, self.control)

@@ -157,10 +157,28 @@ def _upgrade(engine: Engine) -> None:
     from alembic.config import Config
 
     with engine.begin() as connection:
+        _refuse_foreign_tables(connection)
         config = Config()
         config.set_main_option("script_location", _MIGRATIONS)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _refuse_foreign_tables(connection: Connection) -> None:
+    """Refuse a database without the station schema that already holds tables of the station
+    schema's names (a central database of the ``central-sql`` sync target, or another
+    program's): migrating would fail half-way, leaving cellbench's version table behind."""
+    inspector = sa.inspect(connection)
+    if inspector.has_table(schema.VERSION_TABLE):
+        return
+    clashing = sorted(set(inspector.get_table_names()) & set(schema.metadata.tables))
+    if clashing:
+        shown_url = shown(connection.engine.url)
+        raise DatabaseOpenError(
+            f"{shown_url} is not a station database: it holds tables named "
+            f"{', '.join(clashing)} but no cellbench station schema. A central database of the "
+            f"central-sql sync target is upgraded with: cellbench central upgrade --url "
+            f"{shown_url}")
 
 
 def _float(name: str, value: float) -> float:
@@ -289,37 +307,13 @@ class Database:
 
         Current limits are magnitudes in A; ``created_unix_s`` defaults to now.
         """
-        row: dict[str, Any] = {
-            "name": check_identifier(name, "battery name"),
-            "chemistry": check_name(chemistry, "battery chemistry", length=schema.KIND_LENGTH),
-            "nominal_capacity_ah": _float("nominal_capacity_ah", nominal_capacity_ah),
-            "nominal_voltage_v": _optional_float("nominal_voltage_v", nominal_voltage_v),
-            "voltage_max_v": _optional_float("voltage_max_v", voltage_max_v),
-            "voltage_min_v": _optional_float("voltage_min_v", voltage_min_v),
-            "current_max_charge_a": _optional_float("current_max_charge_a", current_max_charge_a),
-            "current_max_discharge_a": _optional_float(
-                "current_max_discharge_a", current_max_discharge_a
-            ),
-            "temperature_max_c": _optional_float("temperature_max_c", temperature_max_c),
-            "metadata": _json("battery metadata", metadata),
-            "created_unix_s": _float(
-                "created_unix_s", time.time() if created_unix_s is None else created_unix_s
-            ),
-        }
-        if row["nominal_capacity_ah"] <= 0:
-            raise ValueError(f"nominal_capacity_ah must be positive, not {nominal_capacity_ah!r}")
-        for field in ("current_max_charge_a", "current_max_discharge_a"):
-            if row[field] is not None and row[field] <= 0:
-                raise ValueError(f"{field} is a magnitude and must be positive, not {row[field]}")
-        for field, dimension in _BATTERY_DIMENSIONS.items():
-            if row[field] is not None:
-                try:
-                    check_physical(row[field], dimension)
-                except UnitError as error:
-                    raise ValueError(f"{field}: {error}") from None
-        low, high = row["voltage_min_v"], row["voltage_max_v"]
-        if low is not None and high is not None and low >= high:
-            raise ValueError(f"voltage_min_v ({low} V) must be below voltage_max_v ({high} V)")
+        row = _battery_row(
+            name, chemistry=chemistry, nominal_capacity_ah=nominal_capacity_ah,
+            nominal_voltage_v=nominal_voltage_v, voltage_max_v=voltage_max_v,
+            voltage_min_v=voltage_min_v, current_max_charge_a=current_max_charge_a,
+            current_max_discharge_a=current_max_discharge_a,
+            temperature_max_c=temperature_max_c, metadata=metadata,
+            created_unix_s=time.time() if created_unix_s is None else created_unix_s)
         try:
             with self._transaction() as connection:
                 if self._battery_id(connection, name) is not None:
@@ -327,6 +321,31 @@ class Database:
                 return _insert(connection, schema.batteries, row)
         except sa.exc.IntegrityError as exc:  # another process added the same name meanwhile
             raise StorageError(f"a battery named {name!r} already exists") from exc
+
+    def update_battery(self, name: str, changes: Mapping[str, Any]) -> BatteryRecord:
+        """Change the stored values of battery ``name`` (``changes``: any of the keyword
+        arguments of :meth:`add_battery` but ``created_unix_s``; None clears an optional
+        value) and return it as stored. The battery as changed must pass the rules
+        :meth:`add_battery` applies (ValueError, nothing changed); StorageError if there is
+        no such battery."""
+        unknown = sorted(set(changes) - set(_EDITABLE_BATTERY_FIELDS))
+        if unknown:
+            raise ValueError(f"no battery field {unknown[0]!r} (there are "
+                             f"{', '.join(_EDITABLE_BATTERY_FIELDS)})")
+        with self._transaction() as connection:
+            found = connection.execute(sa.select(schema.batteries).where(
+                schema.batteries.c.name == name)).mappings().first()
+            if found is None:
+                raise StorageError(f"no battery called {name!r}")
+            current = _battery_record(found)
+            values = {field: getattr(current, field) for field in _EDITABLE_BATTERY_FIELDS}
+            row = _battery_row(name, **{**values, **changes},
+                               created_unix_s=current.created_unix_s)
+            connection.execute(schema.batteries.update()
+                               .where(schema.batteries.c.id == current.id).values(row))
+        updated = self.battery(name)
+        assert updated is not None
+        return updated
 
     @staticmethod
     def _battery_id(connection: Connection, name: str) -> int | None:
@@ -692,6 +711,52 @@ def _insert(connection: Connection, table: sa.Table, row: Mapping[str, Any]) -> 
     key = connection.execute(sa.insert(table).values(row)).inserted_primary_key
     assert key is not None  # a single-row insert always has one
     return int(key[0])
+
+
+#: The values of a battery :meth:`Database.update_battery` changes.
+_EDITABLE_BATTERY_FIELDS = (
+    "chemistry", "nominal_capacity_ah", "nominal_voltage_v", "voltage_max_v", "voltage_min_v",
+    "current_max_charge_a", "current_max_discharge_a", "temperature_max_c", "metadata")
+
+
+def _battery_row(name: str, *, chemistry: str, nominal_capacity_ah: float,
+                 nominal_voltage_v: float | None, voltage_max_v: float | None,
+                 voltage_min_v: float | None, current_max_charge_a: float | None,
+                 current_max_discharge_a: float | None, temperature_max_c: float | None,
+                 metadata: Mapping[str, Any] | None, created_unix_s: float) -> dict[str, Any]:
+    """A battery's row, checked by the registry's rules (ValueError naming the field): one
+    rule for registering and for editing."""
+    row: dict[str, Any] = {
+        "name": check_identifier(name, "battery name"),
+        "chemistry": check_identifier(chemistry, "battery chemistry",
+                                     length=schema.KIND_LENGTH),
+        "nominal_capacity_ah": _float("nominal_capacity_ah", nominal_capacity_ah),
+        "nominal_voltage_v": _optional_float("nominal_voltage_v", nominal_voltage_v),
+        "voltage_max_v": _optional_float("voltage_max_v", voltage_max_v),
+        "voltage_min_v": _optional_float("voltage_min_v", voltage_min_v),
+        "current_max_charge_a": _optional_float("current_max_charge_a", current_max_charge_a),
+        "current_max_discharge_a": _optional_float(
+            "current_max_discharge_a", current_max_discharge_a
+        ),
+        "temperature_max_c": _optional_float("temperature_max_c", temperature_max_c),
+        "metadata": _json("battery metadata", metadata),
+        "created_unix_s": _float("created_unix_s", created_unix_s),
+    }
+    if row["nominal_capacity_ah"] <= 0:
+        raise ValueError(f"nominal_capacity_ah must be positive, not {nominal_capacity_ah!r}")
+    for field in ("current_max_charge_a", "current_max_discharge_a"):
+        if row[field] is not None and row[field] <= 0:
+            raise ValueError(f"{field} is a magnitude and must be positive, not {row[field]}")
+    for field, dimension in _BATTERY_DIMENSIONS.items():
+        if row[field] is not None:
+            try:
+                check_physical(row[field], dimension)
+            except UnitError as error:
+                raise ValueError(f"{field}: {error}") from None
+    low, high = row["voltage_min_v"], row["voltage_max_v"]
+    if low is not None and high is not None and low >= high:
+        raise ValueError(f"voltage_min_v ({low} V) must be below voltage_max_v ({high} V)")
+    return row
 
 
 def _battery_record(row: sa.RowMapping) -> BatteryRecord:

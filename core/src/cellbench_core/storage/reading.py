@@ -3,7 +3,7 @@ and other readers of long tests use, so that memory stays bounded whatever the t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,31 +61,40 @@ def read_sample_chunk(db: Database, test_id: int, after_seq: int = 0,
     Samples and their aux values are committed together, so every aux value of a returned
     sample is returned too.
     """
+    with db.engine.connect() as connection:
+        return read_chunk_from(connection, schema.samples, schema.sample_aux,
+                               lambda table: table.c.test_id == int(test_id), after_seq, limit)
+
+
+def read_chunk_from(connection: sa.Connection, samples: sa.Table, sample_aux: sa.Table,
+                    test: Callable[[sa.Table], sa.ColumnElement[bool]], after_seq: int = 0,
+                    limit: int = CHUNK_ROWS) -> SampleChunk:
+    """:func:`read_sample_chunk` over tables laid out like ``samples`` and ``sample_aux`` (a
+    central database's copies, keyed by station as well), ``test(table)`` selecting the test's
+    rows of either."""
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
-    samples, aux = schema.samples, schema.sample_aux
     query = (
         sa.select(*(samples.c[name] for name in CHUNK_COLUMNS))
-        .where(samples.c.test_id == int(test_id), samples.c.seq > after_seq)
+        .where(test(samples), samples.c.seq > after_seq)
         .order_by(samples.c.seq)
         .limit(limit)
     )
-    with db.engine.connect() as connection:
-        rows = connection.execute(query).all()
-        columns = sample_arrays(CHUNK_COLUMNS, rows)
-        found: dict[str, np.ndarray] = {}
-        if rows:
-            seq = columns["seq"]
-            query = (
-                sa.select(aux.c.name, aux.c.seq, aux.c.value)
-                .where(aux.c.test_id == int(test_id), aux.c.seq > after_seq,
-                       aux.c.seq <= int(seq[-1]))
-                .order_by(aux.c.name, aux.c.seq)
-            )
-            for name, seqs, values in _group_by_name(connection.execute(query).all()):
-                column = np.full(len(seq), np.nan)
-                column[np.searchsorted(seq, seqs)] = values
-                found[name] = column
+    rows = connection.execute(query).all()
+    columns = sample_arrays(CHUNK_COLUMNS, rows)
+    found: dict[str, np.ndarray] = {}
+    if rows:
+        seq = columns["seq"]
+        query = (
+            sa.select(sample_aux.c.name, sample_aux.c.seq, sample_aux.c.value)
+            .where(test(sample_aux), sample_aux.c.seq > after_seq,
+                   sample_aux.c.seq <= int(seq[-1]))
+            .order_by(sample_aux.c.name, sample_aux.c.seq)
+        )
+        for name, seqs, values in _group_by_name(connection.execute(query).all()):
+            column = np.full(len(seq), np.nan)
+            column[np.searchsorted(seq, seqs)] = values
+            found[name] = column
     return SampleChunk(columns, found)
 
 

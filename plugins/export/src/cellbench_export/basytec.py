@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -240,81 +241,117 @@ class BasytecWriter:
         os.replace(temporary, self.path)
 
     def _start(self, test: TestRecord, path: Path, aux: list[str]) -> None:
-        headers = [*COLUMNS]
-        for name in aux:
-            header = aux_header(name)
-            if header in headers:  # the unit form is taken: keep the name as it is
-                header = name
-            if header in headers or aux_name(header) != name:
-                raise ValueError(
-                    f"test {self.test_id}: aux signal {name!r} cannot be given a column of its "
-                    "own in a BaSyTec file (its name clashes with another column)")
-            try:
-                header.encode(ENCODING)
-            except UnicodeEncodeError:
-                raise ValueError(f"test {self.test_id}: aux signal {name!r} cannot be written "
-                                 "in a Latin-1 file") from None
-            headers.append(header)
-        lines = [
-            f"~{MAGIC}",
-            "~",
-            f"~Name of Test: {_text(test.name)}",
-            f"~Battery: {_text(test.battery)}",
-            f"~Testplan: {_text(test.plan_name)}",
-            f"~Testchannel: {_text(test.channel)}",
-            f"~Start of Test: {_date(test.start_unix_s)}",
-        ]
-        head = "\n".join(line.rstrip() for line in lines).encode(ENCODING, errors="replace") \
-            + b"\n"
-        end_label, status_label = b"~End of Test: ", b"~Status: "
-        self._end_at = len(head) + len(end_label)
-        self._status_at = self._end_at + _END_WIDTH + 1 + len(status_label)
-        rest = [
-            end_label + _NO_END,
-            status_label + TestStatus.RUNNING.value.encode().rjust(_STATUS_WIDTH),
-            f"~Station: {_text(test.station)}".rstrip().encode(ENCODING, errors="replace"),
-            f"~Test id: {test.id}".encode(),
-            b"~",
-            ("~" + "\t".join(headers)).encode(ENCODING),
-        ]
-        path.write_bytes(head + b"\n".join(rest) + b"\n")
+        head, self._end_at, self._status_at = basytec_head(test, aux)
+        path.write_bytes(head)
         self._aux = list(aux)
         self._started = True
 
     def _finish(self, test: TestRecord) -> None:
-        end = _NO_END if test.end_unix_s is None else _date(test.end_unix_s).encode()
+        end, status = _ending(test)
         with self.path.open("r+b") as file:
             file.seek(self._end_at)
             file.write(end)
             file.seek(self._status_at)
-            file.write(test.status.value.encode().rjust(_STATUS_WIDTH))
+            file.write(status)
         self.complete = True
 
     def _rows(self, chunk: SampleChunk) -> bytes:
-        c = chunk.columns
-        starts, _, net_ah, net_wh = self._counter.update(c)
-        missing = np.full(len(chunk), np.nan)
-        aux = [chunk.aux.get(name, missing).tolist() for name in self._aux]
-        columns = zip(
-            c["test_time_s"].tolist(), c["seq"].tolist(), c["unix_time_s"].tolist(),
-            c["step_time_s"].tolist(), c["plan_line"].tolist(), c["step_index"].tolist(),
-            c["voltage_v"].tolist(), c["current_a"].tolist(), c["power_w"].tolist(),
-            net_ah.tolist(), c["ah"].tolist(), net_wh.tolist(), c["wh"].tolist(),
-            c["temperature_c"].tolist(), c["cycle"].tolist(), starts.tolist(), *aux,
-            strict=True,
-        )
-        lines = []
-        for (time_s, seq, unix_s, step_s, line, step, u, i, p, ah, ah_step, wh, wh_step, t1,
-             cycle, start, *values) in columns:
-            stamp = datetime.fromtimestamp(unix_s).strftime(DATETIME_FORMAT)
-            fields = [
-                number(time_s), str(seq), stamp, number(step_s), number(time_s), str(line),
-                str(step), command(i), number(u), number(i), number(p), number(ah),
-                number(ah_step), number(wh), number(wh_step), number(t1), str(cycle),
-                "0" if start else "1", *(number(v) for v in values),
-            ]
-            lines.append("\t".join(fields))
-        return ("\n".join(lines) + "\n").encode(ENCODING)
+        return basytec_rows(chunk, self._counter, self._aux)
+
+
+def basytec_head(test: TestRecord, aux: Sequence[str]) -> tuple[bytes, int, int]:
+    """The preamble and column header of a test's file as it starts (end time and status to
+    be completed), and the byte offsets of the end time and the status; ValueError for an aux
+    signal that cannot have a column of its own."""
+    headers = [*COLUMNS]
+    for name in aux:
+        header = aux_header(name)
+        if header in headers:  # the unit form is taken: keep the name as it is
+            header = name
+        if header in headers or aux_name(header) != name:
+            raise ValueError(
+                f"test {test.id}: aux signal {name!r} cannot be given a column of its "
+                "own in a BaSyTec file (its name clashes with another column)")
+        try:
+            header.encode(ENCODING)
+        except UnicodeEncodeError:
+            raise ValueError(f"test {test.id}: aux signal {name!r} cannot be written "
+                             "in a Latin-1 file") from None
+        headers.append(header)
+    lines = [
+        f"~{MAGIC}",
+        "~",
+        f"~Name of Test: {_text(test.name)}",
+        f"~Battery: {_text(test.battery)}",
+        f"~Testplan: {_text(test.plan_name)}",
+        f"~Testchannel: {_text(test.channel)}",
+        f"~Start of Test: {_date(test.start_unix_s)}",
+    ]
+    head = "\n".join(line.rstrip() for line in lines).encode(ENCODING, errors="replace") \
+        + b"\n"
+    end_label, status_label = b"~End of Test: ", b"~Status: "
+    end_at = len(head) + len(end_label)
+    status_at = end_at + _END_WIDTH + 1 + len(status_label)
+    rest = [
+        end_label + _NO_END,
+        status_label + TestStatus.RUNNING.value.encode().rjust(_STATUS_WIDTH),
+        f"~Station: {_text(test.station)}".rstrip().encode(ENCODING, errors="replace"),
+        f"~Test id: {test.id}".encode(),
+        b"~",
+        ("~" + "\t".join(headers)).encode(ENCODING),
+    ]
+    return head + b"\n".join(rest) + b"\n", end_at, status_at
+
+
+def _ending(test: TestRecord) -> tuple[bytes, bytes]:
+    """The end time and status fields of a test's preamble, as wide as their placeholders."""
+    end = _NO_END if test.end_unix_s is None else _date(test.end_unix_s).encode()
+    return end, test.status.value.encode().rjust(_STATUS_WIDTH)
+
+
+def basytec_rows(chunk: SampleChunk, counter: StepCounter, aux: Sequence[str]) -> bytes:
+    """The data lines of ``chunk`` (``counter`` carries the step counts from the chunks
+    before), with a column for each of ``aux``."""
+    c = chunk.columns
+    starts, _, net_ah, net_wh = counter.update(c)
+    missing = np.full(len(chunk), np.nan)
+    values_of = [chunk.aux.get(name, missing).tolist() for name in aux]
+    columns = zip(
+        c["test_time_s"].tolist(), c["seq"].tolist(), c["unix_time_s"].tolist(),
+        c["step_time_s"].tolist(), c["plan_line"].tolist(), c["step_index"].tolist(),
+        c["voltage_v"].tolist(), c["current_a"].tolist(), c["power_w"].tolist(),
+        net_ah.tolist(), c["ah"].tolist(), net_wh.tolist(), c["wh"].tolist(),
+        c["temperature_c"].tolist(), c["cycle"].tolist(), starts.tolist(), *values_of,
+        strict=True,
+    )
+    lines = []
+    for (time_s, seq, unix_s, step_s, line, step, u, i, p, ah, ah_step, wh, wh_step, t1,
+         cycle, start, *values) in columns:
+        stamp = datetime.fromtimestamp(unix_s).strftime(DATETIME_FORMAT)
+        fields = [
+            number(time_s), str(seq), stamp, number(step_s), number(time_s), str(line),
+            str(step), command(i), number(u), number(i), number(p), number(ah),
+            number(ah_step), number(wh), number(wh_step), number(t1), str(cycle),
+            "0" if start else "1", *(number(v) for v in values),
+        ]
+        lines.append("\t".join(fields))
+    return ("\n".join(lines) + "\n").encode(ENCODING)
+
+
+def encode_basytec(test: TestRecord, aux: Sequence[str], chunks: Iterable[SampleChunk]
+                   ) -> Iterator[bytes]:
+    """A test's BaSyTec-style file a piece at a time, its preamble complete as ``test`` says
+    (byte for byte what :func:`write_basytec` writes when ``aux`` are the test's signals)."""
+    head, end_at, status_at = basytec_head(test, aux)
+    end, status = _ending(test)
+    completed = bytearray(head)
+    completed[end_at:end_at + len(end)] = end
+    completed[status_at:status_at + len(status)] = status
+    yield bytes(completed)
+    counter = StepCounter()
+    for chunk in chunks:
+        if len(chunk):
+            yield basytec_rows(chunk, counter, aux)
 
 
 def write_basytec(db: Database, test_id: int, path: Path) -> int:

@@ -4,6 +4,7 @@ as CSV or Parquet. The columns are documented in docs/export.md."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from cellbench_export.samples import StepCounter
+from cellbench_sdk.export import Pieces
 from cellbench_sdk.storage import Database, SampleChunk, aux_names, sample_chunks
 
 #: BDF column label -> the sample column it holds; the derived ones are computed.
@@ -64,6 +66,34 @@ def _schema(aux: list[str]) -> pa.Schema:
     return pa.schema(fields + [pa.field(name, pa.float64()) for name in aux])
 
 
+def encode_bdf(test_id: int, aux: Sequence[str], chunks: Iterable[SampleChunk],
+               form: BdfFormat) -> Iterator[bytes]:
+    """A test's BDF file a piece at a time (a piece per chunk of samples; a Parquet file's
+    footer comes last). ValueError before the first piece for an aux signal named like a BDF
+    column."""
+    clash = [name for name in aux if name in COLUMNS]
+    if clash:
+        raise ValueError(f"test {test_id}: aux signal {clash[0]!r} has the name of a BDF column")
+    schema = _schema(list(aux))
+    counter = StepCounter()
+    sink = Pieces()
+    writer: pq.ParquetWriter | pa_csv.CSVWriter
+    if form is BdfFormat.PARQUET:
+        writer = pq.ParquetWriter(sink, schema)
+    else:
+        writer = pa_csv.CSVWriter(sink, schema)
+    rows = 0
+    with writer:
+        for chunk in chunks:
+            # Aux signals that appeared after the aux names were read belong to a later export.
+            writer.write_table(_table(chunk, counter, list(aux)).cast(schema))
+            rows += len(chunk)
+            yield sink.take()
+        if not rows:  # a header (or Parquet schema) even for a test without samples
+            writer.write_table(schema.empty_table())
+    yield sink.take()
+
+
 def write_bdf(db: Database, test_id: int, path: Path, form: BdfFormat) -> int:
     """Write the test's samples as committed so far as a BDF file; return the number of rows.
 
@@ -71,27 +101,19 @@ def write_bdf(db: Database, test_id: int, path: Path, form: BdfFormat) -> int:
     """
     path = Path(path)
     aux = aux_names(db, test_id)
-    clash = [name for name in aux if name in COLUMNS]
-    if clash:
-        raise ValueError(f"test {test_id}: aux signal {clash[0]!r} has the name of a BDF column")
-    schema = _schema(aux)
-    counter = StepCounter()
     temporary = path.with_name(path.name + ".tmp")
     rows = 0
-    writer: pq.ParquetWriter | pa_csv.CSVWriter
-    if form is BdfFormat.PARQUET:
-        writer = pq.ParquetWriter(temporary, schema)
-    else:
-        writer = pa_csv.CSVWriter(temporary, schema)
+
+    def counted() -> Iterator[SampleChunk]:
+        nonlocal rows
+        for chunk in sample_chunks(db, test_id):
+            rows += len(chunk)
+            yield chunk
+
     try:
-        with writer:
-            for chunk in sample_chunks(db, test_id):
-                # Aux signals that appeared after aux_names() was read belong to a later export.
-                table = _table(chunk, counter, aux).cast(schema)
-                writer.write_table(table)
-                rows += len(chunk)
-            if not rows:  # a header (or Parquet schema) even for a test without samples
-                writer.write_table(schema.empty_table())
+        with temporary.open("wb") as file:
+            for piece in encode_bdf(test_id, aux, counted(), form):
+                file.write(piece)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""Registration of the export commands and the ``basytec-files`` sync target with cellbench."""
+"""Registration of the export commands, the ``basytec-files`` and ``bdf-files`` sync targets and
+the download formats with cellbench."""
 
 from __future__ import annotations
 
@@ -33,4 +34,18 @@ def cellbench_sync_targets() -> list[Descriptor]:
             "one Battery Data Format file (Parquet or CSV) per test in a folder, once it ended",
             BdfFilesSettings,
         ),
+    ]
+
+
+@hookimpl
+def cellbench_export_formats() -> list[Descriptor]:
+    """The files of a test as downloads (the web interface's): BaSyTec ASCII, BDF CSV and
+    Parquet."""
+    return [
+        Descriptor(Kind.EXPORT_FORMAT, "basytec", "cellbench_export.formats:BasytecAscii",
+                   "BaSyTec-style result file (Latin-1, tab-separated)"),
+        Descriptor(Kind.EXPORT_FORMAT, "bdf-csv", "cellbench_export.formats:BdfCsv",
+                   "Battery Data Format, CSV"),
+        Descriptor(Kind.EXPORT_FORMAT, "bdf-parquet", "cellbench_export.formats:BdfParquet",
+                   "Battery Data Format, Parquet"),
     ]

@@ -10,12 +10,14 @@ the command automation systems poll.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cellbench_rci.protocol import (
     ErrorCode,
@@ -30,6 +32,7 @@ from cellbench_rci.protocol import (
     split_command,
 )
 from cellbench_sdk import Step, StepMode
+from cellbench_sdk.access import AuthGuard
 from cellbench_sdk.control import (
     ChannelView,
     ControlError,
@@ -38,9 +41,11 @@ from cellbench_sdk.control import (
     StationControl,
     Subscription,
 )
+from cellbench_sdk.turns import in_turns
 from cellbench_sdk.units import Dimension
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: The station's refusals as rci error codes.
 CONTROL_CODES = {
@@ -87,7 +92,8 @@ class Session:
     """One client connection's state, as the dispatcher sees it.
 
     ``role`` is None until the client authenticated (where the interface asks for it);
-    ``push`` sends a pushed line to the client (it drops what a slow reader cannot take).
+    ``push`` sends a pushed line to the client (it drops what a slow reader cannot take);
+    ``address`` is where it connects from (failed AUTH are counted per address).
     """
 
     identity: str
@@ -96,6 +102,8 @@ class Session:
     max_subscriptions: int = 64
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
     quitting: bool = False
+    address: str = ""
+    auth_failures: int = 0
 
     def close(self) -> None:
         """End every subscription (the connection is gone)."""
@@ -122,13 +130,16 @@ class Command:
 
 
 class Dispatcher:
-    """Runs command lines for sessions against ``control``; ``tokens`` maps tokens to roles
-    (empty: no AUTH needed)."""
+    """Runs command lines for sessions against ``control``; ``tokens`` maps tokens to their
+    role and label (empty: no AUTH needed); ``guard`` slows down and stops token guessing."""
 
-    def __init__(self, control: StationControl, tokens: dict[str, Role]) -> None:
+    def __init__(self, control: StationControl, tokens: dict[str, tuple[Role, str]],
+                 guard: AuthGuard | None = None) -> None:
         self.control = control
         self.tokens = tokens
+        self.guard = guard or AuthGuard("rci")
         self.count = len(control.channel_numbers())
+        self.channels_reply: str | None = None  # CHANNELS?: the channels never change
         # STATE? records by channel, with the station's generation they were made in: a
         # channel's state changes at most once per sample period, and is polled far more often.
         self._states: dict[int, tuple[int, str]] = {}
@@ -199,6 +210,24 @@ def _error_line(session: Session, line: bytes, err: Exception) -> bytes:
     return err_line(ErrorCode.INTERNAL, "internal error (logged by the station)")
 
 
+def _records(items: Sequence[_T], render: Callable[[_T], str], head: Sequence[str] = ()
+             ) -> str | Awaitable[str]:
+    """``head`` and the records of ``items`` joined by ``;``: a long reply (STATE? ALL,
+    SAMPLES?, CHANNELS? of a big station) is built over several turns of the event loop."""
+    made = in_turns(items, render)
+    if isinstance(made, list):
+        return ";".join([*head, *made])
+
+    async def joined() -> str:
+        return ";".join([*head, *await made])
+
+    return joined()
+
+
+async def _joined(reply: str | Awaitable[str]) -> str:
+    return reply if isinstance(reply, str) else await reply
+
+
 def _name(text: str, what: str) -> str:
     if len(text) > NAME_LENGTH:
         raise RciError(ErrorCode.OUT_OF_RANGE, f"{what} is longer than {NAME_LENGTH} characters")
@@ -219,11 +248,21 @@ def _idn(d: Dispatcher, s: Session, a: list[str]) -> str:
     return f"cellbench,{d.control.name},{d.control.version}"
 
 
-def _channels(d: Dispatcher, s: Session, a: list[str]) -> str:
-    infos = [d.control.channel_info(n) for n in d.control.channel_numbers()]
-    return ";".join([str(len(infos))] + [
-        f"{i.number},{i.driver},{i.voltage_min_v:g},{i.voltage_max_v:g},{i.current_max_a:g}"
-        for i in infos])
+def _channels(d: Dispatcher, s: Session, a: list[str]) -> str | Awaitable[str]:
+    if d.channels_reply is not None:
+        return d.channels_reply
+
+    def render(number: int) -> str:
+        i = d.control.channel_info(number)
+        return (f"{i.number},{i.driver},{i.voltage_min_v:g},{i.voltage_max_v:g},"
+                f"{i.current_max_a:g}")
+
+    async def build() -> str:
+        d.channels_reply = await _joined(_records(numbers, render, [str(len(numbers))]))
+        return d.channels_reply
+
+    numbers = d.control.channel_numbers()
+    return build()
 
 
 def _state_record(v: ChannelView) -> str:
@@ -233,9 +272,8 @@ def _state_record(v: ChannelView) -> str:
             f"{f(v.test_time_s)}")
 
 
-def _state(d: Dispatcher, s: Session, a: list[str]) -> str:
-    record = d.state_record
-    return ";".join([record(n) for n in parse_channels(a[0], d.count)])
+def _state(d: Dispatcher, s: Session, a: list[str]) -> str | Awaitable[str]:
+    return _records(parse_channels(a[0], d.count), d.state_record)
 
 
 def _step(d: Dispatcher, s: Session, a: list[str]) -> str:
@@ -320,8 +358,8 @@ async def _battery_add(d: Dispatcher, s: Session, a: list[str]) -> str:
 
 async def _battery(d: Dispatcher, s: Session, a: list[str]) -> str:
     if not a:
-        return ";".join(f"{b.name},{b.chemistry},{b.nominal_capacity_ah:g}"
-                        for b in await d.control.batteries())
+        return await _joined(_records(await d.control.batteries(), lambda b: (
+            f"{b.name},{b.chemistry},{b.nominal_capacity_ah:g}")))
     b = await d.control.battery(a[0])
     values = [("name", b.name), ("chemistry", b.chemistry),
               ("capacity_ah", b.nominal_capacity_ah), ("nominal_voltage_v", b.nominal_voltage_v),
@@ -340,9 +378,9 @@ async def _queue_add(d: Dispatcher, s: Session, a: list[str]) -> str:
 
 
 async def _queue(d: Dispatcher, s: Session, a: list[str]) -> str:
-    return ";".join(f"{e.id},{e.channel},{(e.plan_source or '-').replace(',', ' ')},"
-                    f"{_opt(e.battery)},{e.status.value},{_opt(e.test_id)}"
-                    for e in await d.control.queue_entries())
+    return await _joined(_records(await d.control.queue_entries(), lambda e: (
+        f"{e.id},{e.channel},{(e.plan_source or '-').replace(',', ' ').replace(';', ' ')},"
+        f"{_opt(e.battery)},{e.status.value},{_opt(e.test_id)}")))
 
 
 async def _queue_cancel(d: Dispatcher, s: Session, a: list[str]) -> str:
@@ -350,13 +388,13 @@ async def _queue_cancel(d: Dispatcher, s: Session, a: list[str]) -> str:
     return ""
 
 
-def _samples(d: Dispatcher, s: Session, a: list[str]) -> str:
+def _samples(d: Dispatcher, s: Session, a: list[str]) -> str | Awaitable[str]:
     channel = parse_channel(a[0], d.count)
     n = parse_int(a[1], "n", 1, d.control.ring_size)
     f = format_value
-    return ";".join(f"{x.test_id},{x.seq},{f(x.test_time_s)},{f(x.voltage_v)},"
-                    f"{f(x.current_a)},{f(x.temperature_c)}"
-                    for x in d.control.last_samples(channel, n))
+    return _records(d.control.last_samples(channel, n), lambda x: (  # taken now, at once
+        f"{x.test_id},{x.seq},{f(x.test_time_s)},{f(x.voltage_v)},{f(x.current_a)},"
+        f"{f(x.temperature_c)}"))
 
 
 def push_line(x: LiveSample) -> bytes:
@@ -386,13 +424,30 @@ def _unsubscribe(d: Dispatcher, s: Session, a: list[str]) -> str:
     return ""
 
 
-def _auth(d: Dispatcher, s: Session, a: list[str]) -> str:
-    role = d.tokens.get(a[0])
-    if role is None:
-        log.warning("rci: %s: AUTH with a wrong token", s.identity)
-        raise RciError(ErrorCode.AUTH_FAILED, "unknown token")
+def _auth(d: Dispatcher, s: Session, a: list[str]) -> str | Awaitable[str]:
+    guard = d.guard
+    wait = guard.blocked(s.address)
+    if wait:
+        s.quitting = True
+        raise RciError(ErrorCode.AUTH_FAILED, f"too many failed AUTH from {s.address}; try "
+                       f"again in {math.ceil(wait)} s")
+    found = d.tokens.get(a[0])
+    if found is None:
+        s.auth_failures += 1
+        delay = guard.failed(s.address)
+        message = "unknown token"
+        if s.auth_failures >= guard.per_connection:
+            s.quitting = True
+            message += f"; {s.auth_failures} failed AUTH on this connection, closing"
+
+        async def refuse() -> str:  # the connection is not read meanwhile
+            await asyncio.sleep(delay)
+            raise RciError(ErrorCode.AUTH_FAILED, message)
+
+        return refuse()
+    role, label = found
     s.role = role
-    s.identity = f"token:{a[0][:4]}…"
+    s.identity = f"token:{label}"
     return role.name.lower()
 
 

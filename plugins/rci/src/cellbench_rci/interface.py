@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cellbench_rci.commands import Dispatcher, Role
 from cellbench_rci.server import Limits, RciServer
-from cellbench_sdk.access import is_loopback, read_token_file
+from cellbench_sdk.access import (
+    Token,
+    is_loopback,
+    read_token_file,
+    settings_tokens,
+    split_address,
+)
 from cellbench_sdk.control import StationControl
 from cellbench_sdk.units import parse_duration
 
@@ -27,7 +33,7 @@ class RciSettings(BaseModel):
                             description="host:port to listen on; none: no TCP")
     serial: str | None = Field(default=None, description="serial port, e.g. /dev/ttyS0")
     baudrate: int = Field(default=115200, gt=0)
-    tokens: dict[str, RoleName] = {}
+    tokens: dict[str, str] = Field(default={}, description='"<token>" = "<role> <label>"')
     token_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -35,26 +41,36 @@ class RciSettings(BaseModel):
     cert_roles: dict[str, RoleName] = {}
     max_line: int = Field(default=512, ge=16, le=65536)
     idle_timeout: float = Field(default=300.0, description="e.g. '300 s'")
+    preauth_timeout: float = Field(default=10.0, description="how long a connection may wait "
+                                   "before AUTH, e.g. '10 s'")
     rate: float = Field(default=2000.0, gt=0, allow_inf_nan=False,
                         description="commands per second per client")
     max_connections: int = Field(default=64, ge=1)
+    max_unauthenticated: int = Field(default=8, ge=1, description="connections waiting for "
+                                     "AUTH at once (a new one closes the oldest)")
     max_subscriptions: int = Field(default=64, ge=1)
 
-    @field_validator("idle_timeout", mode="before")
+    @field_validator("idle_timeout", "preauth_timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         if not isinstance(value, str):
             raise ValueError("expected a duration with its unit, like '300 s'")
-        return parse_duration(value)
+        seconds = parse_duration(value)
+        if seconds <= 0:
+            raise ValueError(f"must be positive, not {value!r}")
+        return seconds
 
     @field_validator("tcp")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"expected host:port like '127.0.0.1:5025', not {value!r}")
+        if value is not None:
+            split_address(value)
+        return value
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, value: dict[str, str]) -> dict[str, str]:
+        settings_tokens(value, "rci")
         return value
 
     @model_validator(mode="after")
@@ -84,34 +100,48 @@ class RciInterface:
         s = self.settings
         base = control.base_dir
 
-        def path(name: str) -> Path:
-            return base / name
+        def path(setting: str, name: str) -> Path:
+            found = base / name
+            if not found.is_file():
+                raise ValueError(f"{setting} = {name!r}: no file {found}")
+            return found
 
-        tokens: dict[str, Role] = {t: Role[r.upper()] for t, r in s.tokens.items()}
+        entries: dict[str, Token] = settings_tokens(s.tokens, "rci")
         if s.token_file is not None:
-            listed = read_token_file(path(s.token_file))
-            tokens |= {t: Role[r.upper()] for t, r in listed.items()}
+            entries |= read_token_file(path("token_file", s.token_file))
+        tokens = {t: (Role[e.role.upper()], e.label) for t, e in entries.items()}
         context = None
         if s.tls_cert is not None and s.tls_key is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(path(s.tls_cert), path(s.tls_key))
+            cert, key = path("tls_cert", s.tls_cert), path("tls_key", s.tls_key)
+            try:
+                context.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as err:
+                raise ValueError(f"tls_cert = {s.tls_cert!r}, tls_key = {s.tls_key!r}: cannot "
+                                 f"use {cert} with {key}: {err}") from None
             if s.tls_client_ca is not None:
-                context.load_verify_locations(path(s.tls_client_ca))
+                ca = path("tls_client_ca", s.tls_client_ca)
+                try:
+                    context.load_verify_locations(ca)
+                except (OSError, ssl.SSLError) as err:
+                    raise ValueError(f"tls_client_ca = {s.tls_client_ca!r}: cannot use {ca}: "
+                                     f"{err}") from None
                 context.verify_mode = ssl.CERT_REQUIRED
-        host, port = (None, 0) if s.tcp is None else s.tcp.rsplit(":", 1)
+        host, port = (None, 0) if s.tcp is None else split_address(s.tcp)
         if host is not None and not is_loopback(host) and not tokens \
                 and s.tls_client_ca is None:
             raise ValueError(f"tcp = {s.tcp!r} listens beyond this machine: set tokens (or "
                              "token_file) or TLS client certificates (tls_client_ca)")
         self.server = RciServer(
             control, Dispatcher(control, tokens),
-            Limits(s.max_line, s.rate, s.idle_timeout, s.max_subscriptions),
-            max_connections=s.max_connections, tokens=bool(tokens),
+            Limits(s.max_line, s.rate, s.idle_timeout, s.max_subscriptions, s.preauth_timeout),
+            max_connections=s.max_connections, max_unauthenticated=s.max_unauthenticated,
+            tokens=bool(tokens),
             cert_roles={n: Role[r.upper()] for n, r in s.cert_roles.items()})
         served = []
         try:
             if host is not None:
-                served.append(await self.server.listen(host, int(port), context))
+                served.append(await self.server.listen(host, port, context))
                 self.address = self.server.addresses[0]
             if s.serial is not None:
                 served.append(self.server.attach_serial(s.serial, s.baudrate))

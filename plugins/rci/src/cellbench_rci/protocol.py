@@ -156,13 +156,16 @@ def parse_channel(text: str, count: int) -> int:
 
 
 def parse_int(text: str, what: str, low: int, high: int) -> int:
-    """A whole number from ``low`` to ``high``."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise RciError(ErrorCode.BAD_NUMBER, f"{what}: {text[:20]!r} is not a whole number")
-    value = int(text)
-    if not low <= value <= high:
-        raise RciError(ErrorCode.OUT_OF_RANGE, f"{what}: {value} is not in {low}..{high}")
-    return value
+    """A whole number from ``low`` to ``high``: BAD_NUMBER if ``text`` is no whole number,
+    OUT_OF_RANGE (naming ``what`` and the range) if it is one outside the range."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise RciError(ErrorCode.BAD_NUMBER, f"{what}: {text[:20]!r} is not a whole number "
+                       f"({low} to {high})")
+    if len(digits) > 30 or not low <= int(text) <= high:
+        raise RciError(ErrorCode.OUT_OF_RANGE, f"{what} must be {low} to {high}, not "
+                       f"{text[:20]}{'...' if len(text) > 20 else ''}")
+    return int(text)
 
 
 def parse_quantity(text: str, what: str, dimension: Dimension) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cellbench_sdk.storage import Database, copy_rows, schema
+from cellbench_sdk.storage import Database, copy_rows
 from cellbench_sdk.sync import (
     ChangeFeed,
     Changes,
@@ -54,13 +54,8 @@ class CentralSqlTarget(SyncTarget):
             options["fast_executemany"] = True  # SQL Server: bulk parameter arrays
         engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **options)
         try:
+            central.upgrade(engine)
             with engine.begin() as connection:
-                if sa.inspect(connection).has_table(schema.VERSION_TABLE):
-                    raise ValueError(
-                        f"central-sql: {url.render_as_string(hide_password=True)} is a station "
-                        "database (it has a cellbench schema); give the central database its "
-                        "own database")
-                central.ensure_schema(connection)
                 positions = self._positions(connection)
         except BaseException:
             engine.dispose()

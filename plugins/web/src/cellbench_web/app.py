@@ -4,24 +4,31 @@ the live WebSocket and the pages, for a serving station (``live``: read and cont
 
 import asyncio
 import inspect
+import itertools
 import json
 import logging
 import math
 import pathlib
-from collections.abc import Awaitable, Callable, Iterator
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, Literal, TypeVar
 
+import numpy as np
 import orjson
+import pyarrow as pa
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.websockets import WebSocketDisconnect
 
+from cellbench_sdk import Step, StepMode
 from cellbench_sdk.control import ControlError, ControlErrorKind, StationControl
+from cellbench_sdk.export import ExportFormat, Pieces
+from cellbench_sdk.turns import in_turns
 from cellbench_web import models, pages
 from cellbench_web.auth import (
     CSRF_HEADER,
@@ -35,6 +42,7 @@ from cellbench_web.data import (
     MAX_BUCKETS,
     MAX_PAGE,
     SAMPLE_COLUMNS,
+    SAMPLE_INT_COLUMNS,
     SERIES_COLUMNS,
     NotFound,
     Reader,
@@ -57,7 +65,15 @@ CONTROL_STATUS = {
     ControlErrorKind.PAUSED: 409, ControlErrorKind.EXISTS: 409,
     ControlErrorKind.NOT_CANCELLABLE: 409, ControlErrorKind.BAD_PLAN: 422,
     ControlErrorKind.BAD_VALUE: 422, ControlErrorKind.UNAVAILABLE: 503,
+    ControlErrorKind.NOT_EXTERNAL: 409, ControlErrorKind.DEVICE_ERROR: 502,
 }
+#: The values each setpoint mode takes (as rci ``SET``).
+SETPOINT_VALUES = {"rest": (), "cc": ("current_a",), "cv": ("voltage_v", "current_a"),
+                   "cp": ("power_w",)}
+#: The media type of an Arrow IPC stream.
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+#: The header of an Arrow page that says where the next page starts.
+NEXT_HEADER = "X-Next-After-Seq"
 STATIC = pathlib.Path(__file__).parent / "static"
 #: Error responses every route may give, for the OpenAPI document.
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -71,13 +87,15 @@ CONTROL_PROBLEMS: dict[int | str, dict[str, Any]] = {
 @dataclass
 class Backend:
     """What the app serves: a database ``reader``, the ``control`` of a serving station (None:
-    read-only), who may do what, and the live hub."""
+    read-only), who may do what, the download ``formats``, and the live hub."""
 
     reader: Reader
     access: Access
     name: str
     version: str
     control: StationControl | None = None
+    #: The download formats by name (:func:`cellbench_sdk.export.export_formats`).
+    formats: dict[str, ExportFormat] = field(default_factory=dict)
     max_clients: int = 100
     secure_cookies: bool = False
     hub: LiveHub | None = field(default=None, init=False)
@@ -109,7 +127,11 @@ def build_app(backend: Backend) -> FastAPI:
 
     @app.exception_handler(Refused)
     async def refused(request: Request, err: Refused) -> JSONResponse:
-        return JSONResponse({"error": err.error, "message": err.message}, status_code=err.status)
+        if err.delay_s:  # a wrong token: guessing goes slower the more it fails
+            await asyncio.sleep(err.delay_s)
+        headers = None if err.retry_after_s is None else {"Retry-After": str(err.retry_after_s)}
+        return JSONResponse({"error": err.error, "message": err.message}, status_code=err.status,
+                            headers=headers)
 
     @app.exception_handler(ControlError)
     async def control_refused(request: Request, err: ControlError) -> JSONResponse:
@@ -253,13 +275,20 @@ def build_app(backend: Backend) -> FastAPI:
                           f"choose from {', '.join(allowed)}")
         return names
 
-    @app.get(TestPath + "/samples", response_model=models.SamplePage, responses=PROBLEMS,
-             tags=["samples"])
-    async def samples(station: StationName, test_id: TestNo, who: Viewer, columns: Columns = None,
+    @app.get(TestPath + "/samples", response_model=models.SamplePage, responses={
+        **PROBLEMS, 200: {"content": {ARROW_STREAM: {}}, "headers": {NEXT_HEADER: {
+            "description": "with Arrow: the after_seq of the next page (absent at the end)",
+            "schema": {"type": "integer"}}}}}, tags=["samples"])
+    async def samples(request: Request, station: StationName, test_id: TestNo, who: Viewer,
+                      columns: Columns = None,
                       after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0,
-                      limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10_000
-                      ) -> dict[str, Any]:
-        """A page of samples after ``after_seq``; continue with ``next_after_seq``."""
+                      limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10_000,
+                      form: Annotated[Literal["json", "arrow"] | None, Query(
+                          alias="format", description="arrow: an Arrow IPC stream (also "
+                          f"chosen by 'Accept: {ARROW_STREAM}'); default json")] = None,
+                      ) -> Any:
+        """A page of samples after ``after_seq``; continue with ``next_after_seq`` (with
+        Arrow: the header ``X-Next-After-Seq``)."""
         names = sample_columns(columns, SAMPLE_COLUMNS)
         fetch = names if "seq" in names else ["seq", *names]
         rows = await _in_thread(reader.samples, station, test_id, after_seq=after_seq,
@@ -267,6 +296,11 @@ def build_app(backend: Backend) -> FastAPI:
         following = rows[-1][0] if len(rows) == limit else None
         if fetch is not names:
             rows = [row[1:] for row in rows]
+        if form == "arrow" or (form is None and ARROW_STREAM in
+                               request.headers.get("accept", "")):
+            body = await asyncio.to_thread(lambda: b"".join(arrow_stream(names, [rows])))
+            return Response(body, media_type=ARROW_STREAM, headers={} if following is None
+                            else {NEXT_HEADER: str(following)})
         return {"columns": names, "rows": [[_finite(x) for x in row] for row in rows],
                 "next_after_seq": following}
 
@@ -294,6 +328,58 @@ def build_app(backend: Backend) -> FastAPI:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
+    @app.get(TestPath + "/samples.arrow", responses={
+        **PROBLEMS, 200: {"content": {ARROW_STREAM: {}},
+                          "description": "an Arrow IPC stream: a record batch per chunk"}},
+             tags=["samples"])
+    async def samples_arrow(station: StationName, test_id: TestNo, who: Viewer,
+                            columns: Columns = None,
+                            after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0
+                            ) -> StreamingResponse:
+        """Every sample after ``after_seq``, streamed as an Arrow IPC stream (the columns
+        typed: int64 counters, float64 values with nulls), a record batch per chunk of
+        rows."""
+        names = sample_columns(columns, SAMPLE_COLUMNS)
+        await _in_thread(reader.test, station, test_id)  # a 404 before the stream starts
+        chunks = reader.sample_chunks(station, test_id, after_seq=after_seq, columns=names)
+        return StreamingResponse(arrow_stream(names, chunks), media_type=ARROW_STREAM)
+
+    @app.get("/api/export-formats", response_model=list[models.ExportFormat],
+             responses=PROBLEMS, tags=["tests"])
+    async def formats(who: Viewer) -> list[dict[str, Any]]:
+        """The formats a test can be downloaded in (none without the export plugin)."""
+        return [{"name": name, "title": form.title, "suffix": form.suffix,
+                 "media_type": form.media_type} for name, form in sorted(backend.formats.items())]
+
+    @app.get(TestPath + "/download/{format_name}", responses={
+        **PROBLEMS, 200: {"content": {"*/*": {}},
+                          "description": "the test's file, streamed, of the format's media "
+                                         "type (/api/export-formats)"}},
+             tags=["tests"])
+    async def download(station: StationName, test_id: TestNo,
+                       format_name: Annotated[str, Path(max_length=64)], who: Viewer
+                       ) -> StreamingResponse:
+        """The whole test as a file of an export format (``/api/export-formats``), streamed
+        as it is read."""
+        form = backend.formats.get(format_name)
+        if form is None:
+            if not backend.formats:
+                raise Refused(404, "no_export", "downloads need the cellbench-export plugin, "
+                              "which is not installed on this server")
+            raise Refused(404, "no_such_format", f"no export format {format_name[:64]!r} "
+                          f"(there are {', '.join(sorted(backend.formats))})")
+        test = await _in_thread(reader.test_record, station, test_id)
+        aux = await _in_thread(reader.aux_names, station, test_id)
+        pieces = form.encode(test, aux, reader.export_chunks(station, test_id))
+        try:  # the first piece here: a test the format cannot hold is refused, not cut off
+            first = await _in_thread(next, pieces, b"")
+        except ValueError as err:
+            raise Refused(422, "bad_value", str(err)) from None
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", station) + f"-{test_id}{form.suffix}"
+        return StreamingResponse(
+            itertools.chain([first], pieces), media_type=form.media_type,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
     @app.get(TestPath + "/series", response_model=models.Series, responses=PROBLEMS,
              tags=["samples"])
     async def series(station: StationName, test_id: TestNo, who: Viewer, columns: Columns = None,
@@ -313,6 +399,41 @@ def build_app(backend: Backend) -> FastAPI:
     return app
 
 
+def arrow_stream(names: list[str], chunks: Iterable[list[tuple[Any, ...]]]
+                 ) -> Iterator[bytes]:
+    """Rows of sample columns ``names`` as an Arrow IPC stream, a record batch per chunk
+    (NULL values as nulls)."""
+    schema = pa.schema([pa.field(n, pa.int64() if n in SAMPLE_INT_COLUMNS else pa.float64())
+                        for n in names])
+    sink = Pieces()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        yield sink.take()
+        for rows in chunks:
+            if not rows:
+                continue
+            # One numpy conversion of the chunk (NULL becomes NaN, then a null): building
+            # Arrow arrays from the rows' Python values column by column is 20 times slower.
+            table = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
+            arrays = [_arrow_column(table[:, k], f.type) for k, f in enumerate(schema)]
+            writer.write_batch(pa.record_batch(arrays, schema=schema))
+            yield sink.take()
+    yield sink.take()
+
+
+def _arrow_column(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """``values`` as an Arrow array of ``kind`` (int64 or float64, NaN as null), built from
+    its buffers: ``pa.array`` of a numpy array would import pandas (a second, once)."""
+    if kind == pa.int64():
+        return pa.Array.from_buffers(kind, len(values),
+                                     [None, pa.py_buffer(values.astype(np.int64))])
+    missing = np.isnan(values)
+    nulls = int(missing.sum())
+    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(kind, len(values),
+                                 [validity, pa.py_buffer(np.ascontiguousarray(values))],
+                                 null_count=nulls)
+
+
 def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
@@ -323,9 +444,14 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
     WebSocket."""
     @app.get("/api/channels", response_model=list[models.ChannelLive], responses=PROBLEMS,
              tags=["channels"])
-    async def channels(who: Viewer) -> list[dict[str, Any]]:
+    async def channels(who: Viewer) -> Response:
         """Every channel's live state."""
-        return [view_json(v) for v in control.channels(control.channel_numbers())]
+        # Encoded here, in bounded pieces, not validated and encoded by FastAPI in one go:
+        # a station with 20,000 channels would hold the runner's tick for most of a second.
+        made = in_turns(control.channel_numbers(),
+                        lambda n: orjson.dumps(view_json(control.channel(n))))
+        parts = made if isinstance(made, list) else await made
+        return Response(b"[" + b",".join(parts) + b"]", media_type="application/json")
 
     @app.get("/api/channels/{channel}", response_model=models.ChannelLive,
              responses=CONTROL_PROBLEMS, tags=["channels"])
@@ -359,6 +485,36 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
         test_id = await control.start(channel, request.plan, request.battery,
                                       identity=who.label)
         return {"test_id": test_id}
+
+    @app.post("/api/channels/{channel}/setpoint", response_model=models.Setpoint,
+              responses={**CONTROL_PROBLEMS, 502: {"model": models.Problem}},
+              tags=["control"])
+    async def setpoint(channel: ChannelNo, request: models.Setpoint, who: Operator
+                       ) -> dict[str, Any]:
+        """In an external step: set the channel now (as rci ``SET``), checked against the
+        channel's ranges and the test's safety limits first (422 ``bad_value``: nothing
+        changed); restarts the step's watchdog. Answers the setpoint applied."""
+        takes = SETPOINT_VALUES[request.mode]
+        values = request.model_dump(exclude={"mode"}, exclude_none=True)
+        extra = sorted(set(values) - set(takes))
+        if extra:
+            raise Refused(422, "bad_value", f"a {request.mode} setpoint takes "
+                          f"{', '.join(takes) or 'no values'}, not {extra[0]}")
+        try:
+            step = Step(StepMode(request.mode), **values)
+        except ValueError as err:  # a value the mode needs is missing, or a bad CV limit
+            raise Refused(422, "bad_value", str(err)) from None
+        applied = await control.set_setpoint(channel, step, identity=who.label)
+        return {"mode": applied.mode.value, "current_a": applied.current_a,
+                "voltage_v": applied.voltage_v, "power_w": applied.power_w}
+
+    @app.post("/api/channels/{channel}/keepalive", response_model=models.Done,
+              responses=CONTROL_PROBLEMS, tags=["control"])
+    async def keepalive(channel: ChannelNo, who: Operator) -> dict[str, Any]:
+        """In an external step: restart the watchdog, the setpoint unchanged (as rci
+        ``KEEPALIVE``)."""
+        control.keepalive(channel, identity=who.label)
+        return {"ok": True}
 
     @app.get("/api/plans", response_model=models.Plans, responses=PROBLEMS, tags=["control"])
     async def plans(who: Viewer) -> dict[str, Any]:
@@ -409,6 +565,18 @@ def _control_routes(app: FastAPI, backend: Backend, control: StationControl, Vie
                                   battery.nominal_capacity_ah, identity=who.label, **limits)
         return {"ok": True}
 
+    @app.patch("/api/batteries/{name}", response_model=models.Battery,
+               responses=CONTROL_PROBLEMS, tags=["batteries"])
+    async def battery_edit(name: Annotated[str, Path(min_length=1, max_length=255)],
+                           changes: models.BatteryChanges, who: Operator) -> dict[str, Any]:
+        """Change a registered battery: the values given (null clears a limit; chemistry,
+        capacity and metadata cannot be cleared), by the rules of registering it."""
+        given = changes.model_dump(exclude_unset=True)
+        for required in ("chemistry", "nominal_capacity_ah", "metadata"):
+            if required in given and given[required] is None:
+                raise Refused(422, "bad_value", f"{required}: a battery must have one")
+        return _battery(await control.edit_battery(name, given, identity=who.label))
+
     @app.websocket("/api/live")
     async def live(websocket: WebSocket, channels: str | None = None) -> None:
         """Live samples and channel states (docs/web.md has the messages)."""
@@ -441,9 +609,12 @@ def _live_refusal(websocket: WebSocket, backend: Backend, control: StationContro
     all)."""
     hub = backend.hub
     assert hub is not None
-    identity = backend.access.identify(
-        websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE),
-        websocket.client.host if websocket.client else "?")
+    try:
+        identity = backend.access.identify(
+            websocket.headers.get("authorization"), websocket.cookies.get(SESSION_COOKIE),
+            websocket.client.host if websocket.client else "?")
+    except Refused as err:
+        return 1008, err.message
     origin = websocket.headers.get("origin")
     if identity is None:
         return 1008, "authenticate first"

@@ -6,15 +6,22 @@ everyone there is an operator (a read-only server: a viewer). A request that cha
 and is not token-authenticated must carry the ``X-CSRF-Token`` header (the session's token,
 which the pages hold): a form or script of another site cannot send that header here (no CORS),
 so it cannot act with the browser's cookie or from loopback.
+
+A wrong token (bearer or login) is answered after a delay that grows with the failures from its
+address, and an address with too many is refused for a while (429): the rules of
+:class:`cellbench_sdk.access.AuthGuard`, the rci's too.
 """
 
 from __future__ import annotations
 
 import enum
 import hmac
+import math
 import secrets
 import time
 from dataclasses import dataclass
+
+from cellbench_sdk.access import AuthGuard
 
 #: The page login's cookie.
 SESSION_COOKIE = "cellbench_session"
@@ -49,27 +56,28 @@ class _Session:
 
 class Refused(Exception):
     """A request refused with HTTP ``status``: ``error`` for programs, ``message`` for
-    people."""
+    people; the answer waits ``delay_s`` first (a wrong token), and ``retry_after_s`` tells
+    when to try again (429)."""
 
-    def __init__(self, status: int, error: str, message: str) -> None:
+    def __init__(self, status: int, error: str, message: str, *, delay_s: float = 0.0,
+                 retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status, self.error, self.message = status, error, message
-
-
-def token_label(token: str) -> str:
-    """How a token shows in events and logs: its first four characters only."""
-    return f"token:{token[:4]}…"
+        self.delay_s, self.retry_after_s = delay_s, retry_after_s
 
 
 class Access:
-    """The tokens and page logins of one server. ``highest`` caps every role (VIEWER for a
-    read-only server); ``session_lifetime_s`` is how long a login lasts."""
+    """The tokens (each with its role and label) and page logins of one server. ``highest``
+    caps every role (VIEWER for a read-only server); ``session_lifetime_s`` is how long a login
+    lasts; ``guard`` counts wrong tokens per client address."""
 
-    def __init__(self, tokens: dict[str, Role], *, highest: Role = Role.OPERATOR,
-                 session_lifetime_s: float = 12 * 3600.0) -> None:
-        self.tokens = {t: min(r, highest) for t, r in tokens.items()}
+    def __init__(self, tokens: dict[str, tuple[Role, str]], *, highest: Role = Role.OPERATOR,
+                 session_lifetime_s: float = 12 * 3600.0, guard: AuthGuard | None = None
+                 ) -> None:
+        self.tokens = {t: (min(r, highest), label) for t, (r, label) in tokens.items()}
         self.highest = highest
         self.session_lifetime_s = session_lifetime_s
+        self.guard = guard or AuthGuard("web", attempt="token")
         self._sessions: dict[str, _Session] = {}
         #: The CSRF token of clients on an open (token-less) server.
         self.open_csrf = secrets.token_urlsafe(24)
@@ -79,20 +87,32 @@ class Access:
         """No tokens: everyone (on loopback) is let in."""
         return not self.tokens
 
-    def _role_of(self, token: str) -> Role | None:
-        for known, role in self.tokens.items():  # compare all: no timing hint of a prefix
+    def _check(self, token: str, client: str) -> tuple[Role, str]:
+        """The role and label of ``token`` from ``client``; Refused (429 while the client is
+        blocked, else 401 after a growing delay) if it is unknown."""
+        wait = self.guard.blocked(client)
+        if wait:
+            raise Refused(429, "too_many_failures", f"too many wrong tokens from {client}; "
+                          f"try again in {math.ceil(wait)} s", retry_after_s=math.ceil(wait))
+        found = None
+        for known, entry in self.tokens.items():  # compare all: no timing hint of a prefix
             if hmac.compare_digest(known.encode(), token.encode()):
-                return role
-        return None
+                found = entry
+        if found is None:
+            raise Refused(401, "unauthenticated", "unknown token",
+                          delay_s=self.guard.failed(client))
+        return found
 
     def identify(self, authorization: str | None, session: str | None,
                  client: str) -> Identity | None:
         """The identity of a request with this ``Authorization`` header, session cookie and
-        client address, or None (not authenticated)."""
+        client address, or None (not authenticated); Refused for a wrong bearer token."""
         if authorization:
             scheme, _, token = authorization.partition(" ")
-            role = self._role_of(token.strip()) if scheme.lower() == "bearer" else None
-            return None if role is None else Identity(token_label(token.strip()), role, None)
+            if scheme.lower() != "bearer":
+                return None
+            role, label = self._check(token.strip(), client)
+            return Identity(f"token:{label}", role, None)
         if session:
             found = self._sessions.get(session)
             if found is not None and found.expires > time.monotonic():
@@ -102,15 +122,13 @@ class Access:
             return Identity(f"web:{client}", self.highest, self.open_csrf)
         return None
 
-    def login(self, token: str) -> tuple[str, Identity] | None:
-        """A new page session for ``token``: (cookie value, identity), or None if the token
-        is unknown."""
-        role = self._role_of(token)
-        if role is None:
-            return None
+    def login(self, token: str, client: str) -> tuple[str, Identity]:
+        """A new page session for ``token`` from ``client``: (cookie value, identity); Refused
+        if the token is unknown (as :meth:`identify`)."""
+        role, label = self._check(token, client)
         if len(self._sessions) >= MAX_SESSIONS:
             del self._sessions[next(iter(self._sessions))]
-        identity = Identity(token_label(token), role, secrets.token_urlsafe(24))
+        identity = Identity(f"token:{label}", role, secrets.token_urlsafe(24))
         session = secrets.token_urlsafe(32)
         self._sessions[session] = _Session(identity,
                                            time.monotonic() + self.session_lifetime_s)

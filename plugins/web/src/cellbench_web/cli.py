@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cellbench_sdk.access import is_loopback, read_token_file
+from cellbench_sdk.access import is_loopback, read_token_file, split_address
 from cellbench_sdk.cli import console, fail
 from cellbench_web.auth import Role
-from cellbench_web.settings import parse_listen
 
 if TYPE_CHECKING:
     from cellbench_web.server import WebServer
@@ -28,7 +27,8 @@ Examples:
     cellbench web --db postgresql+psycopg://central/results --listen 0.0.0.0:8080 \\
         --token-file web-tokens.txt
 
-Beyond loopback it needs --token-file (lines '<token> viewer'); everyone is a viewer here.
+Beyond loopback it needs --token-file (lines '<token> viewer <label>'); everyone is a viewer
+here.
 docs/web.md has the API."""
 
 
@@ -39,14 +39,15 @@ def register(app: typer.Typer) -> None:
     def web(
         db: Annotated[str, typer.Option("--db", help="the database URL (SQLAlchemy)")],
         listen: Annotated[str, typer.Option(help="host:port")] = "127.0.0.1:8080",
-        token_file: Annotated[Path | None, typer.Option(help="'<token> <role>' lines")] = None,
+        token_file: Annotated[Path | None, typer.Option(
+            help="'<token> <role> <label>' lines")] = None,
         tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate (HTTPS)")] = None,
         tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert")] = None,
     ) -> None:
         try:
-            host, port = parse_listen(listen)
+            host, port = split_address(listen)
             listed = read_token_file(token_file) if token_file is not None else {}
-            tokens = {t: Role[r.upper()] for t, r in listed.items()}
+            tokens = {t: (Role[e.role.upper()], e.label) for t, e in listed.items()}
         except (ValueError, OSError) as err:
             fail(f"--listen/--token-file: {err}", code=2)
         if not is_loopback(host) and not tokens:
@@ -56,6 +57,7 @@ def register(app: typer.Typer) -> None:
             fail("--tls-cert and --tls-key go together", code=2)
         # FastAPI and uvicorn load here, not when `cellbench` starts (they take a third of a
         # second, which every other command would pay).
+        from cellbench_sdk.export import export_formats
         from cellbench_web.app import Backend, build_app
         from cellbench_web.auth import Access
         from cellbench_web.data import Reader
@@ -66,7 +68,8 @@ def register(app: typer.Typer) -> None:
         except ValueError as err:
             fail(str(err), code=2)
         name = "central" if reader.central else "database"
-        backend = Backend(reader, Access(tokens, highest=Role.VIEWER), name, _version())
+        backend = Backend(reader, Access(tokens, highest=Role.VIEWER), name, _version(),
+                          formats=export_formats())
         try:
             asyncio.run(_serve(WebServer(build_app(backend), host, port, tls_cert=tls_cert,
                                          tls_key=tls_key)))

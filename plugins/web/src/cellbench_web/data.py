@@ -17,10 +17,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cellbench_sdk.storage import schema
+from cellbench_sdk import TestStatus
+from cellbench_sdk.storage import CHUNK_ROWS, SampleChunk, TestRecord, read_chunk_from, schema
 
 #: The sample columns the API serves (every column of ``samples`` but ``test_id``).
 SAMPLE_COLUMNS = tuple(c.name for c in schema.samples.columns if c.name != "test_id")
+#: Those of them that hold integers (the rest are floats).
+SAMPLE_INT_COLUMNS = schema.SAMPLE_INT_COLUMNS
 #: Columns a plot may ask for: the measured and counted ones.
 SERIES_COLUMNS = ("voltage_v", "current_a", "power_w", "temperature_c", "ah", "wh")
 #: Samples per page at most.
@@ -284,6 +287,50 @@ class Reader:
             yield rows
             if len(rows) < chunk_rows:
                 return
+
+    # ---- whole tests for the export formats -------------------------------------------------
+
+    def test_record(self, station: str, test_id: int) -> TestRecord:
+        """The test as an export format takes it; NotFound if there is none."""
+        t = self.tables["tests"]
+        found = self.test(station, test_id)
+        with self.engine.connect() as connection:
+            source, stored_station = connection.execute(
+                sa.select(t.c.plan_source, t.c.station)
+                .where(self._station(t, station), t.c.id == test_id)).one()
+        return TestRecord(
+            id=found["id"], name=found["name"], channel=found["channel"] or "",
+            battery=found["battery"], plan_name=found["plan_name"], plan_source=source,
+            plan_text=found["plan_text"], status=TestStatus(found["status"]),
+            end_reason=found["end_reason"], start_unix_s=found["start_unix_s"],
+            end_unix_s=found["end_unix_s"], sample_period_s=found["sample_period_s"],
+            station=stored_station)
+
+    def aux_names(self, station: str, test_id: int) -> list[str]:
+        """The names of the test's aux signals, sorted."""
+        aux = self.tables["sample_aux"]
+        with self.engine.connect() as connection:
+            return sorted(connection.execute(
+                sa.select(aux.c.name).where(self._test_key(aux, station, test_id))
+                .distinct()).scalars())
+
+    def export_chunks(self, station: str, test_id: int, chunk_rows: int = CHUNK_ROWS
+                      ) -> Iterator[SampleChunk]:
+        """Every sample of the test with its aux values, ``chunk_rows`` at a time in ``seq``
+        order (as :func:`cellbench_sdk.storage.sample_chunks` reads a station database): what
+        an export format writes."""
+        samples, aux = self.tables["samples"], self.tables["sample_aux"]
+        after_seq = 0
+        while True:
+            with self.engine.connect() as connection:
+                chunk = read_chunk_from(
+                    connection, samples, aux,
+                    lambda table: self._test_key(table, station, test_id), after_seq,
+                    chunk_rows)
+            if not len(chunk):
+                return
+            yield chunk
+            after_seq = int(chunk.columns["seq"][-1])
 
     def series(self, station: str, test_id: int, columns: Sequence[str], *,
                start_s: float | None, end_s: float | None, buckets: int

@@ -42,7 +42,8 @@ def view_json(view: ChannelView) -> dict[str, Any]:
             "step_no": view.step_no, "step_text": view.step_text, "cycle": view.cycle,
             "voltage_v": _number(view.voltage_v), "current_a": _number(view.current_a),
             "temperature_c": _number(view.temperature_c), "ah": _number(view.ah),
-            "wh": _number(view.wh), "test_time_s": _number(view.test_time_s)}
+            "wh": _number(view.wh), "test_time_s": _number(view.test_time_s),
+            "battery": view.battery, "chamber": view.chamber}
 
 
 def _row(sample: LiveSample) -> list[Any]:

@@ -49,6 +49,8 @@ class ChannelLive(BaseModel):
     ah: float | None
     wh: float | None
     test_time_s: float | None
+    battery: str | None = Field(description="the battery of the latest test")
+    chamber: str | None = Field(description="the climate chamber of the latest test")
 
 
 class ChannelStored(BaseModel):
@@ -196,19 +198,37 @@ class Battery(BaseModel):
 
 
 class NewBattery(BaseModel):
-    """A battery to register."""
+    """A battery to register: the registry's rules (those of ``cellbench battery add``) check
+    the values, a refusal naming the field (422 ``bad_value``)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Name
     chemistry: str = Name
-    nominal_capacity_ah: float = Field(gt=0, le=1e6)
-    nominal_voltage_v: float | None = Field(default=None, gt=0, le=1e4)
-    voltage_max_v: float | None = Field(default=None, gt=0, le=1e4)
-    voltage_min_v: float | None = Field(default=None, ge=0, le=1e4)
-    current_max_charge_a: float | None = Field(default=None, gt=0, le=1e5)
-    current_max_discharge_a: float | None = Field(default=None, gt=0, le=1e5)
-    temperature_max_c: float | None = Field(default=None, ge=-100, le=500)
+    nominal_capacity_ah: float
+    nominal_voltage_v: float | None = None
+    voltage_max_v: float | None = None
+    voltage_min_v: float | None = None
+    current_max_charge_a: float | None = None
+    current_max_discharge_a: float | None = None
+    temperature_max_c: float | None = None
+
+
+class BatteryChanges(BaseModel):
+    """The values of a battery to change (those left out stay; null clears a limit), by the
+    rules of registering it."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    chemistry: str | None = Field(default=None, min_length=1, max_length=255)
+    nominal_capacity_ah: float | None = None
+    nominal_voltage_v: float | None = None
+    voltage_max_v: float | None = None
+    voltage_min_v: float | None = None
+    current_max_charge_a: float | None = None
+    current_max_discharge_a: float | None = None
+    temperature_max_c: float | None = None
+    metadata: dict[str, str] | None = None
 
 
 class StartRequest(BaseModel):
@@ -260,3 +280,25 @@ class Plans(BaseModel):
     """The plan files of the station's plans folder."""
 
     plans: list[str]
+
+
+class Setpoint(BaseModel):
+    """A setpoint for a channel running an external step (docs/plans.md): ``rest``; ``cc``
+    with ``current_a``; ``cv`` with ``voltage_v`` and an optional current limit ``current_a``;
+    ``cp`` with ``power_w``. Currents and powers are signed, positive charging."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    mode: Literal["rest", "cc", "cv", "cp"]
+    current_a: float | None = Field(default=None, ge=-1e6, le=1e6)
+    voltage_v: float | None = Field(default=None, ge=-1e5, le=1e5)
+    power_w: float | None = Field(default=None, ge=-1e9, le=1e9)
+
+
+class ExportFormat(BaseModel):
+    """A format a test can be downloaded in."""
+
+    name: str
+    title: str
+    suffix: str
+    media_type: str

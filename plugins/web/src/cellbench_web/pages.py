@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 #: The largest login form accepted (bytes).
 MAX_FORM = 4096
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
+#: The battery form's fields (the API's names), their labels and input types.
+BATTERY_FIELDS = (
+    ("chemistry", "chemistry", "text"), ("nominal_capacity_ah", "capacity / Ah", "number"),
+    ("nominal_voltage_v", "nominal / V", "number"), ("voltage_max_v", "U max / V", "number"),
+    ("voltage_min_v", "U min / V", "number"),
+    ("current_max_charge_a", "charge I max / A", "number"),
+    ("current_max_discharge_a", "discharge I max / A", "number"),
+    ("temperature_max_c", "T max / °C", "number"))
 
 
 def _time(unix_s: float | None) -> str:
@@ -122,7 +130,8 @@ def add_routes(app: FastAPI, backend: Backend) -> None:
         except NotFound as err:
             return _page("not found", f'<p class="error">{escape(str(err))}</p>', identity,
                          backend)
-        return _page(f"test {test_id}", _test_body(test, cycles, events), identity, backend,
+        return _page(f"test {test_id}", _test_body(test, cycles, events, backend), identity,
+                     backend,
                      ("uPlot.iife.min.js",))
 
     @app.get("/login", include_in_schema=False)
@@ -142,10 +151,12 @@ def add_routes(app: FastAPI, backend: Backend) -> None:
         target = form.get("next", ["/"])[0]
         if not target.startswith("/") or target.startswith("//"):
             target = "/"  # only this server's pages: no open redirect
-        made = backend.access.login(token)
-        if made is None:
-            return _login_page(backend, target, "unknown token", 401)
-        session, _ = made
+        try:
+            session, _ = backend.access.login(token, request.client.host if request.client
+                                              else "?")
+        except Refused as err:
+            await asyncio.sleep(err.delay_s)  # a wrong token: guessing goes slower
+            return _login_page(backend, target, err.message, err.status)
         response = RedirectResponse(target, 303)
         response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict",
                             secure=backend.secure_cookies,
@@ -190,6 +201,8 @@ def _station_page(backend: Backend, identity: Identity) -> HTMLResponse:
         rows.append(f'<tr data-channel="{view.number}" class="{view.state.value}">'
                     f'<td>{view.number}</td><td class="state">{view.state.value}</td>'
                     f'<td class="test">{_test_link(backend.name, view.test_id)}</td>'
+                    f'<td class="battery">{escape(view.battery or "")}</td>'
+                    f'<td class="chamber">{escape(view.chamber or "")}</td>'
                     f'<td class="step">{view.step_no} {escape(view.step_text)}</td>'
                     f'<td class="cycle">{view.cycle}</td>'
                     f'<td class="v">{_num(view.voltage_v, 5)}</td>'
@@ -197,22 +210,43 @@ def _station_page(backend: Backend, identity: Identity) -> HTMLResponse:
                     f'<td class="t">{_num(view.temperature_c, 3)}</td>'
                     f'<td class="actions"></td></tr>')
     operator = identity.role >= Role.OPERATOR
-    start = ("""<form id="start" class="card"><h2>Start a plan</h2>
-<label>channel <input name="channel" type="number" min="1" required></label>
-<label>plan <select name="plan" id="plans"></select></label>
-<label>battery <input name="battery" placeholder="(none)"></label>
-<button>start</button><p class="error" id="start-error"></p></form>""" if operator else "")
+    plan_fields = """<label>channel <input name="channel" type="number" min="1" required></label>
+<label>plan <select name="plan" class="plans"></select></label>
+<label>battery <input name="battery" placeholder="(none)"></label>"""
+    start = (f"""<form id="start" class="card"><h2>Start a plan</h2>{plan_fields}
+<button>start</button><p class="error" id="start-error"></p></form>
+<form id="queue-form" class="card"><h2>Queue a plan</h2>{plan_fields}
+<button>queue</button><p class="error" id="queue-error"></p></form>""" if operator else "")
+    # The registry's rules check the values (the server's error names the field).
+    fields = "".join(
+        f'<label>{label} <input name="{name}" type="{kind}" step="any"></label>'
+        for name, label, kind in BATTERY_FIELDS)
+    battery_form = (f"""<form id="battery-form" class="card"><h2 id="battery-title">Register a
+battery</h2><label>name <input name="name" required></label>{fields}
+<button id="battery-save">register</button> <button type="button" id="battery-new">new</button>
+<p class="error" id="battery-error"></p></form>""" if operator else "")
     return _page("station", f"""<h1>{escape(backend.name)}</h1>
 <div class="filters"><label>state <select id="state-filter"><option value="">all</option>
 <option>idle</option><option>running</option><option>paused</option></select></label>
+<label>battery <input id="battery-filter" list="battery-names" placeholder="any"></label>
+<label>chamber <input id="chamber-filter" placeholder="any"></label>
 <label>search <input id="search" placeholder="test, step"></label>
 <span id="live-status">connecting…</span></div>
 <table id="channels" class="grid"><thead><tr><th>ch</th><th>state</th><th>test</th>
+<th>battery</th><th>chamber</th>
 <th>step</th><th>cycle</th><th>U / V</th><th>I / A</th><th>T / °C</th><th></th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
 {start}
 <section class="card"><h2>Channel <span id="plot-channel">–</span></h2>
-<div id="live-plot"></div></section>""", identity, backend, ("uPlot.iife.min.js",))
+<div id="live-plot"></div></section>
+<section class="card"><h2>Queue</h2><table class="grid" id="queue"><thead><tr><th>entry</th>
+<th>channel</th><th>plan</th><th>battery</th><th>status</th><th>test</th><th></th></tr>
+</thead><tbody></tbody></table></section>
+<section class="card"><h2>Batteries</h2><datalist id="battery-names"></datalist>
+<table class="grid" id="batteries"><thead><tr><th>name</th>{"".join(
+        f"<th>{label}</th>" for _, label, _ in BATTERY_FIELDS)}<th></th></tr></thead>
+<tbody></tbody></table></section>
+{battery_form}""", identity, backend, ("uPlot.iife.min.js",))
 
 
 def _test_link(station: str, test_id: int | None) -> str:
@@ -271,7 +305,7 @@ def _tests_body(found: list[dict[str, Any]], query: dict[str, str]) -> str:
 
 
 def _test_body(test: dict[str, Any], cycles: list[dict[str, Any]],
-               events: list[dict[str, Any]]) -> str:
+               events: list[dict[str, Any]], backend: Backend) -> str:
     station, test_id = escape(test["station"]), test["id"]
     cycle_rows = "".join(
         f'<tr><td>{c["cycle"]}</td><td>{_num(c["charge_ah"])}</td>'
@@ -283,12 +317,16 @@ def _test_body(test: dict[str, Any], cycles: list[dict[str, Any]],
         f'<tr class="{escape(e["kind"])}"><td>{_time(e["unix_time_s"])}</td>'
         f'<td>{escape(e["kind"])}</td><td>{escape(e["message"])}</td></tr>' for e in events)
     base = f"/api/stations/{escape(quote(test['station'], safe=''))}/tests/{test_id}"
+    # Without the export plugin there is nothing to offer (the API says why: 404 no_export).
+    files = "".join(f'<a href="{base}/download/{escape(name)}" download>'
+                    f'{escape(form.title)}</a> ' for name, form in sorted(backend.formats.items()))
     return f"""<h1>Test {test_id}: {escape(test["name"])}</h1>
 <p class="meta">station {station} · channel {escape(test["channel"] or "")} · battery
 {escape(test["battery"] or "–")} · plan {escape(test["plan_name"])} ·
 <span class="status">{escape(test["status"])}</span>
 {escape(test["end_reason"] or "")} · started {_time(test["start_unix_s"])}</p>
-<p>Download: <a href="{base}/samples.ndjson">samples (NDJSON)</a></p>
+<p class="downloads">Download: {files}<a href="{base}/samples.ndjson">samples (NDJSON)</a>
+<a href="{base}/samples.arrow">samples (Arrow)</a></p>
 <section class="card"><h2>Voltage, current, temperature</h2>
 <p class="hint">drag to zoom (the server sends min/max per pixel column); double-click to
 zoom out</p><div id="test-plot" data-series="{base}/series"></div></section>

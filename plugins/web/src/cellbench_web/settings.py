@@ -3,23 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cellbench_sdk.access import settings_tokens, split_address
 from cellbench_sdk.units import parse_duration
-
-RoleName = Literal["viewer", "operator"]
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:8080`` for IPv6) as (host, port); ValueError naming it if bad."""
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected host:port like '127.0.0.1:8080', not {value!r}")
-    return host, int(port)
 
 
 class WebSettings(BaseModel):
@@ -29,9 +18,10 @@ class WebSettings(BaseModel):
 
     listen: str = Field(default="127.0.0.1:8080",
                         description="host:port to listen on (port 0: any free one)")
-    tokens: dict[str, RoleName] = Field(default={}, description="token = role (viewer or "
-                                        "operator); none: everyone on loopback is an operator")
-    token_file: str | None = Field(default=None, description="a file of 'token role' lines")
+    tokens: dict[str, str] = Field(default={}, description="token = 'role label' (role viewer "
+                                   "or operator); none: everyone on loopback is an operator")
+    token_file: str | None = Field(default=None, description="a file of 'token role label' "
+                                   "lines")
     tls_cert: str | None = Field(default=None, description="PEM certificate (HTTPS)")
     tls_key: str | None = Field(default=None, description="PEM private key of tls_cert")
     session_lifetime: float = Field(default=12 * 3600.0,
@@ -52,16 +42,17 @@ class WebSettings(BaseModel):
     @field_validator("listen")
     @classmethod
     def _address(cls, value: str) -> str:
-        parse_listen(value)
+        split_address(value)
         return value
 
     @field_validator("tokens")
     @classmethod
-    def _tokens(cls, value: dict[str, RoleName]) -> dict[str, RoleName]:
-        for token in value:
+    def _tokens(cls, value: dict[str, str]) -> dict[str, str]:
+        for n, token in enumerate(value, 1):
             if len(token) < 16 or not token.isprintable() or " " in token:
-                raise ValueError(f"token {token[:4]!r}…: a token has at least 16 printable "
+                raise ValueError(f"the token number {n}: a token has at least 16 printable "
                                  "characters and no spaces")
+        settings_tokens(value, "web")
         return value
 
     @model_validator(mode="after")

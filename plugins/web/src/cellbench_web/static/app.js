@@ -78,6 +78,8 @@ function stationPage(table) {
       link.textContent = view.test_id;
       test.appendChild(link);
     }
+    row.querySelector(".battery").textContent = view.battery || "";
+    row.querySelector(".chamber").textContent = view.chamber || "";
     row.querySelector(".step").textContent = `${view.step_no} ${view.step_text}`;
     row.querySelector(".cycle").textContent = view.cycle;
     showValues(row, view.voltage_v, view.current_a, view.temperature_c);
@@ -94,15 +96,21 @@ function stationPage(table) {
 
   function filter() {
     const state = document.getElementById("state-filter").value;
+    const battery = document.getElementById("battery-filter").value.toLowerCase();
+    const chamber = document.getElementById("chamber-filter").value.toLowerCase();
     const text = document.getElementById("search").value.toLowerCase();
+    const has = (row, cls, wanted) =>
+      !wanted || row.querySelector(cls).textContent.toLowerCase().includes(wanted);
     for (const row of rows.values()) {
       const shown = (!state || row.classList.contains(state)) &&
+        has(row, ".battery", battery) && has(row, ".chamber", chamber) &&
         (!text || row.textContent.toLowerCase().includes(text));
       row.hidden = !shown;
     }
   }
-  document.getElementById("state-filter").onchange = filter;
-  document.getElementById("search").oninput = filter;
+  for (const id of ["state-filter", "battery-filter", "chamber-filter", "search"]) {
+    document.getElementById(id).oninput = filter;
+  }
 
   function choose(channel) {
     plotted.channel = channel;
@@ -176,32 +184,153 @@ function stationPage(table) {
   alarms();
   setInterval(alarms, 10000);
 
-  const form = document.getElementById("start");
-  if (form) {
-    api("GET", "/api/plans").then((data) => {
-      const select = document.getElementById("plans");
+  api("GET", "/api/plans").then((data) => {
+    for (const select of document.querySelectorAll("select.plans")) {
       for (const plan of data.plans) {
         const option = document.createElement("option");
         option.textContent = plan;
         select.appendChild(option);
       }
-    });
-    form.onsubmit = async (event) => {
-      event.preventDefault();
-      const error = document.getElementById("start-error");
-      error.textContent = "";
-      const body = {plan: form.plan.value};
-      if (form.battery.value) body.battery = form.battery.value;
-      try {
-        const started = await api("POST", `/api/channels/${form.channel.value}/start`, body);
-        error.textContent = `started test ${started.test_id}`;
-        error.className = "ok";
-      } catch (err) {
-        error.textContent = err.message;
-        error.className = "error";
-      }
-    };
+    }
+  });
+  planForm("start", "start-error", (form, body) =>
+    api("POST", `/api/channels/${form.channel.value}/start`, body)
+      .then((started) => `started test ${started.test_id}`));
+  planForm("queue-form", "queue-error", (form, body) =>
+    api("POST", "/api/queue", {...body, channel: Number(form.channel.value)})
+      .then((queued) => { showQueue(); return `queued as entry ${queued.entry_id}`; }));
+  showQueue();
+  setInterval(showQueue, 10000);
+  batteries();
+}
+
+// A form of a plan for a channel: what `send` answers, or the station's refusal (a bad plan
+// names its file, line and field), is shown under it.
+function planForm(id, errorId, send) {
+  const form = document.getElementById(id);
+  if (!form) return;
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    const error = document.getElementById(errorId);
+    error.textContent = "";
+    const body = {plan: form.plan.value};
+    if (form.battery.value) body.battery = form.battery.value;
+    try {
+      error.textContent = await send(form, body);
+      error.className = "ok";
+    } catch (err) {
+      error.textContent = err.message;
+      error.className = "error";
+    }
+  };
+}
+
+function cells(row, values) {
+  for (const value of values) {
+    const cell = row.insertCell();
+    cell.textContent = value === null || value === undefined ? "" : value;
   }
+}
+
+async function showQueue() {
+  const body = document.querySelector("#queue tbody");
+  const entries = await api("GET", "/api/queue");
+  body.textContent = "";
+  for (const e of entries) {
+    const row = body.insertRow();
+    row.dataset.entry = e.id;
+    cells(row, [e.id, e.channel, (e.plan_source || "").split("/").pop(), e.battery, e.status,
+                e.test_id]);
+    const cell = row.insertCell();
+    if (ROLE === "operator" && e.status === "queued") {
+      const button = document.createElement("button");
+      button.textContent = "cancel";
+      button.className = "cancel";
+      button.onclick = async () => {
+        try {
+          await api("DELETE", `/api/queue/${e.id}`);
+        } catch (err) {
+          alert(err.message);
+        }
+        showQueue();
+      };
+      cell.appendChild(button);
+    }
+  }
+}
+
+// ---- batteries: the registry, registered and edited from one form -------------------------
+
+const BATTERY_FIELDS = ["chemistry", "nominal_capacity_ah", "nominal_voltage_v",
+                        "voltage_max_v", "voltage_min_v", "current_max_charge_a",
+                        "current_max_discharge_a", "temperature_max_c"];
+
+async function batteries() {
+  const body = document.querySelector("#batteries tbody");
+  const form = document.getElementById("battery-form");
+  const names = document.getElementById("battery-names");
+  let editing = null;  // the name of the battery the form edits; null: a new one
+
+  function choose(battery) {
+    editing = battery ? battery.name : null;
+    form.name.value = battery ? battery.name : "";
+    form.name.readOnly = battery !== null;
+    for (const field of BATTERY_FIELDS) {
+      form[field].value = battery && battery[field] !== null ? battery[field] : "";
+    }
+    document.getElementById("battery-title").textContent =
+      battery ? `Edit battery ${battery.name}` : "Register a battery";
+    document.getElementById("battery-save").textContent = battery ? "save" : "register";
+    document.getElementById("battery-error").textContent = "";
+  }
+
+  async function show() {
+    const list = await api("GET", "/api/batteries");
+    body.textContent = "";
+    names.textContent = "";
+    for (const b of list) {
+      const row = body.insertRow();
+      row.dataset.battery = b.name;
+      cells(row, [b.name, ...BATTERY_FIELDS.map((field) => b[field])]);
+      const cell = row.insertCell();
+      if (form) {
+        const button = document.createElement("button");
+        button.textContent = "edit";
+        button.className = "edit";
+        button.onclick = () => choose(b);
+        cell.appendChild(button);
+      }
+      const option = document.createElement("option");
+      option.value = b.name;
+      names.appendChild(option);
+    }
+  }
+  await show();
+  if (!form) return;
+  document.getElementById("battery-new").onclick = () => choose(null);
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    const error = document.getElementById("battery-error");
+    const values = {chemistry: form.chemistry.value};
+    for (const field of BATTERY_FIELDS.slice(1)) {
+      // An empty field is no limit; the server's rules check the rest.
+      values[field] = form[field].value === "" ? null : Number(form[field].value);
+    }
+    try {
+      if (editing === null) {
+        await api("POST", "/api/batteries", {name: form.name.value, ...values});
+        error.textContent = `registered ${form.name.value}`;
+      } else {
+        await api("PATCH", `/api/batteries/${encodeURIComponent(editing)}`, values);
+        error.textContent = `saved ${editing}`;
+      }
+      error.className = "ok";
+      await show();
+    } catch (err) {
+      error.textContent = err.message;
+      error.className = "error";
+    }
+  };
 }
 
 // ---- the test page ------------------------------------------------------------------------
