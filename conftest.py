@@ -14,14 +14,19 @@ by skipping them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import inspect
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
@@ -31,6 +36,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import sqlalchemy as sa
+import typer
+from typer.testing import CliRunner
 
 from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plugins import loaded_plugins
@@ -48,6 +55,35 @@ from cellbench_core.storage import (
 from cellbench_core.storage.queue import QueueStatus, TestQueue
 
 T = TypeVar("T")
+
+# --- processes the tests start ----------------------------------------------------------------
+
+#: The folder the started processes write their bytecode to, and the PYTHONDONTWRITEBYTECODE
+#: it stands in for (put back at the end).
+_PYCACHE: tuple[Path, str] | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the Python processes the tests start (``cellbench serve``, kill -9 rounds, emulators)
+    reuse each other's bytecode where PYTHONDONTWRITEBYTECODE forbids writing it: without it
+    every process compiles its ~3,000 modules again (~1 s of CPU each). The bytecode goes to a
+    folder of this session outside the source tree, removed at its end, so the tree stays as
+    clean as the variable keeps it."""
+    global _PYCACHE
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        _PYCACHE = (Path(tempfile.mkdtemp(prefix="cellbench-test-pycache-")),
+                    os.environ.pop("PYTHONDONTWRITEBYTECODE"))
+        os.environ["PYTHONPYCACHEPREFIX"] = str(_PYCACHE[0])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _PYCACHE
+    if _PYCACHE is not None:
+        prefix, os.environ["PYTHONDONTWRITEBYTECODE"] = _PYCACHE
+        del os.environ["PYTHONPYCACHEPREFIX"]
+        shutil.rmtree(prefix, ignore_errors=True)
+        _PYCACHE = None
+
 
 # --- waiting ----------------------------------------------------------------------------------
 
@@ -288,6 +324,44 @@ def cellbench() -> Callable[..., subprocess.CompletedProcess[str]]:
     with ``args`` in a new process on a terminal ``columns`` wide and return it once it has
     ended (its output as text); fails when it printed a traceback anywhere."""
     return _cellbench
+
+
+@functools.cache
+def _app_with_plugin_commands() -> typer.Typer:
+    """The ``cellbench`` application with the commands plugins add, added once, as ``main``
+    adds them in a process."""
+    from cellbench_core.cli import app
+
+    loaded_plugins().hook.cellbench_cli(app=app)
+    return app
+
+
+def _cellbench_in_process(*args: str | Path, cwd: Path | None = None, stdin: str | None = None,
+                          columns: int = 100) -> subprocess.CompletedProcess[str]:
+    __tracebackhide__ = True
+    app = _app_with_plugin_commands()
+    with contextlib.chdir(cwd or Path.cwd()):
+        result = CliRunner().invoke(app, list(map(str, args)), input=stdin,
+                                    env={"COLUMNS": str(columns)})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        trace = "".join(traceback.format_exception(*result.exc_info))
+        raise AssertionError(f"cellbench {' '.join(map(str, args))} raised:\n{result.output}"
+                             f"{trace}")
+    if "Traceback" in result.output:
+        raise AssertionError(f"cellbench {' '.join(map(str, args))} printed a traceback:\n"
+                             f"{result.output}")
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def cellbench_in_process() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cellbench_in_process(*args, cwd=None, stdin=None, columns=100)``: the ``cellbench``
+    fixture's command run in this process by Typer's test runner, without the ~2 s a new
+    process spends importing; the same result (exit code, stdout, stderr apart). Fails on an
+    exception the command let out, as ``cellbench`` fails on a printed traceback. What only a
+    process shows (the entry point, signals, an exit code set by the interpreter) needs
+    ``cellbench``."""
+    return _cellbench_in_process
 
 
 @pytest.fixture

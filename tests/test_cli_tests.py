@@ -4,6 +4,7 @@ runner, on tests a ``cellbench run`` stored."""
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -26,22 +27,32 @@ steps:
 """
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    """A database holding test 1 (two cycles on channel 1, battery cell-A) and test 2 (the
-    same on channel 2, no battery); cell-B has no test."""
-    url = f"sqlite:///{tmp_path / 'lab.db'}"
+@pytest.fixture(scope="module")
+def stored_tests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database file holding test 1 (two cycles on channel 1, battery cell-A) and test 2 (the
+    same on channel 2, no battery); cell-B has no test. Run once for the module: each test gets
+    a copy (``url``)."""
+    folder = tmp_path_factory.mktemp("stored-tests")
+    url = f"sqlite:///{folder / 'lab.db'}"
     for battery in ("cell-A", "cell-B"):
         result = runner.invoke(app, ["battery", "add", battery, "--chemistry", "NMC",
                                      "--capacity", "2.5 Ah", "--db", url])
         assert result.exit_code == 0, result.output
-    plan = tmp_path / "cycles.yaml"
+    plan = folder / "cycles.yaml"
     plan.write_text(CYCLES, encoding="utf-8")
     for channel, battery in (("1", ["--battery", "cell-A"]), ("2", [])):
         result = runner.invoke(app, ["run", str(plan), "--channels", channel, "--speed", "max",
                                      "--db", url, *battery])
         assert result.exit_code == 0, result.output
-    return url
+    return folder / "lab.db"
+
+
+@pytest.fixture
+def url(stored_tests: Path, tmp_path: Path) -> str:
+    """The URL of this test's own copy of ``stored_tests``, at ``tmp_path / "lab.db"``."""
+    copy = tmp_path / "lab.db"
+    shutil.copyfile(stored_tests, copy)
+    return f"sqlite:///{copy}"
 
 
 def invoke(*args: str, answer: str | None = None) -> tuple[int, str]:

@@ -67,23 +67,22 @@ def test_the_lease_dies_with_its_process(database_url: str) -> None:
 
 
 def test_a_second_serve_or_run_on_a_served_database_refuses_to_start(
-        tmp_path: Path, start_serving: Any) -> None:
+        tmp_path: Path, start_serving: Any, cellbench_in_process: Any) -> None:
+    """The first station is a process; the second ``serve`` and the ``run`` are tried in this
+    one, another process on the same database."""
     url = f"sqlite:///{tmp_path / 'station.db'}"
     station = tmp_path / "station.toml"
     station.write_text(f'[station]\nname = "lab-1"\ndatabase = "{url}"\n'
                        '[[channels]]\ndriver = "sim"\nsettings = {count = 2}\n',
                        encoding="utf-8")
     first = start_serving(station)
-    command = [sys.executable, "-c", "from cellbench_core.cli import main; main()"]
-    second = subprocess.run([*command, "serve", "--station", str(station)],
-                            capture_output=True, text=True, timeout=60)
+    second = cellbench_in_process("serve", "--station", station)
     assert second.returncode == 2, second.stderr
     assert "station 'lab-1' (host" in second.stderr
-    assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    assert f"pid {first.pid}" in second.stderr
     plan = tmp_path / "plan.yaml"
     plan.write_text("name: p\nsteps:\n  - Rest for 1 min\n", encoding="utf-8")
-    run = subprocess.run([*command, "run", str(plan), "--channels", "1", "--speed", "max",
-                          "--db", url], capture_output=True, text=True, timeout=60)
+    run = cellbench_in_process("run", plan, "--channels", "1", "--speed", "max", "--db", url)
     assert run.returncode == 2, run.stdout + run.stderr
     assert "already runs tests on this database" in run.stdout + run.stderr
     first.send_signal(signal.SIGTERM)

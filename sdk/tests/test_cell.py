@@ -17,6 +17,7 @@ from cellbench_sdk.cell import (
     OcvCurve,
     OutputRange,
     Setpoints,
+    SingleCell,
 )
 
 CAPACITY_AH = 2.5
@@ -252,3 +253,34 @@ def test_parameters_are_validated() -> None:
             CellParameters.model_validate(bad)
     with pytest.raises(ValueError, match="at least one cell"):
         CellBank(0)
+
+
+def test_a_single_cell_in_floats_follows_the_bank_to_rounding() -> None:
+    """SingleCell (what the bulk channel computes with) is the bank's update for one cell:
+    every mode, short and long steps, over-discharge and ageing."""
+    rng = np.random.default_rng(1)
+    params = CellParameters(initial_soc=0.3)
+    bank, twin = CellBank(1, params), CellBank(1, params)
+    one = SingleCell.of(twin)
+    setpoints, limits = Setpoints.rest(1), OutputRange(0.0, 5.0, 10.0, 50.0)
+    for _ in range(2000):
+        mode = Mode(int(rng.integers(0, len(Mode))))
+        setpoints.mode[:] = mode
+        setpoints.current_a[:] = rng.uniform(-5, 5)
+        setpoints.voltage_v[:] = rng.uniform(3.0, 4.2)
+        setpoints.power_w[:] = rng.uniform(-10, 10)
+        setpoints.resistance_ohm[:] = rng.uniform(0.5, 5)
+        dt = float(rng.choice([0.5, 1.0, 10.0, 100.0, 1000.0]))
+        expected = bank.advance(dt, setpoints, limits)
+        got = one.advance(dt, mode, setpoints, limits)
+        assert got == pytest.approx((expected.voltage_v[0], expected.current_a[0],
+                                     expected.temperature_c[0]), rel=1e-12, abs=1e-12)
+    one.store(*got[:2])
+    assert twin.soc == pytest.approx(bank.soc, rel=1e-12)
+    assert twin.ageing is not None and bank.ageing is not None
+    assert twin.ageing.capacity_fraction == pytest.approx(bank.ageing.capacity_fraction,
+                                                          rel=1e-12)
+    saved = one.state()
+    one.advance(60.0, Mode.CC, setpoints, limits)
+    one.restore(saved)
+    assert one.state() == saved

@@ -34,6 +34,7 @@ def test_simulated_plugin_passes() -> None:
     descriptors = check_plugin(sim_plugin)
     assert [(d.kind, d.name, d.plugin) for d in descriptors] == [
         (Kind.CHANNEL_DRIVER, "sim", "cellbench_sim.plugin"),
+        (Kind.CHANNEL_DRIVER, "sim-bulk", "cellbench_sim.plugin"),
         (Kind.OSI_DEVICE, "sim", "cellbench_sim.plugin"),
         (Kind.CLIMATE_CHAMBER, "sim", "cellbench_sim.plugin"),
     ]

@@ -136,6 +136,40 @@ class StepLimits:
             raise ValueError("current limits are magnitudes and must not be negative")
 
 
+class EndQuantity(StrEnum):
+    """What a step's own end condition may watch that a channel can follow by itself: its
+    readings, and the step's time, charge and energy counted from when it was applied (names
+    as in plans). Rates are taken between consecutive samples, as the core takes them."""
+
+    VOLTAGE = "voltage"
+    CURRENT = "current"
+    ABS_CURRENT = "abs_current"
+    POWER = "power"
+    ABS_POWER = "abs_power"
+    TEMPERATURE = "temperature"
+    STEP_TIME = "step_time"
+    STEP_AH = "step_ah"
+    ABS_STEP_AH = "abs_step_ah"
+    STEP_WH = "step_wh"
+    ABS_STEP_WH = "abs_step_wh"
+    STEP_CHARGE_AH = "step_charge_ah"
+    STEP_DISCHARGE_AH = "step_discharge_ah"
+    STEP_CHARGE_WH = "step_charge_wh"
+    STEP_DISCHARGE_WH = "step_discharge_wh"
+    DV_DT = "dv_dt"
+    ABS_DV_DT = "abs_dv_dt"
+    DTEMP_DT = "dtemp_dt"
+
+
+@dataclass(frozen=True, slots=True)
+class EndCondition:
+    """``quantity >= threshold`` (``at_least``) or ``quantity <= threshold``, in SI units."""
+
+    quantity: EndQuantity
+    at_least: bool
+    threshold: float
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """A setpoint handed to a channel: the mode and the values the mode needs.
@@ -145,6 +179,10 @@ class Step:
     applied; a voltage profile limits the current to ``current_a`` if given, like CV.
     ``limits`` are the safety limits of the test the step belongs to (the runner sets them),
     for drivers that program them into the instrument's own protection.
+    ``ends`` are the step's end conditions when every one of them is an :class:`EndQuantity`
+    (groups: the step ends when all of one group hold; None when the core alone can tell
+    when the step ends): a channel that computes steps in bulk, like a simulated one, may
+    run up to them in one go. They are a hint; the core still decides.
     """
 
     mode: StepMode
@@ -154,6 +192,7 @@ class Step:
     resistance_ohm: float | None = None
     profile: Profile | None = None
     limits: StepLimits | None = None
+    ends: tuple[tuple[EndCondition, ...], ...] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("current_a", "voltage_v", "power_w", "resistance_ohm"):

@@ -16,6 +16,7 @@ from cellbench_sdk.testing import (
     check_plugin,
 )
 from cellbench_sim import plugin
+from cellbench_sim.bulk import BulkSimChannel
 from cellbench_sim.chamber import SimChamber, SimHumidityChamber
 from cellbench_sim.channel import SimChannels
 
@@ -33,6 +34,14 @@ class TestSimChannels(ChannelDriverContract):
     modes = frozenset(StepMode)
 
 
+class TestBulkSimChannel(ChannelDriverContract):
+    plugin = "cellbench_sim.plugin"
+    name = "sim-bulk"
+    entry_point = "sim"
+    cases: ClassVar[dict[str, dict[str, Any]]] = {"defaults": {}}
+    modes = frozenset(StepMode)
+
+
 class TestSimOsiDevice(OsiDeviceContract):
     plugin = "cellbench_sim.plugin"
     name = "sim"
@@ -47,9 +56,11 @@ class TestSimChamber(ClimateChamberContract):
 
 
 def test_descriptors_build_the_device_their_settings_ask_for() -> None:
-    channels, osi, chambers = check_plugin(plugin)
-    assert [(d.kind, d.name) for d in (channels, osi, chambers)] == [
-        (Kind.CHANNEL_DRIVER, "sim"), (Kind.OSI_DEVICE, "sim"), (Kind.CLIMATE_CHAMBER, "sim")]
+    channels, bulk, osi, chambers = check_plugin(plugin)
+    assert [(d.kind, d.name) for d in (channels, bulk, osi, chambers)] == [
+        (Kind.CHANNEL_DRIVER, "sim"), (Kind.CHANNEL_DRIVER, "sim-bulk"),
+        (Kind.OSI_DEVICE, "sim"), (Kind.CLIMATE_CHAMBER, "sim")]
+    assert isinstance(bulk.create({"period_s": 10.0}), BulkSimChannel)
     driver = channels.create({"count": 3, "chemistry": "lfp"})
     assert isinstance(driver, SimChannels) and len(driver.channels) == 3
     assert type(chambers.create()) is SimChamber

@@ -3,15 +3,19 @@ them."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from cellbench_core.cli.app import app, station_plugins
 from cellbench_core.cli.console import console, fail, warn
-from cellbench_core.cli.database import database_url, opened
+from cellbench_core.cli.database import DbOption, StationOption, database_url, opened
+from cellbench_core.estimate import Cell, Estimate, EstimateError, chemistry_of, estimate
 from cellbench_core.plan import PlanError, dump_plan, load_plan
 from cellbench_core.plan.advice import plan_warnings
 from cellbench_core.plan.model import ChamberSpec, Plan
@@ -20,12 +24,15 @@ from cellbench_core.plan.pybamm import from_pybamm, pybamm_steps
 from cellbench_core.plan.show import show_plan
 from cellbench_core.plan.tables import TableLoader, lookup_tables
 from cellbench_core.plan.unicycler import from_unicycler
+from cellbench_core.plots import PlotError, draw_signals, signal_series
 from cellbench_core.plugins import PluginManager, loaded_plugins
 from cellbench_core.runner import ChannelRef, RunError, Runner
 from cellbench_core.station import Station, StationConfig, StationError, load_station
+from cellbench_core.storage import Database
+from cellbench_core.units import Dimension, UnitError, parse_value
 from cellbench_hal import DeviceError
 
-plan_app = typer.Typer(help="Check and show test plans.", no_args_is_help=True)
+plan_app = typer.Typer(help="Check, show and estimate test plans.", no_args_is_help=True)
 app.add_typer(plan_app, name="plan")
 
 
@@ -289,3 +296,174 @@ def plan_show(
     except PlanError as err:
         fail(str(err), code=2)
     console.print(show_plan(parsed), markup=False, highlight=False, end="", soft_wrap=True)
+
+
+#: A capacity table longer than this shows its first and last few cycles and every Nth between.
+_CAPACITY_ROWS = 24
+_CAPACITY_ENDS = 5
+
+
+@plan_app.command("estimate")
+def plan_estimate(
+    plan: Annotated[Path, typer.Argument(help="Plan file (YAML).", show_default=False)],
+    battery: Annotated[str | None, typer.Option(
+        help="A registered battery: its capacity, chemistry, limits and (metadata r0_ohm) "
+             "resistance.", show_default=False)] = None,
+    capacity: Annotated[str | None, typer.Option(
+        help="Without --battery: the cell's capacity, e.g. 2.5Ah (default: the plan's).",
+        show_default=False)] = None,
+    chemistry: Annotated[str | None, typer.Option(
+        help="Without --battery: nmc or lfp (default nmc).", show_default=False)] = None,
+    temperature: Annotated[str, typer.Option(
+        help="Ambient temperature of the cell, e.g. 25°C.")] = "25 °C",
+    period: Annotated[str, typer.Option(
+        help="Sample period of the station that will run it, e.g. '1 s'.")] = "1 s",
+    plot: Annotated[Path | None, typer.Option(
+        help="Also draw the predicted voltage, current and temperature to this image.",
+        show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the estimate as JSON (for schedulers).")] = False,
+    db: DbOption = None,
+    station: StationOption = None,
+) -> None:
+    """Estimate what PLAN will do on a cell before it runs: duration (total and per top-level
+    step or loop), cycles, capacity per cycle with the cell's ageing, and every step that would
+    end on its time limit or a safety limit instead of its own condition (warnings).
+
+    The plan runs in the real runner on one simulated cell fitted to the battery (the sim
+    plugin's sim-bulk channel, which computes whole steps in bulk), on a virtual clock.
+
+    Example: cellbench plan estimate plans/cycle-life.yaml --capacity 2.5Ah --chemistry nmc
+    """
+    if battery is not None and (capacity is not None or chemistry is not None):
+        option = "--capacity" if capacity is not None else "--chemistry"
+        fail(f"plan estimate: {option} and --battery exclude each other (the battery gives "
+             "its own)", code=2)
+    manager = loaded_plugins()
+    try:
+        parsed = load_plan(plan, tables=lookup_tables(manager.registry))
+    except PlanError as err:
+        fail(str(err), code=2)
+    ambient = _option_value("--temperature", temperature, Dimension.TEMPERATURE)
+    period_s = _option_value("--period", period, Dimension.TIME)
+    if not period_s > 0:
+        fail(f"--period: a sample period must be positive, not {period!r}", code=2)
+    record = None
+    if battery is not None:
+        with opened(database_url(db, station)) as database:
+            record = database.battery(battery)
+            known = ", ".join(b.name for b in database.batteries()) or "none registered"
+        if record is None:
+            fail(f"--battery: no battery called {battery!r} (known: {known})", code=2)
+    try:
+        if record is not None:
+            cell = Cell.of_battery(record, ambient)
+        else:
+            cell = Cell(_capacity(capacity, parsed), _chemistry(chemistry), ambient)
+        draw = None if plot is None else _drawer(plot)
+        result = estimate(parsed, manager, cell, battery=record, period_s=period_s, then=draw,
+                          trace=plot is not None)
+    except EstimateError as err:
+        fail(str(err), code=2)
+    if as_json:
+        typer.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        _print_estimate(result, cell, period_s)
+        if plot is not None:
+            console.print(f"predicted curves: [bold]{plot}[/bold]", highlight=False)
+    for warning in result.warnings:
+        warn(warning)
+
+
+def _option_value(option: str, text: str, dimension: Dimension) -> float:
+    try:
+        return parse_value(text, dimension, c_rate=False).si
+    except UnitError as err:
+        fail(f"{option}: {err}", code=2)
+
+
+def _capacity(text: str | None, plan: Plan) -> float:
+    if text is None:
+        if plan.capacity_ah is None:
+            fail(f"plan estimate: {plan.source} gives no capacity; give --capacity (e.g. 2.5Ah) "
+                 "or --battery", code=2)
+        return plan.capacity_ah
+    value = _option_value("--capacity", text, Dimension.CHARGE)  # Ah
+    if not value > 0:
+        fail(f"--capacity: a capacity must be positive, not {text!r}", code=2)
+    return value
+
+
+def _chemistry(text: str | None) -> str:
+    if text is None:
+        return "nmc"
+    named = chemistry_of(text)
+    if named is None:
+        fail(f"--chemistry: {text!r} is not a chemistry the simulated cell has (nmc, lfp)",
+             code=2)
+    return named
+
+
+def _drawer(output: Path) -> Callable[[Database, int], None]:
+    """Draw the estimated test's signals to ``output`` (a PlotError ends the command)."""
+    def draw(database: Database, test_id: int) -> None:
+        try:
+            draw_signals([signal_series(database, test_id)], output)
+        except PlotError as err:
+            fail(f"--plot: {err}", code=1)
+    return draw
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds >= 2 * 86_400:
+        return f"{seconds / 86_400:,.1f} days ({seconds / 3600:,.1f} h)"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min"
+
+
+def _print_estimate(result: Estimate, cell: Cell, period_s: float) -> None:
+    resistance = "" if cell.r0_ohm is None else f", R0 {cell.r0_ohm * 1e3:g} mΩ"
+    console.print(
+        f"[bold]{result.plan}[/bold] on a simulated {cell.capacity_ah:g} Ah {cell.chemistry} cell"
+        f"{resistance} at {cell.temperature_c:g} °C, sampled every {period_s:g} s", highlight=False)
+    colour = "green" if result.status == "finished" else "yellow"
+    console.print(f"duration: [bold]{_duration_text(result.duration_s)}[/bold]; "
+                  f"{len(result.cycles)} cycles; {result.steps} steps; ends "
+                  f"[{colour}]{result.status}: {result.reason}[/{colour}]", highlight=False)
+    phases = Table(title="Phases (top-level steps and loops)", title_justify="left")
+    for column, justify in (("line", "right"), ("phase", "left"), ("duration", "right"),
+                            ("share", "right")):
+        phases.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for phase in result.phases:
+        share = phase.duration_s / result.duration_s if result.duration_s else 0.0
+        phases.add_row(str(phase.line), phase.text, _duration_text(phase.duration_s),
+                       f"{share:.0%}")
+    console.print(phases)
+    if not result.cycles:
+        return
+    first = result.cycles[0].discharge_ah
+    shown = _summarised(len(result.cycles))
+    title = "Capacity per cycle" + ("" if len(shown) == len(result.cycles) else
+                                    f" (first and last {_CAPACITY_ENDS}, and one every "
+                                    f"{shown[_CAPACITY_ENDS + 1] - shown[_CAPACITY_ENDS]} "
+                                    "cycles between)")
+    table = Table(title=title, title_justify="left")
+    for column in ("cycle", "discharge [Ah]", "charge [Ah]", "of cycle 1", "duration"):
+        table.add_column(column, justify="right")
+    for n in shown:
+        c = result.cycles[n]
+        relative = f"{c.discharge_ah / first:.1%}" if first > 0 else "-"
+        table.add_row(str(c.cycle), f"{c.discharge_ah:.4f}", f"{c.charge_ah:.4f}", relative,
+                      _duration_text(c.duration_s))
+    console.print(table)
+
+
+def _summarised(count: int) -> list[int]:
+    """The indices of a table of ``count`` rows to show: all of a short one; of a long one
+    the first and last few and every Nth between."""
+    if count <= _CAPACITY_ROWS:
+        return list(range(count))
+    every = max(1, -(-(count - 2 * _CAPACITY_ENDS) // (_CAPACITY_ROWS - 2 * _CAPACITY_ENDS)))
+    middle = range(_CAPACITY_ENDS - 1 + every, count - _CAPACITY_ENDS, every)
+    return [*range(_CAPACITY_ENDS), *middle, *range(count - _CAPACITY_ENDS, count)]

@@ -3,6 +3,7 @@ takes its tests from."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -11,14 +12,15 @@ import typer
 from rich.table import Table
 
 from cellbench_core.cli.app import app, station_plugins
-from cellbench_core.cli.console import console, fail
+from cellbench_core.cli.console import console, fail, warn
 from cellbench_core.cli.database import DbOption, StationOption, database_url, opened
-from cellbench_core.plan import PlanError, load_plan
-from cellbench_core.plan.tables import lookup_tables
-from cellbench_core.plugins import PluginError, loaded_plugins
+from cellbench_core.estimate import Cell, EstimateError, estimate
+from cellbench_core.plan import PlanError, load_plan, parse_plan
+from cellbench_core.plan.tables import TableLoader, lookup_tables
+from cellbench_core.plugins import PluginError, PluginManager, loaded_plugins
 from cellbench_core.station import Station, StationError, load_station
-from cellbench_core.storage import StorageError
-from cellbench_core.storage.queue import QueueStatus, TestQueue
+from cellbench_core.storage import Database, StorageError
+from cellbench_core.storage.queue import QueueEntry, QueueStatus, TestQueue
 
 queue_app = typer.Typer(
     help="The test queue: a running station (cellbench serve) starts each queued test as soon "
@@ -86,6 +88,9 @@ def list_command(
     all_entries: Annotated[bool, typer.Option(
         "--all", help="Also entries that have ended (default: queued and running only).")
                            ] = False,
+    eta: Annotated[bool, typer.Option(
+        "--eta", help="Also each queued and running test's estimated start and end on its "
+        "channel (see cellbench plan estimate), in the channel's queue order.")] = False,
     db: DbOption = None,
     station: StationOption = None,
 ) -> None:
@@ -93,22 +98,91 @@ def list_command(
     statuses = None if all_entries else (QueueStatus.QUEUED, QueueStatus.RUNNING)
     with opened(database_url(db, station)) as database:
         entries = TestQueue(database).entries(statuses)
+        times = _etas(database, entries, station) if eta else {}
     if not entries:
         console.print("The queue is empty." if all_entries
                       else "Nothing queued or running (--all shows ended entries).")
         return
     table = Table(title="Test queue", title_justify="left")
-    for column, justify in (("id", "right"), ("ch", "right"), ("test name / plan", "left"),
-                            ("battery", "left"), ("status", "left"), ("queued", "left"),
-                            ("test", "right"), ("error", "left")):
+    columns = [("id", "right"), ("ch", "right"), ("test name / plan", "left"),
+               ("battery", "left"), ("status", "left"), ("queued", "left"), ("test", "right"),
+               ("error", "left")]
+    if eta:
+        columns[-1:-1] = [("est. start", "left"), ("est. end", "left")]
+    for column, justify in columns:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for e in entries:
         colour = _COLOURS.get(e.status.value, "red")
         queued = datetime.fromtimestamp(e.created_unix_s).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(str(e.id), str(e.channel), e.name or Path(e.plan_source or "-").name,
-                      e.battery or "-", f"[{colour}]{e.status.value}[/{colour}]", queued,
-                      "-" if e.test_id is None else str(e.test_id), e.error or "")
+        row = [str(e.id), str(e.channel), e.name or Path(e.plan_source or "-").name,
+               e.battery or "-", f"[{colour}]{e.status.value}[/{colour}]", queued,
+               "-" if e.test_id is None else str(e.test_id), e.error or ""]
+        if eta:
+            start, end = times.get(e.id, (None, None))
+            row[-1:-1] = [_when(start), _when(end)]
+        table.add_row(*row)
     console.print(table)
+
+
+def _when(unix_s: float | None) -> str:
+    return "-" if unix_s is None else datetime.fromtimestamp(unix_s).strftime("%Y-%m-%d %H:%M")
+
+
+def _etas(database: Database, entries: list[QueueEntry], station: Path | None
+          ) -> dict[int, tuple[float, float]]:
+    """The estimated start and end (Unix s) of every queued and running entry: per channel,
+    the running test from where it stands, then the queued ones one after the other in the
+    order the station takes them. An entry whose plan cannot be estimated gets none, with a
+    warning, and the entries after it on its channel none either."""
+    period_s = 1.0
+    if station is not None:
+        try:
+            period_s = load_station(station).station.sample_period
+        except StationError as err:
+            fail(str(err), code=2)
+    manager = loaded_plugins()
+    tables = lookup_tables(manager.registry)
+    known: dict[tuple[str, str | None], float | None] = {}
+    now = time.time()
+    free_at: dict[int, float | None] = {}  # channel -> when it is free (None: not known)
+    result: dict[int, tuple[float, float]] = {}
+    running = [e for e in entries if e.status is QueueStatus.RUNNING]
+    queued = [e for e in entries if e.status is QueueStatus.QUEUED]
+    for e in running + queued:
+        key = (e.plan, e.battery)
+        if key not in known:
+            known[key] = _duration(database, e, manager, tables, period_s)
+        duration = known[key]
+        start = free_at.get(e.channel, now)
+        if e.status is QueueStatus.RUNNING and e.started_unix_s is not None:
+            start = e.started_unix_s
+        if duration is None or start is None:
+            free_at[e.channel] = None
+            continue
+        end = max(start + duration, now)  # a test running longer than estimated ends later
+        result[e.id] = (start, end)
+        free_at[e.channel] = end
+    return result
+
+
+def _duration(database: Database, entry: QueueEntry, manager: PluginManager,
+              tables: TableLoader, period_s: float) -> float | None:
+    """How long the entry's test is estimated to take (s); None, with a warning, if its plan
+    cannot be estimated."""
+    where = f"queue entry {entry.id}"
+    try:
+        plan = parse_plan(entry.plan, entry.plan_source or where, tables=tables)
+        record = None if entry.battery is None else database.battery(entry.battery)
+        if record is not None:
+            cell = Cell.of_battery(record)
+        elif plan.capacity_ah is not None:
+            cell = Cell(plan.capacity_ah)
+        else:
+            raise EstimateError("neither its battery nor its plan gives a capacity")
+        return estimate(plan, manager, cell, battery=record, period_s=period_s).duration_s
+    except (PlanError, EstimateError) as err:
+        warn(f"{where}: no estimate: {err}")
+        return None
 
 
 @queue_app.command("cancel")

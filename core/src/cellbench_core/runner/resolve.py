@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cellbench_core.plan.expr import Computed, ExprError, Scope, resolve
 from cellbench_core.plan.model import (
@@ -30,7 +30,16 @@ from cellbench_core.runner.records import (
     TestRequest,
 )
 from cellbench_core.units import Dimension, UnitError, parse_quantity
-from cellbench_hal import DeviceError, OsiDevice, Profile, SignalInfo, Step, StepLimits
+from cellbench_hal import (
+    DeviceError,
+    EndCondition,
+    EndQuantity,
+    OsiDevice,
+    Profile,
+    SignalInfo,
+    Step,
+    StepLimits,
+)
 
 
 def resolve_plan(req: TestRequest, program: Program, capacity: float | None,
@@ -96,7 +105,10 @@ def resolve_steps(req: TestRequest, program: Program, pcs: Iterable[int], scope:
             if ins.profile is not None:  # the step ends with its profile
                 end = ins.profile.time_s[-1]
                 groups.append([(Condition(Quantity.STEP_TIME, Op.GE, Value(end)), end)])
-            steps[pc] = (hal_step(ins, scope, limits), groups)
+            step = hal_step(ins, scope, limits)
+            if ins.chamber is None and ins.external is None:  # those end by the core's hand
+                step = replace(step, ends=channel_ends(groups))
+            steps[pc] = (step, groups)
         except ValueError as err:
             hint = "" if "signal" in str(err) or isinstance(err, ExprError) else (
                 f" (channel {req.channel.name}; give a battery or the plan's capacity)")
@@ -131,6 +143,18 @@ def hal_step(spec: StepSpec, scope: Scope, limits: StepLimits | None = None) -> 
                 power_w=_resolve(spec.power, scope),
                 resistance_ohm=_resolve(spec.resistance, scope), profile=profile,
                 limits=limits)
+
+
+def channel_ends(groups: list[list[tuple[Condition, float]]]
+                 ) -> tuple[tuple[EndCondition, ...], ...] | None:
+    """A step's resolved end condition ``groups`` as the channel may follow them (see
+    :attr:`cellbench_hal.Step.ends`); None when one watches what only the core counts (a
+    cycle's or the test's totals, a device's signal)."""
+    quantities = {q.value for q in EndQuantity}
+    if any(c.quantity.value not in quantities for group in groups for c, _ in group):
+        return None
+    return tuple(tuple(EndCondition(EndQuantity(c.quantity.value), c.op is Op.GE, threshold)
+                       for c, threshold in group) for group in groups)
 
 
 def plan_signals(plan: Plan, program: Program) -> list[str]:

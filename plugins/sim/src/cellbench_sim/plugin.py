@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cellbench_sdk import Descriptor, Kind, hookimpl
+from cellbench_sim.bulk import BulkSimSettings
 from cellbench_sim.chamber import SimChamberSettings
 from cellbench_sim.channel import SimChannelSettings
 from cellbench_sim.osi import SimOsiSettings
@@ -10,7 +11,7 @@ from cellbench_sim.osi import SimOsiSettings
 
 @hookimpl
 def cellbench_channel_drivers() -> list[Descriptor]:
-    """The simulated channel bank."""
+    """The simulated channel bank, and the single bulk-computing channel."""
     return [
         Descriptor(
             Kind.CHANNEL_DRIVER,
@@ -18,7 +19,15 @@ def cellbench_channel_drivers() -> list[Descriptor]:
             "cellbench_sim.channel:SimChannels",
             "Simulated channels with equivalent-circuit cells (NMC or LFP) that age",
             SimChannelSettings,
-        )
+        ),
+        Descriptor(
+            Kind.CHANNEL_DRIVER,
+            "sim-bulk",
+            "cellbench_sim.bulk:BulkSimChannel",
+            "One simulated channel computing whole steps in bulk on a virtual clock that it "
+            "moves itself (what cellbench plan estimate runs on)",
+            BulkSimSettings,
+        ),
     ]
 
 
