@@ -89,7 +89,7 @@ def test_the_emulator_serves_until_stopped_and_again_with_its_state() -> None:
 @pytest.mark.parametrize("name", ["scpi-smu", "scpi-bidirectional", "scpi-pair"])
 def test_each_descriptor_names_an_emulator_its_driver_reaches(name: str) -> None:
     descriptor = next(d for d in plugin.cellbench_channel_drivers() if d.name == name)
-    port = free_port()
+    port = free_port(2)  # a pair listens on two
     resources: dict[str, object] = {"resource": f"TCPIP::127.0.0.1::{port}::SOCKET"}
     if name == "scpi-pair":
         resources = {"supply": {"resource": f"TCPIP::127.0.0.1::{port}::SOCKET"},

@@ -28,6 +28,9 @@ database = "sqlite:///{db}"
 sample_period = "1 s"
 clock = "virtual"
 speed = 100
+# The killed station goes on with its tests when it starts again, so it has new samples to
+# send (with "end" it would have none, and nothing to show that its sync works again).
+on_restart = "resume"
 
 [[channels]]
 driver = "sim"

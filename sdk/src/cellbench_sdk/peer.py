@@ -10,6 +10,7 @@ memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import time
@@ -182,12 +183,22 @@ class ScriptedPeer:
             due = self.cursor.feed(chunk)
 
 
-def free_port() -> int:
+def free_port(count: int = 1) -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago), for a peer
-    or an emulator to listen on, or for a driver to fail to connect to."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    or an emulator to listen on, or for a driver to fail to connect to; with ``count``, the
+    first of that many consecutive free ports (an emulator of a supply and a load listens on
+    two)."""
+    while True:
+        with contextlib.ExitStack() as held:
+            first = held.enter_context(socket.socket())
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            try:
+                for following in range(port + 1, port + count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", following))
+            except (OSError, OverflowError):  # taken, or past the last port: another first
+                continue
+            return port
 
 
 def connect_when_listening(port: int, host: str = "127.0.0.1",
