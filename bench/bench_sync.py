@@ -160,8 +160,7 @@ def ceiling(url: str, test_ids: np.ndarray, rows: int) -> float:
                     rng.random(n).tolist(), rng.random(n).tolist(), strict=True))
     engine = sa.create_engine(url)
     try:
-        with engine.begin() as connection:
-            central.ensure_schema(connection)
+        central.upgrade(engine)
         began = time.monotonic()
         for start in range(0, n, 200_000):
             with engine.begin() as connection:
