@@ -23,25 +23,29 @@ class BasytecAscii(ExportFormat):
         return encode_basytec(test, aux, chunks)
 
 
-class BdfCsv(ExportFormat):
+class _Bdf(ExportFormat):
+    """The Battery Data Format in the file format ``bdf_format`` names."""
+
+    bdf_format: BdfFormat
+
+    def encode(self, test: TestRecord, aux: Sequence[str], chunks: Iterable[SampleChunk]
+               ) -> Iterator[bytes]:
+        return encode_bdf(test.id, aux, chunks, self.bdf_format)
+
+
+class BdfCsv(_Bdf):
     """The Battery Data Format as CSV."""
 
     suffix = ".csv"
     media_type = "text/csv; charset=utf-8"
     title = "BDF CSV"
-
-    def encode(self, test: TestRecord, aux: Sequence[str], chunks: Iterable[SampleChunk]
-               ) -> Iterator[bytes]:
-        return encode_bdf(test.id, aux, chunks, BdfFormat.CSV)
+    bdf_format = BdfFormat.CSV
 
 
-class BdfParquet(ExportFormat):
+class BdfParquet(_Bdf):
     """The Battery Data Format as Parquet."""
 
     suffix = ".parquet"
     media_type = "application/vnd.apache.parquet"
     title = "BDF Parquet"
-
-    def encode(self, test: TestRecord, aux: Sequence[str], chunks: Iterable[SampleChunk]
-               ) -> Iterator[bytes]:
-        return encode_bdf(test.id, aux, chunks, BdfFormat.PARQUET)
+    bdf_format = BdfFormat.PARQUET
