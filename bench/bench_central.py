@@ -39,10 +39,9 @@ from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
-from bench_sync import fresh_postgres, start_tests, tick
+from bench_sync import copy_ceiling, fresh_postgres, start_tests, tick
 
 from cellbench_core.storage import SampleWriter, open_database
-from cellbench_core.storage.pgcopy import copy_rows
 from cellbench_core.synctargets import SyncReport, run_sync
 from cellbench_sync_sql import central
 from cellbench_sync_sql.settings import CentralSqlSettings
@@ -207,29 +206,6 @@ def run(url: str, stations: int, channels: int, rate: float, seconds: float, war
     return worst
 
 
-def copy_ceiling(url: str, rows: int, batch: int = 100_000) -> float:
-    """Samples/s by binary COPY from one connection into the central ``samples`` table."""
-    engine = sa.create_engine(url)
-    values = np.random.default_rng(3).random((batch, 6)).tolist()
-    # The rows are made before the clock starts: the ceiling is the server's and the driver's.
-    tails = [(float(i), 1.7e9 + i, 0.0, *v[:4], 0, 1, 1, v[4], v[5])
-             for i, v in enumerate(values)]
-    batches = [[("copy-ceiling", test_id, seq, *tail) for seq, tail in enumerate(tails, 1)]
-               for test_id in range(1, -(-rows // batch) + 1)]
-    try:
-        with engine.connect() as connection:
-            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            began = time.monotonic()
-            for batch_rows in batches:
-                copy_rows(cursor, connection.dialect, central.samples, batch_rows)
-                connection.commit()
-            took = time.monotonic() - began
-            cursor.close()
-    finally:
-        engine.dispose()
-    return len(batches) * batch / took
-
-
 def batch_cost(url: str, tests: int, samples_per_test: int, batches: int = 10) -> float:
     """The median time of one station's ``sync_once`` moving one new sample batch of
     ``samples_per_test`` samples for each of ``tests`` running tests (one station, alone)."""
@@ -284,7 +260,7 @@ def main() -> None:
         with fresh_postgres() as url:
             worst = run(url, stations, args.channels, args.rate, args.seconds, args.warmup,
                         args.interval)
-            ceiling = copy_ceiling(url, args.copy_rows)
+            ceiling = copy_ceiling(url, np.arange(1, 11), args.copy_rows)
             offered = stations * args.channels * args.rate
             print(f"  COPY ceiling into the same central table: {ceiling:,.0f} samples/s; "
                   f"the stations' live rate is {offered / ceiling:.1%} of it")

@@ -30,30 +30,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_station import SERVERS, Unreachable, database
+from bench_station import RESTING, SERVERS, Unreachable, database, sim_channels
 
 from cellbench_core.plan import parse_plan
 from cellbench_core.plugins import PluginManager
-from cellbench_core.runner import ChannelRef, Runner, TestRequest
+from cellbench_core.runner import Runner, TestRequest
 from cellbench_core.service import StationService
 from cellbench_core.station import Station, station_from_dict
 from cellbench_core.storage import Database, SampleWriter, open_database
 from cellbench_core.storage.queue import QueueStatus, TestQueue
 from cellbench_hal import RealClock, VirtualClock
-from cellbench_sim.channel import SimChannels, SimChannelSettings
-
-RESTING = "name: resting\nsteps:\n  - Rest for 1000 hours\n"
-#: Channels per simulated driver (one driver holds at most 100,000).
-DRIVER_CHANNELS = 50_000
 
 
 def start(db: Database, tests: int) -> tuple[float, float]:
     """Seconds (wall, CPU) from ``run()`` to the first samples of ``tests`` new tests."""
     plan = parse_plan(RESTING, source="resting.yaml")
-    drivers = [SimChannels(SimChannelSettings(count=min(DRIVER_CHANNELS, tests - first)))
-               for first in range(0, tests, DRIVER_CHANNELS)]
-    refs = [ChannelRef(k * DRIVER_CHANNELS + n + 1, d, "sim", n)
-            for k, d in enumerate(drivers) for n in range(len(d.channels))]
+    drivers, refs = sim_channels(tests)
     clock = VirtualClock()
     writer = SampleWriter(db)
     runner = Runner(db, writer, clock, sample_period_s=1.0)

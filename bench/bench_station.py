@@ -135,16 +135,23 @@ def ceiling(db: Database, rows: int, commit_rows: int, tests: int = 1000) -> flo
     return len(data) / elapsed
 
 
+def sim_channels(count: int) -> tuple[list[SimChannels], list[ChannelRef]]:
+    """``count`` simulated channels: as few drivers as hold them, and the channels' references
+    (numbered from 1)."""
+    drivers = [SimChannels(SimChannelSettings(count=min(DRIVER_CHANNELS, count - first)))
+               for first in range(0, count, DRIVER_CHANNELS)]
+    refs = [ChannelRef(k * DRIVER_CHANNELS + n + 1, d, "sim", n)
+            for k, d in enumerate(drivers) for n in range(len(d.channels))]
+    return drivers, refs
+
+
 def station_trial(db: Database, channels: int, period: float, seconds: float, warmup: float
                   ) -> tuple[float, bool, str]:
     """Run ``channels`` real-time simulated channels, let them settle for ``warmup`` s after
     their tests started, then watch them for ``seconds``; return their sample rate, whether the
     station kept up with it (committing every sample), and why not."""
     plan = parse_plan(RESTING, source="resting.yaml")
-    drivers = [SimChannels(SimChannelSettings(count=min(DRIVER_CHANNELS, channels - first)))
-               for first in range(0, channels, DRIVER_CHANNELS)]
-    refs = [ChannelRef(k * DRIVER_CHANNELS + n + 1, d, "sim", n)
-            for k, d in enumerate(drivers) for n in range(len(d.channels))]
+    drivers, refs = sim_channels(channels)
     clock = RealClock()
     writer = SampleWriter(db)
     runner = Runner(db, writer, clock, sample_period_s=period)

@@ -146,7 +146,7 @@ class Producer:
         return self.seq
 
 
-def ceiling(url: str, test_ids: np.ndarray, rows: int) -> float:
+def copy_ceiling(url: str, test_ids: np.ndarray, rows: int) -> float:
     """Rows per second of binary COPY of ready-made sample rows into the central table."""
     ticks = max(1, rows // len(test_ids))
     rng = np.random.default_rng(4)
@@ -190,7 +190,7 @@ def catch_up(db: Database, url: str, test_ids: np.ndarray, rate: float, minutes:
     rows = ticks * len(test_ids)
     print(f"backlog: {minutes:g} min of data, {rows:,} samples, written locally in "
           f"{time.monotonic() - began:.1f} s")
-    top = ceiling(url, test_ids, min(rows, 2_000_000))
+    top = copy_ceiling(url, test_ids, min(rows, 2_000_000))
     print(f"  ceiling: binary COPY of ready-made rows into the central samples table: "
           f"{top:,.0f} samples/s")
     reports: list[tuple[float, SyncReport]] = []
