@@ -1,6 +1,7 @@
 """Quantities with units as people write them (``"4.2 V"``, ``"C/20"``, ``"30 min"``): parsed
 into SI values, and formatted back, by the rules plans and station files follow."""
 
+from cellbench_core.station import Duration
 from cellbench_core.units import (
     Dimension,
     UnitError,
@@ -14,6 +15,7 @@ from cellbench_core.units import (
 
 __all__ = [
     "Dimension",
+    "Duration",
     "UnitError",
     "Value",
     "format_number",

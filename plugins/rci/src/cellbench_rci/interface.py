@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,7 +19,7 @@ from cellbench_sdk.access import (
     split_address,
 )
 from cellbench_sdk.control import StationControl
-from cellbench_sdk.units import parse_duration
+from cellbench_sdk.units import Duration
 
 RoleName = Literal["viewer", "operator"]
 
@@ -40,8 +40,8 @@ class RciSettings(BaseModel):
     tls_client_ca: str | None = None
     cert_roles: dict[str, RoleName] = {}
     max_line: int = Field(default=512, ge=16, le=65536)
-    idle_timeout: float = Field(default=300.0, description="e.g. '300 s'")
-    preauth_timeout: float = Field(default=10.0, description="how long a connection may wait "
+    idle_timeout: Duration = Field(default=300.0, description="e.g. '300 s'")
+    preauth_timeout: Duration = Field(default=10.0, description="how long a connection may wait "
                                    "before AUTH, e.g. '10 s'")
     rate: float = Field(default=2000.0, gt=0, allow_inf_nan=False,
                         description="commands per second per client")
@@ -49,16 +49,6 @@ class RciSettings(BaseModel):
     max_unauthenticated: int = Field(default=8, ge=1, description="connections waiting for "
                                      "AUTH at once (a new one closes the oldest)")
     max_subscriptions: int = Field(default=64, ge=1)
-
-    @field_validator("idle_timeout", "preauth_timeout", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        if not isinstance(value, str):
-            raise ValueError("expected a duration with its unit, like '300 s'")
-        seconds = parse_duration(value)
-        if seconds <= 0:
-            raise ValueError(f"must be positive, not {value!r}")
-        return seconds
 
     @field_validator("tcp")
     @classmethod

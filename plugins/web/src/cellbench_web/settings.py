@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cellbench_sdk.access import settings_tokens, split_address
-from cellbench_sdk.units import parse_duration
+from cellbench_sdk.units import Duration
 
 
 class WebSettings(BaseModel):
@@ -24,20 +22,10 @@ class WebSettings(BaseModel):
                                    "lines")
     tls_cert: str | None = Field(default=None, description="PEM certificate (HTTPS)")
     tls_key: str | None = Field(default=None, description="PEM private key of tls_cert")
-    session_lifetime: float = Field(default=12 * 3600.0,
+    session_lifetime: Duration = Field(default=12 * 3600.0,
                                     description="how long a page login lasts, e.g. '12 h'")
     max_clients: int = Field(default=100, ge=1, le=10_000,
                              description="live (WebSocket) clients at once")
-
-    @field_validator("session_lifetime", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        if not isinstance(value, str):
-            raise ValueError("expected a duration with its unit, like '12 h'")
-        seconds = parse_duration(value)
-        if seconds <= 0:
-            raise ValueError(f"must be positive, not {value!r}")
-        return seconds
 
     @field_validator("listen")
     @classmethod
