@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from cellbench_core.events import TestStatus
 from cellbench_core.storage import schema
-from cellbench_core.storage.pgcopy import copy_rows
+from cellbench_core.storage.inserts import insert_one, insert_rows, insert_tests
 from cellbench_core.storage.reading import sample_arrays
 from cellbench_core.storage.records import (
     BatteryRecord,
@@ -319,7 +319,7 @@ class Database:
             with self._transaction() as connection:
                 if self._battery_id(connection, name) is not None:
                     raise StorageError(f"a battery named {name!r} already exists")
-                return _insert(connection, schema.batteries, row)
+                return insert_one(connection, schema.batteries, row)
         except sa.exc.IntegrityError as exc:  # another process added the same name meanwhile
             raise StorageError(f"a battery named {name!r} already exists") from exc
 
@@ -400,7 +400,7 @@ class Database:
         with self._transaction() as connection:
             found = connection.execute(sa.select(table.c.id).where(table.c.name == name)).scalar()
             if found is None:
-                return _insert(connection, table, values)
+                return insert_one(connection, table, values)
             connection.execute(sa.update(table).where(table.c.id == found).values(values))
             return int(found)
 
@@ -453,7 +453,7 @@ class Database:
                         "driver": check_name(drivers[n], "channel driver"), "settings": "{}"}
                        for n in names if n not in ids]
             if missing:
-                _insert_rows(connection, channels, missing)
+                insert_rows(connection, channels, missing)
                 ids = channel_ids()
             wanted = sorted({t.battery for t in tests if t.battery is not None})
             battery_ids = {name: int(i) for part in _chunks(wanted) for name, i in
@@ -466,8 +466,8 @@ class Database:
                     if t.battery not in battery_ids:
                         raise StorageError(f"no battery named {t.battery!r}")
                     row["battery_id"] = battery_ids[t.battery]
-            new_ids = _insert_tests(connection, rows)
-            _insert_rows(connection, schema.events, [
+            new_ids = insert_tests(connection, rows)
+            insert_rows(connection, schema.events, [
                 {"kind": "test_started", "message": f"test {i} started", "test_id": i,
                  "channel": t.channel, "unix_time_s": row["start_unix_s"], "data": "{}"}
                 for i, t, row in zip(new_ids, tests, rows, strict=True)])
@@ -718,13 +718,6 @@ class Database:
             ]
 
 
-def _insert(connection: Connection, table: sa.Table, row: Mapping[str, Any]) -> int:
-    """Insert one row and return its new id."""
-    key = connection.execute(sa.insert(table).values(row)).inserted_primary_key
-    assert key is not None  # a single-row insert always has one
-    return int(key[0])
-
-
 #: The values of a battery :meth:`Database.update_battery` changes.
 _EDITABLE_BATTERY_FIELDS = (
     "chemistry", "nominal_capacity_ah", "nominal_voltage_v", "voltage_max_v", "voltage_min_v",
@@ -792,82 +785,3 @@ def _test_record(row: sa.RowMapping) -> TestRecord:
     values = {k: v for k, v in row.items() if k not in ("channel_id", "battery_id")}
     values["status"] = TestStatus(values["status"])
     return TestRecord(**values)
-
-
-def _insert_tests(connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert test rows (without ids) and return their new ids in order, the fastest way the
-    database offers: a start of 100,000 tests is one statement's work, not 100,000 round
-    trips of ``INSERT ... RETURNING``."""
-    table = schema.tests
-    dialect = connection.dialect.name
-    if dialect == "sqlite":
-        # The transaction holds the write lock (BEGIN IMMEDIATE): the next ids are those
-        # SQLite itself would give, one above the largest.
-        last = connection.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0
-        ids = list(range(last + 1, last + 1 + len(rows)))
-    elif dialect == "postgresql":
-        # The id sequence hands out a block at once, as it would for each row.
-        ids = [int(i) for i in connection.execute(sa.text(
-            "SELECT nextval(pg_get_serial_sequence('tests', 'id')) "
-            "FROM generate_series(1, :n)"), {"n": len(rows)}).scalars()]
-    else:  # MySQL/MariaDB: only the server's AUTO_INCREMENT knows which ids are free
-        return _insert_auto_increment(connection, table, rows)
-    for row, test_id in zip(rows, ids, strict=True):
-        row["id"] = test_id
-    _insert_rows(connection, table, rows)
-    return ids
-
-
-#: Rows per multi-row INSERT whose ids MySQL/MariaDB hands out together.
-_AUTO_INCREMENT_ROWS = 2000
-
-
-def _insert_auto_increment(connection: Connection, table: sa.Table,
-                           rows: list[dict[str, Any]]) -> list[int]:
-    """Insert rows into a MySQL/MariaDB table with an AUTO_INCREMENT id; their ids in order.
-
-    With ``innodb_autoinc_lock_mode`` 0 or 1 (MariaDB's default) one multi-row INSERT gets
-    consecutive ids, the first of which the server reports: a few thousand rows per
-    statement. Otherwise (MySQL 8's default, 2) ids of concurrent inserts interleave, and
-    each row is inserted and asked for its id alone."""
-    mode, step = connection.exec_driver_sql(
-        "SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment").one()
-    if int(mode) not in (0, 1):
-        insert = table.insert().returning(table.c.id, sort_by_parameter_order=True)
-        return [int(i) for i in connection.execute(insert, rows).scalars()]
-    columns = list(rows[0])
-    quote = connection.dialect.identifier_preparer.quote
-    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES "
-    mark = f"({', '.join(['%s'] * len(columns))})"
-    ids: list[int] = []
-    for start in range(0, len(rows), _AUTO_INCREMENT_ROWS):
-        chunk = rows[start:start + _AUTO_INCREMENT_ROWS]
-        result = connection.exec_driver_sql(
-            head + ", ".join([mark] * len(chunk)), tuple(row[c] for row in chunk for c in columns))
-        first = int(result.lastrowid)
-        ids.extend(range(first, first + len(chunk) * int(step), int(step)))
-    return ids
-
-
-def _insert_rows(connection: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (each with the same keys): one binary COPY on PostgreSQL, one DBAPI
-    executemany of tuples elsewhere (SQLAlchemy's handling of each row's parameters would
-    cost more than the insert)."""
-    if not rows:
-        return
-    columns = list(rows[0])
-    dialect = connection.dialect
-    if dialect.name != "postgresql":
-        quote = dialect.identifier_preparer.quote
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        connection.exec_driver_sql(
-            f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-            f"VALUES ({', '.join([mark] * len(columns))})",
-            [tuple(row[c] for c in columns) for row in rows])
-        return
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        copy_rows(cursor, connection.dialect, table,
-                  (tuple(row[c] for c in columns) for row in rows), columns)
-    finally:
-        cursor.close()
