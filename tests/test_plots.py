@@ -263,8 +263,8 @@ def write_test(db: Database, cycles: int, steps_per_cycle: int, running: bool,
         t = (seqs - 1).astype(np.float64)
         current = np.full(step_samples, 1.0 if index == 0 else -1.0)
         ones = np.ones(step_samples, dtype=np.int64)
-        writer.submit_position(PositionRow(test_id, step_no, seq, 1.7e9 + t[0],
-                                           {"cycle": cycle}))
+        writer.submit_positions([PositionRow(test_id, step_no, seq, 1.7e9 + t[0],
+                                             {"cycle": cycle})])
         writer.submit(SampleRows(
             test_id=ones * test_id, seq=seqs, test_time_s=t, unix_time_s=1.7e9 + t,
             step_time_s=t - t[0], voltage_v=3.6 + 0.01 * current * (t - t[0]),

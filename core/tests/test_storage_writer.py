@@ -398,11 +398,11 @@ def test_positions_replace_each_tests_previous_one(db: Database, new_test: NewTe
     writer = SampleWriter(db)
     try:
         for step in (1, 2):
-            for test_id in tests:
-                writer.submit_position(PositionRow(test_id, step, 10 * step, 1.7e9 + step,
-                                                   {"step": step, "note": "ünïcode"}))
+            writer.submit_positions([
+                PositionRow(test_id, step, 10 * step, 1.7e9 + step,
+                            {"step": step, "note": "ünïcode"}) for test_id in tests])
         writer.flush()
-        writer.submit_position(PositionRow(tests[7], 3, 30, 1.7e9 + 3, {"step": 3}))
+        writer.submit_positions([PositionRow(tests[7], 3, 30, 1.7e9 + 3, {"step": 3})])
         writer.flush()
     finally:
         writer.close()

@@ -14,6 +14,7 @@ channel is the runner's (:mod:`cellbench_core.runner.cursor`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from cellbench_core.plan.model import (
     ActionKind,
@@ -75,6 +76,12 @@ class Program:
     loops: int
     steps_total: int  # steps from start to end when every loop runs its count (or one pass)
     continue_at: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+    @cached_property
+    def chamber_steps(self) -> bool:
+        """Whether any step sets the climate chamber (its chamber then waits for the test)."""
+        return any(isinstance(ins, StepSpec) and ins.chamber is not None
+                   for ins in self.instructions)
 
     @classmethod
     def compile(cls, plan: Plan) -> Program:

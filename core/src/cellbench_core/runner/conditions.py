@@ -34,23 +34,27 @@ class ConditionTable:
         self.used = np.zeros((size, groups, slots), dtype=bool)
         self.group_used = np.zeros((size, groups), dtype=bool)
 
-    def set(self, row: int, groups: list[list[tuple[Condition, float]]],
+    def set(self, rows: int | IntArray, groups: list[list[tuple[Condition, float]]],
             signal_columns: Mapping[str, int] | None = None) -> None:
-        """Replace channel ``row``'s conditions with ``groups`` of (condition, threshold: SI,
-        or a signal's own unit); ``signal_columns`` places the row's signals."""
+        """Replace the conditions of channel ``rows`` (one, or an index array of several) with
+        ``groups`` of (condition, threshold: SI, or a signal's own unit); ``signal_columns``
+        places the rows' signals."""
         self._grow(len(groups), max((len(g) for g in groups), default=0))
-        self.used[row] = False
-        self.group_used[row] = False
+        shape = self.quantity.shape[1:]
+        quantity, threshold = np.zeros(shape, dtype=np.int64), np.zeros(shape)
+        greater, used = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+        group_used = np.zeros(shape[0], dtype=bool)
         for g, group in enumerate(groups):
-            self.group_used[row, g] = True
-            for s, (condition, threshold) in enumerate(group):
-                quantity = condition.quantity
-                self.quantity[row, g, s] = (
-                    QUANTITY_COLUMN[quantity] if isinstance(quantity, Quantity)
-                    else (signal_columns or {})[quantity.name])
-                self.greater[row, g, s] = condition.op is Op.GE
-                self.threshold[row, g, s] = threshold
-                self.used[row, g, s] = True
+            group_used[g] = True
+            for s, (condition, value) in enumerate(group):
+                q = condition.quantity
+                quantity[g, s] = (QUANTITY_COLUMN[q] if isinstance(q, Quantity)
+                                  else (signal_columns or {})[q.name])
+                greater[g, s] = condition.op is Op.GE
+                threshold[g, s] = value
+                used[g, s] = True
+        self.quantity[rows], self.greater[rows], self.threshold[rows] = quantity, greater, threshold
+        self.used[rows], self.group_used[rows] = used, group_used
 
     def clear(self, row: int) -> None:
         """Channel ``row`` has no conditions (it is idle)."""

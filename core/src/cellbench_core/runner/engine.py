@@ -28,7 +28,6 @@ import numpy as np
 
 from cellbench_core.dispatch import EventDispatcher, Problem
 from cellbench_core.events import Alarm, TestStarted, TestStatus
-from cellbench_core.plan.model import StepSpec
 from cellbench_core.plan.program import Program
 from cellbench_core.runner.cursor import Cursor
 from cellbench_core.runner.external import keepalive, pausing, set_setpoint
@@ -113,9 +112,7 @@ def prepare(req: TestRequest, shared: Shared | None = None) -> Prepared:
         steps, bounds, delays = _resolve_plan(req, program, cursor.capacity_ah,
                                               cursor.variables)
         signals = _resolve_signals(req, program)
-    chamber_steps = any(isinstance(ins, StepSpec) and ins.chamber is not None
-                        for ins in program.instructions)
-    return Prepared(req, cursor, steps, bounds, delays, signals, chamber_steps)
+    return Prepared(req, cursor, steps, bounds, delays, signals, program.chamber_steps)
 
 
 class Runner:
@@ -477,9 +474,9 @@ class Runner:
         self._check([r.request for r in ready])
         first = len(st.runs)
         st.grow(first + len(ready))
+        rows = np.arange(first, first + len(ready))
         try:
-            for row, prepared in enumerate(ready, first):
-                self._place(row, prepared)
+            self._place(first, ready)
             t = self.clock.now()
             new = [r for r in st.runs[first:] if r.request.resume is None]
             ids = self.db.start_tests([TestStart(
@@ -493,44 +490,52 @@ class Runner:
         except BaseException:
             del st.runs[first:]
             raise
-        for run in st.runs[first:]:
-            channel = run.request.channel
-            if id(channel.driver) not in st.drivers:
-                st.drivers[id(channel.driver)] = (channel.driver, channel.driver_name)
-                st.row_of[id(channel.driver)] = np.full(len(channel.driver.channels), -1,
-                                                        dtype=np.int64)
-            st.row_of[id(channel.driver)][channel.local] = run.row
-            st.channel_no[run.row] = channel.number
-            st.use_signals(run.row, run.signals.columns)
-            if run.signals.limited:
-                st.signal_limited.add(run.row)
-            attached: list[tuple[str, OsiDevice | ClimateChamber]] = [*run.request.devices]
-            if run.request.chamber is not None and run.request.chamber_name is not None:
-                attached.append((run.request.chamber_name, run.request.chamber))
-            for name, device in attached:
-                st.attached.setdefault(name, (device, set()))[1].add(channel.number)
+        runs = st.runs[first:]
         for run, test_id in zip(new, ids, strict=True):
             run.test_id = test_id
-        for run in st.runs[first:]:
+        for run in runs:
             if run.request.resume is not None:
                 run.test_id = run.request.resume.test_id
-            st.test_id[run.row] = run.test_id
-            st.active[run.row] = True
             st.run_of[run.request.channel.number] = run
-            st.last_t[run.row] = st.test_t0[run.row] = st.cycle_t0[run.row] = t
+            self._attach(run)
+        st.test_id[rows] = [run.test_id for run in runs]
+        st.channel_no[rows] = [run.request.channel.number for run in runs]
+        st.active[rows] = True
+        st.last_t[rows] = st.test_t0[rows] = st.cycle_t0[rows] = t
         starting = []
-        for run in st.runs[first:]:
+        unix = self.clock.unix(t)
+        for run in runs:
             if run.request.resume is not None:
                 await continue_test(st, run, run.request.resume, t)
                 continue
             st.announce("cellbench_test_started", TestStarted(
                 run.test_id, run.request.channel.name, run.request.name or run.request.plan.name,
                 run.request.plan.name, run.request.battery.name if run.request.battery else None,
-                self.clock.unix(t)))
+                unix))
             self._record_device_info(run, t)
-            if await write_on_start(st, run, t):
+            if not run.signals.on_start or await write_on_start(st, run, t):
                 starting.append(run)
         await advance_all(st, starting, t)
+
+    def _attach(self, run: Run) -> None:
+        """Map ``run``'s channel to its row, and give its test the signals and the devices and
+        chamber it reads."""
+        st = self._st
+        channel = run.request.channel
+        driver = id(channel.driver)
+        if driver not in st.drivers:
+            st.drivers[driver] = (channel.driver, channel.driver_name)
+            st.row_of[driver] = np.full(len(channel.driver.channels), -1, dtype=np.int64)
+        st.row_of[driver][channel.local] = run.row
+        if run.signals.columns:
+            st.use_signals(run.row, run.signals.columns)
+        if run.signals.limited:
+            st.signal_limited.add(run.row)
+        attached: list[tuple[str, OsiDevice | ClimateChamber]] = [*run.request.devices]
+        if run.request.chamber is not None and run.request.chamber_name is not None:
+            attached.append((run.request.chamber_name, run.request.chamber))
+        for name, device in attached:
+            st.attached.setdefault(name, (device, set()))[1].add(channel.number)
 
     def _record_device_info(self, run: Run, t: float) -> None:
         """Record with ``run``'s new test what each of its OSI devices says about itself (a
@@ -561,16 +566,22 @@ class Runner:
                     raise RunError(f"channel {r.channel.name} ({r.channel.driver_name}) is real "
                                    f"hardware and needs the real clock (--speed real)")
 
-    def _place(self, row: int, prepared: Prepared) -> None:
-        """Give the prepared test ``row`` of the runner's arrays."""
+    def _place(self, first: int, ready: Sequence[Prepared]) -> None:
+        """Give the prepared tests rows ``first``, ``first + 1``... of the runner's arrays
+        (tests prepared alike share their limits: one assignment per group)."""
         st = self._st
-        st.bound[row], st.delay[row], st.beyond_since[row] = prepared.bounds, prepared.delays, \
-            np.nan
-        st.signal_bound[row] = prepared.signals.bound
-        st.signal_delay[row] = prepared.signals.delay
-        st.signal_since[row] = np.nan
-        st.runs.append(Run(row, prepared.request, 0, prepared.cursor, prepared.steps,
-                           signals=prepared.signals, chamber_steps=prepared.chamber_steps))
+        alike: dict[tuple[int, int, int], tuple[Prepared, list[int]]] = {}
+        for row, prepared in enumerate(ready, first):
+            key = (id(prepared.bounds), id(prepared.delays), id(prepared.signals))
+            alike.setdefault(key, (prepared, []))[1].append(row)
+            st.runs.append(Run(row, prepared.request, 0, prepared.cursor, prepared.steps,
+                               signals=prepared.signals, chamber_steps=prepared.chamber_steps))
+        for prepared, rows in alike.values():
+            st.bound[rows], st.delay[rows] = prepared.bounds, prepared.delays
+            st.signal_bound[rows] = prepared.signals.bound
+            st.signal_delay[rows] = prepared.signals.delay
+        placed = slice(first, first + len(ready))
+        st.beyond_since[placed] = st.signal_since[placed] = np.nan
 
     async def _abort_remaining(self) -> None:
         """Leave no channel running if the loop ends early (cancelled, or an error)."""
@@ -586,12 +597,17 @@ class Runner:
 def _collection_paused() -> Iterator[None]:
     """No cyclic garbage collection inside: a start of 100,000 tests makes millions of objects
     that all stay alive, and the collector would walk them again and again (40 % of the
-    start's time). Reference counting still frees everything else at once."""
+    start's time). Reference counting still frees everything else at once. What the start
+    leaves alive then goes straight to the oldest generation (``gc.freeze`` and ``unfreeze``
+    move lists, not objects): the young collections right after would otherwise walk it all
+    twice (0.8 s for 100,000 tests); only full collections, which are rare, look at it."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        gc.freeze()
+        gc.unfreeze()
         if enabled:
             gc.enable()
 

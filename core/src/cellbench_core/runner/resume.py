@@ -4,25 +4,30 @@ test goes on from (that position and the step's committed samples), and its row 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cellbench_core.runner.records import Resume, Run
-from cellbench_core.runner.state import RunState
+from cellbench_core.runner.state import RunState, rows_of
 from cellbench_core.storage import Database
 
 
-def position(st: RunState, run: Run) -> dict[str, Any]:
-    """What :func:`restore` needs besides the samples, as the step begins."""
-    row = run.row
-    return {"cursor": run.cursor.state(),
-            "step_start_test_time_s": run.step_start_time,
-            "cycle_start_test_time_s": float(st.cycle_t0[row] - st.test_t0[row]),
-            "cycle_ah": float(st.cycle_ah[row]), "cycle_wh": float(st.cycle_wh[row]),
-            "test_ah": float(st.total_ah[row]), "test_wh": float(st.total_wh[row]),
-            "charged": st.charged[row].tolist(),
-            "discharged": st.discharged[row].tolist()}
+def positions(st: RunState, runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """What :func:`restore` needs besides the samples, as the step of each of ``runs``
+    begins (the counters of all rows read at once: a station starts thousands together)."""
+    rows = rows_of(runs)
+    columns = zip((st.cycle_t0[rows] - st.test_t0[rows]).tolist(), st.cycle_ah[rows].tolist(),
+                  st.cycle_wh[rows].tolist(), st.total_ah[rows].tolist(),
+                  st.total_wh[rows].tolist(), st.charged[rows].tolist(),
+                  st.discharged[rows].tolist(), strict=True)
+    return [{"cursor": run.cursor.state(), "step_start_test_time_s": run.step_start_time,
+             "cycle_start_test_time_s": cycle_start, "cycle_ah": cycle_ah,
+             "cycle_wh": cycle_wh, "test_ah": test_ah, "test_wh": test_wh,
+             "charged": charged, "discharged": discharged}
+            for run, (cycle_start, cycle_ah, cycle_wh, test_ah, test_wh, charged, discharged)
+            in zip(runs, columns, strict=True)]
 
 
 def resume_point(db: Database, test_id: int, unix_now_s: float) -> Resume | None:

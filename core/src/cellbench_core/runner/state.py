@@ -8,7 +8,7 @@ reads and writes for all rows at once, so it stays vectorised.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -37,6 +37,11 @@ class SignalMap(NamedTuple):
     rows: IntArray
     columns: IntArray
     signal: IntArray
+
+
+def rows_of(runs: Sequence[Run]) -> IntArray:
+    """The rows of ``runs``, as an index array."""
+    return np.fromiter((run.row for run in runs), dtype=np.int64, count=len(runs))
 
 
 class RunState:

@@ -29,8 +29,8 @@ from cellbench_core.runner.records import (
     TestOutcome,
 )
 from cellbench_core.runner.resolve import resolve_plan, resolve_steps, step_variables
-from cellbench_core.runner.resume import position, restore
-from cellbench_core.runner.state import RunState
+from cellbench_core.runner.resume import positions, restore
+from cellbench_core.runner.state import RunState, rows_of
 from cellbench_core.storage import PositionRow, StepRow, StorageFailure, TestEnd
 from cellbench_hal import (
     ChamberState,
@@ -53,21 +53,26 @@ async def advance(st: RunState, run: Run, t: float, group: int | None = None) ->
     (None: to the next step), or finish its test."""
     spec = await next_step(st, run, t, group)
     if spec is not None and await enter(st, run, spec, t):
-        step_started(st, run, spec, t)
+        step_started(st, [run], spec, t)
 
 
 async def advance_all(st: RunState, runs: Sequence[Run], t: float) -> None:
     """:func:`advance` each of ``runs`` (tests just started) to its first step, their steps
-    applied together: one :meth:`~cellbench_hal.ChannelDriver.apply_bank` per driver."""
+    applied together (one :meth:`~cellbench_hal.ChannelDriver.apply_bank` per driver) and
+    their rows set up together, all runs at one step of one resolved plan at once."""
     ready = [(run, spec) for run in runs if (spec := await next_step(st, run, t)) is not None]
     refused = await apply_steps(st, [(run, run.steps[run.cursor.pc][0]) for run, _ in ready])
+    alike: dict[tuple[int, int, int], tuple[StepSpec, list[Run]]] = {}
     for run, spec in ready:
         err = refused.get(run.row)
         if err is not None:
             await finish(st, run, TestStatus.FAILED, f"device error: {err}", t)
             continue
-        entered(st, run, spec, t)
-        step_started(st, run, spec, t)
+        key = (id(run.steps), id(run.signals), run.cursor.pc)
+        alike.setdefault(key, (spec, []))[1].append(run)
+    for spec, group in alike.values():
+        entered(st, group, spec, t)
+        step_started(st, group, spec, t)
 
 
 async def next_step(st: RunState, run: Run, t: float, group: int | None = None
@@ -104,22 +109,26 @@ async def next_step(st: RunState, run: Run, t: float, group: int | None = None
     return spec
 
 
-def step_started(st: RunState, run: Run, spec: StepSpec, t: float) -> None:
-    """Count the step ``run`` entered at ``t``: its counters from zero, its position
-    recorded, plugins told."""
-    row = run.row
-    st.step_t0[row] = t
-    st.step_ah[row] = st.step_wh[row] = 0.0
-    st.charged[row, 0] = st.discharged[row, 0] = 0.0
-    st.step_temp_min[row] = st.step_temp_max[row] = np.nan
-    run.step_no += 1
-    run.step_start_seq = int(st.seq[row]) + 1
-    run.step_start_time = t - st.test_t0[row]
-    st.writer.submit_position(PositionRow(run.test_id, run.step_no, run.step_start_seq,
-                                          st.clock.unix(t), position(st, run)))
-    st.announce("cellbench_step_changed", StepChanged(
-        run.test_id, run.request.channel.name, run.cursor.step_index, spec.line,
-        int(st.cycle[row]), spec.text, run.step_start_time))
+def step_started(st: RunState, runs: Sequence[Run], spec: StepSpec, t: float) -> None:
+    """Count the step ``spec`` that ``runs`` entered at ``t``: their counters from zero, their
+    positions recorded, plugins told."""
+    rows = rows_of(runs)
+    st.step_t0[rows] = t
+    st.step_ah[rows] = st.step_wh[rows] = 0.0
+    st.charged[rows, 0] = st.discharged[rows, 0] = 0.0
+    st.step_temp_min[rows] = st.step_temp_max[rows] = np.nan
+    starts = zip((st.seq[rows] + 1).tolist(), (t - st.test_t0[rows]).tolist(), strict=True)
+    for run, (seq, time) in zip(runs, starts, strict=True):
+        run.step_no += 1
+        run.step_start_seq, run.step_start_time = seq, time
+    unix = st.clock.unix(t)
+    st.writer.submit_positions([
+        PositionRow(run.test_id, run.step_no, run.step_start_seq, unix, state)
+        for run, state in zip(runs, positions(st, runs), strict=True)])
+    for run, cycle in zip(runs, st.cycle[rows].tolist(), strict=True):
+        st.announce("cellbench_step_changed", StepChanged(
+            run.test_id, run.request.channel.name, run.cursor.step_index, spec.line, cycle,
+            spec.text, run.step_start_time))
 
 
 async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
@@ -133,7 +142,7 @@ async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
     except DeviceError as err:
         await finish(st, run, TestStatus.FAILED, f"device error: {err}", t)
         return False
-    entered(st, run, spec, t)
+    entered(st, [run], spec, t)
     return True
 
 
@@ -169,23 +178,27 @@ async def apply_steps(st: RunState, steps: Sequence[tuple[Run, Step]]
     return refused
 
 
-def entered(st: RunState, run: Run, spec: StepSpec, t: float) -> None:
-    """Set ``run``'s row up for the step ``spec`` its channel now holds."""
-    row = run.row
-    step, conditions = run.steps[run.cursor.pc]
-    st.conditions.set(row, conditions, run.signals.columns)
-    st.waits.pop(row, None)
-    st.external.pop(row, None)
+def entered(st: RunState, runs: Sequence[Run], spec: StepSpec, t: float) -> None:
+    """Set the rows of ``runs`` up for the step ``spec`` their channels now hold (runs at one
+    step of one resolved plan: one set of end conditions)."""
+    rows = rows_of(runs)
+    first = runs[0]
+    step, conditions = first.steps[first.cursor.pc]
+    st.conditions.set(rows, conditions, first.signals.columns)
+    for run in runs:
+        st.waits.pop(run.row, None)
+        st.external.pop(run.row, None)
+        run.step_text = spec.text
     if spec.external is not None:  # at rest until the superior system's first setpoint
-        st.external[row] = ExternalHold(spec.external.watchdog_s, t, step)
+        st.external.update((run.row, ExternalHold(spec.external.watchdog_s, t, step))
+                           for run in runs)
     if spec.chamber is not None:
         # Not set yet: the chamber changes once every channel in it whose plan has chamber
         # steps has reached one (attached.check_chambers), never under a neighbour's test.
-        st.waits[row] = (None, t, False)
-    st.prev_t[row] = st.prev_v[row] = st.prev_temp[row] = np.nan
-    st.step_index[row] = run.cursor.step_index
-    st.plan_line[row] = spec.line
-    run.step_text = spec.text
+        st.waits.update((run.row, (None, t, False)) for run in runs)
+    st.prev_t[rows] = st.prev_v[rows] = st.prev_temp[rows] = np.nan
+    st.step_index[rows] = first.cursor.step_index
+    st.plan_line[rows] = spec.line
 
 
 async def continue_test(st: RunState, run: Run, resume: Resume, t: float) -> None:

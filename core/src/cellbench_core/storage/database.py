@@ -655,7 +655,7 @@ class Database:
         return {name: result[name] for name in wanted}
 
     def position(self, test_id: int) -> PositionRecord | None:
-        """The plan position a running test last committed (see SampleWriter.submit_position),
+        """The plan position a running test last committed (see SampleWriter.submit_positions),
         or None."""
         table = schema.test_positions
         query = sa.select(table).where(table.c.test_id == int(test_id))

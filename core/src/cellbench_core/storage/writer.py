@@ -130,12 +130,13 @@ class SampleWriter:
             self._check()
             self._enqueue(step, 0)
 
-    def submit_position(self, position: PositionRow) -> None:
-        """Queue a test's plan position; it commits in the same transaction as the samples
-        submitted around it, and replaces the test's previous one."""
+    def submit_positions(self, positions: Sequence[PositionRow]) -> None:
+        """Queue tests' plan positions; each commits in the same transaction as the samples
+        submitted around it, and replaces its test's previous one."""
         with self._changed:
             self._check()
-            self._enqueue(position, 0)
+            for position in positions:
+                self._enqueue(position, 0)
 
     def submit_call(self, call: DeferredCall) -> None:
         """Queue a database call (a test's end, an event) to run on the writer thread after
