@@ -305,3 +305,40 @@ def test_a_bank_that_does_not_answer_fails_its_tests_without_asking_each_channel
     assert [o.status for o in outcomes] == [TestStatus.FAILED] * 2
     assert all(o.reason.startswith("device error: flaky: apply did not answer within 0.2 s")
                for o in outcomes)
+
+
+class BankedOff(Wrapped):
+    """A bank that switches many outputs off at once (``output_off_bank``); the bank call
+    fails as the one channel in ``refuse`` does on its own."""
+
+    def __init__(self, count: int, refuse: int | None = None) -> None:
+        super().__init__(count)
+        self.refuse = refuse
+        self.off_banks: list[list[int]] = []
+
+    async def output_off_bank(self, channels: Sequence[int]) -> None:
+        self.off_banks.append(list(channels))
+        if self.refuse in channels:
+            raise OutOfRange(self.name, f"channel {self.refuse} stays on")
+        await self.inner.output_off_bank(channels)
+
+    async def output_off(self, channel: int) -> None:
+        if channel == self.refuse:
+            raise OutOfRange(self.name, f"channel {channel} stays on")
+        await super().output_off(channel)
+
+
+def test_a_stop_switches_a_bank_off_at_once_and_a_refusal_fails_only_its_channel(
+        tmp_path: Path) -> None:
+    fine, refusing, plain = BankedOff(3), BankedOff(3, refuse=2), Wrapped(2)
+    _, outcomes = execute(tmp_path, [fine, refusing, plain], stop_after_ticks=2)
+    assert fine.off_banks == [[0, 1, 2]] and fine.off == []
+    # The refused bank call is followed by one output_off per channel, to learn which refused.
+    assert refusing.off_banks == [[0, 1, 2]] and refusing.off == [0, 1]
+    assert plain.off == [0, 1]  # a driver without the bank call: one channel at a time
+    by_channel = {o.channel: o for o in outcomes}
+    assert by_channel["6"].status is TestStatus.FAILED
+    assert by_channel["6"].reason == ("operator pressed stop; switching the output off failed: "
+                                      "flaky: channel 2 stays on")
+    assert {c for c, o in by_channel.items() if o.status is TestStatus.STOPPED} == {
+        "1", "2", "3", "4", "5", "7", "8"}

@@ -72,6 +72,15 @@ class ChannelDriver(Device):
     async def output_off(self, channel: int) -> None:
         """Switch the channel's output off (the safe state)."""
 
+    async def output_off_bank(self, channels: Sequence[int]) -> None:
+        """Switch the outputs of ``channels`` off, as :meth:`output_off` would one at a time:
+        what a station stopping thousands of tests at once calls. This default does exactly
+        that; a driver that can switch many channels in one go overrides it, as for
+        :meth:`apply_bank` (one call per bank under one timeout, then one channel at a time
+        if it fails with anything but a timeout)."""
+        for channel in channels:
+            await self.output_off(channel)
+
     @abstractmethod
     async def measure(self) -> SampleBatch:
         """Samples since the previous call: at least the latest one of every channel."""

@@ -52,7 +52,7 @@ from cellbench_core.runner.transitions import (
     advance_all,
     close_step,
     continue_test,
-    finish,
+    finish_all,
     write_on_start,
 )
 from cellbench_core.storage import (
@@ -64,8 +64,7 @@ from cellbench_core.storage import (
     TestStart,
 )
 from cellbench_core.storage.records import driver_message
-from cellbench_hal import ClimateChamber, Clock, DeviceError, OsiDevice, Step
-from cellbench_hal.timeouts import call_with_timeout
+from cellbench_hal import ClimateChamber, Clock, OsiDevice, Step
 from cellbench_hal.types import IntArray
 
 log = logging.getLogger(__name__)
@@ -354,21 +353,9 @@ class Runner:
         st = self._st
         self._storage_failed = True
         t = self.clock.now()
-        running = [run for run in st.runs if st.active[run.row]]
-
-        async def off(run: Run) -> None:
-            channel = run.request.channel
-            try:
-                await call_with_timeout(channel.driver.output_off(channel.local),
-                                        st.device_timeout_s, channel.driver_name, "output_off")
-            except DeviceError as err:
-                log.error("channel %s: switching the output off failed: %s",
-                          channel.name, err)
-
-        await asyncio.gather(*(off(run) for run in running))
         reason = f"the station stopped: {failure}"
-        for run in running:
-            await finish(st, run, TestStatus.FAILED, reason, t)
+        await finish_all(st, [(run, reason) for run in st.runs if st.active[run.row]],
+                         TestStatus.FAILED, t)
         ends, st.ended = st.ended, []
         if not ends:
             return f"{failure}"
@@ -587,10 +574,10 @@ class Runner:
         """Leave no channel running if the loop ends early (cancelled, or an error)."""
         st = self._st
         t = self.clock.now()
-        for run in st.runs:
-            if st.active[run.row]:
-                close_step(st, run, t, "aborted")
-                await finish(st, run, TestStatus.STOPPED, "run aborted", t)
+        running = [run for run in st.runs if st.active[run.row]]
+        for run in running:
+            close_step(st, run, t, "aborted")
+        await finish_all(st, [(run, "run aborted") for run in running], TestStatus.STOPPED, t)
 
 
 @contextmanager

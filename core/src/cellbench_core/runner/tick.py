@@ -24,7 +24,14 @@ from cellbench_core.runner.external import add_setpoint_columns, check_watchdogs
 from cellbench_core.runner.limits import signals_tripped
 from cellbench_core.runner.records import Control
 from cellbench_core.runner.state import RunState
-from cellbench_core.runner.transitions import advance, alarm, close_step, finish, trip
+from cellbench_core.runner.transitions import (
+    advance,
+    alarm,
+    close_step,
+    finish,
+    finish_all,
+    trip,
+)
 from cellbench_core.storage import SampleRows
 from cellbench_hal import ChannelDriver, DeviceError, call_with_timeout
 from cellbench_hal.types import FloatArray, IntArray
@@ -294,8 +301,11 @@ async def handle_stops(st: RunState) -> None:
     """Stop the tests asked to stop since the last tick, output off."""
     stops, st.stop = st.stop, {}
     t = st.clock.now()
+    ends = []
     for run in st.runs:
         reason = stops.get(run.request.channel.number, stops.get(None))
         if reason is not None and st.active[run.row]:
             close_step(st, run, float(st.last_t[run.row]), reason)
-            await finish(st, run, TestStatus.STOPPED, reason, t)
+            ends.append((run, reason))
+    if ends:
+        await finish_all(st, ends, TestStatus.STOPPED, t)

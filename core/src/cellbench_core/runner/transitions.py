@@ -6,10 +6,12 @@ Per-channel Python: these run on events (a step ends, a limit trips), never per 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 
@@ -46,6 +48,7 @@ from cellbench_hal import (
 log = logging.getLogger(__name__)
 
 _Q = QUANTITY_COLUMN
+T = TypeVar("T")
 
 
 async def advance(st: RunState, run: Run, t: float, group: int | None = None) -> None:
@@ -149,32 +152,60 @@ async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
 async def apply_steps(st: RunState, steps: Sequence[tuple[Run, Step]]
                       ) -> dict[int, DeviceError]:
     """Apply each run's step to its channel, one ``apply_bank`` per driver that overrides it
-    (one ``apply`` per channel elsewhere, each under its own timeout); the error of each row
-    whose channel refused."""
-    banks: dict[int, list[tuple[Run, Step]]] = {}
-    for run, step in steps:
-        banks.setdefault(id(run.request.channel.driver), []).append((run, step))
+    (one ``apply`` per channel elsewhere, each under its own timeout), the drivers side by
+    side; the error of each row whose channel refused."""
+    return await _by_bank(
+        st, steps, "apply_bank", "apply",
+        lambda driver, bank: driver.apply_bank(bank),
+        lambda driver, channel, step: driver.apply(channel, step))
+
+
+async def outputs_off(st: RunState, runs: Sequence[Run]) -> dict[int, DeviceError]:
+    """Switch the outputs of ``runs`` off, one ``output_off_bank`` per driver that overrides
+    it (one ``output_off`` per channel elsewhere), the drivers side by side; the error of each
+    row whose channel refused."""
+    return await _by_bank(
+        st, [(run, None) for run in runs], "output_off_bank", "output_off",
+        lambda driver, bank: driver.output_off_bank([channel for channel, _ in bank]),
+        lambda driver, channel, _: driver.output_off(channel))
+
+
+async def _by_bank(st: RunState, calls: Sequence[tuple[Run, T]], bank_method: str, what: str,
+                   bank_call: Callable[[ChannelDriver, list[tuple[int, T]]],
+                                       Awaitable[None]],
+                   one_call: Callable[[ChannelDriver, int, T], Awaitable[None]]
+                   ) -> dict[int, DeviceError]:
+    """Make ``calls`` (a run and what its channel is given) per driver: one ``bank_call``
+    under one timeout where the driver overrides ``bank_method``, and when that fails with
+    anything but a timeout, one ``one_call`` per channel to learn which refused (each under
+    its own timeout, as for drivers without it); the error of each refused row."""
+    banks: dict[int, list[tuple[Run, T]]] = {}
+    for run, arg in calls:
+        banks.setdefault(id(run.request.channel.driver), []).append((run, arg))
     refused: dict[int, DeviceError] = {}
-    for bank in banks.values():
+
+    async def bank_of(bank: list[tuple[Run, T]]) -> None:
         channel = bank[0][0].request.channel
         driver = channel.driver
-        if type(driver).apply_bank is not ChannelDriver.apply_bank:
+        if getattr(type(driver), bank_method) is not getattr(ChannelDriver, bank_method):
             try:
                 await call_with_timeout(
-                    driver.apply_bank([(run.request.channel.local, step) for run, step in bank]),
-                    st.device_timeout_s, channel.driver_name, "apply")
-                continue
+                    bank_call(driver, [(run.request.channel.local, arg) for run, arg in bank]),
+                    st.device_timeout_s, channel.driver_name, what)
+                return
             except DeviceTimeout as err:  # asking each channel again would wait as long
                 refused.update((run.row, err) for run, _ in bank)
-                continue
+                return
             except DeviceError:
                 pass  # one channel refused: find out which, one at a time
-        for run, step in bank:
+        for run, arg in bank:
             try:
-                await call_with_timeout(driver.apply(run.request.channel.local, step),
-                                        st.device_timeout_s, channel.driver_name, "apply")
+                await call_with_timeout(one_call(driver, run.request.channel.local, arg),
+                                        st.device_timeout_s, channel.driver_name, what)
             except DeviceError as err:
                 refused[run.row] = err
+
+    await asyncio.gather(*(bank_of(bank) for bank in banks.values()))
     return refused
 
 
@@ -407,31 +438,40 @@ def close_step(st: RunState, run: Run, t: float, reason: str) -> None:
 async def finish(st: RunState, run: Run, status: TestStatus, reason: str, t: float) -> None:
     """End ``run``'s test: output off, the station's ``on_stop`` written to its devices,
     conditions cleared, status stored, plugins told."""
-    row = run.row
+    await finish_all(st, [(run, reason)], status, t)
+
+
+async def finish_all(st: RunState, ends: Sequence[tuple[Run, str]], status: TestStatus,
+                     t: float) -> None:
+    """End the test of each ``(run, reason)`` of ``ends`` as :func:`finish` does, every
+    output off first, together (one ``output_off_bank`` per driver that has one: a station
+    stopping thousands of tests switches them off in one go), then each test's ``on_stop``."""
     st.generation += 1
-    st.drop_signals(row, run.signals.columns)
-    st.waits.pop(row, None)
-    st.external.pop(row, None)
-    st.active[row] = False
-    st.paused[row] = run.paused = False
-    st.conditions.clear(row)
-    channel = run.request.channel
-    try:
-        await call_with_timeout(channel.driver.output_off(channel.local),
-                                st.device_timeout_s, channel.driver_name, "output_off")
-    except DeviceError as err:
-        reason = f"{reason}; switching the output off failed: {err}"
-        status = TestStatus.FAILED
-    for write in run.signals.on_stop:  # every one, whatever became of the others
-        problem = await write_signal(st, run, write, t)
-        if problem:
-            alarm(st, run, f"channel {channel.name}: {problem}", t)
-            reason = f"{reason}; {problem}"
-            status = TestStatus.FAILED
-    run.outcome = TestOutcome(run.test_id, channel.name, status, reason)
-    st.ended.append(TestEnd(run.test_id, status.value, reason, st.clock.unix(t)))
-    st.announce("cellbench_test_finished", TestFinished(
-        run.test_id, channel.name, status, reason, t - st.test_t0[row]))
+    for run, _ in ends:
+        row = run.row
+        st.drop_signals(row, run.signals.columns)
+        st.waits.pop(row, None)
+        st.external.pop(row, None)
+        st.active[row] = False
+        st.paused[row] = run.paused = False
+        st.conditions.clear(row)
+    refused = await outputs_off(st, [run for run, _ in ends])
+    for run, reason in ends:
+        ended = status
+        channel = run.request.channel
+        if run.row in refused:
+            reason = f"{reason}; switching the output off failed: {refused[run.row]}"
+            ended = TestStatus.FAILED
+        for write in run.signals.on_stop:  # every one, whatever became of the others
+            problem = await write_signal(st, run, write, t)
+            if problem:
+                alarm(st, run, f"channel {channel.name}: {problem}", t)
+                reason = f"{reason}; {problem}"
+                ended = TestStatus.FAILED
+        run.outcome = TestOutcome(run.test_id, channel.name, ended, reason)
+        st.ended.append(TestEnd(run.test_id, ended.value, reason, st.clock.unix(t)))
+        st.announce("cellbench_test_finished", TestFinished(
+            run.test_id, channel.name, ended, reason, t - st.test_t0[run.row]))
 
 
 def alarm(st: RunState, run: Run, message: str, t: float) -> None:

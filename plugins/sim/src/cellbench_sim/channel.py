@@ -182,6 +182,9 @@ class SimChannels(ChannelDriver):
     async def output_off(self, channel: int) -> None:
         await self.apply(channel, REST)
 
+    async def output_off_bank(self, channels: Sequence[int]) -> None:
+        await self.apply_bank([(channel, REST) for channel in channels])
+
     async def measure(self) -> SampleBatch:
         now = self._clock.get().now()
         v, i, t = self._advance(now)
