@@ -125,13 +125,14 @@ def step_started(st: RunState, runs: Sequence[Run], spec: StepSpec, t: float) ->
         run.step_no += 1
         run.step_start_seq, run.step_start_time = seq, time
     unix = st.clock.unix(t)
-    st.writer.submit_positions([
-        PositionRow(run.test_id, run.step_no, run.step_start_seq, unix, state)
-        for run, state in zip(runs, positions(st, runs), strict=True)])
-    for run, cycle in zip(runs, st.cycle[rows].tolist(), strict=True):
+    records = []
+    changes = zip(runs, positions(st, runs), st.cycle[rows].tolist(), strict=True)
+    for run, state, cycle in changes:
+        records.append(PositionRow(run.test_id, run.step_no, run.step_start_seq, unix, state))
         st.announce("cellbench_step_changed", StepChanged(
             run.test_id, run.request.channel.name, run.cursor.step_index, spec.line, cycle,
             spec.text, run.step_start_time))
+    st.writer.submit_positions(records)
 
 
 async def enter(st: RunState, run: Run, spec: StepSpec, t: float) -> bool:
