@@ -9,14 +9,15 @@ dropped after it; an unreachable server is skipped with the reason):
   (50,000 per driver), one resting plan; the time from ``run()`` until the first tick's samples
   of all of them reach the runner's observer (their tests, events and first positions recorded,
   every plan resolved, every first step applied). Printed with the CPU time of the process over
-  the same span, since other processes share the cores;
+  the same span, since other processes share the cores: the median of ``--runs`` runs, each on
+  a database of its own;
 - queue: ``--queued`` rows in the test queue, one per channel, are picked up by a serving
   station (``StationService``) on the real clock with a ``--period`` sample period; the spread
   of the tests' start times and the wall time from the station being ready to all of them
   running.
 
-    .venv/bin/python bench/bench_starts.py [--tests 100000] [--queued 1000] [--period 1]
-        [--backends sqlite,postgresql,mysql]
+    .venv/bin/python bench/bench_starts.py [--tests 100000] [--runs 3] [--queued 1000]
+        [--period 1] [--backends sqlite,postgresql,mysql]
 
 Prints figures; asserts nothing about time.
 """
@@ -115,6 +116,8 @@ def queued(db: Database, count: int, period_s: float) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3,
+                        help="start: runs, each on a new database (the median is printed)")
     parser.add_argument("--queued", type=int, default=1000)
     parser.add_argument("--period", type=float, default=1.0, help="queue: sample period, s")
     parser.add_argument("--backends", default="sqlite,postgresql,mysql")
@@ -125,14 +128,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         for backend in args.backends.split(","):
             try:
-                with database(backend, Path(directory)) as url:
-                    db = open_database(url)
-                    try:
-                        wall, cpu = start(db, args.tests)
-                        print(f"{backend:<11} {args.tests:,} tests started in {wall:.2f} s "
-                              f"(CPU {cpu:.2f} s)", flush=True)
-                    finally:
-                        db.close()
+                runs = []
+                for _ in range(args.runs):
+                    with database(backend, Path(directory)) as url:
+                        db = open_database(url)
+                        try:
+                            runs.append(start(db, args.tests))
+                        finally:
+                            db.close()
+                wall, cpu = (float(np.median(figures)) for figures in zip(*runs, strict=True))
+                each = ", ".join(f"{w:.2f}" for w, _ in runs)
+                print(f"{backend:<11} {args.tests:,} tests started in {wall:.2f} s "
+                      f"(CPU {cpu:.2f} s; median of {args.runs}: {each} s)", flush=True)
                 with database(backend, Path(directory)) as url:
                     db = open_database(url)
                     try:
