@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from cellbench_core.events import TestStatus
 from cellbench_core.storage import schema
-from cellbench_core.storage.inserts import insert_one, insert_rows, insert_tests
+from cellbench_core.storage.inserts import insert_one, insert_rows, insert_with_ids
 from cellbench_core.storage.reading import sample_arrays
 from cellbench_core.storage.records import (
     BatteryRecord,
@@ -193,8 +194,6 @@ def _optional_float(name: str, value: float | None) -> float | None:
     return None if value is None else _float(name, value)
 
 
-
-
 def _json(what: str, value: Mapping[str, Any] | None) -> str:
     try:
         return json.dumps(dict(value or {}), sort_keys=True, allow_nan=False)
@@ -211,6 +210,24 @@ def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
     """``values`` in slices of at most ``_IN_LIST_SIZE``."""
     for start in range(0, len(values), _IN_LIST_SIZE):
         yield values[start:start + _IN_LIST_SIZE]
+
+
+#: Names beyond which :func:`_ids_by_name` reads the whole table rather than lists of names:
+#: an ``IN`` list costs some 30 µs per name on PostgreSQL (SQLAlchemy, psycopg and the server
+#: each handle every parameter), a row read costs about 1 µs, and a station holds about as
+#: many channels as it starts tests.
+_WHOLE_TABLE_NAMES = 1000
+
+
+def _ids_by_name(connection: Connection, table: sa.Table, names: AbstractSet[str]
+                 ) -> dict[str, int]:
+    """The ids of the rows of ``table`` (channels, batteries) with these ``names``, for those
+    that exist."""
+    if len(names) > _WHOLE_TABLE_NAMES:
+        return {name: int(i) for name, i in connection.execute(
+            sa.select(table.c.name, table.c.id)) if name in names}
+    return {name: int(i) for part in _chunks(sorted(names)) for name, i in connection.execute(
+        sa.select(table.c.name, table.c.id).where(table.c.name.in_(part)))}
 
 
 _CYCLE_FLOATS = frozenset(f.name for f in fields(CycleRecord) if f.type == "float")
@@ -439,26 +456,17 @@ class Database:
                 "sample_period_s": period,
                 "station": once(check_identifier, t.station, "station name"),
             })
-        channels, batteries = schema.channels, schema.batteries
         with self._transaction() as connection:
-            names = sorted({t.channel for t in tests})
-
-            def channel_ids() -> dict[str, int]:
-                return {name: int(i) for part in _chunks(names) for name, i in connection.execute(
-                    sa.select(channels.c.name, channels.c.id).where(channels.c.name.in_(part)))}
-
-            ids = channel_ids()
             drivers = {t.channel: t.driver for t in tests}
-            missing = [{"name": check_identifier(n, "channel name"),
-                        "driver": check_name(drivers[n], "channel driver"), "settings": "{}"}
-                       for n in names if n not in ids]
-            if missing:
-                insert_rows(connection, channels, missing)
-                ids = channel_ids()
-            wanted = sorted({t.battery for t in tests if t.battery is not None})
-            battery_ids = {name: int(i) for part in _chunks(wanted) for name, i in
-                           connection.execute(sa.select(batteries.c.name, batteries.c.id)
-                                              .where(batteries.c.name.in_(part)))}
+            ids = _ids_by_name(connection, schema.channels, drivers.keys())
+            missing = [{"name": once(check_identifier, name, "channel name"),
+                        "driver": once(check_name, drivers[name], "channel driver"),
+                        "settings": "{}"} for name in drivers if name not in ids]
+            # The new channels' ids come with their insert: no second lookup.
+            ids.update(zip([row["name"] for row in missing],
+                           insert_with_ids(connection, schema.channels, missing), strict=True))
+            battery_ids = _ids_by_name(connection, schema.batteries,
+                                       {t.battery for t in tests if t.battery is not None})
             for row, t in zip(rows, tests, strict=True):
                 row["channel_id"] = ids[t.channel]
                 row["battery_id"] = None  # every row needs the same keys for executemany
@@ -466,7 +474,7 @@ class Database:
                     if t.battery not in battery_ids:
                         raise StorageError(f"no battery named {t.battery!r}")
                     row["battery_id"] = battery_ids[t.battery]
-            new_ids = insert_tests(connection, rows)
+            new_ids = insert_with_ids(connection, schema.tests, rows)
             insert_rows(connection, schema.events, [
                 {"kind": "test_started", "message": f"test {i} started", "test_id": i,
                  "channel": t.channel, "unix_time_s": row["start_unix_s"], "data": "{}"}
