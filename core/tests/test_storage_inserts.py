@@ -50,9 +50,14 @@ def test_hostile_texts_round_trip_with_ids_in_order(db: Database,
 
 def test_statements_end_before_their_size_bound(db: Database,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inserts, "_STATEMENT_CHARS", 300)
-    texts = [f"{n:03d}" + "x" * 200 for n in range(7)]  # one row per statement
+    monkeypatch.setattr(inserts, "_STATEMENT_CHARS", 1000)
+    texts = [f"{n:03d}" + "x" * 200 for n in range(7)]  # two rows per statement
     with db.engine.begin() as connection:
+        if db.engine.dialect.name == "mysql":
+            statements = list(inserts._mysql_inserts(connection, schema.events,
+                                                     _event_rows(texts)))
+            assert [count for _, count in statements] == [2, 2, 2, 1]
+            assert all(len(text) < 1000 for text, _ in statements)
         ids = insert_with_ids(connection, schema.events, _event_rows(texts))
     assert ids == list(range(ids[0], ids[0] + 7))
     assert [message for _, message, _ in _stored(db)] == texts

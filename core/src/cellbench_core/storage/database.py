@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import fields
@@ -210,6 +210,17 @@ def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
     """``values`` in slices of at most ``_IN_LIST_SIZE``."""
     for start in range(0, len(values), _IN_LIST_SIZE):
         yield values[start:start + _IN_LIST_SIZE]
+
+
+def _check_distinct(check: Callable[[object, str], str], values: list[Any], what: str) -> None:
+    """``check(value, what)`` once per distinct value, in order (tests starting together
+    mostly share their names)."""
+    try:
+        distinct: Iterable[Any] = dict.fromkeys(values)
+    except TypeError:  # an unhashable value, which the check refuses in its turn
+        distinct = values
+    for value in distinct:
+        check(value, what)
 
 
 #: Names beyond which :func:`_ids_by_name` reads the whole table rather than lists of names:
@@ -430,38 +441,30 @@ class Database:
         """
         if not tests:
             return []
-        checked: dict[tuple[str, str], str] = {}
-
-        def once(check: Callable[[object, str], str], value: object, what: str) -> str:
-            """``check(value, what)``, once per distinct text (tests starting together
-            mostly share their names)."""
-            if not isinstance(value, str):
-                return check(value, what)
-            key = (what, value)
-            if key not in checked:
-                checked[key] = check(value, what)
-            return checked[key]
-
+        for check, what, values in (
+                (check_name, "test name", [t.name for t in tests]),
+                (check_name, "plan name", [t.plan_name for t in tests]),
+                (check_identifier, "station name", [t.station for t in tests])):
+            _check_distinct(check, values, what)
         rows: list[dict[str, Any]] = []
         for t in tests:
             period = _float("sample_period_s", t.sample_period_s)
             if period <= 0:
                 raise ValueError(f"sample_period_s must be positive, not {t.sample_period_s!r}")
             rows.append({
-                "name": once(check_name, t.name, "test name"),
-                "plan_name": once(check_name, t.plan_name, "plan name"),
+                "name": t.name, "plan_name": t.plan_name,
                 "plan_source": t.plan_source, "plan_text": t.plan_text,
                 "status": TestStatus.RUNNING.value,
                 "start_unix_s": _float("start_unix_s", t.start_unix_s),
-                "sample_period_s": period,
-                "station": once(check_identifier, t.station, "station name"),
+                "sample_period_s": period, "station": t.station,
             })
         with self._transaction() as connection:
             drivers = {t.channel: t.driver for t in tests}
             ids = _ids_by_name(connection, schema.channels, drivers.keys())
-            missing = [{"name": once(check_identifier, name, "channel name"),
-                        "driver": once(check_name, drivers[name], "channel driver"),
-                        "settings": "{}"} for name in drivers if name not in ids]
+            missing = [{"name": name, "driver": drivers[name], "settings": "{}"}
+                       for name in drivers if name not in ids]
+            _check_distinct(check_identifier, [row["name"] for row in missing], "channel name")
+            _check_distinct(check_name, [row["driver"] for row in missing], "channel driver")
             # The new channels' ids come with their insert: no second lookup.
             ids.update(zip([row["name"] for row in missing],
                            insert_with_ids(connection, schema.channels, missing), strict=True))

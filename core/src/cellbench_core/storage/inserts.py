@@ -107,11 +107,11 @@ def _driver_cursor(connection: Connection) -> Iterator[Any]:
 
 
 #: Rows per multi-row INSERT on MySQL/MariaDB (whose ids the server hands out together), and
-#: the characters its text may reach before a statement ends early: at up to four bytes a
-#: character still well under the smallest common ``max_allowed_packet`` (16 MiB on MariaDB,
-#: 64 MiB on MySQL 8; 4 MiB on MySQL 5.7 holds the 2,000 rows of a start).
+#: the characters its text may reach before a statement ends early: at most 2 MiB at four
+#: bytes a character, under every server's default ``max_allowed_packet`` (4 MiB on MySQL
+#: 5.7, 16 MiB on MariaDB, 64 MiB on MySQL 8).
 _STATEMENT_ROWS = 2000
-_STATEMENT_CHARS = 1 << 20
+_STATEMENT_CHARS = 1 << 19
 
 
 def _mysql_inserts(connection: Connection, table: sa.Table,
@@ -132,8 +132,7 @@ def _mysql_inserts(connection: Connection, table: sa.Table,
     def literal(value: Any) -> str:
         kind = type(value)
         if kind is str:
-            if value not in texts:
-                texts[value] = escape(value)
+            texts[value] = escape(value)
             return texts[value]
         if value is None:
             return "NULL"
@@ -144,13 +143,15 @@ def _mysql_inserts(connection: Connection, table: sa.Table,
             return text if "e" in text else text + "e0"  # a DOUBLE literal, not a DECIMAL
         return str(escape(value))  # anything else (non-finite floats are refused) its way
 
-    values: list[str] = []
+    held: list[str] = []  # the rows of the statement being built, as text
     size = 0
     for row in rows:
-        value = f"({', '.join([literal(row[c]) for c in columns])})"
-        if values and (len(values) == _STATEMENT_ROWS or size + len(value) > _STATEMENT_CHARS):
-            yield head + ", ".join(values), len(values)
-            values, size = [], 0
-        values.append(value)
-        size += len(value) + 2
-    yield head + ", ".join(values), len(values)
+        # A text seen before is taken from ``texts`` without a call (numbers never match).
+        values = map(row.__getitem__, columns)
+        text = f"({', '.join([texts[v] if v in texts else literal(v) for v in values])})"
+        if held and (len(held) == _STATEMENT_ROWS or size + len(text) > _STATEMENT_CHARS):
+            yield head + ", ".join(held), len(held)
+            held, size = [], 0
+        held.append(text)
+        size += len(text) + 2
+    yield head + ", ".join(held), len(held)
