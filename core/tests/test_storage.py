@@ -282,9 +282,9 @@ def test_numpy_scalars_are_stored_as_plain_numbers(db: Database, new_test: NewTe
 
 def test_start_and_finish_look_up_in_slices(db: Database, monkeypatch: pytest.MonkeyPatch
                                             ) -> None:
-    from cellbench_core.storage import database
+    from cellbench_core.storage import lookups
 
-    monkeypatch.setattr(database, "_IN_LIST_SIZE", 2)  # as if 20,000 tests started at once
+    monkeypatch.setattr(lookups, "_IN_LIST_SIZE", 2)  # as if 20,000 tests started at once
     starts = [TestStart(name=f"t{n}", channel=f"slice/{n}", driver="sim", battery=None,
                         plan_name="p", plan_source="p.yaml", plan_text="", sample_period_s=1.0,
                         station="st", start_unix_s=1000.0) for n in range(5)]

@@ -86,10 +86,12 @@ def _starts(channels: list[str], name: str = "t") -> list[TestStart]:
 @pytest.mark.parametrize("whole_table", [False, True])
 def test_start_finds_and_creates_channels(db: Database, monkeypatch: pytest.MonkeyPatch,
                                           whole_table: bool) -> None:
-    from cellbench_core.storage import database
+    from cellbench_core.storage import lookups
 
-    if whole_table:  # as if thousands of channels started at once
-        monkeypatch.setattr(database, "_WHOLE_TABLE_NAMES", 2)
+    # Names looked up in the whole table, or in IN-lists of two names (as if 20,000 tests
+    # started among 100,000 channels).
+    monkeypatch.setattr(lookups, "_ROWS_PER_NAME", 1000 if whole_table else 0)
+    monkeypatch.setattr(lookups, "_IN_LIST_SIZE", 2)
     old = db.ensure_channel("c/old", "sim", {})
     channels = ["c/new-2", "c/old", "c/new-1", "c/new-2", "c/new-3"]
     ids = db.start_tests(_starts(channels))

@@ -9,11 +9,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -22,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from cellbench_core.events import TestStatus
 from cellbench_core.storage import schema
 from cellbench_core.storage.inserts import insert_one, insert_rows, insert_with_ids
+from cellbench_core.storage.lookups import chunks, ids_by_name
 from cellbench_core.storage.reading import sample_arrays
 from cellbench_core.storage.records import (
     BatteryRecord,
@@ -44,8 +44,6 @@ _BATTERY_DIMENSIONS = {
     "voltage_max_v": Dimension.VOLTAGE, "voltage_min_v": Dimension.VOLTAGE,
     "current_max_charge_a": Dimension.CURRENT, "current_max_discharge_a": Dimension.CURRENT,
     "temperature_max_c": Dimension.TEMPERATURE}
-
-T = TypeVar("T")
 
 _MIGRATIONS = "cellbench_core.storage:migrations"
 _SQLITE_CACHE_KIB = 65536
@@ -201,17 +199,6 @@ def _json(what: str, value: Mapping[str, Any] | None) -> str:
         raise ValueError(f"{what} cannot be stored as JSON: {exc}") from exc
 
 
-#: Values per ``IN (...)`` list: under every database's limit on parameters (65,535 on
-#: PostgreSQL), however many tests a station starts at once.
-_IN_LIST_SIZE = 10_000
-
-
-def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
-    """``values`` in slices of at most ``_IN_LIST_SIZE``."""
-    for start in range(0, len(values), _IN_LIST_SIZE):
-        yield values[start:start + _IN_LIST_SIZE]
-
-
 def _check_distinct(check: Callable[[object, str], str], values: list[Any], what: str) -> None:
     """``check(value, what)`` once per distinct value, in order (tests starting together
     mostly share their names)."""
@@ -221,24 +208,6 @@ def _check_distinct(check: Callable[[object, str], str], values: list[Any], what
         distinct = values
     for value in distinct:
         check(value, what)
-
-
-#: Names beyond which :func:`_ids_by_name` reads the whole table rather than lists of names:
-#: an ``IN`` list costs some 30 µs per name on PostgreSQL (SQLAlchemy, psycopg and the server
-#: each handle every parameter), a row read costs about 1 µs, and a station holds about as
-#: many channels as it starts tests.
-_WHOLE_TABLE_NAMES = 1000
-
-
-def _ids_by_name(connection: Connection, table: sa.Table, names: AbstractSet[str]
-                 ) -> dict[str, int]:
-    """The ids of the rows of ``table`` (channels, batteries) with these ``names``, for those
-    that exist."""
-    if len(names) > _WHOLE_TABLE_NAMES:
-        return {name: int(i) for name, i in connection.execute(
-            sa.select(table.c.name, table.c.id)) if name in names}
-    return {name: int(i) for part in _chunks(sorted(names)) for name, i in connection.execute(
-        sa.select(table.c.name, table.c.id).where(table.c.name.in_(part)))}
 
 
 _CYCLE_FLOATS = frozenset(f.name for f in fields(CycleRecord) if f.type == "float")
@@ -460,7 +429,7 @@ class Database:
             })
         with self._transaction() as connection:
             drivers = {t.channel: t.driver for t in tests}
-            ids = _ids_by_name(connection, schema.channels, drivers.keys())
+            ids = ids_by_name(connection, schema.channels, drivers.keys())
             missing = [{"name": name, "driver": drivers[name], "settings": "{}"}
                        for name in drivers if name not in ids]
             _check_distinct(check_identifier, [row["name"] for row in missing], "channel name")
@@ -468,7 +437,7 @@ class Database:
             # The new channels' ids come with their insert: no second lookup.
             ids.update(zip([row["name"] for row in missing],
                            insert_with_ids(connection, schema.channels, missing), strict=True))
-            battery_ids = _ids_by_name(connection, schema.batteries,
+            battery_ids = ids_by_name(connection, schema.batteries,
                                        {t.battery for t in tests if t.battery is not None})
             for row, t in zip(rows, tests, strict=True):
                 row["channel_id"] = ids[t.channel]
@@ -511,13 +480,13 @@ class Database:
             end_unix_s=sa.bindparam("end_unix_s"))
         with self._transaction() as connection:
             ids = [row["tid"] for row in rows]
-            found = {int(i) for part in _chunks(ids) for i in connection.execute(
+            found = {int(i) for part in chunks(ids) for i in connection.execute(
                 sa.select(table.c.id).where(table.c.id.in_(part))).scalars()}
             for test_id in ids:
                 if test_id not in found:
                     raise StorageError(f"no test with id {test_id}")
             connection.execute(update, rows)
-            channel_of = {test_id: name for part in _chunks(ids) for test_id, name in
+            channel_of = {test_id: name for part in chunks(ids) for test_id, name in
                           connection.execute(
                               sa.select(table.c.id, schema.channels.c.name)
                               .join(schema.channels, schema.channels.c.id == table.c.channel_id)
