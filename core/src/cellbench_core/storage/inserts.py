@@ -6,8 +6,9 @@ bulk: a start of 100,000 tests is a few statements' work, not 100,000 round trip
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -84,16 +85,20 @@ def insert_rows(connection: Connection, table: sa.Table, rows: list[dict[str, An
         quote = dialect.identifier_preparer.quote
         connection.exec_driver_sql(
             f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-            f"VALUES ({', '.join(['?'] * len(columns))})",
-            [tuple(row[c] for c in columns) for row in rows])
+            f"VALUES ({', '.join(['?'] * len(columns))})", list(map(_values(columns), rows)))
         return
     with _driver_cursor(connection) as cursor:
         if dialect.name == "postgresql":
-            copy_rows(cursor, dialect, table,
-                      (tuple(row[c] for c in columns) for row in rows), columns)
+            copy_rows(cursor, dialect, table, map(_values(columns), rows), columns)
         else:
             for statement, _ in _mysql_inserts(connection, table, rows):
                 cursor.execute(statement)
+
+
+def _values(columns: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A row's values of ``columns`` as a tuple (itemgetter: no Python loop per value)."""
+    getter = itemgetter(*columns)
+    return getter if len(columns) > 1 else lambda row: (getter(row),)
 
 
 @contextmanager
@@ -127,6 +132,7 @@ def _mysql_inserts(connection: Connection, table: sa.Table,
     quote = connection.dialect.identifier_preparer.quote
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES "
     escape = connection.connection.driver_connection.escape  # type: ignore[union-attr]
+    values = _values(columns)
     texts: dict[str, str] = {}
 
     def literal(value: Any) -> str:
@@ -147,8 +153,7 @@ def _mysql_inserts(connection: Connection, table: sa.Table,
     size = 0
     for row in rows:
         # A text seen before is taken from ``texts`` without a call (numbers never match).
-        values = map(row.__getitem__, columns)
-        text = f"({', '.join([texts[v] if v in texts else literal(v) for v in values])})"
+        text = f"({', '.join([texts[v] if v in texts else literal(v) for v in values(row)])})"
         if held and (len(held) == _STATEMENT_ROWS or size + len(text) > _STATEMENT_CHARS):
             yield head + ", ".join(held), len(held)
             held, size = [], 0
