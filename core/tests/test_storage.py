@@ -282,9 +282,9 @@ def test_numpy_scalars_are_stored_as_plain_numbers(db: Database, new_test: NewTe
 
 def test_start_and_finish_look_up_in_slices(db: Database, monkeypatch: pytest.MonkeyPatch
                                             ) -> None:
-    from cellbench_core.storage import database
+    from cellbench_core.storage import lookups
 
-    monkeypatch.setattr(database, "_IN_LIST_SIZE", 2)  # as if 20,000 tests started at once
+    monkeypatch.setattr(lookups, "_IN_LIST_SIZE", 2)  # as if 20,000 tests started at once
     starts = [TestStart(name=f"t{n}", channel=f"slice/{n}", driver="sim", battery=None,
                         plan_name="p", plan_source="p.yaml", plan_text="", sample_period_s=1.0,
                         station="st", start_unix_s=1000.0) for n in range(5)]
@@ -314,3 +314,51 @@ def test_start_tests_records_many_tests_channels_and_events_at_once(db: Database
     with pytest.raises(StorageError, match="no battery named 'ghost'"):
         db.start_tests([replace(starts[0], battery="ghost")])
     assert len(db.tests()) == 7  # nothing of the failed call was kept
+
+
+def test_upgrade_from_0006_keeps_the_rows_and_drops_the_wave_rows_foreign_keys(
+        storage_url: str) -> None:
+    if storage_url.startswith("sqlite"):
+        Path(sa.make_url(storage_url).database or "").parent.mkdir()
+    engine = sa.create_engine(storage_url)
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", "cellbench_core.storage:migrations")
+            config.attributes["connection"] = connection
+            command.downgrade(config, "base")  # the server databases are at the head
+            command.upgrade(config, "0006")
+        db = Database(storage_url, engine)
+        (test_id,) = db.start_tests([TestStart(
+            name="old", channel="c1", driver="sim", battery=None, plan_name="p",
+            plan_source="p.yaml", plan_text="name: p", sample_period_s=1.0, station="st",
+            start_unix_s=1000.0)])
+        tables = ("tests", "channels", "events", "steps", "test_positions")
+        with engine.begin() as connection:
+            connection.execute(sa.insert(metadata.tables["steps"]), [{
+                "test_id": test_id, "step_no": n, "step_index": n, "plan_line": 3, "cycle": 1,
+                "mode": "rest", "text": "Rest", "start_seq": n * 10, "end_seq": n * 10 + 9,
+                "start_test_time_s": n, "end_test_time_s": n + 1.0, "ah": 0.0, "wh": 0.0,
+                "end_reason": "time", "charge_ah": 0.0, "discharge_ah": 0.0,
+                "charge_wh": 0.0, "discharge_wh": 0.0, "temperature_min_c": 20.0,
+                "temperature_max_c": 21.0} for n in (1, 2)])
+            connection.execute(sa.insert(metadata.tables["test_positions"]).values(
+                test_id=test_id, step_no=2, start_seq=10, unix_time_s=1001.0, state="{}"))
+            before = {name: connection.execute(sa.select(metadata.tables[name])).all()
+                      for name in tables}
+
+        assert upgrade(storage_url) == ("0006", _script().get_current_head())
+        inspector = sa.inspect(engine)
+        for name in ("events", "steps", "test_positions"):
+            assert inspector.get_foreign_keys(name) == [], name
+        assert {fk["referred_table"] for fk in inspector.get_foreign_keys("tests")} == {
+            "channels", "batteries"}
+        assert [fk["referred_table"] for fk in inspector.get_foreign_keys("test_queue")] == [
+            "tests"]
+        with engine.connect() as connection:
+            after = {name: connection.execute(sa.select(metadata.tables[name])).all()
+                     for name in tables}
+        assert after == before
+        assert [c.steps for c in db.cycles(test_id)] == [2]  # the view reads the new table
+    finally:
+        engine.dispose()

@@ -31,12 +31,15 @@ def check_text(value: object, what: str, *, length: int | None = None) -> str:
     """``value`` if it is text by the rules above (and at most ``length`` characters)."""
     if not isinstance(value, str):
         raise TextError(f"{what} must be text, not {type(value).__name__}")
-    for position, char in enumerate(value):
-        category = unicodedata.category(char)
-        if (category == "Cc" and char not in _ALLOWED_CONTROLS) or category == "Cs":
-            raise TextError(f"{what} holds the control character U+{ord(char):04X} at "
-                            f"position {position + 1}; text may not hold control characters "
-                            "other than tab and newline")
+    # Printable ASCII, most text, holds no control character: a start of 100,000 channels
+    # checks their names in a tenth of the time.
+    if not (value.isascii() and value.isprintable()):
+        for position, char in enumerate(value):
+            category = unicodedata.category(char)
+            if (category == "Cc" and char not in _ALLOWED_CONTROLS) or category == "Cs":
+                raise TextError(f"{what} holds the control character U+{ord(char):04X} at "
+                                f"position {position + 1}; text may not hold control "
+                                "characters other than tab and newline")
     if length is not None and len(value) > length:
         raise TextError(f"{what} is {len(value)} characters long; at most {length} are "
                         "allowed")

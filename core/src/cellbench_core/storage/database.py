@@ -8,11 +8,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from cellbench_core.events import TestStatus
 from cellbench_core.storage import schema
-from cellbench_core.storage.inserts import insert_one, insert_rows, insert_tests
+from cellbench_core.storage.inserts import insert_one, insert_rows, insert_with_ids
+from cellbench_core.storage.lookups import chunks, ids_by_name
 from cellbench_core.storage.reading import sample_arrays
 from cellbench_core.storage.records import (
     BatteryRecord,
@@ -43,8 +44,6 @@ _BATTERY_DIMENSIONS = {
     "voltage_max_v": Dimension.VOLTAGE, "voltage_min_v": Dimension.VOLTAGE,
     "current_max_charge_a": Dimension.CURRENT, "current_max_discharge_a": Dimension.CURRENT,
     "temperature_max_c": Dimension.TEMPERATURE}
-
-T = TypeVar("T")
 
 _MIGRATIONS = "cellbench_core.storage:migrations"
 _SQLITE_CACHE_KIB = 65536
@@ -193,8 +192,6 @@ def _optional_float(name: str, value: float | None) -> float | None:
     return None if value is None else _float(name, value)
 
 
-
-
 def _json(what: str, value: Mapping[str, Any] | None) -> str:
     try:
         return json.dumps(dict(value or {}), sort_keys=True, allow_nan=False)
@@ -202,15 +199,15 @@ def _json(what: str, value: Mapping[str, Any] | None) -> str:
         raise ValueError(f"{what} cannot be stored as JSON: {exc}") from exc
 
 
-#: Values per ``IN (...)`` list: under every database's limit on parameters (65,535 on
-#: PostgreSQL), however many tests a station starts at once.
-_IN_LIST_SIZE = 10_000
-
-
-def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
-    """``values`` in slices of at most ``_IN_LIST_SIZE``."""
-    for start in range(0, len(values), _IN_LIST_SIZE):
-        yield values[start:start + _IN_LIST_SIZE]
+def _check_distinct(check: Callable[[object, str], str], values: list[Any], what: str) -> None:
+    """``check(value, what)`` once per distinct value, in order (tests starting together
+    mostly share their names)."""
+    try:
+        distinct: Iterable[Any] = dict.fromkeys(values)
+    except TypeError:  # an unhashable value, which the check refuses in its turn
+        distinct = values
+    for value in distinct:
+        check(value, what)
 
 
 _CYCLE_FLOATS = frozenset(f.name for f in fields(CycleRecord) if f.type == "float")
@@ -413,52 +410,35 @@ class Database:
         """
         if not tests:
             return []
-        checked: dict[tuple[str, str], str] = {}
-
-        def once(check: Callable[[object, str], str], value: object, what: str) -> str:
-            """``check(value, what)``, once per distinct text (tests starting together
-            mostly share their names)."""
-            if not isinstance(value, str):
-                return check(value, what)
-            key = (what, value)
-            if key not in checked:
-                checked[key] = check(value, what)
-            return checked[key]
-
+        for check, what, values in (
+                (check_name, "test name", [t.name for t in tests]),
+                (check_name, "plan name", [t.plan_name for t in tests]),
+                (check_identifier, "station name", [t.station for t in tests])):
+            _check_distinct(check, values, what)
         rows: list[dict[str, Any]] = []
         for t in tests:
             period = _float("sample_period_s", t.sample_period_s)
             if period <= 0:
                 raise ValueError(f"sample_period_s must be positive, not {t.sample_period_s!r}")
             rows.append({
-                "name": once(check_name, t.name, "test name"),
-                "plan_name": once(check_name, t.plan_name, "plan name"),
+                "name": t.name, "plan_name": t.plan_name,
                 "plan_source": t.plan_source, "plan_text": t.plan_text,
                 "status": TestStatus.RUNNING.value,
                 "start_unix_s": _float("start_unix_s", t.start_unix_s),
-                "sample_period_s": period,
-                "station": once(check_identifier, t.station, "station name"),
+                "sample_period_s": period, "station": t.station,
             })
-        channels, batteries = schema.channels, schema.batteries
         with self._transaction() as connection:
-            names = sorted({t.channel for t in tests})
-
-            def channel_ids() -> dict[str, int]:
-                return {name: int(i) for part in _chunks(names) for name, i in connection.execute(
-                    sa.select(channels.c.name, channels.c.id).where(channels.c.name.in_(part)))}
-
-            ids = channel_ids()
             drivers = {t.channel: t.driver for t in tests}
-            missing = [{"name": check_identifier(n, "channel name"),
-                        "driver": check_name(drivers[n], "channel driver"), "settings": "{}"}
-                       for n in names if n not in ids]
-            if missing:
-                insert_rows(connection, channels, missing)
-                ids = channel_ids()
-            wanted = sorted({t.battery for t in tests if t.battery is not None})
-            battery_ids = {name: int(i) for part in _chunks(wanted) for name, i in
-                           connection.execute(sa.select(batteries.c.name, batteries.c.id)
-                                              .where(batteries.c.name.in_(part)))}
+            ids = ids_by_name(connection, schema.channels, drivers.keys())
+            missing = [{"name": name, "driver": drivers[name], "settings": "{}"}
+                       for name in drivers if name not in ids]
+            _check_distinct(check_identifier, [row["name"] for row in missing], "channel name")
+            _check_distinct(check_name, [row["driver"] for row in missing], "channel driver")
+            # The new channels' ids come with their insert: no second lookup.
+            ids.update(zip([row["name"] for row in missing],
+                           insert_with_ids(connection, schema.channels, missing), strict=True))
+            battery_ids = ids_by_name(connection, schema.batteries,
+                                       {t.battery for t in tests if t.battery is not None})
             for row, t in zip(rows, tests, strict=True):
                 row["channel_id"] = ids[t.channel]
                 row["battery_id"] = None  # every row needs the same keys for executemany
@@ -466,7 +446,7 @@ class Database:
                     if t.battery not in battery_ids:
                         raise StorageError(f"no battery named {t.battery!r}")
                     row["battery_id"] = battery_ids[t.battery]
-            new_ids = insert_tests(connection, rows)
+            new_ids = insert_with_ids(connection, schema.tests, rows)
             insert_rows(connection, schema.events, [
                 {"kind": "test_started", "message": f"test {i} started", "test_id": i,
                  "channel": t.channel, "unix_time_s": row["start_unix_s"], "data": "{}"}
@@ -500,13 +480,13 @@ class Database:
             end_unix_s=sa.bindparam("end_unix_s"))
         with self._transaction() as connection:
             ids = [row["tid"] for row in rows]
-            found = {int(i) for part in _chunks(ids) for i in connection.execute(
+            found = {int(i) for part in chunks(ids) for i in connection.execute(
                 sa.select(table.c.id).where(table.c.id.in_(part))).scalars()}
             for test_id in ids:
                 if test_id not in found:
                     raise StorageError(f"no test with id {test_id}")
             connection.execute(update, rows)
-            channel_of = {test_id: name for part in _chunks(ids) for test_id, name in
+            channel_of = {test_id: name for part in chunks(ids) for test_id, name in
                           connection.execute(
                               sa.select(table.c.id, schema.channels.c.name)
                               .join(schema.channels, schema.channels.c.id == table.c.channel_id)

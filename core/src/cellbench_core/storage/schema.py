@@ -4,8 +4,11 @@ Units are SI and part of every column name. Current, power, ``ah`` and ``wh`` ar
 charging. JSON columns hold UTF-8 JSON text. ``NULL`` in a measured column means "no valid value"
 (a non-finite reading).
 
-``samples`` and ``sample_aux`` carry no foreign key to ``tests`` and no index besides their
-primary key: they take every measurement, and each extra check or index costs insert speed.
+The rows written in waves across a station's tests (``samples``, ``sample_aux``, ``steps``,
+``events``, ``test_positions``) carry no foreign key to ``tests``: PostgreSQL checks one by a
+trigger per row (docs/schema.md, "Foreign keys"). ``samples`` and ``sample_aux`` have no index
+besides their primary key either: they take every measurement, and each index costs insert
+speed.
 On SQLite both are ``WITHOUT ROWID`` tables, so a test's samples lie together in the file.
 
 The Alembic migrations create exactly these tables; a test compares the two.
@@ -137,7 +140,7 @@ sample_aux = Table(
 steps = Table(
     "steps",
     metadata,
-    Column("test_id", Integer, ForeignKey("tests.id"), primary_key=True, autoincrement=False),
+    Column("test_id", Integer, primary_key=True, autoincrement=False),
     Column("step_no", Integer, primary_key=True, autoincrement=False),
     Column("step_index", Integer, nullable=False),
     Column("plan_line", Integer, nullable=False),
@@ -164,7 +167,7 @@ steps = Table(
 test_positions = Table(
     "test_positions",
     metadata,
-    Column("test_id", Integer, ForeignKey("tests.id"), primary_key=True, autoincrement=False),
+    Column("test_id", Integer, primary_key=True, autoincrement=False),
     Column("step_no", Integer, nullable=False),
     Column("start_seq", BigInteger, nullable=False),
     Column("unix_time_s", Double, nullable=False),
@@ -175,7 +178,7 @@ events = Table(
     "events",
     metadata,
     Column("id", BIG_ID, primary_key=True),
-    Column("test_id", Integer, ForeignKey("tests.id")),
+    Column("test_id", Integer),
     Column("unix_time_s", Double, nullable=False),
     Column("kind", String(KIND_LENGTH), nullable=False),
     Column("channel", String(NAME_LENGTH)),
