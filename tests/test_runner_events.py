@@ -17,8 +17,14 @@ from cellbench_core.events import Alarm, StepChanged, TestFinished, TestStarted,
 from cellbench_core.hookspecs import hookimpl
 from cellbench_core.plan import parse_plan
 from cellbench_core.plugins import PluginManager
-from cellbench_core.runner import ChannelRef, Runner, TestOutcome, TestRequest
-from cellbench_core.storage import Database, SampleWriter, open_database
+from cellbench_core.runner import ChannelRef, RunError, Runner, TestOutcome, TestRequest
+from cellbench_core.storage import (
+    BatteryRecord,
+    Database,
+    SampleWriter,
+    StorageError,
+    open_database,
+)
 from cellbench_hal import (
     ChannelDriver,
     ChannelInfo,
@@ -342,3 +348,34 @@ def test_a_stop_switches_a_bank_off_at_once_and_a_refusal_fails_only_its_channel
                                       "flaky: channel 2 stays on")
     assert {c for c, o in by_channel.items() if o.status is TestStatus.STOPPED} == {
         "1", "2", "3", "4", "5", "7", "8"}
+
+
+def test_a_start_the_runner_refuses_leaves_no_test_in_the_database(tmp_path: Path) -> None:
+    """The database writes a start's rows while the runner checks the tests: a start the
+    runner refuses (a channel twice) is rolled back, and one the database refuses (no such
+    battery) starts nothing."""
+    db = open_database(f"sqlite:///{tmp_path / 'refused.db'}")
+    clock = VirtualClock()
+    writer = SampleWriter(db)
+    plan = parse_plan(PLAN, "events.yaml")
+    bank = Wrapped(2)
+    ref = ChannelRef(1, bank, "flaky", 0)
+
+    async def main() -> None:
+        await bank.open(clock)
+        runner = Runner(db, writer, clock, sample_period_s=1.0)
+        with pytest.raises(RunError, match="a channel appears twice"):
+            await runner.run([TestRequest(ref, plan), TestRequest(ref, plan)])
+        ghost = BatteryRecord(7, "ghost", "nmc", 2.5, 3.6, None, None, None, None, None, {},
+                              0.0)
+        runner = Runner(db, writer, clock, sample_period_s=1.0)
+        with pytest.raises(StorageError, match="no battery named 'ghost'"):
+            await runner.run([TestRequest(ref, plan, battery=ghost)])
+        assert runner.snapshot() == [] and bank.off == []
+        await bank.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.close()
+    assert db.tests() == []

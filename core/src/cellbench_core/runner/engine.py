@@ -18,6 +18,7 @@ import asyncio
 import gc
 import logging
 import math
+import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -456,27 +457,32 @@ class Runner:
     async def _start_all(self, requests: Sequence[TestRequest | Prepared]) -> None:
         st = self._st
         st.generation += 1
-        shared = Shared()
-        ready = [r if isinstance(r, Prepared) else prepare(r, shared) for r in requests]
-        self._check([r.request for r in ready])
+        t = self.clock.now()
         first = len(st.runs)
-        st.grow(first + len(ready))
-        rows = np.arange(first, first + len(ready))
+        rows = np.arange(first, first + len(requests))
+        # The database writes the tests' rows in a worker thread while the runner prepares,
+        # checks and places them, and commits once the runner says they may start: a
+        # server's share of the work (foreign keys, indexes) overlaps the runner's.
+        verdict = _Verdict()
+        recording = None
         try:
+            recording = self._record_starts(requests, t, verdict)
+            shared = Shared()
+            ready = [r if isinstance(r, Prepared) else prepare(r, shared) for r in requests]
+            self._check([r.request for r in ready])
+            st.grow(first + len(ready))
             self._place(first, ready)
-            t = self.clock.now()
-            new = [r for r in st.runs[first:] if r.request.resume is None]
-            ids = self.db.start_tests([TestStart(
-                name=r.request.name or r.request.plan.name, channel=r.request.channel.name,
-                driver=r.request.channel.driver_name,
-                battery=r.request.battery.name if r.request.battery else None,
-                plan_name=r.request.plan.name, plan_source=r.request.plan.source,
-                plan_text=r.request.plan.text, sample_period_s=self.sample_period_s,
-                station=self.station, start_unix_s=self.clock.unix(t))
-                for r in new]) if new else []
+            verdict.give(True)
+            ids = await recording if recording is not None else []
         except BaseException:
+            verdict.give(False)
             del st.runs[first:]
+            if recording is not None:  # rolled back (or, if committed, as after a crash)
+                await asyncio.wait([recording])
+                if not recording.cancelled():
+                    recording.exception()  # seen: the withdrawal is this error's consequence
             raise
+        new = [r for r in st.runs[first:] if r.request.resume is None]
         runs = st.runs[first:]
         for run, test_id in zip(new, ids, strict=True):
             run.test_id = test_id
@@ -503,6 +509,23 @@ class Runner:
             if not run.signals.on_start or await write_on_start(st, run, t):
                 starting.append(run)
         await advance_all(st, starting, t)
+
+    def _record_starts(self, requests: Sequence[TestRequest | Prepared], t: float,
+                       verdict: _Verdict) -> asyncio.Future[list[int]] | None:
+        """Record the new tests of ``requests`` (those not resumed) in a worker thread, to
+        commit or roll back as ``verdict`` says; None if there are none."""
+        starts = [TestStart(
+            name=req.name or req.plan.name, channel=req.channel.name,
+            driver=req.channel.driver_name, battery=req.battery.name if req.battery else None,
+            plan_name=req.plan.name, plan_source=req.plan.source, plan_text=req.plan.text,
+            sample_period_s=self.sample_period_s, station=self.station,
+            start_unix_s=self.clock.unix(t))
+            for req in (r.request if isinstance(r, Prepared) else r for r in requests)
+            if req.resume is None]
+        if not starts:
+            return None
+        return asyncio.get_running_loop().run_in_executor(
+            None, self.db.start_tests, starts, verdict.wait)
 
     def _attach(self, run: Run) -> None:
         """Map ``run``'s channel to its row, and give its test the signals and the devices and
@@ -578,6 +601,24 @@ class Runner:
         for run in running:
             close_step(st, run, t, "aborted")
         await finish_all(st, [(run, "run aborted") for run in running], TestStatus.STOPPED, t)
+
+
+class _Verdict:
+    """Whether the tests of a start, whose rows a worker thread has written, may start (their
+    rows committed) or not (rolled back); given once, by the runner."""
+
+    def __init__(self) -> None:
+        self._given = threading.Event()
+        self._start = False
+
+    def give(self, start: bool) -> None:
+        if not self._given.is_set():
+            self._start = start
+            self._given.set()
+
+    def wait(self) -> bool:
+        self._given.wait()
+        return self._start
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from cellbench_core.storage.records import (
     CycleRecord,
     EventRecord,
     PositionRecord,
+    StartWithdrawn,
     StepRecord,
     StorageError,
     TestEnd,
@@ -401,12 +402,16 @@ class Database:
             connection.execute(sa.update(table).where(table.c.id == found).values(values))
             return int(found)
 
-    def start_tests(self, tests: Sequence[TestStart]) -> list[int]:
+    def start_tests(self, tests: Sequence[TestStart],
+                    confirm: Callable[[], bool] | None = None) -> list[int]:
         """Record tests that start now (status ``running``), with their channels and one
         ``test_started`` event each, in a single transaction, so that a station starting
         thousands of channels commits once; return the new test ids in the order given.
 
-        Channels are created as needed; a named battery must exist.
+        Channels are created as needed; a named battery must exist. ``confirm``, when given,
+        is asked once the rows are written: the transaction commits if it answers True, and
+        is rolled back with :class:`StartWithdrawn` otherwise (the runner writes the rows in
+        a worker thread while it checks the tests itself, and answers when it knows).
         """
         if not tests:
             return []
@@ -451,6 +456,8 @@ class Database:
                 {"kind": "test_started", "message": f"test {i} started", "test_id": i,
                  "channel": t.channel, "unix_time_s": row["start_unix_s"], "data": "{}"}
                 for i, t, row in zip(new_ids, tests, rows, strict=True)])
+            if confirm is not None and not confirm():
+                raise StartWithdrawn("the tests were withdrawn before their start was recorded")
         return new_ids
 
     def finish_test(self, test_id: int, status: str, reason: str, end_unix_s: float) -> None:

@@ -20,6 +20,10 @@ class StorageError(RuntimeError):
     """A database operation failed; the message says which and why."""
 
 
+class StartWithdrawn(StorageError):
+    """The caller of :meth:`Database.start_tests` withdrew the start: nothing was recorded."""
+
+
 class StorageFailure(StorageError):
     """The database has not accepted writes for longer than a station retries them (a full
     disk, another program holding its write lock, a server that is gone): the station stops
