@@ -157,12 +157,29 @@ def _upgrade(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
 
-    with engine.begin() as connection:
-        _refuse_foreign_tables(connection)
-        config = Config()
-        config.set_main_option("script_location", _MIGRATIONS)
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite changes a table by copying it into a new one and dropping the old, which
+            # enforced foreign keys refuse while other rows refer to it; they are checked once
+            # at the end instead (SQLite's own recipe). Outside the transaction: the pragma
+            # does nothing inside one.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                _refuse_foreign_tables(connection)
+                config = Config()
+                config.set_main_option("script_location", _MIGRATIONS)
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise StorageError("the upgrade would leave rows that refer to missing "
+                                       "ones; nothing was changed")
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 def _refuse_foreign_tables(connection: Connection) -> None:

@@ -93,7 +93,7 @@ tests = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(NAME_LENGTH), nullable=False),
-    Column("channel_id", Integer, ForeignKey("channels.id"), nullable=False),
+    Column("channel_id", Integer, nullable=False),  # no foreign key: docs/schema.md
     Column("battery_id", Integer, ForeignKey("batteries.id")),
     Column("plan_name", String(NAME_LENGTH), nullable=False),
     Column("plan_source", Text, nullable=False),
@@ -247,6 +247,19 @@ station_leases = Table(
 
 #: Read-only views (created by migrations 0002 and 0004; not tables, so not in ``metadata``).
 VIEWS = ("live_samples", "cycles")
+
+#: The ``live_samples`` view: each running test's latest sample, with its channel's name.
+LIVE_SAMPLES_VIEW = """
+CREATE VIEW live_samples AS
+SELECT t.id AS test_id, c.name AS channel, t.name AS test_name, t.station,
+       s.seq, s.unix_time_s, s.test_time_s, s.step_time_s, s.voltage_v, s.current_a,
+       s.power_w, s.temperature_c, s.step_index, s.plan_line, s.cycle, s.ah, s.wh
+FROM tests t
+JOIN channels c ON c.id = t.channel_id
+JOIN samples s ON s.test_id = t.id
+WHERE t.status = 'running'
+  AND s.seq = (SELECT MAX(m.seq) FROM samples m WHERE m.test_id = t.id)
+"""
 
 
 def cycles_view(dialect: str, keys: tuple[str, ...] = ("test_id",)) -> str:

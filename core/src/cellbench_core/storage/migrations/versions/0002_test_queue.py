@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
+from cellbench_core.storage.schema import LIVE_SAMPLES_VIEW
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -21,18 +23,6 @@ depends_on: str | Sequence[str] | None = None
 
 # Frozen copy of the column type this revision creates (schema.py may move on).
 LONG_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
-
-LIVE_SAMPLES = """
-CREATE VIEW live_samples AS
-SELECT t.id AS test_id, c.name AS channel, t.name AS test_name, t.station,
-       s.seq, s.unix_time_s, s.test_time_s, s.step_time_s, s.voltage_v, s.current_a,
-       s.power_w, s.temperature_c, s.step_index, s.plan_line, s.cycle, s.ah, s.wh
-FROM tests t
-JOIN channels c ON c.id = t.channel_id
-JOIN samples s ON s.test_id = t.id
-WHERE t.status = 'running'
-  AND s.seq = (SELECT MAX(m.seq) FROM samples m WHERE m.test_id = t.id)
-"""
 
 PG_NOTIFY_FUNCTION = """
 CREATE FUNCTION cellbench_queue_notify() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -73,7 +63,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_test_queue"),
     )
     op.create_index("ix_test_queue_status", "test_queue", ["status"])
-    op.execute(LIVE_SAMPLES)
+    op.execute(LIVE_SAMPLES_VIEW)
     if op.get_bind().dialect.name == "postgresql":
         op.execute(PG_NOTIFY_FUNCTION)
         op.execute(PG_NOTIFY_TRIGGER)
