@@ -311,6 +311,10 @@ def test_start_tests_records_many_tests_channels_and_events_at_once(db: Database
     assert all(r is not None and r.status is TestStatus.RUNNING for r in records)
     events = [e for e in db.events() if e.kind == "test_started"]
     assert sorted(e.test_id for e in events) == sorted(ids)
+    # Made by the database from the test rows: the same text, channel and time as each test's.
+    by_id = {i: s for i, s in zip(ids, starts, strict=True)}
+    assert all(e.message == f"test {e.test_id} started" and e.channel == by_id[e.test_id].channel
+               and e.unix_time_s == by_id[e.test_id].start_unix_s for e in events)
     with pytest.raises(StorageError, match="no battery named 'ghost'"):
         db.start_tests([replace(starts[0], battery="ghost")])
     assert len(db.tests()) == 7  # nothing of the failed call was kept

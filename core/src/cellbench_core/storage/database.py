@@ -20,7 +20,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from cellbench_core.events import TestStatus
 from cellbench_core.storage import schema
-from cellbench_core.storage.inserts import insert_one, insert_rows, insert_with_ids
+from cellbench_core.storage.inserts import (
+    insert_one,
+    insert_started_events,
+    insert_with_ids,
+)
 from cellbench_core.storage.lookups import chunks, ids_by_name
 from cellbench_core.storage.reading import sample_arrays
 from cellbench_core.storage.records import (
@@ -469,10 +473,7 @@ class Database:
                         raise StorageError(f"no battery named {t.battery!r}")
                     row["battery_id"] = battery_ids[t.battery]
             new_ids = insert_with_ids(connection, schema.tests, rows)
-            insert_rows(connection, schema.events, [
-                {"kind": "test_started", "message": f"test {i} started", "test_id": i,
-                 "channel": t.channel, "unix_time_s": row["start_unix_s"], "data": "{}"}
-                for i, t, row in zip(new_ids, tests, rows, strict=True)])
+            insert_started_events(connection, new_ids)
             if confirm is not None and not confirm():
                 raise StartWithdrawn("the tests were withdrawn before their start was recorded")
         return new_ids

@@ -6,7 +6,7 @@ bulk: a start of 100,000 tests is a few statements' work, not 100,000 round trip
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from operator import itemgetter
@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cellbench_core.storage import schema
 from cellbench_core.storage.pgcopy import copy_rows
 
 
@@ -53,6 +54,34 @@ def insert_with_ids(connection: Connection, table: sa.Table,
         row["id"] = new_id
     insert_rows(connection, table, rows)
     return ids
+
+
+#: Id ranges per ``INSERT ... SELECT`` of started events (ids of one start mostly form one).
+_RANGES_PER_STATEMENT = 500
+
+
+def insert_started_events(connection: Connection, test_ids: Sequence[int]) -> None:
+    """Record a ``test_started`` event for each of the just inserted tests ``test_ids`` (in
+    ascending order) with ``INSERT ... SELECT`` from their rows: the database makes the rows
+    itself, by ranges of consecutive ids, and no row crosses the connection (on MySQL/MariaDB
+    writing 100,000 of them as text was 0.6 s of Python)."""
+    tests, channels, events = schema.tests, schema.channels, schema.events
+    ranges: list[tuple[int, int]] = []
+    for test_id in test_ids:
+        if ranges and test_id == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], test_id)
+        else:
+            ranges.append((test_id, test_id))
+    message = sa.literal("test ") + sa.cast(tests.c.id, sa.String) + sa.literal(" started")
+    for start in range(0, len(ranges), _RANGES_PER_STATEMENT):
+        part = ranges[start:start + _RANGES_PER_STATEMENT]
+        started = (sa.select(sa.literal("test_started"), message, tests.c.id, channels.c.name,
+                             tests.c.start_unix_s, sa.literal("{}"))
+                   .join_from(tests, channels, tests.c.channel_id == channels.c.id)
+                   .where(sa.or_(*(tests.c.id.between(lo, hi) for lo, hi in part)))
+                   .order_by(tests.c.id))
+        connection.execute(events.insert().from_select(
+            ["kind", "message", "test_id", "channel", "unix_time_s", "data"], started))
 
 
 def _insert_auto_increment(connection: Connection, table: sa.Table,
