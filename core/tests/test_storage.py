@@ -44,15 +44,21 @@ def test_migrations_create_exactly_the_schema(db: Database) -> None:
         assert compare_metadata(context, metadata) == []
 
 
+def _alembic(connection: sa.Connection) -> Config:
+    """An Alembic configuration that migrates ``connection`` with the station's revisions."""
+    config = Config()
+    config.set_main_option("script_location", "cellbench_core.storage:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
 def test_upgrade_is_idempotent_and_downgrade_reverses_it(storage_url: str) -> None:
     upgrade(storage_url)
     upgrade(storage_url)
     engine = sa.create_engine(storage_url)
     try:
         with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", "cellbench_core.storage:migrations")
-            config.attributes["connection"] = connection
+            config = _alembic(connection)
             command.downgrade(config, "base")
             assert set(sa.inspect(connection).get_table_names()) == {VERSION_TABLE}
     finally:
@@ -327,9 +333,7 @@ def test_upgrade_from_0006_keeps_the_rows_and_drops_the_foreign_keys_of_0007(
     engine = sa.create_engine(storage_url)
     try:
         with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", "cellbench_core.storage:migrations")
-            config.attributes["connection"] = connection
+            config = _alembic(connection)
             command.downgrade(config, "base")  # the server databases are at the head
             command.upgrade(config, "0006")
         db = Database(storage_url, engine)
