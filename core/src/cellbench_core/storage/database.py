@@ -122,12 +122,17 @@ def _translated(parsed: sa.URL) -> Iterator[None]:
 
 
 def _revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return _current(connection)
+
+
+def _current(connection: Connection) -> str | None:
+    """The station schema revision of the database ``connection`` is on."""
     from alembic.runtime.migration import MigrationContext  # lazily: see _upgrade
 
-    with engine.connect() as connection:
-        context = MigrationContext.configure(connection,
-                                             opts={"version_table": schema.VERSION_TABLE})
-        return context.get_current_revision()
+    context = MigrationContext.configure(connection,
+                                         opts={"version_table": schema.VERSION_TABLE})
+    return context.get_current_revision()
 
 
 def _create_engine(parsed: sa.URL, busy_timeout_s: float = _SQLITE_BUSY_TIMEOUT_S) -> Engine:
@@ -173,11 +178,14 @@ def _upgrade(engine: Engine) -> None:
         try:
             with connection.begin():
                 _refuse_foreign_tables(connection)
+                before = _current(connection)
                 config = Config()
                 config.set_main_option("script_location", _MIGRATIONS)
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
-                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                # Only after a migration ran: no table scan at every station start.
+                if sqlite and _current(connection) != before and connection.exec_driver_sql(
+                        "PRAGMA foreign_key_check").first():
                     raise StorageError("the upgrade would leave rows that refer to missing "
                                        "ones; nothing was changed")
         finally:
