@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,37 @@ def test_next_ends_the_step_and_stop_ends_the_test(db: Database, station_dir: Pa
     steps = db.steps(seen["test"])
     assert steps[0].end_reason == "next step by operator"
     assert steps[0].end_test_time_s < 3600  # not the 100 hours
+
+
+def test_a_starting_channel_runs_while_its_rows_are_written(
+        db: Database, station_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner writes a start's rows in a worker thread: while it waits for them, the channel
+    counts as running, and the generation moves once it is placed (a reader that caches state
+    by generation, as rci does, sees the running test after)."""
+    service = make_service(db, station_dir)
+    writing, go_on = threading.Event(), threading.Event()
+    start_tests = db.start_tests
+
+    def slow_start_tests(*args: Any, **kwargs: Any) -> list[int]:
+        writing.set()
+        go_on.wait(PATIENCE_S)
+        return start_tests(*args, **kwargs)
+
+    monkeypatch.setattr(db, "start_tests", slow_start_tests)
+
+    async def scenario(control: StationControl) -> None:
+        started = asyncio.ensure_future(control.start(1, "charge", identity="tester"))
+        await asyncio.to_thread(writing.wait, PATIENCE_S)
+        try:
+            assert control.channel(1).state is ChannelState.RUNNING
+            during = control.generation
+        finally:
+            go_on.set()
+        await started
+        assert control.generation != during
+        assert control.channel(1).state is ChannelState.RUNNING
+
+    drive(service, scenario)
 
 
 def test_refused_requests_change_nothing(db: Database, station_dir: Path) -> None:

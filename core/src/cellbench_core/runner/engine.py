@@ -145,6 +145,8 @@ class Runner:
         self._pending: list[tuple[Prepared, asyncio.Future[int]]] = []  # from add()
         #: add()'s requests being prepared, until they are pending.
         self._preparing: dict[asyncio.Task[Any] | None, TestRequest] = {}
+        #: channel numbers of a start under way: off the pending list, not placed yet.
+        self._starting: set[int] = set()
         self._wake = asyncio.Event()  # set by add() and shutdown() for an idle serving run
         self._storage_trouble: str | None = None  # why the writer retries, as last alarmed
         self._storage_failed = False
@@ -206,7 +208,8 @@ class Runner:
         run = st.run_of.get(channel)
         if run is not None and st.active[run.row]:
             return ChannelState.PAUSED if run.paused else ChannelState.RUNNING
-        if any(req.channel.number == channel for req in self._preparing.values()) or any(
+        if channel in self._starting or any(
+                req.channel.number == channel for req in self._preparing.values()) or any(
                 p.request.channel.number == channel for p, _ in self._pending):
             return ChannelState.RUNNING
         return ChannelState.IDLE
@@ -451,12 +454,19 @@ class Runner:
     async def _start(self, requests: Sequence[TestRequest | Prepared]) -> None:
         """Prepare every request (those not prepared yet) on a new row and start its test; all
         or none."""
-        with _collection_paused():
-            await self._start_all(requests)
+        self._starting = {(r.request if isinstance(r, Prepared) else r).channel.number
+                          for r in requests}
+        try:
+            with _collection_paused():
+                await self._start_all(requests)
+        finally:
+            # After the change, not before: the start awaits its rows, and a reader that
+            # cached state() in between would keep "idle" for a channel that runs.
+            self._starting = set()
+            self._st.generation += 1
 
     async def _start_all(self, requests: Sequence[TestRequest | Prepared]) -> None:
         st = self._st
-        st.generation += 1
         t = self.clock.now()
         first = len(st.runs)
         rows = np.arange(first, first + len(requests))
