@@ -424,6 +424,16 @@ class Runner:
 
     async def _start_pending(self) -> None:
         pending, self._pending = self._pending, []
+        # Running to state() until each is placed or refused (starts await their rows).
+        self._starting = {prepared.request.channel.number for prepared, _ in pending}
+        try:
+            await self._start_pending_now(pending)
+        finally:
+            self._starting = set()
+            self._st.generation += 1
+
+    async def _start_pending_now(self, pending: list[tuple[Prepared, asyncio.Future[int]]]
+                                 ) -> None:
         runs = self._st.runs
         if len(pending) > 1:  # all together in one transaction; one at a time if that fails
             first = len(runs)
@@ -445,6 +455,7 @@ class Runner:
             try:
                 await self._start([prepared])
             except Exception as err:  # any error is the caller's; the others' tests go on
+                self._starting.discard(prepared.request.channel.number)  # idle again
                 if not future.done():
                     future.set_exception(err)
                 continue
@@ -454,15 +465,12 @@ class Runner:
     async def _start(self, requests: Sequence[TestRequest | Prepared]) -> None:
         """Prepare every request (those not prepared yet) on a new row and start its test; all
         or none."""
-        self._starting = {(r.request if isinstance(r, Prepared) else r).channel.number
-                          for r in requests}
         try:
             with _collection_paused():
                 await self._start_all(requests)
         finally:
             # After the change, not before: the start awaits its rows, and a reader that
             # cached state() in between would keep "idle" for a channel that runs.
-            self._starting = set()
             self._st.generation += 1
 
     async def _start_all(self, requests: Sequence[TestRequest | Prepared]) -> None:
